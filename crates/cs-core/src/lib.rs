@@ -1,0 +1,63 @@
+//! The vocabulary every cs-upgrade crate shares: where commands run ([`Host`]), where files live
+//! ([`Layout`]), CloudStack versions ([`CsVersion`]), read-only checks and their [`Report`],
+//! idempotent [`Step`]s, [`Secret`]s that never print, [`Progress`] for long work, and the traits
+//! capability crates use to ask each other for things ([`HostStatus`], [`HostMaintenance`],
+//! [`RepoSwitch`]).
+//!
+//! Start from a host and a layout:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use cs_core::{Host, HostExt, Layout, fake::FakeHost};
+//! let layout = Layout::default();
+//! let host = FakeHost::new("kvm1").with_file(layout.agent_properties(), "zone=1\n");
+//! let text = host.read_to_string(&layout.agent_properties()).await.unwrap();
+//! assert_eq!(text, "zone=1\n");
+//! # });
+//! ```
+//!
+//! Features: `ssh` adds `SshHost` (libssh2); `conformance` adds the host conformance suite.
+
+mod check;
+pub mod fake;
+mod host;
+mod layout;
+mod local;
+mod progress;
+mod secret;
+mod status;
+mod step;
+mod version;
+
+pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_checks};
+pub use host::{
+    BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,
+    shell_quote,
+};
+pub use layout::Layout;
+pub use local::LocalHost;
+pub use progress::{NoProgress, Progress, ProgressUpdate, RecordingProgress, Unit};
+pub use secret::Secret;
+pub use status::{HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport};
+pub use step::{Step, StepError, StepState};
+pub use version::{CsVersion, FIRST_NEW_SCHEME_MAJOR, VersionError};
+
+/// An error and its causes on one line, joined by `: ` (for reports and one-line CLI errors).
+///
+/// ```
+/// let e = cs_core::StepError::with_source("backup failed", std::io::Error::other("disk full"));
+/// assert_eq!(cs_core::error_chain(&e), "backup failed: disk full");
+/// ```
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! A throwaway, CloudStack-shaped lab on 127.0.0.1 for tests, demos and benchmarks: a real
+//! MariaDB and real sshd instances with temporary directories and free ports.
+//!
+//! `publish = false`: only dev-dependencies, examples and the root crate's tests use it.

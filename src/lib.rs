@@ -1,0 +1,1 @@
+//! cs-upgrade: the orchestrator.
