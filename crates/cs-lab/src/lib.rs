@@ -2,3 +2,10 @@
 //! MariaDB and real sshd instances with temporary directories and free ports.
 //!
 //! `publish = false`: only dev-dependencies, examples and the root crate's tests use it.
+
+mod error;
+mod mariadb;
+mod util;
+
+pub use error::{LabError, Result};
+pub use mariadb::{DbUrl, MariaDb, TestDb, mariadb};

@@ -1,0 +1,524 @@
+//! A real MariaDB server on 127.0.0.1 with a throwaway data directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cs_core::Secret;
+use mysql::prelude::Queryable;
+
+use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready, watchdog};
+use crate::{LabError, Result};
+
+/// How to reach a database: host, port, user, password and an optional default schema.
+///
+/// `Display` masks the password (`mysql://root:***@127.0.0.1:3306/cloud`); use
+/// [`DbUrl::expose`] only to hand the URL to a program that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+    /// Default schema, if any.
+    pub database: Option<String>,
+}
+
+impl DbUrl {
+    /// The URL with the password in it: `mysql://user:pass@host:port[/db]`.
+    pub fn expose(&self) -> String {
+        let db = self
+            .database
+            .as_deref()
+            .map(|d| format!("/{d}"))
+            .unwrap_or_default();
+        format!(
+            "mysql://{}:{}@{}:{}{db}",
+            self.user,
+            self.password.expose(),
+            self.host,
+            self.port
+        )
+    }
+
+    /// The same server and user with another default schema.
+    #[must_use]
+    pub fn with_database(&self, db: &str) -> DbUrl {
+        DbUrl {
+            database: Some(db.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// `mysql` crate connection options.
+    pub fn opts(&self) -> mysql::Opts {
+        mysql::OptsBuilder::new()
+            .ip_or_hostname(Some(self.host.clone()))
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(Some(self.password.expose().to_string()))
+            .db_name(self.database.clone())
+            .prefer_socket(false)
+            .into()
+    }
+
+    /// Opens a connection.
+    ///
+    /// # Errors
+    /// [`LabError::Database`] when the server refuses or cannot be reached.
+    pub fn connect(&self) -> Result<mysql::Conn> {
+        mysql::Conn::new(self.opts()).map_err(|e| LabError::Database {
+            what: format!("connect to {self}"),
+            source: Box::new(e),
+        })
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mysql://{}:***@{}:{}", self.user, self.host, self.port)?;
+        if let Some(d) = &self.database {
+            write!(f, "/{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({self})")
+    }
+}
+
+/// A MariaDB server started for the lab: `mariadbd` on a free 127.0.0.1 port with a temporary
+/// data directory, users `root` and `cloud` with random passwords (both with every privilege),
+/// stopped and removed on drop.
+///
+/// Tests share one server per test binary through [`mariadb()`] and give each test its own
+/// database with [`MariaDb::database`].
+pub struct MariaDb {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    root_password: Secret,
+    cloud_password: Secret,
+    version: String,
+}
+
+impl fmt::Debug for MariaDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MariaDb")
+            .field("port", &self.port)
+            .field("dir", &self.dir.path())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// Options for [`MariaDb::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct MariaDbOptions {
+    /// Extra `mariadbd` options (`--sql-mode=ONLY_FULL_GROUP_BY`, `--log-bin`, …).
+    pub server_args: Vec<String>,
+}
+
+impl MariaDb {
+    /// Starts a server with default options.
+    ///
+    /// # Errors
+    /// [`LabError::MissingBinary`] naming the package when MariaDB is not installed; start-up
+    /// errors with the end of the server's log.
+    pub fn start() -> Result<MariaDb> {
+        MariaDb::start_with(&MariaDbOptions::default())
+    }
+
+    /// Starts a server with extra options.
+    ///
+    /// # Errors
+    /// As [`MariaDb::start`].
+    pub fn start_with(options: &MariaDbOptions) -> Result<MariaDb> {
+        let mariadbd = find_binary("mariadbd", "mariadb-server")?;
+        let install_db = find_binary("mariadb-install-db", "mariadb-server")?;
+        let client = find_binary("mariadb", "mariadb-client")?;
+        // Unix socket paths are limited to 107 bytes: keep the directory short.
+        let dir = tempfile::Builder::new()
+            .prefix("cslab-db-")
+            .tempdir_in("/tmp")
+            .map_err(|e| LabError::io("create MariaDB directory", e))?;
+        let data = dir.path().join("data");
+        let sock = dir.path().join("s");
+        let log = dir.path().join("error.log");
+        let me = current_user();
+
+        let install_log = dir.path().join("install.log");
+        let out = command(&install_db)
+            .arg("--no-defaults")
+            .arg(format!("--user={me}"))
+            .arg(format!("--datadir={}", data.display()))
+            .args([
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                "--skip-name-resolve",
+                "--innodb-log-file-size=16M",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError::io("run mariadb-install-db", e))?;
+        let _ = std::fs::write(&install_log, [&out.stdout[..], &out.stderr[..]].concat());
+        if !out.status.success() {
+            return Err(LabError::Start {
+                what: "mariadb-install-db".into(),
+                detail: log_tail(&install_log),
+            });
+        }
+
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut child = command(&mariadbd)
+                .arg("--no-defaults")
+                .arg(format!("--user={me}"))
+                .arg(format!("--datadir={}", data.display()))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(format!("--socket={}", sock.display()))
+                .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+                .arg(format!("--log-error={}", log.display()))
+                .args([
+                    "--skip-name-resolve",
+                    "--innodb-log-file-size=16M",
+                    "--innodb-buffer-pool-size=128M",
+                    "--max-allowed-packet=256M",
+                    "--innodb-flush-log-at-trx-commit=2",
+                    "--event-scheduler=OFF",
+                ])
+                .args(&options.server_args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| LabError::io("start mariadbd", e))?;
+            watchdog(child.id(), dir.path())?;
+            let ready = wait_ready(
+                "mariadbd",
+                &mut child,
+                &log,
+                Duration::from_secs(60),
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && sock.exists(),
+            );
+            match ready {
+                Ok(()) => {
+                    let root_password = Secret::new(token(20));
+                    let cloud_password = Secret::new(token(20));
+                    let setup = format!(
+                        "ALTER USER 'root'@'localhost' IDENTIFIED BY '{r}';\n\
+                         CREATE OR REPLACE USER 'root'@'127.0.0.1' IDENTIFIED BY '{r}';\n\
+                         GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;\n\
+                         CREATE USER 'cloud'@'%' IDENTIFIED BY '{c}';\n\
+                         GRANT ALL PRIVILEGES ON *.* TO 'cloud'@'%' WITH GRANT OPTION;\n\
+                         FLUSH PRIVILEGES;\n",
+                        r = root_password.expose(),
+                        c = cloud_password.expose()
+                    );
+                    let mut sql = command(&client)
+                        .arg("--no-defaults")
+                        .arg(format!("--socket={}", sock.display()))
+                        .arg("-uroot")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| LabError::io("run mariadb client", e))?;
+                    if let Some(mut stdin) = sql.stdin.take() {
+                        use std::io::Write as _;
+                        stdin
+                            .write_all(setup.as_bytes())
+                            .map_err(|e| LabError::io("write to mariadb client", e))?;
+                    }
+                    let out = sql
+                        .wait_with_output()
+                        .map_err(|e| LabError::io("run mariadb client", e))?;
+                    if !out.status.success() {
+                        let _ = child.kill();
+                        return Err(LabError::Start {
+                            what: "MariaDB user setup".into(),
+                            // The client echoes the failing statement: mask the passwords.
+                            detail: String::from_utf8_lossy(&out.stderr)
+                                .replace(root_password.expose(), "***")
+                                .replace(cloud_password.expose(), "***")
+                                .trim()
+                                .to_string(),
+                        });
+                    }
+                    let mut db = MariaDb {
+                        child: Some(child),
+                        dir,
+                        port,
+                        root_password,
+                        cloud_password,
+                        version: String::new(),
+                    };
+                    let v: Option<String> = db
+                        .root()
+                        .connect()?
+                        .query_first("SELECT VERSION()")
+                        .map_err(|e| LabError::Database {
+                            what: "SELECT VERSION()".into(),
+                            source: Box::new(e),
+                        })?;
+                    db.version = v.unwrap_or_default();
+                    tracing::debug!(port, version = %db.version, "lab MariaDB ready");
+                    return Ok(db);
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // Another process may have taken the port between probe and bind.
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| LabError::Timeout {
+            what: "mariadbd".into(),
+        }))
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's `VERSION()` (`10.11.6-MariaDB`).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The data and log directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    /// The `root` user (every privilege).
+    pub fn root(&self) -> DbUrl {
+        self.url("root", &self.root_password)
+    }
+
+    /// The `cloud` user (every privilege, as CloudStack's setup grants on its schemas).
+    pub fn cloud(&self) -> DbUrl {
+        self.url("cloud", &self.cloud_password)
+    }
+
+    fn url(&self, user: &str, password: &Secret) -> DbUrl {
+        DbUrl {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: user.into(),
+            password: password.clone(),
+            database: None,
+        }
+    }
+
+    /// Runs statements as root (several, separated by `;`).
+    ///
+    /// # Errors
+    /// [`LabError::Database`] naming the failing batch.
+    pub fn exec(&self, sql: &str) -> Result<()> {
+        let mut conn = self.root().connect()?;
+        conn.query_drop(sql).map_err(|e| LabError::Database {
+            what: format!("run `{}`", first_line(sql)),
+            source: Box::new(e),
+        })
+    }
+
+    /// Creates a user with a random password and the given grants (`GRANT SELECT ON db.* TO
+    /// {user}` style statements, where `{user}` is replaced by the quoted account).
+    ///
+    /// # Errors
+    /// [`LabError::Database`].
+    pub fn create_user(&self, name: &str, grants: &[&str]) -> Result<DbUrl> {
+        let password = Secret::new(token(20));
+        let account = format!("'{name}'@'%'");
+        let mut sql = format!(
+            "DROP USER IF EXISTS {account}; CREATE USER {account} IDENTIFIED BY '{}';",
+            password.expose()
+        );
+        for g in grants {
+            sql.push_str(&g.replace("{user}", &account));
+            sql.push(';');
+        }
+        self.exec(&sql)?;
+        Ok(self.url(name, &password))
+    }
+
+    /// A database of its own for one test: `cs_t_<name>_<pid>`, created empty now and dropped
+    /// when the returned handle drops (kept when the test is panicking, for inspection).
+    ///
+    /// # Errors
+    /// [`LabError::Database`].
+    pub fn database(&self, name: &str) -> Result<TestDb<'_>> {
+        let base = format!("cs_t_{}_{}", sanitize(name), std::process::id());
+        self.exec(&format!(
+            "DROP DATABASE IF EXISTS `{base}`; CREATE DATABASE `{base}`"
+        ))?;
+        Ok(TestDb {
+            server: self,
+            created: vec![base.clone()],
+            base,
+        })
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM lets InnoDB shut down; the watchdog finishes the job if it hangs.
+            let pid = child.id();
+            let _ = command(Path::new("/bin/kill"))
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+            for _ in 0..100 {
+                if !alive(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One test's databases on a shared [`MariaDb`]; every schema it created is dropped on drop.
+#[derive(Debug)]
+pub struct TestDb<'a> {
+    server: &'a MariaDb,
+    base: String,
+    created: Vec<String>,
+}
+
+impl TestDb<'_> {
+    /// The test's main database name (`cs_t_<name>_<pid>`).
+    pub fn name(&self) -> &str {
+        &self.base
+    }
+
+    /// A root URL with the test database as default schema.
+    pub fn url(&self) -> DbUrl {
+        self.server.root().with_database(&self.base)
+    }
+
+    /// The server.
+    pub fn server(&self) -> &MariaDb {
+        self.server
+    }
+
+    /// Another schema for the same test (`<name>_<suffix>`), created empty now, dropped with
+    /// the handle. Use it for the second schema of a pair such as `cloud` + `cloud_usage`.
+    ///
+    /// # Errors
+    /// [`LabError::Database`].
+    pub fn extra(&mut self, suffix: &str) -> Result<String> {
+        let name = format!("{}_{}", self.base, sanitize(suffix));
+        self.server
+            .exec(&format!("DROP DATABASE IF EXISTS `{0}`; CREATE DATABASE `{0}`", name))?;
+        self.created.push(name.clone());
+        Ok(name)
+    }
+
+    /// Registers a schema created by the code under test, so it is dropped with the handle.
+    pub fn adopt(&mut self, schema: &str) {
+        self.created.push(schema.to_string());
+    }
+}
+
+impl Drop for TestDb<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let sql: String = self
+            .created
+            .iter()
+            .map(|d| format!("DROP DATABASE IF EXISTS `{d}`;"))
+            .collect();
+        if let Err(e) = self.server.exec(&sql) {
+            tracing::warn!(error = %e, "could not drop test databases");
+        }
+    }
+}
+
+/// The MariaDB server shared by every test of this test binary, started on first use.
+///
+/// # Panics
+/// When the server cannot start: a test that needs MariaDB fails (never skips) with the reason,
+/// for example the Debian package to install.
+pub fn mariadb() -> &'static MariaDb {
+    static SHARED: OnceLock<MariaDb> = OnceLock::new();
+    SHARED.get_or_init(|| match MariaDb::start() {
+        Ok(db) => db,
+        Err(e) => panic!("cannot start the lab MariaDB: {}", cs_core::error_chain(&e)),
+    })
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(32)
+        .collect()
+}
+
+fn first_line(sql: &str) -> String {
+    let l = sql.trim().lines().next().unwrap_or("");
+    if l.len() > 80 {
+        format!("{}…", &l[..l.floor_char_boundary(80)])
+    } else {
+        l.to_string()
+    }
+}
+
+fn current_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    if uid == 0 {
+        return "root".to_string();
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid.to_string())
+        .map(|f| f[0].to_string())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_never_print_the_password() {
+        let u = DbUrl {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "cloud".into(),
+            password: Secret::new("s3cret"),
+            database: Some("cloud".into()),
+        };
+        assert_eq!(u.to_string(), "mysql://cloud:***@127.0.0.1:3306/cloud");
+        assert!(!format!("{u:?}").contains("s3cret"));
+        assert_eq!(u.expose(), "mysql://cloud:s3cret@127.0.0.1:3306/cloud");
+    }
+}

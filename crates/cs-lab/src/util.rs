@@ -1,0 +1,133 @@
+//! Small helpers shared by the lab's servers: finding binaries, free ports, watchdogs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{LabError, Result};
+
+/// Finds `binary` in `/usr/sbin`, `/usr/bin`, `/sbin` or `PATH`, or names the package to install.
+pub(crate) fn find_binary(binary: &str, package: &str) -> Result<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ["/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LabError::MissingBinary {
+            binary: binary.to_string(),
+            package: package.to_string(),
+        })
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| LabError::io("bind 127.0.0.1:0", e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| LabError::io("local address", e))?
+        .port();
+    Ok(port)
+}
+
+/// A new command for a lab server.
+#[allow(clippy::disallowed_methods)] // cs-lab starts real servers; that is its job.
+pub(crate) fn command(program: &Path) -> Command {
+    Command::new(program)
+}
+
+/// Whether process `pid` is alive (and not a zombie). PID 1 in containers reaps slowly, so
+/// `kill -0` is not enough.
+pub(crate) fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Starts a detached watchdog that, once this process is gone, stops `pid` and removes `dir`.
+/// Lab servers shared by a test binary live in statics, which are never dropped; the watchdog
+/// makes sure they do not outlive the test run.
+pub(crate) fn watchdog(pid: u32, dir: &Path) -> Result<()> {
+    let sh = find_binary("sh", "dash")?;
+    let script = r#"
+me=$1; pid=$2; dir=$3
+gone() { [ ! -r /proc/$1/status ] || grep -q '^State:.*Z' /proc/$1/status; }
+while ! gone "$me"; do
+  gone "$pid" && exit 0
+  sleep 0.5
+done
+kill -TERM "$pid" 2>/dev/null
+i=0; while ! gone "$pid" && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL "$pid" 2>/dev/null
+rm -rf "$dir"
+"#;
+    let mut cmd = command(&sh);
+    cmd.arg("-c")
+        .arg(script)
+        .arg("cs-lab-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn()
+        .map_err(|e| LabError::io("start lab watchdog", e))?;
+    Ok(())
+}
+
+/// Polls `ready` every 50 ms until it is true, the child dies, or `limit` passes.
+pub(crate) fn wait_ready(
+    what: &str,
+    child: &mut Child,
+    log: &Path,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(LabError::Start {
+                what: what.to_string(),
+                detail: format!("exited with {status}; {}", log_tail(log)),
+            });
+        }
+        if start.elapsed() > limit {
+            return Err(LabError::Timeout {
+                what: format!("{what} to become ready ({})", log_tail(log)),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub(crate) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    format!("see {}: {}", log.display(), tail.join(" | "))
+}
+
+/// A random alphanumeric token (passwords, names).
+pub(crate) fn token(len: usize) -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
