@@ -19,6 +19,7 @@
 //! Features: `ssh` adds `SshHost` (libssh2); `conformance` adds the host conformance suite.
 
 mod check;
+mod db_url;
 pub mod fake;
 mod host;
 mod layout;
@@ -30,6 +31,7 @@ mod step;
 mod version;
 
 pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_checks};
+pub use db_url::{DbUrl, DbUrlError};
 pub use host::{
     BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,
     shell_quote,

@@ -7,5 +7,6 @@ mod error;
 mod mariadb;
 mod util;
 
+pub use cs_core::DbUrl;
 pub use error::{LabError, Result};
-pub use mariadb::{DbUrl, MariaDb, TestDb, mariadb};
+pub use mariadb::{DbUrlExt, MariaDb, MariaDbOptions, TestDb, mariadb};

@@ -6,58 +6,26 @@ use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cs_core::Secret;
+use cs_core::{DbUrl, Secret};
 use mysql::prelude::Queryable;
 
 use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready, watchdog};
 use crate::{LabError, Result};
 
-/// How to reach a database: host, port, user, password and an optional default schema.
-///
-/// `Display` masks the password (`mysql://root:***@127.0.0.1:3306/cloud`); use
-/// [`DbUrl::expose`] only to hand the URL to a program that needs it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DbUrl {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: Secret,
-    /// Default schema, if any.
-    pub database: Option<String>,
+/// Connecting to a [`DbUrl`] with the `mysql` crate.
+pub trait DbUrlExt {
+    /// `mysql` crate connection options.
+    fn opts(&self) -> mysql::Opts;
+
+    /// Opens a connection.
+    ///
+    /// # Errors
+    /// [`LabError::Database`] when the server refuses or cannot be reached.
+    fn connect(&self) -> Result<mysql::Conn>;
 }
 
-impl DbUrl {
-    /// The URL with the password in it: `mysql://user:pass@host:port[/db]`.
-    pub fn expose(&self) -> String {
-        let db = self
-            .database
-            .as_deref()
-            .map(|d| format!("/{d}"))
-            .unwrap_or_default();
-        format!(
-            "mysql://{}:{}@{}:{}{db}",
-            self.user,
-            self.password.expose(),
-            self.host,
-            self.port
-        )
-    }
-
-    /// The same server and user with another default schema.
-    #[must_use]
-    pub fn with_database(&self, db: &str) -> DbUrl {
-        DbUrl {
-            database: Some(db.to_string()),
-            ..self.clone()
-        }
-    }
-
-    /// `mysql` crate connection options.
-    pub fn opts(&self) -> mysql::Opts {
+impl DbUrlExt for DbUrl {
+    fn opts(&self) -> mysql::Opts {
         mysql::OptsBuilder::new()
             .ip_or_hostname(Some(self.host.clone()))
             .tcp_port(self.port)
@@ -68,31 +36,11 @@ impl DbUrl {
             .into()
     }
 
-    /// Opens a connection.
-    ///
-    /// # Errors
-    /// [`LabError::Database`] when the server refuses or cannot be reached.
-    pub fn connect(&self) -> Result<mysql::Conn> {
+    fn connect(&self) -> Result<mysql::Conn> {
         mysql::Conn::new(self.opts()).map_err(|e| LabError::Database {
             what: format!("connect to {self}"),
             source: Box::new(e),
         })
-    }
-}
-
-impl fmt::Display for DbUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mysql://{}:***@{}:{}", self.user, self.host, self.port)?;
-        if let Some(d) = &self.database {
-            write!(f, "/{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for DbUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DbUrl({self})")
     }
 }
 
@@ -188,7 +136,10 @@ impl MariaDb {
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--port={port}"))
                 .arg(format!("--socket={}", sock.display()))
-                .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+                .arg(format!(
+                    "--pid-file={}",
+                    dir.path().join("mysqld.pid").display()
+                ))
                 .arg(format!("--log-error={}", log.display()))
                 .args([
                     "--skip-name-resolve",
@@ -320,13 +271,7 @@ impl MariaDb {
     }
 
     fn url(&self, user: &str, password: &Secret) -> DbUrl {
-        DbUrl {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: user.into(),
-            password: password.clone(),
-            database: None,
-        }
+        DbUrl::new("127.0.0.1", self.port, user, password.clone())
     }
 
     /// Runs statements as root (several, separated by `;`).
@@ -431,8 +376,10 @@ impl TestDb<'_> {
     /// [`LabError::Database`].
     pub fn extra(&mut self, suffix: &str) -> Result<String> {
         let name = format!("{}_{}", self.base, sanitize(suffix));
-        self.server
-            .exec(&format!("DROP DATABASE IF EXISTS `{0}`; CREATE DATABASE `{0}`", name))?;
+        self.server.exec(&format!(
+            "DROP DATABASE IF EXISTS `{0}`; CREATE DATABASE `{0}`",
+            name
+        ))?;
         self.created.push(name.clone());
         Ok(name)
     }
@@ -474,7 +421,13 @@ pub fn mariadb() -> &'static MariaDb {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(32)
         .collect()
 }
@@ -490,7 +443,9 @@ fn first_line(sql: &str) -> String {
 
 fn current_user() -> String {
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     if uid == 0 {
         return "root".to_string();
     }
@@ -502,23 +457,4 @@ fn current_user() -> String {
         .map(|f| f[0].to_string())
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| uid.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_never_print_the_password() {
-        let u = DbUrl {
-            host: "127.0.0.1".into(),
-            port: 3306,
-            user: "cloud".into(),
-            password: Secret::new("s3cret"),
-            database: Some("cloud".into()),
-        };
-        assert_eq!(u.to_string(), "mysql://cloud:***@127.0.0.1:3306/cloud");
-        assert!(!format!("{u:?}").contains("s3cret"));
-        assert_eq!(u.expose(), "mysql://cloud:s3cret@127.0.0.1:3306/cloud");
-    }
 }

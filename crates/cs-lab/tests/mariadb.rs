@@ -1,5 +1,6 @@
 //! The lab MariaDB: a real server, one per test binary, a database per test.
 
+use cs_lab::DbUrlExt;
 use mysql::prelude::Queryable;
 
 #[test]
@@ -61,7 +62,10 @@ fn limited_users_get_only_their_grants() {
     let server = cs_lab::mariadb();
     let db = server.database("limited").unwrap();
     let url = server
-        .create_user("cs_t_reader", &[&format!("GRANT SELECT ON `{}`.* TO {{user}}", db.name())])
+        .create_user(
+            "cs_t_reader",
+            &[&format!("GRANT SELECT ON `{}`.* TO {{user}}", db.name())],
+        )
         .unwrap();
     let mut conn = url.with_database(db.name()).connect().unwrap();
     let err = conn.query_drop("CREATE TABLE t (id INT)").unwrap_err();
