@@ -1,1 +1,19 @@
-//! cs-upgrade: the orchestrator.
+#![doc = include_str!("../README.md")]
+
+/// Vocabulary and shared traits: hosts, layouts, versions, checks, steps.
+pub use cs_core as core;
+
+/// Consistent, verified database backup and restore.
+pub use cs_backup as backup;
+
+/// The upgrade graph, release facts and database checks.
+pub use cs_schema as schema;
+
+/// Lossless repository-file rewriting.
+pub use cs_repo as repo;
+
+/// KVM agent refreshes.
+pub use cs_agent as agent;
+
+/// The signed CloudStack API client and health probes.
+pub use cs_api as api;
