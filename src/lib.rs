@@ -1,5 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+mod config;
+
+pub use config::{
+    ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
+    SecretSource, SshConfig, UpgradeConfig,
+};
+
 /// Vocabulary and shared traits: hosts, layouts, versions, checks, steps.
 pub use cs_core as core;
 

@@ -154,11 +154,11 @@ impl DbUrl {
 
 fn mask(input: &str) -> String {
     // Hide whatever sits between the first ':' after the scheme and the last '@'.
-    if let Some((scheme, rest)) = input.split_once("://") {
-        if let Some((auth, host)) = rest.rsplit_once('@') {
-            let user = auth.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}");
-        }
+    if let Some((scheme, rest)) = input.split_once("://")
+        && let Some((auth, host)) = rest.rsplit_once('@')
+    {
+        let user = auth.split(':').next().unwrap_or("");
+        return format!("{scheme}://{user}:***@{host}");
     }
     input.to_string()
 }

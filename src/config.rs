@@ -1,0 +1,632 @@
+//! `UpgradeConfig`: what to upgrade, where it lives and how carefully, read from TOML.
+//!
+//! Secrets never need to be written in the file: each one comes from an environment variable
+//! (`password_env`) or a file of its own (`password_file`, mode 0600 or stricter). An inline
+//! value is accepted for throwaway labs and reported as a warning, as is a config file that other
+//! users can read. See `examples/upgrade.toml` for a commented example.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cs_core::{CsVersion, DbUrl, Finding, Layout, Secret, Severity};
+use serde::Deserialize;
+
+/// Errors from reading a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (line and column).
+        message: String,
+    },
+    /// A value is present but unusable.
+    #[error("config {}: `{key}`: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key (`database.password_env`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where a secret comes from. Exactly one of the three may be set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding the secret (trailing newline removed); must not be readable by others.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The secret itself (reported as a warning: prefer `env` or `file`).
+    #[serde(default)]
+    pub value: Option<Secret>,
+}
+
+impl SecretSource {
+    fn is_set(&self) -> bool {
+        self.env.is_some() || self.file.is_some() || self.value.is_some()
+    }
+
+    /// Reads the secret.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `key` when none or several sources are set, the variable
+    /// is unset, or the file is missing or readable by group or others.
+    pub fn resolve(&self, config: &Path, key: &str) -> Result<Secret, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: config.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        let set = [
+            self.env.is_some(),
+            self.file.is_some(),
+            self.value.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if set != 1 {
+            return Err(invalid(format!(
+                "set exactly one of `env`, `file` or `value` ({set} set)"
+            )));
+        }
+        if let Some(var) = &self.env {
+            return std::env::var(var)
+                .map(Secret::new)
+                .map_err(|_| invalid(format!("environment variable `{var}` is not set")));
+        }
+        if let Some(file) = &self.file {
+            let meta = std::fs::metadata(file)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(invalid(format!(
+                    "{} has mode {mode:04o}; secret files must not be readable by others \
+                     (chmod 600 {})",
+                    file.display(),
+                    file.display()
+                )));
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
+            return Ok(Secret::new(text.trim_end_matches(['\n', '\r'])));
+        }
+        Ok(self.value.clone().unwrap_or_default())
+    }
+}
+
+/// The CloudStack database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Host name or address of the database server.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_db_port")]
+    pub port: u16,
+    /// User (CloudStack's is `cloud`; a backup needs privileges to read routines and events).
+    pub user: String,
+    /// The password.
+    pub password: SecretSource,
+    /// The main schema.
+    #[serde(default = "default_cloud")]
+    pub cloud_schema: String,
+    /// The usage schema.
+    #[serde(default = "default_cloud_usage")]
+    pub usage_schema: String,
+}
+
+fn default_db_port() -> u16 {
+    3306
+}
+fn default_cloud() -> String {
+    "cloud".into()
+}
+fn default_cloud_usage() -> String {
+    "cloud_usage".into()
+}
+
+/// Where and how to back up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Directory under which each run's backup directory is created.
+    pub dir: PathBuf,
+    /// `native` (parallel, default) or `mysqldump`.
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// Parallel connections of the native engine.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Compress dump files with zstd.
+    #[serde(default)]
+    pub compress: bool,
+}
+
+fn default_engine() -> String {
+    "native".into()
+}
+fn default_threads() -> usize {
+    4
+}
+
+/// The CloudStack API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Endpoint, e.g. `http://10.0.0.10:8080/client/api`.
+    pub endpoint: String,
+    /// API key (not secret by itself, but kept out of logs all the same).
+    pub api_key: SecretSource,
+    /// Secret key.
+    pub secret_key: SecretSource,
+    /// Accept any TLS certificate. Dangerous; for labs only.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// How to reach nodes over SSH; each node may override the user and port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Login user.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Private key file; without it the SSH agent is used.
+    #[serde(default)]
+    pub identity: Option<PathBuf>,
+    /// known_hosts file for strict host-key checking.
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+fn default_user() -> String {
+    "root".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            user: default_user(),
+            identity: None,
+            known_hosts: None,
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// One node (management server, usage server or KVM host).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Address (name or IP) to SSH to.
+    pub address: String,
+    /// SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Login user (default: `ssh.user`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Name for reports and, for KVM hosts, the host's name in CloudStack (default: address).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Root under which CloudStack's paths live (`/` on a real node; a directory on a lab node).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+impl NodeConfig {
+    /// The name used in reports.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.address)
+    }
+
+    /// The node's layout: CloudStack's defaults, re-rooted when `root` is set.
+    pub fn layout(&self) -> Layout {
+        match &self.root {
+            Some(r) if r != Path::new("/") => Layout::default().rerooted(r),
+            _ => Layout::default(),
+        }
+    }
+}
+
+/// KVM hosts of one cluster, refreshed together in batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name (as in CloudStack).
+    pub name: String,
+    /// Its hosts.
+    pub hosts: Vec<NodeConfig>,
+}
+
+/// How carefully to go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Hosts refreshed at once within a cluster.
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Hosts worked on at once overall (facts, checks).
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Stop the refresh when more than this percentage of hosts failed (0: on the first).
+    #[serde(default)]
+    pub max_fail_percent: u8,
+    /// How long the first management server may take to migrate the schema.
+    #[serde(
+        default = "default_migration_deadline",
+        with = "humantime_serde_compat"
+    )]
+    pub migration_deadline: Duration,
+    /// How long a host may take to come back Up.
+    #[serde(default = "default_host_deadline", with = "humantime_serde_compat")]
+    pub host_up_deadline: Duration,
+    /// Jump straight to the target instead of stepping through LTS releases.
+    #[serde(default)]
+    pub direct_path: bool,
+    /// Check ids to skip in pre-flight.
+    #[serde(default)]
+    pub skip_checks: Vec<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_parallelism() -> usize {
+    8
+}
+fn default_migration_deadline() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+fn default_host_deadline() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            batch_size: one(),
+            parallelism: default_parallelism(),
+            max_fail_percent: 0,
+            migration_deadline: default_migration_deadline(),
+            host_up_deadline: default_host_deadline(),
+            direct_path: false,
+            skip_checks: Vec::new(),
+        }
+    }
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("`{s}` is not a duration like 90s or 15m: {e}"))
+        })
+    }
+}
+
+/// The whole configuration of one upgrade.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// The release to upgrade to (`4.19.0.0`, `24.0.0`).
+    pub target: CsVersion,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The backup.
+    pub backup: BackupConfig,
+    /// The API.
+    pub api: ApiConfig,
+    /// SSH defaults.
+    #[serde(default)]
+    pub ssh: SshConfig,
+    /// Management servers; the first one migrates the schema.
+    pub management_servers: Vec<NodeConfig>,
+    /// Usage servers (may repeat management servers).
+    #[serde(default)]
+    pub usage_servers: Vec<NodeConfig>,
+    /// KVM hosts, by cluster.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// Policies.
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl UpgradeConfig {
+    /// Reads and validates a config file. Returns the config and warnings about it (a file
+    /// readable by others, inline secrets).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key or line at fault.
+    pub fn load(path: &Path) -> Result<(UpgradeConfig, Vec<Finding>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = UpgradeConfig::parse(&text, path)?;
+        config.path = path.to_path_buf();
+        let mut warnings = config.secret_warnings();
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                warnings.push(
+                    Finding::new(
+                        "config.permissions",
+                        Severity::Warn,
+                        path.display().to_string(),
+                        format!("the config file has mode {mode:04o}: other users can read it"),
+                    )
+                    .with_remedy(format!("chmod 600 {}", path.display())),
+                );
+            }
+        }
+        Ok((config, warnings))
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] with line and column, [`ConfigError::Invalid`] for values that
+    /// parse but cannot work.
+    pub fn parse(text: &str, origin: &Path) -> Result<UpgradeConfig, ConfigError> {
+        let mut config: UpgradeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.path = origin.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.management_servers.is_empty() {
+            return Err(self.invalid("management_servers", "at least one is needed"));
+        }
+        for (key, src) in [
+            ("database.password", &self.database.password),
+            ("api.api_key", &self.api.api_key),
+            ("api.secret_key", &self.api.secret_key),
+        ] {
+            if !src.is_set() {
+                return Err(self.invalid(key, "set `env`, `file` or `value`"));
+            }
+        }
+        if !matches!(self.backup.engine.as_str(), "native" | "mysqldump") {
+            return Err(self.invalid("backup.engine", "expected `native` or `mysqldump`"));
+        }
+        if self.backup.threads == 0 || self.policy.batch_size == 0 || self.policy.parallelism == 0 {
+            return Err(self.invalid(
+                "backup.threads / policy.batch_size / policy.parallelism",
+                "must be at least 1",
+            ));
+        }
+        if self.policy.max_fail_percent > 100 {
+            return Err(self.invalid("policy.max_fail_percent", "a percentage: 0 to 100"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for h in self.clusters.iter().flat_map(|c| &c.hosts) {
+            if !names.insert(h.display_name().to_string()) {
+                return Err(self.invalid(
+                    "clusters.hosts",
+                    format!("host `{}` is listed twice", h.display_name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn secret_warnings(&self) -> Vec<Finding> {
+        [
+            ("database.password", &self.database.password),
+            ("api.api_key", &self.api.api_key),
+            ("api.secret_key", &self.api.secret_key),
+        ]
+        .into_iter()
+        .filter(|(_, s)| s.value.is_some())
+        .map(|(key, _)| {
+            Finding::new(
+                "config.secrets",
+                Severity::Warn,
+                key,
+                format!("`{key}` is written in the config file"),
+            )
+            .with_remedy("use `env = \"VAR\"` or `file = \"/path/0600\"` instead")
+        })
+        .collect()
+    }
+
+    /// The file this config came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The database URL with its password resolved.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the password cannot be read.
+    pub fn database_url(&self) -> Result<DbUrl, ConfigError> {
+        let password = self
+            .database
+            .password
+            .resolve(&self.path, "database.password")?;
+        Ok(DbUrl::new(
+            self.database.host.clone(),
+            self.database.port,
+            self.database.user.clone(),
+            password,
+        ))
+    }
+
+    /// Every KVM host with its cluster name, in config order.
+    pub fn hosts(&self) -> impl Iterator<Item = (&str, &NodeConfig)> {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.hosts.iter().map(move |h| (c.name.as_str(), h)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/upgrade.toml");
+
+    #[track_caller]
+    fn invalid(text: &str, key_part: &str) {
+        match UpgradeConfig::parse(text, Path::new("t.toml")) {
+            Err(ConfigError::Invalid { key, reason, .. }) => {
+                assert!(
+                    key.contains(key_part) || reason.contains(key_part),
+                    "{key}: {reason}"
+                )
+            }
+            Err(ConfigError::Parse { message, .. }) => {
+                assert!(message.contains(key_part), "{message}")
+            }
+            other => panic!("expected an error about {key_part}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_commented_example_parses() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("upgrade.toml")).unwrap();
+        assert_eq!(c.target.to_string(), "4.19.0.0");
+        assert_eq!(c.management_servers.len(), 2);
+        assert_eq!(c.hosts().count(), 3);
+        assert_eq!(c.policy.migration_deadline, Duration::from_secs(45 * 60));
+        assert_eq!(c.database.password.env.as_deref(), Some("CS_DB_PASSWORD"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let base = EXAMPLE.to_string();
+        invalid(
+            &base.replace("target = \"4.19.0.0\"", "target = \"4.19\""),
+            "target",
+        );
+        invalid(
+            &base.replace("engine = \"native\"", "engine = \"tar\""),
+            "backup.engine",
+        );
+        invalid(
+            &base.replace("batch_size = 1", "batch_size = 0"),
+            "batch_size",
+        );
+        invalid(
+            &base.replace("max_fail_percent = 0", "max_fail_percent = 150"),
+            "max_fail_percent",
+        );
+        invalid(
+            &base.replace(
+                "migration_deadline = \"45m\"",
+                "migration_deadline = \"soon\"",
+            ),
+            "soon",
+        );
+        invalid(
+            &base.replace("[policy]", "[policy]\nunknown_knob = 1"),
+            "unknown_knob",
+        );
+        invalid(&base.replace("\"kvm2\"", "\"kvm1\""), "listed twice");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_private_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let src = SecretSource {
+            file: Some(file.clone()),
+            ..SecretSource::default()
+        };
+        let err = src
+            .resolve(Path::new("c.toml"), "database.password")
+            .unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(src.resolve(Path::new("c"), "k").unwrap().expose(), "s3cret");
+
+        let env = SecretSource {
+            env: Some("CS_UPGRADE_TEST_UNSET_VAR".into()),
+            ..SecretSource::default()
+        };
+        let err = env.resolve(Path::new("c"), "api.secret_key").unwrap_err();
+        assert!(
+            err.to_string().contains("CS_UPGRADE_TEST_UNSET_VAR"),
+            "{err}"
+        );
+
+        let both = SecretSource {
+            env: Some("X".into()),
+            value: Some(Secret::new("v")),
+            ..SecretSource::default()
+        };
+        assert!(both.resolve(Path::new("c"), "k").is_err());
+    }
+
+    #[test]
+    fn readable_config_and_inline_secrets_are_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upgrade.toml");
+        let text = EXAMPLE.replace(
+            "password = { env = \"CS_DB_PASSWORD\" }",
+            "password = { value = \"inline-pw\" }",
+        );
+        std::fs::write(&path, &text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (c, warnings) = UpgradeConfig::load(&path).unwrap();
+        let ids: Vec<&str> = warnings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["config.secrets", "config.permissions"]);
+        assert!(!format!("{c:?}").contains("inline-pw"));
+        assert_eq!(c.database_url().unwrap().password.expose(), "inline-pw");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_, warnings) = UpgradeConfig::load(&path).unwrap();
+        assert_eq!(warnings.len(), 1);
+    }
+}
