@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod ms_checks;
 
 pub use config::{
     ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
     SecretSource, SshConfig, UpgradeConfig,
 };
+pub use ms_checks::{MsContext, Phase, ms_checks};
 
 /// Vocabulary and shared traits: hosts, layouts, versions, checks, steps.
 pub use cs_core as core;
