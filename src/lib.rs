@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod diagnose;
 mod ms_checks;
 
 pub use config::{
     ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
     SecretSource, SshConfig, UpgradeConfig,
 };
+pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose};
 pub use ms_checks::{MsContext, Phase, ms_checks};
 
 /// Vocabulary and shared traits: hosts, layouts, versions, checks, steps.
