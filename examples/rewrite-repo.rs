@@ -1,0 +1,220 @@
+//! Points a node's CloudStack package repositories at another release line, keeping every
+//! other byte of the files.
+//!
+//! ```text
+//! cargo run --example rewrite-repo -- --to 4.20 [--dry-run] [--stdout]
+//!     [--host ssh://user@host:port [--key FILE] [--known-hosts FILE]]
+//!     [--mirror PREFIX]... [--root DIR] [FILE...]
+//! ```
+//!
+//! Without FILEs it discovers `sources.list`, `sources.list.d/*.list|*.sources`,
+//! `yum.repos.d/*.repo` and `zypp/repos.d/*.repo` (under `--root` when given). `--dry-run`
+//! prints the unified diff and writes nothing; `--stdout` prints the rewritten text of the
+//! single FILE and writes nothing. Otherwise each changed file gets a timestamped backup copy
+//! beside it and is replaced atomically. Any error ends the program with exit status 1 and one
+//! line on standard error.
+
+// An example owns the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cs_core::{Host, HostExt, Layout, LocalHost, SshHost};
+use cs_repo::{Format, Rules};
+
+/// Rewrites CloudStack apt/yum repository entries to a target release line.
+#[derive(Debug, Parser)]
+#[command(name = "rewrite-repo")]
+struct Args {
+    /// Target release line (`4.20`, `24.0`).
+    #[arg(long, value_name = "LINE")]
+    to: String,
+    /// Print the unified diff; write nothing.
+    #[arg(long, conflicts_with = "stdout")]
+    dry_run: bool,
+    /// Print the rewritten text of the single FILE; write nothing.
+    #[arg(long)]
+    stdout: bool,
+    /// Act on a remote node: `ssh://[user@]host[:port]` (user root, port 22 by default).
+    #[arg(long, value_name = "URL")]
+    host: Option<String>,
+    /// Private key for `--host` (default: the ssh-agent).
+    #[arg(long, value_name = "FILE", requires = "host")]
+    key: Option<PathBuf>,
+    /// known_hosts file for `--host` (default `~/.ssh/known_hosts`; unknown hosts are refused).
+    #[arg(long, value_name = "FILE", requires = "host")]
+    known_hosts: Option<PathBuf>,
+    /// A mirror URL prefix whose entries are CloudStack's too (repeatable).
+    #[arg(long, value_name = "PREFIX")]
+    mirror: Vec<String>,
+    /// Look for repository files under this root instead of `/`.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Repository files (`*.list`, `*.sources`, `*.repo`); discovered when none is given.
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rewrite-repo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One-line error text with its causes.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    cs_core::error_chain(e)
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let mut rules = Rules::default();
+    for m in &args.mirror {
+        rules = rules.with_mirror(m).map_err(|e| chain(&e))?;
+    }
+    let host: Box<dyn Host> = match &args.host {
+        Some(url) => Box::new(connect(url, args).await?),
+        None => Box::new(LocalHost::new()),
+    };
+    let host = host.as_ref();
+    if args.stdout && args.files.len() != 1 {
+        return Err("--stdout takes exactly one FILE".into());
+    }
+    let files = files(args, host).await?;
+
+    if args.stdout {
+        let [file] = files.as_slice() else {
+            return Err("--stdout takes exactly one FILE".into());
+        };
+        let format = Format::from_path(file)
+            .ok_or_else(|| format!("{}: not a .list, .sources or .repo file", file.display()))?;
+        let text = host.read_to_string(file).await.map_err(|e| chain(&e))?;
+        let out = cs_repo::rewrite(&text, format, &args.to, &rules)
+            .map_err(|e| format!("{}: {}", file.display(), chain(&e)))?;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(out.text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write to standard output: {e}"))?;
+        return Ok(());
+    }
+
+    let plan = cs_repo::plan(host, &files, &args.to, &rules)
+        .await
+        .map_err(|e| chain(&e))?;
+    if !plan.has_cloudstack_entries() {
+        let searched: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        return Err(format!(
+            "{}: no CloudStack repository entry in {}",
+            host.name(),
+            if searched.is_empty() {
+                "the standard directories (no repository file found)".to_string()
+            } else {
+                searched.join(", ")
+            }
+        ));
+    }
+    if args.dry_run {
+        print!("{}", plan.diff());
+        for f in &plan.files {
+            for line in f.summary() {
+                eprintln!("{line}");
+            }
+        }
+        if plan.is_noop() {
+            eprintln!("already at {}: nothing to change", args.to);
+        }
+        return Ok(());
+    }
+    let applied = cs_repo::apply(host, &plan).await.map_err(|e| chain(&e))?;
+    for f in &plan.files {
+        for line in f.summary() {
+            println!("{line}");
+        }
+    }
+    for a in &applied {
+        println!(
+            "rewrote {} (backup {})",
+            a.path.display(),
+            a.backup.display()
+        );
+    }
+    if applied.is_empty() {
+        println!("already at {}: nothing to change", args.to);
+    }
+    Ok(())
+}
+
+/// The files to act on: the arguments (made absolute for a local host), or discovered ones.
+async fn files(args: &Args, host: &dyn Host) -> Result<Vec<PathBuf>, String> {
+    if args.files.is_empty() {
+        let mut layout = Layout::default();
+        if let Some(root) = &args.root {
+            layout = layout.rerooted(root);
+        }
+        return cs_repo::discover(host, &layout)
+            .await
+            .map_err(|e| chain(&e));
+    }
+    let mut out = Vec::new();
+    for f in &args.files {
+        let path = if f.is_absolute() {
+            f.clone()
+        } else if args.host.is_none() {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the current directory: {e}"))?
+                .join(f)
+        } else {
+            return Err(format!("{}: remote paths must be absolute", f.display()));
+        };
+        if Format::from_path(&path).is_none() {
+            return Err(format!(
+                "{}: not a repository file (expected sources.list, *.list, *.sources or *.repo)",
+                path.display()
+            ));
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Connects to `ssh://[user@]host[:port]`.
+async fn connect(url: &str, args: &Args) -> Result<SshHost, String> {
+    let rest = url
+        .strip_prefix("ssh://")
+        .ok_or_else(|| format!("--host {url}: expected ssh://[user@]host[:port]"))?;
+    let rest = rest.trim_end_matches('/');
+    let (user, addr) = match rest.rsplit_once('@') {
+        Some((u, a)) => (u, a),
+        None => ("root", rest),
+    };
+    if addr.is_empty() || user.is_empty() {
+        return Err(format!("--host {url}: expected ssh://[user@]host[:port]"));
+    }
+    let has_port = match addr.rsplit_once(':') {
+        Some((_, p)) => !addr.ends_with(']') && p.parse::<u16>().is_ok(),
+        None => false,
+    };
+    let addr = if has_port {
+        addr.to_string()
+    } else {
+        format!("{addr}:22")
+    };
+    let mut b = SshHost::builder(addr).user(user);
+    b = match &args.key {
+        Some(k) => b.key_file(k),
+        None => b.agent(),
+    };
+    if let Some(kh) = &args.known_hosts {
+        b = b.known_hosts(kh);
+    }
+    b.connect().await.map_err(|e| chain(&e))
+}
