@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -142,11 +143,13 @@ pub struct Invocation<'a> {
 }
 
 type Handler = Arc<dyn Fn(&Invocation<'_>, &mut FakeFs) -> Output + Send + Sync>;
+type DurationFn = Arc<dyn Fn(&Invocation<'_>) -> Duration + Send + Sync>;
 
 #[derive(Default)]
 struct State {
     fs: FakeFs,
     handlers: Vec<(String, Handler)>,
+    durations: Vec<(String, DurationFn)>,
     calls: Vec<Call>,
     failing_writes: BTreeSet<PathBuf>,
 }
@@ -259,6 +262,20 @@ impl FakeHost {
             .push((program.into(), Arc::new(handler)));
     }
 
+    /// Declares how long `program` runs (simulated: nothing waits). A command whose
+    /// [`Cmd::timeout`] is shorter fails with [`HostError::Timeout`] instead of reaching its
+    /// handler, as it would on a real host (a fake `sleep`, a hanging `systemctl`).
+    #[must_use]
+    pub fn with_duration<F>(self, program: impl Into<String>, duration: F) -> Self
+    where
+        F: Fn(&Invocation<'_>) -> Duration + Send + Sync + 'static,
+    {
+        self.lock()
+            .durations
+            .push((program.into(), Arc::new(duration)));
+        self
+    }
+
     /// Makes every later `write_atomic` to `path` fail with "no space left on device" after
     /// writing part of the temporary file, as a full disk would.
     pub fn fail_writes_to(&self, path: impl AsRef<Path>) {
@@ -309,14 +326,22 @@ impl Host for FakeHost {
     }
 
     async fn run(&self, cmd: &Cmd) -> Result<Output, HostError> {
-        let handler = {
+        let (handler, duration) = {
             let mut st = self.lock();
             st.calls.push(Call::Run(cmd.to_string()));
-            st.handlers
+            let handler = st
+                .handlers
                 .iter()
                 .rev()
                 .find(|(p, _)| p == cmd.program())
-                .map(|(_, h)| h.clone())
+                .map(|(_, h)| h.clone());
+            let duration = st
+                .durations
+                .iter()
+                .rev()
+                .find(|(p, _)| p == cmd.program())
+                .map(|(_, d)| d.clone());
+            (handler, duration)
         };
         let Some(handler) = handler else {
             return Err(HostError::Spawn {
@@ -334,6 +359,15 @@ impl Host for FakeHost {
             env: cmd.envs(),
             stdin: cmd.stdin_data().unwrap_or(&[]),
         };
+        if let (Some(duration), Some(limit)) = (duration, cmd.timeout_value())
+            && duration(&inv) > limit
+        {
+            return Err(HostError::Timeout {
+                host: self.name.clone(),
+                what: format!("`{cmd}`"),
+                after: limit,
+            });
+        }
         let mut st = self.lock();
         Ok(handler(&inv, &mut st.fs))
     }

@@ -19,13 +19,19 @@
 //! Features: `ssh` adds `SshHost` (libssh2); `conformance` adds the host conformance suite.
 
 mod check;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod db_url;
 pub mod fake;
 mod host;
 mod layout;
 mod local;
 mod progress;
+mod runner;
 mod secret;
+mod signatures;
+#[cfg(feature = "ssh")]
+mod ssh;
 mod status;
 mod step;
 mod version;
@@ -39,7 +45,14 @@ pub use host::{
 pub use layout::Layout;
 pub use local::LocalHost;
 pub use progress::{NoProgress, Progress, ProgressUpdate, RecordingProgress, Unit};
+pub use runner::{
+    JournalEntry, JournalEvent, Plan, PlannedStep, RunError, RunKind, RunReport, Runner,
+    StepOutcome, StepPhase, StepReport, plan_fingerprint, read_journal,
+};
 pub use secret::Secret;
+pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
+#[cfg(feature = "ssh")]
+pub use ssh::{SshHost, SshHostBuilder};
 pub use status::{HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport};
 pub use step::{Step, StepError, StepState};
 pub use version::{CsVersion, FIRST_NEW_SCHEME_MAJOR, VersionError};

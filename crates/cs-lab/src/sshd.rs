@@ -1,0 +1,495 @@
+//! A real OpenSSH server on 127.0.0.1 with its own keys, config and temporary directory.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cs_core::{HostError, Secret, SshHost, SshHostBuilder};
+
+use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready, watchdog};
+use crate::{LabError, Result};
+
+/// The `PATH` commands get over SSH after the stand-in directory.
+const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An OpenSSH server started for the lab: `sshd -D` on a free 127.0.0.1 port with a fresh host
+/// key, a fresh client key authorized for every user (root included), and a known_hosts file
+/// for strict host-key checking. Stopped, and its temporary directory removed, on drop.
+///
+/// It describes one simulated node: [`SshServer::root`] is the node's re-rooted filesystem
+/// (commands see it as `$CS_LAB_ROOT`), and [`SshServer::bin_dir`] comes first in the `PATH`
+/// of every command run over SSH, so stand-ins placed there (a fake `systemctl`) win.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use cs_core::{Cmd, HostExt};
+/// let server = cs_lab::SshServer::start()?;
+/// let host = server.connect().await?;
+/// host.run_ok(&Cmd::new("true")).await?;
+/// # Ok(()) }
+/// ```
+pub struct SshServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    addr: String,
+    root: PathBuf,
+    bin: PathBuf,
+    password_login: Option<(String, Secret)>,
+}
+
+impl fmt::Debug for SshServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshServer")
+            .field("addr", &self.addr)
+            .field("dir", &self.dir.path())
+            .field("root", &self.root)
+            .field(
+                "password_user",
+                &self.password_login.as_ref().map(|(u, _)| u),
+            )
+            .finish()
+    }
+}
+
+/// Options for an [`SshServer`]; see [`SshServer::builder`].
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct SshServerBuilder {
+    root: Option<PathBuf>,
+    path_prefix: Option<PathBuf>,
+    password_user: Option<String>,
+}
+
+impl SshServerBuilder {
+    /// The simulated node's root directory (default: `root/` in the server's temporary
+    /// directory). Created if missing; a directory given here is not removed on drop.
+    pub fn root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.root = Some(dir.into());
+        self
+    }
+
+    /// The directory put first in the `PATH` of commands run over SSH, for stand-in commands
+    /// (default: `bin/` in the server's temporary directory). Created if missing.
+    pub fn path_prefix(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.path_prefix = Some(dir.into());
+        self
+    }
+
+    /// Also allows password login for `user`, with a random password
+    /// ([`SshServer::password`]). The user is created if missing (`useradd`) and its password
+    /// set (`chpasswd`): this changes the machine's `/etc/passwd` and `/etc/shadow`, needs
+    /// root, and is meant for a dedicated test user. Use one user name per test binary, since
+    /// each server sets a new password.
+    pub fn password_login(mut self, user: impl Into<String>) -> Self {
+        self.password_user = Some(user.into());
+        self
+    }
+
+    /// Starts the server and waits until it listens.
+    ///
+    /// # Errors
+    /// [`LabError::MissingBinary`] naming `openssh-server` or `openssh-client` when `sshd` or
+    /// `ssh-keygen` is not installed; [`LabError::Start`] with the end of sshd's log when it
+    /// does not come up; [`LabError::Io`] for file errors.
+    pub fn start(self) -> Result<SshServer> {
+        start(&self)
+    }
+}
+
+impl SshServer {
+    /// Starts a server with default options.
+    ///
+    /// # Errors
+    /// As [`SshServerBuilder::start`].
+    pub fn start() -> Result<SshServer> {
+        SshServer::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> SshServerBuilder {
+        SshServerBuilder::default()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The private key authorized for every user (ed25519, no passphrase).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519")
+    }
+
+    /// A known_hosts file holding this server's key as `[127.0.0.1]:PORT`.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// The server's public host key file (`ssh-ed25519 AAAA… comment`).
+    pub fn host_key_pub(&self) -> PathBuf {
+        self.dir.path().join("host_ed25519.pub")
+    }
+
+    /// The simulated node's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory first in `PATH` for commands run over SSH.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The server's temporary directory (config, keys, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// sshd's log (`-e` output).
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("sshd.log")
+    }
+
+    /// The user allowed to log in with a password, if any.
+    pub fn password_user(&self) -> Option<&str> {
+        self.password_login.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// That user's password, if any.
+    pub fn password(&self) -> Option<&Secret> {
+        self.password_login.as_ref().map(|(_, p)| p)
+    }
+
+    /// Authorizes another public key (one `authorized_keys` line) for every user.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when the file cannot be written.
+    pub fn authorize_key(&self, public_key_line: &str) -> Result<()> {
+        let path = self.dir.path().join("authorized_keys");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
+        writeln!(f, "{}", public_key_line.trim())
+            .map_err(|e| LabError::io(format!("write {}", path.display()), e))
+    }
+
+    /// A builder for an [`SshHost`] on this server: user `root`, the client key, strict
+    /// checking against [`SshServer::known_hosts`], named `lab-ssh:PORT`.
+    pub fn host_builder(&self) -> SshHostBuilder {
+        SshHost::builder(self.addr.clone())
+            .user("root")
+            .key_file(self.client_key())
+            .known_hosts(self.known_hosts())
+            .connect_timeout(Duration::from_secs(10))
+            .name(format!("lab-ssh:{}", self.port))
+    }
+
+    /// Connects as root with the client key and strict host-key checking.
+    ///
+    /// # Errors
+    /// What [`SshHostBuilder::connect`] returns.
+    pub async fn connect(&self) -> std::result::Result<SshHost, HostError> {
+        self.host_builder().connect().await
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            let _ = command(Path::new("/bin/kill"))
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            for _ in 0..40 {
+                if !alive(pid) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The SSH server shared by every test of this test binary (default options), started on
+/// first use.
+///
+/// # Panics
+/// When the server cannot start: a test that needs sshd fails (never skips) with the reason,
+/// for example the Debian package to install.
+pub fn sshd() -> &'static SshServer {
+    static SHARED: OnceLock<SshServer> = OnceLock::new();
+    SHARED.get_or_init(|| match SshServer::start() {
+        Ok(s) => s,
+        Err(e) => panic!("cannot start the lab sshd: {}", cs_core::error_chain(&e)),
+    })
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = format!("{what} {}", path.display());
+    move |e| LabError::io(what, e)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+fn run_tool(what: &str, cmd: &mut std::process::Command, stdin: Option<&str>) -> Result<()> {
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| LabError::io(format!("run {what}"), e))?;
+    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), stdin) {
+        pipe.write_all(data.as_bytes())
+            .map_err(|e| LabError::io(format!("write to {what}"), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError::io(format!("run {what}"), e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Start {
+            what: what.to_string(),
+            detail: format!(
+                "exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+fn keygen(keygen: &Path, file: &Path, comment: &str) -> Result<()> {
+    run_tool(
+        "ssh-keygen",
+        command(keygen)
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+            .arg(file),
+        None,
+    )
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn start(opts: &SshServerBuilder) -> Result<SshServer> {
+    let sshd = find_binary("sshd", "openssh-server")?;
+    let keygen_bin = find_binary("ssh-keygen", "openssh-client")?;
+    let dir = tempfile::Builder::new()
+        .prefix("cslab-ssh-")
+        .tempdir_in("/tmp")
+        .map_err(|e| LabError::io("create sshd directory", e))?;
+    let d = dir.path().to_path_buf();
+    // Readable by every user: authorized_keys is checked as the user logging in.
+    set_mode(&d, 0o755)?;
+    keygen(&keygen_bin, &d.join("host_ed25519"), "cs-lab-host")?;
+    keygen(&keygen_bin, &d.join("id_ed25519"), "cs-lab-client")?;
+    let authorized = d.join("authorized_keys");
+    std::fs::copy(d.join("id_ed25519.pub"), &authorized).map_err(io("copy", &authorized))?;
+    set_mode(&authorized, 0o644)?;
+
+    let root = opts.root.clone().unwrap_or_else(|| d.join("root"));
+    let bin = opts.path_prefix.clone().unwrap_or_else(|| d.join("bin"));
+    for p in [&root, &bin] {
+        std::fs::create_dir_all(p).map_err(io("create", p))?;
+    }
+    // sshd's privilege-separation directory.
+    std::fs::create_dir_all("/run/sshd").map_err(io("create", Path::new("/run/sshd")))?;
+
+    let password_login = match &opts.password_user {
+        Some(user) => Some((user.clone(), set_password(user)?)),
+        None => None,
+    };
+
+    let host_pub = std::fs::read_to_string(d.join("host_ed25519.pub"))
+        .map_err(io("read", &d.join("host_ed25519.pub")))?;
+    let host_key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+    let log = d.join("sshd.log");
+    let config = d.join("sshd_config");
+
+    let mut last_err = None;
+    for _ in 0..5 {
+        let port = free_port()?;
+        let text = config_text(&d, port, &root, &bin, password_login.is_some());
+        std::fs::write(&config, text).map_err(io("write", &config))?;
+        run_tool(
+            "sshd -t (config check)",
+            command(&sshd).arg("-t").arg("-f").arg(&config),
+            None,
+        )?;
+        let log_file = std::fs::File::create(&log).map_err(io("create", &log))?;
+        let log_err = log_file.try_clone().map_err(io("open", &log))?;
+        // sshd must be started by absolute path; -D: foreground, -e: log to stderr.
+        let mut child = command(&sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| LabError::io("start sshd", e))?;
+        watchdog(child.id(), &d)?;
+        let listening = format!("Server listening on 127.0.0.1 port {port}");
+        let ready = wait_ready("sshd", &mut child, &log, Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&listening))
+        });
+        match ready {
+            Ok(()) => {
+                let known = d.join("known_hosts");
+                std::fs::write(
+                    &known,
+                    format!("[127.0.0.1]:{port} {}\n", host_key.join(" ")),
+                )
+                .map_err(io("write", &known))?;
+                tracing::debug!(port, dir = %d.display(), "lab sshd ready");
+                return Ok(SshServer {
+                    child: Some(child),
+                    dir,
+                    port,
+                    addr: format!("127.0.0.1:{port}"),
+                    root,
+                    bin,
+                    password_login,
+                });
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if !(text.contains("Address already in use") || text.contains("Cannot bind")) {
+                    return Err(e);
+                }
+                // Another process took the port between probe and bind: try another.
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| LabError::Timeout {
+        what: format!("sshd ({})", log_tail(&log)),
+    }))
+}
+
+/// sshd's configuration. `SetEnv` puts the stand-in directory first in `PATH` and names the
+/// node's root; `SHLVL=1` makes bash skip `~/.bashrc` (it sources it only for a top-level shell
+/// started by sshd), so the machine's own shell setup neither slows every command down nor
+/// reorders `PATH` in front of the stand-ins.
+fn config_text(d: &Path, port: u16, root: &Path, bin: &Path, password: bool) -> String {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "Port {port}\n\
+         ListenAddress 127.0.0.1\n\
+         HostKey {host_key}\n\
+         PidFile {pid}\n\
+         AuthorizedKeysFile {authorized}\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication {pw}\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin yes\n\
+         StrictModes no\n\
+         UsePAM no\n\
+         UseDNS no\n\
+         MaxStartups 100:30:200\n\
+         MaxSessions 100\n\
+         Subsystem sftp internal-sftp\n\
+         SetEnv \"PATH={bin}:{SYSTEM_PATH}\" \"CS_LAB_ROOT={root}\" SHLVL=1\n\
+         LogLevel VERBOSE\n",
+        host_key = d.join("host_ed25519").display(),
+        pid = d.join("sshd.pid").display(),
+        authorized = d.join("authorized_keys").display(),
+        pw = yes_no(password),
+        bin = bin.display(),
+        root = root.display(),
+    )
+}
+
+/// Creates `user` if missing and gives it a new random password.
+fn set_password(user: &str) -> Result<Secret> {
+    if !is_root() {
+        return Err(LabError::Start {
+            what: format!("password login for `{user}`"),
+            detail: "creating the user and setting its password needs root".into(),
+        });
+    }
+    let valid = !user.is_empty()
+        && user.len() <= 32
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(LabError::Start {
+            what: format!("password login for `{user}`"),
+            detail: "user names must be lowercase letters, digits, `-` and `_`".into(),
+        });
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let exists = passwd.lines().any(|l| l.split(':').next() == Some(user));
+    if !exists {
+        let useradd = find_binary("useradd", "passwd")?;
+        run_tool(
+            "useradd",
+            command(&useradd).args(["-m", "-s", "/bin/sh", user]),
+            None,
+        )?;
+    }
+    let password = Secret::new(token(24));
+    let chpasswd = find_binary("chpasswd", "passwd")?;
+    run_tool(
+        "chpasswd",
+        &mut command(&chpasswd),
+        Some(&format!("{user}:{}\n", password.expose())),
+    )?;
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_sshd_names_the_package() {
+        let err = find_binary("cs-lab-no-such-sshd", "openssh-server").expect_err("missing");
+        assert!(err.to_string().contains("openssh-server"), "{err}");
+    }
+
+    #[test]
+    fn config_puts_stand_ins_first_in_path() {
+        let text = config_text(
+            Path::new("/tmp/d"),
+            2222,
+            Path::new("/srv/node"),
+            Path::new("/srv/bin"),
+            false,
+        );
+        assert!(text.contains(&format!(
+            "SetEnv \"PATH=/srv/bin:{SYSTEM_PATH}\" \"CS_LAB_ROOT=/srv/node\" SHLVL=1\n"
+        )));
+        assert!(text.contains("PasswordAuthentication no\n"));
+        assert!(text.contains("ListenAddress 127.0.0.1\n"));
+    }
+}

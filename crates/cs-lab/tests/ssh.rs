@@ -1,0 +1,401 @@
+//! `SshHost` against a real OpenSSH server from the lab: the host conformance suite, host-key
+//! checking, connect timeouts, authentication methods, reconnection and concurrent use.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cs_core::{
+    Cmd, Host, HostError, HostExt, LocalHost, Secret, SshHost, conformance, error_chain,
+};
+use cs_lab::{SshServer, sshd};
+
+/// Runs a local helper command (ssh-keygen, ssh-agent) and returns its stdout.
+async fn local(cmd: Cmd) -> String {
+    let out = LocalHost::new()
+        .run_ok(&cmd.timeout(Duration::from_secs(30)))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    out.stdout_lossy()
+}
+
+/// A fresh ed25519 key pair in `dir`; returns the private key path.
+async fn new_key(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    local(
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+            .arg(path.to_string_lossy()),
+    )
+    .await;
+    path
+}
+
+fn public_key_of(private: &Path) -> String {
+    let text = std::fs::read_to_string(private.with_extension("pub"))
+        .expect("ssh-keygen wrote the public key");
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_host_conforms() {
+    let server = sshd();
+    let host = server.connect().await.expect("connect to the lab sshd");
+    conformance::run_all(&host, &server.root().join("conformance")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_host_key_is_refused_with_advice() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let other = new_key(tmp.path(), "other_host_key").await;
+    let known = tmp.path().join("known_hosts");
+    let entry = format!("[127.0.0.1]:{}", server.port());
+    std::fs::write(&known, format!("{entry} {}\n", public_key_of(&other))).expect("write");
+    for accept_new in [false, true] {
+        let err = server
+            .host_builder()
+            .known_hosts(&known)
+            .accept_new_host_keys(accept_new)
+            .connect()
+            .await
+            .expect_err("a changed key must be refused");
+        assert!(matches!(err, HostError::HostKey { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(server.addr()), "{text}");
+        assert!(
+            text.contains(&format!("ssh-keygen -R '{entry}' -f {}", known.display())),
+            "{text}"
+        );
+    }
+    // The file is left as it was.
+    let after = std::fs::read_to_string(&known).expect("read");
+    assert_eq!(after.lines().count(), 1, "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_key_is_refused_by_default_and_added_on_request() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let known = tmp.path().join("ssh").join("known_hosts");
+    let err = server
+        .host_builder()
+        .known_hosts(&known)
+        .connect()
+        .await
+        .expect_err("an unknown key must be refused by default");
+    assert!(matches!(err, HostError::HostKey { .. }), "{err:?}");
+    assert!(err.to_string().contains("accept_new_host_keys"), "{err}");
+    assert!(!known.exists(), "nothing written without the option");
+
+    let host = server
+        .host_builder()
+        .known_hosts(&known)
+        .accept_new_host_keys(true)
+        .connect()
+        .await
+        .expect("accepted with the option");
+    host.run_ok(&Cmd::new("true")).await.expect("run");
+    let text = std::fs::read_to_string(&known).expect("known_hosts written");
+    let server_key = std::fs::read_to_string(server.host_key_pub()).expect("read");
+    let server_key: Vec<&str> = server_key.split_whitespace().take(2).collect();
+    assert_eq!(
+        text,
+        format!("[127.0.0.1]:{} {}\n", server.port(), server_key.join(" "))
+    );
+    // Now known: strict checking passes, even past lines libssh2 cannot parse.
+    std::fs::write(
+        &known,
+        format!("# comment\nother.example ssh-unknown-type AAAAxyz\n{text}"),
+    )
+    .expect("write");
+    server
+        .host_builder()
+        .known_hosts(&known)
+        .connect()
+        .await
+        .expect("strict connect with the recorded key");
+}
+
+#[tokio::test]
+async fn closed_port_fails_fast_naming_the_address() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let err = SshHost::builder(&addr)
+        .key_file("/nonexistent")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect_err("nothing listens there");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, HostError::Connect { .. } | HostError::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+}
+
+#[tokio::test]
+async fn silent_listener_times_out_within_the_connect_timeout() {
+    // Accepts TCP (the kernel completes the handshake) but never speaks SSH.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let started = Instant::now();
+    let err = SshHost::builder(&addr)
+        .key_file("/nonexistent")
+        .connect_timeout(Duration::from_millis(700))
+        .connect()
+        .await
+        .expect_err("no SSH banner ever comes");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        matches!(err, HostError::Timeout { .. } | HostError::Connect { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr), "{err}");
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_file_auth_works_and_an_unknown_key_is_refused() {
+    let server = sshd();
+    let host = SshHost::builder(server.addr())
+        .user("root")
+        .key_file(server.client_key())
+        .known_hosts(server.known_hosts())
+        .connect()
+        .await
+        .expect("key auth");
+    let out = host.run_ok(&Cmd::new("id").arg("-un")).await.expect("run");
+    assert_eq!(out.stdout_lossy().trim(), "root");
+    assert_eq!(host.name(), format!("root@{}", server.addr()));
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stranger = new_key(tmp.path(), "stranger").await;
+    let err = SshHost::builder(server.addr())
+        .key_file(&stranger)
+        .known_hosts(server.known_hosts())
+        .connect()
+        .await
+        .expect_err("an unauthorized key is refused");
+    assert!(matches!(err, HostError::Auth { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_with_passphrase_authenticates() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = tmp.path().join("locked");
+    local(
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-C", "locked", "-N"])
+            .secret_arg(&Secret::new("correct horse"))
+            .arg("-f")
+            .arg(key.to_string_lossy()),
+    )
+    .await;
+    server
+        .authorize_key(&public_key_of(&key))
+        .expect("authorize");
+    // A bare builder: the server's own carries the unlocked client key as well.
+    let host = SshHost::builder(server.addr())
+        .key_file_with_passphrase(&key, Secret::new("correct horse"))
+        .known_hosts(server.known_hosts())
+        .connect()
+        .await
+        .expect("passphrase-protected key");
+    host.run_ok(&Cmd::new("true")).await.expect("run");
+
+    let err = SshHost::builder(server.addr())
+        .key_file_with_passphrase(&key, Secret::new("wrong passphrase"))
+        .known_hosts(server.known_hosts())
+        .connect()
+        .await
+        .expect_err("wrong passphrase");
+    assert!(matches!(err, HostError::Auth { .. }), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains("wrong passphrase"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_auth_works_and_never_shows_the_password() {
+    let server = SshServer::builder()
+        .password_login("cslab-ssh-test")
+        .start()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let user = server.password_user().expect("password user");
+    let password = server.password().expect("password").clone();
+    let host = SshHost::builder(server.addr())
+        .user(user)
+        .password(password.clone())
+        .known_hosts(server.known_hosts())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let out = host.run_ok(&Cmd::new("id").arg("-un")).await.expect("run");
+    assert_eq!(out.stdout_lossy().trim(), user);
+
+    let wrong = Secret::new("not-the-password-42");
+    let builder = SshHost::builder(server.addr())
+        .user(user)
+        .password(wrong.clone())
+        .known_hosts(server.known_hosts());
+    assert!(!format!("{builder:?}").contains(wrong.expose()));
+    let err = builder.connect().await.expect_err("wrong password");
+    assert!(matches!(err, HostError::Auth { .. }), "{err:?}");
+    let text = format!("{} {err:?}", error_chain(&err));
+    assert!(
+        !text.contains(wrong.expose()) && !text.contains(password.expose()),
+        "{text}"
+    );
+    assert!(!format!("{host:?}").contains(password.expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_auth_uses_the_agent_socket() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sock = tmp.path().join("agent.sock");
+    let sock_s = sock.to_string_lossy().into_owned();
+    let started = local(Cmd::new("ssh-agent").arg("-s").arg("-a").arg(&sock_s)).await;
+    let pid = started
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("SSH_AGENT_PID="))
+        .expect("ssh-agent prints its pid")
+        .to_string();
+    let result = async {
+        local(
+            Cmd::new("ssh-add")
+                .arg(server.client_key().to_string_lossy())
+                .env("SSH_AUTH_SOCK", &sock_s),
+        )
+        .await;
+        let host = SshHost::builder(server.addr())
+            .agent_socket(&sock)
+            .known_hosts(server.known_hosts())
+            .connect()
+            .await?;
+        host.run_ok(&Cmd::new("true")).await.map(drop)
+    }
+    .await;
+    local(Cmd::new("kill").arg(&pid)).await;
+    result.unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_share_one_host() {
+    let server = sshd();
+    let host = Arc::new(server.connect().await.expect("connect"));
+    let scratch = server.root().join("concurrent");
+    host.create_dir_all(&scratch, 0o755).await.expect("mkdir");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let host = host.clone();
+        let scratch = scratch.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let word = format!("task-{t}-{i}");
+                let out = host
+                    .run_ok(&Cmd::new("printf").arg("%s").arg(&word))
+                    .await
+                    .expect("run");
+                assert_eq!(out.stdout_lossy(), word);
+                let file = scratch.join(&word);
+                host.write_atomic(&file, word.as_bytes(), None)
+                    .await
+                    .expect("write");
+                assert_eq!(host.read(&file).await.expect("read"), word.as_bytes());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(host.list_dir(&scratch).await.expect("list").len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_session_is_replaced() {
+    let server = sshd();
+    let host = server.connect().await.expect("connect");
+    // Kill this connection's sshd process shortly after the command returns.
+    host.run_ok(
+        &Cmd::new("sh")
+            .arg("-c")
+            .arg("(sleep 0.3; kill -KILL $PPID) </dev/null >/dev/null 2>&1 &"),
+    )
+    .await
+    .expect("run");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let out = host
+        .run_ok(&Cmd::new("printf").arg("alive"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(out.stdout, b"alive");
+    assert!(host.exists(Path::new("/")).await.expect("stat"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stand_ins_in_the_bin_dir_come_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("node");
+    let server = SshServer::builder()
+        .root(&root)
+        .start()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(server.root(), root);
+    let stand_in = server.bin_dir().join("systemctl");
+    std::fs::write(&stand_in, "#!/bin/sh\necho \"stand-in systemctl $*\"\n").expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let host = server.connect().await.expect("connect");
+    let out = host
+        .run_ok(&Cmd::new("systemctl").arg("restart").arg("cloudstack-agent"))
+        .await
+        .expect("run");
+    assert_eq!(
+        out.stdout_lossy(),
+        "stand-in systemctl restart cloudstack-agent\n"
+    );
+    let out = host
+        .run_ok(&Cmd::new("sh").arg("-c").arg("printf %s \"$CS_LAB_ROOT\""))
+        .await
+        .expect("run");
+    assert_eq!(out.stdout_lossy(), root.to_string_lossy());
+}
+
+#[tokio::test]
+async fn command_timeout_default_applies() {
+    let server = sshd();
+    let host = server
+        .host_builder()
+        .command_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connect");
+    let err = host
+        .run(&Cmd::new("sleep").arg("10"))
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    // A command's own timeout wins over the default.
+    host.run_ok(&Cmd::new("sleep").arg("0.5").timeout(Duration::from_secs(5)))
+        .await
+        .expect("own timeout");
+}
