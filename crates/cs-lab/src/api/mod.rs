@@ -1,0 +1,842 @@
+//! The lab's CloudStack API endpoint: verifies signatures as `ApiServer.verifyRequest` does,
+//! answers from a configurable cloud, records requests and injects faults.
+
+mod state;
+mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use cs_core::Secret;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use serde_json::json;
+
+use crate::{LabError, Result};
+use state::{Cloud, LabHost, Ms, Params, Reply, Router, SysVm, Vm, error_reply, is_known};
+
+/// A fault the endpoint injects into matching requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer normally, after this delay.
+    Delay(Duration),
+    /// Answer with this HTTP status and a non-CloudStack body (as a proxy in front would).
+    Status(u16),
+    /// Answer with a CloudStack error envelope; HTTP status = `code`.
+    ApiError {
+        /// `errorcode` and HTTP status.
+        code: u16,
+        /// `errortext`.
+        text: String,
+    },
+    /// Close the connection without answering.
+    Drop,
+    /// Answer 200 with a body that is not JSON.
+    Malformed,
+    /// Panic in the request handler (to test that handler panics fail the test).
+    Panic,
+}
+
+#[derive(Debug, Clone)]
+struct FaultRule {
+    command: Option<String>,
+    remaining: u32,
+    fault: Fault,
+}
+
+/// One request as the endpoint received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The `command` parameter.
+    pub command: Option<String>,
+    /// Every parameter, decoded (the signature included).
+    pub params: BTreeMap<String, String>,
+    /// The HTTP status answered (0 when the connection was dropped).
+    pub status: u16,
+}
+
+/// A bundle of settings to populate a cloud at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSpec {
+    /// Version of management servers, agents and system VMs.
+    pub version: String,
+    /// Management servers.
+    pub management_servers: usize,
+    /// Clusters (in one zone).
+    pub clusters: usize,
+    /// Hypervisors per cluster.
+    pub hosts_per_cluster: usize,
+    /// Running VMs, spread round-robin over the hosts.
+    pub vms: usize,
+}
+
+impl Default for CloudSpec {
+    fn default() -> Self {
+        CloudSpec {
+            version: "4.20.0.0".into(),
+            management_servers: 1,
+            clusters: 2,
+            hosts_per_cluster: 2,
+            vms: 8,
+        }
+    }
+}
+
+struct Session {
+    key: String,
+}
+
+struct Shared {
+    cloud: RwLock<Cloud>,
+    keys: Mutex<HashMap<String, String>>,
+    users: Mutex<HashMap<String, String>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    faults: Mutex<Vec<FaultRule>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    panics: Mutex<Vec<String>>,
+    enforce_post: Mutex<bool>,
+    clock_skew: Mutex<i64>,
+    record: Mutex<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The lab's API endpoint on 127.0.0.1, with its cloud state behind this handle.
+///
+/// Starts with one admin key pair ([`LabApi::api_key`], [`LabApi::secret_key`]) and an empty
+/// cloud at version 4.20.0.0; add servers, hosts and VMs with the methods below, or
+/// [`LabApi::populate`]. Dropping it stops the server; a panic in a request handler is
+/// answered with HTTP 500, recorded, and re-raised when the handle is dropped (or read with
+/// [`LabApi::take_panics`]), so it fails the test.
+///
+/// ```
+/// let lab = cs_lab::LabApi::start().unwrap();
+/// lab.populate(&cs_lab::CloudSpec::default());
+/// assert!(lab.endpoint().starts_with("http://127.0.0.1:"));
+/// ```
+pub struct LabApi {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    api_key: String,
+    secret: Secret,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for LabApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabApi")
+            .field("endpoint", &self.endpoint())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LabApi {
+    /// Starts the endpoint on a free port of 127.0.0.1, served by a thread of its own.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when no port can be bound or the runtime cannot start.
+    pub fn start() -> Result<LabApi> {
+        let api_key = format!("lab-key-{}", crate::util::token(24));
+        let secret = Secret::new(crate::util::token(40));
+        let shared = Arc::new(Shared {
+            cloud: RwLock::new(Cloud::new()),
+            keys: Mutex::new(HashMap::from([(
+                api_key.clone(),
+                secret.expose().to_string(),
+            )])),
+            users: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            faults: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
+            panics: Mutex::new(Vec::new()),
+            enforce_post: Mutex::new(false),
+            clock_skew: Mutex::new(0),
+            record: Mutex::new(true),
+        });
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| LabError::io("bind the lab API endpoint", e))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| LabError::io("configure the lab API socket", e))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| LabError::io("lab API address", e))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lab-api")
+            .enable_all()
+            .build()
+            .map_err(|e| LabError::io("start the lab API runtime", e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("lab-api".into())
+            .spawn(move || rt.block_on(serve(std_listener, s, rx)))
+            .map_err(|e| LabError::io("spawn the lab API thread", e))?;
+        Ok(LabApi {
+            shared,
+            addr,
+            api_key,
+            secret,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>/client/api`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/client/api", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin API key.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The admin secret key.
+    pub fn secret_key(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// Adds another key pair.
+    pub fn add_key_pair(&self, api_key: &str, secret: &str) {
+        lock(&self.shared.keys).insert(api_key.into(), secret.into());
+    }
+
+    /// Adds a user for `login`.
+    pub fn add_user(&self, username: &str, password: &str) {
+        lock(&self.shared.users).insert(username.into(), password.into());
+    }
+
+    fn cloud(&self) -> std::sync::RwLockWriteGuard<'_, Cloud> {
+        self.shared
+            .cloud
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fills the cloud: management servers `ms1…`, clusters `cluster1…` of hosts `kvm0001…`,
+    /// one SSVM and one CPVM, and Running VMs `vm00001…` spread over the hosts.
+    pub fn populate(&self, spec: &CloudSpec) {
+        let mut c = self.cloud();
+        c.version = spec.version.clone();
+        for i in 0..spec.management_servers {
+            let id = c.new_id();
+            c.ms.push(Ms {
+                id,
+                name: format!("ms{}", i + 1),
+                state: "Up".into(),
+                version: spec.version.clone(),
+            });
+        }
+        let mut n = c.hosts.len();
+        for ci in 0..spec.clusters {
+            let cl = c.cluster_index("zone1", &format!("cluster{}", ci + 1));
+            for _ in 0..spec.hosts_per_cluster {
+                n += 1;
+                let id = c.new_id();
+                c.hosts.push(LabHost {
+                    id,
+                    name: format!("kvm{n:04}"),
+                    state: "Up".into(),
+                    resource_state: "Enabled".into(),
+                    version: spec.version.clone(),
+                    ip: format!("192.0.{}.{}", 2 + n / 250, n % 250 + 1),
+                    cluster: cl,
+                });
+            }
+        }
+        let zone = c.zone_index("zone1");
+        let sys_version = spec.version.clone();
+        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
+            if !c.sysvms.iter().any(|s| s.name == name) {
+                let id = c.new_id();
+                c.sysvms.push(SysVm {
+                    id,
+                    name: name.into(),
+                    kind: kind.into(),
+                    state: "Running".into(),
+                    agent_state: "Up".into(),
+                    version: sys_version.clone(),
+                    zone,
+                });
+            }
+        }
+        let hosts = c.hosts.len();
+        let first = c.vms.len();
+        c.vms.reserve(spec.vms);
+        for i in 0..spec.vms {
+            let number = (first + i + 1) as u64;
+            let id = c.new_id();
+            c.vms.push(Vm {
+                id,
+                name: format!("vm{number:05}"),
+                state: "Running".into(),
+                host: (hosts > 0).then_some(i % hosts.max(1)),
+                zone,
+                number,
+            });
+        }
+    }
+
+    /// Sets the version `listCapabilities` reports.
+    pub fn set_version(&self, version: &str) {
+        self.cloud().version = version.into();
+    }
+
+    /// Adds a management server; returns its id.
+    pub fn add_management_server(&self, name: &str, state: &str, version: &str) -> String {
+        let mut c = self.cloud();
+        let id = c.new_id();
+        c.ms.push(Ms {
+            id: id.clone(),
+            name: name.into(),
+            state: state.into(),
+            version: version.into(),
+        });
+        id
+    }
+
+    /// Sets a management server's state and version (by name or id).
+    pub fn set_management_server(&self, key: &str, state: &str, version: &str) {
+        let mut c = self.cloud();
+        if let Some(m) = c.ms.iter_mut().find(|m| m.name == key || m.id == key) {
+            m.state = state.into();
+            m.version = version.into();
+        }
+    }
+
+    /// Adds a hypervisor to `cluster` (created in `zone1` when new); returns its id.
+    pub fn add_host(&self, cluster: &str, name: &str, version: &str) -> String {
+        let mut c = self.cloud();
+        let cl = c.cluster_index("zone1", cluster);
+        let id = c.new_id();
+        let n = c.hosts.len() + 1;
+        c.hosts.push(LabHost {
+            id: id.clone(),
+            name: name.into(),
+            state: "Up".into(),
+            resource_state: "Enabled".into(),
+            version: version.into(),
+            ip: format!("192.0.{}.{}", 2 + n / 250, n % 250 + 1),
+            cluster: cl,
+        });
+        id
+    }
+
+    /// Sets a host's connection state (`Up`, `Disconnected`, …), by name, id or IP.
+    pub fn set_host_state(&self, key: &str, state: &str) {
+        let mut c = self.cloud();
+        if let Some(i) = c.host_index(key) {
+            c.hosts[i].state = state.into();
+        }
+    }
+
+    /// Sets a host's resource state (`Enabled`, `Maintenance`, …).
+    pub fn set_host_resource_state(&self, key: &str, state: &str) {
+        let mut c = self.cloud();
+        if let Some(i) = c.host_index(key) {
+            c.hosts[i].resource_state = state.into();
+        }
+    }
+
+    /// Sets the agent version a host reports.
+    pub fn set_host_version(&self, key: &str, version: &str) {
+        let mut c = self.cloud();
+        if let Some(i) = c.host_index(key) {
+            c.hosts[i].version = version.into();
+        }
+    }
+
+    /// Adds a VM on `host` (none when stopped); returns its id.
+    pub fn add_vm(&self, name: &str, state: &str, host: Option<&str>) -> String {
+        let mut c = self.cloud();
+        let h = host.and_then(|h| c.host_index(h));
+        let zone = c.zone_index("zone1");
+        let id = c.new_id();
+        let number = c.vms.len() as u64 + 1;
+        c.vms.push(Vm {
+            id: id.clone(),
+            name: name.into(),
+            state: state.into(),
+            host: h,
+            zone,
+            number,
+        });
+        id
+    }
+
+    /// Sets a VM's state and host (by name or id).
+    pub fn set_vm(&self, key: &str, state: &str, host: Option<&str>) {
+        let mut c = self.cloud();
+        let h = host.and_then(|h| c.host_index(h));
+        if let Some(v) = c.vms.iter_mut().find(|v| v.name == key || v.id == key) {
+            v.state = state.into();
+            v.host = h;
+        }
+    }
+
+    /// Removes a VM (by name or id).
+    pub fn remove_vm(&self, key: &str) {
+        self.cloud().vms.retain(|v| v.name != key && v.id != key);
+    }
+
+    /// Adds or updates a system VM (`secondarystoragevm` or `consoleproxy`).
+    pub fn set_system_vm(
+        &self,
+        name: &str,
+        kind: &str,
+        state: &str,
+        agent_state: &str,
+        version: &str,
+    ) {
+        let mut c = self.cloud();
+        let zone = c.zone_index("zone1");
+        if let Some(s) = c.sysvms.iter_mut().find(|s| s.name == name) {
+            s.state = state.into();
+            s.agent_state = agent_state.into();
+            s.version = version.into();
+            return;
+        }
+        let id = c.new_id();
+        c.sysvms.push(SysVm {
+            id,
+            name: name.into(),
+            kind: kind.into(),
+            state: state.into(),
+            agent_state: agent_state.into(),
+            version: version.into(),
+            zone,
+        });
+    }
+
+    /// Adds a virtual router.
+    pub fn add_router(&self, name: &str, version: &str, requires_upgrade: bool) {
+        let mut c = self.cloud();
+        let zone = c.zone_index("zone1");
+        let id = c.new_id();
+        c.routers.push(Router {
+            id,
+            name: name.into(),
+            state: "Running".into(),
+            version: version.into(),
+            requires_upgrade,
+            zone,
+        });
+    }
+
+    /// Sets a global setting (listed by `listConfigurations`).
+    pub fn set_config(&self, name: &str, value: &str) {
+        self.cloud().configs.insert(name.into(), value.into());
+    }
+
+    /// A global setting's value.
+    pub fn config(&self, name: &str) -> Option<String> {
+        self.cloud().configs.get(name).cloned()
+    }
+
+    /// How many `queryAsyncJobResult` polls a new job answers "pending" before it ends.
+    pub fn set_job_polls(&self, polls: u32) {
+        self.cloud().job_polls = polls;
+    }
+
+    /// Makes the next async job fail with `errortext`.
+    pub fn fail_next_job(&self, errortext: &str) {
+        self.cloud().fail_next_job = Some(errortext.into());
+    }
+
+    /// Requires POST, signature version 3 and `expires` at most 15 minutes ahead
+    /// (`enforce.post.requests.and.timestamps`). The lab rejects every GET with 405; the real
+    /// server does so for commands that are not plain reads.
+    pub fn enforce_post(&self, on: bool) {
+        *lock(&self.shared.enforce_post) = on;
+    }
+
+    /// Moves the server's clock (positive: ahead of this machine's), to test `expires`.
+    pub fn set_clock_skew(&self, seconds: i64) {
+        *lock(&self.shared.clock_skew) = seconds;
+    }
+
+    /// Injects `fault` into the next `times` requests for `command` (any command when `None`).
+    pub fn inject(&self, command: Option<&str>, times: u32, fault: Fault) {
+        lock(&self.shared.faults).push(FaultRule {
+            command: command.map(str::to_string),
+            remaining: times,
+            fault,
+        });
+    }
+
+    /// Removes all pending faults.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Whether requests are recorded (on by default; turn off for benchmarks).
+    pub fn set_recording(&self, on: bool) {
+        *lock(&self.shared.record) = on;
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        lock(&self.shared.requests).clear();
+    }
+
+    /// Panics caught in request handlers since the last call; taking them keeps `Drop` from
+    /// re-raising them.
+    pub fn take_panics(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.shared.panics))
+    }
+}
+
+impl Drop for LabApi {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let panics = self.take_panics();
+        if !panics.is_empty() && !std::thread::panicking() {
+            panic!("the lab API endpoint panicked: {}", panics.join("; "));
+        }
+    }
+}
+
+/// Closing the connection on purpose.
+#[derive(Debug)]
+struct DropConnection;
+
+impl fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn respond(reply: Reply, extra: Vec<(&'static str, String)>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json; charset=UTF-8");
+    for (k, v) in extra {
+        b = b.header(k, v);
+    }
+    b.body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> std::result::Result<Response<Full<Bytes>>, DropConnection> {
+    let method = req.method().as_str().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let cookies: HashMap<String, String> = req
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let is_form = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(DropConnection),
+    };
+    // getParameterMap (form body and query), then utf8Fixup re-decodes the query string.
+    let mut params = Params::new();
+    let mut parse_error = None;
+    if method == "POST"
+        && is_form
+        && let Err(e) = verify::parse_form(&String::from_utf8_lossy(&body), &mut params)
+    {
+        parse_error = Some(e);
+    }
+    if let Err(e) = verify::parse_query(&query, &mut params) {
+        parse_error = Some(e);
+    }
+    let command = params.get("command").cloned();
+    let fault = {
+        let mut faults = lock(&shared.faults);
+        let hit = faults.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.command
+                    .as_deref()
+                    .is_none_or(|c| Some(c) == command.as_deref())
+        });
+        hit.map(|r| {
+            r.remaining -= 1;
+            r.fault.clone()
+        })
+    };
+    let record = |status: u16| {
+        if *lock(&shared.record) {
+            lock(&shared.requests).push(RecordedRequest {
+                method: method.clone(),
+                command: command.clone(),
+                params: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                status,
+            });
+        }
+    };
+    let panic_now = matches!(fault, Some(Fault::Panic));
+    match fault {
+        Some(Fault::Drop) => {
+            record(0);
+            return Err(DropConnection);
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Panic) => {}
+        Some(Fault::Status(code)) => {
+            record(code);
+            let reply = Reply {
+                status: code,
+                body: format!("<html><body><h1>{code} injected by the lab</h1></body></html>")
+                    .into_bytes(),
+            };
+            let mut r = respond(reply, vec![]);
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/html"),
+            );
+            return Ok(r);
+        }
+        Some(Fault::ApiError { code, text }) => {
+            record(code);
+            let reply = error_reply(command.as_deref(), code, Some(4250), &text);
+            return Ok(respond(reply, vec![("X-Description", text)]));
+        }
+        Some(Fault::Malformed) => {
+            record(200);
+            return Ok(respond(
+                Reply {
+                    status: 200,
+                    body: b"<html>this is not JSON</html>".to_vec(),
+                },
+                vec![],
+            ));
+        }
+        None => {}
+    }
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        assert!(!panic_now, "panic injected by Fault::Panic");
+        if let Some(e) = &parse_error {
+            return (error_reply(command.as_deref(), 400, None, e), vec![]);
+        }
+        answer(&shared, &method, &params, &cookies)
+    }));
+    let (reply, extra) = match outcome {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            lock(&shared.panics).push(format!("{}: {msg}", command.as_deref().unwrap_or("?")));
+            (
+                error_reply(
+                    command.as_deref(),
+                    530,
+                    Some(4250),
+                    "internal error (lab handler panicked)",
+                ),
+                vec![],
+            )
+        }
+    };
+    record(reply.status);
+    Ok(respond(reply, extra))
+}
+
+type Answer = (Reply, Vec<(&'static str, String)>);
+
+const UNVERIFIED: &str = "unable to verify user credentials and/or request signature";
+
+fn answer(shared: &Shared, method: &str, p: &Params, cookies: &HashMap<String, String>) -> Answer {
+    let command = p.get("command").map(String::as_str);
+    if command == Some("login") {
+        return login(shared, p);
+    }
+    // A session (cookie JSESSIONID) must come with its session key as cookie and parameter.
+    if let Some(sid) = cookies.get("JSESSIONID") {
+        let sessions = lock(&shared.sessions);
+        let Some(s) = sessions.get(sid) else {
+            return (
+                error_reply(command, 401, None, "unable to verify user credentials"),
+                vec![],
+            );
+        };
+        let param_ok = p.get("sessionkey") == Some(&s.key);
+        let cookie_ok = cookies.get("sessionkey").is_none_or(|k| k == &s.key);
+        if !(param_ok && cookie_ok) {
+            return (
+                error_reply(command, 401, None, "unable to verify user credentials"),
+                vec![],
+            );
+        }
+    } else if let Err(why) = verify_request(shared, p) {
+        tracing::debug!(why, "lab API refused a request");
+        return (error_reply(command, 401, None, UNVERIFIED), vec![]);
+    }
+    let Some(command) = command else {
+        return (error_reply(None, 401, None, UNVERIFIED), vec![]);
+    };
+    if *lock(&shared.enforce_post) && method != "POST" {
+        return (
+            error_reply(
+                Some(command),
+                405,
+                None,
+                "Please use HTTP POST to invoke this API",
+            ),
+            vec![],
+        );
+    }
+    let reply = if Cloud::is_read_only(command) {
+        let cloud = shared.cloud.read().unwrap_or_else(PoisonError::into_inner);
+        cloud.read(command, p)
+    } else {
+        None
+    };
+    let reply = reply.unwrap_or_else(|| {
+        shared
+            .cloud
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dispatch(command, p)
+    });
+    (reply, vec![])
+}
+
+/// `ApiServer.verifyRequest`, step by step; the reason is for the lab's debug log only.
+fn verify_request(shared: &Shared, p: &Params) -> std::result::Result<(), &'static str> {
+    let command = p.get("command").ok_or("missing command")?;
+    if !is_known(command) {
+        return Err("unknown command");
+    }
+    let mut api_key = None;
+    let mut signature = None;
+    let mut version = None;
+    let mut expires = None;
+    for (k, v) in p {
+        if k.eq_ignore_ascii_case("signature") {
+            signature = Some(v);
+        } else if k.eq_ignore_ascii_case("apikey") {
+            api_key = Some(v);
+        } else if k.eq_ignore_ascii_case("signatureversion") {
+            version = Some(v);
+        } else if k.eq_ignore_ascii_case("expires") {
+            expires = Some(v);
+        }
+    }
+    let (Some(signature), Some(api_key)) = (signature, api_key) else {
+        return Err("missing signature or apiKey");
+    };
+    let enforce = *lock(&shared.enforce_post);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() + *lock(&shared.clock_skew);
+    if version.map(String::as_str) == Some("3") {
+        let expires = expires.ok_or("missing expires")?;
+        let at = verify::parse_expires(expires).ok_or("bad expires format")?;
+        if at < now {
+            return Err("request expired");
+        }
+        if enforce && at > now + 15 * 60 {
+            return Err("expires too far ahead");
+        }
+    } else if enforce {
+        return Err("signature version 3 required");
+    }
+    let secret = lock(&shared.keys)
+        .get(api_key)
+        .cloned()
+        .ok_or("unknown apiKey")?;
+    if verify::compute_signature(p, &secret) != *signature {
+        return Err("signature mismatch");
+    }
+    Ok(())
+}
+
+fn login(shared: &Shared, p: &Params) -> Answer {
+    let user = p.get("username").cloned().unwrap_or_default();
+    let ok = lock(&shared.users).get(&user) == p.get("password");
+    if !ok {
+        let text = format!(
+            "Failed to authenticate user {user} in domain 1; please provide valid credentials"
+        );
+        return (error_reply(Some("login"), 531, Some(4330), &text), vec![]);
+    }
+    let sid = crate::util::token(32);
+    let key = crate::util::token(27);
+    lock(&shared.sessions).insert(sid.clone(), Session { key: key.clone() });
+    let body = json!({"loginresponse": {
+        "username": user, "userid": "8b6f0c3e-0000-4000-8000-000000000072",
+        "domainid": "8b6f0c3e-0000-4000-8000-00000000d0d0", "timeout": 1800,
+        "account": user, "type": "1", "timezone": "UTC", "registered": "false",
+        "sessionkey": key, "is2faenabled": "false", "is2faverified": "false"
+    }});
+    (
+        Reply::json(200, &body),
+        vec![
+            (
+                "set-cookie",
+                format!("JSESSIONID={sid}; Path=/client; HttpOnly"),
+            ),
+            ("set-cookie", format!("sessionkey={key}; HttpOnly")),
+        ],
+    )
+}

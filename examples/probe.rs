@@ -1,0 +1,239 @@
+//! Probes a CloudStack API endpoint: the health table (`api.*` checks), a VM → host inventory
+//! snapshot, or the diff of two snapshots.
+//!
+//! ```text
+//! cargo run --example probe -- --endpoint https://ms1:8443/client/api --api-key K --secret-key S
+//! CLOUDSTACK_ENDPOINT=… CLOUDSTACK_KEY=… CLOUDSTACK_SECRET=… cargo run --example probe -- --json
+//! cargo run --example probe -- --wait 15m --expect-version 4.20.1.0
+//! cargo run --example probe -- --inventory before.json
+//! cargo run --example probe -- --diff before.json after.json
+//! ```
+//!
+//! Exit codes follow `Report`: 0 all pass, 1 warnings, 2 failures, 255 when the probe itself
+//! could not run (unreachable endpoint, refused signature, malformed reply), printed as one line.
+#![allow(clippy::print_stderr)] // An example owns its terminal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use cs_api::{
+    Client, ClientConfig, Credentials, HealthExpectations, HealthReport, Inventory, Phase,
+    TlsConfig, ansible_inventory, diff, wait_healthy,
+};
+use cs_core::{CsVersion, Progress, ProgressUpdate, Report, Secret};
+
+/// Probe a CloudStack API endpoint.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// API endpoint, e.g. https://ms1.example.org:8443/client/api.
+    #[arg(long, env = "CLOUDSTACK_ENDPOINT")]
+    endpoint: Option<String>,
+    /// API key.
+    #[arg(long, env = "CLOUDSTACK_KEY")]
+    api_key: Option<String>,
+    /// Secret key (prefer the environment variable: arguments show up in `ps`).
+    #[arg(long, env = "CLOUDSTACK_SECRET", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Wait up to this long for a healthy cloud (`90s`, `15m`, `1h`).
+    #[arg(long, value_parser = parse_duration)]
+    wait: Option<Duration>,
+    /// The version management servers, agents and system VMs must run.
+    #[arg(long)]
+    expect_version: Option<CsVersion>,
+    /// Judge as pre-flight (problems are warnings) instead of post-flight.
+    #[arg(long)]
+    pre: bool,
+    /// Save an inventory snapshot (VM → host) to this file.
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// Compare two snapshots (no endpoint needed).
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"])]
+    diff: Option<Vec<PathBuf>>,
+    /// Print the hypervisors as an Ansible dynamic inventory.
+    #[arg(long)]
+    ansible: bool,
+    /// Extra trusted CA certificates (PEM bundle).
+    #[arg(long, value_name = "PEM")]
+    ca_bundle: Option<PathBuf>,
+    /// Do not verify TLS certificates at all. Insecure: for throwaway labs only.
+    #[arg(long)]
+    danger_accept_invalid_certs: bool,
+    /// Timeout of each request.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    timeout: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s or 15m"))?;
+    let mult = match unit.trim() {
+        "" | "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err(format!("unknown unit in `{s}` (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(n * mult))
+}
+
+/// Progress on stderr, one line per update.
+#[derive(Debug)]
+struct Lines;
+
+impl Progress for Lines {
+    fn update(&self, u: ProgressUpdate) {
+        let total = u.total.map(|t| format!("/{t}")).unwrap_or_default();
+        eprintln!(
+            "{}: {}{total} hosts Up{}",
+            u.task,
+            u.done,
+            u.message.map(|m| format!(" — {m}")).unwrap_or_default()
+        );
+    }
+}
+
+/// Writes to stdout; a closed pipe (`probe --json | head`) is not an error worth a panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn fail(what: &str, e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("probe: {what}: {}", cs_core::error_chain(e));
+    ExitCode::from(255)
+}
+
+fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
+    if json {
+        let mut v = report.to_json();
+        if let (Some(obj), serde_json::Value::Object(more)) = (v.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ));
+    } else {
+        out(&report.to_table());
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(files) = &args.diff {
+        let (before, after) = match (Inventory::load(&files[0]), Inventory::load(&files[1])) {
+            (Ok(b), Ok(a)) => (b, a),
+            (Err(e), _) | (_, Err(e)) => return fail("cannot read snapshot", &e),
+        };
+        let d = diff(&before, &after);
+        let report = Report {
+            findings: d.findings(),
+            broken: Vec::new(),
+        };
+        print_report(&report, args.json, serde_json::json!({ "diff": d }));
+        return ExitCode::from(report.exit_code());
+    }
+    let (Some(endpoint), Some(key), Some(secret)) =
+        (&args.endpoint, &args.api_key, &args.secret_key)
+    else {
+        eprintln!(
+            "probe: give --endpoint, --api-key and --secret-key (or CLOUDSTACK_ENDPOINT, CLOUDSTACK_KEY, CLOUDSTACK_SECRET)"
+        );
+        return ExitCode::from(255);
+    };
+    let config = ClientConfig {
+        timeout: args.timeout,
+        tls: TlsConfig {
+            ca_bundle: args.ca_bundle.clone(),
+            danger_accept_invalid_certs: args.danger_accept_invalid_certs,
+        },
+        ..ClientConfig::default()
+    };
+    if args.danger_accept_invalid_certs {
+        eprintln!("probe: WARNING: TLS certificate verification is OFF");
+    }
+    let client = match Client::new(
+        endpoint,
+        Credentials::api_key(key, Secret::new(secret.as_str())),
+        config,
+    ) {
+        Ok(c) => c,
+        Err(e) => return fail("bad configuration", &e),
+    };
+    if let Some(path) = &args.inventory {
+        let inv = match Inventory::snapshot(&client).await {
+            Ok(i) => i,
+            Err(e) => return fail("cannot take the inventory", &e),
+        };
+        if let Err(e) = inv.save(path) {
+            return fail("cannot save the inventory", &e);
+        }
+        eprintln!(
+            "probe: saved {} VMs on {} hosts to {}",
+            inv.vms.len(),
+            inv.hosts.len(),
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.ansible {
+        return match client.list_hosts(&[("type", "Routing")]).await {
+            Ok(hosts) => {
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&ansible_inventory(&hosts)).unwrap_or_default()
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("cannot list hosts", &e),
+        };
+    }
+    let expect = HealthExpectations {
+        phase: if args.pre { Phase::Pre } else { Phase::Post },
+        version: args.expect_version,
+    };
+    let health = match args.wait {
+        Some(deadline) => match wait_healthy(&client, &expect, deadline, &Lines).await {
+            Ok(h) => h,
+            Err(cs_api::Error::NotHealthy {
+                report: Some(last),
+                waited,
+                ..
+            }) => {
+                eprintln!("probe: still not healthy after {}s", waited.as_secs());
+                *last
+            }
+            Err(e) => return fail("cannot probe", &e),
+        },
+        None => match HealthReport::collect(&client).await {
+            Ok(h) => h,
+            Err(e) => return fail("cannot probe", &e),
+        },
+    };
+    let report = health.report(&expect);
+    if !args.json {
+        out(&format!(
+            "{}  CloudStack {}  {} management server(s), {} of {} hypervisors Up, {} system VM(s)\n\n",
+            health.endpoint,
+            health.cloudstack_version.as_deref().unwrap_or("?"),
+            health.management_servers.len(),
+            health.hosts_up(),
+            health.hosts.len(),
+            health.system_vms.len()
+        ));
+    }
+    print_report(&report, args.json, serde_json::json!({ "health": health }));
+    ExitCode::from(report.exit_code())
+}
