@@ -1,0 +1,566 @@
+#!/bin/bash
+# Stand-in for systemctl, apt-get, apt-cache, apt-mark, dpkg-query, java and ss on a cs-lab
+# CloudStack management server (one script, called through links named after each program).
+# The node's files are under $LAB/root, its state under $LAB/state, where $LAB is this script's
+# parent's parent directory (the layout of the lab's KVM hosts). Faults are files in
+# $LAB/state/faults.
+#
+# Starting cloudstack-management runs, in the background like the real JVM, a simulation of
+# CloudStack's DatabaseUpgradeChecker against the lab database with the stock `mariadb` client
+# (credentials in $LAB/state/db.cnf, never in argv), then marks the node's mshost row Up.
+set -u
+self=$(basename "$0")
+BIN=$(cd "$(dirname "$0")" && pwd)
+LAB=$(dirname "$BIN")
+ROOT=$LAB/root
+ST=$LAB/state
+CONF=$ROOT/etc/cloudstack/management
+MSLOG=$ROOT/var/log/cloudstack/management/management-server.log
+USAGELOG=$ROOT/var/log/cloudstack/usage/usage.log
+MSLIB=$ROOT/usr/share/cloudstack-management/lib
+USAGELIB=$ROOT/usr/share/cloudstack-usage/lib
+MS=cloudstack-management
+USAGE=cloudstack-usage
+
+fault() { [ -e "$ST/faults/$1" ]; }
+installed() { cat "$ST/installed/$1" 2>/dev/null; }
+core() { echo "${1%%-*}"; }              # 4.19.1.0-1 -> 4.19.1.0
+line_of() { echo "$1" | cut -d. -f1,2; } # 4.19.1.0 -> 4.19
+unit_state() { cat "$ST/services/$1" 2>/dev/null || echo inactive; }
+# Writes file $1 atomically (readers poll these files).
+put() { echo "$2" >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"; }
+set_state() { mkdir -p "$ST/services"; put "$ST/services/$1" "$2"; }
+startup() { put "$ST/startup" "$*"; }
+
+# A version padded to four parts (4.2.0 -> 4.2.0.0), as CloudStackVersion compares them.
+pad() {
+  local IFS=.
+  # shellcheck disable=SC2086
+  set -- $1
+  echo "${1:-0}.${2:-0}.${3:-0}.${4:-0}"
+}
+
+# Prints -1, 0 or 1 as $1 is lower than, equal to or higher than $2.
+vcmp() {
+  local IFS=. i
+  local -a x y
+  read -r -a x <<<"$(pad "$(core "$1")")"
+  read -r -a y <<<"$(pad "$(core "$2")")"
+  for i in 0 1 2 3; do
+    if ((10#${x[i]} < 10#${y[i]})); then echo -1; return; fi
+    if ((10#${x[i]} > 10#${y[i]})); then echo 1; return; fi
+  done
+  echo 0
+}
+
+# The release line cloudstack.list points at.
+repo_line() {
+  awk '/^deb /{print $NF; exit}' "$ROOT/etc/apt/sources.list.d/cloudstack.list" 2>/dev/null
+}
+
+# Versions in the package index (as of the last `apt-get update`).
+index_versions() {
+  local l
+  l=$(cat "$ST/index" 2>/dev/null)
+  [ -n "$l" ] && [ -f "$ST/repo/$l" ] && cat "$ST/repo/$l"
+}
+
+# A management-server.log line, in CloudStack's log4j layout.
+mslog() {
+  mkdir -p "$(dirname "$MSLOG")"
+  printf '%s %-5s [%s] (main:null) (logid:) %s\n' "$(date -u '+%F %T,%3N')" "$1" "$2" "$3" >>"$MSLOG"
+}
+CHECKER=c.c.u.DatabaseUpgradeChecker
+
+# A key of db.properties.
+prop() { sed -n "s/^${1//./\\.}=//p" "$CONF/db.properties" 2>/dev/null | tail -n 1; }
+
+# The stock client on the cloud schema; SQL on stdin (or -e), stdout: rows, tab-separated.
+sql() {
+  mariadb --defaults-file="$ST/db.cnf" --batch --skip-column-names --connect-timeout=5 -D "$CLOUD_DB" "$@"
+}
+has_table() { [ -n "$(sql -e "SHOW TABLES LIKE '$1'" </dev/null 2>/dev/null)" ]; }
+
+# ---------------------------------------------------------------- management server start
+
+# Ends a failed start: the unit is failed, nothing listens.
+die() {
+  set_state "$MS" failed
+  rm -f "$ST/listening" "$ST/pids/$MS"
+  startup "failed $1"
+  mslog INFO o.a.c.ServerDaemon "cloudstack-management exited: $1"
+  exit 1
+}
+
+owner_alive() { [ -d "$ST" ] && { [ -z "${OWNER:-}" ] || [ -e "/proc/$OWNER" ]; }; }
+
+# The MgmtFault::Hang fault: the start never finishes (until stopped, or the lab goes away).
+hang() {
+  mslog DEBUG "$CHECKER" "$1"
+  while owner_alive; do sleep 0.2; done
+  exit 0
+}
+
+# The table a step's representative DDL creates in the cloud schema.
+table_of() { echo "lab_$(echo "$1" | tr '[:upper:]' '[:lower:]')"; }
+
+# Step number $1 from the fault file $2, or 0.
+fault_step() { cat "$ST/faults/$1" 2>/dev/null || echo 0; }
+
+# A statement that fails for real (MariaDB error 1060, like apache/cloudstack#7358).
+failing_ddl() {
+  if [ "$2" = NoopDbUpgrade ]; then
+    echo "ALTER TABLE \`version\` ADD COLUMN \`step\` char(32);"
+  else
+    echo "ALTER TABLE \`$1\` ADD COLUMN \`public_mtu\` int NULL; ALTER TABLE \`$1\` ADD COLUMN \`public_mtu\` int NULL;"
+  fi
+}
+
+script_failed() {
+  mslog ERROR "$CHECKER" "Unable to execute upgrade script"
+  printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Unable to execute upgrade script" \
+    "Caused by: java.sql.SQLException: $1" >>"$MSLOG"
+  mslog ERROR "$CHECKER" "Unable to upgrade the database"
+  printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Unable to upgrade the database" >>"$MSLOG"
+}
+
+# One schema step, as DatabaseUpgradeChecker.upgrade runs it: the "Upgrade" transaction
+# (prepare SQL + INSERT version row 'Upgrade'), then the "Cleanup" one (cleanup SQL, then
+# UPDATE the row to 'Complete').
+run_step() {
+  local k=$1 class=$2 from=$3 to=$4 t prep clean err delay
+  t=$(table_of "$class")
+  mslog INFO "$CHECKER" "Running upgrade $class to upgrade from $from-$to to $to"
+  prep=
+  if [ "$class" != NoopDbUpgrade ]; then
+    prep="CREATE TABLE \`$t\` (\`id\` bigint unsigned NOT NULL AUTO_INCREMENT PRIMARY KEY, \`step\` varchar(64) NOT NULL, \`to_version\` varchar(40) NOT NULL) ENGINE=InnoDB;
+INSERT INTO \`$t\` (\`step\`, \`to_version\`) VALUES ('$class', '$to');"
+  fi
+  [ "$(fault_step half-apply-at-step)" = "$k" ] && prep="$prep
+$(failing_ddl "$t" "$class")"
+  prep="$prep
+START TRANSACTION;
+INSERT INTO \`version\` (\`version\`, \`updated\`, \`step\`) VALUES ('$to', UTC_TIMESTAMP(), 'Upgrade');
+COMMIT;"
+  if ! err=$(printf '%s\n' "$prep" | sql 2>&1 >/dev/null); then
+    script_failed "$err"
+    return 1
+  fi
+  fault hang && hang "Upgrade of $class paused (cs-lab fault: hang)"
+  delay=$(cat "$ST/step_delay" 2>/dev/null || echo 0)
+  sleep "$delay"
+  mslog INFO "$CHECKER" "Cleanup upgrade $class to upgrade from $from-$to to $to"
+  clean=
+  [ "$class" != NoopDbUpgrade ] && clean="ALTER TABLE \`$t\` ADD COLUMN \`cleaned_up\` tinyint(1) NOT NULL DEFAULT 1;"
+  [ "$(fault_step fail-at-step)" = "$k" ] && clean="$clean
+$(failing_ddl "$t" "$class")"
+  clean="$clean
+UPDATE \`version\` SET \`step\` = 'Complete', \`updated\` = UTC_TIMESTAMP() WHERE \`version\` = '$to' AND \`step\` = 'Upgrade';"
+  if ! err=$(printf '%s\n' "$clean" | sql 2>&1 >/dev/null); then
+    script_failed "$err"
+    return 1
+  fi
+  mslog DEBUG "$CHECKER" "Cleanup script $class is executed successfully"
+  mslog DEBUG "$CHECKER" "Upgrade completed for version $to"
+}
+
+# The migration the Rust side prepared for $1 -> $2 (one "class to-version" line per step),
+# with CloudStack's NoopDbUpgrade tail when the steps stop short of the code version.
+upgrade() {
+  local from=$1 to=$2 list k=0 prev=$1 class ver last=$1
+  list="$ST/migrations/$(pad "$from")_$(pad "$to")"
+  if [ ! -f "$list" ]; then
+    mslog ERROR "$CHECKER" "cs-lab: no migration prepared from $from to $to (MgmtNode::prepare_migration); refusing to start"
+    return 2
+  fi
+  mslog INFO "$CHECKER" "Database upgrade must be performed from $from to $to"
+  while read -r class ver <&3; do
+    [ -n "$class" ] || continue
+    k=$((k + 1))
+    run_step "$k" "$class" "$prev" "$ver" || return 1
+    prev=$ver
+    last=$ver
+  done 3<"$list"
+  if [ "$(vcmp "$last" "$to")" != 0 ]; then
+    k=$((k + 1))
+    run_step "$k" NoopDbUpgrade "$last" "$to" || return 1
+  fi
+}
+
+mshost_up() {
+  local msid uuid name ip port
+  if ! has_table mshost; then
+    mslog WARN c.c.c.ClusterManagerImpl "cs-lab: no mshost table in $CLOUD_DB; cluster membership not recorded"
+    return 0
+  fi
+  read -r msid uuid name ip port <"$ST/mshost"
+  sql -e "INSERT INTO \`mshost\` (\`msid\`, \`runid\`, \`name\`, \`uuid\`, \`state\`, \`version\`, \`service_ip\`, \`service_port\`, \`last_update\`, \`removed\`, \`alert_count\`)
+VALUES ($msid, $(date +%s%3N), '$name', '$uuid', 'Up', '$1', '$ip', $port, UTC_TIMESTAMP(), NULL, 0)
+ON DUPLICATE KEY UPDATE \`runid\` = VALUES(\`runid\`), \`state\` = 'Up', \`version\` = VALUES(\`version\`), \`last_update\` = UTC_TIMESTAMP(), \`removed\` = NULL" </dev/null
+}
+
+mshost_down() {
+  local msid
+  CLOUD_DB=$(prop db.cloud.name)
+  [ -n "$CLOUD_DB" ] && has_table mshost || return 0
+  read -r msid _ <"$ST/mshost"
+  sql -e "UPDATE \`mshost\` SET \`state\` = 'Down', \`last_update\` = UTC_TIMESTAMP() WHERE \`msid\` = $msid" </dev/null 2>/dev/null
+}
+
+ms_daemon() {
+  local code need have db any c err rc
+  OWNER=$(cat "$ST/owner_pid" 2>/dev/null)
+  mkdir -p "$ST/pids"
+  put "$ST/pids/$MS" $$
+  startup starting
+  code=$(core "$(installed $MS)")
+  mslog INFO o.a.c.ServerDaemon "Server configuration file found: /etc/cloudstack/management/server.properties"
+  need=11
+  [ "$(vcmp "$code" 4.20.0.0)" != -1 ] && need=17
+  have=$(cat "$ST/java_major" 2>/dev/null || echo 11)
+  if [ "$have" -lt "$need" ]; then
+    mslog ERROR o.a.c.ServerDaemon "Exception in thread \"main\" java.lang.UnsupportedClassVersionError: org/apache/cloudstack/ServerDaemon has been compiled by a more recent version of the Java Runtime (class file version $((need + 44)).0), this version of the Java Runtime only recognizes class file versions up to $((have + 44)).0"
+    die "java.lang.UnsupportedClassVersionError"
+  fi
+  CLOUD_DB=$(prop db.cloud.name)
+  [ -n "$CLOUD_DB" ] || { mslog ERROR "$CHECKER" "db.cloud.name missing from db.properties"; die "no db.cloud.name"; }
+  mslog INFO "$CHECKER" "Grabbing lock to check for database upgrade."
+  if ! db=$(sql -e "SELECT \`version\` FROM \`version\` WHERE \`step\` = 'Complete' ORDER BY \`id\` DESC LIMIT 1" </dev/null 2>&1); then
+    mslog ERROR "$CHECKER" "Unable to get the current version"
+    printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Unable to get the current version" "Caused by: java.sql.SQLException: $db" >>"$MSLOG"
+    die "database not reachable"
+  fi
+  if [ -z "$db" ]; then
+    any=$(sql -e "SELECT \`version\` FROM \`version\` ORDER BY \`id\` DESC LIMIT 1" </dev/null 2>/dev/null)
+    if [ -n "$any" ]; then
+      mslog ERROR "$CHECKER" "Version table contains records for which upgrade wasn't completed"
+      printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Version table contains records for which upgrade wasn't completed" >>"$MSLOG"
+      die "incomplete version records"
+    fi
+    mslog ERROR "$CHECKER" "Unable to determine the current version, version table exists and empty, nics table doesn't exist"
+    die "empty version table"
+  fi
+  mslog INFO "$CHECKER" "DB version = $db Code Version = $code"
+  c=$(vcmp "$db" "$code")
+  if [ "$c" = 1 ]; then
+    mslog ERROR "$CHECKER" "Database version $db is higher than management software version $code"
+    printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Database version $db is higher than management software version $code" >>"$MSLOG"
+    die "database newer than code"
+  elif [ "$c" = 0 ]; then
+    mslog INFO "$CHECKER" "DB version and code version matches so no upgrade needed."
+    fault hang && hang "Start paused (cs-lab fault: hang)"
+  else
+    upgrade "$db" "$code"
+    rc=$?
+    [ $rc = 2 ] && die "no migration prepared from $db to $code"
+    [ $rc != 0 ] && die "Unable to upgrade the database"
+  fi
+  if ! err=$(mshost_up "$code" 2>&1); then
+    mslog ERROR c.c.c.ClusterManagerImpl "Unable to register the management server: $err"
+    die "mshost"
+  fi
+  : >"$ST/listening"
+  startup "up $code"
+  mslog INFO o.a.c.ServerDaemon "Started ServerConnector@lab{HTTP/1.1, (http/1.1)}{0.0.0.0:8080}"
+  rm -f "$ST/pids/$MS"
+  exit 0
+}
+
+# Whether process $1 is gone (a zombie counts: PID 1 in containers reaps slowly).
+gone() { [ ! -r "/proc/$1/status" ] || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+# Stops the background start if it still runs (it is in its own session: kill the group).
+kill_daemon() {
+  local pid i
+  pid=$(cat "$ST/pids/$MS" 2>/dev/null)
+  rm -f "$ST/pids/$MS"
+  [ -n "$pid" ] || return 0
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q standin || return 0
+  kill -TERM -- "-$pid" 2>/dev/null
+  for i in $(seq 40); do gone "$pid" && return 0; sleep 0.05; done
+  kill -KILL -- "-$pid" 2>/dev/null
+}
+
+svc_start() {
+  case "$1" in
+  "$MS")
+    [ "$(unit_state "$MS")" = active ] && return 0
+    kill_daemon
+    set_state "$MS" active
+    rm -f "$ST/listening"
+    startup starting
+    mkdir -p "$ST/pids"
+    setsid "$BIN/.standin" __ms-daemon </dev/null >>"$ST/daemon.out" 2>&1 &
+    put "$ST/pids/$MS" $!
+    ;;
+  "$USAGE")
+    [ "$(unit_state "$USAGE")" = active ] && return 0
+    set_state "$USAGE" active
+    mkdir -p "$(dirname "$USAGELOG")"
+    echo "$(date -u '+%F %T,%3N') INFO  [cloud.usage.UsageServer] (main:null) (logid:) Usage server $(core "$(installed $USAGE)") started" >>"$USAGELOG"
+    ;;
+  *) set_state "$1" active ;;
+  esac
+}
+
+svc_stop() {
+  local was
+  was=$(unit_state "$1")
+  case "$1" in
+  "$MS")
+    kill_daemon
+    set_state "$MS" inactive
+    rm -f "$ST/listening"
+    if [ "$was" != inactive ]; then
+      mshost_down
+      startup stopped
+      mslog INFO o.a.c.ServerDaemon "Stopping CloudStack Management Server"
+    fi
+    ;;
+  *) set_state "$1" inactive ;;
+  esac
+}
+
+known_unit() { [ -e "$ST/services/$1" ]; }
+
+# ---------------------------------------------------------------- packages
+
+# Installs the conffiles version $2 ships (packaged/$2/<path>) over those of version $1, as dpkg
+# does with --force-confold: a file the package did not change stays as it is; one the admin
+# did not change is replaced; one both changed is kept, the new one going beside it as
+# .dpkg-dist.
+conffiles() {
+  local old=$ST/packaged/$1 new=$ST/packaged/$2 rel
+  [ -d "$new" ] || return 0
+  (cd "$new" && find . -type f) | while read -r rel; do
+    rel=${rel#./}
+    if [ ! -e "$ROOT/$rel" ]; then
+      mkdir -p "$(dirname "$ROOT/$rel")"
+      cp "$new/$rel" "$ROOT/$rel"
+    elif [ -f "$old/$rel" ] && cmp -s "$old/$rel" "$new/$rel"; then
+      :
+    elif [ -f "$old/$rel" ] && cmp -s "$old/$rel" "$ROOT/$rel"; then
+      cp "$new/$rel" "$ROOT/$rel"
+    elif ! cmp -s "$new/$rel" "$ROOT/$rel"; then
+      cp "$new/$rel" "$ROOT/$rel.dpkg-dist"
+    fi
+  done
+}
+
+jars() {
+  local dir=$1 v=$2 j
+  shift 2
+  mkdir -p "$dir"
+  rm -f "$dir"/cloud-*.jar
+  for j in "$@"; do : >"$dir/cloud-$j-$v.jar"; done
+}
+
+# Installs pkg=ver arguments as the packages' scripts would.
+do_install() {
+  local pv p v c ms_old
+  if fault install-fails; then
+    echo "E: Sub-process /usr/bin/dpkg returned an error code (1)" >&2
+    exit 100
+  fi
+  declare -A want=()
+  for pv in "$@"; do
+    p=${pv%%=*}
+    case "$p" in
+    "$MS" | cloudstack-common | "$USAGE") ;;
+    *) echo "E: Unable to locate package $p" >&2; exit 100 ;;
+    esac
+    if [ "$p" = "$pv" ]; then
+      v=$(index_versions | sort -V | tail -n 1)
+      [ -n "$v" ] || { echo "E: Package '$p' has no installation candidate" >&2; exit 100; }
+    else
+      v=${pv#*=}
+      index_versions | grep -qxF "$(core "$v")" || {
+        echo "E: Version '$v' for '$p' was not found" >&2; exit 100; }
+    fi
+    want[$p]=$v
+  done
+  # cloudstack-management and cloudstack-usage depend on cloudstack-common (= their version).
+  c=${want[cloudstack-common]:-$(installed cloudstack-common)}
+  for p in "$MS" "$USAGE"; do
+    v=${want[$p]:-$(installed "$p")}
+    if [ -n "$v" ] && [ "$(core "$v")" != "$(core "$c")" ]; then
+      echo "The following packages have unmet dependencies:" >&2
+      echo " $p : Depends: cloudstack-common (= $v) but $c is to be installed" >&2
+      echo "E: Unable to correct problems, you have held broken packages." >&2
+      exit 100
+    fi
+  done
+  ms_old=$(core "$(installed $MS)")
+  for p in cloudstack-common "$MS" "$USAGE"; do
+    [ -n "${want[$p]:-}" ] || continue
+    v=$(core "${want[$p]}")
+    echo "Setting up $p ($v) ..."
+    put "$ST/installed/$p" "${want[$p]}"
+    case "$p" in
+    "$MS")
+      jars "$MSLIB" "$v" api server engine-schema utils plugin-hypervisor-kvm
+      conffiles "$ms_old" "$v"
+      ;;
+    "$USAGE") jars "$USAGELIB" "$v" usage utils ;;
+    esac
+    echo "$p=$v" >>"$ST/install.log"
+  done
+}
+
+# ---------------------------------------------------------------- dispatch
+
+case "$self" in
+.standin)
+  case "${1:-}" in
+  __ms-daemon) ms_daemon ;;
+  *) echo "cs-lab stand-in: unknown internal command ${1:-}" >&2; exit 2 ;;
+  esac ;;
+systemctl)
+  verb=; units=()
+  for a in "$@"; do
+    case "$a" in
+    -*) ;;
+    *) if [ -z "$verb" ]; then verb=$a; else units+=("${a%.service}"); fi ;;
+    esac
+  done
+  echo "$verb ${units[*]:-}" >>"$ST/systemctl.log"
+  rc=0
+  case "$verb" in
+  daemon-reload) exit 0 ;;
+  is-active)
+    for u in "${units[@]}"; do s=$(unit_state "$u"); echo "$s"; [ "$s" = active ] || rc=3; done
+    exit $rc ;;
+  is-failed)
+    for u in "${units[@]}"; do s=$(unit_state "$u"); echo "$s"; [ "$s" = failed ] || rc=1; done
+    exit $rc ;;
+  is-enabled)
+    for u in "${units[@]}"; do echo enabled; done; exit 0 ;;
+  enable | disable) exit 0 ;;
+  reset-failed)
+    for u in "${units[@]}"; do [ "$(unit_state "$u")" = failed ] && set_state "$u" inactive; done
+    exit 0 ;;
+  start | stop | restart)
+    for u in "${units[@]}"; do
+      if ! known_unit "$u"; then
+        echo "Failed to $verb $u.service: Unit $u.service not found." >&2; exit 5
+      fi
+    done
+    for u in "${units[@]}"; do
+      case "$verb" in
+      start) svc_start "$u" ;;
+      stop) svc_stop "$u" ;;
+      restart) svc_stop "$u"; svc_start "$u" ;;
+      esac
+    done
+    exit 0 ;;
+  status)
+    for u in "${units[@]}"; do
+      if ! known_unit "$u"; then echo "Unit $u.service could not be found." >&2; rc=4; continue; fi
+      s=$(unit_state "$u")
+      case "$s" in
+      active) a="active (running)" ;;
+      failed) a="failed (Result: exit-code)"; rc=3 ;;
+      *) a="inactive (dead)"; rc=3 ;;
+      esac
+      echo "* $u.service - CloudStack ${u#cloudstack-} (cs-lab stand-in)"
+      echo "     Loaded: loaded (/lib/systemd/system/$u.service; enabled; vendor preset: enabled)"
+      echo "     Active: $a"
+    done
+    exit $rc ;;
+  *) echo "systemctl stand-in: unsupported verb $verb" >&2; exit 1 ;;
+  esac ;;
+dpkg-query)
+  [ "${1:-}" = --version ] && { echo "Debian dpkg-query (cs-lab stand-in)"; exit 0; }
+  fmt='${Package}\t${Version}\n'; pkgs=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+    -W | --show) ;;
+    -f | --showformat) fmt=${2:-}; shift ;;
+    -f=* | --showformat=*) fmt=${1#*=} ;;
+    -f*) fmt=${1#-f} ;;
+    -*) ;;
+    *) pkgs+=("$1") ;;
+    esac
+    shift
+  done
+  rc=0
+  for p in "${pkgs[@]}"; do
+    v=$(installed "$p")
+    if [ -z "$v" ]; then echo "dpkg-query: no packages found matching $p" >&2; rc=1; continue; fi
+    if [ -e "$ST/held/$p" ]; then ab="hi "; stat="hold ok installed"; else ab="ii "; stat="install ok installed"; fi
+    out=${fmt//'${Package}'/$p}
+    out=${out//'${binary:Package}'/$p}
+    out=${out//'${Version}'/$v}
+    out=${out//'${db:Status-Abbrev}'/$ab}
+    out=${out//'${Status}'/$stat}
+    printf '%b' "$out"
+  done
+  exit $rc ;;
+apt-get)
+  allow_held=0; args=(); cmd=
+  for a in "$@"; do
+    case "$a" in
+    --allow-change-held-packages) allow_held=1 ;;
+    Dpkg::* | APT::*) ;;
+    -*) ;;
+    update | install) [ -z "$cmd" ] && cmd=$a || args+=("$a") ;;
+    *) args+=("$a") ;;
+    esac
+  done
+  case "$cmd" in
+  update)
+    put "$ST/index" "$(repo_line)"
+    echo "Hit:1 https://download.cloudstack.org/ubuntu jammy InRelease"
+    echo "Reading package lists... Done" ;;
+  install)
+    for pv in "${args[@]}"; do
+      p=${pv%%=*}
+      if [ -e "$ST/held/$p" ] && [ $allow_held = 0 ]; then
+        echo "E: Held packages were changed and -y was used without --allow-change-held-packages." >&2; exit 100
+      fi
+    done
+    do_install "${args[@]}" ;;
+  *) echo "apt-get stand-in: unsupported command" >&2; exit 100 ;;
+  esac ;;
+apt-cache)
+  case "${1:-}" in
+  madison) index_versions | sort -r -V | while read -r v; do
+      echo " $2 | $v | https://download.cloudstack.org/ubuntu jammy/$(line_of "$v") amd64 Packages"; done ;;
+  policy)
+    c=$(index_versions | sort -V | tail -n 1)
+    echo "$2:"; echo "  Installed: $(installed "$2" || echo '(none)')"; echo "  Candidate: ${c:-(none)}" ;;
+  *) echo "apt-cache stand-in: unsupported" >&2; exit 100 ;;
+  esac ;;
+apt-mark)
+  mkdir -p "$ST/held"; verb=${1:-}; shift
+  case "$verb" in
+  hold) for p in "$@"; do : >"$ST/held/$p"; echo "$p set on hold."; done ;;
+  unhold) for p in "$@"; do rm -f "$ST/held/$p"; echo "Canceled hold on $p."; done ;;
+  showhold) ls "$ST/held" ;;
+  *) echo "apt-mark stand-in: unsupported" >&2; exit 100 ;;
+  esac ;;
+java)
+  m=$(cat "$ST/java_major" 2>/dev/null || echo 11)
+  echo "openjdk version \"$m.0.24\" 2024-07-16" >&2
+  echo "OpenJDK Runtime Environment (build $m.0.24+8-post-Ubuntu-1ubuntu322.04) (cs-lab stand-in)" >&2
+  echo "OpenJDK 64-Bit Server VM (build $m.0.24+8-post-Ubuntu-1ubuntu322.04, mixed mode, sharing)" >&2 ;;
+ss)
+  header=1; only=
+  for a in "$@"; do
+    case "$a" in
+    --no-header) header=0 ;;
+    --*) ;;
+    -*H*) header=0 ;;
+    :[0-9]*) only=${a#:} ;;
+    esac
+  done
+  [ $header = 1 ] && echo "State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process"
+  if [ -e "$ST/listening" ]; then
+    for p in 8080 8250 9090; do
+      [ -z "$only" ] || [ "$only" = $p ] || continue
+      printf 'LISTEN 0      4096               *:%s            *:*\n' $p
+    done
+  fi
+  exit 0 ;;
+*) echo "cs-lab stand-in: unknown program $self" >&2; exit 127 ;;
+esac
