@@ -1,0 +1,868 @@
+//! The database checks of CHECKS.md: `db.*`, `cluster.quiesced` and `systemvm.templates.ready`
+//! (their database side).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cs_core::{Check, CheckError, CsVersion, Finding, Report, Severity};
+
+use crate::graph::{Hierarchy, path};
+use crate::release::{Hypervisor, release_line, systemvm_template_name};
+use crate::state::{SchemaState, Vendor, read_state};
+use crate::{DbTarget, Error};
+
+/// What the database checks run against: where the schemas are, the target release, and what
+/// the orchestrator knows beyond the database.
+#[derive(Debug)]
+pub struct DbContext {
+    /// The schemas.
+    pub db: DbTarget,
+    /// The release being upgraded to.
+    pub target: CsVersion,
+    /// The `msid` of a management server allowed to be Up (the one that will migrate), if any.
+    pub except_msid: Option<u64>,
+    /// Whether the target's management package carries the system VM templates it registers
+    /// during the upgrade (checked on the host by another check). When true, a template not yet
+    /// registered is information, not a failure.
+    pub bundled_systemvm_templates: bool,
+    state: tokio::sync::OnceCell<Result<Arc<SchemaState>, String>>,
+}
+
+impl DbContext {
+    /// A context for `db` and `target`; nothing is read until a check runs.
+    pub fn new(db: DbTarget, target: CsVersion) -> Self {
+        DbContext {
+            db,
+            target,
+            except_msid: None,
+            bundled_systemvm_templates: false,
+            state: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Allows the management server with this `msid` to be Up.
+    #[must_use]
+    pub fn except_msid(mut self, msid: u64) -> Self {
+        self.except_msid = Some(msid);
+        self
+    }
+
+    /// Says whether the target package carries system VM templates to register.
+    #[must_use]
+    pub fn bundled_systemvm_templates(mut self, yes: bool) -> Self {
+        self.bundled_systemvm_templates = yes;
+        self
+    }
+
+    /// The schema state, read once and shared by every check of this context.
+    ///
+    /// # Errors
+    /// [`CheckError`] with the cause when the database cannot be read.
+    pub async fn state(&self) -> Result<Arc<SchemaState>, CheckError> {
+        let r = self
+            .state
+            .get_or_init(|| async {
+                read_state(&self.db)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| cs_core::error_chain(&e))
+            })
+            .await;
+        r.clone().map_err(CheckError::new)
+    }
+}
+
+/// Stable ids of the checks.
+pub mod ids {
+    /// `db.version.sane`.
+    pub const VERSION_SANE: &str = "db.version.sane";
+    /// `db.version.path`.
+    pub const VERSION_PATH: &str = "db.version.path";
+    /// `db.routines.present`.
+    pub const ROUTINES_PRESENT: &str = "db.routines.present";
+    /// `db.usage.present`.
+    pub const USAGE_PRESENT: &str = "db.usage.present";
+    /// `db.server.compat`.
+    pub const SERVER_COMPAT: &str = "db.server.compat";
+    /// `db.nics.update_time`.
+    pub const NICS_UPDATE_TIME: &str = "db.nics.update_time";
+    /// `db.customisations`.
+    pub const CUSTOMISATIONS: &str = "db.customisations";
+    /// `db.size`.
+    pub const SIZE: &str = "db.size";
+    /// `cluster.quiesced`.
+    pub const CLUSTER_QUIESCED: &str = "cluster.quiesced";
+    /// `systemvm.templates.ready`.
+    pub const SYSTEMVM_TEMPLATES_READY: &str = "systemvm.templates.ready";
+}
+
+/// One database check (see [`db_checks`]).
+#[derive(Clone, Copy)]
+pub struct DbCheck {
+    id: &'static str,
+    run: fn(&DbContext, &SchemaState) -> Vec<Finding>,
+}
+
+impl fmt::Debug for DbCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbCheck({})", self.id)
+    }
+}
+
+#[async_trait]
+impl Check<DbContext> for DbCheck {
+    fn id(&self) -> &str {
+        self.id
+    }
+
+    async fn run(&self, cx: &DbContext) -> Result<Vec<Finding>, CheckError> {
+        let state = cx.state().await?;
+        Ok((self.run)(cx, &state))
+    }
+}
+
+/// Every database check, in report order.
+pub fn db_checks() -> Vec<DbCheck> {
+    vec![
+        DbCheck {
+            id: ids::VERSION_SANE,
+            run: version_sane,
+        },
+        DbCheck {
+            id: ids::VERSION_PATH,
+            run: version_path,
+        },
+        DbCheck {
+            id: ids::ROUTINES_PRESENT,
+            run: routines_present,
+        },
+        DbCheck {
+            id: ids::USAGE_PRESENT,
+            run: usage_present,
+        },
+        DbCheck {
+            id: ids::SERVER_COMPAT,
+            run: server_compat,
+        },
+        DbCheck {
+            id: ids::NICS_UPDATE_TIME,
+            run: nics_update_time,
+        },
+        DbCheck {
+            id: ids::CUSTOMISATIONS,
+            run: customisations,
+        },
+        DbCheck {
+            id: ids::SIZE,
+            run: size,
+        },
+        DbCheck {
+            id: ids::CLUSTER_QUIESCED,
+            run: cluster_quiesced,
+        },
+        DbCheck {
+            id: ids::SYSTEMVM_TEMPLATES_READY,
+            run: systemvm_templates_ready,
+        },
+    ]
+}
+
+/// Runs every database check against `cx`, skipping the ids in `skip`.
+pub async fn run_db_checks(cx: &DbContext, skip: &[&str]) -> Report {
+    let checks = db_checks();
+    let refs: Vec<&dyn Check<DbContext>> =
+        checks.iter().map(|c| c as &dyn Check<DbContext>).collect();
+    cs_core::run_checks(&refs, cx, skip).await
+}
+
+fn table(cx: &DbContext, t: &str) -> String {
+    format!("{}.{t}", cx.db.cloud_schema)
+}
+
+fn no_cloud_schema(cx: &DbContext, id: &str, s: &SchemaState) -> Option<Vec<Finding>> {
+    (!s.cloud_exists).then(|| {
+        vec![
+            Finding::new(
+                id,
+                Severity::Fail,
+                cx.db.cloud_schema.clone(),
+                format!("schema `{}` does not exist", cx.db.cloud_schema),
+            )
+            .with_remedy(
+                "point the check at the CloudStack database (db.cloud.name in db.properties)",
+            ),
+        ]
+    })
+}
+
+fn version_sane(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::VERSION_SANE;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let subject = table(cx, "version");
+    let Some(vt) = &s.version else {
+        return vec![
+            Finding::new(
+                id,
+                Severity::Fail,
+                subject,
+                format!(
+                    "`{}` has no `version` table: a pre-2.2 (legacy) database or not CloudStack's",
+                    cx.db.cloud_schema
+                ),
+            )
+            .with_remedy("legacy 2.1.x databases need the manual 2.1 -> 2.2 procedure first; otherwise check the schema name"),
+        ];
+    };
+    let mut out = Vec::new();
+    for r in vt.incomplete() {
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{subject} id={}", r.id),
+                format!(
+                    "row id {} `{}` is in step `{}` (updated {}): an upgrade step started and did not finish",
+                    r.id, r.version, r.step, r.updated
+                ),
+            )
+            .with_remedy(
+                "restore the backup taken before that upgrade attempt; the management server refuses \
+                 to start ('Version table contains records for which upgrade wasn't completed') and \
+                 re-running a half-applied step fails (e.g. Duplicate column)",
+            ),
+        );
+    }
+    let Some(current_row) = vt.current_row() else {
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                subject,
+                "no row of the version table is `Complete`",
+            )
+            .with_remedy("restore a backup of a working installation"),
+        );
+        return out;
+    };
+    if let Some(newest) = vt.newest_if_not_current()
+        && (newest.is_complete() || out.is_empty())
+    {
+        out.push(Finding::new(
+            id,
+            Severity::Fail,
+            format!("{subject} id={}", newest.id),
+            format!(
+                "the newest row (id {}, `{}`) is not the current Complete row (id {}, `{}`)",
+                newest.id, newest.version, current_row.id, current_row.version
+            ),
+        ));
+    }
+    let Some(current) = current_row.parsed() else {
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{subject} id={}", current_row.id),
+                format!(
+                    "version `{}` does not parse as a CloudStack version",
+                    current_row.version
+                ),
+            )
+            .with_remedy("fix or restore the version table"),
+        );
+        return out;
+    };
+    match path(&current, &cx.target) {
+        Err(Error::DatabaseNewer { .. }) => out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                subject.clone(),
+                format!(
+                    "the database is at {current}, newer than the target {}: CloudStack cannot downgrade",
+                    cx.target
+                ),
+            )
+            .with_remedy("upgrade to a release at or above the database's version, or restore an older backup"),
+        ),
+        Err(e) => out.push(
+            Finding::new(id, Severity::Fail, subject.clone(), e.to_string())
+                .with_remedy("choose a published CloudStack release as the target"),
+        ),
+        Ok(steps) if out.is_empty() => out.push(Finding::pass(
+            id,
+            subject,
+            format!(
+                "at {current} (row id {}, Complete); the {} hierarchy has a path of {} step(s) to {}",
+                current_row.id,
+                Hierarchy::for_target(&cx.target).name(),
+                steps.len(),
+                cx.target
+            ),
+        )),
+        Ok(_) => {}
+    }
+    out
+}
+
+fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::VERSION_PATH;
+    let subject = table(cx, "version");
+    let Some(current) = s.version.as_ref().and_then(|v| v.current()) else {
+        return vec![Finding::new(
+            id,
+            Severity::Skip,
+            subject,
+            "no current version to plan from",
+        )];
+    };
+    match path(&current, &cx.target) {
+        Ok(steps) if steps.is_empty() => vec![Finding::new(
+            id,
+            Severity::Info,
+            subject,
+            format!("already at {}: no schema steps", cx.target),
+        )],
+        Ok(steps) => {
+            let h = Hierarchy::for_target(&cx.target);
+            let list: Vec<String> = steps.iter().map(ToString::to_string).collect();
+            let mut notes = Vec::new();
+            if let Some(first) = steps.first()
+                && !first.noop
+                && first.from != current
+            {
+                notes.push(format!(
+                    "{current} is no node of the hierarchy: the step from {} runs again",
+                    first.from
+                ));
+            }
+            if steps.last().is_some_and(|s| s.noop) {
+                notes.push("ends with a NoopDbUpgrade tail (a version row only)".to_string());
+            }
+            if !h.is_verified() {
+                notes.push(format!("hierarchy {} is UNVERIFIED", h.name()));
+            }
+            let notes = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            };
+            vec![Finding::new(
+                id,
+                Severity::Info,
+                subject,
+                format!("{} -> {}: {}{notes}", current, cx.target, list.join(", ")),
+            )]
+        }
+        Err(e) => vec![Finding::new(
+            id,
+            Severity::Info,
+            subject,
+            format!("no path: {e}"),
+        )],
+    }
+}
+
+/// Procedures a 4.18 `cloud` schema carries (the replay of the 4.0.0 -> 4.18.0.0 SQL).
+pub const CLOUD_PROCEDURES: &[&str] = &[
+    "ADD_GUEST_OS_AND_HYPERVISOR_MAPPING",
+    "IDEMPOTENT_ADD_COLUMN",
+    "IDEMPOTENT_ADD_FOREIGN_KEY",
+    "IDEMPOTENT_ADD_KEY",
+    "IDEMPOTENT_ADD_UNIQUE_KEY",
+    "IDEMPOTENT_CHANGE_COLUMN",
+    "IDEMPOTENT_CREATE_UNIQUE_INDEX",
+    "IDEMPOTENT_DROP_FOREIGN_KEY",
+    "IDEMPOTENT_DROP_INDEX",
+    "IDEMPOTENT_INSERT_GUESTOS_HYPERVISOR_MAPPING",
+];
+
+/// Procedures a 4.18 `cloud_usage` schema carries.
+pub const USAGE_PROCEDURES: &[&str] = &[
+    "IDEMPOTENT_ADD_COLUMN",
+    "IDEMPOTENT_ADD_UNIQUE_INDEX",
+    "IDEMPOTENT_CHANGE_COLUMN",
+    "IDEMPOTENT_DROP_INDEX",
+];
+
+fn routines_present(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::ROUTINES_PRESENT;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let current = s.version.as_ref().and_then(|v| v.current());
+    let v = |x: &str| CsVersion::parse(x).expect("static");
+    // From 4.19.2 the management server re-creates every procedure before the steps run.
+    let recreated = cx.target >= v("4.19.2.0");
+    let required = current.is_some_and(|c| c >= v("4.18.0.0"));
+    let mut out = Vec::new();
+    let mut check_schema = |schema: &str, names: &[&str]| {
+        for name in names {
+            let present = s.routines.iter().any(|r| {
+                r.schema == schema && r.name.eq_ignore_ascii_case(name) && r.kind == "PROCEDURE"
+            });
+            if present {
+                continue;
+            }
+            let severity = if !required {
+                Severity::Info
+            } else if recreated {
+                Severity::Warn
+            } else {
+                Severity::Fail
+            };
+            out.push(
+                Finding::new(
+                    id,
+                    severity,
+                    format!("{schema}.{name}"),
+                    format!(
+                        "procedure `{name}` is missing from `{schema}`{}",
+                        if recreated {
+                            " (the target re-creates procedures before its steps, but the dump this came from lost them)"
+                        } else {
+                            ": the upgrade SQL calls it and fails"
+                        }
+                    ),
+                )
+                .with_remedy(
+                    "restore the procedures from a dump taken with -R (--routines), or run the \
+                     procedure scripts of META-INF/db/procedures of the current release; always dump with -R",
+                ),
+            );
+        }
+    };
+    check_schema(&cx.db.cloud_schema, CLOUD_PROCEDURES);
+    if s.usage_exists {
+        check_schema(&cx.db.usage_schema, USAGE_PROCEDURES);
+    }
+    if out.is_empty() {
+        out.push(Finding::pass(
+            id,
+            cx.db.cloud_schema.clone(),
+            format!(
+                "{} procedures present in `{}`{}",
+                CLOUD_PROCEDURES.len(),
+                cx.db.cloud_schema,
+                if s.usage_exists {
+                    format!(
+                        " and {} in `{}`",
+                        USAGE_PROCEDURES.len(),
+                        cx.db.usage_schema
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    out
+}
+
+fn usage_present(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::USAGE_PRESENT;
+    let u = &cx.db.usage_schema;
+    let mut out = Vec::new();
+    if !s.usage_exists {
+        out.push(
+            Finding::new(id, Severity::Fail, u.clone(), format!("schema `{u}` does not exist"))
+                .with_remedy(format!(
+                    "create it from a backup, or with the setup scripts (create-database-premium.sql, \
+                     create-schema-premium.sql) before upgrading; CloudStack's upgrade SQL alters `{u}`"
+                )),
+        );
+    } else if !s.usage_tables.contains("cloud_usage") {
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{u}.cloud_usage"),
+                format!("schema `{u}` has no `cloud_usage` table"),
+            )
+            .with_remedy("restore the usage schema from a backup"),
+        );
+    }
+    for schema in [&cx.db.cloud_schema, u] {
+        if !s.has_grants_on(schema) {
+            out.push(
+                Finding::new(
+                    id,
+                    Severity::Fail,
+                    schema.clone(),
+                    format!("user `{}` has no privileges on `{schema}`", cx.db.url.user),
+                )
+                .with_remedy(format!(
+                    "GRANT ALL ON `{schema}`.* TO '{}'@'%' (as CloudStack's setup does)",
+                    cx.db.url.user
+                )),
+            );
+        }
+    }
+    if out.is_empty() {
+        out.push(Finding::pass(
+            id,
+            u.clone(),
+            format!(
+                "`{u}` exists with `cloud_usage`; user `{}` has privileges on both schemas",
+                cx.db.url.user
+            ),
+        ));
+    }
+    out
+}
+
+fn server_compat(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::SERVER_COMPAT;
+    let srv = &s.server;
+    let subject = format!("{} ({})", cx.db.url.addr(), srv.version);
+    let v = |x: &str| CsVersion::parse(x).expect("static");
+    let t = cx.target;
+    let (maj, min, _) = srv.number;
+    let mut out = Vec::new();
+    match srv.vendor {
+        Vendor::MySql => {
+            if maj >= 8 && t < v("4.15.0.0") {
+                out.push(
+                    Finding::new(
+                        id,
+                        Severity::Fail,
+                        subject.clone(),
+                        format!(
+                            "MySQL {maj}.{min} needs CloudStack 4.15 or later; the target is {t}"
+                        ),
+                    )
+                    .with_remedy("upgrade CloudStack to 4.15+ or keep MySQL 5.7"),
+                );
+            }
+            if maj < 8 && t >= v("4.20.0.0") {
+                out.push(
+                    Finding::new(
+                        id,
+                        Severity::Fail,
+                        subject.clone(),
+                        format!(
+                            "MySQL {maj}.{min}: CloudStack {} supports MySQL 8.0",
+                            t.line()
+                        ),
+                    )
+                    .with_remedy("upgrade MySQL to 8.0 before this upgrade"),
+                );
+            }
+        }
+        Vendor::MariaDb => {
+            if t >= v("4.20.0.0") && (maj, min) < (10, 6) {
+                out.push(
+                    Finding::new(
+                        id,
+                        Severity::Fail,
+                        subject.clone(),
+                        format!(
+                            "MariaDB {maj}.{min}: CloudStack {} needs MariaDB 10.6 or later",
+                            t.line()
+                        ),
+                    )
+                    .with_remedy("upgrade MariaDB to 10.6+ before this upgrade"),
+                );
+            }
+        }
+    }
+    if srv.has_sql_mode("ONLY_FULL_GROUP_BY") {
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{} @@GLOBAL.sql_mode", cx.db.url.addr()),
+                format!("the global sql_mode contains ONLY_FULL_GROUP_BY (`{}`): CloudStack's queries and upgrade SQL fail", srv.global_sql_mode),
+            )
+            .with_remedy("remove ONLY_FULL_GROUP_BY from sql-mode in the server's config (e.g. sql-mode=\"STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE\") and restart it"),
+        );
+    }
+    if out.is_empty() {
+        let line = release_line(&t)
+            .map(|l| {
+                format!(
+                    " (CloudStack {}: MySQL {}{})",
+                    l.line,
+                    if l.mysql.is_empty() {
+                        "?".to_string()
+                    } else {
+                        l.mysql.join("/")
+                    },
+                    l.mariadb_min
+                        .as_deref()
+                        .map(|m| format!(", MariaDB >= {m}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        out.push(Finding::pass(
+            id,
+            subject,
+            format!(
+                "server within the target's support{line}; sql_mode without ONLY_FULL_GROUP_BY"
+            ),
+        ));
+    }
+    out
+}
+
+fn nics_update_time(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::NICS_UPDATE_TIME;
+    let subject = table(cx, "nics.update_time");
+    match &s.nics_update_time_default {
+        None => vec![Finding::new(id, Severity::Skip, subject, "no nics.update_time column")],
+        Some(Some(d)) if d.to_ascii_lowercase().starts_with("current_timestamp") => {
+            vec![Finding::pass(id, subject, format!("default is {d}"))]
+        }
+        Some(d) => vec![
+            Finding::new(
+                id,
+                Severity::Warn,
+                subject,
+                format!(
+                    "default is {}, not CURRENT_TIMESTAMP: on MySQL 5.7.34+/8 inserting NICs fails",
+                    d.as_deref().unwrap_or("NULL")
+                ),
+            )
+            .with_remedy(format!(
+                "ALTER TABLE `{}`.`nics` MODIFY `update_time` timestamp NULL DEFAULT CURRENT_TIMESTAMP",
+                cx.db.cloud_schema
+            )),
+        ],
+    }
+}
+
+fn customisations(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::CUSTOMISATIONS;
+    if s.customisations.is_empty() {
+        return vec![Finding::pass(
+            id,
+            table(cx, "guest_os*"),
+            "no user-defined guest OS rows",
+        )];
+    }
+    s.customisations
+        .iter()
+        .map(|r| {
+            Finding::new(
+                id,
+                Severity::Warn,
+                format!("{} id={}", table(cx, &r.table), r.id),
+                format!("user-defined row `{}` in {}", r.name, r.table),
+            )
+            .with_remedy(
+                "note it before upgrading: upgrade SQL may add a stock row with the same name or id \
+                 (duplicate keys, lost mappings); re-check the mapping after the upgrade",
+            )
+        })
+        .collect()
+}
+
+fn size(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::SIZE;
+    const BIG: &[&str] = &["vm_stats", "event", "usage_event"];
+    const RATE: u64 = 50 * 1024 * 1024; // Bytes per second a dump typically sustains.
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for t in &s.table_sizes {
+        total += t.bytes;
+        let big = (t.schema == cx.db.cloud_schema && BIG.contains(&t.table.as_str()))
+            || t.schema == cx.db.usage_schema;
+        if big && (t.rows > 0 || t.schema == cx.db.cloud_schema) {
+            out.push(Finding::new(
+                id,
+                Severity::Info,
+                format!("{}.{}", t.schema, t.table),
+                format!("{} rows, {}", t.rows, human_bytes(t.bytes)),
+            ));
+        }
+    }
+    let secs = total / RATE + 1;
+    out.push(Finding::new(
+        id,
+        Severity::Info,
+        format!("{} + {}", cx.db.cloud_schema, cx.db.usage_schema),
+        format!(
+            "{} in total; a backup takes about {} at 50 MiB/s",
+            human_bytes(total),
+            if secs < 120 {
+                format!("{secs} s")
+            } else {
+                format!("{} min", secs / 60)
+            }
+        ),
+    ));
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn cluster_quiesced(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::CLUSTER_QUIESCED;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let live: Vec<_> = s
+        .mshosts
+        .iter()
+        .filter(|m| !m.removed && m.state != "Down" && Some(m.msid) != cx.except_msid)
+        .collect();
+    if live.is_empty() {
+        let n = s.mshosts.iter().filter(|m| !m.removed).count();
+        return vec![Finding::pass(
+            id,
+            table(cx, "mshost"),
+            format!("none of {n} management server(s) in mshost is Up"),
+        )];
+    }
+    live.iter()
+        .map(|m| {
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{} msid={}", table(cx, "mshost"), m.msid),
+                format!(
+                    "management server {} ({}, msid {}) is {} in mshost (version {}, last update {})",
+                    m.name.as_deref().unwrap_or("?"),
+                    m.service_ip,
+                    m.msid,
+                    m.state,
+                    m.version.as_deref().unwrap_or("?"),
+                    m.last_update.as_deref().unwrap_or("never")
+                ),
+            )
+            .with_remedy(format!(
+                "stop cloudstack-management and cloudstack-usage on {}; if that server is gone, mark it: \
+                 UPDATE mshost SET state='Down' WHERE msid={}",
+                m.service_ip, m.msid
+            ))
+        })
+        .collect()
+}
+
+fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::SYSTEMVM_TEMPLATES_READY;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let mut out = Vec::new();
+    let zones: Vec<u64> = {
+        let mut z: Vec<u64> = s.image_stores.iter().filter_map(|i| i.zone_id).collect();
+        z.sort_unstable();
+        z.dedup();
+        z
+    };
+    for hv_name in &s.hypervisors_in_use {
+        let Some(hv) = Hypervisor::from_db(hv_name) else {
+            continue;
+        };
+        let want = systemvm_template_name(&cx.target, hv);
+        let subject = format!("{} {want}", table(cx, "vm_template"));
+        let found: Vec<_> = s
+            .systemvm_templates
+            .iter()
+            .filter(|t| {
+                (t.name == want || t.name.starts_with(&format!("{want}-")))
+                    && t.hypervisor
+                        .as_deref()
+                        .is_none_or(|h| h.eq_ignore_ascii_case(hv.as_db()))
+            })
+            .collect();
+        let Some(active) = found.iter().find(|t| t.state.as_deref() == Some("Active")) else {
+            let (severity, msg) = if found.is_empty() {
+                if cx.bundled_systemvm_templates {
+                    (
+                        Severity::Info,
+                        format!(
+                            "{want} is not registered; the target package carries it and registers it during the upgrade"
+                        ),
+                    )
+                } else {
+                    (
+                        Severity::Fail,
+                        format!("{want} (hypervisor {hv}, in use) is not registered"),
+                    )
+                }
+            } else {
+                (
+                    Severity::Fail,
+                    format!(
+                        "{want} is registered but not Active (state {})",
+                        found[0].state.as_deref().unwrap_or("NULL")
+                    ),
+                )
+            };
+            out.push(
+                Finding::new(id, severity, subject, msg).with_remedy(format!(
+                    "register {want} for {hv} (Templates > Register template, type system, as the upgrade guide says) \
+                     before the upgrade, or make sure the target's cloudstack-management package carries the bundled template"
+                )),
+            );
+            continue;
+        };
+        let missing: Vec<String> = zones
+            .iter()
+            .filter(|z| {
+                !s.image_stores
+                    .iter()
+                    .filter(|i| i.zone_id == Some(**z))
+                    .any(|i| active.ready_on_stores.contains(&i.id))
+            })
+            .map(|z| {
+                let names: Vec<&str> = s
+                    .image_stores
+                    .iter()
+                    .filter(|i| i.zone_id == Some(*z))
+                    .map(|i| i.name.as_str())
+                    .collect();
+                format!("zone {z} ({})", names.join(", "))
+            })
+            .collect();
+        if missing.is_empty() {
+            out.push(Finding::pass(
+                id,
+                subject,
+                format!(
+                    "{want} (id {}) is Active and Ready on the image stores of {} zone(s)",
+                    active.id,
+                    zones.len()
+                ),
+            ));
+        } else {
+            out.push(
+                Finding::new(
+                    id,
+                    Severity::Fail,
+                    subject,
+                    format!("{want} (id {}) is not Ready on the image store of {}", active.id, missing.join("; ")),
+                )
+                .with_remedy("wait for the download to finish, or copy the template to those zones, before upgrading"),
+            );
+        }
+    }
+    if out.is_empty() {
+        out.push(Finding::new(
+            id,
+            Severity::Skip,
+            table(cx, "host"),
+            "no hypervisor in use (no live Routing host)",
+        ));
+    }
+    out
+}

@@ -1,0 +1,538 @@
+//! Against a real MariaDB: each database check with a passing and a failing fixture (seeded by
+//! `cs_lab::seed` in schemas of their own), and `MigrationWatch` over a changing version table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cs_core::fake::FakeHost;
+use cs_core::{Check, CsVersion, Finding, Host, RecordingProgress, Severity};
+use cs_lab::{DbUrlExt, SeedOptions, TestDb};
+use cs_schema::{
+    DbContext, DbTarget, MigrationWatch, WatchOutcome, db_checks, ids, read_state, run_db_checks,
+};
+use mysql::prelude::Queryable;
+
+fn v(s: &str) -> CsVersion {
+    s.parse().unwrap()
+}
+
+/// A seeded `cloud` + `cloud_usage` pair at `version`, owned by the test.
+fn seeded(name: &str, version: &str) -> (TestDb<'static>, DbTarget) {
+    let server = cs_lab::mariadb();
+    let mut db = server.database(name).unwrap();
+    let usage = db.extra("usage").unwrap();
+    cs_lab::seed(
+        &server.root(),
+        &SeedOptions::new(v(version), db.name(), &usage),
+    )
+    .unwrap();
+    let target = DbTarget::new(server.cloud(), db.name(), &usage);
+    (db, target)
+}
+
+/// A stock 4.18.0.0 pair shared by the tests that only read.
+fn shared() -> DbTarget {
+    static SHARED: std::sync::OnceLock<(TestDb<'static>, DbTarget)> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| seeded("shared", "4.18.0.0"))
+        .1
+        .clone()
+}
+
+/// A stock 4.18.0.0 pair for the tests that change it to build a failing fixture. Each of those
+/// tests changes a different table, read by a different check, so they do not disturb each
+/// other and one seed serves them all.
+fn scratch() -> (&'static TestDb<'static>, DbTarget) {
+    static SCRATCH: std::sync::OnceLock<(TestDb<'static>, DbTarget)> = std::sync::OnceLock::new();
+    let (db, t) = SCRATCH.get_or_init(|| seeded("scratch", "4.18.0.0"));
+    (db, t.clone())
+}
+
+fn sql(db: &TestDb<'_>, stmt: &str) {
+    db.url().connect().unwrap().query_drop(stmt).unwrap();
+}
+
+/// Runs one check and returns its findings.
+async fn run(cx: &DbContext, id: &str) -> Vec<Finding> {
+    let check = db_checks().into_iter().find(|c| c.id() == id).unwrap();
+    check.run(cx).await.unwrap()
+}
+
+#[track_caller]
+fn assert_worst(findings: &[Finding], severity: Severity, contains: &str) {
+    let worst = findings.iter().map(|f| f.severity).max().unwrap();
+    assert_eq!(worst, severity, "{findings:#?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.message.contains(contains) || f.subject.contains(contains)),
+        "no finding mentions {contains:?}: {findings:#?}"
+    );
+    for f in findings.iter().filter(|f| f.severity >= Severity::Warn) {
+        assert!(f.remedy.is_some(), "no remedy: {f:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stock_4_18_database_passes_for_4_19() {
+    let target = shared();
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[]).await;
+    assert!(report.broken.is_empty(), "{}", report.to_table());
+    assert_eq!(report.exit_code(), 0, "{}", report.to_table());
+    let text = report.to_table();
+    assert!(
+        text.contains("Upgrade41800to41810 (4.18.0.0 -> 4.18.1.0)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_state_reads_what_the_seed_wrote() {
+    let target = shared();
+    let s = read_state(&target).await.unwrap();
+    let vt = s.version.as_ref().unwrap();
+    assert_eq!(vt.current(), Some(v("4.18.0.0")));
+    assert_eq!(vt.rows.len(), 41);
+    assert_eq!(s.mshosts.len(), 2);
+    assert_eq!(s.hypervisors_in_use, ["KVM"]);
+    assert!(s.routines.len() >= 14);
+    assert!(s.server.version.contains("MariaDB"));
+    assert!(
+        s.systemvm_templates
+            .iter()
+            .any(|t| t.name == "systemvm-kvm-4.18.0")
+    );
+}
+
+#[tokio::test]
+async fn seeded_version_rows_are_the_path_cs_schema_computes() {
+    let h = cs_schema::Hierarchy::snapshot();
+    for version in ["4.18.0.0", "4.20.1.0", "4.22.0.0", "4.22.0.1"] {
+        let mut want = vec![v("4.0.0")];
+        want.extend(
+            h.path(&v("4.0.0"), &v(version))
+                .unwrap()
+                .iter()
+                .map(|s| s.to),
+        );
+        assert_eq!(cs_lab::version_history(&v(version)), want, "{version}");
+    }
+    // And the table holds exactly those rows, all Complete.
+    let (db, _) = seeded("history", "4.22.0.1");
+    let rows: Vec<(String, String)> = db
+        .url()
+        .connect()
+        .unwrap()
+        .query("SELECT version, step FROM version ORDER BY id")
+        .unwrap();
+    let got: Vec<CsVersion> = rows.iter().map(|r| v(&r.0)).collect();
+    assert_eq!(got, cs_lab::version_history(&v("4.22.0.1")));
+    assert!(rows.iter().all(|r| r.1 == "Complete"));
+}
+
+#[tokio::test]
+async fn version_sane_fails_on_a_row_left_in_upgrade() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::VERSION_SANE).await,
+        Severity::Pass,
+        "at 4.18.0.0",
+    );
+    sql(
+        db,
+        "INSERT INTO version (version, updated, step) VALUES ('4.18.1.0', NOW(), 'Upgrade')",
+    );
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    let f = run(&cx, ids::VERSION_SANE).await;
+    assert_worst(&f, Severity::Fail, "is in step `Upgrade`");
+    assert!(f[0].subject.ends_with(".version id=42"), "{f:?}");
+}
+
+#[tokio::test]
+async fn version_sane_fails_when_the_database_is_newer_or_legacy() {
+    let (db, target) = seeded("newer", "4.20.1.0");
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::VERSION_SANE).await,
+        Severity::Fail,
+        "cannot downgrade",
+    );
+    sql(&db, "DROP TABLE version");
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::VERSION_SANE).await,
+        Severity::Fail,
+        "no `version` table",
+    );
+    assert_eq!(
+        run(&cx, ids::VERSION_PATH).await[0].severity,
+        Severity::Skip
+    );
+}
+
+#[tokio::test]
+async fn version_path_names_rerun_and_noop_steps() {
+    let (_db, target) = seeded("path", "4.18.1.3");
+    let cx = DbContext::new(target, v("4.22.0.1"));
+    let f = run(&cx, ids::VERSION_PATH).await;
+    assert_eq!(f[0].severity, Severity::Info);
+    assert!(
+        f[0].message.contains("the step from 4.18.1.0 runs again"),
+        "{}",
+        f[0].message
+    );
+    assert!(
+        f[0].message
+            .contains("NoopDbUpgrade (4.22.0.0 -> 4.22.0.1)"),
+        "{}",
+        f[0].message
+    );
+}
+
+#[tokio::test]
+async fn routines_present_fails_on_a_dropped_procedure() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::ROUTINES_PRESENT).await,
+        Severity::Pass,
+        "10 procedures",
+    );
+    sql(db, "DROP PROCEDURE IDEMPOTENT_ADD_COLUMN");
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::ROUTINES_PRESENT).await,
+        Severity::Fail,
+        "IDEMPOTENT_ADD_COLUMN",
+    );
+    // From 4.19.2 the management server re-creates procedures: a warning only.
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::ROUTINES_PRESENT).await,
+        Severity::Warn,
+        "IDEMPOTENT_ADD_COLUMN",
+    );
+}
+
+#[tokio::test]
+async fn the_procedures_work() {
+    let (db, _) = seeded("procs", "4.18.0.0");
+    sql(
+        &db,
+        "CALL IDEMPOTENT_ADD_COLUMN('nics', 'lab_col', 'int NULL'); CALL IDEMPOTENT_ADD_COLUMN('nics', 'lab_col', 'int NULL')",
+    );
+    sql(
+        &db,
+        "CALL ADD_GUEST_OS_AND_HYPERVISOR_MAPPING(10, 'Ubuntu 99.04 (Lab)', 'KVM', 'default', 'Ubuntu 99.04')",
+    );
+    let n: Option<u64> = db
+        .url()
+        .connect()
+        .unwrap()
+        .query_first("SELECT COUNT(*) FROM guest_os_hypervisor h JOIN guest_os g ON g.id = h.guest_os_id WHERE g.display_name = 'Ubuntu 99.04 (Lab)'")
+        .unwrap();
+    assert_eq!(n, Some(1));
+}
+
+#[tokio::test]
+async fn usage_present_fails_without_cloud_usage_or_grants() {
+    let target = shared();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::USAGE_PRESENT).await,
+        Severity::Pass,
+        "privileges on both",
+    );
+    // The usage schema missing.
+    let gone = DbTarget::new(
+        target.url.clone(),
+        &target.cloud_schema,
+        "cs_t_no_such_usage",
+    );
+    let cx = DbContext::new(gone, v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::USAGE_PRESENT).await,
+        Severity::Fail,
+        "does not exist",
+    );
+    // A user with grants on `cloud` only.
+    let user = cs_lab::mariadb()
+        .create_user(
+            &format!("cs_t_u_{}", std::process::id()),
+            &[&format!(
+                "GRANT ALL ON `{}`.* TO {{user}}",
+                target.cloud_schema
+            )],
+        )
+        .unwrap();
+    let narrow = DbTarget::new(user, &target.cloud_schema, &target.usage_schema);
+    let cx = DbContext::new(narrow, v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::USAGE_PRESENT).await,
+        Severity::Fail,
+        "has no privileges on",
+    );
+}
+
+#[tokio::test]
+async fn server_compat_passes_on_the_lab_mariadb() {
+    let target = shared();
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::SERVER_COMPAT).await,
+        Severity::Pass,
+        "MariaDB >= 10.6",
+    );
+}
+
+#[tokio::test]
+async fn nics_update_time_warns_without_current_timestamp() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::NICS_UPDATE_TIME).await,
+        Severity::Pass,
+        "current_timestamp",
+    );
+    sql(
+        db,
+        "ALTER TABLE nics MODIFY update_time timestamp NULL DEFAULT NULL",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::NICS_UPDATE_TIME).await,
+        Severity::Warn,
+        "not CURRENT_TIMESTAMP",
+    );
+}
+
+#[tokio::test]
+async fn customisations_warn_on_a_user_defined_guest_os() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::CUSTOMISATIONS).await,
+        Severity::Pass,
+        "no user-defined",
+    );
+    sql(
+        db,
+        "INSERT INTO guest_os (category_id, uuid, display_name, created, is_user_defined) VALUES (10, UUID(), 'Ubuntu 24.04 (Hauseigen – 自作)', NOW(), 1)",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::CUSTOMISATIONS).await,
+        Severity::Warn,
+        "Hauseigen – 自作",
+    );
+}
+
+#[tokio::test]
+async fn size_reports_the_big_tables() {
+    let target = shared();
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    let f = run(&cx, ids::SIZE).await;
+    assert!(f.iter().all(|f| f.severity == Severity::Info));
+    assert!(
+        f.iter()
+            .any(|f| f.subject.ends_with(".vm_stats") && f.message.contains("rows")),
+        "{f:#?}"
+    );
+    assert!(f.last().unwrap().message.contains("a backup takes about"));
+}
+
+#[tokio::test]
+async fn cluster_quiesced_fails_while_another_management_server_is_up() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::CLUSTER_QUIESCED).await,
+        Severity::Pass,
+        "none of 2",
+    );
+    sql(db, "UPDATE mshost SET state = 'Up' WHERE id = 2");
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::CLUSTER_QUIESCED).await,
+        Severity::Fail,
+        "mgmt-02.cloud.example.org",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0")).except_msid(2_748_779_069_442);
+    assert_worst(
+        &run(&cx, ids::CLUSTER_QUIESCED).await,
+        Severity::Pass,
+        "none of 2",
+    );
+}
+
+#[tokio::test]
+async fn systemvm_templates_must_be_registered_and_on_every_zone() {
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Pass,
+        "systemvm-kvm-4.19.0",
+    );
+    // 4.20's template is not registered.
+    let cx = DbContext::new(target.clone(), v("4.20.0.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Fail,
+        "not registered",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_templates(true);
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Info,
+        "registers it",
+    );
+    // Missing from the second zone's image store.
+    sql(
+        db,
+        "DELETE FROM template_store_ref WHERE template_id = 15 AND store_id = 2",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Fail,
+        "zone 2 (nfs-sec-São Paulo-2)",
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_breaks_the_checks_without_leaking_the_password() {
+    let mut url = cs_lab::mariadb().cloud();
+    url.password = cs_core::Secret::new("hunter2-wrong");
+    let cx = DbContext::new(DbTarget::cloudstack(url), v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[ids::SIZE]).await;
+    assert_eq!(report.exit_code(), 255);
+    assert_eq!(report.broken.len(), db_checks().len() - 1);
+    let text = report.to_table();
+    assert!(
+        text.contains("cannot connect to database at 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn server_compat_fails_on_only_full_group_by() {
+    // A server of its own: the global sql_mode of the shared one stays as it is.
+    let server = tokio::task::spawn_blocking(|| {
+        cs_lab::MariaDb::start_with(&cs_lab::MariaDbOptions {
+            server_args: vec!["--sql-mode=ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES".into()],
+        })
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    cs_lab::seed(
+        &server.root(),
+        &SeedOptions::new(v("4.18.0.0"), "cloud", "cloud_usage"),
+    )
+    .unwrap();
+    let cx = DbContext::new(DbTarget::cloudstack(server.cloud()), v("4.19.0.0"));
+    let f = run(&cx, ids::SERVER_COMPAT).await;
+    assert_worst(&f, Severity::Fail, "ONLY_FULL_GROUP_BY");
+    assert!(f[0].subject.ends_with("@@GLOBAL.sql_mode"), "{f:?}");
+}
+
+const LOG: &str = "/var/log/cloudstack/management/management-server.log";
+
+fn watch(target: &DbTarget, to: &str, host: Arc<FakeHost>) -> MigrationWatch {
+    let mut w = MigrationWatch::new(target.clone(), v(to), host as Arc<dyn Host>);
+    w.poll = Duration::from_millis(50);
+    w.deadline = Duration::from_secs(20);
+    w.expected_steps = Some(2);
+    w
+}
+
+#[tokio::test]
+async fn the_watch_follows_steps_until_the_target_row_is_complete() {
+    let (db, target) = seeded("watch_ok", "4.21.0.0");
+    let host = Arc::new(
+        FakeHost::new("mgmt1").with_file(LOG, "old line: Unable to upgrade the database\n"),
+    );
+    let url = db.url();
+    let migrate = tokio::task::spawn_blocking(move || {
+        let mut c = url.connect().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        c.query_drop(
+            "INSERT INTO version (version, updated, step) VALUES ('4.22.0.0', NOW(), 'Upgrade')",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        c.query_drop("UPDATE version SET step = 'Complete' WHERE version = '4.22.0.0'")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        c.query_drop(
+            "INSERT INTO version (version, updated, step) VALUES ('4.22.0.1', NOW(), 'Complete')",
+        )
+        .unwrap();
+    });
+    let progress = RecordingProgress::default();
+    let out = watch(&target, "4.22.0.1", host)
+        .run(&progress)
+        .await
+        .unwrap();
+    migrate.await.unwrap();
+    let WatchOutcome::Complete { version, rows } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(version, v("4.22.0.1"));
+    assert_eq!(rows.len(), 2);
+    let updates = progress.updates();
+    assert!(
+        updates
+            .iter()
+            .any(|u| u.message.as_deref() == Some("4.22.0.0 Upgrade")),
+        "{updates:?}"
+    );
+    assert!(updates.last().unwrap().finished);
+    assert_eq!(updates.last().unwrap().done, 2);
+}
+
+#[tokio::test]
+async fn the_watch_ends_on_a_failure_line_and_quotes_it() {
+    let target = shared();
+    let host = Arc::new(FakeHost::new("mgmt1").with_file(LOG, "2025-11-20 INFO starting\n"));
+    let h2 = host.clone();
+    let line = "2025-11-20 08:00:01,123 ERROR [c.c.u.DatabaseUpgradeChecker] (main:null) Unable to upgrade the database";
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut text = String::from_utf8(h2.file(LOG).unwrap()).unwrap();
+        text.push_str(line);
+        text.push('\n');
+        h2.write_atomic(std::path::Path::new(LOG), text.as_bytes(), None)
+            .await
+            .unwrap();
+    });
+    let out = watch(&target, "4.22.0.0", host)
+        .run(&cs_core::NoProgress)
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(
+        out,
+        WatchOutcome::Failed {
+            line: line.to_string(),
+            rows: vec![]
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_watch_gives_up_at_the_deadline() {
+    let target = shared();
+    let host = Arc::new(FakeHost::new("mgmt1"));
+    let mut w = watch(&target, "4.22.0.0", host);
+    w.deadline = Duration::from_millis(300);
+    let out = w.run(&cs_core::NoProgress).await.unwrap();
+    assert!(
+        matches!(out, WatchOutcome::TimedOut { ref rows, last_error: None } if rows.is_empty()),
+        "{out:?}"
+    );
+}
