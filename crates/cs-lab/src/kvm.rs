@@ -1,0 +1,900 @@
+//! Simulated KVM hosts: each its own directory (a re-rooted filesystem with `agent.properties`,
+//! a real keystore and the agent's jars), stand-ins for `systemctl`, `apt-get`/`dnf`,
+//! `dpkg-query`/`rpm`, `java`, `ip` and `ss` whose state lives in that directory, and its own
+//! sshd. Faults ([`KvmFault`]) change what the stand-in package manager and agent do.
+//!
+//! Directory of a host:
+//!
+//! ```text
+//! root/      the host's files, where a re-rooted Layout points (etc/cloudstack/agent, …)
+//! bin/       the stand-ins (first in PATH over SSH, and for KvmHost::local_host)
+//! state/     installed/<pkg>, held/<pkg>, services/<unit>, agent.status ("Up 4.19.1.0"),
+//!            repo/<line> (versions offered), index (line of the last update), faults/<fault>,
+//!            maintenance, addresses, mtu/<dev>, java_major, libvirt-tls
+//! packaged/  the agent.properties the package ships (for KvmFault::OverwriteIdentity)
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use cs_core::{
+    BoxError, Cmd, CsVersion, DirEntry, FileMeta, Host, HostError, HostMaintenance, HostStatus,
+    HypervisorState, LocalHost, Output, RepoSwitch, RepoSwitchReport, Secret, SshHost,
+};
+
+use crate::sshd::SshServer;
+use crate::util::{command, find_binary, token};
+use crate::{LabError, Result};
+
+const STANDIN: &str = include_str!("../data/kvm/standin.sh");
+const ABSENT: &str = "#!/bin/sh\necho \"$(basename \"$0\"): command not found\" >&2\nexit 127\n";
+const DEB_TOOLS: &[&str] = &["dpkg-query", "apt-get", "apt-cache", "apt-mark"];
+const RPM_TOOLS: &[&str] = &["rpm", "dnf"];
+const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ip", "ss"];
+
+/// The package-manager family a lab host simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LabFamily {
+    /// dpkg + apt (Ubuntu 22.04).
+    #[default]
+    Deb,
+    /// rpm + dnf (Rocky Linux 9).
+    Rpm,
+}
+
+/// The keystore format a lab host's `cloud.jks` is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// PKCS#12, what `keytool -genkey` writes from Java 9 on (and so what CloudStack's
+    /// `keystore-setup` leaves on current hosts).
+    #[default]
+    Pkcs12,
+    /// The old Sun JKS format.
+    Jks,
+}
+
+/// Something going wrong on a lab host, on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KvmFault {
+    /// Installing the package replaces `agent.properties` with the packaged one (identity keys
+    /// reset, passphrase gone).
+    OverwriteIdentity,
+    /// Installing the package drops `keystore.passphrase` from `agent.properties`.
+    DropPassphrase,
+    /// Installing the package leaves the old `cloud-*.jar` beside the new ones.
+    MixedJars,
+    /// The package install fails (`dpkg returned an error code (1)`).
+    InstallFails,
+    /// The agent never comes back Up after a restart.
+    NeverUp,
+}
+
+impl KvmFault {
+    fn file(self) -> &'static str {
+        match self {
+            KvmFault::OverwriteIdentity => "overwrite-identity",
+            KvmFault::DropPassphrase => "drop-passphrase",
+            KvmFault::MixedJars => "mixed-jars",
+            KvmFault::InstallFails => "install-fails",
+            KvmFault::NeverUp => "never-up",
+        }
+    }
+}
+
+/// How a lab KVM host starts.
+#[derive(Debug, Clone)]
+pub struct KvmHostOptions {
+    /// Its name (`kvm1`): the key the lab's [`HostStatus`] answers to.
+    pub name: String,
+    /// Its cluster.
+    pub cluster: String,
+    /// dpkg or rpm.
+    pub family: LabFamily,
+    /// The installed agent version.
+    pub installed: String,
+    /// Versions the repository offers, per release line.
+    pub repo: BTreeMap<String, Vec<String>>,
+    /// The keystore's format.
+    pub store: StoreKind,
+    /// MTU of `cloudbr0` and `cloudbr1`.
+    pub mtu: u32,
+    /// The management server address written to `host=` in `agent.properties`.
+    pub management_server: String,
+    /// Start an sshd for the host (off: reach it with [`KvmHost::local_host`] only).
+    pub ssh: bool,
+}
+
+impl KvmHostOptions {
+    /// A host `name` in `cluster` at 4.18.0.0, offered 4.18.0.0 and 4.19.0.0 / 4.19.1.0.
+    pub fn new(name: impl Into<String>, cluster: impl Into<String>) -> Self {
+        let mut repo = BTreeMap::new();
+        repo.insert("4.18".to_string(), vec!["4.18.0.0".to_string()]);
+        repo.insert(
+            "4.19".to_string(),
+            vec!["4.19.0.0".to_string(), "4.19.1.0".to_string()],
+        );
+        KvmHostOptions {
+            name: name.into(),
+            cluster: cluster.into(),
+            family: LabFamily::Deb,
+            installed: "4.18.0.0".into(),
+            repo,
+            store: StoreKind::Pkcs12,
+            mtu: 1500,
+            management_server: "127.0.0.1".into(),
+            ssh: true,
+        }
+    }
+}
+
+/// A simulated KVM host (see the module docs). Its sshd stops and its directory goes when it
+/// is dropped.
+pub struct KvmHost {
+    // Field order: the server stops before the directory is removed.
+    server: Option<SshServer>,
+    name: String,
+    cluster: String,
+    family: LabFamily,
+    passphrase: Secret,
+    dir: tempfile::TempDir,
+}
+
+impl fmt::Debug for KvmHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvmHost")
+            .field("name", &self.name)
+            .field("dir", &self.dir.path())
+            .field("port", &self.server.as_ref().map(SshServer::port))
+            .finish_non_exhaustive()
+    }
+}
+
+struct StoreTemplate {
+    jks: Vec<u8>,
+    crt: Vec<u8>,
+    key: Vec<u8>,
+    passphrase: Secret,
+}
+
+fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| LabError::io(what, e))
+}
+
+fn run_tool(program: &Path, args: &[&str], what: &str) -> Result<Vec<u8>> {
+    let out = io(
+        format!("run {what}"),
+        command(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )?;
+    if !out.status.success() {
+        return Err(LabError::Start {
+            what: what.to_string(),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Makes a keystore with the real `keytool` once per process and format; every lab host gets
+/// a copy (a JVM start per host would dominate a 100-host lab's start-up).
+fn template(kind: StoreKind) -> Result<&'static StoreTemplate> {
+    static P12: OnceLock<std::result::Result<StoreTemplate, String>> = OnceLock::new();
+    static JKS: OnceLock<std::result::Result<StoreTemplate, String>> = OnceLock::new();
+    let cell = match kind {
+        StoreKind::Pkcs12 => &P12,
+        StoreKind::Jks => &JKS,
+    };
+    cell.get_or_init(|| make_template(kind).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| LabError::Start {
+            what: "lab keystore".into(),
+            detail: e.clone(),
+        })
+}
+
+fn make_template(kind: StoreKind) -> Result<StoreTemplate> {
+    let keytool = find_binary("keytool", "default-jre-headless")?;
+    let openssl = find_binary("openssl", "openssl")?;
+    let dir = io("create keystore dir", tempfile::tempdir())?;
+    let pass = token(24);
+    let p12 = dir.path().join("cloud.p12");
+    let p12s = p12.to_string_lossy().into_owned();
+    run_tool(
+        &keytool,
+        &[
+            "-genkeypair",
+            "-storetype",
+            "PKCS12",
+            "-alias",
+            "cloud",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-validity",
+            "3650",
+            "-dname",
+            "cn=kvm.lab,ou=cloudstack,o=cloudstack,c=cloudstack",
+            "-ext",
+            "san=ip:10.0.0.1",
+            "-keystore",
+            &p12s,
+            "-storepass",
+            &pass,
+            "-keypass",
+            &pass,
+        ],
+        "keytool -genkeypair",
+    )?;
+    let crt = run_tool(
+        &keytool,
+        &[
+            "-exportcert",
+            "-rfc",
+            "-alias",
+            "cloud",
+            "-keystore",
+            &p12s,
+            "-storepass",
+            &pass,
+        ],
+        "keytool -exportcert",
+    )?;
+    let key = run_tool(
+        &openssl,
+        &[
+            "pkcs12",
+            "-in",
+            &p12s,
+            "-nocerts",
+            "-nodes",
+            "-passin",
+            &format!("pass:{pass}"),
+        ],
+        "openssl pkcs12",
+    )?;
+    let jks = match kind {
+        StoreKind::Pkcs12 => io("read keystore", std::fs::read(&p12))?,
+        StoreKind::Jks => {
+            let jks = dir.path().join("cloud.jks");
+            let jkss = jks.to_string_lossy().into_owned();
+            run_tool(
+                &keytool,
+                &[
+                    "-importkeystore",
+                    "-srckeystore",
+                    &p12s,
+                    "-srcstoretype",
+                    "PKCS12",
+                    "-srcstorepass",
+                    &pass,
+                    "-destkeystore",
+                    &jkss,
+                    "-deststoretype",
+                    "JKS",
+                    "-deststorepass",
+                    &pass,
+                    "-destkeypass",
+                    &pass,
+                    "-noprompt",
+                ],
+                "keytool -importkeystore",
+            )?;
+            io("read keystore", std::fs::read(&jks))?
+        }
+    };
+    Ok(StoreTemplate {
+        jks,
+        crt,
+        key,
+        passphrase: Secret::new(pass),
+    })
+}
+
+/// The `agent.properties` the package ships (agent/conf/agent.properties).
+pub const PACKAGED_AGENT_PROPERTIES: &str = "\
+# Sample configuration file for CloudStack agent
+
+# The GUID to identify the agent with, this is mandatory!
+# Generate with \"uuidgen\"
+guid=
+
+#resource= the java class, which agent load to execute
+resource=com.cloud.hypervisor.kvm.resource.LibvirtComputingResource
+
+#workers= number of threads running in agent
+workers=5
+
+#host= The IP address of management server
+host=localhost
+
+#port = The port management server listening on, default is 8250
+port=8250
+
+#cluster= The cluster which the agent belongs to
+cluster=default
+
+#pod= The pod which the agent belongs to
+pod=default
+
+#zone= The zone which the agent belongs to
+zone=default
+
+#local.storage.uuid= The UUID for the local storage pool, this is mandatory!
+local.storage.uuid=
+
+domr.scripts.dir=scripts/network/domr/kvm
+hypervisor.type=kvm
+iscsi.session.cleanup.enabled=false
+";
+
+fn uuid_like(seed: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut h);
+    token(4).hash(&mut h);
+    let a = h.finish();
+    a.hash(&mut h);
+    let b = h.finish();
+    let hex = format!("{a:016x}{b:016x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn write(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
+    if let Some(p) = path.parent() {
+        io(
+            format!("create {}", p.display()),
+            std::fs::create_dir_all(p),
+        )?;
+    }
+    io(
+        format!("write {}", path.display()),
+        std::fs::write(path, data),
+    )?;
+    io(
+        format!("chmod {}", path.display()),
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+    )
+}
+
+impl KvmHost {
+    /// Creates the host's directory and, with `options.ssh`, starts its sshd.
+    ///
+    /// # Errors
+    /// [`LabError::MissingBinary`] naming `default-jre-headless` (keytool), `openssl` or
+    /// `openssh-server`; IO errors.
+    pub fn start(options: &KvmHostOptions) -> Result<KvmHost> {
+        let store = template(options.store)?;
+        let dir = io(
+            "create lab host dir",
+            tempfile::Builder::new().prefix("cs-lab-kvm-").tempdir(),
+        )?;
+        let d = dir.path();
+        let (root, bin, st) = (d.join("root"), d.join("bin"), d.join("state"));
+        let agent = root.join("etc/cloudstack/agent");
+        let ver = &options.installed;
+        let line = CsVersion::parse(ver)
+            .map(|v| v.line())
+            .map_err(|e| LabError::Start {
+                what: "lab host".into(),
+                detail: e.to_string(),
+            })?;
+        let (pkg_ver, os_release) = match options.family {
+            LabFamily::Deb => (
+                ver.clone(),
+                "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\nID_LIKE=debian\n",
+            ),
+            LabFamily::Rpm => (
+                format!("{ver}-1.el8"),
+                "NAME=\"Rocky Linux\"\nVERSION_ID=\"9.3\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
+            ),
+        };
+        let props = format!(
+            "# Sample configuration file for CloudStack agent\n\
+             # written by cloudstack-setup-agent for {name}\n\n\
+             guid={guid}\n\
+             resource=com.cloud.hypervisor.kvm.resource.LibvirtComputingResource\n\
+             workers=5\n\
+             host={ms}\n\
+             port=8250\n\
+             cluster={cluster}\n\
+             pod=1\n\
+             zone=1\n\
+             local.storage.uuid={lsu}\n\
+             private.network.device=cloudbr1\n\
+             public.network.device=cloudbr0\n\
+             domr.scripts.dir=scripts/network/domr/kvm\n\
+             hypervisor.type=kvm\n\
+             iscsi.session.cleanup.enabled=false\n\
+             keystore.passphrase={pass}\n",
+            name = options.name,
+            guid = uuid_like(&options.name),
+            ms = options.management_server,
+            cluster = options.cluster,
+            lsu = uuid_like(&format!("{}-local", options.name)),
+            pass = store.passphrase.expose(),
+        );
+        write(&agent.join("agent.properties"), props, 0o600)?;
+        write(&agent.join("cloud.jks"), &store.jks, 0o600)?;
+        write(&agent.join("cloud.crt"), &store.crt, 0o600)?;
+        write(&agent.join("cloud.ca.crt"), &store.crt, 0o600)?;
+        write(&agent.join("cloud.key"), &store.key, 0o600)?;
+        write(&agent.join("log4j-cloud.xml"), "<Configuration/>\n", 0o644)?;
+        write(
+            &d.join("packaged/agent.properties"),
+            PACKAGED_AGENT_PROPERTIES,
+            0o644,
+        )?;
+        write(&root.join("etc/os-release"), os_release, 0o644)?;
+        match options.family {
+            LabFamily::Deb => write(
+                &root.join("etc/apt/sources.list.d/cloudstack.list"),
+                format!("# CloudStack\ndeb https://download.cloudstack.org/ubuntu jammy {line}\n"),
+                0o644,
+            )?,
+            LabFamily::Rpm => write(
+                &root.join("etc/yum.repos.d/cloudstack.repo"),
+                format!(
+                    "[cloudstack]\nname=cloudstack\nbaseurl=http://download.cloudstack.org/centos/$releasever/{line}/\nenabled=1\ngpgcheck=0\n"
+                ),
+                0o644,
+            )?,
+        }
+        let lib = root.join("usr/share/cloudstack-agent/lib");
+        for j in ["agent", "plugin-hypervisor-kvm", "utils"] {
+            write(&lib.join(format!("cloud-{j}-{ver}.jar")), "", 0o644)?;
+        }
+        write(&lib.join("commons-io-2.8.0.jar"), "", 0o644)?;
+        for f in ["etc/pki/CA/cacert.pem", "etc/pki/libvirt/servercert.pem"] {
+            write(&root.join(f), &store.crt, 0o644)?;
+        }
+        write(
+            &root.join("etc/pki/libvirt/private/serverkey.pem"),
+            &store.key,
+            0o600,
+        )?;
+        write(&root.join("var/log/cloudstack/agent/agent.log"), "", 0o644)?;
+        write(
+            &st.join("installed/cloudstack-agent"),
+            format!("{pkg_ver}\n"),
+            0o644,
+        )?;
+        write(
+            &st.join("installed/cloudstack-common"),
+            format!("{pkg_ver}\n"),
+            0o644,
+        )?;
+        write(&st.join("services/cloudstack-agent"), "active\n", 0o644)?;
+        write(&st.join("services/libvirtd"), "active\n", 0o644)?;
+        write(&st.join("agent.status"), format!("Up {ver}\n"), 0o644)?;
+        for (l, versions) in &options.repo {
+            write(&st.join("repo").join(l), versions.join("\n") + "\n", 0o644)?;
+        }
+        write(&st.join("index"), format!("{line}\n"), 0o644)?;
+        write(&st.join("addresses"), "10.0.0.1\n", 0o644)?;
+        for dev in ["cloudbr0", "cloudbr1"] {
+            write(&st.join("mtu").join(dev), options.mtu.to_string(), 0o644)?;
+        }
+        write(&st.join("java_major"), "17\n", 0o644)?;
+        write(&st.join("libvirt-tls"), "", 0o644)?;
+        io(
+            "create faults dir",
+            std::fs::create_dir_all(st.join("faults")),
+        )?;
+        io("create held dir", std::fs::create_dir_all(st.join("held")))?;
+        write(&bin.join(".standin"), STANDIN, 0o755)?;
+        let (tools, absent) = match options.family {
+            LabFamily::Deb => (DEB_TOOLS, RPM_TOOLS),
+            LabFamily::Rpm => (RPM_TOOLS, DEB_TOOLS),
+        };
+        for t in COMMON_TOOLS.iter().chain(tools) {
+            io(
+                format!("link stand-in {t}"),
+                std::os::unix::fs::symlink(".standin", bin.join(t)),
+            )?;
+        }
+        // The other family's tools are missing on the simulated host, even where this machine
+        // has them (a Debian machine's real dpkg-query must not answer for an rpm host).
+        write(&bin.join(".absent"), ABSENT, 0o755)?;
+        for t in absent {
+            io(
+                format!("link absent {t}"),
+                std::os::unix::fs::symlink(".absent", bin.join(t)),
+            )?;
+        }
+        let server = if options.ssh {
+            Some(SshServer::builder().root(&root).path_prefix(&bin).start()?)
+        } else {
+            None
+        };
+        Ok(KvmHost {
+            server,
+            name: options.name.clone(),
+            cluster: options.cluster.clone(),
+            family: options.family,
+            passphrase: store.passphrase.clone(),
+            dir,
+        })
+    }
+
+    /// The host's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host's cluster.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Its package-manager family.
+    pub fn family(&self) -> LabFamily {
+        self.family
+    }
+
+    /// The re-rooted filesystem: give it to `Layout::rerooted`.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The stand-ins' directory.
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The keystore passphrase in `agent.properties` (the same for every lab host).
+    pub fn passphrase(&self) -> &Secret {
+        &self.passphrase
+    }
+
+    /// The host's sshd, when it has one.
+    pub fn ssh(&self) -> Option<&SshServer> {
+        self.server.as_ref()
+    }
+
+    /// A hosts-file line for it: `root@127.0.0.1:PORT cluster=NAME root=DIR`.
+    pub fn hosts_line(&self) -> Option<String> {
+        self.server.as_ref().map(|s| {
+            format!(
+                "root@{} cluster={} root={}",
+                s.addr(),
+                self.cluster,
+                self.root().display()
+            )
+        })
+    }
+
+    /// Connects over SSH (root, the lab key, strict host-key checking), named after the host.
+    ///
+    /// # Errors
+    /// [`HostError::Connect`] without an sshd; what the SSH connection returns.
+    pub async fn connect(&self) -> std::result::Result<SshHost, HostError> {
+        match &self.server {
+            Some(s) => s.host_builder().name(self.name.clone()).connect().await,
+            None => Err(HostError::Connect {
+                host: self.name.clone(),
+                addr: "-".into(),
+                source: "the lab host was started without sshd".into(),
+            }),
+        }
+    }
+
+    /// This machine acting as the host: commands run locally with the stand-ins first in
+    /// `PATH`, files are this machine's (use the re-rooted layout).
+    pub fn local_host(&self) -> Arc<dyn Host> {
+        Arc::new(StandInHost {
+            inner: LocalHost::named(self.name.clone()),
+            bin: self.bin_dir(),
+        })
+    }
+
+    /// Turns a fault on.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn inject(&self, fault: KvmFault) -> Result<()> {
+        write(&self.state().join("faults").join(fault.file()), "", 0o644)
+    }
+
+    /// Turns a fault off.
+    ///
+    /// # Errors
+    /// IO errors other than "already off".
+    pub fn clear(&self, fault: KvmFault) -> Result<()> {
+        match std::fs::remove_file(self.state().join("faults").join(fault.file())) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LabError::io("clear fault", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The installed version of a package, as the stand-in package manager records it.
+    pub fn installed(&self, package: &str) -> Option<String> {
+        std::fs::read_to_string(self.state().join("installed").join(package))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Every `systemctl` call made on the host, one per line (`restart cloudstack-agent`).
+    pub fn systemctl_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.state().join("systemctl.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether the host is in maintenance.
+    pub fn in_maintenance(&self) -> bool {
+        self.state().join("maintenance").exists()
+    }
+
+    /// The agent's state as the lab's management server sees it.
+    pub fn hypervisor(&self) -> HypervisorState {
+        read_status(&self.name, &self.state())
+    }
+
+    /// A [`HostStatus`] + [`HostMaintenance`] answering for this host only.
+    pub fn status(&self) -> Arc<LabStatus> {
+        LabStatus::of([self])
+    }
+}
+
+fn read_status(name: &str, state: &Path) -> HypervisorState {
+    let text = std::fs::read_to_string(state.join("agent.status")).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let st = words.next().unwrap_or("Disconnected").to_string();
+    let version = words.next().and_then(|v| CsVersion::parse(v).ok());
+    HypervisorState {
+        id: format!("lab-{name}"),
+        name: name.to_string(),
+        state: st,
+        resource_state: Some(
+            if state.join("maintenance").exists() {
+                "Maintenance"
+            } else {
+                "Enabled"
+            }
+            .into(),
+        ),
+        version,
+    }
+}
+
+/// A [`Host`] that is this machine with a lab host's stand-ins first in `PATH`.
+#[derive(Debug)]
+struct StandInHost {
+    inner: LocalHost,
+    bin: PathBuf,
+}
+
+#[async_trait]
+impl Host for StandInHost {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn run(&self, cmd: &Cmd) -> std::result::Result<Output, HostError> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        let cmd = cmd
+            .clone()
+            .env("PATH", format!("{}:{path}", self.bin.display()));
+        self.inner.run(&cmd).await
+    }
+
+    async fn read(&self, path: &Path) -> std::result::Result<Vec<u8>, HostError> {
+        self.inner.read(path).await
+    }
+
+    async fn write_atomic(
+        &self,
+        path: &Path,
+        data: &[u8],
+        mode: Option<u32>,
+    ) -> std::result::Result<(), HostError> {
+        self.inner.write_atomic(path, data, mode).await
+    }
+
+    async fn stat(&self, path: &Path) -> std::result::Result<FileMeta, HostError> {
+        self.inner.stat(path).await
+    }
+
+    async fn list_dir(&self, path: &Path) -> std::result::Result<Vec<DirEntry>, HostError> {
+        self.inner.list_dir(path).await
+    }
+
+    async fn create_dir_all(&self, path: &Path, mode: u32) -> std::result::Result<(), HostError> {
+        self.inner.create_dir_all(path, mode).await
+    }
+
+    async fn remove_file(&self, path: &Path) -> std::result::Result<(), HostError> {
+        self.inner.remove_file(path).await
+    }
+}
+
+/// The lab's answer to "is this hypervisor Up, at which version" and its maintenance switch,
+/// read from and written to the hosts' state directories (what cs-api gives for a real cloud).
+#[derive(Debug, Clone, Default)]
+pub struct LabStatus {
+    states: BTreeMap<String, PathBuf>,
+}
+
+impl LabStatus {
+    /// A status answering for `hosts`, by name.
+    pub fn of<'a>(hosts: impl IntoIterator<Item = &'a KvmHost>) -> Arc<LabStatus> {
+        Arc::new(LabStatus {
+            states: hosts
+                .into_iter()
+                .map(|h| (h.name.clone(), h.state()))
+                .collect(),
+        })
+    }
+
+    fn state(&self, key: &str) -> std::result::Result<&PathBuf, BoxError> {
+        self.states
+            .get(key)
+            .ok_or_else(|| format!("no lab host named {key}").into())
+    }
+}
+
+#[async_trait]
+impl HostStatus for LabStatus {
+    async fn hypervisor(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<HypervisorState>, BoxError> {
+        Ok(self.states.get(key).map(|s| read_status(key, s)))
+    }
+}
+
+#[async_trait]
+impl HostMaintenance for LabStatus {
+    async fn enter(&self, key: &str) -> std::result::Result<(), BoxError> {
+        std::fs::write(self.state(key)?.join("maintenance"), "")?;
+        Ok(())
+    }
+
+    async fn leave(&self, key: &str) -> std::result::Result<(), BoxError> {
+        match std::fs::remove_file(self.state(key)?.join("maintenance")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A [`RepoSwitch`] for lab hosts: rewrites the release line of the one CloudStack entry the
+/// lab writes (`cloudstack.list` or `cloudstack.repo`) under a root. The orchestrator uses
+/// cs-repo for real hosts.
+#[derive(Debug, Clone)]
+pub struct LabRepoSwitch {
+    roots: BTreeMap<String, PathBuf>,
+}
+
+impl LabRepoSwitch {
+    /// A switch for `hosts`, by host name.
+    pub fn of<'a>(hosts: impl IntoIterator<Item = &'a KvmHost>) -> Arc<LabRepoSwitch> {
+        Arc::new(LabRepoSwitch {
+            roots: hosts
+                .into_iter()
+                .map(|h| (h.name.clone(), h.root()))
+                .collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl RepoSwitch for LabRepoSwitch {
+    async fn switch(
+        &self,
+        host: &dyn Host,
+        line: &str,
+    ) -> std::result::Result<RepoSwitchReport, BoxError> {
+        let root = self
+            .roots
+            .get(host.name())
+            .ok_or_else(|| format!("no lab host named {}", host.name()))?;
+        let mut report = RepoSwitchReport::default();
+        for rel in [
+            "etc/apt/sources.list.d/cloudstack.list",
+            "etc/yum.repos.d/cloudstack.repo",
+        ] {
+            let path = root.join(rel);
+            let Some(bytes) = cs_core::HostExt::read_opt(host, &path).await? else {
+                continue;
+            };
+            let text = String::from_utf8(bytes)?;
+            let mut out = String::new();
+            for l in text.split_inclusive('\n') {
+                let body = l.trim_end_matches('\n');
+                let new = if body.starts_with("deb ") {
+                    let (head, old) = body.rsplit_once(' ').unwrap_or((body, ""));
+                    if old != line {
+                        report.changes.push(format!("{rel}: {old} -> {line}"));
+                    }
+                    format!("{head} {line}")
+                } else if let Some(url) = body.strip_prefix("baseurl=") {
+                    let trimmed = url.trim_end_matches('/');
+                    let (head, old) = trimmed.rsplit_once('/').unwrap_or((trimmed, ""));
+                    if old != line {
+                        report.changes.push(format!("{rel}: {old} -> {line}"));
+                    }
+                    format!("baseurl={head}/{line}/")
+                } else {
+                    body.to_string()
+                };
+                out.push_str(&new);
+                if l.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            if out != text {
+                host.write_atomic(&path, out.as_bytes(), None).await?;
+                report.changed_files.push(path);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Starts `count` lab hosts named `kvm1`…, `per_cluster` to a cluster (`c1`, `c2`, …), on
+/// parallel threads, each configured by `configure` after the defaults.
+///
+/// # Errors
+/// The first host that fails to start.
+pub fn start_kvm_hosts(
+    count: usize,
+    per_cluster: usize,
+    configure: impl Fn(&mut KvmHostOptions) + Sync,
+) -> Result<Vec<KvmHost>> {
+    let per_cluster = per_cluster.max(1);
+    let opts: Vec<KvmHostOptions> = (0..count)
+        .map(|i| {
+            let mut o =
+                KvmHostOptions::new(format!("kvm{}", i + 1), format!("c{}", i / per_cluster + 1));
+            configure(&mut o);
+            o
+        })
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
+        * 2;
+    let chunk = count.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = opts
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(KvmHost::start).collect::<Result<Vec<_>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(count);
+        for h in handles {
+            let hosts = h.join().map_err(|_| LabError::Start {
+                what: "lab hosts".into(),
+                detail: "a start-up thread panicked".into(),
+            })??;
+            out.extend(hosts);
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,139 @@
+//! Agent facts from many KVM hosts over SSH: package versions, identity keys of
+//! `agent.properties` (the passphrase masked), keystore state, Java, jars.
+//!
+//! ```text
+//! agent-facts --hosts FILE [--identity KEY] [--known-hosts FILE] [--parallel N] [--json]
+//! ```
+//!
+//! FILE has one `user@host[:port] [cluster=NAME] [root=DIR]` a line. Exits 1 when a host failed.
+
+#[path = "agent_common/mod.rs"]
+mod agent_common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Collect KVM agent facts from many hosts.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Hosts file: `user@host[:port] [cluster=NAME]` a line.
+    #[arg(long)]
+    hosts: PathBuf,
+    /// SSH private key (default: the SSH agent).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// known_hosts file for strict host-key checking (default: ~/.ssh/known_hosts).
+    #[arg(long)]
+    known_hosts: Option<PathBuf>,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 10)]
+    parallel: usize,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let targets = match agent_common::read_hosts(&args.hosts) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("agent-facts: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ssh = agent_common::Ssh {
+        identity: args.identity.clone(),
+        known_hosts: args.known_hosts.clone(),
+    };
+    let bar = agent_common::Bar::hosts(targets.len() as u64);
+    let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {
+        let ssh = &ssh;
+        async move {
+            let node = ssh.node(&t).await?;
+            cs_agent::collect_facts(&node)
+                .await
+                .map_err(|e| cs_core::error_chain(&e))
+        }
+    })
+    .await;
+    let mut failed = 0;
+    if !args.json {
+        println!(
+            "{:<28} {:<8} {:<12} {:<12} {:<5} {:<10} {:<8} STATUS",
+            "HOST", "CLUSTER", "AGENT", "COMMON", "JAVA", "KEYSTORE", "CRT DAYS"
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for (t, r, elapsed) in results {
+        match r {
+            Ok(f) => {
+                if args.json {
+                    let mut v = serde_json::to_value(&f).unwrap_or_default();
+                    v["elapsed_ms"] = (elapsed.as_millis() as u64).into();
+                    println!("{v}");
+                    continue;
+                }
+                let ver = |i: usize| {
+                    f.packages
+                        .get(i)
+                        .and_then(|p| p.installed.clone())
+                        .unwrap_or_else(|| "-".into())
+                };
+                let ks = match (f.keystore.passphrase_present, f.keystore.opens) {
+                    (false, _) => "no pass",
+                    (true, Some(true)) => "opens",
+                    (true, Some(false)) => "BAD PASS",
+                    (true, None) => "no store",
+                };
+                let days = f
+                    .keystore
+                    .cert
+                    .as_ref()
+                    .map_or("-".into(), |c| c.days_left(now).to_string());
+                let mut status = Vec::new();
+                if f.jars.is_mixed() {
+                    status.push(format!("mixed jars {}", f.jars.versions().join(",")));
+                }
+                for d in &f.duplicates {
+                    status.push(format!("{} set {}x", d.key, d.lines.len()));
+                }
+                println!(
+                    "{:<28} {:<8} {:<12} {:<12} {:<5} {:<10} {:<8} {}",
+                    t.label(),
+                    t.cluster.as_deref().unwrap_or("-"),
+                    ver(1),
+                    ver(0),
+                    f.java_major.map_or("-".into(), |j| j.to_string()),
+                    ks,
+                    days,
+                    if status.is_empty() {
+                        "ok".into()
+                    } else {
+                        status.join("; ")
+                    }
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    println!("{}", serde_json::json!({"host": t.label(), "error": e}));
+                } else {
+                    println!("{:<28} FAILED: {e}", t.label());
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("agent-facts: {failed} host(s) failed");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
