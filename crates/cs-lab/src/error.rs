@@ -5,7 +5,9 @@
 #[non_exhaustive]
 pub enum LabError {
     /// A program the lab needs is not installed.
-    #[error("`{binary}` not found: install the Debian package `{package}` (scripts/install-deps does)")]
+    #[error(
+        "`{binary}` not found: install the Debian package `{package}` (scripts/install-deps does)"
+    )]
     MissingBinary {
         /// The program.
         binary: String,

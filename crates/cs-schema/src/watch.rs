@@ -118,10 +118,7 @@ impl MigrationWatch {
                     offset = data.len() as u64;
                     let complete_upto = pending.rfind('\n').map_or(0, |i| i + 1);
                     let lines: String = pending.drain(..complete_upto).collect();
-                    if let Some(line) = lines
-                        .lines()
-                        .find(|l| is_failure_line(l))
-                    {
+                    if let Some(line) = lines.lines().find(|l| is_failure_line(l)) {
                         progress.update(
                             ProgressUpdate::new(
                                 task,

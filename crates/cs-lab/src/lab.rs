@@ -1,0 +1,652 @@
+//! A whole lab cloud: management servers ([`MgmtNode`]) and KVM hosts ([`KvmHost`]) in
+//! clusters on one seeded database pair, with the lab API endpoint ([`LabApi`]) kept in step
+//! with the nodes by a background thread, and an `UpgradeConfig` TOML file describing it.
+//!
+//! ```no_run
+//! let lab = cs_lab::Lab::builder().management_servers(2).kvm_hosts(3).start()?;
+//! let config = lab.write_config(&"4.19.0.0".parse()?)?;
+//! lab.prepare_upgrade(&"4.19.0.0".parse()?, false)?;
+//! # let _ = config;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cs_core::{CsVersion, DbUrl};
+use mysql::prelude::Queryable;
+
+use crate::mariadb::DbUrlExt;
+use crate::{
+    KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, Result, SeedOptions, TestDb, mariadb, seed,
+    start_kvm_hosts,
+};
+
+/// How often the background thread copies the nodes' state into the API endpoint.
+const SYNC_EVERY: Duration = Duration::from_millis(100);
+
+/// How a [`Lab`] starts; see [`Lab::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LabBuilder {
+    name: String,
+    management_servers: usize,
+    kvm_hosts: usize,
+    per_cluster: usize,
+    version: String,
+    vms: usize,
+    offers: BTreeMap<String, BTreeSet<String>>,
+    step_delay: Duration,
+}
+
+impl LabBuilder {
+    /// A name for the lab's database (`cs_t_<name>_<pid>`; default `lab`). Labs of one
+    /// process need different names.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Number of management servers `mgmt1…` (default 2); the first also runs the usage server.
+    pub fn management_servers(mut self, n: usize) -> Self {
+        self.management_servers = n.max(1);
+        self
+    }
+
+    /// Number of KVM hosts `kvm1…` (default 3).
+    pub fn kvm_hosts(mut self, n: usize) -> Self {
+        self.kvm_hosts = n;
+        self
+    }
+
+    /// Hosts per cluster `c1`, `c2`, … (default 2).
+    pub fn hosts_per_cluster(mut self, n: usize) -> Self {
+        self.per_cluster = n.max(1);
+        self
+    }
+
+    /// The version everything is at (default `4.18.0.0`).
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = version.to_string();
+        self
+    }
+
+    /// Running guest VMs, spread round-robin over the hosts (default 6).
+    pub fn vms(mut self, n: usize) -> Self {
+        self.vms = n;
+        self
+    }
+
+    /// Versions the repositories of every node offer on release line `line`, besides the
+    /// installed one (default: `4.19` offers `4.19.0.0`).
+    pub fn offer(mut self, line: &str, versions: &[&str]) -> Self {
+        self.offers
+            .entry(line.to_string())
+            .or_default()
+            .extend(versions.iter().map(|v| v.to_string()));
+        self
+    }
+
+    /// The pause of each schema-migration step on the management servers (default 50 ms).
+    pub fn step_delay(mut self, delay: Duration) -> Self {
+        self.step_delay = delay;
+        self
+    }
+
+    /// Seeds the database, starts the management servers (running, Up), the KVM hosts
+    /// (agents Up) and the API endpoint, and waits until the endpoint reports everything Up.
+    /// Blocking: from async code call it inside `spawn_blocking` or `block_in_place`.
+    ///
+    /// # Errors
+    /// What starting a server, seeding or the first sync returns; [`LabError::Timeout`] when
+    /// the API does not report everything Up within 30 s.
+    pub fn start(self) -> Result<Lab> {
+        Lab::start(self)
+    }
+}
+
+/// A running lab cloud (see the module docs). Everything stops, and the lab's databases and
+/// directories go, when it is dropped.
+pub struct Lab {
+    // Field order: the sync thread stops first, then the nodes, then the endpoint and database.
+    sync: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    mgmt: Vec<Arc<MgmtNode>>,
+    kvm: Vec<Arc<KvmHost>>,
+    api: Arc<LabApi>,
+    db: TestDb<'static>,
+    usage: String,
+    version: CsVersion,
+    dir: tempfile::TempDir,
+}
+
+impl fmt::Debug for Lab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lab")
+            .field("database", &self.db.name())
+            .field("management_servers", &self.mgmt.len())
+            .field("kvm_hosts", &self.kvm.len())
+            .field("api", &self.api.endpoint())
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| LabError::io(what, e))
+}
+
+fn write_private(path: &Path, data: &str) -> Result<()> {
+    io(
+        format!("write {}", path.display()),
+        std::fs::write(path, data),
+    )?;
+    io(
+        format!("chmod {}", path.display()),
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)),
+    )
+}
+
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn path_str(p: &Path) -> String {
+    toml_str(&p.to_string_lossy())
+}
+
+impl Lab {
+    /// Options: 2 management servers, 3 KVM hosts (2 per cluster), 6 VMs, all at 4.18.0.0,
+    /// 4.19.0.0 offered.
+    pub fn builder() -> LabBuilder {
+        LabBuilder {
+            name: "lab".into(),
+            management_servers: 2,
+            kvm_hosts: 3,
+            per_cluster: 2,
+            version: "4.18.0.0".into(),
+            vms: 6,
+            offers: BTreeMap::from([(
+                "4.19".to_string(),
+                BTreeSet::from(["4.19.0.0".to_string()]),
+            )]),
+            step_delay: Duration::from_millis(50),
+        }
+    }
+
+    fn start(b: LabBuilder) -> Result<Lab> {
+        let version = CsVersion::parse(&b.version).map_err(|e| LabError::Start {
+            what: "lab".into(),
+            detail: e.to_string(),
+        })?;
+        let dir = io(
+            "create the lab directory",
+            tempfile::Builder::new().prefix("cs-lab-").tempdir(),
+        )?;
+        let mut db = mariadb().database(&b.name)?;
+        let usage = db.extra("usage")?;
+        let url = mariadb().root();
+        seed(&url, &SeedOptions::new(version, db.name(), &usage))?;
+
+        let mut offers = b.offers.clone();
+        offers
+            .entry(version.line())
+            .or_default()
+            .insert(b.version.clone());
+
+        // Management servers and KVM hosts start in parallel (key generation and each
+        // management server's first start take most of the time).
+        let (mgmt, kvm) = std::thread::scope(|scope| {
+            let mgmt: Vec<_> = (0..b.management_servers)
+                .map(|i| {
+                    let (url, offers, db_name, usage) = (&url, &offers, db.name(), &usage);
+                    let (version, delay) = (&b.version, b.step_delay);
+                    scope.spawn(move || {
+                        let mut builder = MgmtNode::builder(format!("mgmt{}", i + 1))
+                            .db(url, db_name, usage)
+                            .installed(version)
+                            .step_delay(delay)
+                            .running(true);
+                        for (line, versions) in offers {
+                            let v: Vec<&str> = versions.iter().map(String::as_str).collect();
+                            builder = builder.offer(line, &v);
+                        }
+                        builder.start().map(Arc::new)
+                    })
+                })
+                .collect();
+            let kvm = start_kvm_hosts(b.kvm_hosts, b.per_cluster, |o| {
+                o.installed = b.version.clone();
+                for (line, versions) in &offers {
+                    let entry = o.repo.entry(line.clone()).or_default();
+                    for v in versions {
+                        if !entry.contains(v) {
+                            entry.push(v.clone());
+                        }
+                    }
+                }
+            });
+            let panicked = || LabError::Start {
+                what: "lab management servers".into(),
+                detail: "a start-up thread panicked".into(),
+            };
+            let mgmt = mgmt
+                .into_iter()
+                .map(|h| h.join().map_err(|_| panicked())?)
+                .collect::<Result<Vec<Arc<MgmtNode>>>>();
+            (mgmt, kvm)
+        });
+        let mgmt = mgmt?;
+        let kvm: Vec<Arc<KvmHost>> = kvm?.into_iter().map(Arc::new).collect();
+
+        let api = Arc::new(LabApi::start()?);
+        for m in &mgmt {
+            api.add_management_server(m.name(), "Up", &b.version);
+        }
+        for h in &kvm {
+            api.add_host(h.cluster(), h.name(), &b.version);
+        }
+        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
+            api.set_system_vm(name, kind, "Running", "Up", &b.version);
+        }
+        if !kvm.is_empty() {
+            for i in 0..b.vms {
+                let host = kvm[i % kvm.len()].name();
+                api.add_vm(&format!("vm{:03}", i + 1), "Running", Some(host));
+            }
+        }
+        sync(&api, &mgmt, &kvm);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, api, mgmt, kvm) = (stop.clone(), api.clone(), mgmt.clone(), kvm.clone());
+            io(
+                "spawn the lab sync thread",
+                std::thread::Builder::new()
+                    .name("lab-sync".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            sync(&api, &mgmt, &kvm);
+                            std::thread::sleep(SYNC_EVERY);
+                        }
+                    }),
+            )?
+        };
+        let lab = Lab {
+            sync: Some((stop, thread)),
+            mgmt,
+            kvm,
+            api,
+            db,
+            usage,
+            version,
+            dir,
+        };
+        lab.wait_all_up(&b.version, Duration::from_secs(30))?;
+        Ok(lab)
+    }
+
+    /// Waits until every management server and every KVM host is Up at `version`.
+    ///
+    /// # Errors
+    /// [`LabError::Timeout`] naming what is not Up.
+    pub fn wait_all_up(&self, version: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut missing = Vec::new();
+            for m in &self.mgmt {
+                if m.startup() != MgmtStartup::Up(version.to_string()) {
+                    missing.push(format!("{} ({:?})", m.name(), m.startup()));
+                }
+            }
+            for h in &self.kvm {
+                let st = h.hypervisor();
+                if !st.is_up() || st.version.map(|v| v.to_string()).as_deref() != Some(version) {
+                    missing.push(format!("{} ({} {:?})", h.name(), st.state, st.version));
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: format!("lab nodes Up at {version}; not yet: {}", missing.join(", ")),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The management servers, in order (`mgmt1` first: it migrates the schema).
+    pub fn management_servers(&self) -> &[Arc<MgmtNode>] {
+        &self.mgmt
+    }
+
+    /// The KVM hosts, in order.
+    pub fn kvm_hosts(&self) -> &[Arc<KvmHost>] {
+        &self.kvm
+    }
+
+    /// The API endpoint.
+    pub fn api(&self) -> &LabApi {
+        &self.api
+    }
+
+    /// The database server URL (root, every privilege).
+    pub fn db_url(&self) -> DbUrl {
+        mariadb().root()
+    }
+
+    /// The `cloud` schema's name.
+    pub fn cloud_schema(&self) -> &str {
+        self.db.name()
+    }
+
+    /// The `cloud_usage` schema's name.
+    pub fn usage_schema(&self) -> &str {
+        &self.usage
+    }
+
+    /// The version the lab was seeded and installed at.
+    pub fn initial_version(&self) -> CsVersion {
+        self.version
+    }
+
+    /// The lab's directory (configs, secrets, backups).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies the nodes' state into the API endpoint now (the background thread does so every
+    /// 100 ms).
+    pub fn sync(&self) {
+        sync(&self.api, &self.mgmt, &self.kvm);
+    }
+
+    /// Prepares what the management servers run when they start at a new version: the schema
+    /// steps of each hop from the installed version to `target` (LTS hops from
+    /// `cs_schema::plan_hops`, or one jump with `direct`), and the repositories offering each
+    /// hop's version. Returns the hops' versions, in order.
+    ///
+    /// # Errors
+    /// [`LabError::Start`] when cs-schema has no path; what preparing a node returns.
+    pub fn prepare_upgrade(&self, target: &CsVersion, direct: bool) -> Result<Vec<CsVersion>> {
+        let from = self.mgmt[0].installed_version().unwrap_or(self.version);
+        let no_path = |e: cs_schema::Error| LabError::Start {
+            what: format!("upgrade path {from} -> {target}"),
+            detail: e.to_string(),
+        };
+        let hops: Vec<(CsVersion, CsVersion, Vec<cs_schema::PathStep>)> = if direct {
+            vec![(
+                from,
+                *target,
+                cs_schema::path(&from, target).map_err(no_path)?,
+            )]
+        } else {
+            cs_schema::plan_hops(&from, target)
+                .map_err(no_path)?
+                .into_iter()
+                .map(|h| (h.from, h.to, h.steps))
+                .collect()
+        };
+        let mut offers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        offers
+            .entry(from.line())
+            .or_default()
+            .insert(from.to_string());
+        for (_, to, _) in &hops {
+            offers.entry(to.line()).or_default().insert(to.to_string());
+        }
+        for m in &self.mgmt {
+            for (hop_from, hop_to, steps) in &hops {
+                let steps: Vec<(String, CsVersion)> = steps
+                    .iter()
+                    .filter(|s| !s.noop)
+                    .map(|s| (s.class.clone(), s.to))
+                    .collect();
+                m.prepare_migration(hop_from, hop_to, &steps)?;
+            }
+            for (line, versions) in &offers {
+                let v: Vec<&str> = versions.iter().map(String::as_str).collect();
+                m.offer(line, &v)?;
+            }
+        }
+        Ok(hops.into_iter().map(|(_, to, _)| to).collect())
+    }
+
+    /// Writes an `UpgradeConfig` TOML file for the lab with target `target` (mode 0600, in
+    /// [`Lab::dir`]), its secrets in files of their own (mode 0600), short deadlines, backups
+    /// under `dir/backups`, and one SSH key and known_hosts file for every node. Returns the
+    /// file's path.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn write_config(&self, target: &CsVersion) -> Result<PathBuf> {
+        let d = self.dir.path();
+        let secrets = d.join("secrets");
+        io(
+            "create the secrets directory",
+            std::fs::create_dir_all(&secrets),
+        )?;
+        io(
+            "chmod the secrets directory",
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)),
+        )?;
+        let url = self.db_url();
+        write_private(&secrets.join("db-password"), url.password.expose())?;
+        write_private(&secrets.join("api-key"), self.api.api_key())?;
+        write_private(&secrets.join("api-secret"), self.api.secret_key().expose())?;
+
+        // One client key for every node, and one known_hosts file.
+        let first = self.mgmt[0].ssh();
+        let key = first.client_key();
+        let public = io(
+            "read the lab client key",
+            std::fs::read_to_string(key.with_extension("pub")),
+        )?;
+        let mut known = String::new();
+        let servers = self
+            .mgmt
+            .iter()
+            .map(|m| m.ssh())
+            .chain(self.kvm.iter().filter_map(|h| h.ssh()));
+        for s in servers {
+            if !std::ptr::eq(s, first) {
+                s.authorize_key(&public)?;
+            }
+            known.push_str(&io(
+                "read known_hosts",
+                std::fs::read_to_string(s.known_hosts()),
+            )?);
+            if !known.ends_with('\n') {
+                known.push('\n');
+            }
+        }
+        let known_hosts = d.join("known_hosts");
+        write_private(&known_hosts, &known)?;
+        let backups = d.join("backups");
+        io(
+            "create the backup directory",
+            std::fs::create_dir_all(&backups),
+        )?;
+
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "# cs-lab: generated for {}\ntarget = \"{target}\"\n",
+            self.db.name()
+        );
+        let _ = writeln!(
+            t,
+            "[database]\nhost = \"127.0.0.1\"\nport = {}\nuser = {}\npassword = {{ file = {} }}\n\
+             cloud_schema = {}\nusage_schema = {}\n",
+            url.port,
+            toml_str(&url.user),
+            path_str(&secrets.join("db-password")),
+            toml_str(self.db.name()),
+            toml_str(&self.usage),
+        );
+        let _ = writeln!(
+            t,
+            "[backup]\ndir = {}\nengine = \"native\"\nthreads = 2\ncompress = false\n",
+            path_str(&backups)
+        );
+        let _ = writeln!(
+            t,
+            "[api]\nendpoint = {}\napi_key = {{ file = {} }}\nsecret_key = {{ file = {} }}\n",
+            toml_str(&self.api.endpoint()),
+            path_str(&secrets.join("api-key")),
+            path_str(&secrets.join("api-secret")),
+        );
+        let _ = writeln!(
+            t,
+            "[ssh]\nuser = \"root\"\nidentity = {}\nknown_hosts = {}\nconnect_timeout = \"10s\"\n",
+            path_str(&key),
+            path_str(&known_hosts)
+        );
+        for m in &self.mgmt {
+            let _ = writeln!(
+                t,
+                "[[management_servers]]\naddress = \"127.0.0.1\"\nport = {}\nname = {}\nroot = {}\n",
+                m.ssh().port(),
+                toml_str(m.name()),
+                path_str(m.root())
+            );
+        }
+        let m = &self.mgmt[0];
+        let _ = writeln!(
+            t,
+            "[[usage_servers]]\naddress = \"127.0.0.1\"\nport = {}\nname = {}\nroot = {}\n",
+            m.ssh().port(),
+            toml_str(m.name()),
+            path_str(m.root())
+        );
+        let mut clusters: BTreeMap<&str, Vec<&KvmHost>> = BTreeMap::new();
+        for h in &self.kvm {
+            clusters.entry(h.cluster()).or_default().push(h);
+        }
+        for (name, hosts) in clusters {
+            let _ = writeln!(t, "[[clusters]]\nname = {}\nhosts = [", toml_str(name));
+            for h in hosts {
+                let port = h.ssh().map_or(22, |s| s.port());
+                let _ = writeln!(
+                    t,
+                    "  {{ address = \"127.0.0.1\", port = {port}, name = {}, root = {} }},",
+                    toml_str(h.name()),
+                    path_str(&h.root())
+                );
+            }
+            t.push_str("]\n\n");
+        }
+        t.push_str(
+            "[policy]\nbatch_size = 2\nparallelism = 8\nmax_fail_percent = 0\n\
+             migration_deadline = \"60s\"\nhost_up_deadline = \"60s\"\ndirect_path = false\n\
+             skip_checks = []\n",
+        );
+        let path = d.join(format!("upgrade-{target}.toml"));
+        write_private(&path, &t)?;
+        Ok(path)
+    }
+
+    /// `CHECKSUM TABLE` of every base table of both schemas except `exclude` (table names),
+    /// keyed `schema.table`. Blocking.
+    ///
+    /// # Errors
+    /// [`LabError::Database`].
+    pub fn checksums(&self, exclude: &[&str]) -> Result<BTreeMap<String, String>> {
+        let db_err = |what: &str| {
+            let what = what.to_string();
+            move |e: mysql::Error| LabError::Database {
+                what,
+                source: Box::new(e),
+            }
+        };
+        let mut conn = self.db_url().connect()?;
+        let mut out = BTreeMap::new();
+        for schema in [self.db.name(), self.usage.as_str()] {
+            let tables: Vec<String> = conn
+                .exec(
+                    "SELECT TABLE_NAME FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                    (schema,),
+                )
+                .map_err(db_err("list tables"))?;
+            for t in tables.iter().filter(|t| !exclude.contains(&t.as_str())) {
+                let row: Option<(String, Option<String>)> = conn
+                    .query_first(format!("CHECKSUM TABLE `{schema}`.`{t}`"))
+                    .map_err(db_err("checksum a table"))?;
+                let sum = row.and_then(|(_, s)| s).unwrap_or_default();
+                out.insert(format!("{schema}.{t}"), sum);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Copies management-server and host state into the endpoint.
+fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>]) {
+    let mut newest: Option<String> = None;
+    for m in mgmt {
+        let installed = m.installed(crate::MANAGEMENT_UNIT).unwrap_or_default();
+        let (state, version) = match m.startup() {
+            MgmtStartup::Up(v) => {
+                if newest.as_deref().is_none_or(|n| version_lt(n, &v)) {
+                    newest = Some(v.clone());
+                }
+                ("Up", v)
+            }
+            MgmtStartup::Starting => ("Starting", installed),
+            _ => ("Down", installed),
+        };
+        api.set_management_server(m.name(), state, &version);
+    }
+    for h in kvm {
+        let st = h.hypervisor();
+        api.set_host_state(h.name(), &st.state);
+        if let Some(v) = st.version {
+            api.set_host_version(h.name(), &v.to_string());
+        }
+    }
+    if let Some(v) = newest {
+        api.set_version(&v);
+        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
+            api.set_system_vm(name, kind, "Running", "Up", &v);
+        }
+    }
+}
+
+fn version_lt(a: &str, b: &str) -> bool {
+    match (CsVersion::parse(a), CsVersion::parse(b)) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => a < b,
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.sync.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+        // Stop the services first, so nothing writes to the database while it is dropped.
+        for m in &self.mgmt {
+            let _ = m.systemctl("stop", crate::USAGE_UNIT);
+            let _ = m.systemctl("stop", crate::MANAGEMENT_UNIT);
+        }
+    }
+}
