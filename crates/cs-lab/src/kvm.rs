@@ -16,18 +16,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use cs_core::{
-    BoxError, Cmd, CsVersion, DirEntry, FileMeta, Host, HostError, HostMaintenance, HostStatus,
-    HypervisorState, LocalHost, Output, RepoSwitch, RepoSwitchReport, Secret, SshHost,
+    BoxError, CsVersion, Host, HostError, HostMaintenance, HostStatus, HypervisorState, LocalHost,
+    RepoSwitch, RepoSwitchReport, Secret, SshHost,
 };
 
 use crate::sshd::SshServer;
-use crate::util::{command, find_binary, token};
+use crate::util::{StandInHost, command, find_binary, io, token, write};
 use crate::{LabError, Result};
 
 const STANDIN: &str = include_str!("../data/kvm/standin.sh");
@@ -161,10 +160,6 @@ struct StoreTemplate {
     crt: Vec<u8>,
     key: Vec<u8>,
     passphrase: Secret,
-}
-
-fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|e| LabError::io(what, e))
 }
 
 fn run_tool(program: &Path, args: &[&str], what: &str) -> Result<Vec<u8>> {
@@ -353,23 +348,6 @@ fn uuid_like(seed: &str) -> String {
         &hex[12..16],
         &hex[16..20],
         &hex[20..32]
-    )
-}
-
-fn write(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
-    if let Some(p) = path.parent() {
-        io(
-            format!("create {}", p.display()),
-            std::fs::create_dir_all(p),
-        )?;
-    }
-    io(
-        format!("write {}", path.display()),
-        std::fs::write(path, data),
-    )?;
-    io(
-        format!("chmod {}", path.display()),
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
     )
 }
 
@@ -680,57 +658,6 @@ fn read_status(name: &str, state: &Path) -> HypervisorState {
             .into(),
         ),
         version,
-    }
-}
-
-/// A [`Host`] that is this machine with a lab host's stand-ins first in `PATH`.
-#[derive(Debug)]
-struct StandInHost {
-    inner: LocalHost,
-    bin: PathBuf,
-}
-
-#[async_trait]
-impl Host for StandInHost {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn run(&self, cmd: &Cmd) -> std::result::Result<Output, HostError> {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        let cmd = cmd
-            .clone()
-            .env("PATH", format!("{}:{path}", self.bin.display()));
-        self.inner.run(&cmd).await
-    }
-
-    async fn read(&self, path: &Path) -> std::result::Result<Vec<u8>, HostError> {
-        self.inner.read(path).await
-    }
-
-    async fn write_atomic(
-        &self,
-        path: &Path,
-        data: &[u8],
-        mode: Option<u32>,
-    ) -> std::result::Result<(), HostError> {
-        self.inner.write_atomic(path, data, mode).await
-    }
-
-    async fn stat(&self, path: &Path) -> std::result::Result<FileMeta, HostError> {
-        self.inner.stat(path).await
-    }
-
-    async fn list_dir(&self, path: &Path) -> std::result::Result<Vec<DirEntry>, HostError> {
-        self.inner.list_dir(path).await
-    }
-
-    async fn create_dir_all(&self, path: &Path, mode: u32) -> std::result::Result<(), HostError> {
-        self.inner.create_dir_all(path, mode).await
-    }
-
-    async fn remove_file(&self, path: &Path) -> std::result::Result<(), HostError> {
-        self.inner.remove_file(path).await
     }
 }
 

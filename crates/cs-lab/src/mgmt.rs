@@ -29,21 +29,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use cs_core::{
-    Cmd, CsVersion, DbUrl, DirEntry, FileMeta, Host, HostError, Layout, LocalHost, Output, SshHost,
-};
+use cs_core::{CsVersion, DbUrl, Host, HostError, Layout, LocalHost, SshHost};
 use mysql::prelude::Queryable;
 
 use crate::mariadb::DbUrlExt;
 use crate::sshd::SshServer;
-use crate::util::{command, find_binary, token};
+use crate::util::{StandInHost, command, find_binary, io, token, write};
 use crate::{LabError, Result};
 
 const STANDIN: &str = include_str!("../data/mgmt/standin.sh");
@@ -259,38 +255,11 @@ impl fmt::Debug for MgmtNode {
     }
 }
 
-fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|e| LabError::io(what, e))
-}
-
 fn invalid(what: &str, detail: impl Into<String>) -> LabError {
     LabError::Start {
         what: what.to_string(),
         detail: detail.into(),
     }
-}
-
-fn write(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
-    if let Some(p) = path.parent() {
-        io(
-            format!("create {}", p.display()),
-            std::fs::create_dir_all(p),
-        )?;
-    }
-    // Write beside and rename, so a stand-in never reads half a file.
-    let tmp = path.with_extension(format!("tmp{}", token(6)));
-    io(
-        format!("write {}", path.display()),
-        std::fs::write(&tmp, data),
-    )?;
-    io(
-        format!("chmod {}", path.display()),
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)),
-    )?;
-    io(
-        format!("rename to {}", path.display()),
-        std::fs::rename(&tmp, path),
-    )
 }
 
 fn symlink(target: &str, link: &Path) -> Result<()> {
@@ -1076,58 +1045,6 @@ impl Drop for MgmtNode {
                     .status();
             }
         }
-    }
-}
-
-/// A [`Host`] that is this machine with a lab node's stand-ins first in `PATH` (as the KVM
-/// hosts' `local_host`).
-#[derive(Debug)]
-struct StandInHost {
-    inner: LocalHost,
-    bin: PathBuf,
-}
-
-#[async_trait]
-impl Host for StandInHost {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    async fn run(&self, cmd: &Cmd) -> std::result::Result<Output, HostError> {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        let cmd = cmd
-            .clone()
-            .env("PATH", format!("{}:{path}", self.bin.display()));
-        self.inner.run(&cmd).await
-    }
-
-    async fn read(&self, path: &Path) -> std::result::Result<Vec<u8>, HostError> {
-        self.inner.read(path).await
-    }
-
-    async fn write_atomic(
-        &self,
-        path: &Path,
-        data: &[u8],
-        mode: Option<u32>,
-    ) -> std::result::Result<(), HostError> {
-        self.inner.write_atomic(path, data, mode).await
-    }
-
-    async fn stat(&self, path: &Path) -> std::result::Result<FileMeta, HostError> {
-        self.inner.stat(path).await
-    }
-
-    async fn list_dir(&self, path: &Path) -> std::result::Result<Vec<DirEntry>, HostError> {
-        self.inner.list_dir(path).await
-    }
-
-    async fn create_dir_all(&self, path: &Path, mode: u32) -> std::result::Result<(), HostError> {
-        self.inner.create_dir_all(path, mode).await
-    }
-
-    async fn remove_file(&self, path: &Path) -> std::result::Result<(), HostError> {
-        self.inner.remove_file(path).await
     }
 }
 

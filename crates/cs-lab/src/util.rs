@@ -1,9 +1,13 @@
 //! Small helpers shared by the lab's servers: finding binaries, free ports, watchdogs.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cs_core::{Cmd, DirEntry, FileMeta, Host, HostError, LocalHost, Output};
 
 use crate::{LabError, Result};
 
@@ -130,4 +134,85 @@ pub(crate) fn token(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
+}
+
+/// Maps an IO error to a [`LabError::Io`] saying what was being done.
+pub(crate) fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| LabError::io(what, e))
+}
+
+/// Writes a file with `mode`, creating its directory; written beside and renamed, so a
+/// stand-in never reads half a file.
+pub(crate) fn write(path: &Path, data: impl AsRef<[u8]>, mode: u32) -> Result<()> {
+    if let Some(p) = path.parent() {
+        io(
+            format!("create {}", p.display()),
+            std::fs::create_dir_all(p),
+        )?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", token(6)));
+    io(
+        format!("write {}", path.display()),
+        std::fs::write(&tmp, data),
+    )?;
+    io(
+        format!("chmod {}", path.display()),
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)),
+    )?;
+    io(
+        format!("rename to {}", path.display()),
+        std::fs::rename(&tmp, path),
+    )
+}
+
+/// A [`Host`] that is this machine with a lab node's stand-ins first in `PATH` (the
+/// `local_host` of KVM hosts and management servers).
+#[derive(Debug)]
+pub(crate) struct StandInHost {
+    pub(crate) inner: LocalHost,
+    pub(crate) bin: PathBuf,
+}
+
+#[async_trait]
+impl Host for StandInHost {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn run(&self, cmd: &Cmd) -> std::result::Result<Output, HostError> {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        let cmd = cmd
+            .clone()
+            .env("PATH", format!("{}:{path}", self.bin.display()));
+        self.inner.run(&cmd).await
+    }
+
+    async fn read(&self, path: &Path) -> std::result::Result<Vec<u8>, HostError> {
+        self.inner.read(path).await
+    }
+
+    async fn write_atomic(
+        &self,
+        path: &Path,
+        data: &[u8],
+        mode: Option<u32>,
+    ) -> std::result::Result<(), HostError> {
+        self.inner.write_atomic(path, data, mode).await
+    }
+
+    async fn stat(&self, path: &Path) -> std::result::Result<FileMeta, HostError> {
+        self.inner.stat(path).await
+    }
+
+    async fn list_dir(&self, path: &Path) -> std::result::Result<Vec<DirEntry>, HostError> {
+        self.inner.list_dir(path).await
+    }
+
+    async fn create_dir_all(&self, path: &Path, mode: u32) -> std::result::Result<(), HostError> {
+        self.inner.create_dir_all(path, mode).await
+    }
+
+    async fn remove_file(&self, path: &Path) -> std::result::Result<(), HostError> {
+        self.inner.remove_file(path).await
+    }
 }
