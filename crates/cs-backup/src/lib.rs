@@ -1,4 +1,87 @@
-//! Consistent, verified backup and restore of the `cloud` and `cloud_usage` databases, and
-//! config-file bundles of CloudStack nodes.
+//! Consistent, verified backup and restore of CloudStack's `cloud` and `cloud_usage`
+//! databases, and config-file bundles of CloudStack nodes.
 //!
-//! This crate is being filled in; see `ARCHITECTURE.md` for what it will own.
+//! Start from [`backup`] with an [`Engine`] — [`NativeEngine`] (parallel connections sharing
+//! one snapshot) or [`MysqldumpEngine`] (`mariadb-dump`/`mysqldump` through a
+//! [`cs_core::Host`]) — then [`verify`] (files against the manifest), [`verify_deep`]
+//! (restore into scratch schemas and compare), and [`restore`] (scratch, verify, swap). The
+//! [`BackupCompleteCheck`] is the `db.backup.complete` pre-flight check; [`bundle_config`]
+//! and [`restore_config`] archive and put back a node's configuration directories.
+//!
+//! # What a backup is
+//!
+//! A directory (mode `0700`) of files (mode `0600`) that the stock `mysql`/`mariadb` client
+//! restores with nothing else, plus `manifest.json`, written **last** and atomically: server
+//! version, each schema's CloudStack `version` row, per-table row counts and checksums, the
+//! inventory of routines, triggers, events and views, SHA-256 and size of every file, start and
+//! end time, engine and options. A directory without a manifest is never taken for a backup:
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! // An interrupted backup: dump files, but no manifest.
+//! std::fs::write(dir.path().join("1-cloud.sql"), "CREATE DATABASE cloud;\n").unwrap();
+//! let err = cs_backup::verify(dir.path()).await.unwrap_err();
+//! assert!(err.is_incomplete());
+//! assert!(err.to_string().contains("manifest.json is missing"));
+//! # });
+//! ```
+//!
+//! Native backups (per-table layout) restore with
+//! `cat DIR/*.sql | mariadb --max-allowed-packet=1G` (or `zstdcat DIR/*.sql.zst | …`): the
+//! file names sort into load order (see [`NativeEngine`]). `mysqldump` backups are one
+//! `dump.sql[.zst]`. Account definitions and grants of the `cloud` user are recorded apart, in
+//! `grants/users.sql`, and are never applied by a restore.
+//!
+//! # Checksums
+//!
+//! Per table, order-independent and computed identically from live rows and from dump files
+//! while they stream ([`CHECKSUM_ALGORITHM`]): each row's stored (non-generated) columns are
+//! encoded as `0xFF` for NULL or `0x01`, an 8-byte little-endian length and the bytes the
+//! server's text protocol gives over a `utf8mb4` connection in time zone `+00:00`; the row
+//! hash is SHA-256 of that; the table checksum is the sum modulo 2^128 of the first 16 bytes of
+//! the row hashes (little-endian). Parallel chunks combine by addition; tables without a
+//! primary key need no ordering. `CHECKSUM TABLE` is not used: it depends on the storage format.
+//!
+//! # Restore
+//!
+//! [`restore`] verifies the files, loads into scratch schemas `<schema>__restore_<ts>`
+//! (per-table backups on parallel connections), compares every table's rows and checksum and
+//! the object inventory with the manifest, and only then swaps all tables of all schemas in
+//! with one `RENAME TABLE`, parking the replaced ones in `<schema>__parked_<ts>` until
+//! [`drop_parked`]. A failure before the swap leaves the live schemas untouched. The
+//! documented drop-and-reload is [`RestoreMode::DropAndReload`].
+//!
+//! Blocking database work runs on tokio's blocking pool or on dedicated threads, never on async
+//! workers. Progress (rows and bytes of an estimated total) goes to a [`cs_core::Progress`].
+
+mod backup;
+mod bundle;
+mod check;
+mod checksum;
+mod db;
+mod error;
+mod files;
+mod manifest;
+mod mysqldump;
+mod native;
+mod restore;
+mod sql;
+mod verify;
+
+pub use backup::{BackupOptions, Compression, DumpJob, Dumped, Engine, backup};
+pub use bundle::{
+    BundleEntry, CLOUDSTACK_CONFIG_PATHS, ConfigBundle, bundle_config, restore_config,
+};
+pub use check::BackupCompleteCheck;
+pub use error::{Error, Problem, Result};
+pub use manifest::{
+    CHECKSUM_ALGORITHM, FORMAT_VERSION, FileEntry, Layout, MANIFEST_FILE, Manifest, RoutineEntry,
+    SchemaEntry, SchemaFiles, ServerInfo, TableEntry, TriggerEntry,
+};
+pub use mysqldump::MysqldumpEngine;
+pub use native::NativeEngine;
+pub use restore::{
+    RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, drop_parked, restore,
+};
+pub use verify::{verify, verify_deep, verify_on};

@@ -1,0 +1,218 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use cs_core::{BoxError, HostError};
+
+/// One thing wrong with a backup: a file or a table and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    /// What it is about: a file relative to the backup directory (`2-cloud.event.00001.sql`),
+    /// or a table (`cloud.event`).
+    pub subject: String,
+    /// What is wrong (`sha256 differs from the manifest`).
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            subject: subject.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.subject, self.message)
+    }
+}
+
+/// Formats the first problem and how many more there are.
+fn summary(problems: &[Problem]) -> String {
+    match problems {
+        [] => "no details".to_string(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more)", rest.len()),
+    }
+}
+
+/// Errors from backup, verify, restore and config bundles.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database server could not be reached or refused the login.
+    #[error("cannot connect to the database at {addr} as `{user}`")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The user.
+        user: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The database user lacks a privilege the operation needs.
+    #[error("the database user `{user}` lacks a privilege needed to {what}")]
+    Privilege {
+        /// The user.
+        user: String,
+        /// What was being done (`create the scratch schema cloud__restore_20250101T120000`).
+        what: String,
+        /// The server's refusal.
+        #[source]
+        source: BoxError,
+    },
+    /// A database statement failed.
+    #[error("database error while trying to {what}")]
+    Database {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A local file operation failed (disk full, permission, missing directory).
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// The operation (`write`, `create`, `read`, …).
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operation on a [`cs_core::Host`] failed.
+    #[error("{what} failed")]
+    Host {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: HostError,
+    },
+    /// The dump program failed.
+    #[error("`{program}` failed dumping {databases} (exit code {code}): {stderr}")]
+    Dump {
+        /// The program (`mariadb-dump`).
+        program: String,
+        /// The schemas, comma separated.
+        databases: String,
+        /// Its exit code.
+        code: i32,
+        /// The end of its standard error (never holds the password: it is in an option file).
+        stderr: String,
+    },
+    /// The directory holds no manifest, so it is not a complete backup (it may be one that was
+    /// interrupted).
+    #[error("{} is not a complete backup: manifest.json is missing (the backup was interrupted or never finished)", dir.display())]
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The manifest cannot be read or makes no sense.
+    #[error("bad manifest {}: {reason}", path.display())]
+    BadManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Files or tables differ from the manifest.
+    #[error("backup {} failed verification: {}", dir.display(), summary(problems))]
+    Verify {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Everything found wrong.
+        problems: Vec<Problem>,
+    },
+    /// The output directory exists and is not empty.
+    #[error("{} already exists and is not empty; backups are never written over", dir.display())]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The options or the input make no sense.
+    #[error("invalid input: {what}")]
+    Invalid {
+        /// What is wrong.
+        what: String,
+    },
+    /// A dump file could not be parsed.
+    #[error("cannot parse {file}: {reason}")]
+    Parse {
+        /// The file, relative to the backup directory.
+        file: String,
+        /// What is wrong, with the statement number.
+        reason: String,
+    },
+    /// Schema objects (tables, routines, triggers, events, views) changed while the backup ran.
+    #[error("schema objects changed during the backup ({what}); run it again in a quiet window")]
+    Changed {
+        /// What changed.
+        what: String,
+    },
+    /// A restore failed; `live_untouched` says whether the live schemas are as they were.
+    #[error("restore failed while trying to {stage}; {}", if *live_untouched { "the live schemas are untouched" } else { "the live schemas may be partly replaced: see the parking schemas" })]
+    Restore {
+        /// The stage that failed (`load into scratch schemas`, `swap tables`).
+        stage: String,
+        /// Whether the live schemas are unchanged.
+        live_untouched: bool,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The operation was cancelled (its future was dropped) or a worker thread died.
+    #[error("{what} was interrupted")]
+    Interrupted {
+        /// What was interrupted.
+        what: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn host(what: impl Into<String>, source: HostError) -> Self {
+        Error::Host {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>) -> Self {
+        Error::Invalid { what: what.into() }
+    }
+
+    /// The problems of a [`Error::Verify`] (or of the verification a restore failed on);
+    /// empty for other errors.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Error::Verify { problems, .. } => problems,
+            Error::Restore { source, .. } => source.problems(),
+            _ => &[],
+        }
+    }
+
+    /// Whether the error means the backup directory is incomplete (no manifest).
+    pub fn is_incomplete(&self) -> bool {
+        match self {
+            Error::Incomplete { .. } => true,
+            Error::Restore { source, .. } => source.is_incomplete(),
+            _ => false,
+        }
+    }
+}

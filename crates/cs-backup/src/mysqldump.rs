@@ -1,0 +1,498 @@
+//! The `mysqldump` / `mariadb-dump` engine, run through a [`Host`].
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use cs_core::{Cmd, DbUrl, Host, HostError, HostExt};
+
+use crate::backup::{Counters, DumpJob, Dumped, Engine, path_str, schema_entry, with_progress};
+use crate::checksum::RowSum;
+use crate::db::{self, Catalog};
+use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
+use crate::native::compression_name;
+use crate::sql::{Splitter, for_each_row, insert_head, use_target};
+use crate::{Compression, Error, Result};
+
+/// The flags every dump runs with.
+pub(crate) const FLAGS: &[&str] = &[
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+    "--max-allowed-packet=1G",
+];
+
+/// The `mysqldump` engine: runs `mariadb-dump` (or `mysqldump`) on a [`Host`] — this machine
+/// or the database server over SSH — with `--single-transaction --quick --routines --triggers
+/// --events --hex-blob`, one invocation for all schemas (`--databases`), and
+/// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on. The output
+/// is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
+///
+/// The password goes in a `0600` option file passed with `--defaults-extra-file` and removed
+/// afterwards; it is never in the command line. Per-table row counts and checksums are computed
+/// by parsing the dump file (read from the host in pieces), so they describe exactly the rows in
+/// the file.
+#[derive(Debug, Clone)]
+pub struct MysqldumpEngine {
+    host: Arc<dyn Host>,
+    program: Option<String>,
+    url: Option<DbUrl>,
+}
+
+impl MysqldumpEngine {
+    /// An engine running on `host`; the program is `mariadb-dump` when the host has it, else
+    /// `mysqldump`.
+    pub fn new(host: Arc<dyn Host>) -> Self {
+        MysqldumpEngine {
+            host,
+            program: None,
+            url: None,
+        }
+    }
+
+    /// Uses this program instead of looking for one.
+    #[must_use]
+    pub fn program(mut self, program: impl Into<String>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// How the host reaches the database, when it differs from the URL given to
+    /// [`backup`](crate::backup) (for example `127.0.0.1` on the database server itself).
+    #[must_use]
+    pub fn url_on_host(mut self, url: DbUrl) -> Self {
+        self.url = Some(url);
+        self
+    }
+
+    async fn detect(&self) -> Result<(String, bool)> {
+        let candidates: Vec<String> = match &self.program {
+            Some(p) => vec![p.clone()],
+            None => vec!["mariadb-dump".into(), "mysqldump".into()],
+        };
+        let mut last = None;
+        for p in candidates {
+            match self.host.run(&Cmd::new(&p).arg("--version")).await {
+                Ok(out) if out.success() => {
+                    let mariadb = out.stdout_lossy().contains("MariaDB");
+                    return Ok((p, mariadb));
+                }
+                Ok(out) => {
+                    last = Some(Error::host(
+                        format!("run `{p} --version`"),
+                        HostError::Failed {
+                            host: self.host.name().to_string(),
+                            cmd: format!("{p} --version"),
+                            code: out.code,
+                            stderr: out.stderr_lossy(),
+                        },
+                    ))
+                }
+                Err(e) => last = Some(Error::host(format!("run `{p} --version`"), e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("no dump program")))
+    }
+}
+
+/// The option file holding the credentials (values quoted, `\` and `"` escaped).
+pub(crate) fn option_file(url: &DbUrl) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    format!(
+        "[client]\nuser={}\npassword={}\nhost={}\nport={}\nprotocol=TCP\n",
+        q(&url.user),
+        q(url.password.expose()),
+        q(&url.host),
+        url.port
+    )
+}
+
+/// The dump command (the option file must be the first argument).
+pub(crate) fn dump_command(
+    program: &str,
+    cnf: &str,
+    result: &str,
+    databases: &[String],
+    gtid_off: bool,
+) -> Cmd {
+    let mut cmd = Cmd::new(program)
+        .arg(format!("--defaults-extra-file={cnf}"))
+        .args(FLAGS.iter().copied());
+    if gtid_off {
+        cmd = cmd.arg("--set-gtid-purged=OFF");
+    }
+    cmd.arg(format!("--result-file={result}"))
+        .arg("--databases")
+        .args(databases.iter().cloned())
+}
+
+#[async_trait]
+impl Engine for MysqldumpEngine {
+    fn name(&self) -> &str {
+        "mysqldump"
+    }
+
+    fn host(&self) -> &dyn Host {
+        self.host.as_ref()
+    }
+
+    async fn dump(&self, job: &DumpJob<'_>) -> Result<Dumped> {
+        let (program, mariadb_client) = self.detect().await?;
+        let host_url = self.url.clone().unwrap_or_else(|| job.url.clone());
+        let dbs = job.options.databases.clone();
+
+        // GTID and the CloudStack version rows, read before the dump.
+        let (gtid_on, versions) = {
+            let url = job.url.clone();
+            let catalogs = job.catalogs.clone();
+            let mysql_server = job.server.vendor == "mysql";
+            crate::backup::blocking(move || {
+                let mut db = db::connect(&url)?;
+                let gtid = mysql_server
+                    && db
+                        .one("read gtid_mode", "SELECT @@GLOBAL.gtid_mode")
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
+                let mut versions = Vec::new();
+                for (s, c) in &catalogs {
+                    versions.push(db::version_row(&mut db, s, c)?);
+                }
+                Ok((gtid, versions))
+            })
+            .await?
+        };
+
+        let cnf = job.dir.join(".cs-backup-client.cnf");
+        let result = job.dir.join("dump.sql");
+        let write = |p: PathBuf, data: Vec<u8>| async move {
+            self.host
+                .write_atomic(&p, &data, Some(0o600))
+                .await
+                .map_err(|e| Error::host(format!("write {}", p.display()), e))
+        };
+        write(cnf.clone(), option_file(&host_url).into_bytes()).await?;
+        // Created 0600 first: the dump program truncates it and keeps the mode.
+        if let Err(e) = write(result.clone(), Vec::new()).await {
+            let _ = self.host.remove_file(&cnf).await;
+            return Err(e);
+        }
+        let cmd = dump_command(
+            &program,
+            path_str(&cnf)?,
+            path_str(&result)?,
+            &dbs,
+            gtid_on && !mariadb_client,
+        );
+        tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
+        let out = self.host.run(&cmd).await;
+        let _ = self.host.remove_file(&cnf).await;
+        let out = out.map_err(|e| Error::host(format!("run {program}"), e))?;
+        if !out.success() {
+            let stderr = out.stderr_lossy();
+            let tail: String = stderr
+                .trim()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(Error::Dump {
+                program,
+                databases: dbs.join(", "),
+                code: out.code,
+                stderr: tail,
+            });
+        }
+
+        // Checksums from the file itself.
+        let counters = Arc::new(Counters::default());
+        let size = self
+            .host
+            .stat(&result)
+            .await
+            .map_err(|e| Error::host(format!("stat {}", result.display()), e))?
+            .size;
+        let sums = {
+            let reader = HostReader {
+                host: self.host.clone(),
+                path: path_str(&result)?.to_string(),
+                offset: 0,
+                buf: Vec::new(),
+                pos: 0,
+                eof: false,
+                runtime: tokio::runtime::Handle::current(),
+            };
+            let catalogs = job.catalogs.clone();
+            let c = counters.clone();
+            with_progress(
+                "checksum dump",
+                (None, Some(size)),
+                counters,
+                job.progress,
+                move || parse_dump(reader, &catalogs, &c),
+            )
+            .await?
+        };
+
+        let file = match job.options.compression {
+            Compression::None => "dump.sql".to_string(),
+            Compression::Zstd { level } => {
+                let zst = job.dir.join("dump.sql.zst");
+                self.host
+                    .run_ok(
+                        &Cmd::new("zstd")
+                            .args(["-q", "--rm", "-f"])
+                            .arg(format!("-{}", level.clamp(1, 19)))
+                            .arg(path_str(&result)?)
+                            .arg("-o")
+                            .arg(path_str(&zst)?),
+                    )
+                    .await
+                    .map_err(|e| Error::host("compress the dump", e))?;
+                let _ = self
+                    .host
+                    .run(&Cmd::new("chmod").arg("600").arg(path_str(&zst)?))
+                    .await;
+                "dump.sql.zst".to_string()
+            }
+        };
+        let path = job.dir.join(&file);
+        let size = self
+            .host
+            .stat(&path)
+            .await
+            .map_err(|e| Error::host(format!("stat {}", path.display()), e))?
+            .size;
+        let sha = crate::verify::sha256_on(self.host.as_ref(), std::slice::from_ref(&path))
+            .await?
+            .remove(&path)
+            .ok_or_else(|| {
+                Error::invalid(format!("sha256sum gave no hash for {}", path.display()))
+            })?;
+
+        let mut schemas = Vec::new();
+        for (i, (name, cat)) in job.catalogs.iter().enumerate() {
+            let tables = cat
+                .tables
+                .iter()
+                .map(|t| {
+                    let s = sums
+                        .get(&(name.clone(), t.name.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    TableEntry {
+                        name: t.name.clone(),
+                        rows: s.rows(),
+                        checksum: s.hex(),
+                        files: Vec::new(),
+                    }
+                })
+                .collect();
+            schemas.push(schema_entry(
+                name,
+                cat,
+                tables,
+                versions[i].clone(),
+                SchemaFiles::default(),
+            ));
+        }
+        let mut flags: Vec<&str> = FLAGS.to_vec();
+        if gtid_on && !mariadb_client {
+            flags.push("--set-gtid-purged=OFF");
+        }
+        Ok(Dumped {
+            schemas,
+            files: vec![FileEntry {
+                path: file,
+                size,
+                sha256: sha,
+            }],
+            layout: Layout::SingleFile,
+            options: serde_json::json!({
+                "program": program,
+                "host": self.host.name(),
+                "flags": flags,
+                "compression": compression_name(job.options.compression),
+                "databases": dbs,
+            }),
+            binlog: None,
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// Reads a file on a host in pieces of 8 MiB with `dd`, from a blocking thread.
+struct HostReader {
+    host: Arc<dyn Host>,
+    path: String,
+    offset: u64,
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    runtime: tokio::runtime::Handle,
+}
+
+const PIECE: u64 = 8 << 20;
+
+impl Read for HostReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            if self.eof {
+                return Ok(0);
+            }
+            let cmd = Cmd::new("dd")
+                .arg(format!("if={}", self.path))
+                .arg("iflag=skip_bytes,count_bytes")
+                .arg(format!("skip={}", self.offset))
+                .arg(format!("count={PIECE}"))
+                .arg("bs=1M")
+                .arg("status=none");
+            let output = self
+                .runtime
+                .block_on(self.host.run_ok(&cmd))
+                .map_err(std::io::Error::other)?;
+            self.buf = output.stdout;
+            self.pos = 0;
+            self.offset += self.buf.len() as u64;
+            if (self.buf.len() as u64) < PIECE {
+                self.eof = true;
+            }
+            if self.buf.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Row counts and checksums per `(schema, table)` of a dump, over the stored columns.
+pub(crate) fn parse_dump(
+    reader: impl Read,
+    catalogs: &[(String, Catalog)],
+    counters: &Counters,
+) -> Result<BTreeMap<(String, String), RowSum>> {
+    let mut split = Splitter::new(std::io::BufReader::with_capacity(1 << 20, reader));
+    let mut current: Option<usize> = None;
+    let mut sums: BTreeMap<(String, String), RowSum> = BTreeMap::new();
+    let mut n = 0u64;
+    let file = "dump.sql";
+    while let Some(stmt) = split
+        .next_statement()
+        .map_err(|e| Error::io("read", Path::new(file), e))?
+    {
+        n += 1;
+        counters
+            .bytes
+            .fetch_add(stmt.text.len() as u64 + 2, Ordering::Relaxed);
+        if let Some(db) = use_target(&stmt.text) {
+            current = catalogs.iter().position(|(name, _)| *name == db);
+            continue;
+        }
+        let Some(head) = insert_head(&stmt.text) else {
+            continue;
+        };
+        let parse_err = |reason: String| Error::Parse {
+            file: file.to_string(),
+            reason: format!("statement {n} (line {}): {reason}", stmt.line),
+        };
+        let Some(si) = current else {
+            return Err(parse_err("an INSERT before any USE".into()));
+        };
+        let (schema, cat) = &catalogs[si];
+        let table = cat
+            .table(&head.table)
+            .ok_or_else(|| parse_err(format!("unknown table `{}`", head.table)))?;
+        let positions: Vec<usize> = match &head.columns {
+            Some(cols) => table
+                .stored()
+                .map(|c| {
+                    cols.iter()
+                        .position(|x| *x == c.name)
+                        .ok_or_else(|| parse_err(format!("column `{}` missing", c.name)))
+                })
+                .collect::<Result<_>>()?,
+            None => table
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.generated)
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        let width = head.columns.as_ref().map_or(table.columns.len(), Vec::len);
+        let sum = sums
+            .entry((schema.clone(), table.name.clone()))
+            .or_default();
+        let mut bad_width = None;
+        let rows = for_each_row(&stmt.text, &head, |vals| {
+            if vals.len() != width {
+                bad_width = Some(vals.len());
+                return;
+            }
+            sum.add(positions.iter().map(|&p| vals[p]));
+        })
+        .map_err(parse_err)?;
+        if let Some(w) = bad_width {
+            return Err(parse_err(format!(
+                "a row of `{}` has {w} values, expected {width}",
+                table.name
+            )));
+        }
+        counters.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+    Ok(sums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cs_core::Secret;
+
+    #[test]
+    fn the_password_is_in_the_option_file_never_in_argv() {
+        let url = DbUrl::new("db1", 3306, "cloud", Secret::new("pa\"ss\\word"));
+        let cnf = option_file(&url);
+        assert!(cnf.contains("password=\"pa\\\"ss\\\\word\""), "{cnf}");
+        let cmd = dump_command(
+            "mariadb-dump",
+            "/b/.cnf",
+            "/b/dump.sql",
+            &["cloud".into(), "cloud_usage".into()],
+            false,
+        );
+        let argv: Vec<&str> = cmd.argv().collect();
+        assert_eq!(argv[0], "--defaults-extra-file=/b/.cnf");
+        for flag in [
+            "--single-transaction",
+            "--quick",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+        ] {
+            assert!(argv.contains(&flag), "{flag}");
+        }
+        assert_eq!(
+            &argv[argv.len() - 3..],
+            ["--databases", "cloud", "cloud_usage"]
+        );
+        assert!(!argv.iter().any(|a| a.contains("pa\"ss")));
+        assert!(!argv.contains(&"--set-gtid-purged=OFF"));
+        let gtid = dump_command("mysqldump", "/c", "/r", &["cloud".into()], true);
+        assert!(gtid.argv().any(|a| a == "--set-gtid-purged=OFF"));
+    }
+}

@@ -1,0 +1,626 @@
+//! The native engine: N connections sharing one snapshot, tables and chunks dumped in
+//! parallel, rows streamed to per-table SQL files with checksums computed on the way.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cs_core::{DbUrl, Host, LocalHost};
+use mysql::Value;
+use mysql::prelude::Queryable;
+
+use crate::backup::{Counters, DumpJob, Dumped, Engine, schema_entry, use_stmt, with_progress};
+use crate::checksum::RowSum;
+use crate::db::{self, Catalog, Db, Table, ValueKind, db_err};
+use crate::files::{DumpFile, name_part, sync_dir};
+use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
+use crate::sql::{ident, literal, push_hex, push_string};
+use crate::{BackupOptions, Compression, Error, Result};
+
+/// The native engine: dumps over the `mysql` protocol with [`BackupOptions::threads`]
+/// connections that share one consistent snapshot, into per-table SQL files on this machine.
+///
+/// # Snapshot
+/// A control connection takes `FLUSH TABLES WITH READ LOCK` (waiting at most 120 s for running
+/// statements), every worker connection then opens `START TRANSACTION WITH CONSISTENT SNAPSHOT`,
+/// the binary log position is read, and the lock is released: writes pause only for the time it
+/// takes to open the transactions. Without the `RELOAD` privilege the engine falls back to one
+/// connection (one snapshot, no lock) and notes it in the manifest. The snapshot is consistent
+/// for transactional tables (InnoDB, as CloudStack uses).
+///
+/// # Files
+/// Per schema, in name order so that `cat *.sql | mysql` restores:
+/// `1-<schema>.sql` (`CREATE DATABASE`), `2-<schema>.<table>.00000.sql` (`DROP TABLE`,
+/// `CREATE TABLE`), `2-<schema>.<table>.00001.sql`… (rows as multi-row `INSERT`s with a column
+/// list, one statement per line, binary columns in hex), `3-<schema>.views.sql` and
+/// `4-<schema>.routines.sql` (triggers, procedures, functions, events, with `DELIMITER ;;`).
+/// Every file starts with its own `SET NAMES utf8mb4`, `TIME_ZONE='+00:00'`, `SQL_MODE`,
+/// `FOREIGN_KEY_CHECKS=0` and `USE`, so each also loads on its own.
+#[derive(Debug, Default)]
+pub struct NativeEngine {
+    host: LocalHost,
+}
+
+impl NativeEngine {
+    /// The native engine, writing to this machine's filesystem.
+    pub fn new() -> Self {
+        NativeEngine::default()
+    }
+}
+
+/// What every native file starts with.
+pub(crate) const HEADER: &str = "-- cs-backup native dump\n\
+SET NAMES utf8mb4;\n\
+SET TIME_ZONE = '+00:00';\n\
+SET SQL_MODE = 'NO_AUTO_VALUE_ON_ZERO';\n\
+SET FOREIGN_KEY_CHECKS = 0, UNIQUE_CHECKS = 0;\n";
+
+#[async_trait]
+impl Engine for NativeEngine {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn host(&self) -> &dyn Host {
+        &self.host
+    }
+
+    async fn dump(&self, job: &DumpJob<'_>) -> Result<Dumped> {
+        let counters = Arc::new(Counters::default());
+        let est_rows: u64 = job
+            .catalogs
+            .iter()
+            .flat_map(|(_, c)| &c.tables)
+            .map(|t| t.est_rows)
+            .sum();
+        let est_bytes: u64 = job
+            .catalogs
+            .iter()
+            .flat_map(|(_, c)| &c.tables)
+            .map(|t| t.est_bytes)
+            .sum();
+        let plan = Plan {
+            url: job.url.clone(),
+            dir: job.dir.to_path_buf(),
+            options: job.options.clone(),
+            catalogs: job.catalogs.clone(),
+            counters: counters.clone(),
+        };
+        with_progress(
+            "dump",
+            (Some(est_rows), Some(est_bytes)),
+            counters,
+            job.progress,
+            move || plan.run(),
+        )
+        .await
+    }
+}
+
+struct Plan {
+    url: DbUrl,
+    dir: PathBuf,
+    options: BackupOptions,
+    catalogs: Vec<(String, Catalog)>,
+    counters: Arc<Counters>,
+}
+
+/// One part of one table to dump.
+#[derive(Debug, Clone)]
+struct Part {
+    schema: usize,
+    table: usize,
+    part: u32,
+    filter: Option<String>,
+    est_rows: u64,
+}
+
+struct PartDone {
+    schema: usize,
+    table: usize,
+    part: u32,
+    file: FileEntry,
+    sum: RowSum,
+}
+
+fn start_snapshot(db: &mut Db) -> Result<()> {
+    db.exec(
+        "start a consistent snapshot",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    )?;
+    db.exec(
+        "start a consistent snapshot",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+    )
+}
+
+impl Plan {
+    fn run(self) -> Result<Dumped> {
+        let threads = self.options.threads.max(1);
+        let mut notes = Vec::new();
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            workers.push(db::connect(&self.url)?);
+        }
+        let mut ctl = db::connect(&self.url)?;
+        ctl.exec(
+            "set the lock wait timeout",
+            "SET SESSION lock_wait_timeout = 120",
+        )?;
+        let mut binlog = None;
+        let snapshot = match ctl.exec("take the global read lock", "FLUSH TABLES WITH READ LOCK") {
+            Ok(()) => {
+                for w in &mut workers {
+                    start_snapshot(w)?;
+                }
+                if let Ok(rows) = ctl.strings("read the binary log position", "SHOW MASTER STATUS")
+                {
+                    binlog = rows
+                        .into_iter()
+                        .next()
+                        .filter(|r| r.len() >= 2)
+                        .map(|r| format!("{}:{}", r[0], r[1]));
+                }
+                ctl.exec("release the global read lock", "UNLOCK TABLES")?;
+                "flush-tables-with-read-lock + consistent-snapshot"
+            }
+            Err(Error::Privilege { .. }) => {
+                workers.truncate(1);
+                start_snapshot(&mut workers[0])?;
+                notes.push(format!(
+                    "user `{}` lacks RELOAD: dumped on one connection (one snapshot) instead of {threads}",
+                    self.url.user
+                ));
+                "single-connection consistent-snapshot"
+            }
+            Err(e) => return Err(e),
+        };
+        drop(ctl);
+
+        let suffix = self.options.compression.suffix();
+        let mut files: Vec<FileEntry> = Vec::new();
+        let mut schema_files = Vec::new();
+        let mut versions = Vec::new();
+        let mut ddl_files: BTreeMap<(usize, usize), String> = BTreeMap::new();
+        let mut parts: Vec<Part> = Vec::new();
+        {
+            let meta = &mut workers[0];
+            for (si, (schema, cat)) in self.catalogs.iter().enumerate() {
+                versions.push(db::version_row(meta, schema, cat)?);
+                let mut sf = SchemaFiles::default();
+                let rel = format!("1-{}{suffix}", name_part(schema));
+                let mut f = self.create(&rel)?;
+                f.write(HEADER.as_bytes())?;
+                f.write(
+                    format!(
+                        "CREATE DATABASE IF NOT EXISTS {} DEFAULT CHARACTER SET {} COLLATE {};\n",
+                        ident(schema),
+                        cat.charset,
+                        cat.collation
+                    )
+                    .as_bytes(),
+                )?;
+                files.push(f.finish()?);
+                sf.schema = Some(rel);
+
+                for (ti, table) in cat.tables.iter().enumerate() {
+                    let create = show_create_table(meta, schema, &table.name)?;
+                    let rel = format!(
+                        "2-{}.{}.00000{suffix}",
+                        name_part(schema),
+                        name_part(&table.name)
+                    );
+                    let mut f = self.create(&rel)?;
+                    f.write(HEADER.as_bytes())?;
+                    f.write(use_stmt(schema).as_bytes())?;
+                    f.write(
+                        format!("DROP TABLE IF EXISTS {};\n{create};\n", ident(&table.name))
+                            .as_bytes(),
+                    )?;
+                    files.push(f.finish()?);
+                    ddl_files.insert((si, ti), rel);
+                    if table.stored().next().is_some() {
+                        parts.extend(self.split(meta, si, ti, schema, table)?);
+                    }
+                }
+
+                meta.exec("switch schema", &format!("USE {}", ident(schema)))?;
+                if !cat.views.is_empty() {
+                    let rel = format!("3-{}.views{suffix}", name_part(schema));
+                    let text = views_sql(meta, schema, cat)?;
+                    let mut f = self.create(&rel)?;
+                    f.write(text.as_bytes())?;
+                    files.push(f.finish()?);
+                    sf.views = Some(rel);
+                }
+                if !(cat.routines.is_empty() && cat.triggers.is_empty() && cat.events.is_empty()) {
+                    let rel = format!("4-{}.routines{suffix}", name_part(schema));
+                    let text = routines_sql(meta, schema, cat)?;
+                    let mut f = self.create(&rel)?;
+                    f.write(text.as_bytes())?;
+                    files.push(f.finish()?);
+                    sf.routines = Some(rel);
+                }
+                schema_files.push(sf);
+            }
+        }
+
+        // Biggest parts first, so the last ones to finish are small.
+        parts.sort_by_key(|p| std::cmp::Reverse(p.est_rows));
+        let queue = Mutex::new(VecDeque::from(parts));
+        let done: Mutex<Vec<PartDone>> = Mutex::new(Vec::new());
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for mut conn in workers.drain(..) {
+                let (queue, done, first_error) = (&queue, &done, &first_error);
+                let this = &self;
+                scope.spawn(move || {
+                    loop {
+                        if this.counters.stopped() {
+                            break;
+                        }
+                        let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                        let Some(part) = next else { break };
+                        match this.dump_part(&mut conn, &part) {
+                            Ok(d) => {
+                                if let Ok(mut v) = done.lock() {
+                                    v.push(d);
+                                }
+                            }
+                            Err(e) => {
+                                this.counters.stop.store(true, Ordering::Relaxed);
+                                if let Ok(mut slot) = first_error.lock() {
+                                    slot.get_or_insert(e);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    // Ends the snapshot transaction.
+                    let _ = conn.conn.query_drop("ROLLBACK");
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        if self.counters.stopped() && !queue.lock().map(|q| q.is_empty()).unwrap_or(false) {
+            return Err(Error::Interrupted {
+                what: "the native dump".into(),
+            });
+        }
+        let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        done.sort_by_key(|d| (d.schema, d.table, d.part));
+
+        let mut schemas = Vec::new();
+        for (si, (schema, cat)) in self.catalogs.iter().enumerate() {
+            let mut tables = Vec::new();
+            for (ti, table) in cat.tables.iter().enumerate() {
+                let mut sum = RowSum::default();
+                let mut tfiles = vec![ddl_files[&(si, ti)].clone()];
+                for d in done.iter().filter(|d| d.schema == si && d.table == ti) {
+                    sum.merge(&d.sum);
+                    tfiles.push(d.file.path.clone());
+                }
+                tables.push(TableEntry {
+                    name: table.name.clone(),
+                    rows: sum.rows(),
+                    checksum: sum.hex(),
+                    files: tfiles,
+                });
+            }
+            schemas.push(schema_entry(
+                schema,
+                cat,
+                tables,
+                versions[si].clone(),
+                schema_files[si].clone(),
+            ));
+        }
+        files.extend(done.into_iter().map(|d| d.file));
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        sync_dir(&self.dir)?;
+        let options = serde_json::json!({
+            "threads": self.options.threads,
+            "compression": compression_name(self.options.compression),
+            "chunk_rows": self.options.chunk_rows,
+            "statement_bytes": self.options.statement_bytes,
+            "snapshot": snapshot,
+            "databases": self.options.databases,
+        });
+        Ok(Dumped {
+            schemas,
+            files,
+            layout: Layout::PerTable,
+            options,
+            binlog,
+            notes,
+        })
+    }
+
+    fn create(&self, rel: &str) -> Result<DumpFile> {
+        DumpFile::create(&self.dir, rel, self.options.compression)
+    }
+
+    /// Splits a table into parts by ranges of its integer primary key.
+    fn split(
+        &self,
+        db: &mut Db,
+        si: usize,
+        ti: usize,
+        schema: &str,
+        table: &Table,
+    ) -> Result<Vec<Part>> {
+        let whole = vec![Part {
+            schema: si,
+            table: ti,
+            part: 1,
+            filter: None,
+            est_rows: table.est_rows,
+        }];
+        let chunk = self.options.chunk_rows.max(1);
+        let Some(key) = table.int_key() else {
+            return Ok(whole);
+        };
+        if table.est_rows <= chunk {
+            return Ok(whole);
+        }
+        let k = ident(&key.name);
+        let r = db.rows(
+            "find the key range of a table",
+            &format!(
+                "SELECT MIN({k}), MAX({k}) FROM {}.{}",
+                ident(schema),
+                ident(&table.name)
+            ),
+        )?;
+        let (Some(lo), Some(hi)) = (
+            r.first()
+                .and_then(|r| r[0].as_deref())
+                .and_then(|v| v.parse::<i128>().ok()),
+            r.first()
+                .and_then(|r| r[1].as_deref())
+                .and_then(|v| v.parse::<i128>().ok()),
+        ) else {
+            return Ok(whole);
+        };
+        let n = table.est_rows.div_ceil(chunk).clamp(1, 10_000) as i128;
+        let step = ((hi - lo + 1) / n).max(1);
+        let mut bounds: Vec<i128> = (1..n).map(|i| lo + i * step).filter(|b| *b <= hi).collect();
+        bounds.dedup();
+        if bounds.is_empty() {
+            return Ok(whole);
+        }
+        let est = table.est_rows / (bounds.len() as u64 + 1);
+        let mut parts = Vec::new();
+        for i in 0..=bounds.len() {
+            let filter = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
+                (None, Some(b)) => format!("{k} < {b}"),
+                (Some(a), Some(b)) => format!("{k} >= {a} AND {k} < {b}"),
+                (Some(a), None) => format!("{k} >= {a}"),
+                (None, None) => unreachable!("bounds is not empty"),
+            };
+            parts.push(Part {
+                schema: si,
+                table: ti,
+                part: i as u32 + 1,
+                filter: Some(filter),
+                est_rows: est,
+            });
+        }
+        Ok(parts)
+    }
+
+    fn dump_part(&self, db: &mut Db, part: &Part) -> Result<PartDone> {
+        let (schema, cat) = &self.catalogs[part.schema];
+        let table = &cat.tables[part.table];
+        let rel = format!(
+            "2-{}.{}.{:05}{}",
+            name_part(schema),
+            name_part(&table.name),
+            part.part,
+            self.options.compression.suffix()
+        );
+        let mut f = self.create(&rel)?;
+        f.write(HEADER.as_bytes())?;
+        f.write(use_stmt(schema).as_bytes())?;
+        let kinds: Vec<ValueKind> = table.stored().map(|c| c.kind()).collect();
+        let prefix = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            ident(&table.name),
+            table.select_list()
+        );
+        let sql = format!(
+            "SELECT {} FROM {}.{}{}",
+            table.select_list(),
+            ident(schema),
+            ident(&table.name),
+            part.filter
+                .as_deref()
+                .map(|f| format!(" WHERE {f}"))
+                .unwrap_or_default()
+        );
+        let what = format!("read rows of `{schema}`.`{}`", table.name);
+        let user = db.user.clone();
+        let limit = self.options.statement_bytes.max(1024);
+        let mut sum = RowSum::default();
+        let mut buf: Vec<u8> = Vec::with_capacity(limit + 64 * 1024);
+        let mut pending_rows = 0u64;
+        let mut bytes_reported = 0u64;
+        let result = db
+            .conn
+            .query_iter(sql)
+            .map_err(|e| db_err(&user, &what, e))?;
+        for row in result {
+            let row = row.map_err(|e| db_err(&user, &what, e))?;
+            buf.extend_from_slice(if buf.is_empty() {
+                prefix.as_bytes()
+            } else {
+                b","
+            });
+            buf.push(b'(');
+            for (i, kind) in kinds.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                match row.as_ref(i) {
+                    Some(Value::Bytes(b)) => match kind {
+                        ValueKind::Number => buf.extend_from_slice(b),
+                        ValueKind::Binary => push_hex(&mut buf, b),
+                        ValueKind::Text => push_string(&mut buf, b),
+                    },
+                    Some(Value::NULL) | None => buf.extend_from_slice(b"NULL"),
+                    Some(other) => buf.extend_from_slice(other.as_sql(true).as_bytes()),
+                }
+            }
+            buf.push(b')');
+            sum.add((0..kinds.len()).map(|i| match row.as_ref(i) {
+                Some(Value::Bytes(b)) => Some(b.as_slice()),
+                _ => None,
+            }));
+            pending_rows += 1;
+            if buf.len() >= limit {
+                buf.extend_from_slice(b";\n");
+                f.write(&buf)?;
+                buf.clear();
+            }
+            if pending_rows >= 1024 {
+                self.counters
+                    .rows
+                    .fetch_add(pending_rows, Ordering::Relaxed);
+                pending_rows = 0;
+                self.counters
+                    .bytes
+                    .fetch_add(f.written - bytes_reported, Ordering::Relaxed);
+                bytes_reported = f.written;
+                if self.counters.stopped() {
+                    return Err(Error::Interrupted {
+                        what: "the native dump".into(),
+                    });
+                }
+            }
+        }
+        if !buf.is_empty() {
+            buf.extend_from_slice(b";\n");
+            f.write(&buf)?;
+        }
+        self.counters
+            .rows
+            .fetch_add(pending_rows, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(f.written - bytes_reported, Ordering::Relaxed);
+        let file = f.finish()?;
+        Ok(PartDone {
+            schema: part.schema,
+            table: part.table,
+            part: part.part,
+            file,
+            sum,
+        })
+    }
+}
+
+pub(crate) fn compression_name(c: Compression) -> String {
+    match c {
+        Compression::None => "none".into(),
+        Compression::Zstd { level } => format!("zstd-{level}"),
+    }
+}
+
+fn show_create_table(db: &mut Db, schema: &str, table: &str) -> Result<String> {
+    let rows = db.strings(
+        &format!("read the definition of `{schema}`.`{table}`"),
+        &format!("SHOW CREATE TABLE {}.{}", ident(schema), ident(table)),
+    )?;
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().nth(1))
+        .ok_or_else(|| Error::Database {
+            what: format!("read the definition of `{schema}`.`{table}`"),
+            source: "SHOW CREATE TABLE returned nothing".into(),
+        })
+}
+
+/// Session settings a definition was created under, as statements ending in `delim`.
+fn session_for(def: &db::Definition, delim: &str) -> String {
+    let mut s = format!(
+        "SET SESSION SQL_MODE = {}{delim}\nSET character_set_client = {}{delim}\nSET collation_connection = {}{delim}\n",
+        literal(&def.sql_mode),
+        def.charset_client,
+        def.collation_connection
+    );
+    if let Some(tz) = &def.time_zone {
+        s.push_str(&format!("SET TIME_ZONE = {}{delim}\n", literal(tz)));
+    }
+    s
+}
+
+const RESET_SESSION: &str = "SET SESSION SQL_MODE = 'NO_AUTO_VALUE_ON_ZERO';\nSET NAMES utf8mb4;\nSET TIME_ZONE = '+00:00';\n";
+
+/// Views in dependency order (a view whose definition names another view comes after it).
+fn views_sql(db: &mut Db, schema: &str, cat: &Catalog) -> Result<String> {
+    let mut defs = Vec::new();
+    for v in &cat.views {
+        defs.push((v.clone(), db::show_create(db, schema, "VIEW", v)?));
+    }
+    let mut out = String::from(HEADER);
+    out.push_str(&use_stmt(schema));
+    let mut remaining = defs;
+    while !remaining.is_empty() {
+        let names: Vec<String> = remaining.iter().map(|(n, _)| n.clone()).collect();
+        let ready = remaining
+            .iter()
+            .position(|(n, d)| !names.iter().any(|o| o != n && d.sql.contains(&ident(o))))
+            .unwrap_or(0);
+        let (name, def) = remaining.remove(ready);
+        out.push_str(&session_for(&def, ";"));
+        out.push_str(&format!(
+            "DROP TABLE IF EXISTS {0};\nDROP VIEW IF EXISTS {0};\n{1};\n",
+            ident(&name),
+            def.sql
+        ));
+    }
+    out.push_str(RESET_SESSION);
+    Ok(out)
+}
+
+/// Triggers, procedures, functions and events, with `DELIMITER ;;`.
+fn routines_sql(db: &mut Db, schema: &str, cat: &Catalog) -> Result<String> {
+    let mut out = String::from(HEADER);
+    out.push_str(&use_stmt(schema));
+    out.push_str("DELIMITER ;;\n");
+    for t in &cat.triggers {
+        let def = db::show_create(db, schema, "TRIGGER", &t.name)?;
+        out.push_str(&session_for(&def, ";;"));
+        out.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {};;\n{};;\n",
+            ident(&t.name),
+            def.sql
+        ));
+    }
+    for r in &cat.routines {
+        let def = db::show_create(db, schema, &r.kind, &r.name)?;
+        out.push_str(&session_for(&def, ";;"));
+        out.push_str(&format!(
+            "DROP {} IF EXISTS {};;\n{};;\n",
+            r.kind,
+            ident(&r.name),
+            def.sql
+        ));
+    }
+    for e in &cat.events {
+        let def = db::show_create(db, schema, "EVENT", e)?;
+        out.push_str(&session_for(&def, ";;"));
+        out.push_str(&format!(
+            "DROP EVENT IF EXISTS {};;\n{};;\n",
+            ident(e),
+            def.sql
+        ));
+    }
+    out.push_str("DELIMITER ;\n");
+    out.push_str(RESET_SESSION);
+    Ok(out)
+}

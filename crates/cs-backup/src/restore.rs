@@ -1,0 +1,1384 @@
+//! Restore: load into scratch schemas, verify against the manifest, swap the tables in with
+//! one `RENAME TABLE`, park the replaced ones.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use cs_core::{DbUrl, Progress};
+use mysql::prelude::Queryable;
+
+use crate::backup::{Counters, blocking, with_progress};
+use crate::checksum::RowSum;
+use crate::db::ValueKind;
+use crate::db::{self, Catalog, Db, Definition, db_err};
+use crate::files::open_reader;
+use crate::manifest::{Layout, Manifest, SchemaEntry, stamp};
+use crate::sql::{Splitter, for_each_row, ident, insert_head, literal};
+use crate::{Error, Problem, Result};
+
+/// How a restore treats the live schemas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RestoreMode {
+    /// Load into scratch schemas (`<schema>__restore_<ts>`), verify, then swap every table in
+    /// with one `RENAME TABLE` statement; the replaced tables go to a parking schema
+    /// (`<schema>__parked_<ts>`, with the replaced views', triggers', routines' and events'
+    /// definitions in its `cs_parked_objects` table) until [`drop_parked`] removes it. Views,
+    /// triggers, routines and events are replaced right after the rename (they cannot move
+    /// between schemas). A failure before the rename leaves the live schemas untouched.
+    #[default]
+    Swap,
+    /// Load into scratch schemas and verify; leave them there (named in the report) and the
+    /// live schemas alone.
+    ScratchOnly,
+    /// The documented drop-and-reload: `DROP DATABASE` the live schemas and load the backup
+    /// straight into them, then verify. Destructive: a failure leaves them partly loaded.
+    DropAndReload,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Connections loading in parallel (per-table backups only). Default 4.
+    pub threads: usize,
+    /// What happens to the live schemas. Default [`RestoreMode::Swap`].
+    pub mode: RestoreMode,
+    /// Restore a schema under another name (`cloud` → `cloud_copy`); others keep theirs.
+    pub rename: BTreeMap<String, String>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            threads: 4,
+            mode: RestoreMode::Swap,
+            rename: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// One entry per schema of the backup.
+    pub schemas: Vec<RestoredSchema>,
+    /// Tables restored and verified.
+    pub tables: usize,
+    /// Rows restored and verified.
+    pub rows: u64,
+}
+
+impl RestoreReport {
+    /// The parking schemas holding the replaced tables (drop them with [`drop_parked`]).
+    pub fn parked(&self) -> Vec<&str> {
+        self.schemas
+            .iter()
+            .filter_map(|s| s.parked.as_deref())
+            .collect()
+    }
+}
+
+/// One restored schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredSchema {
+    /// The schema's name in the backup.
+    pub source: String,
+    /// The live schema it was restored to.
+    pub target: String,
+    /// The scratch schema it was loaded into: gone after a swap, kept by
+    /// [`RestoreMode::ScratchOnly`], `None` for drop-and-reload.
+    pub scratch: Option<String>,
+    /// The parking schema with the replaced tables (swap only).
+    pub parked: Option<String>,
+}
+
+/// Restores a local backup (see [`RestoreMode`] for what happens to the live schemas).
+///
+/// First checks the files against the manifest; then loads (per-table backups on
+/// [`RestoreOptions::threads`] connections, single-file ones on one), verifies every table's
+/// row count and checksum and the object inventory against the manifest, and only then touches
+/// the live schemas.
+///
+/// # Errors
+/// [`Error::Incomplete`]/[`Error::Verify`] for a bad backup (nothing touched), and
+/// [`Error::Restore`] naming the stage that failed and whether the live schemas are untouched;
+/// its source is the cause ([`Error::Privilege`] for a missing privilege, [`Error::Verify`]
+/// for data that differs from the manifest).
+pub async fn restore(
+    dir: &Path,
+    url: &DbUrl,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    if options.threads == 0 {
+        return Err(Error::invalid("threads must be at least 1"));
+    }
+    let manifest = crate::verify::verify(dir).await?;
+    let counters = Arc::new(Counters::default());
+    let total_bytes = manifest
+        .files
+        .iter()
+        .filter(|f| !f.path.ends_with(".zst"))
+        .map(|f| f.size)
+        .sum::<u64>();
+    let job = Job {
+        deferred: Mutex::new(Vec::new()),
+        no_local_infile: std::sync::atomic::AtomicBool::new(false),
+        dir: dir.to_path_buf(),
+        url: url.clone(),
+        options: options.clone(),
+        manifest,
+        counters: counters.clone(),
+        stamp: stamp(),
+    };
+    let total_rows = job.manifest.total_rows();
+    with_progress(
+        "restore",
+        (Some(total_rows), (total_bytes > 0).then_some(total_bytes)),
+        counters,
+        progress,
+        move || job.run(),
+    )
+    .await
+}
+
+/// Drops the parking schemas of a swap restore, once the restored data is trusted.
+///
+/// # Errors
+/// Database errors.
+pub async fn drop_parked(url: &DbUrl, report: &RestoreReport) -> Result<()> {
+    let names: Vec<String> = report.parked().into_iter().map(String::from).collect();
+    drop_schemas(url, &names).await
+}
+
+pub(crate) async fn drop_schemas(url: &DbUrl, names: &[String]) -> Result<()> {
+    let url = url.clone();
+    let names = names.to_vec();
+    blocking(move || {
+        let mut db = db::connect(&url)?;
+        for n in names {
+            db.exec(
+                &format!("drop schema `{n}`"),
+                &format!("DROP DATABASE IF EXISTS {}", ident(&n)),
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A name of at most 64 characters: `<base><tag><stamp>`, shortening `base` (with a hash
+/// to keep names apart) when needed.
+fn derived_name(base: &str, tag: &str, stamp: &str) -> String {
+    let full = format!("{base}{tag}{stamp}");
+    if full.chars().count() <= 64 {
+        return full;
+    }
+    use sha2::Digest;
+    let h = hex::encode(&sha2::Sha256::digest(base.as_bytes())[..3]);
+    let keep = 64 - tag.len() - stamp.len() - h.len() - 1;
+    let short: String = base.chars().take(keep).collect();
+    format!("{short}_{h}{tag}{stamp}")
+}
+
+/// Secondary keys left out of `CREATE TABLE` while loading: `(schema, table, ADD clauses)`.
+type Deferred = Mutex<Vec<(String, String, Vec<String>)>>;
+
+struct Job {
+    /// Secondary keys to add once the rows are in (building them by sorting is faster).
+    deferred: Deferred,
+    /// Set when the server refuses `LOAD DATA LOCAL`: data files then run as statements.
+    no_local_infile: std::sync::atomic::AtomicBool,
+    dir: PathBuf,
+    url: DbUrl,
+    options: RestoreOptions,
+    manifest: Manifest,
+    counters: Arc<Counters>,
+    stamp: String,
+}
+
+/// Where one schema goes.
+#[derive(Debug, Clone)]
+struct Target {
+    entry: SchemaEntry,
+    live: String,
+    /// Where the data is loaded: the scratch schema, or the live one for drop-and-reload.
+    load: String,
+    parked: String,
+}
+
+fn fail(stage: &str, live_untouched: bool) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| Error::Restore {
+        stage: stage.to_string(),
+        live_untouched,
+        source: Box::new(e),
+    }
+}
+
+impl Job {
+    fn run(self) -> Result<RestoreReport> {
+        let reload = self.options.mode == RestoreMode::DropAndReload;
+        let targets: Vec<Target> = self
+            .manifest
+            .schemas
+            .iter()
+            .map(|s| {
+                let live = self
+                    .options
+                    .rename
+                    .get(&s.name)
+                    .cloned()
+                    .unwrap_or_else(|| s.name.clone());
+                Target {
+                    entry: s.clone(),
+                    load: if reload {
+                        live.clone()
+                    } else {
+                        derived_name(&live, "__restore_", &self.stamp)
+                    },
+                    parked: derived_name(&live, "__parked_", &self.stamp),
+                    live,
+                }
+            })
+            .collect();
+        let mut db = db::connect(&self.url).map_err(fail("connect", true))?;
+
+        if reload {
+            for t in &targets {
+                db.exec(
+                    &format!("drop schema `{}`", t.live),
+                    &format!("DROP DATABASE IF EXISTS {}", ident(&t.live)),
+                )
+                .map_err(fail("drop the live schemas", false))?;
+            }
+        }
+        let stage = "create the scratch schemas";
+        for t in &targets {
+            let r = db.exec(
+                &format!("create schema `{}`", t.load),
+                &format!(
+                    "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
+                    ident(&t.load),
+                    t.entry.charset,
+                    t.entry.collation
+                ),
+            );
+            if let Err(e) = r {
+                if !reload {
+                    self.cleanup(&mut db, &targets);
+                }
+                return Err(fail(stage, !reload)(e));
+            }
+        }
+
+        let t0 = std::time::Instant::now();
+        let loaded = self.load(&targets).and_then(|()| {
+            tracing::debug!(secs = t0.elapsed().as_secs_f64(), "loaded");
+            let t1 = std::time::Instant::now();
+            let r = self.check(&targets);
+            tracing::debug!(secs = t1.elapsed().as_secs_f64(), "verified");
+            r
+        });
+        if let Err(e) = loaded {
+            if reload {
+                return Err(fail("load and verify the live schemas", false)(e));
+            }
+            self.cleanup(&mut db, &targets);
+            let stage = if e.problems().is_empty() {
+                "load into the scratch schemas"
+            } else {
+                "verify the restored data"
+            };
+            return Err(fail(stage, true)(e));
+        }
+
+        let mut report = RestoreReport {
+            schemas: Vec::new(),
+            tables: targets.iter().map(|t| t.entry.tables.len()).sum(),
+            rows: self.manifest.total_rows(),
+        };
+        match self.options.mode {
+            RestoreMode::Swap => {
+                swap(&mut db, &targets)?;
+                for t in &targets {
+                    report.schemas.push(RestoredSchema {
+                        source: t.entry.name.clone(),
+                        target: t.live.clone(),
+                        scratch: None,
+                        parked: Some(t.parked.clone()),
+                    });
+                }
+            }
+            RestoreMode::ScratchOnly => {
+                for t in &targets {
+                    report.schemas.push(RestoredSchema {
+                        source: t.entry.name.clone(),
+                        target: t.live.clone(),
+                        scratch: Some(t.load.clone()),
+                        parked: None,
+                    });
+                }
+            }
+            RestoreMode::DropAndReload => {
+                for t in &targets {
+                    report.schemas.push(RestoredSchema {
+                        source: t.entry.name.clone(),
+                        target: t.live.clone(),
+                        scratch: None,
+                        parked: None,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops the scratch schemas after a failure (best effort).
+    fn cleanup(&self, db: &mut Db, targets: &[Target]) {
+        for t in targets {
+            if let Err(e) = db.exec(
+                "drop a scratch schema",
+                &format!("DROP DATABASE IF EXISTS {}", ident(&t.load)),
+            ) {
+                tracing::warn!(schema = %t.load, error = %cs_core::error_chain(&e), "could not drop scratch schema");
+            }
+        }
+    }
+
+    fn map(&self, targets: &[Target]) -> BTreeMap<String, String> {
+        targets
+            .iter()
+            .map(|t| (t.entry.name.clone(), t.load.clone()))
+            .collect()
+    }
+
+    fn load(&self, targets: &[Target]) -> Result<()> {
+        let map = self.map(targets);
+        match self.manifest.layout {
+            Layout::SingleFile => {
+                let mut db = db::connect(&self.url)?;
+                for f in self
+                    .manifest
+                    .files
+                    .iter()
+                    .filter(|f| f.path.starts_with("dump"))
+                {
+                    run_file(&mut db, &self.dir, &f.path, &map, &self.counters, None)?;
+                }
+                Ok(())
+            }
+            Layout::PerTable => {
+                let mut ddl = Vec::new();
+                let mut data = Vec::new();
+                for t in targets {
+                    for table in &t.entry.tables {
+                        if let Some((first, rest)) = table.files.split_first() {
+                            ddl.push(first.clone());
+                            data.extend(rest.iter().cloned());
+                        }
+                    }
+                }
+                let size = |p: &String| self.manifest.file(p).map_or(0, |f| f.size);
+                data.sort_by_key(|p| std::cmp::Reverse(size(p)));
+                self.parallel(ddl.into_iter().map(|f| (f, None)).collect(), &map)?;
+                // Data parts stream through LOAD DATA LOCAL INFILE into the loaded tables.
+                let mut owner: BTreeMap<&str, (String, String)> = BTreeMap::new();
+                for t in targets {
+                    for table in &t.entry.tables {
+                        for f in table.files.iter().skip(1) {
+                            owner.insert(f.as_str(), (t.load.clone(), table.name.clone()));
+                        }
+                    }
+                }
+                let mut db = db::connect(&self.url)?;
+                let mut cats: BTreeMap<String, Catalog> = BTreeMap::new();
+                for t in targets {
+                    cats.insert(t.load.clone(), db::catalog(&mut db, &t.load)?);
+                }
+                let data = data
+                    .into_iter()
+                    .map(|f| {
+                        let target = owner.get(f.as_str()).and_then(|(schema, table)| {
+                            cats.get(schema)
+                                .and_then(|c| c.table(table))
+                                .map(|t| LoadTarget {
+                                    schema: schema.clone(),
+                                    table: t.clone(),
+                                })
+                        });
+                        (f, target)
+                    })
+                    .collect();
+                let t = std::time::Instant::now();
+                self.parallel(data, &map)?;
+                tracing::debug!(secs = t.elapsed().as_secs_f64(), "rows loaded");
+                let t = std::time::Instant::now();
+                self.add_deferred_keys()?;
+                tracing::debug!(secs = t.elapsed().as_secs_f64(), "secondary keys added");
+                for t in targets {
+                    if let Some(v) = &t.entry.files.views {
+                        run_file(&mut db, &self.dir, v, &map, &self.counters, None)?;
+                    }
+                }
+                for t in targets {
+                    if let Some(r) = &t.entry.files.routines {
+                        run_file(&mut db, &self.dir, r, &map, &self.counters, None)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds the secondary keys left out while loading, one `ALTER TABLE` per table, tables in
+    /// parallel.
+    fn add_deferred_keys(&self) -> Result<()> {
+        let work = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        let queue = Mutex::new(VecDeque::from(work));
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.options.threads.max(1) {
+                s.spawn(|| {
+                    let mut db = match db::connect(&self.url) {
+                        Ok(db) => db,
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    };
+                    while let Some((schema, table, keys)) =
+                        queue.lock().ok().and_then(|mut q| q.pop_front())
+                    {
+                        let sql = format!(
+                            "ALTER TABLE {}.{} {}",
+                            ident(&schema),
+                            ident(&table),
+                            keys.join(", ")
+                        );
+                        if let Err(e) = db.exec(&format!("add the keys of `{table}`"), &sql) {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn parallel(
+        &self,
+        files: Vec<(String, Option<LoadTarget>)>,
+        map: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let queue = Mutex::new(VecDeque::from(files));
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let threads = self.options.threads.max(1);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut db = match db::connect(&self.url) {
+                        Ok(db) => db,
+                        Err(e) => {
+                            self.counters.stop.store(true, Ordering::Relaxed);
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    };
+                    loop {
+                        if self.counters.stopped() {
+                            break;
+                        }
+                        let Some((f, target)) = queue.lock().ok().and_then(|mut q| q.pop_front())
+                        else {
+                            break;
+                        };
+                        let loaded = match &target {
+                            Some(t) if !self.no_local_infile.load(Ordering::Relaxed) => {
+                                load_data(&mut db, &self.dir, &f, t, &self.counters)
+                            }
+                            _ => Ok(false),
+                        };
+                        let r = match loaded {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                self.no_local_infile.store(true, Ordering::Relaxed);
+                                let defer = target.is_none().then_some(&self.deferred);
+                                run_file(&mut db, &self.dir, &f, map, &self.counters, defer)
+                            }
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = r {
+                            self.counters.stop.store(true, Ordering::Relaxed);
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        if self.counters.stopped() {
+            return Err(Error::Interrupted {
+                what: "the restore".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compares the loaded schemas with the manifest: tables (rows and checksums, computed on
+    /// parallel connections) and the object inventory.
+    fn check(&self, targets: &[Target]) -> Result<()> {
+        let mut db = db::connect(&self.url)?;
+        let mut problems = Vec::new();
+        let mut work: Vec<(String, db::Table, Option<String>, String, u64)> = Vec::new();
+        let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        for t in targets {
+            let cat = db::catalog(&mut db, &t.load)?;
+            inventory_problems(&t.entry, &cat, &mut problems);
+            for te in &t.entry.tables {
+                let key = format!("{}.{}", t.entry.name, te.name);
+                let Some(table) = cat.table(&te.name) else {
+                    problems.push(Problem::new(&key, "missing after the restore"));
+                    continue;
+                };
+                expected.insert(key.clone(), (te.rows, te.checksum.clone()));
+                let filters =
+                    checksum_parts(&mut db, &t.load, table, te.rows, self.options.threads)?;
+                let share = te.rows / filters.len() as u64;
+                for f in filters {
+                    work.push((t.load.clone(), table.clone(), f, key.clone(), share));
+                }
+            }
+        }
+        drop(db);
+        work.sort_by_key(|w| std::cmp::Reverse(w.4));
+        let queue = Mutex::new(VecDeque::from(work));
+        let sums: Mutex<BTreeMap<String, RowSum>> = Mutex::new(BTreeMap::new());
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.options.threads.max(1) {
+                s.spawn(|| {
+                    let mut db = match db::connect(&self.url) {
+                        Ok(db) => db,
+                        Err(e) => {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    };
+                    while let Some((schema, table, filter, key, _)) =
+                        queue.lock().ok().and_then(|mut q| q.pop_front())
+                    {
+                        match db::table_checksum(&mut db, &schema, &table, filter.as_deref()) {
+                            Ok(sum) => {
+                                if let Ok(mut m) = sums.lock() {
+                                    m.entry(key).or_default().merge(&sum);
+                                }
+                            }
+                            Err(e) => {
+                                if let Ok(mut slot) = first_error.lock() {
+                                    slot.get_or_insert(e);
+                                }
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (key, (rows, checksum)) in expected {
+            let got = sums.get(&key).copied().unwrap_or_default();
+            if got.rows() != rows {
+                problems.push(Problem::new(
+                    &key,
+                    format!("{} rows restored, the manifest says {rows}", got.rows()),
+                ));
+            } else if got.hex() != checksum {
+                problems.push(Problem::new(
+                    &key,
+                    "checksum of the restored rows differs from the manifest",
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Verify {
+                dir: self.dir.clone(),
+                problems,
+            })
+        }
+    }
+}
+
+/// `WHERE` clauses splitting a big table with an integer key into about `threads * 2` ranges
+/// for checksumming in parallel; `[None]` for the whole table.
+fn checksum_parts(
+    db: &mut Db,
+    schema: &str,
+    table: &db::Table,
+    rows: u64,
+    threads: usize,
+) -> Result<Vec<Option<String>>> {
+    let Some(key) = table.int_key() else {
+        return Ok(vec![None]);
+    };
+    if rows < 200_000 || threads < 2 {
+        return Ok(vec![None]);
+    }
+    let k = ident(&key.name);
+    let r = db.rows(
+        "find the key range of a table",
+        &format!(
+            "SELECT MIN({k}), MAX({k}) FROM {}.{}",
+            ident(schema),
+            ident(&table.name)
+        ),
+    )?;
+    let parse = |i: usize| {
+        r.first()
+            .and_then(|row| row[i].as_deref())
+            .and_then(|v| v.parse::<i128>().ok())
+    };
+    let (Some(lo), Some(hi)) = (parse(0), parse(1)) else {
+        return Ok(vec![None]);
+    };
+    let n = (threads * 2) as i128;
+    let step = ((hi - lo + 1) / n).max(1);
+    let mut out = Vec::new();
+    let mut a: Option<i128> = None;
+    for i in 1..n {
+        let b = lo + i * step;
+        if b > hi {
+            break;
+        }
+        out.push(Some(match a {
+            None => format!("{k} < {b}"),
+            Some(a) => format!("{k} >= {a} AND {k} < {b}"),
+        }));
+        a = Some(b);
+    }
+    out.push(a.map(|a| format!("{k} >= {a}")));
+    Ok(out)
+}
+
+fn inventory_problems(entry: &SchemaEntry, cat: &Catalog, problems: &mut Vec<Problem>) {
+    let mut compare = |what: &str, want: BTreeSet<String>, got: BTreeSet<String>| {
+        for m in want.difference(&got) {
+            problems.push(Problem::new(
+                format!("{}.{m}", entry.name),
+                format!("{what} missing after the restore"),
+            ));
+        }
+        for x in got.difference(&want) {
+            problems.push(Problem::new(
+                format!("{}.{x}", entry.name),
+                format!("{what} not in the manifest"),
+            ));
+        }
+    };
+    compare(
+        "table",
+        entry.tables.iter().map(|t| t.name.clone()).collect(),
+        cat.tables.iter().map(|t| t.name.clone()).collect(),
+    );
+    compare(
+        "view",
+        entry.views.iter().cloned().collect(),
+        cat.views.iter().cloned().collect(),
+    );
+    compare(
+        "routine",
+        entry
+            .routines
+            .iter()
+            .map(|r| format!("{} {}", r.kind, r.name))
+            .collect(),
+        cat.routines
+            .iter()
+            .map(|r| format!("{} {}", r.kind, r.name))
+            .collect(),
+    );
+    compare(
+        "trigger",
+        entry.triggers.iter().map(|t| t.name.clone()).collect(),
+        cat.triggers.iter().map(|t| t.name.clone()).collect(),
+    );
+    compare(
+        "event",
+        entry.events.iter().cloned().collect(),
+        cat.events.iter().cloned().collect(),
+    );
+}
+
+/// Whether a statement names schemas (`USE`, `CREATE DATABASE`, `ALTER DATABASE`), so that
+/// backup names must be mapped to load names.
+fn names_schema(stmt: &[u8]) -> bool {
+    let head = &stmt[..stmt.len().min(200)];
+    let upper = String::from_utf8_lossy(head).to_ascii_uppercase();
+    let upper = upper.trim_start();
+    upper.starts_with("USE ")
+        || upper.starts_with("USE`")
+        || upper.contains("CREATE DATABASE")
+        || upper.contains("ALTER DATABASE")
+        || upper.contains("DROP DATABASE")
+}
+
+/// Counts the rows of an `INSERT` (approximately: `),(` inside strings count too; only for
+/// progress).
+fn approx_rows(stmt: &[u8]) -> u64 {
+    if stmt.len() < 6 || !stmt[..6].eq_ignore_ascii_case(b"INSERT") {
+        return 0;
+    }
+    1 + stmt.windows(3).filter(|w| w == b"),(").count() as u64
+}
+
+/// Runs every statement of a dump file on one connection, mapping schema names.
+pub(crate) fn run_file(
+    db: &mut Db,
+    dir: &Path,
+    rel: &str,
+    map: &BTreeMap<String, String>,
+    counters: &Counters,
+    defer: Option<&Deferred>,
+) -> Result<()> {
+    let path = dir.join(rel);
+    let mut current: Option<String> = None;
+    let reader = open_reader(&path)?;
+    let mut split = Splitter::new(reader);
+    let mut n = 0u64;
+    let user = db.user.clone();
+    // Each file runs in a fresh session state as the stock client would start it.
+    db.exec(
+        "reset the session",
+        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
+    )?;
+    while let Some(stmt) = split
+        .next_statement()
+        .map_err(|e| Error::io("read", &path, e))?
+    {
+        n += 1;
+        if counters.stopped() {
+            return Err(Error::Interrupted {
+                what: "the restore".into(),
+            });
+        }
+        let mut text = String::from_utf8(stmt.text).map_err(|_| Error::Parse {
+            file: rel.to_string(),
+            reason: format!("statement {n} (line {}) is not UTF-8", stmt.line),
+        })?;
+        if names_schema(text.as_bytes()) {
+            for (from, to) in map {
+                text = text.replace(&ident(from), &ident(to));
+            }
+            if let Some(db) = crate::sql::use_target(text.as_bytes()) {
+                current = Some(db);
+            }
+        }
+        if let (Some(defer), Some(db)) = (defer, &current)
+            && let Some((create, table, keys)) = split_keys(&text)
+        {
+            text = create;
+            if let Ok(mut d) = defer.lock() {
+                d.push((db.clone(), table, keys));
+            }
+        }
+        let rows = approx_rows(text.as_bytes());
+        db.conn.query_drop(&text).map_err(|e| {
+            db_err(
+                &user,
+                format!("run statement {n} (line {}) of {rel}", stmt.line),
+                e,
+            )
+        })?;
+        counters.rows.fetch_add(rows, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Splits the plain secondary keys out of a `SHOW CREATE TABLE` statement: returns the
+/// statement without them, the table, and `ADD KEY …` clauses. Keys whose first column starts
+/// a foreign key stay (InnoDB needs them), as do unique, full-text and spatial keys. `None` when
+/// there is nothing to split or the statement is not a plain `CREATE TABLE`.
+fn split_keys(stmt: &str) -> Option<(String, String, Vec<String>)> {
+    let head = stmt.lines().next()?;
+    let rest = head.strip_prefix("CREATE TABLE `")?;
+    let table = rest.strip_suffix("` (")?.replace("``", "`");
+    let lines: Vec<&str> = stmt.lines().collect();
+    let first_col = |l: &str| -> Option<String> {
+        let open = l.find("(`")?;
+        let rest = &l[open + 2..];
+        Some(rest[..rest.find('`')?].to_string())
+    };
+    let fk_first: Vec<String> = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("CONSTRAINT") && l.contains("FOREIGN KEY (`"))
+        .filter_map(|l| {
+            let at = l.find("FOREIGN KEY (")?;
+            first_col(&l[at..])
+        })
+        .collect();
+    let mut keep: Vec<String> = Vec::new();
+    let mut keys = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        let plain = t.starts_with("KEY `");
+        let deferrable = plain
+            && i > 0
+            && i + 1 < lines.len()
+            && first_col(t).is_some_and(|c| !fk_first.contains(&c));
+        if deferrable {
+            keys.push(format!("ADD {}", t.trim_end().trim_end_matches(',')));
+        } else {
+            keep.push((*l).to_string());
+        }
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    // The line before the closing `)` must not end with a comma any more.
+    let close = keep.iter().rposition(|l| l.starts_with(')'))?;
+    if close > 0 {
+        let prev = &mut keep[close - 1];
+        if prev.ends_with(',') {
+            prev.pop();
+        }
+    }
+    Some((keep.join("\n"), table, keys))
+}
+
+/// The table a data file loads into.
+#[derive(Debug, Clone)]
+struct LoadTarget {
+    schema: String,
+    table: db::Table,
+}
+
+/// Loads a native data file with `LOAD DATA LOCAL INFILE`, converting its `INSERT` rows to
+/// tab-separated text on the way (binary columns stay hex and go through `UNHEX`). Returns
+/// `Ok(false)` when the server does not allow `LOCAL` (the caller then runs the statements).
+fn load_data(
+    db: &mut Db,
+    dir: &Path,
+    rel: &str,
+    target: &LoadTarget,
+    counters: &Arc<Counters>,
+) -> Result<bool> {
+    let path = dir.join(rel);
+    let stored: Vec<&db::Column> = target.table.stored().collect();
+    let names: Vec<String> = stored.iter().map(|c| c.name.clone()).collect();
+    let hex: Vec<bool> = stored
+        .iter()
+        .map(|c| c.kind() == ValueKind::Binary)
+        .collect();
+    let mut cols = Vec::new();
+    let mut sets = Vec::new();
+    for (i, c) in stored.iter().enumerate() {
+        if hex[i] {
+            cols.push(format!("@v{i}"));
+            sets.push(format!("{} = UNHEX(@v{i})", ident(&c.name)));
+        } else {
+            cols.push(ident(&c.name));
+        }
+    }
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE 'cs-backup' INTO TABLE {}.{} CHARACTER SET utf8mb4 \
+         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
+        ident(&target.schema),
+        ident(&target.table.name),
+        cols.join(","),
+        if sets.is_empty() {
+            String::new()
+        } else {
+            format!(" SET {}", sets.join(", "))
+        }
+    );
+    let failure: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+    let handler = {
+        let path = path.clone();
+        let rel = rel.to_string();
+        let counters = counters.clone();
+        let failure = failure.clone();
+        mysql::LocalInfileHandler::new(move |_, w| {
+            let r = stream_tsv(&path, &rel, &names, &hex, &counters, w);
+            if let Err(e) = r {
+                let msg = e.to_string();
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e);
+                }
+                return Err(std::io::Error::other(msg));
+            }
+            Ok(())
+        })
+    };
+    db.exec(
+        "reset the session",
+        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
+    )?;
+    db.conn.set_local_infile_handler(Some(handler));
+    let r = db.conn.query_drop(&sql);
+    db.conn.set_local_infile_handler(None);
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    match r {
+        Ok(()) => Ok(true),
+        Err(mysql::Error::MySqlError(e)) if e.code == 1148 || e.code == 4166 || e.code == 3948 => {
+            tracing::info!("the server refuses LOAD DATA LOCAL; loading with INSERT statements");
+            Ok(false)
+        }
+        Err(e) => Err(db_err(&db.user, format!("load {rel}"), e)),
+    }
+}
+
+/// Writes the rows of a native data file as `LOAD DATA` text.
+fn stream_tsv(
+    path: &Path,
+    rel: &str,
+    names: &[String],
+    hex: &[bool],
+    counters: &Counters,
+    w: &mut dyn std::io::Write,
+) -> Result<()> {
+    // Native data files hold one statement per line (newlines in values are escaped), so
+    // lines are statements: no need for the general splitter here.
+    let mut reader = open_reader(path)?;
+    let mut text: Vec<u8> = Vec::with_capacity(1 << 21);
+    let mut line: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut out: Vec<u8> = Vec::with_capacity(1 << 21);
+    let mut n = 0u64;
+    loop {
+        text.clear();
+        if reader
+            .read_until(b'\n', &mut text)
+            .map_err(|e| Error::io("read", path, e))?
+            == 0
+        {
+            break;
+        }
+        n += 1;
+        let stmt = crate::sql::Statement {
+            text: std::mem::take(&mut text),
+            line: n,
+        };
+        if !stmt.text.starts_with(b"INSERT") {
+            text = stmt.text;
+            continue;
+        }
+        let body = stmt.text.trim_ascii_end();
+        let body = body.strip_suffix(b";").unwrap_or(body);
+        let Some(head) = insert_head(body) else {
+            return Err(Error::Parse {
+                file: rel.to_string(),
+                reason: format!("line {n} is not an INSERT"),
+            });
+        };
+        let perr = |reason: String| Error::Parse {
+            file: rel.to_string(),
+            reason: format!("statement {n} (line {}): {reason}", stmt.line),
+        };
+        if head.columns.as_deref() != Some(names) {
+            return Err(perr("the column list differs from the table's".into()));
+        }
+        let mut bad = false;
+        let rows = for_each_row(body, &head, |vals| {
+            if vals.len() != names.len() {
+                bad = true;
+                return;
+            }
+            line.clear();
+            for (i, v) in vals.iter().enumerate() {
+                if i > 0 {
+                    line.push(b'\t');
+                }
+                match v {
+                    None => line.extend_from_slice(b"\\N"),
+                    Some(b) if hex[i] => line.extend_from_slice(hex::encode(b).as_bytes()),
+                    Some(b) => push_tsv(&mut line, b),
+                }
+            }
+            line.push(b'\n');
+            out.extend_from_slice(&line);
+        })
+        .map_err(perr)?;
+        if bad {
+            return Err(perr("a row has the wrong number of values".into()));
+        }
+        w.write_all(&out).map_err(|e| Error::io("send", path, e))?;
+        counters
+            .bytes
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        counters.rows.fetch_add(rows, Ordering::Relaxed);
+        out.clear();
+        text = stmt.text;
+        if counters.stopped() {
+            return Err(Error::Interrupted {
+                what: "the restore".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A value escaped for `LOAD DATA` (`\`, tab, newline, carriage return, NUL).
+fn push_tsv(out: &mut Vec<u8>, b: &[u8]) {
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0 => b"\\0",
+            _ => continue,
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&b[start..]);
+}
+
+/// The definitions of a schema's views, triggers, routines and events.
+struct Objects {
+    views: Vec<(String, Definition)>,
+    triggers: Vec<(String, Definition)>,
+    routines: Vec<(String, String, Definition)>,
+    events: Vec<(String, Definition)>,
+}
+
+fn objects(db: &mut Db, schema: &str, cat: &Catalog) -> Result<Objects> {
+    db.exec("switch schema", &format!("USE {}", ident(schema)))?;
+    let mut o = Objects {
+        views: Vec::new(),
+        triggers: Vec::new(),
+        routines: Vec::new(),
+        events: Vec::new(),
+    };
+    for v in &cat.views {
+        o.views
+            .push((v.clone(), db::show_create(db, schema, "VIEW", v)?));
+    }
+    for t in &cat.triggers {
+        o.triggers.push((
+            t.name.clone(),
+            db::show_create(db, schema, "TRIGGER", &t.name)?,
+        ));
+    }
+    for r in &cat.routines {
+        o.routines.push((
+            r.kind.clone(),
+            r.name.clone(),
+            db::show_create(db, schema, &r.kind, &r.name)?,
+        ));
+    }
+    for e in &cat.events {
+        o.events
+            .push((e.clone(), db::show_create(db, schema, "EVENT", e)?));
+    }
+    Ok(o)
+}
+
+fn create_with(db: &mut Db, what: &str, def: &Definition, sql: &str) -> Result<()> {
+    db.exec(
+        what,
+        &format!(
+            "SET SESSION sql_mode = {}, character_set_client = {}, collation_connection = {}",
+            literal(&def.sql_mode),
+            def.charset_client,
+            def.collation_connection
+        ),
+    )?;
+    if let Some(tz) = &def.time_zone {
+        db.exec(what, &format!("SET time_zone = {}", literal(tz)))?;
+    }
+    let r = db.exec(what, sql);
+    db.exec(
+        "reset the session",
+        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
+    )?;
+    r
+}
+
+/// Swaps the verified scratch schemas in: parks the live tables and object definitions,
+/// renames every table in one statement, recreates views, triggers, routines and events.
+fn swap(db: &mut Db, targets: &[Target]) -> Result<()> {
+    let before = "prepare the swap";
+    let mut plans = Vec::new();
+    for t in targets {
+        if !db.schema_exists(&t.live).map_err(fail(before, true))? {
+            db.exec(
+                "create the live schema",
+                &format!(
+                    "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
+                    ident(&t.live),
+                    t.entry.charset,
+                    t.entry.collation
+                ),
+            )
+            .map_err(fail(before, true))?;
+        }
+        db.exec(
+            "create the parking schema",
+            &format!(
+                "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
+                ident(&t.parked),
+                t.entry.charset,
+                t.entry.collation
+            ),
+        )
+        .map_err(fail(before, true))?;
+        let live_cat = db::catalog(db, &t.live).map_err(fail(before, true))?;
+        let scratch_cat = db::catalog(db, &t.load).map_err(fail(before, true))?;
+        let live_objs = objects(db, &t.live, &live_cat).map_err(fail(before, true))?;
+        let scratch_objs = objects(db, &t.load, &scratch_cat).map_err(fail(before, true))?;
+        park_objects(db, &t.parked, &live_objs).map_err(fail(before, true))?;
+        plans.push((live_cat, scratch_cat, live_objs, scratch_objs));
+    }
+
+    // From here on the live schemas change.
+    let stage = "swap the tables in";
+    let mut renames = Vec::new();
+    for (t, (live_cat, scratch_cat, live_objs, scratch_objs)) in targets.iter().zip(&plans) {
+        for (name, _) in &live_objs.triggers {
+            db.exec(
+                "drop a live trigger",
+                &format!("DROP TRIGGER IF EXISTS {}.{}", ident(&t.live), ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for (name, _) in &live_objs.views {
+            db.exec(
+                "drop a live view",
+                &format!("DROP VIEW IF EXISTS {}.{}", ident(&t.live), ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for (name, _) in &scratch_objs.triggers {
+            db.exec(
+                "drop a scratch trigger",
+                &format!("DROP TRIGGER IF EXISTS {}.{}", ident(&t.load), ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for (name, _) in &scratch_objs.views {
+            db.exec(
+                "drop a scratch view",
+                &format!("DROP VIEW IF EXISTS {}.{}", ident(&t.load), ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for table in &live_cat.tables {
+            renames.push(format!(
+                "{}.{} TO {}.{}",
+                ident(&t.live),
+                ident(&table.name),
+                ident(&t.parked),
+                ident(&table.name)
+            ));
+        }
+        for table in &scratch_cat.tables {
+            renames.push(format!(
+                "{}.{} TO {}.{}",
+                ident(&t.load),
+                ident(&table.name),
+                ident(&t.live),
+                ident(&table.name)
+            ));
+        }
+    }
+    if !renames.is_empty() {
+        db.exec(
+            "swap the tables with one RENAME TABLE",
+            &format!("RENAME TABLE {}", renames.join(", ")),
+        )
+        .map_err(fail(stage, false))?;
+    }
+
+    let stage = "recreate views, triggers, routines and events";
+    let renamed: Vec<(String, String)> = targets
+        .iter()
+        .map(|t| {
+            (
+                format!("{}.", ident(&t.load)),
+                format!("{}.", ident(&t.live)),
+            )
+        })
+        .collect();
+    for (t, (_, _, live_objs, scratch_objs)) in targets.iter().zip(&plans) {
+        db.exec("switch schema", &format!("USE {}", ident(&t.live)))
+            .map_err(fail(stage, false))?;
+        // Views may use each other: create them in rounds until none is left.
+        let mut pending: Vec<&(String, Definition)> = scratch_objs.views.iter().collect();
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            let mut last_err = None;
+            for v in &pending {
+                let mut sql = v.1.sql.clone();
+                for (from, to) in &renamed {
+                    sql = sql.replace(from, to);
+                }
+                if let Err(e) = create_with(db, "create a view", &v.1, &sql) {
+                    failed.push(*v);
+                    last_err = Some(e);
+                }
+            }
+            if failed.len() == pending.len()
+                && let Some(e) = last_err
+            {
+                return Err(fail(stage, false)(e));
+            }
+            pending = failed;
+        }
+        for (_, def) in &scratch_objs.triggers {
+            create_with(db, "create a trigger", def, &def.sql).map_err(fail(stage, false))?;
+        }
+        for (kind, name, _) in &live_objs.routines {
+            db.exec(
+                "drop a live routine",
+                &format!("DROP {kind} IF EXISTS {}", ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for (_, _, def) in &scratch_objs.routines {
+            create_with(db, "create a routine", def, &def.sql).map_err(fail(stage, false))?;
+        }
+        for (name, _) in &live_objs.events {
+            db.exec(
+                "drop a live event",
+                &format!("DROP EVENT IF EXISTS {}", ident(name)),
+            )
+            .map_err(fail(stage, false))?;
+        }
+        for (_, def) in &scratch_objs.events {
+            create_with(db, "create an event", def, &def.sql).map_err(fail(stage, false))?;
+        }
+        db.exec(
+            "drop the emptied scratch schema",
+            &format!("DROP DATABASE IF EXISTS {}", ident(&t.load)),
+        )
+        .map_err(fail(stage, false))?;
+    }
+    Ok(())
+}
+
+/// Keeps the replaced objects' definitions in `<parked>.cs_parked_objects`.
+fn park_objects(db: &mut Db, parked: &str, o: &Objects) -> Result<()> {
+    let table = format!("{}.`cs_parked_objects`", ident(parked));
+    db.exec(
+        "create the parked objects table",
+        &format!(
+            "CREATE TABLE {table} (kind VARCHAR(16) NOT NULL, name VARCHAR(64) NOT NULL, \
+             definition LONGTEXT NOT NULL, sql_mode TEXT NOT NULL, \
+             character_set_client VARCHAR(64) NOT NULL, collation_connection VARCHAR(64) NOT NULL) \
+             DEFAULT CHARSET = utf8mb4"
+        ),
+    )?;
+    let mut rows: Vec<(&str, &str, &Definition)> = Vec::new();
+    rows.extend(o.views.iter().map(|(n, d)| ("VIEW", n.as_str(), d)));
+    rows.extend(o.triggers.iter().map(|(n, d)| ("TRIGGER", n.as_str(), d)));
+    rows.extend(
+        o.routines
+            .iter()
+            .map(|(k, n, d)| (k.as_str(), n.as_str(), d)),
+    );
+    rows.extend(o.events.iter().map(|(n, d)| ("EVENT", n.as_str(), d)));
+    for (kind, name, d) in rows {
+        db.exec(
+            "park an object definition",
+            &format!(
+                "INSERT INTO {table} VALUES ({}, {}, {}, {}, {}, {})",
+                literal(kind),
+                literal(name),
+                literal(&d.sql),
+                literal(&d.sql_mode),
+                literal(&d.charset_client),
+                literal(&d.collation_connection)
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_in_64_characters() {
+        let s = "20250101t120000";
+        assert_eq!(
+            derived_name("cloud", "__restore_", s),
+            "cloud__restore_20250101t120000"
+        );
+        let long = "cs_t_some_rather_long_test_name_here_1234567_usage";
+        let a = derived_name(long, "__restore_", s);
+        assert!(a.chars().count() <= 64, "{a}");
+        assert_ne!(a, derived_name(&format!("{long}x"), "__restore_", s));
+    }
+
+    #[test]
+    fn schema_statements_are_recognised() {
+        assert!(names_schema(b"USE `cloud`"));
+        assert!(names_schema(
+            b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `cloud` /*!40100 DEFAULT CHARACTER SET utf8mb4 */"
+        ));
+        assert!(names_schema(
+            b"/*!50106 ALTER DATABASE `cloud` CHARACTER SET latin1 COLLATE latin1_swedish_ci */"
+        ));
+        assert!(!names_schema(b"INSERT INTO `t` VALUES ('USE `cloud`')"));
+        assert_eq!(approx_rows(b"INSERT INTO t VALUES (1),(2),(3)"), 3);
+    }
+
+    #[test]
+    fn plain_secondary_keys_are_deferred_but_not_foreign_key_ones() {
+        let create = "CREATE TABLE `ev` (
+  `id` int(11) NOT NULL,
+  `pid` int(11) DEFAULT NULL,
+  `c` datetime DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `u` (`c`),
+  KEY `pid` (`pid`),
+  KEY `i_c` (`c`,`id`),
+  CONSTRAINT `fk` FOREIGN KEY (`pid`) REFERENCES `p` (`id`)
+) ENGINE=InnoDB";
+        let (stmt, table, keys) = split_keys(create).unwrap();
+        assert_eq!(table, "ev");
+        assert_eq!(keys, ["ADD KEY `i_c` (`c`,`id`)"]);
+        assert!(stmt.contains("KEY `pid` (`pid`),\n  CONSTRAINT"), "{stmt}");
+        let last = "CREATE TABLE `t` (\n  `a` int,\n  PRIMARY KEY (`a`),\n  KEY `k` (`a`)\n) ENGINE=InnoDB";
+        let (stmt, _, keys) = split_keys(last).unwrap();
+        assert_eq!(
+            stmt,
+            "CREATE TABLE `t` (\n  `a` int,\n  PRIMARY KEY (`a`)\n) ENGINE=InnoDB"
+        );
+        assert_eq!(keys, ["ADD KEY `k` (`a`)"]);
+        assert!(split_keys("CREATE TABLE `t` (\n  `a` int\n)").is_none());
+        assert!(split_keys("DROP TABLE IF EXISTS `t`").is_none());
+    }
+}

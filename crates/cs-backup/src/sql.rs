@@ -1,0 +1,747 @@
+//! SQL text: quoting and escaping for writing dumps, a statement splitter that reads dumps
+//! the way the stock `mysql` client does (quotes, comments, `DELIMITER`), and a parser for the
+//! rows of `INSERT … VALUES` statements.
+
+use std::io::BufRead;
+
+/// Quotes an identifier with backticks (inner backticks doubled).
+pub(crate) fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `'…'` with a string literal's escapes, as `mysql_real_escape_string` writes them.
+pub(crate) fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'\'');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            0 => b"\\0",
+            b'\'' => b"\\'",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0x1A => b"\\Z",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'\'');
+}
+
+/// `0x…` in upper-case hex, or `''` for an empty value.
+pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        out.extend_from_slice(b"''");
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(bytes.len() * 2 + 2);
+    out.extend_from_slice(b"0x");
+    for &b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// A string literal for a value known to be text (`'…'` escaped).
+pub(crate) fn literal(s: &str) -> String {
+    let mut out = Vec::new();
+    push_string(&mut out, s.as_bytes());
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// One statement read from a dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Statement {
+    /// The statement without its delimiter and without plain comments.
+    pub(crate) text: Vec<u8>,
+    /// The line it starts on (1-based).
+    pub(crate) line: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Normal,
+    Quote(u8),
+    /// A `/*! … */` or `/*M! … */` comment, which the server executes: kept.
+    KeptComment,
+    /// A plain `/* … */` comment: dropped.
+    Comment,
+}
+
+/// Splits SQL text into statements like the `mysql` client: honours `'`, `"` and `` ` ``
+/// quoting with backslash escapes, drops `-- `, `#` and `/* */` comments, keeps `/*! */`
+/// comments, and understands `DELIMITER` lines.
+pub(crate) struct Splitter<R> {
+    input: R,
+    delimiter: Vec<u8>,
+    state: State,
+    line: Vec<u8>,
+    stmt: Vec<u8>,
+    line_no: u64,
+    stmt_line: u64,
+    ready: std::collections::VecDeque<Statement>,
+    done: bool,
+}
+
+impl<R: BufRead> Splitter<R> {
+    pub(crate) fn new(input: R) -> Self {
+        Splitter {
+            input,
+            delimiter: b";".to_vec(),
+            state: State::Normal,
+            line: Vec::new(),
+            stmt: Vec::new(),
+            line_no: 0,
+            stmt_line: 1,
+            ready: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The next statement, `None` at the end.
+    pub(crate) fn next_statement(&mut self) -> std::io::Result<Option<Statement>> {
+        loop {
+            if let Some(s) = self.ready.pop_front() {
+                return Ok(Some(s));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            self.line.clear();
+            let n = self.input.read_until(b'\n', &mut self.line)?;
+            if n == 0 {
+                self.done = true;
+                self.finish_statement();
+                continue;
+            }
+            self.line_no += 1;
+            if self.state == State::Normal && is_blank(&self.stmt) {
+                let l = trim(&self.line);
+                if l.len() > 10 && l[..10].eq_ignore_ascii_case(b"delimiter ") {
+                    let d = trim(&l[10..]);
+                    if !d.is_empty() {
+                        self.delimiter = d.to_vec();
+                    }
+                    self.stmt.clear();
+                    continue;
+                }
+            }
+            let line = std::mem::take(&mut self.line);
+            self.scan(&line);
+            self.line = line;
+        }
+    }
+
+    fn finish_statement(&mut self) {
+        let text = trim(&self.stmt).to_vec();
+        self.stmt.clear();
+        if has_content(&text) {
+            self.ready.push_back(Statement {
+                text,
+                line: self.stmt_line,
+            });
+        }
+    }
+
+    fn scan(&mut self, line: &[u8]) {
+        let mut i = 0;
+        while i < line.len() {
+            if self.state == State::Normal && is_blank(&self.stmt) {
+                self.stmt_line = self.line_no;
+            }
+            match self.state {
+                State::Quote(q) => {
+                    let rest = &line[i..];
+                    match rest
+                        .iter()
+                        .position(|&b| b == q || (b == b'\\' && q != b'`'))
+                    {
+                        None => {
+                            self.stmt.extend_from_slice(rest);
+                            i = line.len();
+                        }
+                        Some(p) => {
+                            self.stmt.extend_from_slice(&rest[..p]);
+                            if rest[p] == b'\\' {
+                                self.stmt.push(b'\\');
+                                if let Some(&n) = rest.get(p + 1) {
+                                    self.stmt.push(n);
+                                    i += p + 2;
+                                } else {
+                                    i += p + 1;
+                                }
+                            } else {
+                                self.stmt.push(q);
+                                self.state = State::Normal;
+                                i += p + 1;
+                            }
+                        }
+                    }
+                }
+                State::KeptComment | State::Comment => {
+                    let keep = self.state == State::KeptComment;
+                    let rest = &line[i..];
+                    match find(rest, b"*/") {
+                        None => {
+                            if keep {
+                                self.stmt.extend_from_slice(rest);
+                            }
+                            i = line.len();
+                        }
+                        Some(p) => {
+                            if keep {
+                                self.stmt.extend_from_slice(&rest[..p + 2]);
+                            } else {
+                                self.stmt.push(b' ');
+                            }
+                            self.state = State::Normal;
+                            i += p + 2;
+                        }
+                    }
+                }
+                State::Normal => {
+                    let b = line[i];
+                    if b == self.delimiter[0] && line[i..].starts_with(&self.delimiter) {
+                        i += self.delimiter.len();
+                        self.finish_statement();
+                        continue;
+                    }
+                    match b {
+                        b'\'' | b'"' | b'`' => {
+                            self.state = State::Quote(b);
+                            self.stmt.push(b);
+                            i += 1;
+                        }
+                        b'#' => {
+                            self.stmt.push(b'\n');
+                            i = line.len();
+                        }
+                        b'-' if line[i..].starts_with(b"--")
+                            && line
+                                .get(i + 2)
+                                .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) =>
+                        {
+                            self.stmt.push(b'\n');
+                            i = line.len();
+                        }
+                        b'/' if line[i..].starts_with(b"/*") => {
+                            if line[i..].starts_with(b"/*!") || line[i..].starts_with(b"/*M!") {
+                                self.stmt.extend_from_slice(b"/*");
+                                self.state = State::KeptComment;
+                            } else {
+                                self.state = State::Comment;
+                            }
+                            i += 2;
+                        }
+                        _ => {
+                            // Copy a run of ordinary bytes at once.
+                            let rest = &line[i..];
+                            let d0 = self.delimiter[0];
+                            let run = rest
+                                .iter()
+                                .position(|&c| {
+                                    c == d0 || matches!(c, b'\'' | b'"' | b'`' | b'#' | b'-' | b'/')
+                                })
+                                .unwrap_or(rest.len())
+                                .max(1);
+                            self.stmt.extend_from_slice(&rest[..run]);
+                            i += run;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+pub(crate) fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end.max(start)]
+}
+
+fn is_blank(b: &[u8]) -> bool {
+    b.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Whether a statement holds anything but kept comments that the server would ignore. A
+/// statement made only of `/*M!999999 … */`-style comments is dropped: the server answers
+/// "Query was empty" to it.
+fn has_content(text: &[u8]) -> bool {
+    let mut rest = trim(text);
+    while rest.starts_with(b"/*") {
+        match find(rest, b"*/") {
+            Some(end) => {
+                let inner = &rest[2..end];
+                // `/*!40101 SET …*/` (version-gated) is executed; `/*M!999999\- …*/` is not.
+                let executed = (inner.starts_with(b"!") || inner.starts_with(b"M!")) && {
+                    let body = inner.strip_prefix(b"M").unwrap_or(inner);
+                    let digits: Vec<u8> = body[1..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_digit())
+                        .copied()
+                        .collect();
+                    let v: u64 = std::str::from_utf8(&digits)
+                        .ok()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(0);
+                    v < 999_999 && !is_blank(&body[1 + digits.len()..])
+                };
+                if executed {
+                    return true;
+                }
+                rest = trim(&rest[end + 2..]);
+            }
+            None => return true,
+        }
+    }
+    !rest.is_empty()
+}
+
+/// The schema of a `USE` statement.
+pub(crate) fn use_target(stmt: &[u8]) -> Option<String> {
+    let mut p = Parser { s: stmt, i: 0 };
+    p.ws();
+    if !p.keyword("USE") {
+        return None;
+    }
+    p.ws();
+    p.ident()
+}
+
+/// The head of an `INSERT` (or `REPLACE`) statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InsertHead {
+    /// The table (unquoted, without schema).
+    pub(crate) table: String,
+    /// The column list, when the statement has one.
+    pub(crate) columns: Option<Vec<String>>,
+    /// Offset of the first `(` of the values.
+    pub(crate) values_at: usize,
+}
+
+/// Parses the head of `INSERT [IGNORE] INTO `t` [(`a`,`b`)] VALUES`, or `None` when the
+/// statement is not an insert.
+pub(crate) fn insert_head(stmt: &[u8]) -> Option<InsertHead> {
+    let mut p = Parser { s: stmt, i: 0 };
+    p.ws();
+    if !(p.keyword("INSERT") || p.keyword("REPLACE")) {
+        return None;
+    }
+    p.ws();
+    if p.keyword("IGNORE") {
+        p.ws();
+    }
+    if !p.keyword("INTO") {
+        return None;
+    }
+    p.ws();
+    let mut table = p.ident()?;
+    if p.peek() == Some(b'.') {
+        p.i += 1;
+        table = p.ident()?;
+    }
+    p.ws();
+    let mut columns = None;
+    if p.peek() == Some(b'(') {
+        p.i += 1;
+        let mut cols = Vec::new();
+        loop {
+            p.ws();
+            cols.push(p.ident()?);
+            p.ws();
+            match p.next()? {
+                b',' => continue,
+                b')' => break,
+                _ => return None,
+            }
+        }
+        columns = Some(cols);
+        p.ws();
+    }
+    if !(p.keyword("VALUES") || p.keyword("VALUE")) {
+        return None;
+    }
+    p.ws();
+    Some(InsertHead {
+        table,
+        columns,
+        values_at: p.i,
+    })
+}
+
+/// Calls `f` with every row of an insert's `VALUES` list, values decoded to the bytes the
+/// server would store (strings unescaped, hex and bit literals decoded, numbers as written,
+/// `NULL` as `None`).
+pub(crate) fn for_each_row(
+    stmt: &[u8],
+    head: &InsertHead,
+    mut f: impl FnMut(&[Option<&[u8]>]),
+) -> Result<u64, String> {
+    let mut p = Parser {
+        s: stmt,
+        i: head.values_at,
+    };
+    let mut arena: Vec<u8> = Vec::new();
+    let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
+    let mut rows = 0;
+    loop {
+        p.ws();
+        if p.next() != Some(b'(') {
+            return Err(format!("expected `(` at byte {}", p.i));
+        }
+        arena.clear();
+        spans.clear();
+        loop {
+            p.ws();
+            let start = arena.len();
+            let is_null = p.value(&mut arena)?;
+            spans.push(if is_null {
+                None
+            } else {
+                Some((start, arena.len()))
+            });
+            p.ws();
+            match p.next() {
+                Some(b',') => continue,
+                Some(b')') => break,
+                _ => return Err(format!("expected `,` or `)` at byte {}", p.i)),
+            }
+        }
+        let values: Vec<Option<&[u8]>> =
+            spans.iter().map(|s| s.map(|(a, b)| &arena[a..b])).collect();
+        f(&values);
+        rows += 1;
+        p.ws();
+        match p.next() {
+            Some(b',') => continue,
+            None => return Ok(rows),
+            Some(b';') => {
+                p.ws();
+                if p.peek().is_none() {
+                    return Ok(rows);
+                }
+                return Err("text after the end of the insert".into());
+            }
+            Some(_) => {
+                // `ON DUPLICATE KEY …` and the like are not in dumps.
+                return Err(format!("unexpected text after row {rows} at byte {}", p.i));
+            }
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.i += 1;
+        Some(b)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b) = self.peek() {
+            if b.is_ascii_whitespace() {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        let end = self.i + kw.len();
+        if end <= self.s.len()
+            && self.s[self.i..end].eq_ignore_ascii_case(kw.as_bytes())
+            && self
+                .s
+                .get(end)
+                .is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        {
+            self.i = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ident(&mut self) -> Option<String> {
+        if self.peek() == Some(b'`') {
+            self.i += 1;
+            let mut out = Vec::new();
+            loop {
+                let b = self.next()?;
+                if b == b'`' {
+                    if self.peek() == Some(b'`') {
+                        self.i += 1;
+                        out.push(b'`');
+                    } else {
+                        break;
+                    }
+                } else {
+                    out.push(b);
+                }
+            }
+            String::from_utf8(out).ok()
+        } else {
+            let start = self.i;
+            while let Some(b) = self.peek() {
+                if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
+                    self.i += 1;
+                } else {
+                    break;
+                }
+            }
+            (self.i > start)
+                .then(|| String::from_utf8(self.s[start..self.i].to_vec()).ok())
+                .flatten()
+        }
+    }
+
+    /// Parses one value into `out`; returns whether it was `NULL`.
+    fn value(&mut self, out: &mut Vec<u8>) -> Result<bool, String> {
+        let at = self.i;
+        match self.peek() {
+            Some(b'\'') | Some(b'"') => {
+                self.string(out)?;
+                Ok(false)
+            }
+            Some(b'_') => {
+                // A character set introducer: `_binary '…'`, `_utf8mb4 0x…`.
+                self.ident();
+                self.ws();
+                self.value(out)
+            }
+            Some(b'0') if matches!(self.s.get(self.i + 1), Some(b'x') | Some(b'X')) => {
+                self.i += 2;
+                let start = self.i;
+                while self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
+                    self.i += 1;
+                }
+                decode_hex(&self.s[start..self.i], out)
+                    .ok_or_else(|| format!("bad hex literal at byte {at}"))?;
+                Ok(false)
+            }
+            Some(b'x') | Some(b'X') if self.s.get(self.i + 1) == Some(&b'\'') => {
+                self.i += 2;
+                let start = self.i;
+                while self.peek().is_some_and(|b| b != b'\'') {
+                    self.i += 1;
+                }
+                let digits = &self.s[start..self.i];
+                self.i += 1;
+                decode_hex(digits, out).ok_or_else(|| format!("bad hex literal at byte {at}"))?;
+                Ok(false)
+            }
+            Some(b'b') | Some(b'B') if self.s.get(self.i + 1) == Some(&b'\'') => {
+                self.i += 2;
+                let start = self.i;
+                while self.peek().is_some_and(|b| b == b'0' || b == b'1') {
+                    self.i += 1;
+                }
+                let bits = &self.s[start..self.i];
+                if self.next() != Some(b'\'') {
+                    return Err(format!("bad bit literal at byte {at}"));
+                }
+                decode_bits(bits, out);
+                Ok(false)
+            }
+            Some(b'N') | Some(b'n') if self.keyword("NULL") => Ok(true),
+            Some(b) if b.is_ascii_digit() || b == b'-' || b == b'+' || b == b'.' => {
+                let start = self.i;
+                while self
+                    .peek()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.'))
+                {
+                    self.i += 1;
+                }
+                out.extend_from_slice(&self.s[start..self.i]);
+                Ok(false)
+            }
+            _ => Err(format!("unexpected value at byte {at}")),
+        }
+    }
+
+    fn string(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        let q = self.next().unwrap_or(b'\'');
+        loop {
+            let rest = &self.s[self.i..];
+            let p = rest
+                .iter()
+                .position(|&b| b == q || b == b'\\')
+                .ok_or_else(|| "unterminated string".to_string())?;
+            out.extend_from_slice(&rest[..p]);
+            self.i += p;
+            let b = self.next().unwrap_or(q);
+            if b == q {
+                if self.peek() == Some(q) {
+                    self.i += 1;
+                    out.push(q);
+                    continue;
+                }
+                return Ok(());
+            }
+            let e = self
+                .next()
+                .ok_or_else(|| "unterminated string".to_string())?;
+            match e {
+                b'0' => out.push(0),
+                b'b' => out.push(8),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'Z' => out.push(0x1A),
+                b'%' | b'_' => {
+                    out.push(b'\\');
+                    out.push(e);
+                }
+                other => out.push(other),
+            }
+        }
+    }
+}
+
+fn decode_hex(digits: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let val = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut it = digits.iter();
+    if digits.len() % 2 == 1 {
+        out.push(val(*it.next()?)?);
+    }
+    while let (Some(&a), Some(&b)) = (it.next(), it.next()) {
+        out.push(val(a)? << 4 | val(b)?);
+    }
+    Some(())
+}
+
+fn decode_bits(bits: &[u8], out: &mut Vec<u8>) {
+    let n = bits.len().div_ceil(8).max(1);
+    let mut value = vec![0u8; n];
+    for (k, &b) in bits.iter().rev().enumerate() {
+        if b == b'1' {
+            value[n - 1 - k / 8] |= 1 << (k % 8);
+        }
+    }
+    out.extend_from_slice(&value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn split(input: &str, expected: &[&str]) {
+        let mut s = Splitter::new(input.as_bytes());
+        let mut got = Vec::new();
+        while let Some(st) = s.next_statement().unwrap() {
+            got.push(String::from_utf8(st.text).unwrap());
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn splits_like_the_mysql_client() {
+        split("SELECT 1;\nSELECT 'a;b';", &["SELECT 1", "SELECT 'a;b'"]);
+        split("SET a=1; SET b=2;\n", &["SET a=1", "SET b=2"]);
+        split("-- comment\nSELECT 1; # c\n", &["SELECT 1"]);
+        split("/* plain */ SELECT 1;", &["SELECT 1"]);
+        split(
+            "/*!40101 SET NAMES utf8mb4 */;\n",
+            &["/*!40101 SET NAMES utf8mb4 */"],
+        );
+        split("/*M!999999\\- enable the sandbox mode */ \n", &[]);
+        split(
+            "INSERT INTO t VALUES ('it\\'s;', \"x\"\"y\");",
+            &["INSERT INTO t VALUES ('it\\'s;', \"x\"\"y\")"],
+        );
+        split(
+            "DELIMITER ;;\nCREATE PROCEDURE p() BEGIN SELECT 1; END ;;\nDELIMITER ;\nSELECT 2;",
+            &["CREATE PROCEDURE p() BEGIN SELECT 1; END", "SELECT 2"],
+        );
+        split("SELECT `a;--b` FROM t;", &["SELECT `a;--b` FROM t"]);
+        split("SELECT 1 -- trailing\n;", &["SELECT 1"]);
+        split("SELECT 'multi\nline';", &["SELECT 'multi\nline'"]);
+    }
+
+    #[track_caller]
+    fn rows(stmt: &str, expected: &[&[Option<&[u8]>]]) {
+        let head = insert_head(stmt.as_bytes()).expect("an insert");
+        let mut got: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+        for_each_row(stmt.as_bytes(), &head, |r| {
+            got.push(r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+        })
+        .unwrap();
+        let want: Vec<Vec<Option<Vec<u8>>>> = expected
+            .iter()
+            .map(|r| r.iter().map(|v| v.map(<[u8]>::to_vec)).collect())
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn parses_insert_rows() {
+        rows(
+            "INSERT INTO `t` VALUES (1,'a\\'b',NULL,0x00FF,''),(-2.5e3,'\\0\\n\\\\',b'1010',_binary 'x',X'41')",
+            &[
+                &[Some(b"1"), Some(b"a'b"), None, Some(b"\x00\xff"), Some(b"")],
+                &[
+                    Some(b"-2.5e3"),
+                    Some(b"\x00\n\\"),
+                    Some(b"\x0a"),
+                    Some(b"x"),
+                    Some(b"A"),
+                ],
+            ],
+        );
+        let head = insert_head(b"INSERT INTO `a``b` (`x`, `y`) VALUES (1,2)").unwrap();
+        assert_eq!(head.table, "a`b");
+        assert_eq!(head.columns.unwrap(), ["x", "y"]);
+        assert!(insert_head(b"SELECT 1").is_none());
+        assert_eq!(use_target(b"USE `a``b`").as_deref(), Some("a`b"));
+        assert_eq!(use_target(b"USER x"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        #[test]
+        fn escaping_round_trips_through_the_parser(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let mut stmt = b"INSERT INTO t VALUES (".to_vec();
+            push_string(&mut stmt, &a);
+            stmt.push(b',');
+            push_hex(&mut stmt, &b);
+            stmt.extend_from_slice(b",NULL)");
+            let head = insert_head(&stmt).unwrap();
+            let mut got = Vec::new();
+            for_each_row(&stmt, &head, |r| {
+                got.push(r.iter().map(|v| v.map(<[u8]>::to_vec)).collect::<Vec<_>>())
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(got, vec![vec![Some(a), Some(b), None]]);
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Faults and bad input: a backup killed mid-way, a full disk, truncated and altered files,
+//! a restore without privileges, a restore that fails half-way through loading.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use cs_backup::{BackupOptions, Error, NativeEngine, RestoreOptions, backup, restore, verify};
+use cs_core::{Cmd, DbUrl, Host, LocalHost, NoProgress, Secret};
+
+fn options(dbs: &[&str]) -> BackupOptions {
+    BackupOptions {
+        databases: dbs.iter().map(|s| s.to_string()).collect(),
+        threads: 2,
+        chunk_rows: 1000,
+        ..BackupOptions::default()
+    }
+}
+
+const CHILD_ENV: &str = "CS_BACKUP_TEST_CHILD";
+
+/// Not a test of its own: the body of the child process `killed_backup_*` starts and kills.
+/// Without the environment variable it does nothing.
+#[test]
+fn child_backup_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let url = DbUrl::new(
+        "127.0.0.1",
+        v["port"].as_u64().unwrap() as u16,
+        v["user"].as_str().unwrap(),
+        Secret::new(v["password"].as_str().unwrap()),
+    );
+    let dir = PathBuf::from(v["dir"].as_str().unwrap());
+    let opts = BackupOptions {
+        threads: 1,
+        statement_bytes: 4096,
+        ..options(&[v["schema"].as_str().unwrap()])
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(backup(&NativeEngine::new(), &url, &dir, &opts, &NoProgress))
+        .unwrap();
+}
+
+#[test]
+fn killed_backup_leaves_no_manifest_and_verify_says_incomplete() {
+    let server = cs_lab::mariadb();
+    let db = server.database("killed").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(200))",
+            "INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_400000",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backup");
+    let spec = serde_json::json!({
+        "port": root.port, "user": root.user, "password": root.password.expose(),
+        "dir": dir, "schema": db.name(),
+    });
+    #[allow(clippy::disallowed_methods)] // The test kills a real child.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_backup_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, spec.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until rows are being written, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let data = dir.join(format!("2-{}.big.00001.sql", db.name()));
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the child never started writing rows"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before it was killed"
+        );
+        if std::fs::metadata(&data).is_ok_and(|m| m.len() > 100_000) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(!dir.join("manifest.json").exists());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(verify(&dir)).unwrap_err();
+    assert!(matches!(err, Error::Incomplete { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("is not a complete backup"),
+        "{err}"
+    );
+    // Nor can it be restored.
+    let err = rt
+        .block_on(restore(
+            &dir,
+            &root,
+            &RestoreOptions::default(),
+            &NoProgress,
+        ))
+        .unwrap_err();
+    assert!(err.is_incomplete(), "{err:?}");
+}
+
+/// A 1 MiB tmpfs, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    async fn mount(at: &Path) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = LocalHost::new()
+            .run(
+                &Cmd::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+                    .arg(at.to_str().unwrap()),
+            )
+            .await
+            .unwrap();
+        assert!(
+            out.success(),
+            "the full-disk test mounts a 1 MiB tmpfs and needs root (CI runs as root): {}",
+            out.stderr_lossy()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        #[allow(clippy::disallowed_methods)] // Drop cannot await a Host; umount is test cleanup.
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_gives_a_clear_error_naming_the_path() {
+    let server = cs_lab::mariadb();
+    let db = server.database("fulldisk").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(200))",
+            "INSERT INTO t SELECT seq, REPEAT('y', 100) FROM seq_1_to_30000",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    let _fs = Tmpfs::mount(&mnt).await;
+    let dir = mnt.join("backup");
+    let err = backup(
+        &NativeEngine::new(),
+        &root,
+        &dir,
+        &options(&[db.name()]),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let text = cs_core::error_chain(&err);
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(text.contains(dir.to_str().unwrap()), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(!dir.join("manifest.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_or_altered_files_fail_verify_naming_the_file() {
+    let server = cs_lab::mariadb();
+    let db = server.database("altered").unwrap();
+    let root = server.root();
+    fill_main(&root, db.name(), false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let m = backup(
+        &NativeEngine::new(),
+        &root,
+        &dir,
+        &options(&[db.name()]),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let table = m.schemas[0].table("big").unwrap();
+    let (trunc, alter) = (table.files[1].clone(), table.files[2].clone());
+
+    // Truncated.
+    let path = dir.join(&trunc);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(original.len() as u64 / 2)
+        .unwrap();
+    let err = verify(&dir).await.unwrap_err();
+    assert_eq!(err.problems().len(), 1, "{err}");
+    assert_eq!(err.problems()[0].subject, trunc);
+    assert!(
+        err.to_string().contains(&trunc) && err.to_string().contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(&path, &original).unwrap();
+    verify(&dir).await.unwrap();
+
+    // Altered, same size.
+    let path = dir.join(&alter);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = verify(&dir).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&alter) && err.to_string().contains("altered"),
+        "{err}"
+    );
+    // A restore refuses it before touching anything.
+    let err = restore(&dir, &root, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Verify { .. }), "{err:?}");
+
+    // Missing.
+    std::fs::remove_file(&path).unwrap();
+    let err = verify(&dir).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("{alter}: missing")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_without_privileges_fails_clearly_and_leaves_live_unchanged() {
+    let server = cs_lab::mariadb();
+    let mut db = server.database("noprivs").unwrap();
+    let main = db.name().to_string();
+    let root = server.root();
+    fill_main(&root, &main, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let m1 = backup(
+        &NativeEngine::new(),
+        &root,
+        &dir,
+        &options(&[&main]),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    server
+        .exec(&format!(
+            "UPDATE `{main}`.parent SET name = 'live change' WHERE id = 1"
+        ))
+        .unwrap();
+    let live_before = query(
+        &root,
+        &format!("SELECT id, name FROM `{main}`.parent ORDER BY id"),
+    );
+
+    // Only SELECT on the live schema: the scratch schema cannot even be created.
+    let reader = server
+        .create_user(
+            &format!("ro_{}", std::process::id()),
+            &[&format!("GRANT SELECT ON `{main}`.* TO {{user}}")],
+        )
+        .unwrap();
+    let err = restore(&dir, &reader, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    let text = cs_core::error_chain(&err);
+    assert!(
+        matches!(&err, Error::Restore { live_untouched: true, source, .. } if matches!(**source, Error::Privilege { .. })),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("lacks a privilege") && text.contains("live schemas are untouched"),
+        "{text}"
+    );
+
+    // Enough to create and fill scratch schemas, not to create routines, triggers or views:
+    // the restore fails half-way through loading, cleans up, and live is still untouched.
+    let pattern = main.replace('_', "\\_");
+    let loader = server
+        .create_user(&format!("ld_{}", std::process::id()), &[
+            &format!("GRANT SELECT ON `{main}`.* TO {{user}}"),
+            &format!("GRANT CREATE, DROP, INSERT, SELECT, ALTER, INDEX, REFERENCES ON `{pattern}\\_\\_restore\\_%`.* TO {{user}}"),
+        ])
+        .unwrap();
+    let err = restore(&dir, &loader, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Restore {
+                live_untouched: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        cs_core::error_chain(&err).contains("load into the scratch schemas"),
+        "{}",
+        cs_core::error_chain(&err)
+    );
+    assert_eq!(
+        query(
+            &root,
+            &format!("SELECT id, name FROM `{main}`.parent ORDER BY id")
+        ),
+        live_before
+    );
+    assert_eq!(
+        scalar(
+            &root,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}\\_\\_%'"
+            )
+        ),
+        Some("0".into()),
+        "no scratch schema is left"
+    );
+    assert_eq!(routines(&root, &main).len(), 2);
+    db.adopt("unused");
+    let _ = m1;
+}
