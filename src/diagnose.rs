@@ -20,6 +20,34 @@ pub struct LogSource {
     pub kind: LogKind,
 }
 
+/// The logs of the installation `config` describes: `management-server.log` of every
+/// management server and `agent.log` of every KVM host, each over its own SSH connection.
+///
+/// # Errors
+/// [`crate::UpgradeError`] when a node cannot be reached.
+pub async fn log_sources(
+    config: &crate::UpgradeConfig,
+) -> Result<Vec<LogSource>, crate::UpgradeError> {
+    let mut out = Vec::new();
+    for n in &config.management_servers {
+        let h = crate::upgrade::connect(config, n).await?;
+        out.push(LogSource {
+            path: h.layout.management_log(),
+            host: h.host,
+            kind: LogKind::ManagementServer,
+        });
+    }
+    for (_, n) in config.hosts() {
+        let h = crate::upgrade::connect(config, n).await?;
+        out.push(LogSource {
+            path: h.layout.agent_log(),
+            host: h.host,
+            kind: LogKind::Agent,
+        });
+    }
+    Ok(out)
+}
+
 /// Reads the last `tail_bytes` of every log and reports each known signature once per log, with
 /// how often it occurred and the first and last lines. A missing log is information; a log that
 /// cannot be read is a broken check.

@@ -3,13 +3,21 @@
 mod config;
 mod diagnose;
 mod ms_checks;
+mod preflight;
+mod upgrade;
 
 pub use config::{
     ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
     SecretSource, SshConfig, UpgradeConfig,
 };
-pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose};
+pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
 pub use ms_checks::{MsContext, Phase, ms_checks};
+pub use preflight::{NODE_REACHABLE, preflight};
+pub use upgrade::{
+    MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, RunRecord, USAGE_UNIT, UpgradeContext,
+    UpgradeError, UpgradeErrorKind, UpgradePlan, api_client, apply, hops, plan, rollback, run_dir,
+    steps,
+};
 
 /// Vocabulary and shared traits: hosts, layouts, versions, checks, steps.
 pub use cs_core as core;

@@ -1,0 +1,51 @@
+//! Reads the logs of every management server and KVM host of an installation and explains the
+//! known failure lines it finds (cause, remedy, the lines themselves).
+//!
+//! ```text
+//! diagnose --config upgrade.toml [--json]
+//! ```
+//!
+//! Exit codes follow the report: 0 nothing found, 1 warnings, 2 failures, 255 a log could not
+//! be read. A config that cannot be read or a node that cannot be reached prints one line and
+//! exits 2.
+
+#[path = "orch_common/mod.rs"]
+mod orch_common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Explain the known failures in CloudStack's logs.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The upgrade configuration (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[allow(clippy::print_stdout)] // An example owns its terminal.
+#[tokio::main]
+async fn main() -> ExitCode {
+    orch_common::init_tracing();
+    let args = Args::parse();
+    let config = match orch_common::load("diagnose", &args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let sources = match cs_upgrade::log_sources(&config).await {
+        Ok(s) => s,
+        Err(e) => return orch_common::fail("diagnose", &e),
+    };
+    let report = cs_upgrade::diagnose(&sources, cs_upgrade::DEFAULT_TAIL_BYTES).await;
+    if args.json {
+        println!("{:#}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    ExitCode::from(report.exit_code())
+}

@@ -1,0 +1,220 @@
+//! Pre- and post-flight: every crate's read-only checks against the whole installation, run
+//! concurrently into one [`Report`].
+//!
+//! * each management server: the `ms.*` checks ([`ms_checks`]) and, as a repository check,
+//!   `repo.target.resolvable` before the upgrade (the target's repositories offer it) or
+//!   `repo.target.configured` after it (every CloudStack entry points at the target line);
+//! * the database: cs-schema's `db.*` and `systemvm.*` checks;
+//! * each KVM host: cs-agent's `agent.*`, `node.*` and `net.*` checks, `agent.version.match`
+//!   against the API, and the same repository check as the management servers;
+//! * the API: cs-api's `api.*` health checks.
+//!
+//! `cluster.quiesced` is not part of it: the cloud runs during pre- and post-flight, and the
+//! upgrade itself checks that no management server is Up once it has stopped them.
+//!
+//! A node that cannot be reached, or a database or API that cannot be read, is a `Fail`
+//! finding naming it; a check that cannot reach a verdict is recorded as broken (exit code 255).
+
+use std::sync::Arc;
+
+use cs_core::{Check, CsVersion, Finding, Host, Report, Severity, error_chain, run_checks};
+use futures::future::join_all;
+
+use crate::config::{NodeConfig, UpgradeConfig};
+use crate::ms_checks::{MsContext, Phase, ms_checks};
+use crate::upgrade::{NodeHandle, api_client, connect};
+
+/// The id of the finding for a node that cannot be reached.
+pub const NODE_REACHABLE: &str = "node.reachable";
+
+/// Checks handled by the upgrade's own steps rather than by pre-flight.
+const NOT_IN_PREFLIGHT: &[&str] = &[cs_schema::ids::CLUSTER_QUIESCED];
+
+/// Runs every check of `phase` against the installation `config` describes, concurrently,
+/// skipping the check ids in `skip` (and those in `policy.skip_checks`). Never fails: what
+/// cannot be reached or read is in the report.
+pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
+    let mut skip: Vec<&str> = skip.to_vec();
+    skip.extend(config.policy.skip_checks.iter().map(String::as_str));
+    skip.extend(NOT_IN_PREFLIGHT);
+    let skip = skip.as_slice();
+
+    let management = join_all(
+        config
+            .management_servers
+            .iter()
+            .map(|n| management_server(config, n, phase, skip)),
+    );
+    let hosts = join_all(
+        config
+            .hosts()
+            .map(|(cluster, n)| kvm_host(config, cluster, n, phase, skip)),
+    );
+    let (management, database, hosts, api) = tokio::join!(
+        management,
+        database(config, skip),
+        hosts,
+        api(config, phase, skip)
+    );
+    let mut report = Report::default();
+    for part in management
+        .into_iter()
+        .chain([database])
+        .chain(hosts)
+        .chain([api])
+    {
+        report.merge(part);
+    }
+    for f in &mut report.findings {
+        if NOT_IN_PREFLIGHT.contains(&f.id.as_str()) && f.severity == Severity::Skip {
+            f.message = "checked by the upgrade once it has stopped the services".into();
+        }
+    }
+    report
+}
+
+fn unreachable(id: &str, subject: &str, message: String) -> Report {
+    let mut r = Report::default();
+    r.push(Finding::new(id, Severity::Fail, subject, message));
+    r
+}
+
+/// The repository check of `phase` for a node: before the upgrade, that the target's
+/// repositories offer it; after, that every CloudStack entry points at the target line.
+fn repo_check(node: &NodeConfig, target: CsVersion, phase: Phase) -> Box<dyn Check<dyn Host>> {
+    match phase {
+        Phase::Pre => {
+            let mut c = cs_repo::TargetResolvable::new(target);
+            c.layout = node.layout();
+            c.rules = cs_repo::Rules::official();
+            Box::new(c)
+        }
+        Phase::Post => {
+            let mut c = cs_repo::TargetConfigured::new(target.line());
+            c.layout = node.layout();
+            c.rules = cs_repo::Rules::official();
+            Box::new(c)
+        }
+    }
+}
+
+async fn management_server(
+    config: &UpgradeConfig,
+    node: &NodeConfig,
+    phase: Phase,
+    skip: &[&str],
+) -> Report {
+    let handle: NodeHandle = match connect(config, node).await {
+        Ok(h) => h,
+        Err(e) => {
+            return unreachable(NODE_REACHABLE, node.display_name(), error_chain(&e));
+        }
+    };
+    let java_major = cs_schema::release_line(&config.target).map_or(
+        if config.target.padded() >= [4, 20, 0, 0] {
+            17
+        } else {
+            11
+        },
+        |l| l.java,
+    );
+    let cx = MsContext {
+        host: handle.host.clone(),
+        layout: handle.layout.clone(),
+        target: config.target,
+        java_major,
+        phase,
+    };
+    let checks = ms_checks();
+    let refs: Vec<&dyn Check<MsContext>> = checks.iter().map(AsRef::as_ref).collect();
+    let repo = repo_check(node, config.target, phase);
+    let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
+    let (mut report, repo) = tokio::join!(
+        run_checks(&refs, &cx, skip),
+        run_checks(&repo_refs, handle.host.as_ref(), skip)
+    );
+    report.merge(repo);
+    report
+}
+
+async fn kvm_host(
+    config: &UpgradeConfig,
+    cluster: &str,
+    node: &NodeConfig,
+    phase: Phase,
+    skip: &[&str],
+) -> Report {
+    let handle = match connect(config, node).await {
+        Ok(h) => h,
+        Err(e) => {
+            return unreachable(NODE_REACHABLE, node.display_name(), error_chain(&e));
+        }
+    };
+    let agent = cs_agent::Node::new(handle.host.clone())
+        .rerooted(handle.root.clone())
+        .in_cluster(cluster)
+        .with_key(node.display_name().to_string());
+    let mut checks = cs_agent::checks::host_checks();
+    match api_client(config) {
+        Ok(client) => {
+            // Before the upgrade the agents run the old version: a mismatch with the target
+            // is information; after it, a failure.
+            checks.push(Box::new(cs_agent::checks::VersionMatch {
+                expected: config.target,
+                post: phase == Phase::Post,
+                status: Some(Arc::new(client)),
+            }));
+        }
+        Err(e) => {
+            return unreachable("api.reachable", &config.api.endpoint, error_chain(&e));
+        }
+    }
+    let refs: Vec<&dyn Check<cs_agent::Node>> = checks.iter().map(AsRef::as_ref).collect();
+    let repo = repo_check(node, config.target, phase);
+    let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
+    let (mut report, repo) = tokio::join!(
+        run_checks(&refs, &agent, skip),
+        run_checks(&repo_refs, handle.host.as_ref(), skip)
+    );
+    report.merge(repo);
+    report
+}
+
+async fn database(config: &UpgradeConfig, skip: &[&str]) -> Report {
+    let url = match config.database_url() {
+        Ok(u) => u,
+        Err(e) => return unreachable("db.reachable", "database", error_chain(&e)),
+    };
+    let db = cs_schema::DbTarget::new(
+        url,
+        &config.database.cloud_schema,
+        &config.database.usage_schema,
+    );
+    let cx = cs_schema::DbContext::new(db, config.target);
+    cs_schema::run_db_checks(&cx, skip).await
+}
+
+async fn api(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
+    let client = match api_client(config) {
+        Ok(c) => c,
+        Err(e) => return unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+    };
+    let health = match cs_api::HealthReport::collect(&client).await {
+        Ok(h) => h,
+        Err(e) => return unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+    };
+    let expect = cs_api::HealthExpectations {
+        phase: match phase {
+            Phase::Pre => cs_api::Phase::Pre,
+            Phase::Post => cs_api::Phase::Post,
+        },
+        // Before the upgrade the cloud runs the old version, which the report shows as is.
+        version: (phase == Phase::Post).then_some(config.target),
+    };
+    let checks = cs_api::health_checks(&expect);
+    let refs: Vec<&dyn Check<cs_api::HealthReport>> = checks
+        .iter()
+        .map(|c| c as &dyn Check<cs_api::HealthReport>)
+        .collect();
+    run_checks(&refs, &health, skip).await
+}
