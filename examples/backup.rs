@@ -9,8 +9,8 @@
 //! a terminal, plain lines otherwise; one line and exit 1 on failure; the password is never
 //! printed.
 
-#[path = "backup_common/mod.rs"]
-mod backup_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,7 +58,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    backup_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
     let engine: Box<dyn Engine> = match args.engine {
         EngineArg::Native => Box::new(NativeEngine::new()),
@@ -73,7 +73,7 @@ async fn main() -> ExitCode {
         },
         ..BackupOptions::default()
     };
-    let bars = backup_common::Bars::new();
+    let bars = common::Bars::new();
     let started = Instant::now();
     match backup(engine.as_ref(), &args.db, &args.out, &options, &bars).await {
         Ok(m) => {
@@ -101,6 +101,6 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => backup_common::fail(&e),
+        Err(e) => common::fail("backup", &e),
     }
 }

@@ -9,8 +9,8 @@
 //! be read. A config that cannot be read or a node that cannot be reached prints one line and
 //! exits 2.
 
-#[path = "orch_common/mod.rs"]
-mod orch_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,15 +31,15 @@ struct Args {
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    orch_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
-    let config = match orch_common::load("diagnose", &args.config) {
+    let config = match common::load("diagnose", &args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let sources = match cs_upgrade::log_sources(&config).await {
         Ok(s) => s,
-        Err(e) => return orch_common::fail("diagnose", &e),
+        Err(e) => return common::fail("diagnose", &e),
     };
     let report = cs_upgrade::diagnose(&sources, cs_upgrade::DEFAULT_TAIL_BYTES).await;
     if args.json {

@@ -14,8 +14,8 @@
 //! when the demo went as described, 2 otherwise (one line says what). Secrets are never
 //! printed: the lab writes them to files of mode 0600 that the config points at.
 
-#[path = "orch_common/mod.rs"]
-mod orch_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -86,7 +86,7 @@ fn versions(lab: &Lab) -> String {
 }
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
-async fn demo(bars: &Arc<orch_common::Bars>) -> DemoResult<()> {
+async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
     let started = Instant::now();
     let v4190: CsVersion = "4.19.0.0".parse().map_err(|e| format!("{e}"))?;
     let v4191: CsVersion = "4.19.1.0".parse().map_err(|e| format!("{e}"))?;
@@ -208,8 +208,8 @@ async fn demo(bars: &Arc<orch_common::Bars>) -> DemoResult<()> {
 #[allow(clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
-    orch_common::init_tracing();
-    let bars = Arc::new(orch_common::Bars::new());
+    common::init_tracing();
+    let bars = Arc::new(common::Bars::new());
     match demo(&bars).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {

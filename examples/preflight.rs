@@ -8,8 +8,8 @@
 //! Exit codes follow the report: 0 all passed, 1 warnings, 2 failures, 255 a check broke. A
 //! config that cannot be read prints one line and exits 2. No secret is ever printed.
 
-#[path = "orch_common/mod.rs"]
-mod orch_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,9 +37,9 @@ struct Args {
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    orch_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
-    let config = match orch_common::load("preflight", &args.config) {
+    let config = match common::load("preflight", &args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };

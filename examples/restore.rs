@@ -8,8 +8,8 @@
 //! `--replace` is the destructive drop-and-reload: the live schemas are dropped and loaded
 //! straight from the backup, with no parking. The URL can come from `CS_DB_URL`.
 
-#[path = "backup_common/mod.rs"]
-mod backup_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    backup_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
     let options = RestoreOptions {
         threads: args.threads,
@@ -57,11 +57,11 @@ async fn main() -> ExitCode {
         },
         ..RestoreOptions::default()
     };
-    let bars = backup_common::Bars::new();
+    let bars = common::Bars::new();
     let started = Instant::now();
     let report = match restore(&args.from, &args.db, &options, &bars).await {
         Ok(r) => r,
-        Err(e) => return backup_common::fail(&e),
+        Err(e) => return common::fail("restore", &e),
     };
     #[allow(clippy::print_stdout)] // The example owns the terminal.
     {
@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
     }
     if args.drop_parked && !report.parked().is_empty() {
         if let Err(e) = drop_parked(&args.db, &report).await {
-            return backup_common::fail(&e);
+            return common::fail("restore", &e);
         }
         #[allow(clippy::print_stdout)] // The example owns the terminal.
         {

@@ -13,8 +13,8 @@
 //! or the config cannot be used. Progress goes to stderr (bars on a terminal, lines otherwise);
 //! no secret is printed.
 
-#[path = "orch_common/mod.rs"]
-mod orch_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,9 +61,9 @@ fn outcomes(report: &RunReport) -> String {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    orch_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
-    let config = match orch_common::load("upgrade", &args.config) {
+    let config = match common::load("upgrade", &args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -73,7 +73,7 @@ async fn main() -> ExitCode {
                 print!("{}", plan.to_text());
                 ExitCode::SUCCESS
             }
-            Err(e) => orch_common::fail("upgrade", &e),
+            Err(e) => common::fail("upgrade", &e),
         };
     }
     let journal = cs_upgrade::run_dir(&config).join("journal.jsonl");
@@ -84,7 +84,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let progress = Arc::new(orch_common::Bars::new());
+    let progress = Arc::new(common::Bars::new());
     let result = if args.rollback {
         cs_upgrade::rollback(&config, progress).await
     } else {
@@ -109,7 +109,7 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let code = orch_common::fail("upgrade", &e);
+            let code = common::fail("upgrade", &e);
             if let Some(report) = &e.report {
                 eprint!("{}", outcomes(report));
             }

@@ -5,8 +5,8 @@
 //! verify DIR [--deep --db URL] [--threads N]
 //! ```
 
-#[path = "backup_common/mod.rs"]
-mod backup_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +33,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    backup_common::init_tracing();
+    common::init_tracing();
     let args = Args::parse();
     let result = match (&args.db, args.deep) {
         (Some(db), true) => {
@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
                 threads: args.threads,
                 ..RestoreOptions::default()
             };
-            verify_deep(&args.dir, db, &options, &backup_common::Bars::new()).await
+            verify_deep(&args.dir, db, &options, &common::Bars::new()).await
         }
         _ => verify(&args.dir).await,
     };
@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
                     eprintln!("  also: {p}");
                 }
             }
-            backup_common::fail(&e)
+            common::fail("verify", &e)
         }
     }
 }

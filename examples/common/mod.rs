@@ -1,5 +1,5 @@
-//! What the orchestrator examples share: progress on a terminal (indicatif bars on stderr) or
-//! plain lines otherwise, loading the config with its warnings, and a one-line error exit.
+//! What the examples share: progress on a terminal (indicatif bars on stderr) or plain lines
+//! otherwise, loading the orchestrator config with its warnings, and a one-line error exit.
 
 #![allow(dead_code)] // Shared by several examples; each uses part of it.
 
