@@ -137,6 +137,7 @@ pub(crate) fn load(program: &str, path: &Path) -> Result<UpgradeConfig, ExitCode
 pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
