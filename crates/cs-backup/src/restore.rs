@@ -1165,33 +1165,21 @@ fn swap(db: &mut Db, targets: &[Target]) -> Result<()> {
     let stage = "swap the tables in";
     let mut renames = Vec::new();
     for (t, (live_cat, scratch_cat, live_objs, scratch_objs)) in targets.iter().zip(&plans) {
-        for (name, _) in &live_objs.triggers {
-            db.exec(
-                "drop a live trigger",
-                &format!("DROP TRIGGER IF EXISTS {}.{}", ident(&t.live), ident(name)),
-            )
-            .map_err(fail(stage, false))?;
-        }
-        for (name, _) in &live_objs.views {
-            db.exec(
-                "drop a live view",
-                &format!("DROP VIEW IF EXISTS {}.{}", ident(&t.live), ident(name)),
-            )
-            .map_err(fail(stage, false))?;
-        }
-        for (name, _) in &scratch_objs.triggers {
-            db.exec(
-                "drop a scratch trigger",
-                &format!("DROP TRIGGER IF EXISTS {}.{}", ident(&t.load), ident(name)),
-            )
-            .map_err(fail(stage, false))?;
-        }
-        for (name, _) in &scratch_objs.views {
-            db.exec(
-                "drop a scratch view",
-                &format!("DROP VIEW IF EXISTS {}.{}", ident(&t.load), ident(name)),
-            )
-            .map_err(fail(stage, false))?;
+        // Views and triggers cannot move between schemas: drop them on both sides (they are
+        // recreated from the definitions read above once the tables are in place).
+        for (schema, objs, side) in [
+            (&t.live, live_objs, "live"),
+            (&t.load, scratch_objs, "scratch"),
+        ] {
+            for (kind, names) in [("TRIGGER", &objs.triggers), ("VIEW", &objs.views)] {
+                for (name, _) in names {
+                    db.exec(
+                        &format!("drop a {side} {}", kind.to_lowercase()),
+                        &format!("DROP {kind} IF EXISTS {}.{}", ident(schema), ident(name)),
+                    )
+                    .map_err(fail(stage, false))?;
+                }
+            }
         }
         for table in &live_cat.tables {
             renames.push(format!(
