@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cs_core::{DbUrl, Progress};
@@ -437,43 +437,21 @@ impl Job {
     /// parallel.
     fn add_deferred_keys(&self) -> Result<()> {
         let work = std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
-        let queue = Mutex::new(VecDeque::from(work));
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..self.options.threads.max(1) {
-                s.spawn(|| {
-                    let mut db = match db::connect(&self.url) {
-                        Ok(db) => db,
-                        Err(e) => {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    };
-                    while let Some((schema, table, keys)) =
-                        queue.lock().ok().and_then(|mut q| q.pop_front())
-                    {
-                        let sql = format!(
-                            "ALTER TABLE {}.{} {}",
-                            ident(&schema),
-                            ident(&table),
-                            keys.join(", ")
-                        );
-                        if let Err(e) = db.exec(&format!("add the keys of `{table}`"), &sql) {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        on_connections(
+            &self.url,
+            self.options.threads,
+            work,
+            None,
+            |db, (schema, table, keys)| {
+                let sql = format!(
+                    "ALTER TABLE {}.{} {}",
+                    ident(&schema),
+                    ident(&table),
+                    keys.join(", ")
+                );
+                db.exec(&format!("add the keys of `{table}`"), &sql)
+            },
+        )
     }
 
     fn parallel(
@@ -481,59 +459,29 @@ impl Job {
         files: Vec<(String, Option<LoadTarget>)>,
         map: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let queue = Mutex::new(VecDeque::from(files));
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        let threads = self.options.threads.max(1);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut db = match db::connect(&self.url) {
-                        Ok(db) => db,
-                        Err(e) => {
-                            self.counters.stop.store(true, Ordering::Relaxed);
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    };
-                    loop {
-                        if self.counters.stopped() {
-                            break;
-                        }
-                        let Some((f, target)) = queue.lock().ok().and_then(|mut q| q.pop_front())
-                        else {
-                            break;
-                        };
-                        let loaded = match &target {
-                            Some(t) if !self.no_local_infile.load(Ordering::Relaxed) => {
-                                load_data(&mut db, &self.dir, &f, t, &self.counters)
-                            }
-                            _ => Ok(false),
-                        };
-                        let r = match loaded {
-                            Ok(true) => Ok(()),
-                            Ok(false) => {
-                                self.no_local_infile.store(true, Ordering::Relaxed);
-                                let defer = target.is_none().then_some(&self.deferred);
-                                run_file(&mut db, &self.dir, &f, map, &self.counters, defer)
-                            }
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = r {
-                            self.counters.stop.store(true, Ordering::Relaxed);
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            break;
-                        }
+        on_connections(
+            &self.url,
+            self.options.threads,
+            files,
+            Some(&self.counters.stop),
+            |db, (f, target)| {
+                let loaded = match &target {
+                    Some(t) if !self.no_local_infile.load(Ordering::Relaxed) => {
+                        load_data(db, &self.dir, &f, t, &self.counters)
                     }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
+                    _ => Ok(false),
+                };
+                match loaded {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        self.no_local_infile.store(true, Ordering::Relaxed);
+                        let defer = target.is_none().then_some(&self.deferred);
+                        run_file(db, &self.dir, &f, map, &self.counters, defer)
+                    }
+                    Err(e) => Err(e),
+                }
+            },
+        )?;
         if self.counters.stopped() {
             return Err(Error::Interrupted {
                 what: "the restore".into(),
@@ -569,44 +517,20 @@ impl Job {
         }
         drop(db);
         work.sort_by_key(|w| std::cmp::Reverse(w.4));
-        let queue = Mutex::new(VecDeque::from(work));
         let sums: Mutex<BTreeMap<String, RowSum>> = Mutex::new(BTreeMap::new());
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..self.options.threads.max(1) {
-                s.spawn(|| {
-                    let mut db = match db::connect(&self.url) {
-                        Ok(db) => db,
-                        Err(e) => {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    };
-                    while let Some((schema, table, filter, key, _)) =
-                        queue.lock().ok().and_then(|mut q| q.pop_front())
-                    {
-                        match db::table_checksum(&mut db, &schema, &table, filter.as_deref()) {
-                            Ok(sum) => {
-                                if let Ok(mut m) = sums.lock() {
-                                    m.entry(key).or_default().merge(&sum);
-                                }
-                            }
-                            Err(e) => {
-                                if let Ok(mut slot) = first_error.lock() {
-                                    slot.get_or_insert(e);
-                                }
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
+        on_connections(
+            &self.url,
+            self.options.threads,
+            work,
+            None,
+            |db, (schema, table, filter, key, _)| {
+                let sum = db::table_checksum(db, &schema, &table, filter.as_deref())?;
+                if let Ok(mut m) = sums.lock() {
+                    m.entry(key).or_default().merge(&sum);
+                }
+                Ok(())
+            },
+        )?;
         let sums = sums.into_inner().unwrap_or_else(|p| p.into_inner());
         for (key, (rows, checksum)) in expected {
             let got = sums.get(&key).copied().unwrap_or_default();
@@ -1311,6 +1235,51 @@ fn park_objects(db: &mut Db, parked: &str, o: &Objects) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Runs `work` on every item with `threads` workers, each on a connection of its own, taking
+/// items from a shared queue. A worker that fails stops, and the first error is returned once
+/// all workers are done; the others carry on. With `stop`, a set flag stops every worker before
+/// its next item, and a failure sets it.
+fn on_connections<T: Send>(
+    url: &DbUrl,
+    threads: usize,
+    items: Vec<T>,
+    stop: Option<&AtomicBool>,
+    work: impl Fn(&mut Db, T) -> Result<()> + Sync,
+) -> Result<()> {
+    let queue = Mutex::new(VecDeque::from(items));
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        if let Some(stop) = stop {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut slot) = first_error.lock() {
+            slot.get_or_insert(e);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut db = match db::connect(url) {
+                    Ok(db) => db,
+                    Err(e) => return fail(e),
+                };
+                while !stop.is_some_and(|f| f.load(Ordering::Relaxed)) {
+                    let Some(item) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
+                        break;
+                    };
+                    if let Err(e) = work(&mut db, item) {
+                        return fail(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
