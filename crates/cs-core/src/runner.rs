@@ -657,16 +657,7 @@ impl<C: ?Sized + Sync> Runner<C> {
         } else {
             Vec::new()
         };
-        let mut s = Session {
-            journal,
-            report: self.skeleton(run, RunKind::Apply),
-        };
-        s.log(JournalEvent::RunStart {
-            kind: RunKind::Apply,
-            plan: self.fingerprint.clone(),
-            steps: self.step_ids().map(str::to_string).collect(),
-        })
-        .await?;
+        let mut s = self.begin(journal, run, RunKind::Apply).await?;
         tracing::info!(
             journal = %self.journal.display(),
             run,
@@ -733,16 +724,7 @@ impl<C: ?Sized + Sync> Runner<C> {
             });
         }
         let run = history.last_run + 1;
-        let mut s = Session {
-            journal,
-            report: self.skeleton(run, RunKind::Rollback),
-        };
-        s.log(JournalEvent::RunStart {
-            kind: RunKind::Rollback,
-            plan: self.fingerprint.clone(),
-            steps: self.step_ids().map(str::to_string).collect(),
-        })
-        .await?;
+        let mut s = self.begin(journal, run, RunKind::Rollback).await?;
         tracing::info!(
             journal = %self.journal.display(),
             run,
@@ -1000,6 +982,21 @@ impl<C: ?Sized + Sync> Runner<C> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Opens a session for run `run` and journals its start.
+    async fn begin(&self, journal: Journal, run: u32, kind: RunKind) -> Result<Session, RunError> {
+        let mut s = Session {
+            journal,
+            report: self.skeleton(run, kind),
+        };
+        s.log(JournalEvent::RunStart {
+            kind,
+            plan: self.fingerprint.clone(),
+            steps: self.step_ids().map(str::to_string).collect(),
+        })
+        .await?;
+        Ok(s)
     }
 
     fn skeleton(&self, run: u32, kind: RunKind) -> RunReport {
