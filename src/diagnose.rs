@@ -75,7 +75,7 @@ fn subject(src: &LogSource) -> String {
     format!("{}:{}", src.host.name(), src.path.display())
 }
 
-async fn read_tail(
+pub(crate) async fn read_tail(
     host: &dyn Host,
     path: &Path,
     tail_bytes: u64,

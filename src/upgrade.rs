@@ -366,13 +366,18 @@ async fn installed_version(n: &NodeHandle) -> Result<Option<CsVersion>, StepErro
     Ok(states.first().and_then(|s| s.version()))
 }
 
-async fn unit_active(n: &NodeHandle, unit: &str) -> Result<bool, StepError> {
+/// What `systemctl is-active` says of `unit` (`active`, `inactive`, `failed`, …).
+async fn unit_state(n: &NodeHandle, unit: &str) -> Result<String, StepError> {
     let out = n
         .host
         .run(&Cmd::new("systemctl").arg("is-active").arg(unit))
         .await
         .map_err(|e| step_err(&format!("{}: systemctl is-active {unit}", n.name), e))?;
-    Ok(out.stdout_lossy().trim() == "active")
+    Ok(out.stdout_lossy().trim().to_string())
+}
+
+async fn unit_active(n: &NodeHandle, unit: &str) -> Result<bool, StepError> {
+    Ok(unit_state(n, unit).await? == "active")
 }
 
 async fn systemctl(n: &NodeHandle, verb: &str, unit: &str) -> Result<(), StepError> {
@@ -431,19 +436,56 @@ async fn stop_all(cx: &UpgradeContext) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Starts the management servers in order (each Up before the next) and the usage servers.
+/// Why the management server on `n` failed to start, from the tail of its log: the last known
+/// signature with its cause and remedy, or the last lines.
+async fn explain_failed_start(n: &NodeHandle) -> String {
+    let log = n.layout.management_log();
+    let text = match crate::diagnose::read_tail(n.host.as_ref(), &log, 64 * 1024).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return format!("{} does not exist", log.display()),
+        Err(e) => return format!("{} is unreadable: {}", log.display(), error_chain(&e)),
+    };
+    if let Some(m) = cs_core::scan_log(&text, cs_core::LogKind::ManagementServer).last() {
+        return format!(
+            "{} ({}: `{}`); remedy: {}",
+            m.signature.cause,
+            log.display(),
+            m.line,
+            m.signature.remedy
+        );
+    }
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    format!("last lines of {}:\n{}", log.display(), tail.join("\n"))
+}
+
+/// Starts the management servers in order (each Up at `version` before the next) and the usage
+/// servers. A server whose unit fails stops the wait at once, with the reason from its log.
 async fn start_all(cx: &UpgradeContext, version: &CsVersion) -> Result<(), StepError> {
     for m in &cx.management {
         systemctl(m, "start", MANAGEMENT_UNIT).await?;
-        let name = m.name.clone();
-        let v = *version;
-        wait_mshosts(
-            cx,
-            &format!("{name} Up at {v}"),
-            cx.config.policy.migration_deadline,
-            move |rows| is_up_at(rows, &name, &v),
-        )
-        .await?;
+        let deadline = cx.config.policy.migration_deadline;
+        let start = Instant::now();
+        loop {
+            let rows = mshosts_up(cx).await?;
+            if is_up_at(&rows, &m.name, version) {
+                break;
+            }
+            if unit_state(m, MANAGEMENT_UNIT).await? == "failed" {
+                return Err(StepError::new(format!(
+                    "{}: {MANAGEMENT_UNIT} failed to start at {version}: {}",
+                    m.name,
+                    explain_failed_start(m).await
+                )));
+            }
+            if start.elapsed() >= deadline {
+                return Err(StepError::new(format!(
+                    "{}: not Up at {version} after {deadline:?} (Up: {rows:?})",
+                    m.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     for u in &cx.usage {
         systemctl(u, "start", USAGE_UNIT).await?;
@@ -466,13 +508,22 @@ async fn pick(n: &NodeHandle, family: Family, v: &CsVersion) -> Result<String, S
         })
 }
 
-/// Installs exactly `v` of the management packages on every service node.
+/// Installs exactly `v` of the management packages on every service node that does not have
+/// all of them at `v` already (a node the failed install never reached is left alone).
 async fn install_all(cx: &UpgradeContext, v: &CsVersion) -> Result<(), StepError> {
     for n in cx.service_nodes() {
         let host = n.host.as_ref();
         let family = packages::detect_family(host)
             .await
             .map_err(|e| step_err(&format!("{}: package manager", n.name), e))?;
+        let states = packages::installed(host, family, MANAGEMENT_PACKAGES)
+            .await
+            .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
+        if states.len() == MANAGEMENT_PACKAGES.len()
+            && states.iter().all(|s| s.version() == Some(*v))
+        {
+            continue;
+        }
         packages::refresh_index(host, family)
             .await
             .map_err(|e| step_err(&format!("{}: refresh the package index", n.name), e))?;
@@ -498,8 +549,10 @@ async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> 
     Ok(())
 }
 
-async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<bool, StepError> {
+/// How many service nodes have every CloudStack repository entry at `line`.
+async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<usize, StepError> {
     let rules = cs_repo::Rules::official();
+    let mut at = 0;
     for n in cx.service_nodes() {
         let paths = cs_repo::discover(n.host.as_ref(), &n.layout)
             .await
@@ -507,11 +560,11 @@ async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<bool, StepError> {
         let plan = cs_repo::plan(n.host.as_ref(), &paths, line, &rules)
             .await
             .map_err(|e| step_err(&format!("{}: read repository files", n.name), e))?;
-        if !plan.is_noop() || !plan.has_cloudstack_entries() {
-            return Ok(false);
+        if plan.is_noop() && plan.has_cloudstack_entries() {
+            at += 1;
         }
     }
-    Ok(true)
+    Ok(at)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -791,10 +844,15 @@ impl Step<UpgradeContext> for Repos {
     }
 
     async fn check(&self, cx: &UpgradeContext) -> Result<StepState, StepError> {
-        if cx.passed(&self.hop).await? || repos_at(cx, &self.hop.line()).await? {
+        if cx.passed(&self.hop).await? {
             return Ok(StepState::Done);
         }
-        Ok(StepState::Pending)
+        let total = cx.service_nodes().len();
+        Ok(match repos_at(cx, &self.hop.line()).await? {
+            at if at == total => StepState::Done,
+            0 => StepState::Pending,
+            at => StepState::Partial(format!("{at} of {total} server(s) switched")),
+        })
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -979,9 +1037,17 @@ impl Step<UpgradeContext> for StartOthers {
                 usage += 1;
             }
         }
+        // With the first server Up at the hop, a later one started (running or failed) is this
+        // step's doing.
+        let mut started = 0;
+        for m in cx.management.iter().skip(1) {
+            if unit_state(m, MANAGEMENT_UNIT).await? != "inactive" {
+                started += 1;
+            }
+        }
         Ok(if up == cx.management.len() && usage == cx.usage.len() {
             StepState::Done
-        } else if up > 1 || (up > 0 && usage > 0) {
+        } else if up > 1 || (up > 0 && (started > 0 || usage > 0)) {
             // The first server comes Up with the migration; a usage server running before
             // that is the old version's.
             StepState::Partial(format!("{up} management server(s) Up"))

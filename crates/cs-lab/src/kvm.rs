@@ -73,6 +73,10 @@ pub enum KvmFault {
     InstallFails,
     /// The agent never comes back Up after a restart.
     NeverUp,
+    /// The host's VMs stop while its agent runs a version other than the one the lab started
+    /// with (as when an agent upgrade takes the guests down). Acted on by [`crate::Lab`]'s
+    /// state sync; the stand-ins do not read it.
+    StopsVms,
 }
 
 impl KvmFault {
@@ -83,6 +87,7 @@ impl KvmFault {
             KvmFault::MixedJars => "mixed-jars",
             KvmFault::InstallFails => "install-fails",
             KvmFault::NeverUp => "never-up",
+            KvmFault::StopsVms => "stops-vms",
         }
     }
 }
@@ -605,6 +610,11 @@ impl KvmHost {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether a fault is on.
+    pub fn has_fault(&self, fault: KvmFault) -> bool {
+        self.state().join("faults").join(fault.file()).exists()
     }
 
     /// The installed version of a package, as the stand-in package manager records it.

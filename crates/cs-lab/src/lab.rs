@@ -25,8 +25,8 @@ use mysql::prelude::Queryable;
 
 use crate::mariadb::DbUrlExt;
 use crate::{
-    KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, Result, SeedOptions, TestDb, mariadb, seed,
-    start_kvm_hosts,
+    KvmFault, KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, Result, SeedOptions, TestDb,
+    mariadb, seed, start_kvm_hosts,
 };
 
 /// How often the background thread copies the nodes' state into the API endpoint.
@@ -270,7 +270,7 @@ impl Lab {
                 api.add_vm(&format!("vm{:03}", i + 1), "Running", Some(host));
             }
         }
-        sync(&api, &mgmt, &kvm);
+        sync(&api, &mgmt, &kvm, version);
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -281,7 +281,7 @@ impl Lab {
                     .name("lab-sync".into())
                     .spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
-                            sync(&api, &mgmt, &kvm);
+                            sync(&api, &mgmt, &kvm, version);
                             std::thread::sleep(SYNC_EVERY);
                         }
                     }),
@@ -375,7 +375,7 @@ impl Lab {
     /// Copies the nodes' state into the API endpoint now (the background thread does so every
     /// 100 ms).
     pub fn sync(&self) {
-        sync(&self.api, &self.mgmt, &self.kvm);
+        sync(&self.api, &self.mgmt, &self.kvm, self.version);
     }
 
     /// Prepares what the management servers run when they start at a new version: the schema
@@ -599,7 +599,7 @@ impl Lab {
 }
 
 /// Copies management-server and host state into the endpoint.
-fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>]) {
+fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>], initial: CsVersion) {
     let mut newest: Option<String> = None;
     for m in mgmt {
         let installed = m.installed(crate::MANAGEMENT_UNIT).unwrap_or_default();
@@ -620,6 +620,9 @@ fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>]) {
         api.set_host_state(h.name(), &st.state);
         if let Some(v) = st.version {
             api.set_host_version(h.name(), &v.to_string());
+            if v != initial && h.has_fault(KvmFault::StopsVms) {
+                api.set_vms_on_host(h.name(), "Stopped");
+            }
         }
     }
     if let Some(v) = newest {

@@ -92,6 +92,13 @@ pub enum MgmtFault {
     Hang,
     /// Package installs fail (`dpkg returned an error code (1)`).
     InstallFails,
+    /// `systemctl stop` (and `restart`) of `cloudstack-management` fails and the service keeps
+    /// running, as when its stop job fails.
+    StopFails,
+    /// A start at this installed version fails after the version check with `Unable to
+    /// initialize the database encryptors` (a wrong `key` file or encryptor version); other
+    /// versions start.
+    StartFailsAt(CsVersion),
 }
 
 impl MgmtFault {
@@ -101,12 +108,15 @@ impl MgmtFault {
             MgmtFault::HalfApplyAtStep(_) => "half-apply-at-step",
             MgmtFault::Hang => "hang",
             MgmtFault::InstallFails => "install-fails",
+            MgmtFault::StopFails => "stop-fails",
+            MgmtFault::StartFailsAt(_) => "start-fails-at",
         }
     }
 
     fn content(self) -> String {
         match self {
             MgmtFault::FailAtStep(k) | MgmtFault::HalfApplyAtStep(k) => format!("{k}\n"),
+            MgmtFault::StartFailsAt(v) => format!("{v}\n"),
             _ => String::new(),
         }
     }
@@ -889,6 +899,8 @@ impl MgmtNode {
             MgmtFault::HalfApplyAtStep(0),
             MgmtFault::Hang,
             MgmtFault::InstallFails,
+            MgmtFault::StopFails,
+            MgmtFault::StartFailsAt(CsVersion::new3(0, 0, 0)),
         ] {
             self.clear(f)?;
         }

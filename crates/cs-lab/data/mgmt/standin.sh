@@ -248,6 +248,11 @@ ms_daemon() {
     die "database newer than code"
   elif [ "$c" = 0 ]; then
     mslog INFO "$CHECKER" "DB version and code version matches so no upgrade needed."
+    if [ "$(cat "$ST/faults/start-fails-at" 2>/dev/null)" = "$code" ]; then
+      mslog ERROR "$CHECKER" "Unable to initialize the database encryptors due to Unable to decrypt the value of configuration 'init'. Please check if database encryption key and database encryptor version are correct."
+      printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Unable to initialize the database encryptors due to Unable to decrypt the value of configuration 'init'" >>"$MSLOG"
+      die "Unable to initialize the database encryptors"
+    fi
     fault hang && hang "Start paused (cs-lab fault: hang)"
   else
     upgrade "$db" "$code"
@@ -445,6 +450,11 @@ systemctl)
         echo "Failed to $verb $u.service: Unit $u.service not found." >&2; exit 5
       fi
     done
+    if [ "$verb" != start ] && fault stop-fails && [[ " ${units[*]} " == *" $MS "* ]]; then
+      echo "Job for $MS.service failed because the control process exited with error code." >&2
+      echo "See \"systemctl status $MS.service\" and \"journalctl -xeu $MS.service\" for details." >&2
+      exit 1
+    fi
     for u in "${units[@]}"; do
       case "$verb" in
       start) svc_start "$u" ;;

@@ -392,6 +392,17 @@ impl LabApi {
         }
     }
 
+    /// Sets the state of every VM on `host` (by name or id).
+    pub fn set_vms_on_host(&self, host: &str, state: &str) {
+        let mut c = self.cloud();
+        let Some(h) = c.host_index(host) else {
+            return;
+        };
+        for v in c.vms.iter_mut().filter(|v| v.host == Some(h)) {
+            v.state = state.into();
+        }
+    }
+
     /// Removes a VM (by name or id).
     pub fn remove_vm(&self, key: &str) {
         self.cloud().vms.retain(|v| v.name != key && v.id != key);

@@ -1,0 +1,211 @@
+//! A fault at each stage of the upgrade (the schema migration's is in `e2e.rs`), one after the
+//! other on one lab cloud: each `apply` fails at that stage with a message that says why, the
+//! runner rolls back every step it applied, and afterwards the databases have the checksums they
+//! had, configuration and repository files are byte-identical, packages are at the old version
+//! and every management server and host is Up.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{StageFault, fault_rolls_back};
+use cs_core::StepOutcome;
+use cs_lab::{Fault, KvmFault, Lab, MgmtFault};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_at_each_stage_rolls_back() {
+    let (lab, config, _) = common::lab_for_upgrade("e2e_faults").await;
+
+    // Backup: the API refuses the inventory the backup step records (a key without the right
+    // role). Nothing has changed yet: there is nothing to roll back.
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "backup",
+            says: &["take the inventory", "listVirtualMachines"],
+            inject: Box::new(|lab| {
+                lab.api().inject(
+                    Some("listVirtualMachines"),
+                    u32::MAX,
+                    Fault::ApiError {
+                        code: 432,
+                        text: "The given command 'listVirtualMachines' either does not exist, \
+                               is not available for user, or not available from ip address"
+                            .into(),
+                    },
+                );
+            }),
+            clear: Box::new(|lab| lab.api().clear_faults()),
+        },
+    )
+    .await;
+    assert!(
+        report.rollback_order.iter().all(|s| s == "backup"),
+        "{report:#?}"
+    );
+
+    // Quiesce: the second management server's stop job fails; the first one, already stopped,
+    // starts again at the old version.
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "quiesce",
+            says: &[
+                "mgmt2: systemctl stop cloudstack-management",
+                "control process exited",
+            ],
+            inject: Box::new(|lab| mgmt(lab, 1).inject(MgmtFault::StopFails).expect("inject")),
+            clear: Box::new(|lab| mgmt(lab, 1).clear_faults().expect("clear")),
+        },
+    )
+    .await;
+    assert_rolled_back(&report, &["quiesce"]);
+
+    // Repositories: the second server's repository file is a symbolic link, which cs-repo
+    // refuses to replace; the first server's file, already rewritten, is put back.
+    let link = lab.management_servers()[1]
+        .root()
+        .join("etc/apt/sources.list.d/cloudstack.list");
+    let aside = lab.management_servers()[1]
+        .state_dir()
+        .join("cloudstack.list");
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "repos@4.19.0.0",
+            says: &["mgmt2: switch repositories to 4.19", "symbolic link"],
+            inject: Box::new(|_| symlink_aside(&link, &aside)),
+            clear: Box::new(|_| {}),
+        },
+    )
+    .await;
+    unsymlink(&link, &aside);
+    assert_rolled_back(&report, &["repos@4.19.0.0", "quiesce"]);
+
+    // Packages: the install fails on the second server after the first one was upgraded; the
+    // first one gets the old packages back.
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "packages@4.19.0.0",
+            says: &["mgmt2: install 4.19.0.0", "dpkg returned an error code (1)"],
+            inject: Box::new(|lab| {
+                mgmt(lab, 1)
+                    .inject(MgmtFault::InstallFails)
+                    .expect("inject")
+            }),
+            clear: Box::new(|lab| mgmt(lab, 1).clear_faults().expect("clear")),
+        },
+    )
+    .await;
+    assert_rolled_back(&report, &["packages@4.19.0.0", "repos@4.19.0.0", "quiesce"]);
+    assert_eq!(
+        mgmt(&lab, 0).installed("cloudstack-management").as_deref(),
+        Some("4.18.0.0")
+    );
+
+    // Start: the schema migrated, but the second server does not start at the new version; the
+    // database is restored from the backup, which the error explains.
+    let target = common::target();
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "start@4.19.0.0",
+            says: &[
+                "mgmt2: cloudstack-management failed to start at 4.19.0.0",
+                "Unable to initialize the database encryptors",
+                "remedy:",
+            ],
+            inject: Box::new(move |lab| {
+                mgmt(lab, 1)
+                    .inject(MgmtFault::StartFailsAt(target))
+                    .expect("inject");
+            }),
+            clear: Box::new(|lab| mgmt(lab, 1).clear_faults().expect("clear")),
+        },
+    )
+    .await;
+    assert_rolled_back(
+        &report,
+        &[
+            "start@4.19.0.0",
+            "migrate@4.19.0.0",
+            "packages@4.19.0.0",
+            "repos@4.19.0.0",
+            "quiesce",
+        ],
+    );
+
+    // Agents: the last host's package install fails after the canary and its neighbour were
+    // refreshed; they go back to the old agent, the management servers and database too.
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "agents",
+            says: &["agent refresh failed", "kvm3"],
+            inject: Box::new(|lab| kvm(lab, 2).inject(KvmFault::InstallFails).expect("inject")),
+            clear: Box::new(|lab| kvm(lab, 2).clear(KvmFault::InstallFails).expect("clear")),
+        },
+    )
+    .await;
+    assert_rolled_back(
+        &report,
+        &["agents", "start@4.19.0.0", "migrate@4.19.0.0", "quiesce"],
+    );
+
+    // Post-flight: the second host's VMs stopped with its agent's upgrade; the inventory
+    // differs from the one taken before, and everything goes back. (Starting the VMs again is
+    // the operator's call, done here after the rollback.)
+    let report = fault_rolls_back(
+        &lab,
+        &config,
+        StageFault {
+            step: "postflight",
+            says: &["the inventory changed", "vm002"],
+            inject: Box::new(|lab| kvm(lab, 1).inject(KvmFault::StopsVms).expect("inject")),
+            clear: Box::new(|lab| {
+                kvm(lab, 1).clear(KvmFault::StopsVms).expect("clear");
+                lab.api().set_vms_on_host(kvm(lab, 1).name(), "Running");
+            }),
+        },
+    )
+    .await;
+    assert_rolled_back(&report, &["agents", "migrate@4.19.0.0", "quiesce"]);
+}
+
+fn mgmt(lab: &Lab, i: usize) -> &cs_lab::MgmtNode {
+    &lab.management_servers()[i]
+}
+
+fn kvm(lab: &Lab, i: usize) -> &cs_lab::KvmHost {
+    &lab.kvm_hosts()[i]
+}
+
+#[track_caller]
+fn assert_rolled_back(report: &cs_core::RunReport, steps: &[&str]) {
+    let rolled_back = report.ids_with(StepOutcome::RolledBack);
+    for id in steps {
+        assert!(
+            rolled_back.contains(id),
+            "{id} not rolled back: {report:#?}"
+        );
+    }
+}
+
+/// Moves the file at `link` to `aside` and puts a symbolic link to it in its place.
+fn symlink_aside(link: &PathBuf, aside: &PathBuf) {
+    std::fs::rename(link, aside).expect("move the repository file aside");
+    std::os::unix::fs::symlink(aside, link).expect("symlink");
+}
+
+/// Undoes [`symlink_aside`].
+fn unsymlink(link: &PathBuf, aside: &PathBuf) {
+    std::fs::remove_file(link).expect("remove the link");
+    std::fs::rename(aside, link).expect("move the repository file back");
+}
