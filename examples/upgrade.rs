@@ -5,7 +5,8 @@
 //! ```text
 //! upgrade --config upgrade.toml              # run (or resume) the upgrade
 //! upgrade --config upgrade.toml --dry-run    # the plan: hops, schema steps, step states
-//! upgrade --config upgrade.toml --resume     # the same as a plain run: say it is a resume
+//! upgrade --config upgrade.toml --resume     # resume a run that was interrupted (refused when
+//!                                            # the last run finished or rolled back)
 //! upgrade --config upgrade.toml --rollback   # undo every applied step, newest first
 //! ```
 //!
@@ -58,6 +59,29 @@ fn outcomes(report: &RunReport) -> String {
         .collect()
 }
 
+/// Why there is no interrupted run in `journal` to resume (`None`: there is one).
+fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
+    use cs_upgrade::core::JournalEvent;
+    let entries = match cs_upgrade::core::read_journal(journal) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("{}: {e}", journal.display())),
+    };
+    let Some(last) = entries.iter().map(|e| e.run).max() else {
+        return Some(format!("no run recorded in {}", journal.display()));
+    };
+    let ended = entries
+        .iter()
+        .filter(|e| e.run == last)
+        .find_map(|e| match &e.event {
+            JournalEvent::RunFinished => Some("the last run finished".to_string()),
+            JournalEvent::RunAborted { error } => Some(format!(
+                "the last run stopped and rolled back ({error}); run without --resume to try again"
+            )),
+            _ => None,
+        });
+    ended.map(|why| format!("{why} (journal {})", journal.display()))
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -76,13 +100,12 @@ async fn main() -> ExitCode {
             Err(e) => common::fail("upgrade", &e),
         };
     }
-    let journal = cs_upgrade::run_dir(&config).join("journal.jsonl");
-    if args.resume && !journal.exists() {
-        eprintln!(
-            "upgrade: nothing to resume: no journal at {}",
-            journal.display()
-        );
-        return ExitCode::from(2);
+    if args.resume {
+        let journal = cs_upgrade::run_dir(&config).join("journal.jsonl");
+        if let Some(why) = nothing_to_resume(&journal) {
+            eprintln!("upgrade: nothing to resume: {why}");
+            return ExitCode::from(2);
+        }
     }
     let progress = Arc::new(common::Bars::new());
     let result = if args.rollback {

@@ -2,6 +2,7 @@
 
 mod config;
 mod diagnose;
+mod hardening;
 mod ms_checks;
 mod preflight;
 mod upgrade;
@@ -11,6 +12,7 @@ pub use config::{
     SecretSource, SshConfig, UpgradeConfig,
 };
 pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
+pub use hardening::{FIREWALL_CHECK, ModeFix, SECRET_FILES_CHECK, harden, hardening_report};
 pub use ms_checks::{MsContext, Phase, ms_checks};
 pub use preflight::{NODE_REACHABLE, preflight};
 pub use upgrade::{

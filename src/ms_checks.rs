@@ -295,7 +295,7 @@ impl Check<MsContext> for DbProperties {
         };
         let text = String::from_utf8_lossy(&cx.host.read(&path).await?).into_owned();
         let mut out = Vec::new();
-        if meta.mode & 0o077 != 0 {
+        if meta.mode & crate::hardening::TOO_OPEN != 0 {
             out.push(
                 Finding::new(
                     self.id(),
@@ -497,12 +497,24 @@ const MS_PORTS: [(u16, &str); 3] = [
     (8250, "agents"),
 ];
 
-/// Listening TCP ports in `ss -Hltn` output.
-pub(crate) fn listening_ports(ss_output: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = ss_output
+/// Listening TCP sockets in `ss -Hltn` output: the local address (`*`, `0.0.0.0`, `[::]`,
+/// `127.0.0.1`, with any `%interface` kept) and the port.
+pub(crate) fn listening_sockets(ss_output: &str) -> Vec<(String, u16)> {
+    ss_output
         .lines()
         .filter_map(|l| l.split_whitespace().nth(3))
-        .filter_map(|local| local.rsplit(':').next()?.parse().ok())
+        .filter_map(|local| {
+            let (addr, port) = local.rsplit_once(':')?;
+            Some((addr.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Listening TCP ports in `ss -Hltn` output.
+pub(crate) fn listening_ports(ss_output: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = listening_sockets(ss_output)
+        .into_iter()
+        .map(|(_, p)| p)
         .collect();
     ports.sort_unstable();
     ports.dedup();

@@ -73,7 +73,7 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
     report
 }
 
-fn unreachable(id: &str, subject: &str, message: String) -> Report {
+pub(crate) fn unreachable(id: &str, subject: &str, message: String) -> Report {
     let mut r = Report::default();
     r.push(Finding::new(id, Severity::Fail, subject, message));
     r

@@ -72,7 +72,7 @@ impl UpgradeError {
         UpgradeError { kind, report: None }
     }
 
-    fn plan(message: impl Into<String>) -> Self {
+    pub(crate) fn plan(message: impl Into<String>) -> Self {
         UpgradeError::new(UpgradeErrorKind::Plan(message.into()))
     }
 }
@@ -107,7 +107,7 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    fn path(&self, abs: &str) -> PathBuf {
+    pub(crate) fn path(&self, abs: &str) -> PathBuf {
         self.root.join(abs.trim_start_matches('/'))
     }
 }

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::{StageFault, snapshot};
@@ -15,7 +17,7 @@ use cs_upgrade::{Phase, UpgradeConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_scenarios_on_one_lab() {
-    let (lab, config, _) = common::lab_for_upgrade("e2e").await;
+    let (lab, config, path) = common::lab_for_upgrade("e2e").await;
     let old = lab.initial_version();
     let target = common::target();
 
@@ -26,6 +28,169 @@ async fn upgrade_scenarios_on_one_lab() {
     happy_path_then_apply_is_a_no_op(&lab, &config, &target).await;
     preflight_passes(&config, Phase::Post).await;
     rollback_command_restores_the_old_version(&lab, &config, &old, &before).await;
+    examples_on_the_lab(&lab, &path);
+    hardening_report_and_fix(&lab, &config, &path).await;
+}
+
+/// An example binary as `cargo test` builds them, beside the test binaries' directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (`cargo test` builds the examples; so does `cargo build --examples`)",
+        path.display()
+    );
+    path
+}
+
+/// Runs an example; its exit code, stdout and stderr. Neither output may hold the lab's
+/// database password or API secret.
+fn run_example(lab: &Lab, name: &str, args: &[&str]) -> (i32, String, String) {
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binaries
+    let out = std::process::Command::new(example(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the example");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    for secret in [
+        lab.db_url().password.expose().to_string(),
+        lab.api().secret_key().expose().to_string(),
+    ] {
+        assert!(
+            !stdout.contains(&secret) && !stderr.contains(&secret),
+            "{name} printed a secret"
+        );
+    }
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// The operator's binaries against the lab (at the old version, after the rollback): the
+/// dry run, a refused `--resume`, pre-flight as JSON, and `diagnose`.
+fn examples_on_the_lab(lab: &Lab, path: &Path) {
+    let config = path.to_str().expect("a UTF-8 path");
+    let (code, out, err) = run_example(lab, "upgrade", &["--config", config, "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("upgrade 4.18.0.0 -> 4.19.0.0"), "{out}");
+
+    let (code, out, err) = run_example(lab, "upgrade", &["--config", config, "--resume"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("nothing to resume: the last run finished"),
+        "{err}"
+    );
+
+    let skip = LAB_SKIPS.join(",");
+    let (code, out, err) = run_example(
+        lab,
+        "preflight",
+        &["--config", config, "--json", "--skip", &skip],
+    );
+    assert!(code <= 1, "exit {code}: {out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("pre-flight JSON");
+    let findings = json["findings"].as_array().expect("findings");
+    assert!(
+        findings.iter().any(|f| f["id"] == "db.version.sane"),
+        "{out}"
+    );
+
+    // The failed migration of the first scenario is still in the first server's log.
+    let (code, out, err) = run_example(lab, "diagnose", &["--config", config]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("diagnose.db.upgrade.failed"), "{out}");
+}
+
+/// The hardening report on a stock lab has nothing above information; with secret files
+/// opened up on one server and the integration port on, it warns about each, `harden` fixes
+/// the modes (and only them), and the report says so.
+async fn hardening_report_and_fix(lab: &Lab, config: &UpgradeConfig, path: &Path) {
+    let report = cs_upgrade::hardening_report(config).await;
+    assert!(report.broken.is_empty(), "{}", report.to_table());
+    assert!(report.worst() <= Severity::Info, "{}", report.to_table());
+    for id in [
+        cs_upgrade::SECRET_FILES_CHECK,
+        cs_upgrade::FIREWALL_CHECK,
+        "ms.heap",
+    ] {
+        assert!(
+            report.findings.iter().any(|f| f.id == id),
+            "no {id}:\n{}",
+            report.to_table()
+        );
+    }
+
+    let conf = lab.management_servers()[1]
+        .root()
+        .join("etc/cloudstack/management");
+    let (props, key) = (conf.join("db.properties"), conf.join("key"));
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    let set_mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    let (props_was, key_was) = (mode(&props), mode(&key));
+    set_mode(&props, 0o644);
+    set_mode(&key, 0o666);
+    lab.api().set_config("integration.api.port", "8096");
+
+    let report = cs_upgrade::hardening_report(config).await;
+    let warned = |subject: &dyn Fn(&str) -> bool| {
+        report
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Warn && subject(&f.subject))
+    };
+    for file in ["/db.properties", "/key"] {
+        assert!(
+            warned(&|s| s.starts_with("mgmt2:") && s.ends_with(file)),
+            "{file}:\n{}",
+            report.to_table()
+        );
+    }
+    assert!(
+        !warned(&|s| s.starts_with("mgmt1:")),
+        "{}",
+        report.to_table()
+    );
+    assert!(
+        warned(&|s| s.ends_with("integration.api.port")),
+        "{}",
+        report.to_table()
+    );
+
+    let config_path = path.to_str().expect("a UTF-8 path");
+    let (code, out, err) = run_example(lab, "harden", &["--config", config_path, "--fix"]);
+    // The integration port is reported, not changed: still a warning.
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("db.properties mode 0644 -> 0640") && out.contains("key mode 0666 -> 0640"),
+        "{out}"
+    );
+    assert_eq!((mode(&props), mode(&key)), (0o640, 0o640));
+    let report = cs_upgrade::hardening_report(config).await;
+    let secret_warnings = report
+        .findings
+        .iter()
+        .filter(|f| f.id == cs_upgrade::SECRET_FILES_CHECK && f.severity > Severity::Info)
+        .count();
+    assert_eq!(secret_warnings, 0, "{}", report.to_table());
+    assert_eq!(
+        cs_upgrade::harden(config).await.expect("harden again"),
+        [],
+        "a second fix changes nothing"
+    );
+
+    lab.api().set_config("integration.api.port", "0");
+    set_mode(&props, props_was);
+    set_mode(&key, key_was);
 }
 
 /// Checks the lab leaves out: `repo.target.resolvable` reads the package index at the
