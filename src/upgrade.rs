@@ -6,6 +6,11 @@
 //! steps), the database backup, one config bundle per node, the inventory taken before, and
 //! per-hop markers. Every step's `check` reads state only and answers `Done` once the upgrade
 //! has gone past it, so a finished run re-applied changes nothing and a killed run resumes.
+//!
+//! The database is backed up twice: by the `backup` step while the cloud still runs (a backup
+//! that cannot be taken stops the upgrade before any downtime), and again by `quiesce` once
+//! every management and usage server is stopped, replacing the first. A rollback restores the
+//! second, so nothing written between the two is lost.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -304,6 +309,11 @@ impl UpgradeContext {
         self.run_dir.join("backup.stale")
     }
 
+    /// Present once the backup is of the quiesced databases (see [`refresh_backup`]).
+    fn quiesced_marker(&self) -> PathBuf {
+        self.run_dir.join("backup.quiesced")
+    }
+
     fn marker(&self, hop: &CsVersion) -> PathBuf {
         self.run_dir.join(format!("migrate-{hop}.started"))
     }
@@ -571,6 +581,61 @@ async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<usize, StepError> {
 // Steps
 // ---------------------------------------------------------------------------------------------
 
+/// Backs up both schemas into `dir` (anything there first goes: never a backup without its
+/// manifest) and verifies the result.
+async fn dump_databases(cx: &UpgradeContext, dir: &Path) -> Result<(), StepError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| step_err("clear the partial backup", e))?;
+    }
+    let options = cs_backup::BackupOptions {
+        databases: vec![cx.db.cloud_schema.clone(), cx.db.usage_schema.clone()],
+        threads: cx.config.backup.threads,
+        compression: if cx.config.backup.compress {
+            cs_backup::Compression::ZSTD
+        } else {
+            cs_backup::Compression::None
+        },
+        ..cs_backup::BackupOptions::default()
+    };
+    let engine = cs_backup::NativeEngine::new();
+    cs_backup::backup(&engine, &cx.db.url, dir, &options, cx.progress.as_ref())
+        .await
+        .map_err(|e| step_err("back up the databases", e))?;
+    cs_backup::verify(dir)
+        .await
+        .map_err(|e| step_err("verify the backup", e))?;
+    Ok(())
+}
+
+/// Replaces the backup taken while the cloud ran with one of the quiesced databases, so that a
+/// rollback loses nothing written between the two (events, VM states, jobs). The new one is
+/// complete and verified before the old one goes; a kill at any point leaves a verified backup
+/// under one of the names, and the step's check sends a resumed run back here.
+async fn refresh_backup(cx: &UpgradeContext) -> Result<(), StepError> {
+    let (dir, next, prev) = (
+        cx.backup_dir(),
+        cx.run_dir.join("db.next"),
+        cx.run_dir.join("db.prev"),
+    );
+    dump_databases(cx, &next).await?;
+    if prev.exists() {
+        std::fs::remove_dir_all(&prev).map_err(|e| step_err("remove db.prev", e))?;
+    }
+    if dir.exists() {
+        std::fs::rename(&dir, &prev).map_err(|e| step_err("set the running backup aside", e))?;
+    }
+    std::fs::rename(&next, &dir).map_err(|e| step_err("put the quiesced backup in place", e))?;
+    std::fs::write(cx.quiesced_marker(), b"")
+        .map_err(|e| step_err("mark the backup quiesced", e))?;
+    if prev.exists() {
+        std::fs::remove_dir_all(&prev).map_err(|e| step_err("remove db.prev", e))?;
+    }
+    Ok(())
+}
+
+/// Name prefix of the backup from before the first attempt, once a later attempt replaced it.
+const SUPERSEDED: &str = "db.superseded-";
+
 #[derive(Debug)]
 struct Backup;
 
@@ -608,36 +673,26 @@ impl Step<UpgradeContext> for Backup {
         let dir = cx.backup_dir();
         let stale = cx.stale_marker();
         if stale.exists() && dir.exists() {
-            // Kept, not deleted: it is still the state before the first attempt.
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            std::fs::rename(&dir, cx.run_dir.join(format!("db.superseded-{secs}")))
-                .map_err(|e| step_err("set the old backup aside", e))?;
+            // The backup from before the first attempt is kept (the state the cloud was in
+            // when the upgrade began); those of later attempts are not (each one's databases
+            // went on running after its rollback, and the new backup supersedes them).
+            let first_kept = std::fs::read_dir(&cx.run_dir)
+                .map_err(|e| step_err("list the run directory", e))?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(SUPERSEDED));
+            if first_kept {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| step_err("remove the superseded backup", e))?;
+            } else {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                std::fs::rename(&dir, cx.run_dir.join(format!("{SUPERSEDED}{secs}")))
+                    .map_err(|e| step_err("set the old backup aside", e))?;
+            }
         }
         if cs_backup::verify(&dir).await.is_err() {
-            // An interrupted backup: never a backup without its manifest; start again.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| step_err("clear the partial backup", e))?;
-            }
-            let options = cs_backup::BackupOptions {
-                databases: vec![cx.db.cloud_schema.clone(), cx.db.usage_schema.clone()],
-                threads: cx.config.backup.threads,
-                compression: if cx.config.backup.compress {
-                    cs_backup::Compression::ZSTD
-                } else {
-                    cs_backup::Compression::None
-                },
-                ..cs_backup::BackupOptions::default()
-            };
-            let engine = cs_backup::NativeEngine::new();
-            cs_backup::backup(&engine, &cx.db.url, &dir, &options, cx.progress.as_ref())
-                .await
-                .map_err(|e| step_err("back up the databases", e))?;
-            cs_backup::verify(&dir)
-                .await
-                .map_err(|e| step_err("verify the backup", e))?;
+            dump_databases(cx, &dir).await?;
         }
         std::fs::create_dir_all(cx.run_dir.join("config"))
             .map_err(|e| step_err("create the config bundle directory", e))?;
@@ -732,8 +787,11 @@ impl Step<UpgradeContext> for Quiesce {
             }
         }
         let up = mshosts_up(cx).await?;
-        Ok(if active == 0 && up.is_empty() {
+        let refreshed = !self.first || cx.quiesced_marker().exists();
+        Ok(if active == 0 && up.is_empty() && refreshed {
             StepState::Done
+        } else if active == 0 && up.is_empty() {
+            StepState::Partial("stopped; the backup of the quiesced databases is missing".into())
         } else if active < cx.service_nodes().len() * 2 {
             StepState::Partial(format!("{active} service(s) still active"))
         } else {
@@ -749,7 +807,11 @@ impl Step<UpgradeContext> for Quiesce {
             Duration::from_secs(60),
             |rows| rows.is_empty(),
         )
-        .await
+        .await?;
+        if self.first {
+            refresh_backup(cx).await?;
+        }
+        Ok(())
     }
 
     async fn rollback(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -770,8 +832,14 @@ impl Step<UpgradeContext> for Quiesce {
         }
         start_all(cx, &cx.record.from).await?;
         // The services run on the old version again: the database moves on from here, so a
-        // later attempt must take a new backup.
+        // later attempt must take a new backup, and a new quiesced one.
         std::fs::write(cx.stale_marker(), b"").map_err(|e| step_err("mark the backup stale", e))?;
+        match std::fs::remove_file(cx.quiesced_marker()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(step_err("clear the quiesced-backup marker", e));
+            }
+            _ => {}
+        }
         let expect = cs_api::HealthExpectations {
             phase: cs_api::Phase::Post,
             version: Some(cx.record.from),

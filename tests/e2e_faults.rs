@@ -7,10 +7,13 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{StageFault, fault_rolls_back};
-use cs_core::StepOutcome;
+use cs_core::{NoProgress, StepOutcome};
 use cs_lab::{Fault, KvmFault, Lab, MgmtFault};
+use cs_upgrade::UpgradeConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_at_each_stage_rolls_back() {
@@ -177,6 +180,83 @@ async fn a_fault_at_each_stage_rolls_back() {
     )
     .await;
     assert_rolled_back(&report, &["agents", "migrate@4.19.0.0", "quiesce"]);
+
+    writes_before_the_quiesce_survive_a_rollback(&lab, &config).await;
+}
+
+/// A management server writes an event after the `backup` step dumped the databases and before
+/// `quiesce` stopped it; the migration then fails. The rollback restores the backup taken once
+/// everything was stopped, so the event is still there.
+async fn writes_before_the_quiesce_survive_a_rollback(lab: &Lab, config: &UpgradeConfig) {
+    // The backup step's last act, the inventory, waits: the window for the write.
+    lab.api().inject(
+        Some("listVirtualMachines"),
+        u32::MAX,
+        Fault::Delay(Duration::from_secs(2)),
+    );
+    mgmt(lab, 0)
+        .inject(MgmtFault::FailAtStep(1))
+        .expect("inject");
+    let run = {
+        let config = config.clone();
+        tokio::spawn(async move { cs_upgrade::apply(&config, Arc::new(NoProgress)).await })
+    };
+    let manifest = cs_upgrade::run_dir(config).join("db/manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    // A manifest from an earlier scenario is older than this run.
+    let fresh = || {
+        std::fs::metadata(&manifest)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < started.elapsed()))
+    };
+    while !fresh() {
+        assert!(Instant::now() < deadline, "no new backup within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let description = format!("written between backup and quiesce {}", std::process::id());
+    let insert = format!(
+        "INSERT INTO `{}`.`event` (`type`, `description`, `user_id`, `account_id`, `domain_id`, \
+         `created`, `level`) VALUES ('VM.START', '{description}', 2, 2, 1, UTC_TIMESTAMP(), 'INFO')",
+        lab.cloud_schema()
+    );
+    let count = format!(
+        "SELECT COUNT(*) FROM `{}`.`event` WHERE `description` = '{description}'",
+        lab.cloud_schema()
+    );
+    let rows = tokio::task::block_in_place(|| {
+        use cs_lab::DbUrlExt;
+        use mysql::prelude::Queryable;
+        let mut conn = lab.db_url().connect().expect("connect");
+        conn.query_drop(&insert).expect("insert the event");
+        conn.query_first::<u64, _>(&count).expect("count")
+    });
+    assert_eq!(rows, Some(1));
+
+    let err = run
+        .await
+        .expect("join")
+        .expect_err("the migration fault fails the run");
+    lab.api().clear_faults();
+    mgmt(lab, 0).clear_faults().expect("clear");
+    assert_eq!(
+        err.report.as_ref().and_then(|r| r.failed_step.as_deref()),
+        Some("migrate@4.19.0.0"),
+        "{}",
+        cs_core::error_chain(&err)
+    );
+    common::settle_at(lab, &lab.initial_version()).await;
+    let rows = tokio::task::block_in_place(|| {
+        use cs_lab::DbUrlExt;
+        use mysql::prelude::Queryable;
+        let mut conn = lab.db_url().connect().expect("connect");
+        conn.query_first::<u64, _>(&count).expect("count")
+    });
+    assert_eq!(
+        rows,
+        Some(1),
+        "the event written before the quiesce was lost"
+    );
 }
 
 fn mgmt(lab: &Lab, i: usize) -> &cs_lab::MgmtNode {
