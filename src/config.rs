@@ -259,6 +259,16 @@ impl NodeConfig {
     }
 }
 
+/// Which repository entries are CloudStack's, beside the official `download.cloudstack.org`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Mirror prefixes (`https://mirror.example.com/cloudstack`): entries under them are
+    /// switched to the target release like the official ones.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
 /// KVM hosts of one cluster, refreshed together in batches.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -365,6 +375,9 @@ pub struct UpgradeConfig {
     /// Policies.
     #[serde(default)]
     pub policy: Policy,
+    /// Repository mirrors.
+    #[serde(default)]
+    pub repositories: RepoConfig,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -423,9 +436,25 @@ impl UpgradeConfig {
         }
     }
 
+    /// The rules that say which repository entries the upgrade switches: the official trees
+    /// and the configured mirrors (checked when the file was loaded).
+    pub fn repo_rules(&self) -> cs_repo::Rules {
+        self.repositories
+            .mirrors
+            .iter()
+            .fold(cs_repo::Rules::official(), |rules, m| {
+                rules.clone().with_mirror(m).unwrap_or(rules)
+            })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.management_servers.is_empty() {
             return Err(self.invalid("management_servers", "at least one is needed"));
+        }
+        for m in &self.repositories.mirrors {
+            if let Err(e) = cs_repo::Rules::none().with_mirror(m) {
+                return Err(self.invalid("repositories.mirrors", e.to_string()));
+            }
         }
         for (key, src) in [
             ("database.password", &self.database.password),
@@ -540,6 +569,24 @@ mod tests {
         assert_eq!(c.hosts().count(), 3);
         assert_eq!(c.policy.migration_deadline, Duration::from_secs(45 * 60));
         assert_eq!(c.database.password.env.as_deref(), Some("CS_DB_PASSWORD"));
+        assert!(c.repositories.mirrors.is_empty());
+    }
+
+    #[test]
+    fn mirrors_join_the_official_trees() {
+        let text = EXAMPLE.replace(
+            "mirrors = []",
+            "mirrors = [\"https://mirror.example.com/cloudstack\"]",
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let rules = c.repo_rules();
+        assert!(rules.matches("http://mirror.example.com/cloudstack/ubuntu"));
+        assert!(rules.matches("https://download.cloudstack.org/ubuntu"));
+        assert!(!rules.matches("https://mirror.example.com/other/ubuntu"));
+        assert!(!UpgradeConfig::parse(EXAMPLE, Path::new("t.toml"))
+            .unwrap()
+            .repo_rules()
+            .matches("http://mirror.example.com/cloudstack/ubuntu"));
     }
 
     #[test]
@@ -556,6 +603,10 @@ mod tests {
         invalid(
             &base.replace("batch_size = 1", "batch_size = 0"),
             "batch_size",
+        );
+        invalid(
+            &base.replace("mirrors = []", "mirrors = [\"a mirror\"]"),
+            "repositories.mirrors",
         );
         invalid(
             &base.replace("max_fail_percent = 0", "max_fail_percent = 150"),

@@ -9,7 +9,7 @@ mod upgrade;
 
 pub use config::{
     ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
-    SecretSource, SshConfig, UpgradeConfig,
+    RepoConfig, SecretSource, SshConfig, UpgradeConfig,
 };
 pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
 pub use hardening::{FIREWALL_CHECK, ModeFix, SECRET_FILES_CHECK, harden, hardening_report};

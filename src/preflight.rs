@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use cs_core::{Check, CsVersion, Finding, Host, Report, Severity, error_chain, run_checks};
+use cs_core::{Check, Finding, Host, Report, Severity, error_chain, run_checks};
 use futures::future::join_all;
 
 use crate::config::{NodeConfig, UpgradeConfig};
@@ -81,18 +81,19 @@ pub(crate) fn unreachable(id: &str, subject: &str, message: String) -> Report {
 
 /// The repository check of `phase` for a node: before the upgrade, that the target's
 /// repositories offer it; after, that every CloudStack entry points at the target line.
-fn repo_check(node: &NodeConfig, target: CsVersion, phase: Phase) -> Box<dyn Check<dyn Host>> {
+fn repo_check(config: &UpgradeConfig, node: &NodeConfig, phase: Phase) -> Box<dyn Check<dyn Host>> {
+    let target = config.target;
     match phase {
         Phase::Pre => {
             let mut c = cs_repo::TargetResolvable::new(target);
             c.layout = node.layout();
-            c.rules = cs_repo::Rules::official();
+            c.rules = config.repo_rules();
             Box::new(c)
         }
         Phase::Post => {
             let mut c = cs_repo::TargetConfigured::new(target.line());
             c.layout = node.layout();
-            c.rules = cs_repo::Rules::official();
+            c.rules = config.repo_rules();
             Box::new(c)
         }
     }
@@ -127,7 +128,7 @@ async fn management_server(
     };
     let checks = ms_checks();
     let refs: Vec<&dyn Check<MsContext>> = checks.iter().map(AsRef::as_ref).collect();
-    let repo = repo_check(node, config.target, phase);
+    let repo = repo_check(config, node, phase);
     let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
     let (mut report, repo) = tokio::join!(
         run_checks(&refs, &cx, skip),
@@ -170,7 +171,7 @@ async fn kvm_host(
         }
     }
     let refs: Vec<&dyn Check<cs_agent::Node>> = checks.iter().map(AsRef::as_ref).collect();
-    let repo = repo_check(node, config.target, phase);
+    let repo = repo_check(config, node, phase);
     let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
     let (mut report, repo) = tokio::join!(
         run_checks(&refs, &agent, skip),

@@ -549,7 +549,7 @@ async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> 
     for n in cx.service_nodes() {
         let switcher = cs_repo::RepoSwitcher {
             layout: n.layout.clone(),
-            rules: cs_repo::Rules::official(),
+            rules: cx.config.repo_rules(),
         };
         switcher
             .switch_to(n.host.as_ref(), line)
@@ -561,7 +561,7 @@ async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> 
 
 /// How many service nodes have every CloudStack repository entry at `line`.
 async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<usize, StepError> {
-    let rules = cs_repo::Rules::official();
+    let rules = cx.config.repo_rules();
     let mut at = 0;
     for n in cx.service_nodes() {
         let paths = cs_repo::discover(n.host.as_ref(), &n.layout)
@@ -1206,7 +1206,7 @@ impl Agents {
                     .with_key(name.clone());
                 let repo: Arc<dyn cs_core::RepoSwitch> = Arc::new(cs_repo::RepoSwitcher {
                     layout: node_cfg.layout(),
-                    rules: cs_repo::Rules::official(),
+                    rules: cx.config.repo_rules(),
                 });
                 let mut options = cs_agent::RefreshOptions::new(to);
                 options.up_deadline = cx.config.policy.host_up_deadline;

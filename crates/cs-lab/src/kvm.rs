@@ -92,6 +92,9 @@ impl KvmFault {
     }
 }
 
+/// Scheme and host of the official CloudStack repository, the lab nodes' default.
+pub(crate) const OFFICIAL_REPO: &str = "https://download.cloudstack.org";
+
 /// How a lab KVM host starts.
 #[derive(Debug, Clone)]
 pub struct KvmHostOptions {
@@ -113,6 +116,10 @@ pub struct KvmHostOptions {
     pub management_server: String,
     /// Start an sshd for the host (off: reach it with [`KvmHost::local_host`] only).
     pub ssh: bool,
+    /// Scheme and host of the repository in `cloudstack.list` / `cloudstack.repo` (default
+    /// `https://download.cloudstack.org`; a lab [`crate::RepoServer`]'s URL serves the same
+    /// trees).
+    pub repo_base: String,
 }
 
 impl KvmHostOptions {
@@ -134,6 +141,7 @@ impl KvmHostOptions {
             mtu: 1500,
             management_server: "127.0.0.1".into(),
             ssh: true,
+            repo_base: OFFICIAL_REPO.into(),
         }
     }
 }
@@ -428,13 +436,17 @@ impl KvmHost {
         match options.family {
             LabFamily::Deb => write(
                 &root.join("etc/apt/sources.list.d/cloudstack.list"),
-                format!("# CloudStack\ndeb https://download.cloudstack.org/ubuntu jammy {line}\n"),
+                format!(
+                    "# CloudStack\ndeb {}/ubuntu jammy {line}\n",
+                    options.repo_base
+                ),
                 0o644,
             )?,
             LabFamily::Rpm => write(
                 &root.join("etc/yum.repos.d/cloudstack.repo"),
                 format!(
-                    "[cloudstack]\nname=cloudstack\nbaseurl=http://download.cloudstack.org/centos/$releasever/{line}/\nenabled=1\ngpgcheck=0\n"
+                    "[cloudstack]\nname=cloudstack\nbaseurl={}/centos/$releasever/{line}/\nenabled=1\ngpgcheck=0\n",
+                    options.repo_base
                 ),
                 0o644,
             )?,

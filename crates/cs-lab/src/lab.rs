@@ -25,8 +25,8 @@ use mysql::prelude::Queryable;
 
 use crate::mariadb::DbUrlExt;
 use crate::{
-    KvmFault, KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, Result, SeedOptions, TestDb,
-    mariadb, seed, start_kvm_hosts,
+    KvmFault, KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, RepoServer, Result, SeedOptions,
+    TestDb, mariadb, seed, start_kvm_hosts,
 };
 
 /// How often the background thread copies the nodes' state into the API endpoint.
@@ -112,6 +112,75 @@ impl LabBuilder {
     }
 }
 
+/// The lab's package repository ([`RepoServer`]), served by a thread of its own: the lab is
+/// synchronous and may be dropped inside or outside a tokio runtime.
+struct RepoThread {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RepoThread {
+    fn start(versions: Vec<String>) -> Result<RepoThread> {
+        let failed = |detail: String| LabError::Start {
+            what: "lab repository".into(),
+            detail,
+        };
+        let (url_tx, url_rx) = std::sync::mpsc::channel::<std::result::Result<String, String>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = io(
+            "spawn the lab repository thread",
+            std::thread::Builder::new()
+                .name("lab-repo".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = url_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+                        match RepoServer::start(&refs).await {
+                            Ok(server) => {
+                                let _ = url_tx.send(Ok(server.url()));
+                                // Serves until the lab goes (or drops the sender).
+                                let _ = stopped.await;
+                            }
+                            Err(e) => {
+                                let _ = url_tx.send(Err(e.to_string()));
+                            }
+                        }
+                    });
+                }),
+        )?;
+        let url = url_rx
+            .recv()
+            .map_err(|_| failed("the repository thread ended".into()))?
+            .map_err(failed)?;
+        Ok(RepoThread {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RepoThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A running lab cloud (see the module docs). Everything stops, and the lab's databases and
 /// directories go, when it is dropped.
 pub struct Lab {
@@ -120,6 +189,7 @@ pub struct Lab {
     mgmt: Vec<Arc<MgmtNode>>,
     kvm: Vec<Arc<KvmHost>>,
     api: Arc<LabApi>,
+    repo: RepoThread,
     db: TestDb<'static>,
     usage: String,
     version: CsVersion,
@@ -208,6 +278,7 @@ impl Lab {
             .entry(version.line())
             .or_default()
             .insert(b.version.clone());
+        let repo = RepoThread::start(offers.values().flatten().cloned().collect())?;
 
         // Management servers and KVM hosts start in parallel (key generation and each
         // management server's first start take most of the time).
@@ -215,10 +286,12 @@ impl Lab {
             let mgmt: Vec<_> = (0..b.management_servers)
                 .map(|i| {
                     let (url, offers, db_name, usage) = (&url, &offers, db.name(), &usage);
+                    let repo_url = repo.url.as_str();
                     let (version, delay) = (&b.version, b.step_delay);
                     scope.spawn(move || {
                         let mut builder = MgmtNode::builder(format!("mgmt{}", i + 1))
                             .db(url, db_name, usage)
+                            .repo_base(repo_url)
                             .installed(version)
                             .step_delay(delay)
                             .running(true);
@@ -232,6 +305,7 @@ impl Lab {
                 .collect();
             let kvm = start_kvm_hosts(b.kvm_hosts, b.per_cluster, |o| {
                 o.installed = b.version.clone();
+                o.repo_base.clone_from(&repo.url);
                 for (line, versions) in &offers {
                     let entry = o.repo.entry(line.clone()).or_default();
                     for v in versions {
@@ -292,6 +366,7 @@ impl Lab {
             mgmt,
             kvm,
             api,
+            repo,
             db,
             usage,
             version,
@@ -340,6 +415,12 @@ impl Lab {
     /// The KVM hosts, in order.
     pub fn kvm_hosts(&self) -> &[Arc<KvmHost>] {
         &self.kvm
+    }
+
+    /// The base URL of the lab's package repository, which every node's repository file
+    /// names and the configuration lists as a mirror.
+    pub fn repo_url(&self) -> &str {
+        &self.repo.url
     }
 
     /// The API endpoint.
@@ -553,6 +634,11 @@ impl Lab {
             }
             t.push_str("]\n\n");
         }
+        let _ = writeln!(
+            t,
+            "[repositories]\nmirrors = [{}]\n",
+            toml_str(&self.repo.url)
+        );
         t.push_str(
             "[policy]\nbatch_size = 2\nparallelism = 8\nmax_fail_percent = 0\n\
              migration_deadline = \"60s\"\nhost_up_deadline = \"60s\"\ndirect_path = false\n\

@@ -170,6 +170,7 @@ pub struct MgmtNodeBuilder {
     step_delay: Duration,
     msid: Option<u64>,
     running: bool,
+    repo_base: String,
 }
 
 impl MgmtNodeBuilder {
@@ -210,6 +211,14 @@ impl MgmtNodeBuilder {
     /// 50 ms), so a watcher can see progress.
     pub fn step_delay(mut self, delay: Duration) -> Self {
         self.step_delay = delay;
+        self
+    }
+
+    /// Scheme and host of the repository in `cloudstack.list` (default
+    /// `https://download.cloudstack.org`; a lab [`crate::RepoServer`]'s URL serves the same
+    /// trees).
+    pub fn repo_base(mut self, base: &str) -> Self {
+        self.repo_base = base.to_string();
         self
     }
 
@@ -502,7 +511,7 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     )?;
     write(
         &layout.apt_sources_dir.join("cloudstack.list"),
-        format!("# CloudStack\ndeb https://download.cloudstack.org/ubuntu jammy {line}\n"),
+        format!("# CloudStack\ndeb {}/ubuntu jammy {line}\n", b.repo_base),
         0o644,
     )?;
     write(
@@ -643,6 +652,7 @@ impl MgmtNode {
             step_delay: Duration::from_millis(50),
             msid: None,
             running: false,
+            repo_base: crate::kvm::OFFICIAL_REPO.into(),
         }
     }
 
