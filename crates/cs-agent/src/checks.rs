@@ -554,8 +554,8 @@ impl Check<Node> for Resources {
 pub struct AgentReach {
     /// Management servers; empty: the `host` key of `agent.properties`.
     pub servers: Vec<String>,
-    /// The agent port.
-    pub port: u16,
+    /// The agent port; `None`: the `port` key of `agent.properties`, else 8250.
+    pub port: Option<u16>,
     /// Connection attempts per server.
     pub attempts: u32,
     /// Median connect time above which the check fails.
@@ -568,13 +568,16 @@ impl Default for AgentReach {
     fn default() -> Self {
         AgentReach {
             servers: Vec::new(),
-            port: 8250,
+            port: None,
             attempts: 5,
             max_rtt: Duration::from_millis(200),
             max_loss_pct: 0,
         }
     }
 }
+
+/// The management servers' agent port, when `agent.properties` names none.
+pub const AGENT_PORT: u16 = 8250;
 
 /// The management servers in a `host` value: `10.0.0.1,10.0.0.2@roundrobin`.
 pub fn management_servers(host_value: &str) -> Vec<String> {
@@ -605,12 +608,19 @@ impl Check<Node> for AgentReach {
 
     async fn run(&self, node: &Node) -> Result<Vec<Finding>, CheckError> {
         let subject = node.name().to_string();
-        let servers = if self.servers.is_empty() {
-            let props = node.properties().await?;
-            management_servers(props.get("host").unwrap_or(""))
+        let props = if self.servers.is_empty() || self.port.is_none() {
+            Some(node.properties().await?)
         } else {
-            self.servers.clone()
+            None
         };
+        let servers = match &props {
+            Some(p) if self.servers.is_empty() => management_servers(p.get("host").unwrap_or("")),
+            _ => self.servers.clone(),
+        };
+        let port = self
+            .port
+            .or_else(|| props.as_ref()?.get("port")?.trim().parse().ok())
+            .unwrap_or(AGENT_PORT);
         if servers.is_empty() {
             return Ok(vec![Finding::new(
                 self.id(),
@@ -626,7 +636,7 @@ impl Check<Node> for AgentReach {
                 .arg(PROBE)
                 .arg("probe")
                 .arg(&server)
-                .arg(self.port.to_string())
+                .arg(port.to_string())
                 .arg(self.attempts.to_string())
                 .timeout(Duration::from_secs(5 * u64::from(self.attempts) + 10));
             let text = node.host.run_ok(&cmd).await?.stdout_lossy();
@@ -639,7 +649,7 @@ impl Check<Node> for AgentReach {
             let attempts = text.lines().count().max(1) as u32;
             let lost = attempts - times.len() as u32;
             let loss = lost * 100 / attempts;
-            let target = format!("{server}:{}", self.port);
+            let target = format!("{server}:{port}");
             let f = if times.is_empty() {
                 Finding::new(
                     self.id(),

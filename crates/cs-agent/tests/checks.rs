@@ -25,7 +25,7 @@ async fn a_healthy_lab_host_passes_the_host_checks() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let reach = AgentReach {
-        port,
+        port: Some(port),
         ..AgentReach::default()
     };
     let intact = PropertiesIntact {
@@ -56,7 +56,7 @@ async fn failures_are_reported_per_check() {
         l.local_addr().unwrap().port()
     };
     let reach = AgentReach {
-        port: closed,
+        port: Some(closed),
         attempts: 2,
         ..AgentReach::default()
     };

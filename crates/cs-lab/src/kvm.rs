@@ -114,6 +114,8 @@ pub struct KvmHostOptions {
     pub mtu: u32,
     /// The management server address written to `host=` in `agent.properties`.
     pub management_server: String,
+    /// The management server's agent port, written to `port=` (default 8250).
+    pub agent_port: u16,
     /// Start an sshd for the host (off: reach it with [`KvmHost::local_host`] only).
     pub ssh: bool,
     /// Scheme and host of the repository in `cloudstack.list` / `cloudstack.repo` (default
@@ -140,6 +142,7 @@ impl KvmHostOptions {
             store: StoreKind::Pkcs12,
             mtu: 1500,
             management_server: "127.0.0.1".into(),
+            agent_port: 8250,
             ssh: true,
             repo_base: OFFICIAL_REPO.into(),
         }
@@ -403,7 +406,7 @@ impl KvmHost {
              resource=com.cloud.hypervisor.kvm.resource.LibvirtComputingResource\n\
              workers=5\n\
              host={ms}\n\
-             port=8250\n\
+             port={port}\n\
              cluster={cluster}\n\
              pod=1\n\
              zone=1\n\
@@ -417,6 +420,7 @@ impl KvmHost {
             name = options.name,
             guid = uuid_like(&options.name),
             ms = options.management_server,
+            port = options.agent_port,
             cluster = options.cluster,
             lsu = uuid_like(&format!("{}-local", options.name)),
             pass = store.passphrase.expose(),

@@ -181,6 +181,58 @@ impl Drop for RepoThread {
     }
 }
 
+/// The lab management servers' agent port: they all live on 127.0.0.1, so one listener that
+/// accepts and closes connections stands for their 8250 (the KVM hosts' `agent.properties`
+/// names its port).
+struct AgentPort {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentPort {
+    fn start() -> Result<AgentPort> {
+        let listener = io(
+            "listen for agents",
+            std::net::TcpListener::bind("127.0.0.1:0"),
+        )?;
+        let port = io("agent listener address", listener.local_addr())?.port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            io(
+                "spawn the agent listener",
+                std::thread::Builder::new()
+                    .name("lab-agent-port".into())
+                    .spawn(move || {
+                        for conn in listener.incoming() {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            drop(conn);
+                        }
+                    }),
+            )?
+        };
+        Ok(AgentPort {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for AgentPort {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the blocking accept.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A running lab cloud (see the module docs). Everything stops, and the lab's databases and
 /// directories go, when it is dropped.
 pub struct Lab {
@@ -190,6 +242,7 @@ pub struct Lab {
     kvm: Vec<Arc<KvmHost>>,
     api: Arc<LabApi>,
     repo: RepoThread,
+    agent_port: AgentPort,
     db: TestDb<'static>,
     usage: String,
     version: CsVersion,
@@ -279,6 +332,7 @@ impl Lab {
             .or_default()
             .insert(b.version.clone());
         let repo = RepoThread::start(offers.values().flatten().cloned().collect())?;
+        let agent_port = AgentPort::start()?;
 
         // Management servers and KVM hosts start in parallel (key generation and each
         // management server's first start take most of the time).
@@ -306,6 +360,7 @@ impl Lab {
             let kvm = start_kvm_hosts(b.kvm_hosts, b.per_cluster, |o| {
                 o.installed = b.version.clone();
                 o.repo_base.clone_from(&repo.url);
+                o.agent_port = agent_port.port;
                 for (line, versions) in &offers {
                     let entry = o.repo.entry(line.clone()).or_default();
                     for v in versions {
@@ -367,6 +422,7 @@ impl Lab {
             kvm,
             api,
             repo,
+            agent_port,
             db,
             usage,
             version,
@@ -421,6 +477,12 @@ impl Lab {
     /// names and the configuration lists as a mirror.
     pub fn repo_url(&self) -> &str {
         &self.repo.url
+    }
+
+    /// The port the management servers' agent listener answers on (`port=` in the KVM hosts'
+    /// `agent.properties`).
+    pub fn agent_port(&self) -> u16 {
+        self.agent_port.port
     }
 
     /// The API endpoint.
