@@ -249,16 +249,7 @@ async fn plan_lists_schema_steps_and_hops(config: &UpgradeConfig) {
             .any(|s| s.starts_with("Upgrade41810to41900 (4.18.1.0 -> 4.19.0.0)")),
         "{text}"
     );
-    for id in [
-        "backup",
-        "quiesce",
-        "repos@4.19.0.0",
-        "packages@4.19.0.0",
-        "migrate@4.19.0.0",
-        "start@4.19.0.0",
-        "agents",
-        "postflight",
-    ] {
+    for id in common::ONE_HOP_STEPS {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(id) && l.ends_with("would apply")),

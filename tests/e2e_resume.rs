@@ -18,17 +18,7 @@ use cs_upgrade::UpgradeConfig;
 /// `apply` uses.
 const CHILD_CONFIG_VAR: &str = "CS_UPGRADE_E2E_CHILD_CONFIG";
 
-/// The steps of the one-hop upgrade, in order.
-const STEPS: &[&str] = &[
-    "backup",
-    "quiesce",
-    "repos@4.19.0.0",
-    "packages@4.19.0.0",
-    "migrate@4.19.0.0",
-    "start@4.19.0.0",
-    "agents",
-    "postflight",
-];
+use common::ONE_HOP_STEPS as STEPS;
 
 /// The child's side of [`killed_at`]: an `apply` that the parent kills part-way. Without the
 /// variable (an ordinary test run) it does nothing.

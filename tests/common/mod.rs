@@ -28,6 +28,18 @@ pub(crate) async fn lab_for_upgrade(name: &'static str) -> (Lab, UpgradeConfig, 
     (lab, config, path)
 }
 
+/// The steps of the labs' one-hop upgrade to [`target`], in order.
+pub(crate) const ONE_HOP_STEPS: &[&str] = &[
+    "backup",
+    "quiesce",
+    "repos@4.19.0.0",
+    "packages@4.19.0.0",
+    "migrate@4.19.0.0",
+    "start@4.19.0.0",
+    "agents",
+    "postflight",
+];
+
 /// The version the labs upgrade to.
 pub(crate) fn target() -> CsVersion {
     "4.19.0.0".parse().expect("a version")
