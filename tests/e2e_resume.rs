@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ONE_HOP_STEPS as STEPS;
 use cs_core::{NoProgress, StepOutcome, error_chain};
 use cs_lab::{Fault, Lab};
 use cs_upgrade::UpgradeConfig;
@@ -17,8 +18,6 @@ use cs_upgrade::UpgradeConfig;
 /// Set in the environment of the child process [`killed_at`] starts: the config file its
 /// `apply` uses.
 const CHILD_CONFIG_VAR: &str = "CS_UPGRADE_E2E_CHILD_CONFIG";
-
-use common::ONE_HOP_STEPS as STEPS;
 
 /// The child's side of [`killed_at`]: an `apply` that the parent kills part-way. Without the
 /// variable (an ordinary test run) it does nothing.
