@@ -583,10 +583,12 @@ mod tests {
         assert!(rules.matches("http://mirror.example.com/cloudstack/ubuntu"));
         assert!(rules.matches("https://download.cloudstack.org/ubuntu"));
         assert!(!rules.matches("https://mirror.example.com/other/ubuntu"));
-        assert!(!UpgradeConfig::parse(EXAMPLE, Path::new("t.toml"))
-            .unwrap()
-            .repo_rules()
-            .matches("http://mirror.example.com/cloudstack/ubuntu"));
+        assert!(
+            !UpgradeConfig::parse(EXAMPLE, Path::new("t.toml"))
+                .unwrap()
+                .repo_rules()
+                .matches("http://mirror.example.com/cloudstack/ubuntu")
+        );
     }
 
     #[test]
