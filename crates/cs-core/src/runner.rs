@@ -1161,6 +1161,11 @@ impl Journal {
 
 type NumberedEntries = Vec<(usize, JournalEntry)>;
 
+/// How long [`open_locked`] waits for a journal lock before it says the journal is in use.
+const LOCK_PATIENCE: Duration = Duration::from_millis(500);
+/// How often it tries meanwhile.
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
 fn open_locked(path: &Path) -> Result<(File, NumberedEntries), RunError> {
     let err = |action, source| RunError::Journal {
         path: path.to_owned(),
@@ -1175,14 +1180,24 @@ fn open_locked(path: &Path) -> Result<(File, NumberedEntries), RunError> {
         .create(true)
         .open(path)
         .map_err(|e| err("open", e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(RunError::JournalLocked {
-                path: path.to_owned(),
-            });
+    // A process forked by another thread between our last unlock and exec holds a copy of
+    // the descriptor, and with it the lock, for a moment: wait that out; a runner that really
+    // holds the journal holds it far longer.
+    let mut waited = Duration::ZERO;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) if waited < LOCK_PATIENCE => {
+                std::thread::sleep(LOCK_RETRY);
+                waited += LOCK_RETRY;
+            }
+            Err(TryLockError::WouldBlock) => {
+                return Err(RunError::JournalLocked {
+                    path: path.to_owned(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(err("lock", e)),
         }
-        Err(TryLockError::Error(e)) => return Err(err("lock", e)),
     }
     if !existed {
         // Make the new file's directory entry durable too.
