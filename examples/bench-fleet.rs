@@ -15,6 +15,13 @@
 //! Prints the median of `--runs` runs of each, one host's time, and the ratios the issue sets
 //! as targets: cs-agent ≥ 5× faster than Ansible, and within 2× of one host's time ×
 //! ⌈hosts / parallel⌉. Not part of `cargo test`.
+//!
+//! The lab's sshds, shells and stand-ins share the machine's cores with the client, so a
+//! parallel run is bounded by CPU as much as by round trips. The benchmark therefore also
+//! prints the CPU one host's collection costs (this process, plus each lab sshd with every
+//! process it reaped, from `/proc`), the floor that puts under the run on this machine's cores,
+//! and how much CPU other processes took during each measurement (a shared machine stretches
+//! both one host's time and the runs).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +67,85 @@ fn facts_script(root: &str) -> String {
          head -c 64 {root}/etc/cloudstack/agent/cloud.jks | od -An -tx1 | head -n 1; \
          cat {root}/etc/cloudstack/agent/cloud.crt; java -version"
     )
+}
+
+/// CPU time in seconds, from `/proc` (`USER_HZ` ticks, 100 a second on Linux).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    /// This process, all threads (the SSH client side).
+    client: f64,
+    /// The lab's sshds with every process they reaped: session processes, shells, stand-ins.
+    servers: f64,
+    /// The whole machine (every core's non-idle time), to tell a run that shared the machine.
+    machine: f64,
+}
+
+impl Cpu {
+    /// What the machine ran besides this benchmark.
+    fn others(&self) -> f64 {
+        (self.machine - self.client - self.servers).max(0.0)
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            client: self.client - o.client,
+            servers: self.servers - o.servers,
+            machine: self.machine - o.machine,
+        }
+    }
+}
+
+/// Busy time of all cores (`/proc/stat`: everything but idle and iowait), in seconds.
+fn machine_busy() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (ticks.iter().sum::<f64>() - idle) / 100.0
+}
+
+/// Fields 14..=17 of `/proc/PID/stat` (utime, stime, cutime, cstime), in seconds.
+fn proc_times(pid: &str) -> Option<[f64; 4]> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i)?.parse::<f64>().ok().map(|t| t / 100.0);
+    // `rest` starts at field 3 (state): utime is field 14.
+    Some([tick(11)?, tick(12)?, tick(13)?, tick(14)?])
+}
+
+/// CPU used so far by this process and by the lab's sshds (including finished connections,
+/// which sshd has reaped). Sampled outside the timed part of a run.
+fn cpu_now(lab: &[KvmHost]) -> Cpu {
+    let client = proc_times("self").map_or(0.0, |t| t[0] + t[1]);
+    let servers = lab
+        .iter()
+        .filter_map(|h| std::fs::read_to_string(h.ssh()?.dir().join("sshd.pid")).ok())
+        .filter_map(|pid| proc_times(pid.trim()))
+        .map(|t| t.iter().sum::<f64>())
+        .sum();
+    Cpu {
+        client,
+        servers,
+        machine: machine_busy(),
+    }
+}
+
+/// CPU after the last connections of a run have closed and been reaped.
+async fn cpu_settled(lab: &[KvmHost]) -> Cpu {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cpu_now(lab)
 }
 
 async fn ours(lab: &[KvmHost], parallel: usize) -> Result<Duration, String> {
@@ -252,18 +338,23 @@ async fn bench(args: &Args) -> Result<(), String> {
 
     // One host's time: connect + facts, sequentially over a few hosts.
     let (mut singles, mut connects, mut facts) = (Vec::new(), Vec::new(), Vec::new());
+    let before = cpu_settled(&lab).await;
     for h in lab.iter().take(runs.max(5)) {
         let (c, f) = one_timed(h).await?;
         singles.push(c + f);
         connects.push(c);
         facts.push(f);
     }
+    let single_others = (cpu_settled(&lab).await - before).others();
     let single = median(singles);
     let (connect_m, facts_m) = (median(connects), median(facts));
 
     let mut ours_t = Vec::new();
+    let mut cpu_t = Vec::new();
     for _ in 0..runs {
+        let before = cpu_settled(&lab).await;
         ours_t.push(ours(&lab, args.parallel).await?);
+        cpu_t.push(cpu_settled(&lab).await - before);
     }
     let ours_m = median(ours_t.clone());
     eprintln!(
@@ -304,7 +395,8 @@ async fn bench(args: &Args) -> Result<(), String> {
         args.hosts, args.parallel
     );
     println!(
-        "one host (connect + facts)     {:>8.3} s   (connect {:.3} s, facts {:.3} s)",
+        "one host (connect + facts)     {:>8.3} s   (connect {:.3} s, facts {:.3} s; \
+         other processes' CPU meanwhile {single_others:.2} core-s)",
         single.as_secs_f64(),
         connect_m.as_secs_f64(),
         facts_m.as_secs_f64()
@@ -321,6 +413,32 @@ async fn bench(args: &Args) -> Result<(), String> {
     println!(
         "  vs one host x ceil(hosts/parallel) = {ideal:.3} s: {:.2}x (target <= 2x)",
         ours_m.as_secs_f64() / ideal
+    );
+    // What the run costs in CPU, and the shortest time the machine's cores allow for it.
+    let per_host = |f: fn(&Cpu) -> f64| {
+        let mut v: Vec<f64> = cpu_t.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0) / args.hosts.max(1) as f64
+    };
+    let (client, servers) = (per_host(|c| c.client), per_host(|c| c.servers));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let floor = (client + servers) * args.hosts as f64 / cores as f64;
+    println!(
+        "  CPU per host {:.1} ms (client {:.1} ms, lab sshd side {:.1} ms); \
+         {cores} cores => CPU floor {floor:.3} s = {:.2}x",
+        (client + servers) * 1e3,
+        client * 1e3,
+        servers * 1e3,
+        floor / ideal
+    );
+    // Other work on the machine stretches a run: show how much there was, run by run.
+    println!(
+        "  other processes' CPU during each run (core-seconds): {}",
+        cpu_t
+            .iter()
+            .map(|c| format!("{:.2}", c.others()))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     if let Some(a) = ansible_m {
         println!(

@@ -175,59 +175,89 @@ pub async fn inspect(
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(Error::host(format!("list {}", dir.display()), e)),
     };
-    let files: Vec<StoreFile> = KEYSTORE_FILES
+    let files = store_files(|name| entries.iter().find(|e| e.name == name).map(|e| e.meta.mode));
+    let jks = match files[0].is_present() {
+        true => Some(read_file(host, &dir.join("cloud.jks")).await?),
+        false => None,
+    };
+    let (format, opens) = open_store(host, &dir, jks.as_deref(), passphrase, opener).await?;
+    let crt = match files[1].is_present() {
+        true => Some(read_file(host, &dir.join("cloud.crt")).await?),
+        false => None,
+    };
+    Ok(state(dir, files, passphrase, format, opens, crt.as_deref()))
+}
+
+/// [`KEYSTORE_FILES`] with the mode `mode_of` finds for each (`None`: absent).
+pub(crate) fn store_files(mode_of: impl Fn(&str) -> Option<u32>) -> Vec<StoreFile> {
+    KEYSTORE_FILES
         .iter()
         .map(|(name, mode)| StoreFile {
             name: (*name).to_string(),
-            mode: entries
-                .iter()
-                .find(|e| e.name == *name)
-                .map(|e| e.meta.mode),
+            mode: mode_of(name),
             expected_mode: *mode,
         })
-        .collect();
-    let passphrase = passphrase.filter(|p| !p.expose().trim().is_empty());
-    let jks = dir.join("cloud.jks");
-    let (format, opens) = match (files[0].is_present(), passphrase) {
-        (true, pass) => {
-            let bytes = host
-                .read(&jks)
-                .await
-                .map_err(|e| Error::host(format!("read {}", jks.display()), e))?;
-            let format = store_format(&bytes);
-            let opens = match pass {
-                None => None,
-                Some(p) => Some(match (opener, verify_native(&bytes, p)) {
-                    (Opener::Native, Some(ok)) => ok,
-                    _ => opens_with_keytool(host, &jks, p).await?,
-                }),
-            };
-            (Some(format), opens)
-        }
-        (false, _) => (None, None),
+        .collect()
+}
+
+/// Reads a keystore file, naming it in the error.
+pub(crate) async fn read_file(host: &dyn Host, path: &Path) -> Result<Vec<u8>> {
+    host.read(path)
+        .await
+        .map_err(|e| Error::host(format!("read {}", path.display()), e))
+}
+
+fn usable(passphrase: Option<&Secret>) -> Option<&Secret> {
+    passphrase.filter(|p| !p.expose().trim().is_empty())
+}
+
+/// The format of `cloud.jks` (its bytes, when present) and whether `passphrase` opens it,
+/// asking the host's `keytool` when this code cannot tell or `opener` says so.
+pub(crate) async fn open_store(
+    host: &dyn Host,
+    dir: &Path,
+    jks: Option<&[u8]>,
+    passphrase: Option<&Secret>,
+    opener: Opener,
+) -> Result<(Option<StoreFormat>, Option<bool>)> {
+    let Some(bytes) = jks else {
+        return Ok((None, None));
     };
-    let (cert, cert_error) = if files[1].is_present() {
-        let path = dir.join("cloud.crt");
-        let bytes = host
-            .read(&path)
-            .await
-            .map_err(|e| Error::host(format!("read {}", path.display()), e))?;
-        match CertInfo::parse(&bytes, "cloud.crt") {
-            Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e.to_string())),
-        }
-    } else {
-        (None, None)
+    let format = store_format(bytes);
+    let opens = match usable(passphrase) {
+        None => None,
+        Some(p) => Some(match (opener, verify_native(bytes, p)) {
+            (Opener::Native, Some(ok)) => ok,
+            _ => opens_with_keytool(host, &dir.join("cloud.jks"), p).await?,
+        }),
     };
-    Ok(KeystoreState {
+    Ok((Some(format), opens))
+}
+
+/// Puts the pieces of a [`KeystoreState`] together, parsing `cloud.crt` (its bytes, when
+/// present).
+pub(crate) fn state(
+    dir: PathBuf,
+    files: Vec<StoreFile>,
+    passphrase: Option<&Secret>,
+    format: Option<StoreFormat>,
+    opens: Option<bool>,
+    crt: Option<&[u8]>,
+) -> KeystoreState {
+    let (cert, cert_error) = match crt.map(|b| CertInfo::parse(b, "cloud.crt")) {
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    KeystoreState {
         dir,
         files,
-        passphrase_present: passphrase.is_some(),
+        passphrase_present: usable(passphrase).is_some(),
         format,
         opens,
         cert,
         cert_error,
-    })
+    }
 }
 
 /// Asks the host's `keytool` whether `passphrase` opens `store`.

@@ -26,6 +26,7 @@
 //! # Ok::<(), cs_agent::Error>(())
 //! ```
 
+mod batch;
 mod error;
 mod facts;
 mod keys;

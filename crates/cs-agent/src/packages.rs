@@ -129,16 +129,55 @@ pub async fn installed(
     family: Family,
     packages: &[&str],
 ) -> Result<Vec<PackageState>> {
+    // Exit 1 with "no packages found" for unknown names: not an error here.
+    let out = run_present(host, &query_cmd(family, packages)).await?;
+    let locks = match family {
+        Family::Deb => String::new(),
+        Family::Rpm => run(host, &locks_cmd())
+            .await
+            .map(|o| o.stdout_lossy())
+            .unwrap_or_default(),
+    };
+    Ok(parse_installed(
+        family,
+        packages,
+        &out.stdout_lossy(),
+        &locks,
+    ))
+}
+
+/// The command listing installed versions of `packages` (`dpkg-query -W`, `rpm -q`).
+pub(crate) fn query_cmd(family: Family, packages: &[&str]) -> Cmd {
+    match family {
+        Family::Deb => Cmd::new("dpkg-query")
+            .arg("-W")
+            .arg("-f=${Package}\t${Version}\t${db:Status-Abbrev}\t${Status}\n")
+            .args(packages.iter().copied()),
+        Family::Rpm => Cmd::new("rpm")
+            .arg("-q")
+            .arg("--qf")
+            .arg("%{NAME}\t%{VERSION}-%{RELEASE}\n")
+            .args(packages.iter().copied()),
+    }
+}
+
+/// The command listing dnf's version locks (rpm hosts' holds).
+pub(crate) fn locks_cmd() -> Cmd {
+    Cmd::new("dnf").args(["-q", "versionlock", "list"])
+}
+
+/// Reads [`query_cmd`]'s output (and, on rpm hosts, [`locks_cmd`]'s) into one state per
+/// package, in the order of `packages`.
+pub(crate) fn parse_installed(
+    family: Family,
+    packages: &[&str],
+    text: &str,
+    locks: &str,
+) -> Vec<PackageState> {
     match family {
         Family::Deb => {
-            let cmd = Cmd::new("dpkg-query")
-                .arg("-W")
-                .arg("-f=${Package}\t${Version}\t${db:Status-Abbrev}\t${Status}\n")
-                .args(packages.iter().copied());
-            // Exit 1 with "no packages found" for unknown names: not an error here.
-            let out = run_present(host, &cmd).await?;
             let mut found: BTreeMap<String, PackageState> = BTreeMap::new();
-            for line in out.stdout_lossy().lines() {
+            for line in text.lines() {
                 let f: Vec<&str> = line.split('\t').collect();
                 if f.len() < 3 {
                     continue;
@@ -155,7 +194,7 @@ pub async fn installed(
                     },
                 );
             }
-            Ok(packages
+            packages
                 .iter()
                 .map(|p| {
                     found.remove(*p).unwrap_or(PackageState {
@@ -164,42 +203,29 @@ pub async fn installed(
                         held: false,
                     })
                 })
-                .collect())
+                .collect()
         }
-        Family::Rpm => {
-            let cmd = Cmd::new("rpm")
-                .arg("-q")
-                .arg("--qf")
-                .arg("%{NAME}\t%{VERSION}-%{RELEASE}\n")
-                .args(packages.iter().copied());
-            let out = run_present(host, &cmd).await?;
-            let text = out.stdout_lossy();
-            let locks = run(host, &Cmd::new("dnf").args(["-q", "versionlock", "list"]))
-                .await
-                .map(|o| o.stdout_lossy())
-                .unwrap_or_default();
-            Ok(packages
-                .iter()
-                .map(|p| {
-                    let installed = text.lines().find_map(|l| {
-                        l.split_once('\t')
-                            .filter(|(n, _)| n == p)
-                            .map(|(_, v)| v.to_string())
-                    });
-                    PackageState {
-                        name: (*p).to_string(),
-                        installed,
-                        // `cloudstack-agent-0:4.19.1.0-1.el8.*`
-                        held: locks.lines().any(|l| {
-                            l.trim().strip_prefix(p).is_some_and(|r| {
-                                r.strip_prefix('-')
-                                    .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
-                            })
-                        }),
-                    }
-                })
-                .collect())
-        }
+        Family::Rpm => packages
+            .iter()
+            .map(|p| {
+                let installed = text.lines().find_map(|l| {
+                    l.split_once('\t')
+                        .filter(|(n, _)| n == p)
+                        .map(|(_, v)| v.to_string())
+                });
+                PackageState {
+                    name: (*p).to_string(),
+                    installed,
+                    // `cloudstack-agent-0:4.19.1.0-1.el8.*`
+                    held: locks.lines().any(|l| {
+                        l.trim().strip_prefix(p).is_some_and(|r| {
+                            r.strip_prefix('-')
+                                .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                        })
+                    }),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -395,16 +421,26 @@ pub async fn service_status(host: &dyn Host, unit: &str) -> Result<String> {
 /// # Errors
 /// Host errors other than a missing `java`.
 pub async fn java_major(host: &dyn Host) -> Result<Option<u32>> {
-    let r = host.run(&Cmd::new("java").arg("-version")).await;
+    let r = host.run(&java_cmd()).await;
     if missing(&r) {
         return Ok(None);
     }
     let out = r.map_err(|e| Error::host("run java -version", e))?;
-    Ok(parse_java_major(&format!(
+    Ok(java_major_of(&out.stderr, &out.stdout))
+}
+
+/// `java -version`.
+pub(crate) fn java_cmd() -> Cmd {
+    Cmd::new("java").arg("-version")
+}
+
+/// The major version in `java -version`'s output (it writes to standard error).
+pub(crate) fn java_major_of(stderr: &[u8], stdout: &[u8]) -> Option<u32> {
+    parse_java_major(&format!(
         "{}{}",
-        out.stderr_lossy(),
-        out.stdout_lossy()
-    )))
+        String::from_utf8_lossy(stderr),
+        String::from_utf8_lossy(stdout)
+    ))
 }
 
 /// Parses `java -version` output: `openjdk version "17.0.15"` → 17, `"1.8.0_292"` → 8.

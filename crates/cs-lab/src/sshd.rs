@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cs_core::{HostError, Secret, SshHost, SshHostBuilder};
 
-use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready, watchdog};
+use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready};
 use crate::{LabError, Result};
 
 /// The `PATH` commands get over SSH after the stand-in directory.
@@ -33,6 +33,7 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 /// ```
 pub struct SshServer {
     child: Option<Child>,
+    watchdog: Option<Watchdog>,
     dir: tempfile::TempDir,
     port: u16,
     addr: String,
@@ -222,6 +223,64 @@ impl Drop for SshServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Stopped the ordinary way: the watchdog has nothing left to do.
+        drop(self.watchdog.take());
+    }
+}
+
+/// Stops a server and removes its directory once this process is gone, however it goes (lab
+/// servers shared by a test binary live in statics, which are never dropped).
+///
+/// The watchdog is a shell blocked reading a pipe whose only writer is this process: the pipe
+/// reaches end of file when the process exits, even by `SIGKILL`. It costs nothing while it
+/// waits, where a watchdog polling every half second would, for a hundred lab hosts, start
+/// hundreds of processes a second and take a good share of a small machine from the
+/// benchmarks run on it.
+struct Watchdog(Child);
+
+const WATCHDOG: &str = r#"
+pid=$1; dir=$2
+# A line: the server was stopped the ordinary way. End of file: this process is gone.
+read -r _ && exit 0
+# Only stop an sshd of this directory: the pid may have been reused if sshd died meanwhile.
+case $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) in
+  *"$dir"*)
+    kill -TERM "$pid" 2>/dev/null
+    i=0
+    while [ -r "/proc/$pid/status" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" && [ $i -lt 100 ]; do
+      sleep 0.1; i=$((i+1))
+    done
+    kill -KILL "$pid" 2>/dev/null ;;
+esac
+rm -rf "$dir"
+"#;
+
+impl Watchdog {
+    fn start(pid: u32, dir: &Path) -> Result<Watchdog> {
+        let sh = find_binary("sh", "dash")?;
+        let mut cmd = command(&sh);
+        cmd.arg("-c")
+            .arg(WATCHDOG)
+            .arg("cs-lab-sshd-watchdog")
+            .arg(pid.to_string())
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group: a Ctrl-C to the tests must not stop it before it cleans up.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.spawn()
+            .map(Watchdog)
+            .map_err(|e| LabError::io("start lab sshd watchdog", e))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut pipe) = self.0.stdin.take() {
+            let _ = pipe.write_all(b"stopped\n");
+        }
+        let _ = self.0.wait();
     }
 }
 
@@ -336,17 +395,32 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
         let port = free_port()?;
         let text = config_text(&d, port, &root, &bin, password_login.is_some());
         std::fs::write(&config, text).map_err(io("write", &config))?;
-        run_tool(
-            "sshd -t (config check)",
-            command(&sshd).arg("-t").arg("-f").arg(&config),
+        // By default sshd execs itself afresh for every connection (new address-space layout
+        // per connection), which costs an exec of sshd and its libraries each time. A lab
+        // server on loopback does not need that, and `-r` turns it off where this sshd still
+        // has the option; the config check tells.
+        let no_rexec = run_tool(
+            "sshd -t -r (config check)",
+            command(&sshd).arg("-t").arg("-r").arg("-f").arg(&config),
             None,
-        )?;
+        )
+        .is_ok();
+        if !no_rexec {
+            run_tool(
+                "sshd -t (config check)",
+                command(&sshd).arg("-t").arg("-f").arg(&config),
+                None,
+            )?;
+        }
         let log_file = std::fs::File::create(&log).map_err(io("create", &log))?;
         let log_err = log_file.try_clone().map_err(io("open", &log))?;
         // sshd must be started by absolute path; -D: foreground, -e: log to stderr.
-        let mut child = command(&sshd)
-            .arg("-D")
-            .arg("-e")
+        let mut cmd = command(&sshd);
+        cmd.arg("-D").arg("-e");
+        if no_rexec {
+            cmd.arg("-r");
+        }
+        let mut child = cmd
             .arg("-f")
             .arg(&config)
             .stdin(Stdio::null())
@@ -354,7 +428,14 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
             .stderr(log_err)
             .spawn()
             .map_err(|e| LabError::io("start sshd", e))?;
-        watchdog(child.id(), &d)?;
+        let watchdog = match Watchdog::start(child.id(), &d) {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         let listening = format!("Server listening on 127.0.0.1 port {port}");
         let ready = wait_ready("sshd", &mut child, &log, Duration::from_secs(10), || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&listening))
@@ -370,6 +451,7 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
                 tracing::debug!(port, dir = %d.display(), "lab sshd ready");
                 return Ok(SshServer {
                     child: Some(child),
+                    watchdog: Some(watchdog),
                     dir,
                     port,
                     addr: format!("127.0.0.1:{port}"),
@@ -381,6 +463,7 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
+                drop(watchdog);
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 if !(text.contains("Address already in use") || text.contains("Cannot bind")) {
                     return Err(e);
@@ -398,7 +481,11 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
 /// sshd's configuration. `SetEnv` puts the stand-in directory first in `PATH` and names the
 /// node's root; `SHLVL=1` makes bash skip `~/.bashrc` (it sources it only for a top-level shell
 /// started by sshd), so the machine's own shell setup neither slows every command down nor
-/// reorders `PATH` in front of the stand-ins.
+/// reorders `PATH` in front of the stand-ins. The one key exchange offered is ECDH on P-256,
+/// which OpenSSH does in OpenSSL: its own curve25519 code (libssh2's first choice) costs the
+/// server about 2 ms of CPU more per connection and its default, the post-quantum
+/// sntrup761x25519 (OpenSSH clients' first choice), about 8 ms more, which a lab of a hundred
+/// hosts on a couple of cores feels. Every client here, libssh2 and OpenSSH, has P-256.
 fn config_text(d: &Path, port: u16, root: &Path, bin: &Path, password: bool) -> String {
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     format!(
@@ -414,6 +501,7 @@ fn config_text(d: &Path, port: u16, root: &Path, bin: &Path, password: bool) -> 
          StrictModes no\n\
          UsePAM no\n\
          UseDNS no\n\
+         KexAlgorithms ecdh-sha2-nistp256\n\
          MaxStartups 100:30:200\n\
          MaxSessions 100\n\
          Subsystem sftp internal-sftp\n\

@@ -4,9 +4,15 @@
 # files are under $LAB/root, its state under $LAB/state, where $LAB is this script's parent's
 # parent directory. Faults are files in $LAB/state/faults.
 set -u
-self=$(basename "$0")
-BIN=$(cd "$(dirname "$0")" && pwd)
-LAB=$(dirname "$BIN")
+# Every fact-gathering call starts here, so the common case (an absolute, normalised $0, which
+# a PATH lookup gives) is worked out with parameter expansion instead of a basename and two
+# dirname processes; anything else goes the long way.
+self=${0##*/}
+case $0 in
+  [!/]* | */./* | */../* | *//*) BIN=$(cd "$(dirname "$0")" && pwd) ;;
+  *) BIN=${0%/*}; BIN=${BIN:-/} ;;
+esac
+LAB=${BIN%/*}; LAB=${LAB:-/}
 ROOT=$LAB/root
 ST=$LAB/state
 PROPS=$ROOT/etc/cloudstack/agent/agent.properties
@@ -16,6 +22,9 @@ RPM_REL=-1.el8
 
 fault() { [ -e "$ST/faults/$1" ]; }
 installed() { cat "$ST/installed/$1" 2>/dev/null; }
+# Puts file $1 into $REPLY as $(cat "$1" 2>/dev/null) would, but without a subshell or a cat
+# (bash reads $(< file) itself); fails, with REPLY empty, when $1 is not a readable file.
+slurp() { REPLY=; [ -f "$1" ] && [ -r "$1" ] && REPLY=$(< "$1"); }
 core() { echo "${1%%-*}"; }              # 4.19.1.0-1.el8 -> 4.19.1.0
 line_of() { echo "$1" | cut -d. -f1,2; } # 4.19.1.0 -> 4.19
 
@@ -103,7 +112,7 @@ dpkg-query)
   shift 2 # -W -f=...
   rc=0
   for p in "$@"; do
-    v=$(installed "$p")
+    slurp "$ST/installed/$p"; v=$REPLY
     if [ -n "$v" ]; then
       if [ -e "$ST/held/$p" ]; then printf '%s\t%s\thi \thold ok installed\n' "$p" "$v"
       else printf '%s\t%s\tii \tinstall ok installed\n' "$p" "$v"; fi
@@ -151,7 +160,7 @@ rpm)
   shift 3 # -q --qf FMT
   rc=0
   for p in "$@"; do
-    v=$(installed "$p")
+    slurp "$ST/installed/$p"; v=$REPLY
     if [ -n "$v" ]; then printf '%s\t%s\n' "$p" "$v"; else echo "package $p is not installed"; rc=1; fi
   done
   exit $rc ;;
@@ -180,7 +189,7 @@ dnf)
       do_install "${pairs[@]}" ;;
   esac ;;
 java)
-  m=$(cat "$ST/java_major" 2>/dev/null || echo 17)
+  if slurp "$ST/java_major"; then m=$REPLY; else m=17; fi
   echo "openjdk version \"$m.0.15\" 2025-04-15" >&2
   echo "OpenJDK Runtime Environment (cs-lab stand-in)" >&2 ;;
 ip)
