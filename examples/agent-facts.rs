@@ -9,6 +9,8 @@
 
 #[path = "agent_common/mod.rs"]
 mod agent_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,7 +52,7 @@ async fn main() -> ExitCode {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
     };
-    let bar = agent_common::Bar::hosts(targets.len() as u64);
+    let bar = common::Bars::new();
     let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {
         let ssh = &ssh;
         async move {

@@ -14,6 +14,8 @@
 
 #[path = "agent_common/mod.rs"]
 mod agent_common;
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -257,7 +259,7 @@ async fn main() -> ExitCode {
         canary: true,
         journal: Some(args.journal_dir.join("fleet.jsonl")),
     };
-    let bar = agent_common::Bar::hosts(targets.len() as u64);
+    let bar = common::Bars::new();
     let report = fleet::run_fleet(&targets, &opts, &bar, |t| {
         let (connect, make_cx, journal) = (&connect, &make_cx, &journal);
         async move {

@@ -1,4 +1,4 @@
-//! Shared by the agent examples: hosts files, SSH connections, progress bars.
+//! Shared by the agent examples: hosts files and SSH connections (progress is `common::Bars`).
 #![allow(dead_code)] // Shared by several examples; each uses a part.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cs_agent::Node;
 use cs_agent::fleet::Target;
-use cs_core::{Host, Progress, ProgressUpdate, SshHost};
+use cs_core::{Host, SshHost};
 
 /// How to reach the hosts of a hosts file.
 #[derive(Debug, Clone, Default)]
@@ -52,35 +52,4 @@ impl Ssh {
 pub(crate) fn read_hosts(path: &std::path::Path) -> Result<Vec<Target>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     cs_agent::fleet::parse_hosts(&text).map_err(|e| e.to_string())
-}
-
-/// A progress bar on stderr.
-#[derive(Debug)]
-pub(crate) struct Bar(pub(crate) indicatif::ProgressBar);
-
-impl Bar {
-    /// A bar for `total` hosts.
-    pub(crate) fn hosts(total: u64) -> Bar {
-        let pb = indicatif::ProgressBar::new(total);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} hosts {elapsed} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Bar(pb)
-    }
-}
-
-impl Progress for Bar {
-    fn update(&self, u: ProgressUpdate) {
-        if u.task != "hosts" && u.task != "fleet" {
-            return;
-        }
-        self.0.set_position(u.done);
-        if let Some(m) = u.message {
-            self.0.set_message(m);
-        }
-        if u.finished {
-            self.0.finish_and_clear();
-        }
-    }
 }
