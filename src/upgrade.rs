@@ -899,6 +899,16 @@ async fn remove_leftovers(
     Ok(())
 }
 
+/// A step done on `at` of `total` nodes: `Done` on all, `Pending` on none, `Partial` saying how
+/// many otherwise.
+fn count_state(at: usize, total: usize, what: &str) -> StepState {
+    match at {
+        a if a == total => StepState::Done,
+        0 => StepState::Pending,
+        a => StepState::Partial(format!("{a} of {total} {what}")),
+    }
+}
+
 #[derive(Debug)]
 struct Repos {
     hop: CsVersion,
@@ -915,12 +925,12 @@ impl Step<UpgradeContext> for Repos {
         if cx.passed(&self.hop).await? {
             return Ok(StepState::Done);
         }
-        let total = cx.service_nodes().len();
-        Ok(match repos_at(cx, &self.hop.line()).await? {
-            at if at == total => StepState::Done,
-            0 => StepState::Pending,
-            at => StepState::Partial(format!("{at} of {total} server(s) switched")),
-        })
+        let at = repos_at(cx, &self.hop.line()).await?;
+        Ok(count_state(
+            at,
+            cx.service_nodes().len(),
+            "server(s) switched",
+        ))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -955,13 +965,7 @@ impl Step<UpgradeContext> for Packages {
                 at += 1;
             }
         }
-        Ok(if at == nodes.len() {
-            StepState::Done
-        } else if at > 0 {
-            StepState::Partial(format!("{at} of {} server(s) upgraded", nodes.len()))
-        } else {
-            StepState::Pending
-        })
+        Ok(count_state(at, nodes.len(), "server(s) upgraded"))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -1256,13 +1260,7 @@ impl Step<UpgradeContext> for Agents {
                 at += 1;
             }
         }
-        Ok(if at == total {
-            StepState::Done
-        } else if at > 0 {
-            StepState::Partial(format!("{at} of {total} agent(s) at {target}"))
-        } else {
-            StepState::Pending
-        })
+        Ok(count_state(at, total, &format!("agent(s) at {target}")))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
