@@ -8,7 +8,7 @@ use cs_core::DbUrl;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, Value};
 
-use crate::checksum::RowSum;
+use crate::checksum::{Algorithm, RowSum};
 use crate::manifest::{RoutineEntry, TriggerEntry};
 use crate::sql::ident;
 use crate::{Error, Result};
@@ -167,6 +167,8 @@ pub(crate) struct Column {
     pub(crate) data_type: String,
     /// Virtual or stored generated column: not dumped, not checksummed.
     pub(crate) generated: bool,
+    /// `CHARACTER_SET_NAME` of a character column (`utf8mb3`, `latin1`, …), `None` for others.
+    pub(crate) charset: Option<String>,
 }
 
 impl Column {
@@ -315,7 +317,8 @@ pub(crate) fn catalog(db: &mut Db, schema: &str) -> Result<Catalog> {
         &what,
         &format!(
             "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IFNULL(EXTRA,''), \
-             IFNULL(GENERATION_EXPRESSION,'') FROM information_schema.COLUMNS \
+             IFNULL(GENERATION_EXPRESSION,''), IFNULL(CHARACTER_SET_NAME,'') \
+             FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = {s} ORDER BY TABLE_NAME, ORDINAL_POSITION"
         ),
     )? {
@@ -328,6 +331,7 @@ pub(crate) fn catalog(db: &mut Db, schema: &str) -> Result<Catalog> {
             name: r[1].clone(),
             data_type: r[2].to_ascii_lowercase(),
             generated,
+            charset: (!r[5].is_empty()).then(|| r[5].to_ascii_lowercase()),
         });
     }
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -415,6 +419,7 @@ pub(crate) fn table_checksum(
     schema: &str,
     table: &Table,
     filter: Option<&str>,
+    algorithm: Algorithm,
 ) -> Result<RowSum> {
     let sql = format!(
         "SELECT {} FROM {}.{}{}",
@@ -425,7 +430,7 @@ pub(crate) fn table_checksum(
     );
     let what = format!("checksum `{schema}`.`{}`", table.name);
     let user = db.user.clone();
-    let mut sum = RowSum::default();
+    let mut sum = RowSum::new(algorithm);
     if table.stored().next().is_none() {
         return Ok(sum);
     }

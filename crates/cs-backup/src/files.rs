@@ -89,6 +89,14 @@ impl DumpFile {
 
     /// Flushes everything to disk and returns the file's manifest entry.
     pub(crate) fn finish(self) -> Result<FileEntry> {
+        let (entry, unsynced) = self.finish_unsynced()?;
+        unsynced.sync()?;
+        Ok(entry)
+    }
+
+    /// Writes everything out and returns the file's manifest entry, leaving the flush to disk
+    /// to the caller ([`Unsynced::sync`]), which can then overlap it with other work.
+    pub(crate) fn finish_unsynced(self) -> Result<(FileEntry, Unsynced)> {
         let path = self.path;
         let inner = match self.sink {
             Sink::Plain(w) => w,
@@ -97,15 +105,34 @@ impl DumpFile {
         let hashing = inner
             .into_inner()
             .map_err(|e| Error::io("write", &path, e.into_error()))?;
-        hashing
-            .file
-            .sync_all()
-            .map_err(|e| Error::io("flush", &path, e))?;
-        Ok(FileEntry {
+        let entry = FileEntry {
             path: self.rel,
             size: hashing.size,
             sha256: hex::encode(hashing.hash.finalize()),
-        })
+        };
+        Ok((
+            entry,
+            Unsynced {
+                file: hashing.file,
+                path,
+            },
+        ))
+    }
+}
+
+/// A written dump file whose data may not be on disk yet.
+#[derive(Debug)]
+pub(crate) struct Unsynced {
+    file: File,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// Flushes the file's data and metadata to disk.
+    pub(crate) fn sync(self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("flush", &self.path, e))
     }
 }
 

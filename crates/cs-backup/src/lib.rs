@@ -36,19 +36,24 @@
 //! # Checksums
 //!
 //! Per table, order-independent and computed identically from live rows and from dump files
-//! while they stream ([`CHECKSUM_ALGORITHM`]): each row's stored (non-generated) columns are
-//! encoded as `0xFF` for NULL or `0x01`, an 8-byte little-endian length and the bytes the
-//! server's text protocol gives over a `utf8mb4` connection in time zone `+00:00`; the row
-//! hash is SHA-256 of that; the table checksum is the sum modulo 2^128 of the first 16 bytes of
-//! the row hashes (little-endian). Parallel chunks combine by addition; tables without a
-//! primary key need no ordering. `CHECKSUM TABLE` is not used: it depends on the storage format.
+//! while they stream ([`CHECKSUM_ALGORITHM`], `rowsum-xxh64-v2`): each row's stored
+//! (non-generated) columns are encoded as `0xFF` for NULL or `0x01`, an 8-byte little-endian
+//! length and the bytes the server's text protocol gives over a `utf8mb4` connection in time
+//! zone `+00:00`; the row hash is XXH64 (seed 0) of that; the table checksum is the sum modulo
+//! 2^64 of the row hashes, as 16 hex digits. Parallel chunks combine by addition; tables
+//! without a primary key need no ordering. `CHECKSUM TABLE` is not used: it depends on the
+//! storage format. The checksum guards against accidental differences (a lost, truncated or
+//! mangled row), not against deliberate tampering; files are pinned by their SHA-256. Backups
+//! whose manifest names the earlier `rowsum-sha256-v1` (the same encoding, SHA-256 row hashes
+//! whose first 16 bytes are summed modulo 2^128) are verified with that.
 //!
 //! # Restore
 //!
 //! [`restore`] verifies the files, loads into scratch schemas `<schema>__restore_<ts>`
-//! (per-table backups on parallel connections), compares every table's rows and checksum and
-//! the object inventory with the manifest, and only then swaps all tables of all schemas in
-//! with one `RENAME TABLE`, parking the replaced ones in `<schema>__parked_<ts>` until
+//! (per-table backups on parallel connections, through `LOAD DATA LOCAL INFILE` where the
+//! server allows it, secondary keys added once the rows are in), compares every table's rows
+//! and checksum (read back from the server) and the object inventory with the manifest, and
+//! only then swaps all tables of all schemas in with one `RENAME TABLE`, parking the replaced ones in `<schema>__parked_<ts>` until
 //! [`drop_parked`]. A failure before the swap leaves the live schemas untouched. The
 //! documented drop-and-reload is [`RestoreMode::DropAndReload`].
 //!

@@ -14,8 +14,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest format this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The name of the per-table checksum algorithm (see the crate docs, "Checksums").
-pub const CHECKSUM_ALGORITHM: &str = "rowsum-sha256-v1";
+/// The name of the per-table checksum algorithm new backups use (see the crate docs,
+/// "Checksums"). Backups made with the earlier `rowsum-sha256-v1` still verify and restore.
+pub const CHECKSUM_ALGORITHM: &str = "rowsum-xxh64-v2";
 
 /// How the dump files are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +245,12 @@ impl Manifest {
                 ),
             });
         }
+        if crate::checksum::Algorithm::from_name(&m.checksum).is_none() {
+            return Err(Error::BadManifest {
+                path: path.to_path_buf(),
+                reason: format!("unknown checksum algorithm `{}`", m.checksum),
+            });
+        }
         for f in &m.files {
             if !is_safe_relative(&f.path) {
                 return Err(Error::BadManifest {
@@ -336,6 +343,12 @@ mod tests {
         ] {
             assert_eq!(is_safe_relative(p), ok, "{p}");
         }
+    }
+
+    #[test]
+    fn the_written_algorithm_is_the_current_one() {
+        let current = crate::checksum::Algorithm::CURRENT;
+        assert_eq!(CHECKSUM_ALGORITHM, current.name());
     }
 
     #[test]

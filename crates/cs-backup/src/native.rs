@@ -14,7 +14,7 @@ use mysql::prelude::Queryable;
 use crate::backup::{Counters, DumpJob, Dumped, Engine, schema_entry, use_stmt, with_progress};
 use crate::checksum::RowSum;
 use crate::db::{self, Catalog, Db, Table, ValueKind, db_err};
-use crate::files::{DumpFile, name_part, sync_dir};
+use crate::files::{DumpFile, Unsynced, name_part, sync_dir};
 use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
 use crate::sql::{ident, literal, push_hex, push_string};
 use crate::{BackupOptions, Compression, Error, Result};
@@ -252,9 +252,24 @@ impl Plan {
         let queue = Mutex::new(VecDeque::from(parts));
         let done: Mutex<Vec<PartDone>> = Mutex::new(Vec::new());
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        // Finished parts are flushed to disk by one thread of their own, so that a worker
+        // goes on reading rows instead of waiting for the disk; all flushes are done before
+        // the directory is synced and the manifest can be written. The bound keeps the number
+        // of files open while they wait small (a worker waits when the disk falls behind).
+        let (to_sync, syncs) = std::sync::mpsc::sync_channel::<Unsynced>(32);
         std::thread::scope(|scope| {
+            let syncer = scope.spawn(move || {
+                let mut first = None;
+                for file in syncs {
+                    if let Err(e) = file.sync() {
+                        first.get_or_insert(e);
+                    }
+                }
+                first
+            });
             for mut conn in workers.drain(..) {
                 let (queue, done, first_error) = (&queue, &done, &first_error);
+                let to_sync = to_sync.clone();
                 let this = &self;
                 scope.spawn(move || {
                     loop {
@@ -263,7 +278,7 @@ impl Plan {
                         }
                         let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
                         let Some(part) = next else { break };
-                        match this.dump_part(&mut conn, &part) {
+                        match this.dump_part(&mut conn, &part, &to_sync) {
                             Ok(d) => {
                                 if let Ok(mut v) = done.lock() {
                                     v.push(d);
@@ -281,6 +296,15 @@ impl Plan {
                     // Ends the snapshot transaction.
                     let _ = conn.conn.query_drop("ROLLBACK");
                 });
+            }
+            drop(to_sync);
+            if let Some(e) = syncer.join().unwrap_or_else(|_| {
+                Some(Error::Interrupted {
+                    what: "flushing the dump files (its thread panicked)".into(),
+                })
+            }) && let Ok(mut slot) = first_error.lock()
+            {
+                slot.get_or_insert(e);
             }
         });
         if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -413,7 +437,12 @@ impl Plan {
         Ok(parts)
     }
 
-    fn dump_part(&self, db: &mut Db, part: &Part) -> Result<PartDone> {
+    fn dump_part(
+        &self,
+        db: &mut Db,
+        part: &Part,
+        to_sync: &std::sync::mpsc::SyncSender<Unsynced>,
+    ) -> Result<PartDone> {
         let (schema, cat) = &self.catalogs[part.schema];
         let table = &cat.tables[part.table];
         let rel = format!(
@@ -512,7 +541,11 @@ impl Plan {
         self.counters
             .bytes
             .fetch_add(f.written - bytes_reported, Ordering::Relaxed);
-        let file = f.finish()?;
+        let (file, unsynced) = f.finish_unsynced()?;
+        if let Err(unsent) = to_sync.send(unsynced) {
+            // The flushing thread is gone only if it panicked; flush here instead.
+            unsent.0.sync()?;
+        }
         Ok(PartDone {
             schema: part.schema,
             table: part.table,

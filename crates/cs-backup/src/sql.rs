@@ -14,22 +14,52 @@ pub(crate) fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'\'');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            0 => b"\\0",
-            b'\'' => b"\\'",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            0x1A => b"\\Z",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
-        start = i + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Most text has nothing to escape: skip 16 bytes at a time while a block holds
+        // nothing special, and look at single bytes only in the block that does.
+        if let Some(block) = bytes.get(i..i + 16)
+            && !any16(block, needs_escape)
+        {
+            i += 16;
+            continue;
+        }
+        let end = (i + 16).min(bytes.len());
+        for (j, &b) in bytes[i..end].iter().enumerate() {
+            if !needs_escape(b) {
+                continue;
+            }
+            let esc: &[u8] = match b {
+                0 => b"\\0",
+                b'\'' => b"\\'",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                _ => b"\\Z",
+            };
+            out.extend_from_slice(&bytes[start..i + j]);
+            out.extend_from_slice(esc);
+            start = i + j + 1;
+        }
+        i = end;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'\'');
+}
+
+/// Whether [`push_string`] escapes a byte.
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    (b == 0) | (b == b'\'') | (b == b'\\') | (b == b'\n') | (b == b'\r') | (b == 0x1A)
+}
+
+/// Whether `test` holds for any byte of a 16-byte block. Every byte is tested, without
+/// stopping early, so that the compiler turns it into a few vector compares.
+#[inline]
+fn any16(block: &[u8], test: impl Fn(u8) -> bool) -> bool {
+    let mut block16 = [0u8; 16];
+    block16.copy_from_slice(&block[..16]);
+    block16.iter().fold(0u8, |acc, &b| acc | u8::from(test(b))) != 0
 }
 
 /// `0x…` in upper-case hex, or `''` for an empty value.
@@ -385,6 +415,185 @@ pub(crate) fn insert_head(stmt: &[u8]) -> Option<InsertHead> {
     })
 }
 
+/// Appends the rows of an insert to `out` as `LOAD DATA` text in one pass: values separated by
+/// tabs, rows ended by newlines, `\N` for NULL, `\`, tab, newline, carriage return and NUL
+/// escaped with `\`, and binary columns (`hex[i]`) as hex digits for `UNHEX`. It reads the
+/// value forms dumps use — quoted strings, `NULL`, numbers, and `0x…` or `''` in binary
+/// columns — and returns the number of rows, or `None` (with `out` as it was) when a value
+/// needs the general parser ([`for_each_row`]), which also reports malformed statements.
+pub(crate) fn rows_to_tsv(
+    stmt: &[u8],
+    head: &InsertHead,
+    hex: &[bool],
+    out: &mut Vec<u8>,
+) -> Option<u64> {
+    let before = out.len();
+    let rows = tsv_rows(stmt, head.values_at, hex, out);
+    if rows.is_none() {
+        out.truncate(before);
+    }
+    rows
+}
+
+fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u64> {
+    let ws = |mut i: usize| {
+        while s.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut rows = 0;
+    loop {
+        i = ws(i);
+        if s.get(i) != Some(&b'(') {
+            return None;
+        }
+        i += 1;
+        for (col, &is_hex) in hex.iter().enumerate() {
+            i = ws(i);
+            if col > 0 {
+                if s.get(i) != Some(&b',') {
+                    return None;
+                }
+                i = ws(i + 1);
+                out.push(b'\t');
+            }
+            let b = *s.get(i)?;
+            i = match b {
+                b'\'' | b'"' if !is_hex => tsv_string(s, i, out)?,
+                b'\'' if is_hex && s.get(i + 1) == Some(&b'\'') && s.get(i + 2) != Some(&b'\'') => {
+                    i + 2
+                }
+                b'0' if is_hex && matches!(s.get(i + 1), Some(b'x' | b'X')) => {
+                    let start = i + 2;
+                    let mut end = start;
+                    while s.get(end).is_some_and(u8::is_ascii_hexdigit) {
+                        end += 1;
+                    }
+                    if (end - start) % 2 == 1 {
+                        return None;
+                    }
+                    out.extend_from_slice(&s[start..end]);
+                    end
+                }
+                b'N' if s[i..].starts_with(b"NULL")
+                    && !s
+                        .get(i + 4)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
+                {
+                    out.extend_from_slice(b"\\N");
+                    i + 4
+                }
+                b'0'..=b'9' | b'-' | b'+' | b'.' if !is_hex => {
+                    let start = i;
+                    let mut end = i;
+                    while s.get(end).is_some_and(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')
+                    }) {
+                        end += 1;
+                    }
+                    out.extend_from_slice(&s[start..end]);
+                    end
+                }
+                _ => return None,
+            };
+        }
+        i = ws(i);
+        if s.get(i) != Some(&b')') {
+            return None;
+        }
+        out.push(b'\n');
+        rows += 1;
+        i = ws(i + 1);
+        match s.get(i) {
+            Some(b',') => i += 1,
+            None => return Some(rows),
+            Some(b';') => return (ws(i + 1) == s.len()).then_some(rows),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// Whether a byte inside a quoted string needs more than copying on its way to `LOAD DATA`
+/// text (besides the quote itself).
+#[inline]
+fn tsv_special(b: u8) -> bool {
+    (b == b'\\') | (b == b'\t') | (b == b'\n') | (b == b'\r') | (b == 0)
+}
+
+/// A raw byte as `LOAD DATA` text.
+#[inline]
+fn push_tsv_byte(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        0 => out.extend_from_slice(b"\\0"),
+        _ => out.push(b),
+    }
+}
+
+/// Converts the string literal at `s[at]` (a quote) to `LOAD DATA` text; returns the offset
+/// after its closing quote.
+fn tsv_string(s: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
+    let q = s[at];
+    let mut i = at + 1;
+    loop {
+        // Copy the run up to the next byte that needs attention, 16 bytes at a time while
+        // blocks hold nothing special (the common case).
+        let start = i;
+        loop {
+            if let Some(block) = s.get(i..i + 16)
+                && !any16(block, |b| (b == q) | tsv_special(b))
+            {
+                i += 16;
+                continue;
+            }
+            let end = (i + 16).min(s.len());
+            match s[i..end].iter().position(|&b| (b == q) | tsv_special(b)) {
+                Some(p) => {
+                    i += p;
+                    break;
+                }
+                // An unterminated string.
+                None => return None,
+            }
+        }
+        out.extend_from_slice(&s[start..i]);
+        let b = s[i];
+        if b == q {
+            if s.get(i + 1) == Some(&q) {
+                out.push(q);
+                i += 2;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        if b != b'\\' {
+            push_tsv_byte(out, b);
+            i += 1;
+            continue;
+        }
+        let e = *s.get(i + 1)?;
+        match e {
+            b'0' => push_tsv_byte(out, 0),
+            b'b' => out.push(8),
+            b'n' => push_tsv_byte(out, b'\n'),
+            b'r' => push_tsv_byte(out, b'\r'),
+            b't' => push_tsv_byte(out, b'\t'),
+            b'Z' => out.push(0x1A),
+            // `\%` and `\_` keep their backslash, as in the server.
+            b'%' | b'_' => {
+                push_tsv_byte(out, b'\\');
+                out.push(e);
+            }
+            other => push_tsv_byte(out, other),
+        }
+        i += 2;
+    }
+}
+
 /// Calls `f` with every row of an insert's `VALUES` list, values decoded to the bytes the
 /// server would store (strings unescaped, hex and bit literals decoded, numbers as written,
 /// `NULL` as `None`).
@@ -723,6 +932,97 @@ mod tests {
         assert_eq!(use_target(b"USER x"), None);
     }
 
+    /// `LOAD DATA` text of an insert through the general parser, as the restore wrote it
+    /// before the one-pass conversion.
+    fn tsv_by_parser(stmt: &[u8], hex: &[bool]) -> Vec<u8> {
+        let head = insert_head(stmt).unwrap();
+        let mut out = Vec::new();
+        for_each_row(stmt, &head, |vals| {
+            for (i, v) in vals.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'\t');
+                }
+                match v {
+                    None => out.extend_from_slice(b"\\N"),
+                    Some(b) if hex[i] => out.extend_from_slice(hex::encode_upper(b).as_bytes()),
+                    Some(b) => {
+                        for &c in *b {
+                            push_tsv_byte(&mut out, c);
+                        }
+                    }
+                }
+            }
+            out.push(b'\n');
+        })
+        .unwrap();
+        out
+    }
+
+    #[track_caller]
+    fn tsv(stmt: &str, hex: &[bool], expected: Option<&str>) {
+        let head = insert_head(stmt.as_bytes()).unwrap();
+        let mut out = b"kept".to_vec();
+        let rows = rows_to_tsv(stmt.as_bytes(), &head, hex, &mut out);
+        match expected {
+            Some(e) => {
+                assert_eq!(String::from_utf8_lossy(&out[4..]), e);
+                assert_eq!(rows, Some(e.matches('\n').count() as u64));
+                assert_eq!(&out[4..], tsv_by_parser(stmt.as_bytes(), hex));
+            }
+            None => {
+                assert_eq!(rows, None);
+                assert_eq!(out, b"kept");
+            }
+        }
+    }
+
+    #[test]
+    fn inserts_convert_to_load_data_text() {
+        let text = [false, false, false];
+        tsv(
+            "INSERT INTO `t` (`a`,`b`,`c`) VALUES (1,'x\\'y\\\\z\\n\tw',NULL),(-2.5e3,'',\"q\"\"r\");",
+            &text,
+            Some("1\tx'y\\\\z\\n\\tw\t\\N\n-2.5e3\t\tq\"r\n"),
+        );
+        tsv(
+            "INSERT INTO t VALUES ('\\0\\Z\\%\\_\\b\\r', 0, NULL)",
+            &text,
+            Some("\\0\u{1a}\\\\%\\\\_\u{8}\\r\t0\t\\N\n"),
+        );
+        let bin = [false, true];
+        tsv(
+            "INSERT INTO t VALUES (1,0x00FF),(2,''),(3,NULL)",
+            &bin,
+            Some("1\t00FF\n2\t\n3\t\\N\n"),
+        );
+        // Forms left to the general parser.
+        tsv("INSERT INTO t VALUES (1,_binary 'x')", &bin, None);
+        tsv("INSERT INTO t VALUES (1,'x')", &bin, None);
+        tsv("INSERT INTO t VALUES (1,0xABC)", &bin, None);
+        tsv("INSERT INTO t VALUES (b'1','x',null)", &text, None);
+        // Malformed: the general parser reports it.
+        tsv("INSERT INTO t VALUES (1,'x',2", &text, None);
+        tsv("INSERT INTO t VALUES (1,'x',2,3)", &text, None);
+        tsv("INSERT INTO t VALUES (1,'x)", &text, None);
+    }
+
+    /// The escaping before the 16-byte blocks, byte by byte.
+    fn push_string_bytewise(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.push(b'\'');
+        for &b in bytes {
+            match b {
+                0 => out.extend_from_slice(b"\\0"),
+                b'\'' => out.extend_from_slice(b"\\'"),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                0x1A => out.extend_from_slice(b"\\Z"),
+                _ => out.push(b),
+            }
+        }
+        out.push(b'\'');
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
         #[test]
@@ -741,7 +1041,18 @@ mod tests {
                 got.push(r.iter().map(|v| v.map(<[u8]>::to_vec)).collect::<Vec<_>>())
             })
             .unwrap();
-            proptest::prop_assert_eq!(got, vec![vec![Some(a), Some(b), None]]);
+            proptest::prop_assert_eq!(got, vec![vec![Some(a.clone()), Some(b.clone()), None]]);
+
+            let mut bytewise = Vec::new();
+            push_string_bytewise(&mut bytewise, &a);
+            let mut blockwise = Vec::new();
+            push_string(&mut blockwise, &a);
+            proptest::prop_assert_eq!(blockwise, bytewise);
+
+            let hex = [false, true, false];
+            let mut fast = Vec::new();
+            proptest::prop_assert_eq!(rows_to_tsv(&stmt, &head, &hex, &mut fast), Some(1));
+            proptest::prop_assert_eq!(fast, tsv_by_parser(&stmt, &hex));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Faults and bad input: a backup killed mid-way, a full disk, truncated and altered files,
-//! a restore without privileges, a restore that fails half-way through loading.
+//! a restore without privileges, a restore that fails half-way through loading, manifests
+//! naming the first checksum algorithm or an unknown one.
 
 mod common;
 
@@ -341,4 +342,94 @@ async fn restore_without_privileges_fails_clearly_and_leaves_live_unchanged() {
     assert_eq!(routines(&root, &main).len(), 2);
     db.adopt("unused");
     let _ = m1;
+}
+
+/// The first checksum version, computed here from its definition (SHA-256 of each row's
+/// encoding, the first 16 bytes summed modulo 2^128), independently of the crate.
+fn sha256_v1(rows: &[Vec<Option<String>>]) -> String {
+    use sha2::Digest;
+    let mut sum = 0u128;
+    for row in rows {
+        let mut h = sha2::Sha256::new();
+        for v in row {
+            match v {
+                None => h.update([0xFF]),
+                Some(s) => {
+                    h.update([0x01]);
+                    h.update((s.len() as u64).to_le_bytes());
+                    h.update(s.as_bytes());
+                }
+            }
+        }
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&h.finalize()[..16]);
+        sum = sum.wrapping_add(u128::from_le_bytes(first));
+    }
+    format!("{sum:032x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_names_the_checksum_and_first_version_backups_still_restore() {
+    let server = cs_lab::mariadb();
+    let db = server.database("sumv1").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(20), d DATETIME, n DOUBLE) \
+             DEFAULT CHARSET = utf8mb3",
+            "INSERT INTO t VALUES (1, 'a\\'b', '2024-01-02 03:04:05', 1.5), \
+             (2, NULL, NULL, NULL), (3, 'Ångström', '0000-00-00 00:00:00', -0.25)",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let m = backup(
+        &NativeEngine::new(),
+        &root,
+        &dir,
+        &options(&[db.name()]),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.checksum, cs_backup::CHECKSUM_ALGORITHM);
+    let rows = query(&root, &format!("SELECT id, s, d, n FROM `{}`.t", db.name()));
+    let manifest_path = dir.join(cs_backup::MANIFEST_FILE);
+    let write = |m: &cs_backup::Manifest| std::fs::write(&manifest_path, m.to_json()).unwrap();
+    let scratch_only = RestoreOptions {
+        mode: cs_backup::RestoreMode::ScratchOnly,
+        ..RestoreOptions::default()
+    };
+
+    // A backup written with the first version restores and verifies with it.
+    let mut v1 = m.clone();
+    v1.checksum = "rowsum-sha256-v1".into();
+    v1.schemas[0].tables[0].checksum = sha256_v1(&rows);
+    write(&v1);
+    cs_backup::verify_deep(&dir, &root, &scratch_only, &NoProgress)
+        .await
+        .unwrap();
+
+    // The name decides: the same sums under the other name do not verify.
+    let mut swapped = m.clone();
+    swapped.checksum = "rowsum-sha256-v1".into();
+    write(&swapped);
+    let err = cs_backup::verify_deep(&dir, &root, &scratch_only, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        cs_core::error_chain(&err).contains("checksum of the restored rows differs"),
+        "{}",
+        cs_core::error_chain(&err)
+    );
+
+    // An unknown algorithm is a bad manifest, refused before anything is loaded.
+    let mut unknown = m.clone();
+    unknown.checksum = "rowsum-md5-v0".into();
+    write(&unknown);
+    let err = verify(&dir).await.unwrap_err();
+    assert!(matches!(err, Error::BadManifest { .. }), "{err:?}");
+    assert!(err.to_string().contains("rowsum-md5-v0"), "{err}");
 }
