@@ -36,6 +36,8 @@ pub(crate) fn db_err(user: &str, what: impl Into<String>, e: mysql::Error) -> Er
 pub(crate) struct Db {
     pub(crate) conn: Conn,
     pub(crate) user: String,
+    /// Whether `character_set_results` is NULL (values as stored) rather than `utf8mb4`.
+    raw_results: bool,
 }
 
 impl std::fmt::Debug for Db {
@@ -77,10 +79,48 @@ pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
     Ok(Db {
         conn,
         user: url.user.clone(),
+        raw_results: false,
     })
 }
 
 impl Db {
+    /// Runs a `SELECT` of `table`'s stored columns (rows matching the `WHERE` clause `filter`
+    /// when given) and calls `row` with each row's values. The values are the bytes a
+    /// `utf8mb4` connection gets; for a [`Table::utf8_only`] table the server sends them as
+    /// stored (the same bytes), which spares it converting every value: a tenth of its CPU in
+    /// a dump.
+    pub(crate) fn select_rows(
+        &mut self,
+        what: &str,
+        schema: &str,
+        table: &Table,
+        filter: Option<&str>,
+        mut row: impl FnMut(&mysql::Row) -> Result<()>,
+    ) -> Result<()> {
+        let raw = table.utf8_only();
+        if raw != self.raw_results {
+            let charset = if raw { "NULL" } else { "utf8mb4" };
+            self.exec(what, &format!("SET character_set_results = {charset}"))?;
+            self.raw_results = raw;
+        }
+        let sql = format!(
+            "SELECT {} FROM {}.{}{}",
+            table.select_list(),
+            ident(schema),
+            ident(&table.name),
+            filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
+        );
+        let user = self.user.clone();
+        let result = self
+            .conn
+            .query_iter(sql)
+            .map_err(|e| db_err(&user, what, e))?;
+        for r in result {
+            row(&r.map_err(|e| db_err(&user, what, e))?)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn exec(&mut self, what: &str, sql: &str) -> Result<()> {
         self.conn
             .query_drop(sql)
@@ -225,6 +265,16 @@ impl Table {
             }),
             _ => None,
         }
+    }
+
+    /// Whether every stored character column holds UTF-8 (`utf8mb4`, `utf8mb3`), ASCII or
+    /// bytes, so that its values as stored are already what a `utf8mb4` connection reads.
+    pub(crate) fn utf8_only(&self) -> bool {
+        self.stored().all(|c| {
+            c.charset
+                .as_deref()
+                .is_none_or(|cs| matches!(cs, "utf8mb4" | "utf8mb3" | "utf8" | "ascii" | "binary"))
+        })
     }
 
     /// `SELECT` list of the stored columns.
@@ -421,30 +471,18 @@ pub(crate) fn table_checksum(
     filter: Option<&str>,
     algorithm: Algorithm,
 ) -> Result<RowSum> {
-    let sql = format!(
-        "SELECT {} FROM {}.{}{}",
-        table.select_list(),
-        ident(schema),
-        ident(&table.name),
-        filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
-    );
     let what = format!("checksum `{schema}`.`{}`", table.name);
-    let user = db.user.clone();
     let mut sum = RowSum::new(algorithm);
     if table.stored().next().is_none() {
         return Ok(sum);
     }
-    let result = db
-        .conn
-        .query_iter(sql)
-        .map_err(|e| db_err(&user, &what, e))?;
-    for row in result {
-        let row = row.map_err(|e| db_err(&user, &what, e))?;
+    db.select_rows(&what, schema, table, filter, |row| {
         sum.add((0..row.len()).map(|i| match row.as_ref(i) {
             Some(Value::Bytes(b)) => Some(b.as_slice()),
             _ => None,
         }));
-    }
+        Ok(())
+    })?;
     Ok(sum)
 }
 
@@ -510,4 +548,43 @@ pub(crate) fn show_create(db: &mut Db, schema: &str, kind: &str, name: &str) -> 
             .unwrap_or_else(|| "utf8mb4_general_ci".into()),
         time_zone: get("time_zone"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, data_type: &str, charset: Option<&str>, generated: bool) -> Column {
+        Column {
+            name: name.into(),
+            data_type: data_type.into(),
+            generated,
+            charset: charset.map(str::to_string),
+        }
+    }
+
+    fn table(columns: Vec<Column>) -> Table {
+        Table {
+            name: "t".into(),
+            engine: "InnoDB".into(),
+            est_rows: 0,
+            est_bytes: 0,
+            columns,
+            primary_key: vec!["id".into()],
+        }
+    }
+
+    #[test]
+    fn only_utf8_tables_are_read_as_stored() {
+        let id = || column("id", "int", None, false);
+        for cs in ["utf8mb4", "utf8mb3", "utf8", "ascii", "binary"] {
+            let t = table(vec![id(), column("s", "varchar", Some(cs), false)]);
+            assert!(t.utf8_only(), "{cs}");
+        }
+        let latin1 = table(vec![id(), column("s", "varchar", Some("latin1"), false)]);
+        assert!(!latin1.utf8_only());
+        // A generated column is neither read nor converted.
+        let generated = table(vec![id(), column("g", "varchar", Some("latin1"), true)]);
+        assert!(generated.utf8_only());
+    }
 }

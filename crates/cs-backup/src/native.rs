@@ -13,7 +13,7 @@ use mysql::prelude::Queryable;
 
 use crate::backup::{Counters, DumpJob, Dumped, Engine, schema_entry, use_stmt, with_progress};
 use crate::checksum::RowSum;
-use crate::db::{self, Catalog, Db, Table, ValueKind, db_err};
+use crate::db::{self, Catalog, Db, Table, ValueKind};
 use crate::files::{DumpFile, Unsynced, name_part, sync_dir};
 use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
 use crate::sql::{ident, literal, push_hex, push_string};
@@ -461,29 +461,13 @@ impl Plan {
             ident(&table.name),
             table.select_list()
         );
-        let sql = format!(
-            "SELECT {} FROM {}.{}{}",
-            table.select_list(),
-            ident(schema),
-            ident(&table.name),
-            part.filter
-                .as_deref()
-                .map(|f| format!(" WHERE {f}"))
-                .unwrap_or_default()
-        );
         let what = format!("read rows of `{schema}`.`{}`", table.name);
-        let user = db.user.clone();
         let limit = self.options.statement_bytes.max(1024);
         let mut sum = RowSum::default();
         let mut buf: Vec<u8> = Vec::with_capacity(limit + 64 * 1024);
         let mut pending_rows = 0u64;
         let mut bytes_reported = 0u64;
-        let result = db
-            .conn
-            .query_iter(sql)
-            .map_err(|e| db_err(&user, &what, e))?;
-        for row in result {
-            let row = row.map_err(|e| db_err(&user, &what, e))?;
+        db.select_rows(&what, schema, table, part.filter.as_deref(), |row| {
             buf.extend_from_slice(if buf.is_empty() {
                 prefix.as_bytes()
             } else {
@@ -530,7 +514,8 @@ impl Plan {
                     });
                 }
             }
-        }
+            Ok(())
+        })?;
         if !buf.is_empty() {
             buf.extend_from_slice(b";\n");
             f.write(&buf)?;

@@ -1052,11 +1052,7 @@ fn load_data(
     // go as bytes: the server then only checks them instead of converting every value from
     // utf8mb4, which is about a tenth of the load's CPU. Other character sets need the
     // conversion.
-    let utf8_only = stored.iter().all(|c| {
-        c.charset
-            .as_deref()
-            .is_none_or(|cs| matches!(cs, "utf8mb4" | "utf8mb3" | "utf8" | "binary"))
-    });
+    let utf8_only = target.table.utf8_only();
     let sql = format!(
         "LOAD DATA LOCAL INFILE 'cs-backup' INTO TABLE {}.{} CHARACTER SET {} \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
