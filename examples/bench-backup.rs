@@ -668,13 +668,14 @@ fn run(args: &Args) -> Result<(), BoxError> {
             },
             || {
                 lab.per_table(threads, |s, t| {
-            let f = lab.outfile_dir.join(format!("{s}.{t}.txt"));
-            lab.sql(&format!(
-                "SET foreign_key_checks = 0, unique_checks = 0; LOAD DATA INFILE '{}' INTO TABLE `{s}`.`{t}` CHARACTER SET utf8mb4",
-                f.display()
-            ))
-            .map(|_| ())
-        })
+                    let f = lab.outfile_dir.join(format!("{s}.{t}.txt"));
+                    lab.sql(&format!(
+                        "SET foreign_key_checks = 0, unique_checks = 0; \
+                         LOAD DATA INFILE '{}' INTO TABLE `{s}`.`{t}` CHARACTER SET utf8mb4",
+                        f.display()
+                    ))
+                    .map(|_| ())
+                })
             },
         )?;
         check_rows("LOAD DATA")?;

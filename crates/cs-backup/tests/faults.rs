@@ -190,15 +190,7 @@ async fn truncated_or_altered_files_fail_verify_naming_the_file() {
     fill_main(&root, db.name(), false);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let m = backup(
-        &NativeEngine::new(),
-        &root,
-        &dir,
-        &options(&[db.name()]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let m = native_backup(&root, &dir, &options(&[db.name()])).await;
     let table = m.schemas[0].table("big").unwrap();
     let (trunc, alter) = (table.files[1].clone(), table.files[2].clone());
 
@@ -256,15 +248,7 @@ async fn restore_without_privileges_fails_clearly_and_leaves_live_unchanged() {
     fill_main(&root, &main, false);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let m1 = backup(
-        &NativeEngine::new(),
-        &root,
-        &dir,
-        &options(&[&main]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let m1 = native_backup(&root, &dir, &options(&[&main])).await;
     server
         .exec(&format!(
             "UPDATE `{main}`.parent SET name = 'live change' WHERE id = 1"
@@ -385,15 +369,7 @@ async fn the_manifest_names_the_checksum_and_first_version_backups_still_restore
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let m = backup(
-        &NativeEngine::new(),
-        &root,
-        &dir,
-        &options(&[db.name()]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let m = native_backup(&root, &dir, &options(&[db.name()])).await;
     assert_eq!(m.checksum, cs_backup::CHECKSUM_ALGORITHM);
     let rows = query(&root, &format!("SELECT id, s, d, n FROM `{}`.t", db.name()));
     let manifest_path = dir.join(cs_backup::MANIFEST_FILE);

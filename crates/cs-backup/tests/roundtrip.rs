@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use cs_backup::{
     BackupOptions, Compression, Manifest, MysqldumpEngine, NativeEngine, RestoreMode,
-    RestoreOptions, backup, drop_parked, restore, verify, verify_deep,
+    RestoreOptions, RestoreReport, backup, drop_parked, restore, verify, verify_deep,
 };
 use cs_core::{LocalHost, NoProgress, RecordingProgress, Unit};
 
@@ -22,6 +22,30 @@ fn options(dbs: &[&str]) -> BackupOptions {
         statement_bytes: 16 * 1024,
         ..BackupOptions::default()
     }
+}
+
+/// A swap restore on `threads` connections; `db` drops the parked schemas when it goes.
+async fn swap_restore(
+    db: &mut cs_lab::TestDb<'_>,
+    dir: &std::path::Path,
+    root: &cs_core::DbUrl,
+    threads: usize,
+) -> RestoreReport {
+    let report = restore(
+        dir,
+        root,
+        &RestoreOptions {
+            threads,
+            ..RestoreOptions::default()
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    for p in report.parked() {
+        db.adopt(p);
+    }
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,15 +117,7 @@ async fn native_dump_restores_with_the_stock_client_exactly() {
     assert!(out.success(), "mariadb failed: {}", out.stderr_lossy());
 
     let dir2 = tmp.path().join("b2");
-    let m2 = backup(
-        &NativeEngine::new(),
-        &root,
-        &dir2,
-        &options(&[&main, &usage]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let m2 = native_backup(&root, &dir2, &options(&[&main, &usage])).await;
     assert_eq!(sums(&m1), sums(&m2));
     for (a, b) in m1.schemas.iter().zip(&m2.schemas) {
         assert_eq!(
@@ -145,15 +161,7 @@ async fn mysqldump_dump_restores_natively_exactly() {
     verify(&dir).await.unwrap();
 
     // The checksums parsed from the dump equal the live tables' (native backup of live).
-    let live = backup(
-        &NativeEngine::new(),
-        &root,
-        &tmp.path().join("live"),
-        &options(&[&main, &usage]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let live = native_backup(&root, &tmp.path().join("live"), &options(&[&main, &usage])).await;
     assert_eq!(sums(&m1), sums(&live));
 
     // Native restore (swap) of the mysqldump backup after changing the live data.
@@ -165,15 +173,7 @@ async fn mysqldump_dump_restores_natively_exactly() {
     let report = restore(&dir, &root, &RestoreOptions::default(), &NoProgress)
         .await
         .unwrap();
-    let after = backup(
-        &NativeEngine::new(),
-        &root,
-        &tmp.path().join("after"),
-        &options(&[&main, &usage]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let after = native_backup(&root, &tmp.path().join("after"), &options(&[&main, &usage])).await;
     assert_eq!(sums(&m1), sums(&after));
     for p in report.parked() {
         db.adopt(p);
@@ -217,20 +217,7 @@ async fn swap_restore_parks_the_replaced_tables_and_keeps_every_object() {
              CREATE TABLE `{main}`.extra (x INT)"
         ))
         .unwrap();
-    let report = restore(
-        &dir,
-        &root,
-        &RestoreOptions {
-            threads: 3,
-            ..RestoreOptions::default()
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    for p in report.parked() {
-        db.adopt(p);
-    }
+    let report = swap_restore(&mut db, &dir, &root, 3).await;
     let parked_main = report.schemas[0].parked.clone().unwrap();
     // The replaced rows and the extra table are parked; the live schema is the backup's.
     assert_eq!(
@@ -361,29 +348,8 @@ async fn deferred_keys_come_back_and_those_constraints_need_are_kept() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    backup(
-        &NativeEngine::new(),
-        &root,
-        &dir,
-        &options(&[&main]),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    let report = restore(
-        &dir,
-        &root,
-        &RestoreOptions {
-            threads: 1,
-            ..RestoreOptions::default()
-        },
-        &NoProgress,
-    )
-    .await
-    .unwrap();
-    for p in report.parked() {
-        db.adopt(p);
-    }
+    native_backup(&root, &dir, &options(&[&main])).await;
+    let report = swap_restore(&mut db, &dir, &root, 1).await;
     let after: Vec<String> = ["a", "p", "z_child"].iter().map(|t| create(t)).collect();
     assert_eq!(after, before);
     drop_parked(&root, &report).await.unwrap();

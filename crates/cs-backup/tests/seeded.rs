@@ -36,15 +36,7 @@ async fn seeded_cloudstack_round_trips_through_both_engines() {
         ..BackupOptions::default()
     };
     let tmp = tempfile::tempdir().unwrap();
-    let native = backup(
-        &NativeEngine::new(),
-        &root,
-        &tmp.path().join("n"),
-        &options,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let native = native_backup(&root, &tmp.path().join("n"), &options).await;
     assert_eq!(native.total_rows(), summary.rows);
     assert_eq!(
         native.schema(&cloud).unwrap().cloudstack_version(),

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cs_backup::Manifest;
-use cs_core::{Cmd, DbUrl, Host, LocalHost};
+use cs_backup::{BackupOptions, Manifest, NativeEngine};
+use cs_core::{Cmd, DbUrl, Host, LocalHost, NoProgress};
 use cs_lab::DbUrlExt;
 use mysql::prelude::Queryable;
 
@@ -206,4 +206,11 @@ pub(crate) fn routines(url: &DbUrl, schema: &str) -> Vec<String> {
     .into_iter()
     .filter_map(|r| r.into_iter().next().flatten())
     .collect()
+}
+
+/// A native backup of `options.databases` into `dir`, which must succeed.
+pub(crate) async fn native_backup(url: &DbUrl, dir: &Path, options: &BackupOptions) -> Manifest {
+    cs_backup::backup(&NativeEngine::new(), url, dir, options, &NoProgress)
+        .await
+        .unwrap()
 }
