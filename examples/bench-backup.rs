@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use cs_backup::{
-    BackupOptions, NativeEngine, RestoreMode, RestoreOptions, backup, drop_parked, restore,
+    BackupOptions, MYSQLDUMP_FLAGS, NativeEngine, RestoreMode, RestoreOptions, backup, drop_parked,
+    restore,
 };
 use cs_core::{DbUrl, NoProgress};
 use cs_lab::{MariaDb, MariaDbOptions};
@@ -440,16 +441,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 sh(
                     tool("mariadb-dump")
                         .arg(&cnf_arg)
-                        .args([
-                            "--single-transaction",
-                            "--quick",
-                            "--routines",
-                            "--triggers",
-                            "--events",
-                            "--hex-blob",
-                            "--default-character-set=utf8mb4",
-                            "--max-allowed-packet=1G",
-                        ])
+                        .args(MYSQLDUMP_FLAGS)
                         .arg(format!("--result-file={}", dump_file.display()))
                         .arg("--databases")
                         .args(&dbs),

@@ -84,7 +84,7 @@ pub use manifest::{
     CHECKSUM_ALGORITHM, FORMAT_VERSION, FileEntry, Layout, MANIFEST_FILE, Manifest, RoutineEntry,
     SchemaEntry, SchemaFiles, ServerInfo, TableEntry, TriggerEntry,
 };
-pub use mysqldump::MysqldumpEngine;
+pub use mysqldump::{MYSQLDUMP_FLAGS, MysqldumpEngine};
 pub use native::NativeEngine;
 pub use restore::{
     RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, drop_parked, restore,

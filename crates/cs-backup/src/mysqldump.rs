@@ -17,8 +17,9 @@ use crate::native::compression_name;
 use crate::sql::{Splitter, for_each_row, insert_head, use_target};
 use crate::{Compression, Error, Result};
 
-/// The flags every dump runs with.
-pub(crate) const FLAGS: &[&str] = &[
+/// The flags every dump of the [`MysqldumpEngine`] runs with (besides the option file, the
+/// output and `--databases`), for tools that compare against it.
+pub const MYSQLDUMP_FLAGS: &[&str] = &[
     "--single-transaction",
     "--quick",
     "--routines",
@@ -124,7 +125,7 @@ pub(crate) fn dump_command(
 ) -> Cmd {
     let mut cmd = Cmd::new(program)
         .arg(format!("--defaults-extra-file={cnf}"))
-        .args(FLAGS.iter().copied());
+        .args(MYSQLDUMP_FLAGS.iter().copied());
     if gtid_off {
         cmd = cmd.arg("--set-gtid-purged=OFF");
     }
@@ -307,7 +308,7 @@ impl Engine for MysqldumpEngine {
                 SchemaFiles::default(),
             ));
         }
-        let mut flags: Vec<&str> = FLAGS.to_vec();
+        let mut flags: Vec<&str> = MYSQLDUMP_FLAGS.to_vec();
         if gtid_on && !mariadb_client {
             flags.push("--set-gtid-purged=OFF");
         }
