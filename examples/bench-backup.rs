@@ -186,12 +186,15 @@ impl Lab {
         )
     }
 
-    /// Waits until the server is idle: InnoDB's purge has caught up and the server process used
-    /// under 3% of a CPU for a second (dirty pages flushed, statistics recomputed, dropped
-    /// tables gone). Without this a measurement pays for the background work the previous one
-    /// left behind (a restore right after another restore's million-row load, say), which
-    /// depends on the order of the measurements, not on the method. Gives up after 10 minutes.
+    /// Waits until the machine is idle: the kernel has written back the files of earlier runs
+    /// (`sync`), InnoDB's purge has caught up and the server process used under 3% of a CPU for
+    /// a second (dirty pages flushed, statistics recomputed, dropped tables gone). Without this
+    /// a measurement pays for the background work the previous one left behind (a restore
+    /// right after another restore's million-row load, or the write-back of a dump file that
+    /// was never synced), which depends on the order of the measurements, not on the method.
+    /// Gives up after 10 minutes.
     fn quiesce(&self) -> Result<(), BoxError> {
+        sh(&mut tool("sync"), "sync")?;
         let pid: u32 = std::fs::read_to_string(self.server.dir().join("mysqld.pid"))?
             .trim()
             .parse()?;
