@@ -1,5 +1,9 @@
-//! Talking to the server with the `mysql` crate (blocking; callers run this on blocking
-//! threads): connections, the catalog of a schema, live checksums.
+//! Talking to the server (blocking; callers run this on blocking threads): connections, the
+//! catalog of a schema, live checksums.
+//!
+//! Connections go through the `mysql` crate, except those that stream big result sets
+//! ([`connect_streaming`]), which use the crate's own [`crate::wire`] client when the server
+//! allows.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,30 +15,62 @@ use mysql::{Conn, OptsBuilder, Value};
 use crate::checksum::{Algorithm, RowSum};
 use crate::manifest::{RoutineEntry, TriggerEntry};
 use crate::sql::ident;
+use crate::wire::{self, WireError};
 use crate::{Error, Result};
 
 /// MySQL error codes that mean "you may not".
 const DENIED: &[u16] = &[1044, 1045, 1142, 1143, 1227, 1370, 1410, 1698, 1044];
 
+/// What every connection runs first: `utf8mb4`, UTC and a permissive `sql_mode` (zero dates
+/// load as they are).
+const INIT: [&str; 4] = [
+    "SET NAMES utf8mb4",
+    "SET time_zone = '+00:00'",
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
+    "SET SESSION net_read_timeout = 3600, net_write_timeout = 3600",
+];
+
 /// Maps a driver error to [`Error::Privilege`] or [`Error::Database`].
 pub(crate) fn db_err(user: &str, what: impl Into<String>, e: mysql::Error) -> Error {
-    let what = what.into();
-    match &e {
-        mysql::Error::MySqlError(me) if DENIED.contains(&me.code) => Error::Privilege {
+    let code = match &e {
+        mysql::Error::MySqlError(me) => Some(me.code),
+        _ => None,
+    };
+    classify(user, what.into(), code, Box::new(e))
+}
+
+/// Maps an error of the streaming client like [`db_err`]; a failed callback is returned as
+/// it is.
+fn wire_err(user: &str, what: &str, e: WireError<Error>) -> Error {
+    match e {
+        WireError::Callback(e) => e,
+        WireError::Server(se) => classify(user, what.into(), Some(se.code), Box::new(se)),
+        other => classify(user, what.into(), None, Box::new(other)),
+    }
+}
+
+fn classify(user: &str, what: String, code: Option<u16>, source: cs_core::BoxError) -> Error {
+    match code {
+        Some(c) if DENIED.contains(&c) => Error::Privilege {
             user: user.to_string(),
             what,
-            source: Box::new(e),
+            source,
         },
-        _ => Error::Database {
-            what,
-            source: Box::new(e),
-        },
+        _ => Error::Database { what, source },
     }
+}
+
+/// The protocol client under a [`Db`].
+enum Link {
+    /// The `mysql` crate: everything, including `LOAD DATA LOCAL INFILE`.
+    Driver(Conn),
+    /// [`crate::wire`]: statements and text result sets, without an allocation per value.
+    Wire(wire::Conn),
 }
 
 /// A connection plus the user name for error messages.
 pub(crate) struct Db {
-    pub(crate) conn: Conn,
+    link: Link,
     pub(crate) user: String,
     /// Whether `character_set_results` is NULL (values as stored) rather than `utf8mb4`.
     raw_results: bool,
@@ -46,7 +82,61 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Connects with `utf8mb4`, UTC and a permissive `sql_mode` (zero dates load as they are).
+/// One row of a result: each value as the bytes of the text protocol, `None` for NULL.
+pub(crate) enum RowRef<'a> {
+    Driver(&'a mysql::Row),
+    Wire(wire::Row<'a>),
+}
+
+impl RowRef<'_> {
+    /// The number of values.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RowRef::Driver(r) => r.len(),
+            RowRef::Wire(r) => r.len(),
+        }
+    }
+
+    /// Value `i`; `None` for NULL. (The text protocol sends nothing but bytes and NULL.)
+    pub(crate) fn get(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            RowRef::Driver(r) => match r.as_ref(i) {
+                Some(Value::Bytes(b)) => Some(b),
+                _ => None,
+            },
+            RowRef::Wire(r) => r.get(i),
+        }
+    }
+
+    /// The position of the column named `name` (ASCII case ignored).
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        match self {
+            RowRef::Driver(r) => r
+                .columns_ref()
+                .iter()
+                .position(|c| c.name_str().eq_ignore_ascii_case(name)),
+            RowRef::Wire(r) => r.position(name),
+        }
+    }
+
+    /// Adds the row to a table checksum, hashing the packet as received where it can.
+    pub(crate) fn add_to(&self, sum: &mut RowSum) {
+        match self {
+            RowRef::Wire(r) => match r.packet() {
+                Some(packet) => sum.add_packet(packet, self.values()),
+                None => sum.add(self.values()),
+            },
+            RowRef::Driver(_) => sum.add(self.values()),
+        }
+    }
+
+    /// The values in order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// Connects through the `mysql` crate.
 pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
     let opts = OptsBuilder::new()
         .ip_or_hostname(Some(url.host.clone()))
@@ -55,35 +145,83 @@ pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
         .pass(Some(url.password.expose().to_string()))
         .prefer_socket(false)
         .tcp_connect_timeout(Some(Duration::from_secs(15)))
-        .init(vec![
-            "SET NAMES utf8mb4",
-            "SET time_zone = '+00:00'",
-            "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO'",
-            "SET SESSION net_read_timeout = 3600, net_write_timeout = 3600",
-        ]);
-    let conn = Conn::new(opts).map_err(|e| {
-        let user = url.user.clone();
-        match &e {
-            mysql::Error::MySqlError(me) if DENIED.contains(&me.code) => Error::Connect {
-                addr: url.addr(),
-                user,
-                source: Box::new(e),
-            },
-            _ => Error::Connect {
-                addr: url.addr(),
-                user,
-                source: Box::new(e),
-            },
-        }
+        .init(INIT.to_vec());
+    let conn = Conn::new(opts).map_err(|e| Error::Connect {
+        addr: url.addr(),
+        user: url.user.clone(),
+        source: Box::new(e),
     })?;
     Ok(Db {
-        conn,
+        link: Link::Driver(conn),
         user: url.user.clone(),
         raw_results: false,
     })
 }
 
+/// Connects for reading big results: through [`crate::wire`], or through the `mysql` crate
+/// when the server asks for something that client does not speak.
+pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
+    match wire::Conn::connect(url, &INIT) {
+        Ok(conn) => Ok(Db {
+            link: Link::Wire(conn),
+            user: url.user.clone(),
+            raw_results: false,
+        }),
+        Err(WireError::Unsupported(why)) => {
+            tracing::debug!(why, "streaming client not usable; using the mysql crate");
+            connect(url)
+        }
+        Err(e) => Err(Error::Connect {
+            addr: url.addr(),
+            user: url.user.clone(),
+            source: Box::new(e),
+        }),
+    }
+}
+
 impl Db {
+    /// Whether this connection streams through [`crate::wire`].
+    #[cfg(test)]
+    pub(crate) fn is_streaming(&self) -> bool {
+        matches!(self.link, Link::Wire(_))
+    }
+
+    /// The `mysql` crate's connection, for what only it does (`LOAD DATA LOCAL INFILE`).
+    ///
+    /// # Errors
+    /// [`Error::Database`] for a streaming connection.
+    pub(crate) fn driver(&mut self, what: &str) -> Result<&mut Conn> {
+        match &mut self.link {
+            Link::Driver(c) => Ok(c),
+            Link::Wire(_) => Err(Error::Database {
+                what: what.to_string(),
+                source: "the streaming connection cannot do this".into(),
+            }),
+        }
+    }
+
+    /// Runs `sql` and calls `row` with each row of its result.
+    pub(crate) fn query(
+        &mut self,
+        what: &str,
+        sql: &str,
+        mut row: impl FnMut(RowRef<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let user = &self.user;
+        match &mut self.link {
+            Link::Driver(conn) => {
+                let result = conn.query_iter(sql).map_err(|e| db_err(user, what, e))?;
+                for r in result {
+                    row(RowRef::Driver(&r.map_err(|e| db_err(user, what, e))?))?;
+                }
+                Ok(())
+            }
+            Link::Wire(conn) => conn
+                .query(sql, |r| row(RowRef::Wire(r)))
+                .map_err(|e| wire_err(user, what, e)),
+        }
+    }
+
     /// Runs a `SELECT` of `table`'s stored columns (rows matching the `WHERE` clause `filter`
     /// when given) and calls `row` with each row's values. The values are the bytes a
     /// `utf8mb4` connection gets; for a [`Table::utf8_only`] table the server sends them as
@@ -95,7 +233,7 @@ impl Db {
         schema: &str,
         table: &Table,
         filter: Option<&str>,
-        mut row: impl FnMut(&mysql::Row) -> Result<()>,
+        row: impl FnMut(RowRef<'_>) -> Result<()>,
     ) -> Result<()> {
         let raw = table.utf8_only();
         if raw != self.raw_results {
@@ -110,35 +248,24 @@ impl Db {
             ident(&table.name),
             filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
         );
-        let user = self.user.clone();
-        let result = self
-            .conn
-            .query_iter(sql)
-            .map_err(|e| db_err(&user, what, e))?;
-        for r in result {
-            row(&r.map_err(|e| db_err(&user, what, e))?)?;
-        }
-        Ok(())
+        self.query(what, &sql, row)
     }
 
     pub(crate) fn exec(&mut self, what: &str, sql: &str) -> Result<()> {
-        self.conn
-            .query_drop(sql)
-            .map_err(|e| db_err(&self.user, what, e))
+        self.query(what, sql, |_| Ok(()))
     }
 
     /// Rows of text (or NULL) values.
     pub(crate) fn rows(&mut self, what: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-        let user = self.user.clone();
-        let result = self
-            .conn
-            .query_iter(sql)
-            .map_err(|e| db_err(&user, what, e))?;
         let mut out = Vec::new();
-        for row in result {
-            let row = row.map_err(|e| db_err(&user, what, e))?;
-            out.push(row.unwrap().into_iter().map(text).collect());
-        }
+        self.query(what, sql, |r| {
+            out.push(
+                r.values()
+                    .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                    .collect(),
+            );
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -187,15 +314,6 @@ impl Db {
             )?
             .as_deref()
             == Some("1"))
-    }
-}
-
-/// A value of the text protocol as text.
-pub(crate) fn text(v: Value) -> Option<String> {
-    match v {
-        Value::NULL => None,
-        Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
     }
 }
 
@@ -477,10 +595,7 @@ pub(crate) fn table_checksum(
         return Ok(sum);
     }
     db.select_rows(&what, schema, table, filter, |row| {
-        sum.add((0..row.len()).map(|i| match row.as_ref(i) {
-            Some(Value::Bytes(b)) => Some(b.as_slice()),
-            _ => None,
-        }));
+        row.add_to(&mut sum);
         Ok(())
     })?;
     Ok(sum)
@@ -501,33 +616,6 @@ pub(crate) struct Definition {
 pub(crate) fn show_create(db: &mut Db, schema: &str, kind: &str, name: &str) -> Result<Definition> {
     let what = format!("read the definition of {kind} `{schema}`.`{name}`");
     let sql = format!("SHOW CREATE {kind} {}.{}", ident(schema), ident(name));
-    let user = db.user.clone();
-    let mut result = db
-        .conn
-        .query_iter(sql)
-        .map_err(|e| db_err(&user, &what, e))?;
-    let columns: Vec<String> = result
-        .columns()
-        .as_ref()
-        .iter()
-        .map(|c| c.name_str().to_string())
-        .collect();
-    let row = result
-        .next()
-        .transpose()
-        .map_err(|e| db_err(&user, &what, e))?
-        .ok_or_else(|| Error::Database {
-            what: what.clone(),
-            source: "no definition returned".into(),
-        })?;
-    drop(result);
-    let vals: Vec<Option<String>> = row.unwrap().into_iter().map(text).collect();
-    let get = |col: &str| -> Option<String> {
-        columns
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(col))
-            .and_then(|i| vals.get(i).cloned().flatten())
-    };
     let body_col = match kind {
         "PROCEDURE" => "Create Procedure",
         "FUNCTION" => "Create Function",
@@ -535,6 +623,32 @@ pub(crate) fn show_create(db: &mut Db, schema: &str, kind: &str, name: &str) -> 
         "EVENT" => "Create Event",
         _ => "Create View",
     };
+    // The columns by name: their order differs between kinds and servers.
+    let wanted = [
+        body_col,
+        "sql_mode",
+        "character_set_client",
+        "collation_connection",
+        "time_zone",
+    ];
+    let mut first: Option<BTreeMap<&str, String>> = None;
+    db.query(&what, &sql, |row| {
+        first.get_or_insert_with(|| {
+            wanted
+                .iter()
+                .filter_map(|col| {
+                    let v = row.get(row.position(col)?)?;
+                    Some((*col, String::from_utf8_lossy(v).into_owned()))
+                })
+                .collect()
+        });
+        Ok(())
+    })?;
+    let named = first.ok_or_else(|| Error::Database {
+        what: what.clone(),
+        source: "no definition returned".into(),
+    })?;
+    let get = |col: &str| -> Option<String> { named.get(col).cloned() };
     let sql = get(body_col).ok_or_else(|| Error::Privilege {
         user: db.user.clone(),
         what: format!("{what} (the server returned no body: routine definitions need SELECT on mysql.proc or being the definer)"),
@@ -586,5 +700,187 @@ mod tests {
         // A generated column is neither read nor converted.
         let generated = table(vec![id(), column("g", "varchar", Some("latin1"), true)]);
         assert!(generated.utf8_only());
+    }
+}
+
+/// The two kinds of connection against a real server.
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    /// `schema.t`: values of most types, NULL, empty, non-ASCII, latin1, and a 17 MiB blob
+    /// that arrives split over two packets and is larger than the streaming read buffer.
+    fn fixture(url: &DbUrl, schema: &str) {
+        let mut db = connect(url).unwrap();
+        let s = ident(schema);
+        for sql in [
+            format!(
+                "CREATE TABLE {s}.t (id INT PRIMARY KEY, i BIGINT UNSIGNED, d DECIMAL(20,6), \
+                 f FLOAT, g DOUBLE, dt DATETIME(3), ts TIMESTAMP NULL, tm TIME, y YEAR, \
+                 s VARCHAR(40) CHARACTER SET utf8mb4, l VARCHAR(40) CHARACTER SET latin1, \
+                 b LONGBLOB, bt BIT(10), e ENUM('a','b'), j JSON)"
+            ),
+            format!(
+                "INSERT INTO {s}.t VALUES \
+                 (1, 18446744073709551615, -12345678901234.123456, 1.5e-7, 2.2250738585072014e-308, \
+                  '0000-00-00 00:00:00', '2038-01-19 03:14:07', '-838:59:59', 1901, \
+                  'café ☃ 🚀', 'naïve ÿ', x'00FF0D0A275C', b'1010101010', 'b', '{{\"k\": [1, null]}}'), \
+                 (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', '', '', NULL, NULL, NULL), \
+                 (3, 0, 0, 0, 0, '2024-02-29 23:59:59.999', NULL, '00:00:00', 2155, \
+                  REPEAT('x', 40), NULL, REPEAT(x'AB', 17825792), b'0', 'a', '[]')"
+            ),
+        ] {
+            db.exec("create the fixture", &sql).unwrap();
+        }
+    }
+
+    #[test]
+    fn streaming_and_driver_connections_read_the_same_bytes() {
+        let server = cs_lab::mariadb();
+        let test = server.database("wire_same").unwrap();
+        let url = test.url();
+        fixture(&url, test.name());
+        let mut wire = connect_streaming(&url).unwrap();
+        let mut driver = connect(&url).unwrap();
+        assert!(wire.is_streaming());
+        assert!(!driver.is_streaming());
+
+        let cat = catalog(&mut driver, test.name()).unwrap();
+        let table = cat.table("t").unwrap();
+        let sums: Vec<RowSum> = [&mut wire, &mut driver]
+            .into_iter()
+            .map(|db| table_checksum(db, test.name(), table, None, Algorithm::CURRENT).unwrap())
+            .collect();
+        assert_eq!(sums[0], sums[1]);
+        assert_eq!(sums[0].rows(), 3);
+
+        // Every value, byte for byte, with NULLs where they are.
+        let sql = format!("SELECT * FROM {}.t ORDER BY id", ident(test.name()));
+        let mut seen: Vec<Vec<Vec<Option<Vec<u8>>>>> = Vec::new();
+        for db in [&mut wire, &mut driver] {
+            let mut rows = Vec::new();
+            db.query("read the fixture", &sql, |r| {
+                rows.push(r.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+                Ok(())
+            })
+            .unwrap();
+            seen.push(rows);
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0][1][2], None, "NULL stays NULL");
+        assert_eq!(
+            seen[0][1][9].as_deref(),
+            Some(&b""[..]),
+            "empty stays empty"
+        );
+        assert_eq!(seen[0][2][11].as_ref().map(Vec::len), Some(17_825_792));
+
+        // Named columns (SHOW CREATE) and plain text results agree too.
+        db_exec(
+            &mut driver,
+            &format!(
+                "CREATE VIEW {}.v AS SELECT id FROM {0}.t",
+                ident(test.name())
+            ),
+        );
+        for db in [&mut wire, &mut driver] {
+            let def = show_create(db, test.name(), "VIEW", "v").unwrap();
+            assert!(def.sql.contains("CREATE"), "{}", def.sql);
+            assert_eq!(def.charset_client, "utf8mb4");
+        }
+        assert_eq!(
+            wire.rows("x", "SELECT 1, NULL, 'é'").unwrap(),
+            vec![vec![Some("1".into()), None, Some("é".into())]]
+        );
+    }
+
+    fn db_exec(db: &mut Db, sql: &str) {
+        db.exec("test setup", sql).unwrap();
+    }
+
+    #[test]
+    fn streaming_errors_are_typed_and_recoverable() {
+        let server = cs_lab::mariadb();
+        let test = server.database("wire_errors").unwrap();
+        let url = test.url();
+        let mut wire = connect_streaming(&url).unwrap();
+
+        // A refused statement leaves the connection usable.
+        let e = wire.exec("run nonsense", "SELEKT 1").unwrap_err();
+        assert!(matches!(e, Error::Database { .. }), "{e:?}");
+        assert!(
+            cs_core::error_chain(&e).contains("1064"),
+            "{}",
+            cs_core::error_chain(&e)
+        );
+        assert_eq!(wire.one("x", "SELECT 2").unwrap().as_deref(), Some("2"));
+
+        // A failing callback ends the statement; the connection is not reused half-read.
+        let e = wire
+            .query(
+                "read",
+                &format!("SELECT seq FROM {}.seq_1_to_100000", ident(test.name())),
+                |_| {
+                    Err(Error::Interrupted {
+                        what: "test".into(),
+                    })
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
+        let e = wire.one("x", "SELECT 3").unwrap_err();
+        assert!(cs_core::error_chain(&e).contains("abandoned"), "{e:?}");
+
+        // Missing privileges are privilege errors; a wrong password is a connect error that
+        // does not show the password.
+        let user = server
+            .create_user("wire_limited", &["GRANT USAGE ON *.* TO {user}"])
+            .unwrap();
+        let mut limited = connect_streaming(&user).unwrap();
+        assert!(limited.is_streaming());
+        let e = limited
+            .exec(
+                "read a table",
+                &format!("SELECT * FROM {}.nope", ident(test.name())),
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::Privilege { .. }), "{e:?}");
+        let mut wrong = user.clone();
+        wrong.password = cs_core::Secret::new("not-the-password-1234");
+        let e = connect_streaming(&wrong).unwrap_err();
+        let chain = cs_core::error_chain(&e);
+        assert!(matches!(e, Error::Connect { .. }), "{chain}");
+        assert!(chain.contains("1045"), "{chain}");
+        assert!(!chain.contains("not-the-password-1234"), "{chain}");
+        let mut closed = url.clone();
+        closed.port = 1;
+        assert!(matches!(
+            connect_streaming(&closed),
+            Err(Error::Connect { .. })
+        ));
+    }
+
+    #[test]
+    fn a_login_the_streaming_client_does_not_speak_falls_back_to_the_driver() {
+        let server = cs_lab::mariadb();
+        server
+            .exec(
+                "INSTALL PLUGIN IF NOT EXISTS ed25519 SONAME 'auth_ed25519'; \
+                 DROP USER IF EXISTS 'wire_ed'@'%'; \
+                 CREATE USER 'wire_ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pass-42')",
+            )
+            .unwrap();
+        let url = DbUrl::new(
+            "127.0.0.1",
+            server.port(),
+            "wire_ed",
+            cs_core::Secret::new("ed-pass-42"),
+        );
+        let mut db = connect_streaming(&url).unwrap();
+        assert!(!db.is_streaming());
+        assert_eq!(
+            db.one("x", "SELECT CURRENT_USER()").unwrap().as_deref(),
+            Some("wire_ed@%")
+        );
     }
 }

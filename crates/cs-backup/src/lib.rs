@@ -36,16 +36,19 @@
 //! # Checksums
 //!
 //! Per table, order-independent and computed identically from live rows and from dump files
-//! while they stream ([`CHECKSUM_ALGORITHM`], `rowsum-xxh64-v2`): each row's stored
-//! (non-generated) columns are encoded as `0xFF` for NULL or `0x01`, an 8-byte little-endian
-//! length and the bytes the server's text protocol gives over a `utf8mb4` connection in time
-//! zone `+00:00`; the row hash is XXH64 (seed 0) of that; the table checksum is the sum modulo
+//! while they stream ([`CHECKSUM_ALGORITHM`], `rowsum-xxh3-v3`): each row's stored
+//! (non-generated) columns, as the bytes the server's text protocol gives over a `utf8mb4`
+//! connection in time zone `+00:00`, are encoded as the protocol's row packet carries them
+//! (`0xFB` for NULL, else the length as a length-encoded integer in its shortest form, then
+//! the bytes); the row hash is XXH3-64 (seed 0) of that; the table checksum is the sum modulo
 //! 2^64 of the row hashes, as 16 hex digits. Parallel chunks combine by addition; tables
 //! without a primary key need no ordering. `CHECKSUM TABLE` is not used: it depends on the
 //! storage format. The checksum guards against accidental differences (a lost, truncated or
 //! mangled row), not against deliberate tampering; files are pinned by their SHA-256. Backups
-//! whose manifest names the earlier `rowsum-sha256-v1` (the same encoding, SHA-256 row hashes
-//! whose first 16 bytes are summed modulo 2^128) are verified with that.
+//! whose manifest names an earlier algorithm are verified with it: `rowsum-xxh64-v2` (values
+//! encoded as `0xFF` for NULL or `0x01`, an 8-byte little-endian length and the bytes; XXH64
+//! row hashes summed modulo 2^64) and `rowsum-sha256-v1` (the same encoding, SHA-256 row
+//! hashes whose first 16 bytes are summed modulo 2^128).
 //!
 //! # Restore
 //!
@@ -73,6 +76,7 @@ mod native;
 mod restore;
 mod sql;
 mod verify;
+mod wire;
 
 pub use backup::{BackupOptions, Compression, DumpJob, Dumped, Engine, backup};
 pub use bundle::{

@@ -15,8 +15,9 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// The name of the per-table checksum algorithm new backups use (see the crate docs,
-/// "Checksums"). Backups made with the earlier `rowsum-sha256-v1` still verify and restore.
-pub const CHECKSUM_ALGORITHM: &str = "rowsum-xxh64-v2";
+/// "Checksums"). Backups made with the earlier `rowsum-sha256-v1` and `rowsum-xxh64-v2` still
+/// verify and restore.
+pub const CHECKSUM_ALGORITHM: &str = "rowsum-xxh3-v3";
 
 /// How the dump files are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cs_core::{DbUrl, Host, LocalHost};
-use mysql::Value;
-use mysql::prelude::Queryable;
 
 use crate::backup::{Counters, DumpJob, Dumped, Engine, schema_entry, use_stmt, with_progress};
 use crate::checksum::RowSum;
@@ -142,7 +140,7 @@ impl Plan {
         let mut notes = Vec::new();
         let mut workers = Vec::with_capacity(threads);
         for _ in 0..threads {
-            workers.push(db::connect(&self.url)?);
+            workers.push(db::connect_streaming(&self.url)?);
         }
         let mut ctl = db::connect(&self.url)?;
         ctl.exec(
@@ -294,7 +292,7 @@ impl Plan {
                         }
                     }
                     // Ends the snapshot transaction.
-                    let _ = conn.conn.query_drop("ROLLBACK");
+                    let _ = conn.exec("end the snapshot", "ROLLBACK");
                 });
             }
             drop(to_sync);
@@ -478,21 +476,17 @@ impl Plan {
                 if i > 0 {
                     buf.push(b',');
                 }
-                match row.as_ref(i) {
-                    Some(Value::Bytes(b)) => match kind {
+                match row.get(i) {
+                    Some(b) => match kind {
                         ValueKind::Number => buf.extend_from_slice(b),
                         ValueKind::Binary => push_hex(&mut buf, b),
                         ValueKind::Text => push_string(&mut buf, b),
                     },
-                    Some(Value::NULL) | None => buf.extend_from_slice(b"NULL"),
-                    Some(other) => buf.extend_from_slice(other.as_sql(true).as_bytes()),
+                    None => buf.extend_from_slice(b"NULL"),
                 }
             }
             buf.push(b')');
-            sum.add((0..kinds.len()).map(|i| match row.as_ref(i) {
-                Some(Value::Bytes(b)) => Some(b.as_slice()),
-                _ => None,
-            }));
+            row.add_to(&mut sum);
             pending_rows += 1;
             if buf.len() >= limit {
                 buf.extend_from_slice(b";\n");

@@ -514,7 +514,7 @@ impl Job {
             threads,
             queue,
             Some(&self.counters.stop),
-            |db, task| match task {
+            |conns, task| match task {
                 Task::Load { files, table } => {
                     let target = {
                         let tables = lock(&tables);
@@ -525,7 +525,7 @@ impl Job {
                     };
                     for file in &files {
                         let t = std::time::Instant::now();
-                        self.load_file(db, file, Some(&target), map)?;
+                        self.load_file(conns.driver()?, file, Some(&target), map)?;
                         tracing::debug!(secs = t.elapsed().as_secs_f64(), file, "loaded");
                     }
                     let done = lock(&tables)[table].clone();
@@ -533,9 +533,13 @@ impl Job {
                     // Split big tables so that their checksums spread over the connections.
                     if let Some(Task::Sum { .. }) = next.last() {
                         next.pop();
-                        for filter in
-                            checksum_parts(db, &done.schema, &done.table, done.rows, threads)?
-                        {
+                        for filter in checksum_parts(
+                            conns.driver()?,
+                            &done.schema,
+                            &done.table,
+                            done.rows,
+                            threads,
+                        )? {
                             next.push(Task::Sum { table, filter });
                         }
                     }
@@ -553,7 +557,9 @@ impl Job {
                         ident(&table),
                         keys.join(", ")
                     );
-                    db.exec(&format!("add the keys of `{table}`"), &sql)?;
+                    conns
+                        .driver()?
+                        .exec(&format!("add the keys of `{table}`"), &sql)?;
                     tracing::debug!(secs = t.elapsed().as_secs_f64(), table, "keys added");
                     Ok(Vec::new())
                 }
@@ -564,8 +570,13 @@ impl Job {
                         (t.schema.clone(), t.key.clone(), t.table.clone())
                     };
                     let t = std::time::Instant::now();
-                    let sum =
-                        db::table_checksum(db, &schema, &def, filter.as_deref(), self.algorithm)?;
+                    let sum = db::table_checksum(
+                        conns.reader()?,
+                        &schema,
+                        &def,
+                        filter.as_deref(),
+                        self.algorithm,
+                    )?;
                     tracing::debug!(secs = t.elapsed().as_secs_f64(), key, "checksummed");
                     lock(&sums)
                         .entry(key)
@@ -593,7 +604,7 @@ impl Job {
             self.options.threads,
             files,
             Some(&self.counters.stop),
-            |db, (f, target)| self.load_file(db, &f, target.as_ref(), map),
+            |conns, (f, target)| self.load_file(conns.driver()?, &f, target.as_ref(), map),
         )?;
         if self.counters.stopped() {
             return Err(Error::Interrupted {
@@ -663,9 +674,14 @@ impl Job {
             self.options.threads,
             work,
             None,
-            |db, (schema, table, filter, key, _)| {
-                let sum =
-                    db::table_checksum(db, &schema, &table, filter.as_deref(), self.algorithm)?;
+            |conns, (schema, table, filter, key, _)| {
+                let sum = db::table_checksum(
+                    conns.reader()?,
+                    &schema,
+                    &table,
+                    filter.as_deref(),
+                    self.algorithm,
+                )?;
                 lock(&sums)
                     .entry(key)
                     .or_insert_with(|| RowSum::new(self.algorithm))
@@ -838,7 +854,6 @@ pub(crate) fn run_file(
     let reader = open_reader(&path)?;
     let mut split = Splitter::new(reader);
     let mut n = 0u64;
-    let user = db.user.clone();
     // Each file runs in a fresh session state as the stock client would start it.
     db.exec(
         "reset the session",
@@ -875,13 +890,10 @@ pub(crate) fn run_file(
             }
         }
         let rows = approx_rows(text.as_bytes());
-        db.conn.query_drop(&text).map_err(|e| {
-            db_err(
-                &user,
-                format!("run statement {n} (line {}) of {rel}", stmt.line),
-                e,
-            )
-        })?;
+        db.exec(
+            &format!("run statement {n} (line {}) of {rel}", stmt.line),
+            &text,
+        )?;
         counters.rows.fetch_add(rows, Ordering::Relaxed);
         counters
             .bytes
@@ -1088,9 +1100,10 @@ fn load_data(
         "reset the session",
         "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
     )?;
-    db.conn.set_local_infile_handler(Some(handler));
-    let r = db.conn.query_drop(&sql);
-    db.conn.set_local_infile_handler(None);
+    let conn = db.driver("load rows with LOAD DATA LOCAL INFILE")?;
+    conn.set_local_infile_handler(Some(handler));
+    let r = conn.query_drop(&sql);
+    conn.set_local_infile_handler(None);
     if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
@@ -1533,11 +1546,37 @@ fn on_connections<T: Send>(
     threads: usize,
     items: Vec<T>,
     stop: Option<&AtomicBool>,
-    work: impl Fn(&mut Db, T) -> Result<()> + Sync,
+    work: impl Fn(&mut Conns<'_>, T) -> Result<()> + Sync,
 ) -> Result<()> {
-    run_queue(url, threads, items.into(), stop, |db, item| {
-        work(db, item).map(|()| Vec::new())
+    run_queue(url, threads, items.into(), stop, |conns, item| {
+        work(conns, item).map(|()| Vec::new())
     })
+}
+
+/// A worker's connections, each opened on first use: one through the `mysql` crate for
+/// statements and `LOAD DATA LOCAL`, and one for reading whole tables back
+/// ([`db::connect_streaming`], which spares the client most of its CPU time per row: on a
+/// small machine the client shares the cores with the server).
+struct Conns<'u> {
+    url: &'u DbUrl,
+    driver: Option<Db>,
+    reader: Option<Db>,
+}
+
+impl Conns<'_> {
+    fn driver(&mut self) -> Result<&mut Db> {
+        match &mut self.driver {
+            Some(db) => Ok(db),
+            slot => Ok(slot.insert(db::connect(self.url)?)),
+        }
+    }
+
+    fn reader(&mut self) -> Result<&mut Db> {
+        match &mut self.reader {
+            Some(db) => Ok(db),
+            slot => Ok(slot.insert(db::connect_streaming(self.url)?)),
+        }
+    }
 }
 
 /// [`on_connections`] where an item may add follow-up items: `work` returns them, and they go
@@ -1548,7 +1587,7 @@ fn run_queue<T: Send>(
     threads: usize,
     items: VecDeque<T>,
     stop: Option<&AtomicBool>,
-    work: impl Fn(&mut Db, T) -> Result<Vec<T>> + Sync,
+    work: impl Fn(&mut Conns<'_>, T) -> Result<Vec<T>> + Sync,
 ) -> Result<()> {
     struct Queue<T> {
         items: VecDeque<T>,
@@ -1596,15 +1635,16 @@ fn run_queue<T: Send>(
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                let mut db = match db::connect(url) {
-                    Ok(db) => db,
-                    Err(e) => return fail(e),
+                let mut conns = Conns {
+                    url,
+                    driver: None,
+                    reader: None,
                 };
                 while let Some(item) = next() {
                     // A panicking item must still count as finished, or the others would wait
                     // for its follow-ups forever.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work(&mut db, item)
+                        work(&mut conns, item)
                     }))
                     .unwrap_or_else(|_| {
                         Err(Error::Interrupted {

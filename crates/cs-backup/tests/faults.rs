@@ -330,30 +330,43 @@ async fn restore_without_privileges_fails_clearly_and_leaves_live_unchanged() {
 
 /// The first checksum version, computed here from its definition (SHA-256 of each row's
 /// encoding, the first 16 bytes summed modulo 2^128), independently of the crate.
+/// A row in the encoding of checksum versions 1 and 2: `0xFF` for NULL, else `0x01`, the
+/// length as 8 bytes little-endian and the bytes.
+fn encoding_v1(row: &[Option<String>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in row {
+        match v {
+            None => out.push(0xFF),
+            Some(s) => {
+                out.push(0x01);
+                out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    out
+}
+
 fn sha256_v1(rows: &[Vec<Option<String>>]) -> String {
     use sha2::Digest;
     let mut sum = 0u128;
     for row in rows {
-        let mut h = sha2::Sha256::new();
-        for v in row {
-            match v {
-                None => h.update([0xFF]),
-                Some(s) => {
-                    h.update([0x01]);
-                    h.update((s.len() as u64).to_le_bytes());
-                    h.update(s.as_bytes());
-                }
-            }
-        }
         let mut first = [0u8; 16];
-        first.copy_from_slice(&h.finalize()[..16]);
+        first.copy_from_slice(&sha2::Sha256::digest(encoding_v1(row))[..16]);
         sum = sum.wrapping_add(u128::from_le_bytes(first));
     }
     format!("{sum:032x}")
 }
 
+fn xxh64_v2(rows: &[Vec<Option<String>>]) -> String {
+    let sum = rows.iter().fold(0u64, |sum, row| {
+        sum.wrapping_add(twox_hash::XxHash64::oneshot(0, &encoding_v1(row)))
+    });
+    format!("{sum:016x}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_manifest_names_the_checksum_and_first_version_backups_still_restore() {
+async fn the_manifest_names_the_checksum_and_older_versions_still_restore() {
     let server = cs_lab::mariadb();
     let db = server.database("sumv1").unwrap();
     let root = server.root();
@@ -379,14 +392,19 @@ async fn the_manifest_names_the_checksum_and_first_version_backups_still_restore
         ..RestoreOptions::default()
     };
 
-    // A backup written with the first version restores and verifies with it.
-    let mut v1 = m.clone();
-    v1.checksum = "rowsum-sha256-v1".into();
-    v1.schemas[0].tables[0].checksum = sha256_v1(&rows);
-    write(&v1);
-    cs_backup::verify_deep(&dir, &root, &scratch_only, &NoProgress)
-        .await
-        .unwrap();
+    // Backups written with the earlier versions restore and verify with them.
+    for (name, sum) in [
+        ("rowsum-sha256-v1", sha256_v1(&rows)),
+        ("rowsum-xxh64-v2", xxh64_v2(&rows)),
+    ] {
+        let mut old = m.clone();
+        old.checksum = name.into();
+        old.schemas[0].tables[0].checksum = sum;
+        write(&old);
+        cs_backup::verify_deep(&dir, &root, &scratch_only, &NoProgress)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {}", cs_core::error_chain(&e)));
+    }
 
     // The name decides: the same sums under the other name do not verify.
     let mut swapped = m.clone();
