@@ -6,6 +6,7 @@
 //! allows.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cs_core::DbUrl;
@@ -62,9 +63,10 @@ fn classify(user: &str, what: String, code: Option<u16>, source: cs_core::BoxErr
 
 /// The protocol client under a [`Db`].
 enum Link {
-    /// The `mysql` crate: everything, including `LOAD DATA LOCAL INFILE`.
+    /// The `mysql` crate.
     Driver(Conn),
-    /// [`crate::wire`]: statements and text result sets, without an allocation per value.
+    /// [`crate::wire`]: statements, text result sets without an allocation per value, and
+    /// `LOAD DATA LOCAL` in large packets.
     Wire(wire::Conn),
 }
 
@@ -158,8 +160,9 @@ pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
     })
 }
 
-/// Connects for reading big results: through [`crate::wire`], or through the `mysql` crate
-/// when the server asks for something that client does not speak.
+/// Connects through [`crate::wire`] (which reads big results and sends `LOAD DATA LOCAL` files
+/// at a fraction of the crate's CPU time), or through the `mysql` crate when the server asks
+/// for something that client does not speak.
 pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
     match wire::Conn::connect(url, &INIT) {
         Ok(conn) => Ok(Db {
@@ -186,17 +189,52 @@ impl Db {
         matches!(self.link, Link::Wire(_))
     }
 
-    /// The `mysql` crate's connection, for what only it does (`LOAD DATA LOCAL INFILE`).
+    /// Runs a `LOAD DATA LOCAL INFILE` statement whose file is what `feed` writes. Returns
+    /// `false` when the server refuses `LOCAL` (the caller then loads another way).
     ///
     /// # Errors
-    /// [`Error::Database`] for a streaming connection.
-    pub(crate) fn driver(&mut self, what: &str) -> Result<&mut Conn> {
+    /// `feed`'s error, or the server's refusal of the statement.
+    pub(crate) fn load_local(
+        &mut self,
+        what: &str,
+        sql: &str,
+        mut feed: impl FnMut(&mut dyn std::io::Write) -> Result<()> + Send + 'static,
+    ) -> Result<bool> {
+        /// "LOCAL is disabled" on MariaDB and MySQL.
+        const REFUSED: [u16; 3] = [1148, 3948, 4166];
+        let user = &self.user;
         match &mut self.link {
-            Link::Driver(c) => Ok(c),
-            Link::Wire(_) => Err(Error::Database {
-                what: what.to_string(),
-                source: "the streaming connection cannot do this".into(),
-            }),
+            Link::Wire(conn) => match conn.load_local(sql, |w| feed(w)) {
+                Ok(()) => Ok(true),
+                Err(WireError::Server(e)) if REFUSED.contains(&e.code) => Ok(false),
+                Err(e) => Err(wire_err(user, what, e)),
+            },
+            Link::Driver(conn) => {
+                let failure: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+                let handler = {
+                    let failure = failure.clone();
+                    mysql::LocalInfileHandler::new(move |_, w| {
+                        feed(w).map_err(|e| {
+                            let msg = e.to_string();
+                            if let Ok(mut f) = failure.lock() {
+                                f.get_or_insert(e);
+                            }
+                            std::io::Error::other(msg)
+                        })
+                    })
+                };
+                conn.set_local_infile_handler(Some(handler));
+                let r = conn.query_drop(sql);
+                conn.set_local_infile_handler(None);
+                if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+                    return Err(e);
+                }
+                match r {
+                    Ok(()) => Ok(true),
+                    Err(mysql::Error::MySqlError(e)) if REFUSED.contains(&e.code) => Ok(false),
+                    Err(e) => Err(db_err(user, what, e)),
+                }
+            }
         }
     }
 
@@ -881,6 +919,91 @@ mod live_tests {
         assert_eq!(
             db.one("x", "SELECT CURRENT_USER()").unwrap().as_deref(),
             Some("wire_ed@%")
+        );
+    }
+
+    #[test]
+    fn local_infile_loads_on_both_links_and_a_refusal_is_reported() {
+        let server = cs_lab::mariadb();
+        let test = server.database("wire_infile").unwrap();
+        let url = test.url();
+        let t = format!("{}.t", ident(test.name()));
+        let mut links = [connect_streaming(&url).unwrap(), connect(&url).unwrap()];
+        assert!(links[0].is_streaming() && !links[1].is_streaming());
+        let mut sums = Vec::new();
+        for (n, db) in links.iter_mut().enumerate() {
+            db_exec(db, &format!("DROP TABLE IF EXISTS {t}"));
+            db_exec(
+                db,
+                &format!("CREATE TABLE {t} (id INT PRIMARY KEY, s VARCHAR(300))"),
+            );
+            // 60,000 rows in writes of odd sizes, across many 256 KiB packets.
+            let loaded = db
+                .load_local(
+                    "load",
+                    &format!("LOAD DATA LOCAL INFILE 'x' INTO TABLE {t} CHARACTER SET utf8mb4"),
+                    |w| {
+                        for i in 0..60_000 {
+                            let line = format!("{i}\t{}é\\t\n", "v".repeat(i % 300));
+                            w.write_all(line.as_bytes())
+                                .map_err(|e| Error::io("send", "x", e))?;
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert!(loaded, "link {n}");
+            let sum = db
+                .one(
+                    "sum",
+                    &format!("SELECT CONCAT(COUNT(*), ':', SUM(CRC32(s))) FROM {t}"),
+                )
+                .unwrap();
+            sums.push(sum);
+
+            // A failing feed ends the file and its error comes back; the streaming link stays
+            // usable (the crate's connection is out of step afterwards).
+            db_exec(db, &format!("DELETE FROM {t}"));
+            let e = db
+                .load_local(
+                    "load",
+                    &format!("LOAD DATA LOCAL INFILE 'x' INTO TABLE {t}"),
+                    |w| {
+                        w.write_all(b"1\ta\n2\tb\n").unwrap();
+                        Err(Error::Interrupted {
+                            what: "test".into(),
+                        })
+                    },
+                )
+                .unwrap_err();
+            assert!(matches!(e, Error::Interrupted { .. }), "link {n}: {e:?}");
+            if db.is_streaming() {
+                assert_eq!(db.one("x", "SELECT 7").unwrap().as_deref(), Some("7"));
+            }
+        }
+        links[1] = connect(&url).unwrap();
+        assert_eq!(sums[0], sums[1]);
+        assert!(sums[0].as_deref().unwrap().starts_with("60000:"));
+
+        // With LOCAL disabled on the server, both links say so instead of failing.
+        let before = links[1].one("x", "SELECT @@GLOBAL.local_infile").unwrap();
+        db_exec(&mut links[1], "SET GLOBAL local_infile = 0");
+        for (n, db) in links.iter_mut().enumerate() {
+            let loaded = db
+                .load_local(
+                    "load",
+                    &format!("LOAD DATA LOCAL INFILE 'x' INTO TABLE {t}"),
+                    |_| Ok(()),
+                )
+                .unwrap();
+            assert!(!loaded, "link {n}");
+        }
+        db_exec(
+            &mut links[1],
+            &format!(
+                "SET GLOBAL local_infile = {}",
+                before.as_deref().unwrap_or("1")
+            ),
         );
     }
 }

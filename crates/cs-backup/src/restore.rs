@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cs_core::{DbUrl, Progress};
-use mysql::prelude::Queryable;
 
 use crate::backup::{Counters, blocking, with_progress};
 use crate::checksum::{Algorithm, RowSum};
 use crate::db::ValueKind;
-use crate::db::{self, Catalog, Db, Definition, db_err};
+use crate::db::{self, Catalog, Db, Definition};
 use crate::files::open_reader;
 use crate::manifest::{Layout, Manifest, SchemaEntry, stamp};
 use crate::sql::{Splitter, for_each_row, ident, insert_head, literal, rows_to_tsv};
@@ -514,7 +513,7 @@ impl Job {
             threads,
             queue,
             Some(&self.counters.stop),
-            |conns, task| match task {
+            |db, task| match task {
                 Task::Load { files, table } => {
                     let target = {
                         let tables = lock(&tables);
@@ -525,7 +524,7 @@ impl Job {
                     };
                     for file in &files {
                         let t = std::time::Instant::now();
-                        self.load_file(conns.driver()?, file, Some(&target), map)?;
+                        self.load_file(db, file, Some(&target), map)?;
                         tracing::debug!(secs = t.elapsed().as_secs_f64(), file, "loaded");
                     }
                     let done = lock(&tables)[table].clone();
@@ -533,13 +532,9 @@ impl Job {
                     // Split big tables so that their checksums spread over the connections.
                     if let Some(Task::Sum { .. }) = next.last() {
                         next.pop();
-                        for filter in checksum_parts(
-                            conns.driver()?,
-                            &done.schema,
-                            &done.table,
-                            done.rows,
-                            threads,
-                        )? {
+                        for filter in
+                            checksum_parts(db, &done.schema, &done.table, done.rows, threads)?
+                        {
                             next.push(Task::Sum { table, filter });
                         }
                     }
@@ -557,9 +552,7 @@ impl Job {
                         ident(&table),
                         keys.join(", ")
                     );
-                    conns
-                        .driver()?
-                        .exec(&format!("add the keys of `{table}`"), &sql)?;
+                    db.exec(&format!("add the keys of `{table}`"), &sql)?;
                     tracing::debug!(secs = t.elapsed().as_secs_f64(), table, "keys added");
                     Ok(Vec::new())
                 }
@@ -570,13 +563,8 @@ impl Job {
                         (t.schema.clone(), t.key.clone(), t.table.clone())
                     };
                     let t = std::time::Instant::now();
-                    let sum = db::table_checksum(
-                        conns.reader()?,
-                        &schema,
-                        &def,
-                        filter.as_deref(),
-                        self.algorithm,
-                    )?;
+                    let sum =
+                        db::table_checksum(db, &schema, &def, filter.as_deref(), self.algorithm)?;
                     tracing::debug!(secs = t.elapsed().as_secs_f64(), key, "checksummed");
                     lock(&sums)
                         .entry(key)
@@ -604,7 +592,7 @@ impl Job {
             self.options.threads,
             files,
             Some(&self.counters.stop),
-            |conns, (f, target)| self.load_file(conns.driver()?, &f, target.as_ref(), map),
+            |db, (f, target)| self.load_file(db, &f, target.as_ref(), map),
         )?;
         if self.counters.stopped() {
             return Err(Error::Interrupted {
@@ -674,14 +662,9 @@ impl Job {
             self.options.threads,
             work,
             None,
-            |conns, (schema, table, filter, key, _)| {
-                let sum = db::table_checksum(
-                    conns.reader()?,
-                    &schema,
-                    &table,
-                    filter.as_deref(),
-                    self.algorithm,
-                )?;
+            |db, (schema, table, filter, key, _)| {
+                let sum =
+                    db::table_checksum(db, &schema, &table, filter.as_deref(), self.algorithm)?;
                 lock(&sums)
                     .entry(key)
                     .or_insert_with(|| RowSum::new(self.algorithm))
@@ -1078,43 +1061,19 @@ fn load_data(
             format!(" SET {}", sets.join(", "))
         }
     );
-    let failure: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
-    let handler = {
-        let path = path.clone();
-        let rel = rel.to_string();
-        let counters = counters.clone();
-        let failure = failure.clone();
-        mysql::LocalInfileHandler::new(move |_, w| {
-            let r = stream_tsv(&path, &rel, &names, &hex, &counters, w);
-            if let Err(e) = r {
-                let msg = e.to_string();
-                if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert(e);
-                }
-                return Err(std::io::Error::other(msg));
-            }
-            Ok(())
-        })
-    };
     db.exec(
         "reset the session",
         "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
     )?;
-    let conn = db.driver("load rows with LOAD DATA LOCAL INFILE")?;
-    conn.set_local_infile_handler(Some(handler));
-    let r = conn.query_drop(&sql);
-    conn.set_local_infile_handler(None);
-    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
-        return Err(e);
+    let counters = counters.clone();
+    let rel_owned = rel.to_string();
+    let loaded = db.load_local(&format!("load {rel}"), &sql, move |w| {
+        stream_tsv(&path, &rel_owned, &names, &hex, &counters, w)
+    })?;
+    if !loaded {
+        tracing::info!("the server refuses LOAD DATA LOCAL; loading with INSERT statements");
     }
-    match r {
-        Ok(()) => Ok(true),
-        Err(mysql::Error::MySqlError(e)) if e.code == 1148 || e.code == 4166 || e.code == 3948 => {
-            tracing::info!("the server refuses LOAD DATA LOCAL; loading with INSERT statements");
-            Ok(false)
-        }
-        Err(e) => Err(db_err(&db.user, format!("load {rel}"), e)),
-    }
+    Ok(loaded)
 }
 
 /// Writes the rows of a native data file as `LOAD DATA` text.
@@ -1546,37 +1505,11 @@ fn on_connections<T: Send>(
     threads: usize,
     items: Vec<T>,
     stop: Option<&AtomicBool>,
-    work: impl Fn(&mut Conns<'_>, T) -> Result<()> + Sync,
+    work: impl Fn(&mut Db, T) -> Result<()> + Sync,
 ) -> Result<()> {
-    run_queue(url, threads, items.into(), stop, |conns, item| {
-        work(conns, item).map(|()| Vec::new())
+    run_queue(url, threads, items.into(), stop, |db, item| {
+        work(db, item).map(|()| Vec::new())
     })
-}
-
-/// A worker's connections, each opened on first use: one through the `mysql` crate for
-/// statements and `LOAD DATA LOCAL`, and one for reading whole tables back
-/// ([`db::connect_streaming`], which spares the client most of its CPU time per row: on a
-/// small machine the client shares the cores with the server).
-struct Conns<'u> {
-    url: &'u DbUrl,
-    driver: Option<Db>,
-    reader: Option<Db>,
-}
-
-impl Conns<'_> {
-    fn driver(&mut self) -> Result<&mut Db> {
-        match &mut self.driver {
-            Some(db) => Ok(db),
-            slot => Ok(slot.insert(db::connect(self.url)?)),
-        }
-    }
-
-    fn reader(&mut self) -> Result<&mut Db> {
-        match &mut self.reader {
-            Some(db) => Ok(db),
-            slot => Ok(slot.insert(db::connect_streaming(self.url)?)),
-        }
-    }
 }
 
 /// [`on_connections`] where an item may add follow-up items: `work` returns them, and they go
@@ -1587,7 +1520,7 @@ fn run_queue<T: Send>(
     threads: usize,
     items: VecDeque<T>,
     stop: Option<&AtomicBool>,
-    work: impl Fn(&mut Conns<'_>, T) -> Result<Vec<T>> + Sync,
+    work: impl Fn(&mut Db, T) -> Result<Vec<T>> + Sync,
 ) -> Result<()> {
     struct Queue<T> {
         items: VecDeque<T>,
@@ -1635,16 +1568,15 @@ fn run_queue<T: Send>(
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| {
-                let mut conns = Conns {
-                    url,
-                    driver: None,
-                    reader: None,
+                let mut db = match db::connect_streaming(url) {
+                    Ok(db) => db,
+                    Err(e) => return fail(e),
                 };
                 while let Some(item) = next() {
                     // A panicking item must still count as finished, or the others would wait
                     // for its follow-ups forever.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work(&mut conns, item)
+                        work(&mut db, item)
                     }))
                     .unwrap_or_else(|_| {
                         Err(Error::Interrupted {

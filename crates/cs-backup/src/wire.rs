@@ -28,9 +28,14 @@ use sha2::{Digest, Sha256};
 const MAX_PAYLOAD: usize = 0xFF_FFFF;
 /// The read buffer: packets up to this size are parsed where they land.
 const BUF_SIZE: usize = 1 << 20;
+/// The payload of each packet of a `LOAD DATA LOCAL` stream: far below any server's
+/// `max_allowed_packet` (at least 1 MiB by default since MySQL 5.5), and large enough that
+/// per-packet costs vanish (the `mysql` crate sends 4 KiB packets).
+const INFILE_CHUNK: usize = 256 * 1024;
 
 const CLIENT_LONG_PASSWORD: u32 = 0x1;
 const CLIENT_LONG_FLAG: u32 = 0x4;
+const CLIENT_LOCAL_FILES: u32 = 0x80;
 const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_TRANSACTIONS: u32 = 0x2000;
 const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
@@ -230,7 +235,8 @@ impl Conn {
             | CLIENT_PROTOCOL_41
             | CLIENT_TRANSACTIONS
             | CLIENT_SECURE_CONNECTION
-            | CLIENT_PLUGIN_AUTH;
+            | CLIENT_PLUGIN_AUTH
+            | CLIENT_LOCAL_FILES;
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(&caps.to_le_bytes());
         out.extend_from_slice(&(1u32 << 30).to_le_bytes());
@@ -375,6 +381,75 @@ impl Conn {
         }
     }
 
+    /// Runs a `LOAD DATA LOCAL INFILE` statement and sends what `feed` writes as the file's
+    /// content. The file name in the statement is never opened: whatever the server asks
+    /// for, only `feed`'s bytes are sent (and [`Conn::query`] refuses such requests).
+    ///
+    /// # Errors
+    /// As [`Conn::query`]; when `feed` fails, the file ends where it stopped, the server's
+    /// answer is read (the connection stays usable) and the error is returned as
+    /// [`WireError::Callback`].
+    pub(crate) fn load_local<E>(
+        &mut self,
+        sql: &str,
+        feed: impl FnOnce(&mut dyn Write) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), WireError<E>> {
+        if self.broken {
+            return Err(WireError::Protocol(
+                "the connection was abandoned in the middle of a result".into(),
+            ));
+        }
+        self.broken = true;
+        self.seq = 0;
+        let mut out = Vec::with_capacity(sql.len() + 1);
+        out.push(0x03);
+        out.extend_from_slice(sql.as_bytes());
+        self.send(&out).map_err(WireError::widen)?;
+        let at = self.read_packet().map_err(WireError::widen)?;
+        let p = self.payload(&at);
+        match p.first() {
+            Some(0xFB) => {}
+            Some(0x00) => return self.finish(false),
+            Some(0xFF) => {
+                let e = parse_error(p);
+                self.broken = false;
+                return Err(WireError::Server(e));
+            }
+            _ => {
+                return Err(WireError::Protocol(
+                    "unexpected reply to LOAD DATA LOCAL".into(),
+                ));
+            }
+        }
+        let mut file = InfileWriter {
+            conn: self,
+            packet: Vec::with_capacity(INFILE_CHUNK + 4),
+        };
+        file.packet.extend_from_slice(&[0; 4]);
+        let fed = feed(&mut file);
+        // What is still buffered, then the empty packet that ends the file, whatever
+        // happened before.
+        if file.packet.len() > 4 {
+            file.send_packet()?;
+        }
+        file.send_packet()?;
+        let at = self.read_packet().map_err(WireError::widen)?;
+        let p = self.payload(&at);
+        let answer = match p.first() {
+            Some(0x00) => Ok(()),
+            Some(0xFF) => Err(WireError::Server(parse_error(p))),
+            _ => Err(WireError::Protocol(
+                "unexpected reply after a LOAD DATA LOCAL file".into(),
+            )),
+        };
+        if matches!(answer, Err(WireError::Protocol(_))) {
+            return answer;
+        }
+        self.broken = false;
+        fed.map_err(WireError::Callback)?;
+        answer
+    }
+
     /// Ends a statement: the connection is in step again.
     fn finish<E>(&mut self, more: bool) -> std::result::Result<(), WireError<E>> {
         if self.big.capacity() > BUF_SIZE {
@@ -470,6 +545,42 @@ impl Conn {
             }
         }
         self.stream.write_all(&out)?;
+        Ok(())
+    }
+}
+
+/// The file of a `LOAD DATA LOCAL` statement, sent in [`INFILE_CHUNK`]-sized packets.
+struct InfileWriter<'c> {
+    conn: &'c mut Conn,
+    /// The next packet: a 4-byte header, then the payload.
+    packet: Vec<u8>,
+}
+
+impl InfileWriter<'_> {
+    /// Sends the buffered payload (an empty one ends the file) as one packet.
+    fn send_packet(&mut self) -> io::Result<()> {
+        let n = self.packet.len() - 4;
+        self.packet[..3].copy_from_slice(&(n as u32).to_le_bytes()[..3]);
+        self.packet[3] = self.conn.seq;
+        self.conn.seq = self.conn.seq.wrapping_add(1);
+        self.conn.stream.write_all(&self.packet)?;
+        self.packet.truncate(4);
+        Ok(())
+    }
+}
+
+impl Write for InfileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = INFILE_CHUNK + 4 - self.packet.len();
+        let n = buf.len().min(room);
+        self.packet.extend_from_slice(&buf[..n]);
+        if self.packet.len() == INFILE_CHUNK + 4 {
+            self.send_packet()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
