@@ -201,6 +201,9 @@ impl Conn {
             }
         };
         stream.set_nodelay(true)?;
+        // A port that accepts connections but never speaks must not hang the login; statements
+        // may then take as long as they take (a key build runs for minutes).
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut conn = Conn {
             stream,
             buf: vec![0; BUF_SIZE],
@@ -217,6 +220,7 @@ impl Conn {
             WireError::Protocol(why) => WireError::Unsupported(why),
             other => other,
         })?;
+        conn.stream.set_read_timeout(None)?;
         for sql in init {
             conn.exec(sql)?;
         }
@@ -306,19 +310,7 @@ impl Conn {
         sql: &str,
         mut row: impl FnMut(Row<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), WireError<E>> {
-        if self.broken {
-            return Err(WireError::Protocol(
-                "the connection was abandoned in the middle of a result".into(),
-            ));
-        }
-        // Until the result is read to its end the connection is out of step.
-        self.broken = true;
-        self.seq = 0;
-        let mut out = Vec::with_capacity(sql.len() + 1);
-        out.push(0x03);
-        out.extend_from_slice(sql.as_bytes());
-        self.send(&out).map_err(WireError::widen)?;
-        let at = self.read_packet().map_err(WireError::widen)?;
+        let at = self.command(sql).map_err(WireError::widen)?;
         let p = self.payload(&at);
         let columns = match p.first() {
             Some(0x00) => {
@@ -394,18 +386,7 @@ impl Conn {
         sql: &str,
         feed: impl FnOnce(&mut dyn Write) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), WireError<E>> {
-        if self.broken {
-            return Err(WireError::Protocol(
-                "the connection was abandoned in the middle of a result".into(),
-            ));
-        }
-        self.broken = true;
-        self.seq = 0;
-        let mut out = Vec::with_capacity(sql.len() + 1);
-        out.push(0x03);
-        out.extend_from_slice(sql.as_bytes());
-        self.send(&out).map_err(WireError::widen)?;
-        let at = self.read_packet().map_err(WireError::widen)?;
+        let at = self.command(sql).map_err(WireError::widen)?;
         let p = self.payload(&at);
         match p.first() {
             Some(0xFB) => {}
@@ -448,6 +429,21 @@ impl Conn {
         self.broken = false;
         fed.map_err(WireError::Callback)?;
         answer
+    }
+
+    /// Sends `sql` as `COM_QUERY` and reads the first packet of the answer. The connection
+    /// counts as out of step until the caller has read the answer to its end.
+    fn command(&mut self, sql: &str) -> WResult<At> {
+        if self.broken {
+            return malformed("the connection was abandoned in the middle of a result");
+        }
+        self.broken = true;
+        self.seq = 0;
+        let mut out = Vec::with_capacity(sql.len() + 1);
+        out.push(0x03);
+        out.extend_from_slice(sql.as_bytes());
+        self.send(&out)?;
+        self.read_packet()
     }
 
     /// Ends a statement: the connection is in step again.
