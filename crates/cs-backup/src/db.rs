@@ -5,7 +5,7 @@
 //! ([`connect_streaming`]), which use the crate's own [`crate::wire`] client when the server
 //! allows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::wire::{self, WireError};
 use crate::{Error, Result};
 
 /// MySQL error codes that mean "you may not".
-const DENIED: &[u16] = &[1044, 1045, 1142, 1143, 1227, 1370, 1410, 1698, 1044];
+const DENIED: &[u16] = &[1044, 1045, 1142, 1143, 1227, 1370, 1410, 1698];
 
 /// What every connection runs first: `utf8mb4`, UTC and a permissive `sql_mode` (zero dates
 /// load as they are).
@@ -162,8 +162,15 @@ pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
 
 /// Connects through [`crate::wire`] (which reads big results and sends `LOAD DATA LOCAL` files
 /// at a fraction of the crate's CPU time), or through the `mysql` crate when the server asks
-/// for something that client does not speak.
+/// for something that client does not speak. Such a server and user are remembered for the
+/// rest of the process, so that the workers of a dump or restore do not each try (and abort)
+/// a login first.
 pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
+    static DRIVER_ONLY: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let account = (url.addr(), url.user.clone());
+    if DRIVER_ONLY.lock().is_ok_and(|set| set.contains(&account)) {
+        return connect(url);
+    }
     match wire::Conn::connect(url, &INIT) {
         Ok(conn) => Ok(Db {
             link: Link::Wire(conn),
@@ -172,6 +179,9 @@ pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
         }),
         Err(WireError::Unsupported(why)) => {
             tracing::debug!(why, "streaming client not usable; using the mysql crate");
+            if let Ok(mut set) = DRIVER_ONLY.lock() {
+                set.insert(account);
+            }
             connect(url)
         }
         Err(e) => Err(Error::Connect {
