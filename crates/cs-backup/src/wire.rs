@@ -709,19 +709,25 @@ fn parse_row(p: &[u8], columns: usize, spans: &mut Vec<Option<(usize, usize)>>) 
     let mut shortest = true;
     let mut i = 0;
     for _ in 0..columns {
-        if p.get(i) == Some(&0xFB) {
-            spans.push(None);
-            i += 1;
-            continue;
-        }
-        let mut r = Reader(&p[i.min(p.len())..]);
-        let len = r.lenenc()?;
-        let start = p.len() - r.0.len();
-        shortest &= match start - i {
-            1 => true,
-            3 => len >= 251,
-            4 => len >= 1 << 16,
-            _ => len >= 1 << 24,
+        let (start, len) = match p.get(i) {
+            Some(0xFB) => {
+                spans.push(None);
+                i += 1;
+                continue;
+            }
+            // Most values are shorter than 251 bytes: a one-byte length.
+            Some(&n) if n < 0xFB => (i + 1, u64::from(n)),
+            _ => {
+                let mut r = Reader(&p[i.min(p.len())..]);
+                let len = r.lenenc()?;
+                let start = p.len() - r.0.len();
+                shortest &= match start - i {
+                    3 => len >= 251,
+                    4 => len >= 1 << 16,
+                    _ => len >= 1 << 24,
+                };
+                (start, len)
+            }
         };
         let end = usize::try_from(len)
             .ok()
