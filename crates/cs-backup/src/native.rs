@@ -112,7 +112,8 @@ struct Part {
     table: usize,
     part: u32,
     filter: Option<String>,
-    est_rows: u64,
+    /// The server's estimate of the part's size (its share of the table's `DATA_LENGTH`).
+    est_bytes: u64,
 }
 
 struct PartDone {
@@ -245,8 +246,9 @@ impl Plan {
             }
         }
 
-        // Biggest parts first, so the last ones to finish are small.
-        parts.sort_by_key(|p| std::cmp::Reverse(p.est_rows));
+        // Biggest parts first (by bytes, not rows: rows differ in size from table to table),
+        // so the last ones to finish are small.
+        parts.sort_by_key(|p| std::cmp::Reverse(p.est_bytes));
         let queue = Mutex::new(VecDeque::from(parts));
         let done: Mutex<Vec<PartDone>> = Mutex::new(Vec::new());
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -380,13 +382,13 @@ impl Plan {
             table: ti,
             part: 1,
             filter: None,
-            est_rows: table.est_rows,
+            est_bytes: table.est_bytes,
         }];
-        let chunk = self.options.chunk_rows.max(1);
         let Some(key) = table.int_key() else {
             return Ok(whole);
         };
-        if table.est_rows <= chunk {
+        let n = table.est_rows.div_ceil(self.options.chunk_rows.max(1));
+        if n <= 1 {
             return Ok(whole);
         }
         let k = ident(&key.name);
@@ -408,14 +410,14 @@ impl Plan {
         ) else {
             return Ok(whole);
         };
-        let n = table.est_rows.div_ceil(chunk).clamp(1, 10_000) as i128;
+        let n = n.min(10_000) as i128;
         let step = ((hi - lo + 1) / n).max(1);
         let mut bounds: Vec<i128> = (1..n).map(|i| lo + i * step).filter(|b| *b <= hi).collect();
         bounds.dedup();
         if bounds.is_empty() {
             return Ok(whole);
         }
-        let est = table.est_rows / (bounds.len() as u64 + 1);
+        let est = table.est_bytes / (bounds.len() as u64 + 1);
         let mut parts = Vec::new();
         for i in 0..=bounds.len() {
             let filter = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
@@ -429,7 +431,7 @@ impl Plan {
                 table: ti,
                 part: i as u32 + 1,
                 filter: Some(filter),
-                est_rows: est,
+                est_bytes: est,
             });
         }
         Ok(parts)
