@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench-backup -- [--rows N] [--dump-threads N]
-//!     [--restore-threads N] [--runs K] [--json]
+//!     [--restore-threads N] [--runs K] [--warmup K] [--buffer-pool SIZE] [--json]
 //!     [--skip mariadb-dump,mydumper,outfile|all]
 //! ```
 //!
@@ -20,6 +20,15 @@
 //! schemas, loaded rows) is removed and the server left to finish its background work
 //! (purge, page flushing, statistics) before the clock starts, for every method alike. The
 //! clock then covers the dump or the restore only.
+//!
+//! Each method also runs `--warmup` times, untimed, before its measured runs. The first run
+//! of a method pays for state that later runs find ready, and that depends on what ran before
+//! it rather than on the method: rows not yet in the buffer pool, and memory the machine has
+//! not handed to the page cache yet (on a VM whose host takes freed memory back, the first
+//! dump after a while spent twice the kernel time of the next ones writing the same files).
+//! With a buffer pool that holds the data, every measured dump reads from memory; a smaller
+//! `--buffer-pool` makes every dump read part of the data from disk, which measures the disk
+//! as much as the dumper.
 //!
 //! The data comes from `cs_lab::seed` (CloudStack 4.18 schema subset, real procedures,
 //! version rows up to 4.19.1.0, `--rows` generated rows in the big tables).
@@ -56,8 +65,12 @@ struct Args {
     /// Runs per measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// InnoDB buffer pool of the lab server.
-    #[arg(long, default_value = "1G")]
+    /// Untimed runs of each method before its measured ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// InnoDB buffer pool of the lab server. The default holds the default data set (about
+    /// 1.4 GiB with its indexes), as on a database server sized the way MariaDB advises.
+    #[arg(long, default_value = "2G")]
     buffer_pool: String,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -346,21 +359,24 @@ struct Measure {
     note: String,
 }
 
-/// Times `runs` runs of `f`; before each, untimed, `prep` (removing the previous run's output)
-/// and [`Lab::quiesce`], so that every method starts from the same idle server.
+/// Times `runs` runs of `f` after `warmup` untimed ones; before each, untimed, `prep`
+/// (removing the previous run's output) and [`Lab::quiesce`], so that every method starts
+/// from the same idle server.
 fn time(
     lab: &Lab,
-    runs: usize,
+    (warmup, runs): (usize, usize),
     mut prep: impl FnMut() -> Result<(), BoxError>,
     mut f: impl FnMut() -> Result<(), BoxError>,
 ) -> Result<Vec<f64>, BoxError> {
     let mut v = Vec::new();
-    for _ in 0..runs {
+    for i in 0..warmup + runs {
         prep()?;
         lab.quiesce()?;
         let t = Instant::now();
         f()?;
-        v.push(t.elapsed().as_secs_f64());
+        if i >= warmup {
+            v.push(t.elapsed().as_secs_f64());
+        }
     }
     Ok(v)
 }
@@ -466,7 +482,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("dump: mariadb-dump…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || {
                 let _ = std::fs::remove_file(&dump_file);
                 Ok(())
@@ -499,7 +515,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("dump: mydumper…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || fresh(&myd),
             || {
                 sh(
@@ -528,7 +544,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("dump: SELECT … INTO OUTFILE…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || fresh(&lab.outfile_dir),
             || {
                 lab.per_table(threads, |s, t| {
@@ -557,7 +573,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let mut native_bytes = 0;
     let runs = time(
         &lab,
-        args.runs,
+        (args.warmup, args.runs),
         || {
             if native_dir.exists() {
                 std::fs::remove_dir_all(&native_dir)?;
@@ -602,7 +618,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("restore: mariadb < dump.sql…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || lab.drop_dbs(),
             || {
                 sh(
@@ -630,7 +646,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("restore: myloader…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || lab.drop_dbs(),
             || {
                 sh(
@@ -664,7 +680,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
     };
     let runs = time(
         &lab,
-        args.runs,
+        (args.warmup, args.runs),
         || lab.drop_dbs(),
         || {
             let report = rt.block_on(restore(&native_dir, &lab.url, &options, &NoProgress))?;
@@ -686,7 +702,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         say("restore: LOAD DATA INFILE…".into());
         let runs = time(
             &lab,
-            args.runs,
+            (args.warmup, args.runs),
             || {
                 lab.per_table(threads, |s, t| {
                     lab.sql(&format!("TRUNCATE TABLE `{s}`.`{t}`")).map(|_| ())
@@ -759,6 +775,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 "dump_threads": args.dump_threads,
                 "restore_threads": args.restore_threads,
                 "runs": args.runs,
+                "warmup_runs": args.warmup,
                 "cpus": cpus,
                 "server": lab.server.version(),
                 "buffer_pool": args.buffer_pool,
@@ -769,11 +786,13 @@ fn run(args: &Args) -> Result<(), BoxError> {
         );
     } else {
         println!(
-            "\n{rows} rows, {} MiB InnoDB data, {} dump / {} restore threads, {} runs each (median), {cpus} CPUs, MariaDB {}\n",
+            "\n{rows} rows, {} MiB InnoDB data, {} dump / {} restore threads, {} runs each (median) after {} untimed, {cpus} CPUs, {} buffer pool, MariaDB {}\n",
             data >> 20,
             args.dump_threads,
             args.restore_threads,
             args.runs,
+            args.warmup,
+            args.buffer_pool,
             lab.server.version()
         );
         println!(
