@@ -175,7 +175,7 @@ impl RowSum {
         self.rows
     }
 
-    /// The checksum in lower-case hex: 16 digits for v2, 32 for v1.
+    /// The checksum in lower-case hex: 16 digits for v2 and v3, 32 for v1.
     pub(crate) fn hex(&self) -> String {
         match self.algorithm {
             Algorithm::Xxh64 | Algorithm::Xxh3 => format!("{:016x}", self.sum as u64),
