@@ -823,6 +823,11 @@ fn approx_rows(stmt: &[u8]) -> u64 {
     1 + stmt.windows(3).filter(|w| w == b"),(").count() as u64
 }
 
+/// The session every restored file starts in, as the stock client would start a dump file:
+/// UTF-8, UTC, zero kept as a value in `AUTO_INCREMENT` columns, and no per-row foreign-key
+/// or uniqueness lookups (the data was consistent when it was dumped).
+const LOAD_SESSION: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0";
+
 /// Runs every statement of a dump file on one connection, mapping schema names.
 pub(crate) fn run_file(
     db: &mut Db,
@@ -838,10 +843,7 @@ pub(crate) fn run_file(
     let mut split = Splitter::new(reader);
     let mut n = 0u64;
     // Each file runs in a fresh session state as the stock client would start it.
-    db.exec(
-        "reset the session",
-        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
-    )?;
+    db.exec("reset the session", LOAD_SESSION)?;
     while let Some(stmt) = split
         .next_statement()
         .map_err(|e| Error::io("read", &path, e))?
@@ -1061,10 +1063,7 @@ fn load_data(
             format!(" SET {}", sets.join(", "))
         }
     );
-    db.exec(
-        "reset the session",
-        "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0",
-    )?;
+    db.exec("reset the session", LOAD_SESSION)?;
     let counters = counters.clone();
     let rel_owned = rel.to_string();
     let loaded = db.load_local(&format!("load {rel}"), &sql, move |w| {
