@@ -50,6 +50,11 @@ fn wire_err(user: &str, what: &str, e: WireError<Error>) -> Error {
     }
 }
 
+/// [`wire_err`] for a call without a callback.
+fn wire_plain(user: &str, what: &str, e: WireError) -> Error {
+    wire_err(user, what, e.widen())
+}
+
 fn classify(user: &str, what: String, code: Option<u16>, source: cs_core::BoxError) -> Error {
     match code {
         Some(c) if DENIED.contains(&c) => Error::Privilege {
@@ -138,6 +143,117 @@ impl RowRef<'_> {
     }
 }
 
+/// The size a bulk insert's rows are sent in: large enough that the round trips do not
+/// count, small enough to stay far below a server's `max_allowed_packet` (16 MiB by default).
+const BULK_BATCH: usize = 4 << 20;
+
+/// An `INSERT` running as `COM_STMT_BULK_EXECUTE` commands in one transaction (see
+/// [`Db::bulk_insert`]): rows are sent in batches of [`BULK_BATCH`] bytes, and nothing counts
+/// until [`BulkInsert::commit`].
+#[derive(Debug)]
+pub(crate) struct BulkInsert<'a> {
+    conn: &'a mut wire::Conn,
+    user: String,
+    what: String,
+    id: u32,
+    cmd: wire::BulkCommand,
+    batch: usize,
+    /// The largest command the server takes.
+    cap: usize,
+    /// Set once committed or rolled back.
+    done: bool,
+}
+
+impl Drop for BulkInsert<'_> {
+    /// A bulk insert abandoned on an error rolls back, so that the connection is not left in
+    /// the middle of a transaction.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.exec("ROLLBACK");
+            let _ = self.conn.close_statement(self.id);
+        }
+    }
+}
+
+impl BulkInsert<'_> {
+    /// Adds the rows that `encode` appends to the buffer it is given, sending the rows before them first when the batch would grow too big. Returns `None`
+    /// when the new rows alone are more than the server takes in one command: they are not
+    /// added, and the caller should [`BulkInsert::rollback`] and load another way.
+    ///
+    /// # Errors
+    /// `encode`'s error, or the server's refusal of the rows sent.
+    pub(crate) fn add<T>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let before = self.cmd.buf().len();
+        let had_rows = !self.cmd.is_empty();
+        let added = match encode(self.cmd.buf()) {
+            Ok(added) => added,
+            Err(e) => {
+                self.cmd.buf().truncate(before);
+                return Err(e);
+            }
+        };
+        if self.cmd.len() <= self.batch {
+            return Ok(Some(added));
+        }
+        if had_rows {
+            let new = self.cmd.buf().split_off(before);
+            self.execute()?;
+            self.cmd.buf().extend_from_slice(&new);
+        }
+        if self.cmd.len() > self.cap {
+            // Rows before these are sent already.
+            self.cmd.clear();
+            return Ok(None);
+        }
+        Ok(Some(added))
+    }
+
+    fn execute(&mut self) -> Result<()> {
+        if self.cmd.is_empty() {
+            return Ok(());
+        }
+        self.conn
+            .bulk_execute(&mut self.cmd)
+            .map_err(|e| wire_plain(&self.user, &self.what, e))?;
+        Ok(())
+    }
+
+    /// Sends the remaining rows and commits.
+    ///
+    /// # Errors
+    /// The server's refusal of the rows or of the commit.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.execute()?;
+        self.end("COMMIT")
+    }
+
+    /// Rolls back every row added.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub(crate) fn rollback(self) -> Result<()> {
+        self.end("ROLLBACK")
+    }
+
+    fn end(mut self, sql: &str) -> Result<()> {
+        self.done = true;
+        let err = |e| wire_plain(&self.user, &self.what, e);
+        self.conn.exec(sql).map_err(err)?;
+        self.conn.close_statement(self.id).map_err(err)
+    }
+
+    /// Smaller batches and commands, for tests.
+    #[cfg(test)]
+    fn with_limits(mut self, batch: usize, cap: usize) -> Self {
+        self.batch = batch;
+        self.cap = cap;
+        self
+    }
+}
+
 /// Connects through the `mysql` crate.
 pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
     let opts = OptsBuilder::new()
@@ -193,6 +309,60 @@ pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
 }
 
 impl Db {
+    /// Starts a transaction and prepares `sql`, an `INSERT` with one placeholder per value,
+    /// for bulk execution with parameters of `types` ([`wire::PARAM_BYTES`],
+    /// [`wire::PARAM_TEXT`]). `None` when this connection cannot: it is not the streaming
+    /// client, or the server does not take bulk commands (MySQL, MariaDB before 10.2.7).
+    ///
+    /// # Errors
+    /// The server's refusal of the statement.
+    pub(crate) fn bulk_insert(
+        &mut self,
+        what: &str,
+        sql: &str,
+        types: &[u8],
+    ) -> Result<Option<BulkInsert<'_>>> {
+        if !matches!(&self.link, Link::Wire(c) if c.can_bulk()) {
+            return Ok(None);
+        }
+        let max_packet: usize = self
+            .one(what, "SELECT @@max_allowed_packet")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        // Room for packet headers and the server's own accounting.
+        let cap = max_packet.saturating_sub(64 * 1024);
+        if cap < 64 * 1024 {
+            return Ok(None);
+        }
+        let Link::Wire(conn) = &mut self.link else {
+            return Ok(None);
+        };
+        let user = self.user.clone();
+        let err = |e| wire_plain(&user, what, e);
+        conn.exec("BEGIN").map_err(err)?;
+        let (id, params) = conn.prepare(sql).map_err(err)?;
+        if usize::from(params) != types.len() {
+            return Err(Error::Database {
+                what: what.to_string(),
+                source: format!(
+                    "the statement has {params} placeholders for {} values",
+                    types.len()
+                )
+                .into(),
+            });
+        }
+        Ok(Some(BulkInsert {
+            conn,
+            user,
+            what: what.to_string(),
+            id,
+            cmd: wire::BulkCommand::new(id, types),
+            batch: BULK_BATCH.min(cap),
+            cap,
+            done: false,
+        }))
+    }
+
     /// Whether this connection streams through [`crate::wire`].
     #[cfg(test)]
     pub(crate) fn is_streaming(&self) -> bool {
@@ -1014,6 +1184,107 @@ mod live_tests {
                 "SET GLOBAL local_infile = {}",
                 before.as_deref().unwrap_or("1")
             ),
+        );
+    }
+
+    #[test]
+    fn bulk_inserts_store_what_was_read_and_leave_nothing_when_abandoned() {
+        let server = cs_lab::mariadb();
+        let test = server.database("wire_bulk").unwrap();
+        let url = test.url();
+        fixture(&url, test.name());
+        let mut db = connect_streaming(&url).unwrap();
+        let schema = test.name();
+        let cat = catalog(&mut db, schema).unwrap();
+        let table = cat.table("t").unwrap().clone();
+        assert!(!table.utf8_only(), "the fixture has a latin1 column");
+        let mut rows: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+        db.select_rows("read the fixture", schema, &table, None, |r| {
+            rows.push(r.values().map(|v| v.map(<[u8]>::to_vec)).collect());
+            Ok(())
+        })
+        .unwrap();
+        let copy = format!("{}.copy", ident(schema));
+        db_exec(
+            &mut db,
+            &format!("CREATE TABLE {copy} LIKE {}.t", ident(schema)),
+        );
+        let types: Vec<u8> = table
+            .stored()
+            .map(|c| match c.kind() {
+                ValueKind::Binary => wire::PARAM_BYTES,
+                _ => wire::PARAM_TEXT,
+            })
+            .collect();
+        let insert = format!(
+            "INSERT INTO {copy} ({}) VALUES ({})",
+            table.select_list(),
+            vec!["?"; types.len()].join(",")
+        );
+        let add_all = |bulk: &mut BulkInsert<'_>, rows: &[Vec<Option<Vec<u8>>>]| {
+            let mut added = Vec::new();
+            for row in rows {
+                added.push(
+                    bulk.add(|out| {
+                        for v in row {
+                            wire::bulk_value(out, v.as_deref());
+                        }
+                        Ok(())
+                    })
+                    .unwrap(),
+                );
+            }
+            added
+        };
+
+        // Every row, the 17 MiB blob in a command of its own (over one packet), each value
+        // stored as it was read.
+        let mut bulk = db.bulk_insert("copy", &insert, &types).unwrap().unwrap();
+        assert!(add_all(&mut bulk, &rows).iter().all(Option::is_some));
+        bulk.commit().unwrap();
+        let sum = |db: &mut Db, name: &str| {
+            let mut t = table.clone();
+            t.name = name.to_string();
+            table_checksum(db, schema, &t, None, Algorithm::CURRENT).unwrap()
+        };
+        assert_eq!(sum(&mut db, "copy"), sum(&mut db, "t"));
+        assert_eq!(sum(&mut db, "copy").rows(), 3);
+        let count = format!("SELECT COUNT(*) FROM {copy}");
+
+        // Rows too big for one command are refused before anything is sent; a rollback then
+        // leaves the table as it was.
+        db_exec(&mut db, &format!("DELETE FROM {copy}"));
+        let mut bulk = db
+            .bulk_insert("copy", &insert, &types)
+            .unwrap()
+            .unwrap()
+            .with_limits(64, 1 << 20);
+        let added = add_all(&mut bulk, &rows);
+        assert!(added[0].is_some() && added[1].is_some());
+        assert!(added[2].is_none(), "the 17 MiB row does not fit in 1 MiB");
+        bulk.rollback().unwrap();
+        assert_eq!(db.one("count", &count).unwrap().as_deref(), Some("0"));
+
+        // A refused row is an error naming the server's code; the abandoned insert rolls back
+        // and the connection stays usable.
+        let mut bulk = db.bulk_insert("copy", &insert, &types).unwrap().unwrap();
+        add_all(&mut bulk, &rows[..2]);
+        add_all(&mut bulk, &rows[..1]);
+        let e = bulk.commit().unwrap_err();
+        assert!(cs_core::error_chain(&e).contains("1062"), "{e:?}");
+        assert_eq!(db.one("count", &count).unwrap().as_deref(), Some("0"));
+        assert_eq!(
+            db.one("x", "SELECT @@in_transaction").unwrap().as_deref(),
+            Some("0")
+        );
+
+        // The crate's connections do not bulk-execute.
+        let mut driver = connect(&url).unwrap();
+        assert!(
+            driver
+                .bulk_insert("copy", &insert, &types)
+                .unwrap()
+                .is_none()
         );
     }
 }

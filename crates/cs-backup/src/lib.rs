@@ -53,10 +53,11 @@
 //! # Restore
 //!
 //! [`restore`] verifies the files, loads into scratch schemas `<schema>__restore_<ts>`
-//! (per-table backups on parallel connections, through `LOAD DATA LOCAL INFILE` where the
-//! server allows it, secondary keys added once the rows are in), compares every table's rows
-//! and checksum (read back from the server) and the object inventory with the manifest, and
-//! only then swaps all tables of all schemas in with one `RENAME TABLE`, parking the replaced ones in `<schema>__parked_<ts>` until
+//! (per-table backups on parallel connections, through MariaDB's bulk `INSERT` command or
+//! else `LOAD DATA LOCAL INFILE` where the server allows it, secondary keys added once the
+//! rows are in), compares every table's rows and checksum (read back from the server) and the
+//! object inventory with the manifest, and only then swaps all tables of all schemas in with
+//! one `RENAME TABLE`, parking the replaced ones in `<schema>__parked_<ts>` until
 //! [`drop_parked`]. A failure before the swap leaves the live schemas untouched. The
 //! documented drop-and-reload is [`RestoreMode::DropAndReload`].
 //!
@@ -65,11 +66,13 @@
 //! Connections that move rows (the native dump's workers, the restore's loads and checksum
 //! read-back) use a small client of the crate's own for the MySQL/MariaDB wire protocol: it
 //! hands out the values of a text result set as slices of one buffer instead of one allocation
-//! per value, and sends `LOAD DATA LOCAL` files in 256 KiB packets instead of the `mysql`
-//! crate's 4 KiB ones. It speaks plain TCP, `mysql_native_password` and the fast path of
-//! `caching_sha2_password`; when the server asks for anything else during the login (another
-//! plugin, a full `caching_sha2_password` exchange), the connection goes through the `mysql`
-//! crate instead, which every other connection uses. Both give the same bytes (tested).
+//! per value, sends restored rows to MariaDB as `COM_STMT_BULK_EXECUTE` commands of a few MiB
+//! (values as the bytes to store, so the server parses no text), and sends `LOAD DATA LOCAL`
+//! files in 256 KiB packets instead of the `mysql` crate's 4 KiB ones. It speaks plain TCP,
+//! `mysql_native_password` and the fast path of `caching_sha2_password`; when the server asks
+//! for anything else during the login (another plugin, a full `caching_sha2_password`
+//! exchange), the connection goes through the `mysql` crate instead, which every other
+//! connection uses. Both give the same bytes (tested).
 //!
 //! Blocking database work runs on tokio's blocking pool or on dedicated threads, never on async
 //! workers. Progress (rows and bytes of an estimated total) goes to a [`cs_core::Progress`].

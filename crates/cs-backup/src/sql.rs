@@ -427,15 +427,43 @@ pub(crate) fn rows_to_tsv(
     hex: &[bool],
     out: &mut Vec<u8>,
 ) -> Option<u64> {
+    convert_rows::<false>(stmt, head, hex, out)
+}
+
+/// Appends the rows of an insert to `out` as the rows of a `COM_STMT_BULK_EXECUTE` command
+/// (see [`crate::wire::bulk_value`]): every value as the bytes the server stores, binary
+/// columns (`hex[i]`) decoded. Reads the same forms as [`rows_to_tsv`] and returns the same.
+pub(crate) fn rows_to_bulk(
+    stmt: &[u8],
+    head: &InsertHead,
+    hex: &[bool],
+    out: &mut Vec<u8>,
+) -> Option<u64> {
+    convert_rows::<true>(stmt, head, hex, out)
+}
+
+/// [`rows_to_tsv`] (`BULK` false) or [`rows_to_bulk`] (`BULK` true).
+fn convert_rows<const BULK: bool>(
+    stmt: &[u8],
+    head: &InsertHead,
+    hex: &[bool],
+    out: &mut Vec<u8>,
+) -> Option<u64> {
     let before = out.len();
-    let rows = tsv_rows(stmt, head.values_at, hex, out);
+    let rows = rows_in::<BULK>(stmt, head.values_at, hex, out);
     if rows.is_none() {
         out.truncate(before);
     }
     rows
 }
 
-fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u64> {
+fn rows_in<const BULK: bool>(
+    s: &[u8],
+    mut i: usize,
+    hex: &[bool],
+    out: &mut Vec<u8>,
+) -> Option<u64> {
+    use crate::wire::{bulk_value, bulk_value_end, bulk_value_start};
     let ws = |mut i: usize| {
         while s.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
@@ -456,12 +484,26 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
                     return None;
                 }
                 i = ws(i + 1);
-                out.push(b'\t');
+                if !BULK {
+                    out.push(b'\t');
+                }
             }
             let b = *s.get(i)?;
             i = match b {
-                b'\'' | b'"' if !is_hex => tsv_string(s, i, out)?,
+                b'\'' | b'"' if !is_hex => {
+                    if BULK {
+                        let start = bulk_value_start(out);
+                        let end = string_literal::<BULK>(s, i, out)?;
+                        bulk_value_end(out, start);
+                        end
+                    } else {
+                        string_literal::<BULK>(s, i, out)?
+                    }
+                }
                 b'\'' if is_hex && s.get(i + 1) == Some(&b'\'') && s.get(i + 2) != Some(&b'\'') => {
+                    if BULK {
+                        bulk_value(out, Some(b""));
+                    }
                     i + 2
                 }
                 b'0' if is_hex && matches!(s.get(i + 1), Some(b'x' | b'X')) => {
@@ -473,7 +515,17 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
                     if (end - start) % 2 == 1 {
                         return None;
                     }
-                    out.extend_from_slice(&s[start..end]);
+                    if BULK {
+                        let at = bulk_value_start(out);
+                        out.extend(
+                            s[start..end]
+                                .chunks_exact(2)
+                                .map(|p| nibble(p[0]) << 4 | nibble(p[1])),
+                        );
+                        bulk_value_end(out, at);
+                    } else {
+                        out.extend_from_slice(&s[start..end]);
+                    }
                     end
                 }
                 b'N' if s[i..].starts_with(b"NULL")
@@ -481,7 +533,11 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
                         .get(i + 4)
                         .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') =>
                 {
-                    out.extend_from_slice(b"\\N");
+                    if BULK {
+                        bulk_value(out, None);
+                    } else {
+                        out.extend_from_slice(b"\\N");
+                    }
                     i + 4
                 }
                 b'0'..=b'9' | b'-' | b'+' | b'.' if !is_hex => {
@@ -492,7 +548,11 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
                     }) {
                         end += 1;
                     }
-                    out.extend_from_slice(&s[start..end]);
+                    if BULK {
+                        bulk_value(out, Some(&s[start..end]));
+                    } else {
+                        out.extend_from_slice(&s[start..end]);
+                    }
                     end
                 }
                 _ => return None,
@@ -502,7 +562,9 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
         if s.get(i) != Some(&b')') {
             return None;
         }
-        out.push(b'\n');
+        if !BULK {
+            out.push(b'\n');
+        }
         rows += 1;
         i = ws(i + 1);
         match s.get(i) {
@@ -511,6 +573,16 @@ fn tsv_rows(s: &[u8], mut i: usize, hex: &[bool], out: &mut Vec<u8>) -> Option<u
             Some(b';') => return (ws(i + 1) == s.len()).then_some(rows),
             Some(_) => return None,
         }
+    }
+}
+
+/// The value of a hex digit (already checked to be one).
+#[inline]
+fn nibble(d: u8) -> u8 {
+    match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        _ => d - b'A' + 10,
     }
 }
 
@@ -534,10 +606,19 @@ fn push_tsv_byte(out: &mut Vec<u8>, b: u8) {
     }
 }
 
-/// Converts the string literal at `s[at]` (a quote) to `LOAD DATA` text; returns the offset
-/// after its closing quote.
-fn tsv_string(s: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
+/// Converts the string literal at `s[at]` (a quote) to `LOAD DATA` text (`BULK` false) or to
+/// its bytes (`BULK` true); returns the offset after its closing quote.
+fn string_literal<const BULK: bool>(s: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
     let q = s[at];
+    // Bytes that end a plain run: the quote, a backslash, and what `LOAD DATA` text escapes.
+    let stop = |b: u8| (b == q) | (b == b'\\') | (!BULK & tsv_special(b));
+    let push = |out: &mut Vec<u8>, b: u8| {
+        if BULK {
+            out.push(b);
+        } else {
+            push_tsv_byte(out, b);
+        }
+    };
     let mut i = at + 1;
     loop {
         // Copy the run up to the next byte that needs attention, 16 bytes at a time while
@@ -545,13 +626,13 @@ fn tsv_string(s: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
         let start = i;
         loop {
             if let Some(block) = s.get(i..i + 16)
-                && !any16(block, |b| (b == q) | tsv_special(b))
+                && !any16(block, stop)
             {
                 i += 16;
                 continue;
             }
             let end = (i + 16).min(s.len());
-            match s[i..end].iter().position(|&b| (b == q) | tsv_special(b)) {
+            match s[i..end].iter().position(|&b| stop(b)) {
                 Some(p) => {
                     i += p;
                     break;
@@ -571,24 +652,24 @@ fn tsv_string(s: &[u8], at: usize, out: &mut Vec<u8>) -> Option<usize> {
             return Some(i + 1);
         }
         if b != b'\\' {
-            push_tsv_byte(out, b);
+            push(out, b);
             i += 1;
             continue;
         }
         let e = *s.get(i + 1)?;
         match e {
-            b'0' => push_tsv_byte(out, 0),
+            b'0' => push(out, 0),
             b'b' => out.push(8),
-            b'n' => push_tsv_byte(out, b'\n'),
-            b'r' => push_tsv_byte(out, b'\r'),
-            b't' => push_tsv_byte(out, b'\t'),
+            b'n' => push(out, b'\n'),
+            b'r' => push(out, b'\r'),
+            b't' => push(out, b'\t'),
             b'Z' => out.push(0x1A),
             // `\%` and `\_` keep their backslash, as in the server.
             b'%' | b'_' => {
-                push_tsv_byte(out, b'\\');
+                push(out, b'\\');
                 out.push(e);
             }
-            other => push_tsv_byte(out, other),
+            other => push(out, other),
         }
         i += 2;
     }
@@ -958,9 +1039,35 @@ mod tests {
         out
     }
 
+    /// Bulk rows of an insert through the general parser.
+    fn bulk_by_parser(stmt: &[u8]) -> Vec<u8> {
+        let head = insert_head(stmt).unwrap();
+        let mut out = Vec::new();
+        for_each_row(stmt, &head, |vals| {
+            for v in vals {
+                crate::wire::bulk_value(&mut out, *v);
+            }
+        })
+        .unwrap();
+        out
+    }
+
     #[track_caller]
     fn tsv(stmt: &str, hex: &[bool], expected: Option<&str>) {
         let head = insert_head(stmt.as_bytes()).unwrap();
+        // The bulk form reads the same statements, and to the same values.
+        let mut bulk = b"kept".to_vec();
+        let rows = rows_to_bulk(stmt.as_bytes(), &head, hex, &mut bulk);
+        match expected {
+            Some(e) => {
+                assert_eq!(rows, Some(e.matches('\n').count() as u64));
+                assert_eq!(&bulk[4..], bulk_by_parser(stmt.as_bytes()));
+            }
+            None => {
+                assert_eq!(rows, None);
+                assert_eq!(bulk, b"kept");
+            }
+        }
         let mut out = b"kept".to_vec();
         let rows = rows_to_tsv(stmt.as_bytes(), &head, hex, &mut out);
         match expected {
@@ -995,6 +1102,12 @@ mod tests {
             &bin,
             Some("1\t00FF\n2\t\n3\t\\N\n"),
         );
+        // Hex digits of either case decode to the same bytes.
+        let stmt = b"INSERT INTO t VALUES (1,0xabCD09)";
+        let mut bulk = Vec::new();
+        let head = insert_head(stmt).unwrap();
+        assert_eq!(rows_to_bulk(stmt, &head, &bin, &mut bulk), Some(1));
+        assert_eq!(bulk, [0, 1, b'1', 0, 3, 0xAB, 0xCD, 0x09]);
         // Forms left to the general parser.
         tsv("INSERT INTO t VALUES (1,_binary 'x')", &bin, None);
         tsv("INSERT INTO t VALUES (1,'x')", &bin, None);
@@ -1053,6 +1166,9 @@ mod tests {
             let mut fast = Vec::new();
             proptest::prop_assert_eq!(rows_to_tsv(&stmt, &head, &hex, &mut fast), Some(1));
             proptest::prop_assert_eq!(fast, tsv_by_parser(&stmt, &hex));
+            let mut bulk = Vec::new();
+            proptest::prop_assert_eq!(rows_to_bulk(&stmt, &head, &hex, &mut bulk), Some(1));
+            proptest::prop_assert_eq!(bulk, bulk_by_parser(&stmt));
         }
     }
 }

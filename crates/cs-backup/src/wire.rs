@@ -40,6 +40,8 @@ const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_TRANSACTIONS: u32 = 0x2000;
 const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
 const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
+/// `MARIADB_CLIENT_STMT_BULK_OPERATIONS`, in the extended capabilities.
+const BULK_OPERATIONS: u32 = 1 << 2;
 /// What this client needs the server to offer.
 const REQUIRED: u32 = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION | CLIENT_PLUGIN_AUTH;
 /// `SERVER_MORE_RESULTS_EXISTS` in a status word.
@@ -89,7 +91,7 @@ pub(crate) enum WireError<E = std::convert::Infallible> {
 
 impl WireError {
     /// The same error, for a function whose callback fails with `E`.
-    fn widen<E>(self) -> WireError<E> {
+    pub(crate) fn widen<E>(self) -> WireError<E> {
         match self {
             WireError::Unsupported(s) => WireError::Unsupported(s),
             WireError::Server(e) => WireError::Server(e),
@@ -164,6 +166,8 @@ pub(crate) struct Conn {
     names: Vec<String>,
     /// Set when a result was abandoned half-read: the connection cannot be used again.
     broken: bool,
+    /// Whether the server takes `COM_STMT_BULK_EXECUTE` (MariaDB 10.2.7+).
+    bulk: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -214,6 +218,7 @@ impl Conn {
             spans: Vec::new(),
             names: Vec::new(),
             broken: false,
+            bulk: false,
         };
         conn.login(url).map_err(|e| match e {
             // Anything this client misreads during the login is better left to the crate.
@@ -234,7 +239,11 @@ impl Conn {
         let mut scramble = hello.scramble;
         let password = url.password.expose().as_bytes();
         let auth = auth_response(&plugin, password, &scramble)?;
-        let caps = CLIENT_LONG_PASSWORD
+        self.bulk = hello.extended & BULK_OPERATIONS != 0;
+        // MariaDB reads extended capabilities only from clients without `CLIENT_MYSQL`
+        // (the old `CLIENT_LONG_PASSWORD` bit).
+        let mysql_bit = if self.bulk { 0 } else { CLIENT_LONG_PASSWORD };
+        let caps = mysql_bit
             | CLIENT_LONG_FLAG
             | CLIENT_PROTOCOL_41
             | CLIENT_TRANSACTIONS
@@ -245,7 +254,9 @@ impl Conn {
         out.extend_from_slice(&caps.to_le_bytes());
         out.extend_from_slice(&(1u32 << 30).to_le_bytes());
         out.push(UTF8MB4);
-        out.extend_from_slice(&[0; 23]);
+        out.extend_from_slice(&[0; 19]);
+        let extended = if self.bulk { BULK_OPERATIONS } else { 0 };
+        out.extend_from_slice(&extended.to_le_bytes());
         out.extend_from_slice(url.user.as_bytes());
         out.push(0);
         out.push(auth.len() as u8);
@@ -431,6 +442,101 @@ impl Conn {
         answer
     }
 
+    /// Whether the server takes [`Conn::bulk_execute`].
+    pub(crate) fn can_bulk(&self) -> bool {
+        self.bulk
+    }
+
+    /// Prepares `sql`; returns the statement's id and number of parameters.
+    pub(crate) fn prepare(&mut self, sql: &str) -> WResult<(u32, u16)> {
+        if self.broken {
+            return malformed("the connection was abandoned in the middle of a result");
+        }
+        self.broken = true;
+        self.seq = 0;
+        let mut out = Vec::with_capacity(sql.len() + 1);
+        out.push(0x16);
+        out.extend_from_slice(sql.as_bytes());
+        self.send(&out)?;
+        let at = self.read_packet()?;
+        let p = self.payload(&at);
+        match p.first() {
+            Some(0x00) if p.len() >= 12 => {}
+            Some(0xFF) => {
+                let e = parse_error(p);
+                self.broken = false;
+                return Err(WireError::Server(e));
+            }
+            _ => return malformed("unexpected reply to a prepare"),
+        }
+        let id = u32::from_le_bytes([p[1], p[2], p[3], p[4]]);
+        let columns = u16::from_le_bytes([p[5], p[6]]);
+        let params = u16::from_le_bytes([p[7], p[8]]);
+        for n in [params, columns] {
+            if n == 0 {
+                continue;
+            }
+            for _ in 0..n {
+                self.read_packet()?;
+            }
+            let at = self.read_packet()?;
+            if !is_eof(self.payload(&at)) {
+                return malformed("no EOF after the definitions of a prepared statement");
+            }
+        }
+        self.broken = false;
+        Ok((id, params))
+    }
+
+    /// Sends a bulk command and reads the answer; the command keeps its header and loses its
+    /// rows. Returns the number of rows the server inserted.
+    ///
+    /// # Errors
+    /// [`WireError::Server`] when the server refuses the rows (the connection stays usable),
+    /// [`WireError::Io`] or [`WireError::Protocol`] when the connection fails.
+    pub(crate) fn bulk_execute(&mut self, cmd: &mut BulkCommand) -> WResult<u64> {
+        if self.broken {
+            return malformed("the connection was abandoned in the middle of a result");
+        }
+        self.broken = true;
+        self.seq = 0;
+        let n = cmd.buf.len() - 4;
+        if n < MAX_PAYLOAD {
+            // One packet: its header goes in front of the command, which is sent as it is.
+            cmd.buf[..3].copy_from_slice(&(n as u32).to_le_bytes()[..3]);
+            cmd.buf[3] = 0;
+            self.seq = 1;
+            self.stream.write_all(&cmd.buf)?;
+        } else {
+            self.send(&cmd.buf[4..])?;
+        }
+        cmd.clear();
+        let at = self.read_packet()?;
+        let p = self.payload(&at);
+        match p.first() {
+            Some(0x00) => {
+                let n = Reader(&p[1..]).lenenc()?;
+                self.broken = false;
+                Ok(n)
+            }
+            Some(0xFF) => {
+                let e = parse_error(p);
+                self.broken = false;
+                Err(WireError::Server(e))
+            }
+            _ => malformed("unexpected reply to a bulk execute"),
+        }
+    }
+
+    /// Closes a prepared statement (the server does not answer).
+    pub(crate) fn close_statement(&mut self, id: u32) -> WResult<()> {
+        self.seq = 0;
+        let mut out = vec![0x19];
+        out.extend_from_slice(&id.to_le_bytes());
+        self.send(&out)?;
+        Ok(())
+    }
+
     /// Sends `sql` as `COM_QUERY` and reads the first packet of the answer. The connection
     /// counts as out of step until the caller has read the answer to its end.
     fn command(&mut self, sql: &str) -> WResult<At> {
@@ -545,6 +651,95 @@ impl Conn {
     }
 }
 
+/// A parameter sent as bytes: stored as they are in binary columns, checked against the
+/// column's character set in text columns (as `LOAD DATA … CHARACTER SET binary` does).
+pub(crate) const PARAM_BYTES: u8 = 252;
+/// A parameter sent as text in the connection's character set, converted to the column's.
+pub(crate) const PARAM_TEXT: u8 = 253;
+
+/// A `COM_STMT_BULK_EXECUTE` command for one prepared statement: its header, then rows that
+/// callers append to [`BulkCommand::buf`] with [`bulk_value`] (one value per parameter).
+#[derive(Debug)]
+pub(crate) struct BulkCommand {
+    /// Four bytes for the packet header, the command's header, then the rows.
+    buf: Vec<u8>,
+    /// Where the rows start.
+    rows_at: usize,
+}
+
+impl BulkCommand {
+    /// A command for statement `id` whose parameters have the types `types`
+    /// ([`PARAM_BYTES`], [`PARAM_TEXT`]).
+    pub(crate) fn new(id: u32, types: &[u8]) -> BulkCommand {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(&[0; 4]);
+        buf.push(0xFA);
+        buf.extend_from_slice(&id.to_le_bytes());
+        // The types follow the header.
+        buf.extend_from_slice(&128u16.to_le_bytes());
+        for &t in types {
+            buf.extend_from_slice(&[t, 0]);
+        }
+        let rows_at = buf.len();
+        BulkCommand { buf, rows_at }
+    }
+
+    /// The buffer to append rows to.
+    pub(crate) fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// The command's size on the wire without packet headers.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - 4
+    }
+
+    /// Drops the rows.
+    pub(crate) fn clear(&mut self) {
+        self.buf.truncate(self.rows_at);
+    }
+
+    /// Whether the command holds no rows.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.len() == self.rows_at
+    }
+}
+
+/// Appends one value of a bulk-execute row: the indicator, then the bytes as a
+/// length-encoded string; `None` is NULL.
+pub(crate) fn bulk_value(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    let Some(v) = v else {
+        out.push(1);
+        return;
+    };
+    let start = bulk_value_start(out);
+    out.extend_from_slice(v);
+    bulk_value_end(out, start);
+}
+
+/// Starts a bulk-execute value whose bytes the caller appends next; returns where they start,
+/// for [`bulk_value_end`].
+pub(crate) fn bulk_value_start(out: &mut Vec<u8>) -> usize {
+    out.extend_from_slice(&[0, 0]);
+    out.len()
+}
+
+/// Ends the value started at `start`: writes its length in front of it (in its shortest form,
+/// moving the bytes when the length needs more than one byte).
+pub(crate) fn bulk_value_end(out: &mut Vec<u8>, start: usize) {
+    let n = out.len() - start;
+    let (first, more): (u8, &[u8]) = match n {
+        0..251 => (n as u8, &[]),
+        251..0x1_0000 => (0xFC, &(n as u16).to_le_bytes()),
+        0x1_0000..0x100_0000 => (0xFD, &(n as u32).to_le_bytes()[..3]),
+        _ => (0xFE, &(n as u64).to_le_bytes()),
+    };
+    out[start - 1] = first;
+    if !more.is_empty() {
+        out.splice(start..start, more.iter().copied());
+    }
+}
+
 /// The file of a `LOAD DATA LOCAL` statement, sent in [`INFILE_CHUNK`]-sized packets.
 struct InfileWriter<'c> {
     conn: &'c mut Conn,
@@ -584,6 +779,8 @@ impl Write for InfileWriter<'_> {
 /// What the server's first packet says.
 #[derive(Debug)]
 struct Handshake {
+    /// MariaDB's extended capabilities (bits 32–63), 0 from other servers.
+    extended: u32,
     scramble: Vec<u8>,
     plugin: String,
 }
@@ -611,7 +808,12 @@ impl Handshake {
             )));
         }
         let auth_len = usize::from(r.take(1)?[0]);
-        r.take(10)?;
+        let reserved = r.take(10)?;
+        let extended = if caps & CLIENT_LONG_PASSWORD == 0 {
+            u32::from_le_bytes([reserved[6], reserved[7], reserved[8], reserved[9]])
+        } else {
+            0
+        };
         let more = r.take(auth_len.saturating_sub(8).max(13))?;
         scramble.extend_from_slice(more.strip_suffix(&[0]).unwrap_or(more));
         let plugin = match r.nul_terminated() {
@@ -620,6 +822,7 @@ impl Handshake {
             Err(_) => r.rest(),
         };
         Ok(Handshake {
+            extended,
             scramble,
             plugin: String::from_utf8_lossy(plugin).into_owned(),
         })
@@ -940,6 +1143,7 @@ mod tests {
         p.extend_from_slice(&7u32.to_le_bytes());
         p.extend_from_slice(b"12345678\0");
         let caps = REQUIRED | 0xF7FF;
+        let caps_at = p.len();
         p.extend_from_slice(&(caps as u16).to_le_bytes());
         p.push(45);
         p.extend_from_slice(&2u16.to_le_bytes());
@@ -951,6 +1155,14 @@ mod tests {
         let h = Handshake::parse(&p).unwrap();
         assert_eq!(h.scramble, b"123456789abcdefghijk");
         assert_eq!(h.plugin, "mysql_native_password");
+        // `CLIENT_MYSQL` (bit 0) is set: the reserved bytes are not MariaDB's capabilities.
+        assert_eq!(h.extended, 0);
+        let mut mariadb = p.clone();
+        mariadb[caps_at] &= !(CLIENT_LONG_PASSWORD as u8);
+        mariadb[caps_at + 3 + 2 + 2 + 1 + 6..][..4].copy_from_slice(&0x1Fu32.to_le_bytes());
+        let h = Handshake::parse(&mariadb).unwrap();
+        assert_eq!(h.extended & BULK_OPERATIONS, BULK_OPERATIONS);
+        assert_eq!(h.scramble, b"123456789abcdefghijk");
         for cut in 0..p.len() - 22 {
             assert!(Handshake::parse(&p[..cut]).is_err(), "cut at {cut}");
         }
@@ -958,5 +1170,50 @@ mod tests {
             Handshake::parse(&[9, 0]),
             Err(WireError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn bulk_values_carry_their_length_in_the_shortest_form() {
+        for n in [0usize, 1, 250, 251, 65_535, 65_536, 0xFF_FFFF, 0x100_0000] {
+            let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut out = vec![0xAA];
+            bulk_value(&mut out, Some(&v));
+            assert_eq!(out[0], 0xAA);
+            assert_eq!(out[1], 0, "indicator: a value follows ({n})");
+            let mut r = Reader(&out[2..]);
+            assert_eq!(r.lenenc_bytes().unwrap(), &v[..], "{n}");
+            assert!(r.rest().is_empty());
+            let prefix = out.len() - 2 - n;
+            let shortest = match n {
+                0..251 => 1,
+                251..0x1_0000 => 3,
+                0x1_0000..0x100_0000 => 4,
+                _ => 9,
+            };
+            assert_eq!(prefix, shortest, "{n}");
+        }
+        let mut out = Vec::new();
+        bulk_value(&mut out, None);
+        assert_eq!(out, [1], "NULL is the indicator alone");
+    }
+
+    #[test]
+    fn bulk_commands_start_with_the_statement_and_types() {
+        let mut cmd = BulkCommand::new(0x0102_0304, &[PARAM_BYTES, PARAM_TEXT]);
+        assert!(cmd.is_empty());
+        assert_eq!(
+            cmd.len(),
+            1 + 4 + 2 + 4,
+            "command, statement, flags, two types"
+        );
+        bulk_value(cmd.buf(), Some(b"x"));
+        bulk_value(cmd.buf(), None);
+        assert!(!cmd.is_empty());
+        assert_eq!(
+            &cmd.buf()[4..],
+            [0xFA, 4, 3, 2, 1, 128, 0, 252, 0, 253, 0, 0, 1, b'x', 1]
+        );
+        cmd.clear();
+        assert!(cmd.is_empty());
     }
 }
