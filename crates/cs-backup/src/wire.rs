@@ -442,6 +442,16 @@ impl Conn {
         answer
     }
 
+    /// Starts a command: the connection counts as out of step until its answer is read.
+    fn begin(&mut self) -> WResult<()> {
+        if self.broken {
+            return malformed("the connection was abandoned in the middle of a result");
+        }
+        self.broken = true;
+        self.seq = 0;
+        Ok(())
+    }
+
     /// Whether the server takes [`Conn::bulk_execute`].
     pub(crate) fn can_bulk(&self) -> bool {
         self.bulk
@@ -449,11 +459,7 @@ impl Conn {
 
     /// Prepares `sql`; returns the statement's id and number of parameters.
     pub(crate) fn prepare(&mut self, sql: &str) -> WResult<(u32, u16)> {
-        if self.broken {
-            return malformed("the connection was abandoned in the middle of a result");
-        }
-        self.broken = true;
-        self.seq = 0;
+        self.begin()?;
         let mut out = Vec::with_capacity(sql.len() + 1);
         out.push(0x16);
         out.extend_from_slice(sql.as_bytes());
@@ -495,11 +501,7 @@ impl Conn {
     /// [`WireError::Server`] when the server refuses the rows (the connection stays usable),
     /// [`WireError::Io`] or [`WireError::Protocol`] when the connection fails.
     pub(crate) fn bulk_execute(&mut self, cmd: &mut BulkCommand) -> WResult<u64> {
-        if self.broken {
-            return malformed("the connection was abandoned in the middle of a result");
-        }
-        self.broken = true;
-        self.seq = 0;
+        self.begin()?;
         let n = cmd.buf.len() - 4;
         if n < MAX_PAYLOAD {
             // One packet: its header goes in front of the command, which is sent as it is.
@@ -540,11 +542,7 @@ impl Conn {
     /// Sends `sql` as `COM_QUERY` and reads the first packet of the answer. The connection
     /// counts as out of step until the caller has read the answer to its end.
     fn command(&mut self, sql: &str) -> WResult<At> {
-        if self.broken {
-            return malformed("the connection was abandoned in the middle of a result");
-        }
-        self.broken = true;
-        self.seq = 0;
+        self.begin()?;
         let mut out = Vec::with_capacity(sql.len() + 1);
         out.push(0x03);
         out.extend_from_slice(sql.as_bytes());
