@@ -9,6 +9,7 @@ mod kvm;
 mod lab;
 mod mariadb;
 mod mgmt;
+mod proxy;
 mod repo_server;
 mod seed;
 mod sshd;
@@ -27,6 +28,7 @@ pub use mgmt::{
     MANAGEMENT_UNIT, MGMT_PACKAGES, MgmtFault, MgmtNode, MgmtNodeBuilder, MgmtStartup, MsHostRow,
     USAGE_UNIT, migration_table,
 };
+pub use proxy::TcpProxy;
 pub use repo_server::{REPO_APT_SUITES, REPO_PACKAGES, REPO_YUM_RELEASES, RepoServer};
 pub use seed::{SeedOptions, SeedSummary, seed, version_history};
 pub use sshd::{SshServer, SshServerBuilder, sshd};
