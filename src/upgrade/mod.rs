@@ -15,18 +15,24 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use cs_agent::packages::{self, Family};
 use cs_core::{
-    Cmd, CsVersion, Host, HostExt, Layout, NoProgress, Progress, RunError, RunReport, Runner,
-    SshHost, Step, StepError, StepState, error_chain,
+    CsVersion, Host, Layout, NoProgress, Progress, RunError, RunReport, Runner, SshHost, Step,
+    StepError, StepState, error_chain,
 };
 use cs_schema::{DbTarget, MigrationWatch, WatchOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, NodeConfig, UpgradeConfig};
+
+mod ms;
+
+use ms::{
+    install_all, installed_version, is_up_at, mshosts_up, remove_leftovers, repos_at, start_all,
+    stop_all, switch_repos, systemctl, unit_active, unit_state, wait_mshosts,
+};
 
 /// The management server's unit and package.
 pub const MANAGEMENT_UNIT: &str = "cloudstack-management";
@@ -366,217 +372,6 @@ fn step_err(what: &str, e: impl Into<cs_core::BoxError>) -> StepError {
     StepError::with_source(what.to_string(), e)
 }
 
-async fn installed_version(n: &NodeHandle) -> Result<Option<CsVersion>, StepError> {
-    let family = packages::detect_family(n.host.as_ref())
-        .await
-        .map_err(|e| step_err(&format!("{}: package manager", n.name), e))?;
-    let states = packages::installed(n.host.as_ref(), family, &[MANAGEMENT_UNIT])
-        .await
-        .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
-    Ok(states.first().and_then(|s| s.version()))
-}
-
-/// What `systemctl is-active` says of `unit` (`active`, `inactive`, `failed`, …).
-async fn unit_state(n: &NodeHandle, unit: &str) -> Result<String, StepError> {
-    let out = n
-        .host
-        .run(&Cmd::new("systemctl").arg("is-active").arg(unit))
-        .await
-        .map_err(|e| step_err(&format!("{}: systemctl is-active {unit}", n.name), e))?;
-    Ok(out.stdout_lossy().trim().to_string())
-}
-
-async fn unit_active(n: &NodeHandle, unit: &str) -> Result<bool, StepError> {
-    Ok(unit_state(n, unit).await? == "active")
-}
-
-async fn systemctl(n: &NodeHandle, verb: &str, unit: &str) -> Result<(), StepError> {
-    n.host
-        .run_ok(&Cmd::new("systemctl").arg(verb).arg(unit))
-        .await
-        .map(|_| ())
-        .map_err(|e| step_err(&format!("{}: systemctl {verb} {unit}", n.name), e))
-}
-
-async fn mshosts_up(cx: &UpgradeContext) -> Result<Vec<(String, Option<String>)>, StepError> {
-    let state = cs_schema::read_state(&cx.db)
-        .await
-        .map_err(|e| step_err("read mshost", e))?;
-    Ok(state
-        .mshosts
-        .iter()
-        .filter(|m| !m.removed && m.state == "Up")
-        .map(|m| (m.name.clone().unwrap_or_default(), m.version.clone()))
-        .collect())
-}
-
-/// Waits until `pred` holds on the mshost rows, polling every 200 ms.
-async fn wait_mshosts(
-    cx: &UpgradeContext,
-    what: &str,
-    deadline: Duration,
-    pred: impl Fn(&[(String, Option<String>)]) -> bool,
-) -> Result<(), StepError> {
-    let start = Instant::now();
-    loop {
-        let rows = mshosts_up(cx).await?;
-        if pred(&rows) {
-            return Ok(());
-        }
-        if start.elapsed() >= deadline {
-            return Err(StepError::new(format!(
-                "timed out after {deadline:?} waiting for {what} (Up: {rows:?})"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn is_up_at(rows: &[(String, Option<String>)], name: &str, v: &CsVersion) -> bool {
-    rows.iter().any(|(n, ver)| {
-        n == name && ver.as_deref().and_then(|s| CsVersion::parse(s).ok()) == Some(*v)
-    })
-}
-
-async fn stop_all(cx: &UpgradeContext) -> Result<(), StepError> {
-    for n in cx.service_nodes() {
-        systemctl(n, "stop", USAGE_UNIT).await?;
-        systemctl(n, "stop", MANAGEMENT_UNIT).await?;
-    }
-    Ok(())
-}
-
-/// Why the management server on `n` failed to start, from the tail of its log: the last known
-/// signature with its cause and remedy, or the last lines.
-async fn explain_failed_start(n: &NodeHandle) -> String {
-    let log = n.layout.management_log();
-    let text = match crate::diagnose::read_tail(n.host.as_ref(), &log, 64 * 1024).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return format!("{} does not exist", log.display()),
-        Err(e) => return format!("{} is unreadable: {}", log.display(), error_chain(&e)),
-    };
-    if let Some(m) = cs_core::scan_log(&text, cs_core::LogKind::ManagementServer).last() {
-        return format!(
-            "{} ({}: `{}`); remedy: {}",
-            m.signature.cause,
-            log.display(),
-            m.line,
-            m.signature.remedy
-        );
-    }
-    let lines: Vec<&str> = text.lines().rev().take(5).collect();
-    let tail: Vec<&str> = lines.into_iter().rev().collect();
-    format!("last lines of {}:\n{}", log.display(), tail.join("\n"))
-}
-
-/// Starts the management servers in order (each Up at `version` before the next) and the usage
-/// servers. A server whose unit fails stops the wait at once, with the reason from its log.
-async fn start_all(cx: &UpgradeContext, version: &CsVersion) -> Result<(), StepError> {
-    for m in &cx.management {
-        systemctl(m, "start", MANAGEMENT_UNIT).await?;
-        let deadline = cx.config.policy.migration_deadline;
-        let start = Instant::now();
-        loop {
-            let rows = mshosts_up(cx).await?;
-            if is_up_at(&rows, &m.name, version) {
-                break;
-            }
-            if unit_state(m, MANAGEMENT_UNIT).await? == "failed" {
-                return Err(StepError::new(format!(
-                    "{}: {MANAGEMENT_UNIT} failed to start at {version}: {}",
-                    m.name,
-                    explain_failed_start(m).await
-                )));
-            }
-            if start.elapsed() >= deadline {
-                return Err(StepError::new(format!(
-                    "{}: not Up at {version} after {deadline:?} (Up: {rows:?})",
-                    m.name
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    for u in &cx.usage {
-        systemctl(u, "start", USAGE_UNIT).await?;
-    }
-    Ok(())
-}
-
-async fn pick(n: &NodeHandle, family: Family, v: &CsVersion) -> Result<String, StepError> {
-    let offered = packages::available(n.host.as_ref(), family, MANAGEMENT_UNIT)
-        .await
-        .map_err(|e| step_err(&format!("{}: available versions", n.name), e))?;
-    packages::pick_version(&offered, v)
-        .map(str::to_string)
-        .ok_or_else(|| {
-            StepError::new(format!(
-                "{}: the repositories do not offer {MANAGEMENT_UNIT} {v} (offered: {})",
-                n.name,
-                offered.join(", ")
-            ))
-        })
-}
-
-/// Installs exactly `v` of the management packages on every service node that does not have
-/// all of them at `v` already (a node the failed install never reached is left alone).
-async fn install_all(cx: &UpgradeContext, v: &CsVersion) -> Result<(), StepError> {
-    for n in cx.service_nodes() {
-        let host = n.host.as_ref();
-        let family = packages::detect_family(host)
-            .await
-            .map_err(|e| step_err(&format!("{}: package manager", n.name), e))?;
-        let states = packages::installed(host, family, MANAGEMENT_PACKAGES)
-            .await
-            .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
-        if states.len() == MANAGEMENT_PACKAGES.len()
-            && states.iter().all(|s| s.version() == Some(*v))
-        {
-            continue;
-        }
-        packages::refresh_index(host, family)
-            .await
-            .map_err(|e| step_err(&format!("{}: refresh the package index", n.name), e))?;
-        let version = pick(n, family, v).await?;
-        packages::install_exact(host, family, MANAGEMENT_PACKAGES, &version)
-            .await
-            .map_err(|e| step_err(&format!("{}: install {version}", n.name), e))?;
-    }
-    Ok(())
-}
-
-async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> {
-    for n in cx.service_nodes() {
-        let switcher = cs_repo::RepoSwitcher {
-            layout: n.layout.clone(),
-            rules: cx.config.repo_rules(),
-        };
-        switcher
-            .switch_to(n.host.as_ref(), line)
-            .await
-            .map_err(|e| step_err(&format!("{}: switch repositories to {line}", n.name), e))?;
-    }
-    Ok(())
-}
-
-/// How many service nodes have every CloudStack repository entry at `line`.
-async fn repos_at(cx: &UpgradeContext, line: &str) -> Result<usize, StepError> {
-    let rules = cx.config.repo_rules();
-    let mut at = 0;
-    for n in cx.service_nodes() {
-        let paths = cs_repo::discover(n.host.as_ref(), &n.layout)
-            .await
-            .map_err(|e| step_err(&format!("{}: find repository files", n.name), e))?;
-        let plan = cs_repo::plan(n.host.as_ref(), &paths, line, &rules)
-            .await
-            .map_err(|e| step_err(&format!("{}: read repository files", n.name), e))?;
-        if plan.is_noop() && plan.has_cloudstack_entries() {
-            at += 1;
-        }
-    }
-    Ok(at)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Steps
 // ---------------------------------------------------------------------------------------------
@@ -854,49 +649,6 @@ impl Step<UpgradeContext> for Quiesce {
         .map_err(|e| step_err("wait for the cloud to be healthy again", e))?;
         Ok(())
     }
-}
-
-/// Suffixes of files the upgrade's tools leave beside the ones they change: cs-repo's backup
-/// copies and the package managers' side files.
-const LEFTOVER_SUFFIXES: &[&str] = &[
-    ".cs-upgrade.bak",
-    ".dpkg-dist",
-    ".dpkg-old",
-    ".dpkg-new",
-    ".rpmnew",
-    ".rpmsave",
-];
-
-/// Removes, from every directory of `bundle`, the files the upgrade created beside the bundled
-/// ones (see [`LEFTOVER_SUFFIXES`]), so a rolled-back node has the files it had before. Files
-/// of other names, and leftovers that were already there, are kept.
-async fn remove_leftovers(
-    n: &NodeHandle,
-    bundle: &cs_backup::ConfigBundle,
-) -> Result<(), StepError> {
-    let bundled: std::collections::BTreeSet<&str> =
-        bundle.entries.iter().map(|e| e.path.as_str()).collect();
-    for dir in bundle
-        .entries
-        .iter()
-        .filter(|e| e.kind == cs_core::FileKind::Dir)
-    {
-        let Ok(entries) = n.host.list_dir(Path::new(&dir.path)).await else {
-            continue;
-        };
-        for e in entries {
-            let path = Path::new(&dir.path).join(&e.name);
-            let created = e.meta.kind == cs_core::FileKind::File
-                && LEFTOVER_SUFFIXES.iter().any(|s| e.name.ends_with(s))
-                && !bundled.contains(path.to_string_lossy().as_ref());
-            if created {
-                n.host.remove_file(&path).await.map_err(|err| {
-                    step_err(&format!("{}: remove {}", n.name, path.display()), err)
-                })?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A step done on `at` of `total` nodes: `Done` on all, `Pending` on none, `Partial` saying how
