@@ -523,3 +523,32 @@ pub async fn rollback(
     let cx = UpgradeContext::build(config, progress.clone()).await?;
     Ok(runner(&cx).rollback_all(&cx, progress.as_ref()).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use cs_core::StepState;
+
+    use super::count_state;
+
+    #[track_caller]
+    fn check(at: usize, total: usize, expected: StepState) {
+        assert_eq!(count_state(at, total, "server(s) switched"), expected);
+    }
+
+    #[test]
+    fn done_on_every_node_is_done() {
+        check(3, 3, StepState::Done);
+        check(0, 0, StepState::Done);
+    }
+
+    #[test]
+    fn done_on_no_node_is_pending() {
+        check(0, 3, StepState::Pending);
+    }
+
+    #[test]
+    fn done_on_some_nodes_says_how_many() {
+        check(1, 3, StepState::Partial("1 of 3 server(s) switched".into()));
+        check(2, 3, StepState::Partial("2 of 3 server(s) switched".into()));
+    }
+}

@@ -177,9 +177,7 @@ pub(super) async fn install_all(cx: &UpgradeContext, v: &CsVersion) -> Result<()
         let states = packages::installed(host, family, MANAGEMENT_PACKAGES)
             .await
             .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
-        if states.len() == MANAGEMENT_PACKAGES.len()
-            && states.iter().all(|s| s.version() == Some(*v))
-        {
+        if has_all_at(&states, v) {
             continue;
         }
         packages::refresh_index(host, family)
@@ -191,6 +189,11 @@ pub(super) async fn install_all(cx: &UpgradeContext, v: &CsVersion) -> Result<()
             .map_err(|e| step_err(&format!("{}: install {version}", n.name), e))?;
     }
     Ok(())
+}
+
+/// Whether a node's package states show every management package installed at exactly `v`.
+fn has_all_at(states: &[packages::PackageState], v: &CsVersion) -> bool {
+    states.len() == MANAGEMENT_PACKAGES.len() && states.iter().all(|s| s.version() == Some(*v))
 }
 
 pub(super) async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> {
@@ -255,9 +258,11 @@ pub(super) async fn remove_leftovers(
         };
         for e in entries {
             let path = Path::new(&dir.path).join(&e.name);
-            let created = e.meta.kind == cs_core::FileKind::File
-                && LEFTOVER_SUFFIXES.iter().any(|s| e.name.ends_with(s))
-                && !bundled.contains(path.to_string_lossy().as_ref());
+            let created = is_leftover(
+                &e.name,
+                e.meta.kind == cs_core::FileKind::File,
+                bundled.contains(path.to_string_lossy().as_ref()),
+            );
             if created {
                 n.host.remove_file(&path).await.map_err(|err| {
                     step_err(&format!("{}: remove {}", n.name, path.display()), err)
@@ -266,4 +271,104 @@ pub(super) async fn remove_leftovers(
         }
     }
     Ok(())
+}
+
+/// Whether a file found in a bundled directory is one the upgrade's tools left there: a regular
+/// file named with one of [`LEFTOVER_SUFFIXES`] that the bundle does not hold.
+fn is_leftover(name: &str, is_file: bool, bundled: bool) -> bool {
+    is_file && LEFTOVER_SUFFIXES.iter().any(|s| name.ends_with(s)) && !bundled
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_agent::packages::PackageState;
+    use cs_core::CsVersion;
+
+    use super::{MANAGEMENT_PACKAGES, has_all_at, is_leftover, is_up_at};
+
+    fn v(s: &str) -> CsVersion {
+        CsVersion::parse(s).expect("test versions parse")
+    }
+
+    #[track_caller]
+    fn check_up(rows: &[(&str, Option<&str>)], name: &str, expected: bool) {
+        let rows: Vec<(String, Option<String>)> = rows
+            .iter()
+            .map(|(n, ver)| (n.to_string(), ver.map(str::to_string)))
+            .collect();
+        assert_eq!(is_up_at(&rows, name, &v("4.19.0.0")), expected);
+    }
+
+    #[test]
+    fn a_server_is_up_at_a_version_when_its_row_says_so() {
+        check_up(&[("ms1", Some("4.19.0.0"))], "ms1", true);
+        check_up(
+            &[("ms2", Some("4.17.0.0")), ("ms1", Some("4.19.0.0"))],
+            "ms1",
+            true,
+        );
+        // Versions compare as CloudStack's do: 4.19.0 is 4.19.0.0.
+        check_up(&[("ms1", Some("4.19.0"))], "ms1", true);
+    }
+
+    #[test]
+    fn another_version_another_server_or_no_version_is_not_up() {
+        check_up(&[], "ms1", false);
+        check_up(&[("ms1", Some("4.17.0.0"))], "ms1", false);
+        check_up(&[("ms2", Some("4.19.0.0"))], "ms1", false);
+        check_up(&[("ms1", None)], "ms1", false);
+        check_up(&[("ms1", Some("not a version"))], "ms1", false);
+    }
+
+    #[track_caller]
+    fn check_all_at(installed: &[Option<&str>], expected: bool) {
+        let states: Vec<PackageState> = MANAGEMENT_PACKAGES
+            .iter()
+            .zip(installed)
+            .map(|(name, ver)| PackageState {
+                name: (*name).to_string(),
+                installed: ver.map(str::to_string),
+                held: false,
+            })
+            .collect();
+        assert_eq!(has_all_at(&states, &v("4.19.0.0")), expected);
+    }
+
+    #[test]
+    fn a_node_with_every_package_at_the_version_needs_no_install() {
+        check_all_at(&[Some("4.19.0.0"); 3], true);
+        check_all_at(
+            &[Some("4.19.0.0-1.el8"), Some("4.19.0.0"), Some("4.19.0.0")],
+            true,
+        );
+    }
+
+    #[test]
+    fn a_node_missing_a_package_or_with_another_version_needs_the_install() {
+        check_all_at(&[Some("4.19.0.0"), Some("4.19.0.0"), None], false);
+        check_all_at(
+            &[Some("4.19.0.0"), Some("4.17.0.0"), Some("4.19.0.0")],
+            false,
+        );
+        check_all_at(&[Some("4.19.0.0"), Some("4.19.0.0")], false);
+    }
+
+    #[track_caller]
+    fn check_leftover(name: &str, is_file: bool, bundled: bool, expected: bool) {
+        assert_eq!(is_leftover(name, is_file, bundled), expected);
+    }
+
+    #[test]
+    fn files_the_tools_left_are_leftovers() {
+        check_leftover("cloudstack.list.cs-upgrade.bak", true, false, true);
+        check_leftover("db.properties.dpkg-dist", true, false, true);
+        check_leftover("cloudstack.repo.rpmnew", true, false, true);
+    }
+
+    #[test]
+    fn bundled_files_directories_and_other_names_are_kept() {
+        check_leftover("cloudstack.list.cs-upgrade.bak", true, true, false);
+        check_leftover("old.dpkg-old", false, false, false);
+        check_leftover("cloudstack.list", true, false, false);
+    }
 }
