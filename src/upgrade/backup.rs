@@ -85,16 +85,13 @@ impl Step<UpgradeContext> for Backup {
                 .hosts()
                 .all(|(_, h)| cx.host_bundle_path(h.display_name()).exists());
         let inventory_ok = cx.inventory_path().exists();
-        if cx.stale_marker().exists() {
-            return Ok(StepState::Partial(
-                "the backup predates a rollback: a new one is needed".into(),
-            ));
-        }
-        Ok(match (db_ok && bundles_ok && inventory_ok, dir.exists()) {
-            (true, _) => StepState::Done,
-            (false, true) => StepState::Partial("the backup is incomplete".into()),
-            (false, false) => StepState::Pending,
-        })
+        Ok(decide(&BackupFacts {
+            db_ok,
+            bundles_ok,
+            inventory_ok,
+            stale: cx.stale_marker().exists(),
+            dir_exists: dir.exists(),
+        }))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -173,5 +170,143 @@ impl Step<UpgradeContext> for Backup {
     async fn rollback(&self, _cx: &UpgradeContext) -> Result<(), StepError> {
         // The backup is kept: it is what later rollbacks restore from.
         Ok(())
+    }
+}
+
+/// What the backup step's check found in the run directory.
+#[derive(Debug, Clone, Copy)]
+struct BackupFacts {
+    /// The database backup verifies.
+    db_ok: bool,
+    /// Every service node has its config bundle and every KVM host its repository bundle.
+    bundles_ok: bool,
+    /// The inventory taken before is saved.
+    inventory_ok: bool,
+    /// A rollback restarted the services since the backup was taken.
+    stale: bool,
+    /// The backup directory exists (complete or not).
+    dir_exists: bool,
+}
+
+/// The backup step's state: a stale backup is redone; otherwise `Done` when everything is
+/// there, `Partial` when some of it is.
+fn decide(f: &BackupFacts) -> StepState {
+    if f.stale {
+        return StepState::Partial("the backup predates a rollback: a new one is needed".into());
+    }
+    match (f.db_ok && f.bundles_ok && f.inventory_ok, f.dir_exists) {
+        (true, _) => StepState::Done,
+        (false, true) => StepState::Partial("the backup is incomplete".into()),
+        (false, false) => StepState::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_core::StepState;
+
+    use super::{BackupFacts, decide};
+
+    /// A complete, current backup.
+    const COMPLETE: BackupFacts = BackupFacts {
+        db_ok: true,
+        bundles_ok: true,
+        inventory_ok: true,
+        stale: false,
+        dir_exists: true,
+    };
+
+    /// No backup at all.
+    const NONE: BackupFacts = BackupFacts {
+        db_ok: false,
+        bundles_ok: false,
+        inventory_ok: false,
+        stale: false,
+        dir_exists: false,
+    };
+
+    #[track_caller]
+    fn check(facts: BackupFacts, expected: StepState) {
+        assert_eq!(decide(&facts), expected);
+    }
+
+    fn incomplete() -> StepState {
+        StepState::Partial("the backup is incomplete".into())
+    }
+
+    fn stale() -> StepState {
+        StepState::Partial("the backup predates a rollback: a new one is needed".into())
+    }
+
+    #[test]
+    fn a_complete_backup_is_done() {
+        check(COMPLETE, StepState::Done);
+    }
+
+    #[test]
+    fn nothing_taken_is_pending() {
+        check(NONE, StepState::Pending);
+    }
+
+    #[test]
+    fn a_missing_part_with_the_directory_there_is_incomplete() {
+        check(
+            BackupFacts {
+                db_ok: false,
+                ..COMPLETE
+            },
+            incomplete(),
+        );
+        check(
+            BackupFacts {
+                bundles_ok: false,
+                ..COMPLETE
+            },
+            incomplete(),
+        );
+        check(
+            BackupFacts {
+                inventory_ok: false,
+                ..COMPLETE
+            },
+            incomplete(),
+        );
+        check(
+            BackupFacts {
+                dir_exists: true,
+                ..NONE
+            },
+            incomplete(),
+        );
+    }
+
+    #[test]
+    fn parts_without_the_directory_are_pending() {
+        check(
+            BackupFacts {
+                bundles_ok: true,
+                inventory_ok: true,
+                ..NONE
+            },
+            StepState::Pending,
+        );
+    }
+
+    #[test]
+    fn a_backup_older_than_a_rollback_is_redone_however_complete() {
+        check(
+            BackupFacts {
+                stale: true,
+                ..COMPLETE
+            },
+            stale(),
+        );
+        check(
+            BackupFacts {
+                stale: true,
+                ..NONE
+            },
+            stale(),
+        );
     }
 }
