@@ -22,6 +22,28 @@ pub(super) struct Quiesce {
     pub(super) id: String,
 }
 
+impl Quiesce {
+    /// Whether the run is past this step of the hop. Looks no further than the first yes:
+    /// the database version, the migration marker, a later hop, then each node's packages.
+    async fn gone_past(&self, cx: &UpgradeContext) -> Result<bool, StepError> {
+        if db_version(&cx.db).await.map_err(StepError::new)? >= self.hop
+            || cx.marker(&self.hop).exists()
+            || cx.passed(&self.hop).await?
+        {
+            // Past this hop, or its migration started (a resumed run must not stop the
+            // management server in the middle of it).
+            return Ok(true);
+        }
+        for n in cx.service_nodes() {
+            if installed_version(n).await? >= Some(self.hop) {
+                // The packages of this hop went in after the services were stopped.
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 #[async_trait]
 impl Step<UpgradeContext> for Quiesce {
     fn id(&self) -> &str {
@@ -29,19 +51,8 @@ impl Step<UpgradeContext> for Quiesce {
     }
 
     async fn check(&self, cx: &UpgradeContext) -> Result<StepState, StepError> {
-        if db_version(&cx.db).await.map_err(StepError::new)? >= self.hop
-            || cx.marker(&self.hop).exists()
-            || cx.passed(&self.hop).await?
-        {
-            // Past this hop, or its migration started (a resumed run must not stop the
-            // management server in the middle of it).
+        if self.gone_past(cx).await? {
             return Ok(StepState::Done);
-        }
-        for n in cx.service_nodes() {
-            if installed_version(n).await? >= Some(self.hop) {
-                // The packages of this hop went in after the services were stopped.
-                return Ok(StepState::Done);
-            }
         }
         let mut active = 0;
         for n in cx.service_nodes() {
@@ -51,17 +62,14 @@ impl Step<UpgradeContext> for Quiesce {
                 }
             }
         }
-        let up = mshosts_up(cx).await?;
-        let refreshed = !self.first || cx.quiesced_marker().exists();
-        Ok(if active == 0 && up.is_empty() && refreshed {
-            StepState::Done
-        } else if active == 0 && up.is_empty() {
-            StepState::Partial("stopped; the backup of the quiesced databases is missing".into())
-        } else if active < cx.service_nodes().len() * 2 {
-            StepState::Partial(format!("{active} service(s) still active"))
-        } else {
-            StepState::Pending
-        })
+        let up = mshosts_up(cx).await?.len();
+        Ok(decide(&QuiesceFacts {
+            active,
+            units: cx.service_nodes().len() * 2,
+            up,
+            first: self.first,
+            quiesced: cx.quiesced_marker().exists(),
+        }))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -118,5 +126,134 @@ impl Step<UpgradeContext> for Quiesce {
         .await
         .map_err(|e| step_err("wait for the cloud to be healthy again", e))?;
         Ok(())
+    }
+}
+
+/// What the quiesce step's check found on a hop the run is not yet past.
+#[derive(Debug, Clone, Copy)]
+struct QuiesceFacts {
+    /// Management and usage units active, over every service node.
+    active: usize,
+    /// Units looked at: two per service node.
+    units: usize,
+    /// `mshost` rows in state `Up`.
+    up: usize,
+    /// Whether this is the first hop (the one whose quiesce backs the databases up again).
+    first: bool,
+    /// Whether the backup of the quiesced databases is in place.
+    quiesced: bool,
+}
+
+/// The quiesce step's state: `Done` once nothing runs (and, on the first hop, the quiesced
+/// backup is taken); `Partial` when some services are stopped; `Pending` when all run.
+fn decide(f: &QuiesceFacts) -> StepState {
+    let stopped = f.active == 0 && f.up == 0;
+    let refreshed = !f.first || f.quiesced;
+    if stopped && refreshed {
+        StepState::Done
+    } else if stopped {
+        StepState::Partial("stopped; the backup of the quiesced databases is missing".into())
+    } else if f.active < f.units {
+        StepState::Partial(format!("{} service(s) still active", f.active))
+    } else {
+        StepState::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_core::StepState;
+
+    use super::{QuiesceFacts, decide};
+
+    /// Two service nodes, everything running, first hop, no quiesced backup.
+    const RUNNING: QuiesceFacts = QuiesceFacts {
+        active: 4,
+        units: 4,
+        up: 2,
+        first: true,
+        quiesced: false,
+    };
+
+    /// Everything stopped on the first hop, the quiesced backup taken.
+    const STOPPED: QuiesceFacts = QuiesceFacts {
+        active: 0,
+        units: 4,
+        up: 0,
+        first: true,
+        quiesced: true,
+    };
+
+    #[track_caller]
+    fn check(facts: QuiesceFacts, expected: StepState) {
+        assert_eq!(decide(&facts), expected);
+    }
+
+    fn still_active(n: usize) -> StepState {
+        StepState::Partial(format!("{n} service(s) still active"))
+    }
+
+    #[test]
+    fn everything_stopped_and_backed_up_is_done() {
+        check(STOPPED, StepState::Done);
+    }
+
+    #[test]
+    fn a_later_hop_needs_no_quiesced_backup() {
+        check(
+            QuiesceFacts {
+                first: false,
+                quiesced: false,
+                ..STOPPED
+            },
+            StepState::Done,
+        );
+    }
+
+    #[test]
+    fn stopped_on_the_first_hop_without_the_quiesced_backup_is_partial() {
+        check(
+            QuiesceFacts {
+                quiesced: false,
+                ..STOPPED
+            },
+            StepState::Partial("stopped; the backup of the quiesced databases is missing".into()),
+        );
+    }
+
+    #[test]
+    fn some_services_stopped_is_partial() {
+        check(
+            QuiesceFacts {
+                active: 1,
+                ..RUNNING
+            },
+            still_active(1),
+        );
+        check(
+            QuiesceFacts {
+                active: 3,
+                up: 0,
+                ..RUNNING
+            },
+            still_active(3),
+        );
+    }
+
+    #[test]
+    fn units_stopped_with_a_server_still_up_is_partial() {
+        check(QuiesceFacts { up: 1, ..STOPPED }, still_active(0));
+    }
+
+    #[test]
+    fn everything_running_is_pending() {
+        check(RUNNING, StepState::Pending);
+        check(
+            QuiesceFacts {
+                quiesced: true,
+                ..RUNNING
+            },
+            StepState::Pending,
+        );
     }
 }
