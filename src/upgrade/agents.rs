@@ -123,19 +123,17 @@ impl Step<UpgradeContext> for Agents {
     }
 
     async fn check(&self, cx: &UpgradeContext) -> Result<StepState, StepError> {
-        let target = cx.record.target;
-        let mut at = 0;
-        let mut total = 0;
+        let mut reported = Vec::new();
         for (_, h) in cx.config.hosts() {
-            total += 1;
             let state = cs_core::HostStatus::hypervisor(&cx.client, h.display_name())
                 .await
                 .map_err(|e| StepError::with_source("ask the API for a host", e))?;
-            if state.is_some_and(|s| s.version == Some(target)) {
-                at += 1;
-            }
+            reported.push(state.and_then(|s| s.version));
         }
-        Ok(count_state(at, total, &format!("agent(s) at {target}")))
+        Ok(decide(&AgentsFacts {
+            target: cx.record.target,
+            reported,
+        }))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -164,5 +162,59 @@ impl Step<UpgradeContext> for Agents {
             remove_leftovers(&n, &bundle).await?;
         }
         Ok(())
+    }
+}
+
+/// What the agents step's check heard from the API.
+#[derive(Debug, Clone)]
+struct AgentsFacts {
+    /// The upgrade's target.
+    target: CsVersion,
+    /// The agent version each configured KVM host reports (`None`: unknown to CloudStack, or
+    /// no version reported).
+    reported: Vec<Option<CsVersion>>,
+}
+
+/// The agents step's state: `Done` when every host's agent is at the target, `Partial` when
+/// some are.
+fn decide(f: &AgentsFacts) -> StepState {
+    let at = f.reported.iter().filter(|v| **v == Some(f.target)).count();
+    count_state(at, f.reported.len(), &format!("agent(s) at {}", f.target))
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_core::{CsVersion, StepState};
+
+    use super::{AgentsFacts, decide};
+
+    fn v(s: &str) -> Option<CsVersion> {
+        Some(CsVersion::parse(s).expect("test versions parse"))
+    }
+
+    #[track_caller]
+    fn check(reported: &[Option<CsVersion>], expected: StepState) {
+        let facts = AgentsFacts {
+            target: CsVersion::parse("4.20.0.0").expect("test versions parse"),
+            reported: reported.to_vec(),
+        };
+        assert_eq!(decide(&facts), expected);
+    }
+
+    #[test]
+    fn every_agent_at_the_target_is_done() {
+        check(&[v("4.20.0.0"), v("4.20.0.0")], StepState::Done);
+        check(&[], StepState::Done);
+    }
+
+    #[test]
+    fn some_agents_at_the_target_is_partial() {
+        let expected = StepState::Partial("1 of 3 agent(s) at 4.20.0.0".into());
+        check(&[v("4.20.0.0"), v("4.19.0.0"), None], expected);
+    }
+
+    #[test]
+    fn no_agent_at_the_target_is_pending() {
+        check(&[v("4.19.0.0"), None], StepState::Pending);
     }
 }

@@ -22,12 +22,10 @@ impl Step<UpgradeContext> for Repos {
         if cx.passed(&self.hop).await? {
             return Ok(StepState::Done);
         }
-        let at = repos_at(cx, &self.hop.line()).await?;
-        Ok(count_state(
-            at,
-            cx.service_nodes().len(),
-            "server(s) switched",
-        ))
+        Ok(decide(&ReposFacts {
+            switched: repos_at(cx, &self.hop.line()).await?,
+            servers: cx.service_nodes().len(),
+        }))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -36,5 +34,46 @@ impl Step<UpgradeContext> for Repos {
 
     async fn rollback(&self, cx: &UpgradeContext) -> Result<(), StepError> {
         switch_repos(cx, &cx.record.from.line()).await
+    }
+}
+
+/// What the repos step's check found on a hop the run is not yet past.
+#[derive(Debug, Clone, Copy)]
+struct ReposFacts {
+    /// Service nodes whose CloudStack repositories are all at the hop's line.
+    switched: usize,
+    /// Service nodes.
+    servers: usize,
+}
+
+/// The repos step's state: `Done` when every server is switched, `Partial` when some are.
+fn decide(f: &ReposFacts) -> StepState {
+    count_state(f.switched, f.servers, "server(s) switched")
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_core::StepState;
+
+    use super::{ReposFacts, decide};
+
+    #[track_caller]
+    fn check(switched: usize, servers: usize, expected: StepState) {
+        assert_eq!(decide(&ReposFacts { switched, servers }), expected);
+    }
+
+    #[test]
+    fn every_server_switched_is_done() {
+        check(2, 2, StepState::Done);
+    }
+
+    #[test]
+    fn some_servers_switched_is_partial() {
+        check(1, 2, StepState::Partial("1 of 2 server(s) switched".into()));
+    }
+
+    #[test]
+    fn no_server_switched_is_pending() {
+        check(0, 2, StepState::Pending);
     }
 }
