@@ -26,22 +26,22 @@ impl Step<UpgradeContext> for PostFlight {
     }
 
     async fn check(&self, cx: &UpgradeContext) -> Result<StepState, StepError> {
-        let report = match cs_api::HealthReport::collect(&cx.client).await {
-            Ok(r) => r,
-            Err(_) => return Ok(StepState::Pending),
-        };
         let expect = cs_api::HealthExpectations {
             phase: cs_api::Phase::Post,
             version: Some(cx.record.target),
         };
-        if !report.problems(&expect).is_empty() || !cx.inventory_path().exists() {
-            return Ok(StepState::Pending);
-        }
-        Ok(if Self::diff(cx).await?.is_clean() {
-            StepState::Done
-        } else {
-            StepState::Pending
-        })
+        let healthy = match cs_api::HealthReport::collect(&cx.client).await {
+            Ok(report) => report.problems(&expect).is_empty(),
+            Err(_) => false,
+        };
+        let inventory_saved = healthy && cx.inventory_path().exists();
+        // The inventory is only taken again (a round of API calls) when the rest holds.
+        let unchanged = inventory_saved && Self::diff(cx).await?.is_clean();
+        Ok(decide(&PostFlightFacts {
+            healthy,
+            inventory_saved,
+            unchanged,
+        }))
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -71,5 +71,56 @@ impl Step<UpgradeContext> for PostFlight {
 
     async fn rollback(&self, _cx: &UpgradeContext) -> Result<(), StepError> {
         Ok(())
+    }
+}
+
+/// What the post-flight check found. A fact is only looked at when the ones before it hold;
+/// it is `false` otherwise.
+#[derive(Debug, Clone, Copy)]
+struct PostFlightFacts {
+    /// The health report could be taken and shows no problem at the target.
+    healthy: bool,
+    /// The inventory taken before the upgrade is saved.
+    inventory_saved: bool,
+    /// The inventory now is the one taken before.
+    unchanged: bool,
+}
+
+/// The post-flight step's state: `Done` when the cloud is healthy at the target with the
+/// inventory it had; `Pending` otherwise (it has nothing to be partial about).
+fn decide(f: &PostFlightFacts) -> StepState {
+    if f.healthy && f.inventory_saved && f.unchanged {
+        StepState::Done
+    } else {
+        StepState::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cs_core::StepState;
+
+    use super::{PostFlightFacts, decide};
+
+    #[track_caller]
+    fn check(healthy: bool, inventory_saved: bool, unchanged: bool, expected: StepState) {
+        let facts = PostFlightFacts {
+            healthy,
+            inventory_saved,
+            unchanged,
+        };
+        assert_eq!(decide(&facts), expected);
+    }
+
+    #[test]
+    fn healthy_with_the_same_inventory_is_done() {
+        check(true, true, true, StepState::Done);
+    }
+
+    #[test]
+    fn anything_short_of_that_is_pending() {
+        check(false, false, false, StepState::Pending);
+        check(true, false, false, StepState::Pending);
+        check(true, true, false, StepState::Pending);
     }
 }
