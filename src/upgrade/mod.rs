@@ -14,9 +14,10 @@
 //!
 //! This module holds what the steps share: the context, the run record, the errors, the step
 //! list and the entry points. Each step has its own module, in the order a run takes them
-//! (`backup`, `quiesce`, `repos`, `packages`, `migrate`, `start`, `agents`, `postflight`). The
-//! management-server operations several steps use (units, packages, `mshost` rows,
-//! repositories) are in `ms`.
+//! (`backup`, `quiesce`, `repos`, `packages`, `migrate`, `start`, `agents`, `postflight`);
+//! its `check` gathers facts into a small struct and hands them to a pure `decide`, which the
+//! module's tests take through a table. The management-server operations several steps use
+//! (units, packages, `mshost` rows, repositories) are in `ms`.
 
 mod agents;
 mod backup;
