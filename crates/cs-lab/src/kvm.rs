@@ -1,16 +1,14 @@
-//! Simulated KVM hosts: each its own directory (a re-rooted filesystem with `agent.properties`,
-//! a real keystore and the agent's jars), stand-ins for `systemctl`, `apt-get`/`dnf`,
-//! `dpkg-query`/`rpm`, `java`, `ip` and `ss` whose state lives in that directory, and its own
-//! sshd. Faults ([`KvmFault`]) change what the stand-in package manager and agent do.
+//! Simulated KVM hosts: each a lab node (its own directory with a re-rooted filesystem holding
+//! `agent.properties`, a real keystore and the agent's jars; stand-ins for `systemctl`,
+//! `apt-get`/`dnf`, `dpkg-query`/`rpm`, `java`, `ss` and `ip` whose state lives in that
+//! directory; its own sshd). The node core every node shares (`data/node/core.sh`, `node.rs`)
+//! answers for packages and units; the KVM role (`data/kvm/standin.sh`) runs the agent. Faults
+//! ([`KvmFault`]) change what installing the agent and starting it do.
 //!
-//! Directory of a host:
+//! What a host keeps besides every node's state (packages, units, faults, …):
 //!
 //! ```text
-//! root/      the host's files, where a re-rooted Layout points (etc/cloudstack/agent, …)
-//! bin/       the stand-ins (first in PATH over SSH, and for KvmHost::local_host)
-//! state/     installed/<pkg>, held/<pkg>, services/<unit>, agent.status ("Up 4.19.1.0"),
-//!            repo/<line> (versions offered), index (line of the last update), faults/<fault>,
-//!            maintenance, addresses, mtu/<dev>, java_major, libvirt-tls
+//! state/     agent.status ("Up 4.19.1.0"), maintenance, addresses, mtu/<dev>, libvirt-tls
 //! packaged/  the agent.properties the package ships (for KvmFault::OverwriteIdentity)
 //! ```
 
@@ -21,30 +19,18 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use cs_core::{
-    BoxError, CsVersion, Host, HostError, HostMaintenance, HostStatus, HypervisorState, LocalHost,
-    RepoSwitch, RepoSwitchReport, Secret, SshHost,
+    BoxError, CsVersion, Host, HostError, HostMaintenance, HostStatus, HypervisorState, RepoSwitch,
+    RepoSwitchReport, Secret, SshHost,
 };
 
+use crate::node::{LabFamily, NodeDir};
 use crate::sshd::SshServer;
-use crate::util::{StandInHost, command, find_binary, io, token, write};
+use crate::util::{command, find_binary, io, token, write};
 use crate::{LabError, Result};
 
 const STANDIN: &str = include_str!("../data/kvm/standin.sh");
-const ABSENT: &str = "#!/bin/sh\necho \"$(basename \"$0\"): command not found\" >&2\nexit 127\n";
-const DEB_TOOLS: &[&str] = &["dpkg-query", "apt-get", "apt-cache", "apt-mark"];
-const RPM_TOOLS: &[&str] = &["rpm", "dnf"];
-const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ip", "ss"];
-
-/// The package-manager family a lab host simulates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum LabFamily {
-    /// dpkg + apt (Ubuntu 22.04).
-    #[default]
-    Deb,
-    /// rpm + dnf (Rocky Linux 9).
-    Rpm,
-}
+/// The programs only a KVM host's stand-in answers.
+const KVM_TOOLS: &[&str] = &["ip"];
 
 /// The keystore format a lab host's `cloud.jks` is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,6 +77,11 @@ impl KvmFault {
         }
     }
 }
+
+/// The libvirt services a KVM host runs besides the agent.
+const LIBVIRT_UNIT: &str = "libvirtd";
+/// The agent's unit and package.
+const AGENT: &str = "cloudstack-agent";
 
 /// Scheme and host of the official CloudStack repository, the lab nodes' default.
 pub(crate) const OFFICIAL_REPO: &str = "https://download.cloudstack.org";
@@ -156,16 +147,15 @@ pub struct KvmHost {
     server: Option<SshServer>,
     name: String,
     cluster: String,
-    family: LabFamily,
     passphrase: Secret,
-    dir: tempfile::TempDir,
+    node: NodeDir,
 }
 
 impl fmt::Debug for KvmHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KvmHost")
             .field("name", &self.name)
-            .field("dir", &self.dir.path())
+            .field("dir", &self.node.path())
             .field("port", &self.server.as_ref().map(SshServer::port))
             .finish_non_exhaustive()
     }
@@ -375,13 +365,6 @@ impl KvmHost {
     /// `openssh-server`; IO errors.
     pub fn start(options: &KvmHostOptions) -> Result<KvmHost> {
         let store = template(options.store)?;
-        let dir = io(
-            "create lab host dir",
-            tempfile::Builder::new().prefix("cs-lab-kvm-").tempdir(),
-        )?;
-        let d = dir.path();
-        let (root, bin, st) = (d.join("root"), d.join("bin"), d.join("state"));
-        let agent = root.join("etc/cloudstack/agent");
         let ver = &options.installed;
         let line = CsVersion::parse(ver)
             .map(|v| v.line())
@@ -389,16 +372,9 @@ impl KvmHost {
                 what: "lab host".into(),
                 detail: e.to_string(),
             })?;
-        let (pkg_ver, os_release) = match options.family {
-            LabFamily::Deb => (
-                ver.clone(),
-                "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\nID_LIKE=debian\n",
-            ),
-            LabFamily::Rpm => (
-                format!("{ver}-1.el8"),
-                "NAME=\"Rocky Linux\"\nVERSION_ID=\"9.3\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\n",
-            ),
-        };
+        let node = NodeDir::create("cs-lab-kvm-", options.family)?;
+        let (root, st) = (node.root(), node.state());
+        let agent = root.join("etc/cloudstack/agent");
         let props = format!(
             "# Sample configuration file for CloudStack agent\n\
              # written by cloudstack-setup-agent for {name}\n\n\
@@ -432,29 +408,11 @@ impl KvmHost {
         write(&agent.join("cloud.key"), &store.key, 0o600)?;
         write(&agent.join("log4j-cloud.xml"), "<Configuration/>\n", 0o644)?;
         write(
-            &d.join("packaged/agent.properties"),
+            &node.path().join("packaged/agent.properties"),
             PACKAGED_AGENT_PROPERTIES,
             0o644,
         )?;
-        write(&root.join("etc/os-release"), os_release, 0o644)?;
-        match options.family {
-            LabFamily::Deb => write(
-                &root.join("etc/apt/sources.list.d/cloudstack.list"),
-                format!(
-                    "# CloudStack\ndeb {}/ubuntu jammy {line}\n",
-                    options.repo_base
-                ),
-                0o644,
-            )?,
-            LabFamily::Rpm => write(
-                &root.join("etc/yum.repos.d/cloudstack.repo"),
-                format!(
-                    "[cloudstack]\nname=cloudstack\nbaseurl={}/centos/$releasever/{line}/\nenabled=1\ngpgcheck=0\n",
-                    options.repo_base
-                ),
-                0o644,
-            )?,
-        }
+        node.write_repo(&options.repo_base, &line)?;
         let lib = root.join("usr/share/cloudstack-agent/lib");
         for j in ["agent", "plugin-hypervisor-kvm", "utils"] {
             write(&lib.join(format!("cloud-{j}-{ver}.jar")), "", 0o644)?;
@@ -469,56 +427,23 @@ impl KvmHost {
             0o600,
         )?;
         write(&root.join("var/log/cloudstack/agent/agent.log"), "", 0o644)?;
-        write(
-            &st.join("installed/cloudstack-agent"),
-            format!("{pkg_ver}\n"),
-            0o644,
-        )?;
-        write(
-            &st.join("installed/cloudstack-common"),
-            format!("{pkg_ver}\n"),
-            0o644,
-        )?;
-        write(&st.join("services/cloudstack-agent"), "active\n", 0o644)?;
-        write(&st.join("services/libvirtd"), "active\n", 0o644)?;
+        node.set_installed(AGENT, ver)?;
+        node.set_installed("cloudstack-common", ver)?;
+        node.add_unit(AGENT, "active")?;
+        node.add_unit(LIBVIRT_UNIT, "active")?;
         write(&st.join("agent.status"), format!("Up {ver}\n"), 0o644)?;
         for (l, versions) in &options.repo {
-            write(&st.join("repo").join(l), versions.join("\n") + "\n", 0o644)?;
+            node.offer(l, versions)?;
         }
-        write(&st.join("index"), format!("{line}\n"), 0o644)?;
         write(&st.join("addresses"), "10.0.0.1\n", 0o644)?;
         for dev in ["cloudbr0", "cloudbr1"] {
             write(&st.join("mtu").join(dev), options.mtu.to_string(), 0o644)?;
         }
         write(&st.join("java_major"), "17\n", 0o644)?;
         write(&st.join("libvirt-tls"), "", 0o644)?;
-        io(
-            "create faults dir",
-            std::fs::create_dir_all(st.join("faults")),
-        )?;
-        io("create held dir", std::fs::create_dir_all(st.join("held")))?;
-        write(&bin.join(".standin"), STANDIN, 0o755)?;
-        let (tools, absent) = match options.family {
-            LabFamily::Deb => (DEB_TOOLS, RPM_TOOLS),
-            LabFamily::Rpm => (RPM_TOOLS, DEB_TOOLS),
-        };
-        for t in COMMON_TOOLS.iter().chain(tools) {
-            io(
-                format!("link stand-in {t}"),
-                std::os::unix::fs::symlink(".standin", bin.join(t)),
-            )?;
-        }
-        // The other family's tools are missing on the simulated host, even where this machine
-        // has them (a Debian machine's real dpkg-query must not answer for an rpm host).
-        write(&bin.join(".absent"), ABSENT, 0o755)?;
-        for t in absent {
-            io(
-                format!("link absent {t}"),
-                std::os::unix::fs::symlink(".absent", bin.join(t)),
-            )?;
-        }
+        node.install_standins(STANDIN, KVM_TOOLS)?;
         let server = if options.ssh {
-            Some(SshServer::builder().root(&root).path_prefix(&bin).start()?)
+            Some(node.start_sshd()?)
         } else {
             None
         };
@@ -526,9 +451,8 @@ impl KvmHost {
             server,
             name: options.name.clone(),
             cluster: options.cluster.clone(),
-            family: options.family,
             passphrase: store.passphrase.clone(),
-            dir,
+            node,
         })
     }
 
@@ -544,21 +468,21 @@ impl KvmHost {
 
     /// Its package-manager family.
     pub fn family(&self) -> LabFamily {
-        self.family
+        self.node.family()
     }
 
     /// The re-rooted filesystem: give it to `Layout::rerooted`.
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.node.root().to_path_buf()
     }
 
     /// The stand-ins' directory.
     pub fn bin_dir(&self) -> PathBuf {
-        self.dir.path().join("bin")
+        self.node.bin().to_path_buf()
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.node.state().to_path_buf()
     }
 
     /// The keystore passphrase in `agent.properties` (the same for every lab host).
@@ -601,10 +525,7 @@ impl KvmHost {
     /// This machine acting as the host: commands run locally with the stand-ins first in
     /// `PATH`, files are this machine's (use the re-rooted layout).
     pub fn local_host(&self) -> Arc<dyn Host> {
-        Arc::new(StandInHost {
-            inner: LocalHost::named(self.name.clone()),
-            bin: self.bin_dir(),
-        })
+        self.node.local_host(&self.name)
     }
 
     /// Turns a fault on.
@@ -612,7 +533,7 @@ impl KvmHost {
     /// # Errors
     /// IO errors.
     pub fn inject(&self, fault: KvmFault) -> Result<()> {
-        write(&self.state().join("faults").join(fault.file()), "", 0o644)
+        self.node.set_fault(fault.file(), "")
     }
 
     /// Turns a fault off.
@@ -620,34 +541,30 @@ impl KvmHost {
     /// # Errors
     /// IO errors other than "already off".
     pub fn clear(&self, fault: KvmFault) -> Result<()> {
-        match std::fs::remove_file(self.state().join("faults").join(fault.file())) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(LabError::io("clear fault", e))
-            }
-            _ => Ok(()),
-        }
+        self.node.clear_fault(fault.file())
     }
 
     /// Whether a fault is on.
     pub fn has_fault(&self, fault: KvmFault) -> bool {
-        self.state().join("faults").join(fault.file()).exists()
+        self.node.has_fault(fault.file())
     }
 
-    /// The installed version of a package, as the stand-in package manager records it.
+    /// The installed version of a package, as the stand-in package manager records it (an rpm
+    /// host's is version-release, `4.19.0.0-1`).
     pub fn installed(&self, package: &str) -> Option<String> {
-        std::fs::read_to_string(self.state().join("installed").join(package))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        self.node.installed(package)
     }
 
-    /// Every `systemctl` call made on the host, one per line (`restart cloudstack-agent`).
+    /// A unit's state as `systemctl is-active` prints it: `active`, `inactive` or `failed`
+    /// (`inactive` for a unit the host does not have).
+    pub fn service_state(&self, unit: &str) -> String {
+        self.node.service_state(unit)
+    }
+
+    /// Every `systemctl` call on the host that changed something (start, stop, restart, …,
+    /// the package scripts' included), one per line (`restart cloudstack-agent`).
     pub fn systemctl_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.state().join("systemctl.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.node.systemctl_log()
     }
 
     /// Whether the host is in maintenance.

@@ -9,6 +9,7 @@ mod kvm;
 mod lab;
 mod mariadb;
 mod mgmt;
+mod node;
 mod proxy;
 mod repo_server;
 mod seed;
@@ -19,8 +20,8 @@ pub use api::{CloudSpec, Fault, LabApi, RecordedRequest};
 pub use cs_core::DbUrl;
 pub use error::{LabError, Result};
 pub use kvm::{
-    KvmFault, KvmHost, KvmHostOptions, LabFamily, LabRepoSwitch, LabStatus,
-    PACKAGED_AGENT_PROPERTIES, StoreKind, start_kvm_hosts,
+    KvmFault, KvmHost, KvmHostOptions, LabRepoSwitch, LabStatus, PACKAGED_AGENT_PROPERTIES,
+    StoreKind, start_kvm_hosts,
 };
 pub use lab::{Lab, LabBuilder};
 pub use mariadb::{DbUrlExt, MariaDb, MariaDbOptions, TestDb, mariadb};
@@ -28,6 +29,7 @@ pub use mgmt::{
     MANAGEMENT_UNIT, MGMT_PACKAGES, MgmtFault, MgmtNode, MgmtNodeBuilder, MgmtStartup, MsHostRow,
     USAGE_UNIT, migration_table,
 };
+pub use node::LabFamily;
 pub use proxy::TcpProxy;
 pub use repo_server::{REPO_APT_SUITES, REPO_PACKAGES, REPO_YUM_RELEASES, RepoServer};
 pub use seed::{SeedOptions, SeedSummary, seed, version_history};

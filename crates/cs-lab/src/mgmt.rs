@@ -1,8 +1,10 @@
-//! Simulated CloudStack management servers: each its own directory (a re-rooted filesystem with
-//! `db.properties`, `key`, `server.properties`, `/etc/default/cloudstack-management`, the
-//! management and usage jars, `cloudstack.list` and `management-server.log`), stand-ins for
-//! `systemctl`, `apt-get`, `apt-cache`, `apt-mark`, `dpkg-query`, `java` and `ss` whose state
-//! lives in that directory, and its own sshd, like the lab's KVM hosts.
+//! Simulated CloudStack management servers: each a lab node (its own directory with a re-rooted
+//! filesystem holding `db.properties`, `key`, `server.properties`,
+//! `/etc/default/cloudstack-management`, the management jars, the repository file and
+//! `management-server.log`; stand-ins for `systemctl`, the family's package tools, `java` and
+//! `ss` whose state lives in that directory; its own sshd). The node core every node shares
+//! (`data/node/core.sh`, `node.rs`) answers for packages and units; the management role
+//! (`data/mgmt/standin.sh`) runs the management and usage servers.
 //!
 //! Starting `cloudstack-management` returns at once, as with systemd, and runs in the background
 //! what CloudStack's `DatabaseUpgradeChecker` does on the lab database through the stock
@@ -13,18 +15,14 @@
 //! then mark the node's `mshost` row `Up` and listen on 8080/8250. [`MgmtFault`]s make a step
 //! fail or the start hang.
 //!
-//! Directory of a node:
+//! What a node keeps besides every node's state (packages, units, faults, …):
 //!
 //! ```text
-//! root/      the node's files, where a re-rooted Layout points (etc/cloudstack/management, …)
-//! bin/       the stand-ins (first in PATH over SSH, and for MgmtNode::local_host)
-//! state/     installed/<pkg>, held/<pkg>, services/<unit> (active|inactive|failed),
-//!            repo/<line> (versions offered), index (line of the last `apt-get update`),
-//!            packaged/<version>/<path> (conffiles each version ships), migrations/<from>_<to>
-//!            (one "Class to-version" line per step), faults/<fault>, java_major, step_delay
-//!            (seconds), db.cnf (0600 client option file), mshost ("msid uuid name ip port"),
-//!            startup ("starting" | "up <version>" | "failed <reason>" | "stopped"), listening,
-//!            pids/<unit>, owner_pid, systemctl.log, install.log, daemon.out
+//! state/     packaged/<version>/<path> (conffiles each version ships), migrations/<from>_<to>
+//!            (one "Class to-version" line per step), step_delay (seconds), db.cnf (0600
+//!            client option file), mshost ("msid uuid name ip port"), startup ("starting" |
+//!            "up <version>" | "failed <reason>" | "stopped"), listening, pids/<unit>,
+//!            owner_pid, daemon.out
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,26 +32,16 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cs_core::{CsVersion, DbUrl, Host, HostError, Layout, LocalHost, SshHost};
+use cs_core::{CsVersion, DbUrl, Host, HostError, Layout, SshHost};
 use mysql::prelude::Queryable;
 
 use crate::mariadb::DbUrlExt;
+use crate::node::{LabFamily, NodeDir};
 use crate::sshd::SshServer;
-use crate::util::{StandInHost, command, find_binary, io, token, write};
+use crate::util::{command, find_binary, io, token, write};
 use crate::{LabError, Result};
 
 const STANDIN: &str = include_str!("../data/mgmt/standin.sh");
-const ABSENT: &str = "#!/bin/sh\necho \"$(basename \"$0\"): command not found\" >&2\nexit 127\n";
-const TOOLS: &[&str] = &[
-    "systemctl",
-    "apt-get",
-    "apt-cache",
-    "apt-mark",
-    "dpkg-query",
-    "java",
-    "ss",
-];
-const ABSENT_TOOLS: &[&str] = &["rpm", "dnf"];
 
 /// The management server's unit and package.
 pub const MANAGEMENT_UNIT: &str = "cloudstack-management";
@@ -260,7 +248,7 @@ pub struct MgmtNode {
     root: PathBuf,
     bin: PathBuf,
     state: PathBuf,
-    dir: tempfile::TempDir,
+    node: NodeDir,
 }
 
 impl fmt::Debug for MgmtNode {
@@ -268,7 +256,8 @@ impl fmt::Debug for MgmtNode {
         f.debug_struct("MgmtNode")
             .field("name", &self.name)
             .field("msid", &self.msid)
-            .field("dir", &self.dir.path())
+            .field("dir", &self.node.path())
+            .field("family", &self.node.family())
             .field("port", &self.server.port())
             .finish_non_exhaustive()
     }
@@ -297,6 +286,13 @@ fn is_ident(s: &str, extra: &[char], max: usize) -> bool {
 
 fn parse_version(what: &str, v: &str) -> Result<CsVersion> {
     CsVersion::parse(v).map_err(|e| invalid(what, e.to_string()))
+}
+
+/// The upstream version in a package version (`4.19.0.0-1` → `4.19.0.0`).
+fn upstream(package_version: &str) -> &str {
+    package_version
+        .split_once('-')
+        .map_or(package_version, |(u, _)| u)
 }
 
 fn padded(v: &CsVersion) -> String {
@@ -459,12 +455,12 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     // The stand-ins need the stock client on this machine.
     find_binary("mariadb", "mariadb-client")?;
     let installed = parse_version(what, &b.installed)?;
-    let dir = io(
-        "create lab management server dir",
-        tempfile::Builder::new().prefix("cs-lab-mgmt-").tempdir(),
-    )?;
-    let d = dir.path();
-    let (root, bin, st) = (d.join("root"), d.join("bin"), d.join("state"));
+    let node = NodeDir::create("cs-lab-mgmt-", LabFamily::Deb)?;
+    let (root, bin, st) = (
+        node.root().to_path_buf(),
+        node.bin().to_path_buf(),
+        node.state().to_path_buf(),
+    );
     let layout = Layout::default().rerooted(&root);
     let conf = &layout.management_conf_dir;
     let ver = installed.to_string();
@@ -494,7 +490,8 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         "JAVA_OPTS=\"-Xms256m -Xmx2048m\"\nCLASSPATH=\"/usr/share/cloudstack-usage/lib/*:/etc/cloudstack/usage\"\nJAVA_CLASS=com.cloud.usage.UsageServer\n",
         0o644,
     )?;
-    // The usage package links db.properties and key to the management ones.
+    // The usage package links db.properties and key to the management ones (the spec's
+    // %post usage; the deb's postinst does the same).
     io(
         "create usage conf dir",
         std::fs::create_dir_all(&layout.usage_conf_dir),
@@ -509,16 +506,15 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         packaged_log4j(&installed),
         0o644,
     )?;
-    write(
-        &layout.apt_sources_dir.join("cloudstack.list"),
-        format!("# CloudStack\ndeb {}/ubuntu jammy {line}\n", b.repo_base),
-        0o644,
-    )?;
-    write(
-        &layout.os_release,
-        "NAME=\"Ubuntu\"\nVERSION_ID=\"22.04\"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=jammy\n",
-        0o644,
-    )?;
+    for j in ["usage", "utils"] {
+        write(
+            &layout.usage_lib_dir.join(format!("cloud-{j}-{ver}.jar")),
+            "",
+            0o644,
+        )?;
+    }
+    write(&layout.usage_log(), "", 0o644)?;
+    node.write_repo(&b.repo_base, &line)?;
     for j in [
         "api",
         "server",
@@ -541,29 +537,18 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         "",
         0o644,
     )?;
-    for j in ["usage", "utils"] {
-        write(
-            &layout.usage_lib_dir.join(format!("cloud-{j}-{ver}.jar")),
-            "",
-            0o644,
-        )?;
-    }
     write(&layout.management_log(), "", 0o644)?;
-    write(&layout.usage_log(), "", 0o644)?;
 
     for p in MGMT_PACKAGES {
-        write(&st.join("installed").join(p), format!("{ver}\n"), 0o644)?;
+        node.set_installed(p, &ver)?;
     }
-    for u in [MANAGEMENT_UNIT, USAGE_UNIT] {
-        write(&st.join("services").join(u), "inactive\n", 0o644)?;
-    }
+    node.add_unit(MANAGEMENT_UNIT, "inactive")?;
+    node.add_unit(USAGE_UNIT, "inactive")?;
     let mut offers = b.offers.clone();
     let own = offers.entry(line.clone()).or_default();
     if !own.contains(&ver) {
         own.push(ver.clone());
     }
-    write(&st.join("index"), format!("{line}\n"), 0o644)?;
-    let node_state = st.clone();
     let msid = b.msid.unwrap_or_else(|| rand::random::<u64>() >> 16);
     write(
         &st.join("mshost"),
@@ -577,22 +562,14 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         0o644,
     )?;
     write(&st.join("owner_pid"), std::process::id().to_string(), 0o644)?;
-    for sub in ["faults", "held", "migrations", "pids", "packaged"] {
+    for sub in ["migrations", "pids", "packaged"] {
         io(
             format!("create state/{sub}"),
             std::fs::create_dir_all(st.join(sub)),
         )?;
     }
-    write(&bin.join(".standin"), STANDIN, 0o755)?;
-    for t in TOOLS {
-        symlink(".standin", &bin.join(t))?;
-    }
-    // A Debian node: rpm and dnf are missing even where this machine has them.
-    write(&bin.join(".absent"), ABSENT, 0o755)?;
-    for t in ABSENT_TOOLS {
-        symlink(".absent", &bin.join(t))?;
-    }
-    let server = SshServer::builder().root(&root).path_prefix(&bin).start()?;
+    node.install_standins(STANDIN, &[])?;
+    let server = node.start_sshd()?;
     let node = MgmtNode {
         server,
         name: b.name.clone(),
@@ -600,8 +577,8 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         db: b.db.clone(),
         root,
         bin,
-        state: node_state,
-        dir,
+        state: st,
+        node,
     };
     for (l, versions) in &offers {
         let v: Vec<&str> = versions.iter().map(String::as_str).collect();
@@ -720,31 +697,24 @@ impl MgmtNode {
     /// This machine acting as the node: commands run locally with the stand-ins first in
     /// `PATH`, files are this machine's (use the re-rooted layout).
     pub fn local_host(&self) -> Arc<dyn Host> {
-        Arc::new(StandInHost {
-            inner: LocalHost::named(self.name.clone()),
-            bin: self.bin.clone(),
-        })
+        self.node.local_host(&self.name)
     }
 
-    /// The installed version of a package, as the stand-in package manager records it.
+    /// The installed version of a package, as the stand-in package manager records it (an EL
+    /// node's is version-release, `4.19.0.0-1`).
     pub fn installed(&self, package: &str) -> Option<String> {
-        std::fs::read_to_string(self.state.join("installed").join(package))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
+        self.node.installed(package)
     }
 
     /// The installed version of `cloudstack-management`.
     pub fn installed_version(&self) -> Option<CsVersion> {
-        self.installed(MANAGEMENT_UNIT)
-            .and_then(|v| CsVersion::parse(&v).ok())
+        CsVersion::parse(upstream(&self.installed(MANAGEMENT_UNIT)?)).ok()
     }
 
-    /// A unit's state as `systemctl is-active` prints it: `active`, `inactive` or `failed`.
+    /// A unit's state as `systemctl is-active` prints it: `active`, `inactive` or `failed`
+    /// (`inactive` for a unit the node does not have).
     pub fn service_state(&self, unit: &str) -> String {
-        std::fs::read_to_string(self.state.join("services").join(unit))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "inactive".into())
+        self.node.service_state(unit)
     }
 
     /// Whether a unit is active.
@@ -801,13 +771,10 @@ impl MgmtNode {
         lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 
-    /// Every `systemctl` call made on the node, one per line (`restart cloudstack-management`).
+    /// Every `systemctl` call on the node that changed something (start, stop, restart, …, the
+    /// package scripts' included), one per line (`restart cloudstack-management`).
     pub fn systemctl_log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.state.join("systemctl.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        self.node.systemctl_log()
     }
 
     /// Runs the node's `systemctl` stand-in here (`start`, `stop`, `restart`) for a unit, as a
@@ -817,16 +784,7 @@ impl MgmtNode {
     /// # Errors
     /// [`LabError::Start`] with the stand-in's message when it fails; IO errors.
     pub fn systemctl(&self, verb: &str, unit: &str) -> Result<()> {
-        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
-        let out = io(
-            "run the systemctl stand-in",
-            command(&self.bin.join("systemctl"))
-                .arg(verb)
-                .arg(unit)
-                .env("PATH", format!("{}:{path}", self.bin.display()))
-                .stdin(Stdio::null())
-                .output(),
-        )?;
+        let out = self.node.run("systemctl", &[verb, unit])?;
         if out.status.success() {
             Ok(())
         } else {
@@ -879,11 +837,7 @@ impl MgmtNode {
     /// # Errors
     /// IO errors.
     pub fn inject(&self, fault: MgmtFault) -> Result<()> {
-        write(
-            &self.state.join("faults").join(fault.file()),
-            fault.content(),
-            0o644,
-        )
+        self.node.set_fault(fault.file(), &fault.content())
     }
 
     /// Turns a fault off (the step number of a step fault does not matter).
@@ -891,12 +845,7 @@ impl MgmtNode {
     /// # Errors
     /// IO errors other than "already off".
     pub fn clear(&self, fault: MgmtFault) -> Result<()> {
-        match std::fs::remove_file(self.state.join("faults").join(fault.file())) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(LabError::io("clear fault", e))
-            }
-            _ => Ok(()),
-        }
+        self.node.clear_fault(fault.file())
     }
 
     /// Turns every fault off.
@@ -939,7 +888,7 @@ impl MgmtNode {
 
     /// Makes the repository offer `versions` on release line `line` (replacing what it
     /// offered there); `apt-get update` after pointing `cloudstack.list` at the line makes them
-    /// installable.
+    /// installable (dnf fetches a line's metadata once `cloudstack.repo` points at it).
     ///
     /// # Errors
     /// [`LabError::Start`] for a version that does not parse; IO errors.
@@ -1006,7 +955,8 @@ impl MgmtNode {
                 self.msid,
                 &self.name,
                 uuid,
-                self.installed(MANAGEMENT_UNIT),
+                self.installed(MANAGEMENT_UNIT)
+                    .map(|v| upstream(&v).to_string()),
                 SERVICE_PORT,
             ),
         )

@@ -1,19 +1,16 @@
 #!/bin/bash
-# Stand-in for systemctl, apt-get, apt-cache, apt-mark, dpkg-query, java and ss on a cs-lab
-# CloudStack management server (one script, called through links named after each program).
-# The node's files are under $LAB/root, its state under $LAB/state, where $LAB is this script's
-# parent's parent directory (the layout of the lab's KVM hosts). Faults are files in
-# $LAB/state/faults.
+# The management-server role of the cs-lab node stand-ins (see data/node/core.sh for what every
+# node shares: systemctl, the package managers, java, ss). One script, called through links
+# named after each program; the node's files are under $LAB/root, its state under $LAB/state.
 #
 # Starting cloudstack-management runs, in the background like the real JVM, a simulation of
 # CloudStack's DatabaseUpgradeChecker against the lab database with the stock `mariadb` client
 # (credentials in $LAB/state/db.cnf, never in argv), then marks the node's mshost row Up.
 set -u
-self=$(basename "$0")
-BIN=$(cd "$(dirname "$0")" && pwd)
-LAB=$(dirname "$BIN")
-ROOT=$LAB/root
-ST=$LAB/state
+case $0 in */*) CORE=${0%/*}/.core.sh ;; *) CORE=./.core.sh ;; esac
+# shellcheck source=../node/core.sh
+. "$CORE"
+
 CONF=$ROOT/etc/cloudstack/management
 MSLOG=$ROOT/var/log/cloudstack/management/management-server.log
 USAGELOG=$ROOT/var/log/cloudstack/usage/usage.log
@@ -22,48 +19,7 @@ USAGELIB=$ROOT/usr/share/cloudstack-usage/lib
 MS=cloudstack-management
 USAGE=cloudstack-usage
 
-fault() { [ -e "$ST/faults/$1" ]; }
-installed() { cat "$ST/installed/$1" 2>/dev/null; }
-core() { echo "${1%%-*}"; }              # 4.19.1.0-1 -> 4.19.1.0
-line_of() { echo "$1" | cut -d. -f1,2; } # 4.19.1.0 -> 4.19
-unit_state() { cat "$ST/services/$1" 2>/dev/null || echo inactive; }
-# Writes file $1 atomically (readers poll these files).
-put() { echo "$2" >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"; }
-set_state() { mkdir -p "$ST/services"; put "$ST/services/$1" "$2"; }
 startup() { put "$ST/startup" "$*"; }
-
-# A version padded to four parts (4.2.0 -> 4.2.0.0), as CloudStackVersion compares them.
-pad() {
-  local IFS=.
-  # shellcheck disable=SC2086
-  set -- $1
-  echo "${1:-0}.${2:-0}.${3:-0}.${4:-0}"
-}
-
-# Prints -1, 0 or 1 as $1 is lower than, equal to or higher than $2.
-vcmp() {
-  local IFS=. i
-  local -a x y
-  read -r -a x <<<"$(pad "$(core "$1")")"
-  read -r -a y <<<"$(pad "$(core "$2")")"
-  for i in 0 1 2 3; do
-    if ((10#${x[i]} < 10#${y[i]})); then echo -1; return; fi
-    if ((10#${x[i]} > 10#${y[i]})); then echo 1; return; fi
-  done
-  echo 0
-}
-
-# The release line cloudstack.list points at.
-repo_line() {
-  awk '/^deb /{print $NF; exit}' "$ROOT/etc/apt/sources.list.d/cloudstack.list" 2>/dev/null
-}
-
-# Versions in the package index (as of the last `apt-get update`).
-index_versions() {
-  local l
-  l=$(cat "$ST/index" 2>/dev/null)
-  [ -n "$l" ] && [ -f "$ST/repo/$l" ] && cat "$ST/repo/$l"
-}
 
 # A management-server.log line, in CloudStack's log4j layout.
 mslog() {
@@ -286,12 +242,12 @@ kill_daemon() {
   kill -KILL -- "-$pid" 2>/dev/null
 }
 
-svc_start() {
+# ---------------------------------------------------------------- the role's units
+
+role_unit_start() {
   case "$1" in
   "$MS")
-    [ "$(unit_state "$MS")" = active ] && return 0
     kill_daemon
-    set_state "$MS" active
     rm -f "$ST/listening"
     startup starting
     mkdir -p "$ST/pids"
@@ -299,43 +255,55 @@ svc_start() {
     put "$ST/pids/$MS" $!
     ;;
   "$USAGE")
-    [ "$(unit_state "$USAGE")" = active ] && return 0
-    set_state "$USAGE" active
     mkdir -p "$(dirname "$USAGELOG")"
     echo "$(date -u '+%F %T,%3N') INFO  [cloud.usage.UsageServer] (main:null) (logid:) Usage server $(core "$(installed $USAGE)") started" >>"$USAGELOG"
     ;;
-  *) set_state "$1" active ;;
   esac
 }
 
-svc_stop() {
-  local was
-  was=$(unit_state "$1")
+role_unit_stop() {
   case "$1" in
   "$MS")
     kill_daemon
-    set_state "$MS" inactive
     rm -f "$ST/listening"
-    if [ "$was" != inactive ]; then
+    if [ "$2" != inactive ]; then
       mshost_down
       startup stopped
       mslog INFO o.a.c.ServerDaemon "Stopping CloudStack Management Server"
     fi
     ;;
-  *) set_state "$1" inactive ;;
   esac
 }
 
-known_unit() { [ -e "$ST/services/$1" ]; }
+# The MgmtFault::StopFails fault: the stop job of cloudstack-management fails.
+role_refuse() {
+  local verb=$1
+  shift
+  if [ "$verb" != start ] && fault stop-fails && in_list "$MS" "$*"; then
+    echo "Job for $MS.service failed because the control process exited with error code." >&2
+    echo "See \"systemctl status $MS.service\" and \"journalctl -xeu $MS.service\" for details." >&2
+    return 1
+  fi
+  return 0
+}
 
-# ---------------------------------------------------------------- packages
+# What listens once the management server is Up: the API (8080), the agents' port (8250) and
+# the cluster servlet (9090), bound to every address.
+role_listening() {
+  local p
+  [ -e "$ST/listening" ] || return 0
+  for p in 8080 8250 9090; do echo "4096 *:$p *:*"; done
+}
 
-# Installs the conffiles version $2 ships (packaged/$2/<path>) over those of version $1, as dpkg
-# does with --force-confold: a file the package did not change stays as it is; one the admin
-# did not change is replaced; one both changed is kept, the new one going beside it as
-# .dpkg-dist.
+# ---------------------------------------------------------------- the role's packages
+
+# Installs the conffiles version $2 ships (packaged/$2/<path>) over those of version $1: a file
+# the package did not change stays as it is; one the admin did not change is replaced; one both
+# changed is kept, the new one going beside it. dpkg does this with --force-confold (the new one
+# as .dpkg-dist); rpm does it for %config(noreplace) files (as .rpmnew).
 conffiles() {
-  local old=$ST/packaged/$1 new=$ST/packaged/$2 rel
+  local old=$ST/packaged/$1 new=$ST/packaged/$2 rel suffix=.dpkg-dist
+  [ "$FAMILY" = rpm ] && suffix=.rpmnew
   [ -d "$new" ] || return 0
   (cd "$new" && find . -type f) | while read -r rel; do
     rel=${rel#./}
@@ -347,7 +315,7 @@ conffiles() {
     elif [ -f "$old/$rel" ] && cmp -s "$old/$rel" "$ROOT/$rel"; then
       cp "$new/$rel" "$ROOT/$rel"
     elif ! cmp -s "$new/$rel" "$ROOT/$rel"; then
-      cp "$new/$rel" "$ROOT/$rel.dpkg-dist"
+      cp "$new/$rel" "$ROOT/$rel$suffix"
     fi
   done
 }
@@ -360,217 +328,27 @@ jars() {
   for j in "$@"; do : >"$dir/cloud-$j-$v.jar"; done
 }
 
-# Installs pkg=ver arguments as the packages' scripts would.
-do_install() {
-  local pv p v c ms_old
-  if fault install-fails; then
-    echo "E: Sub-process /usr/bin/dpkg returned an error code (1)" >&2
-    exit 100
-  fi
-  declare -A want=()
-  for pv in "$@"; do
-    p=${pv%%=*}
-    case "$p" in
-    "$MS" | cloudstack-common | "$USAGE") ;;
-    *) echo "E: Unable to locate package $p" >&2; exit 100 ;;
-    esac
-    if [ "$p" = "$pv" ]; then
-      v=$(index_versions | sort -V | tail -n 1)
-      [ -n "$v" ] || { echo "E: Package '$p' has no installation candidate" >&2; exit 100; }
-    else
-      v=${pv#*=}
-      index_versions | grep -qxF "$(core "$v")" || {
-        echo "E: Version '$v' for '$p' was not found" >&2; exit 100; }
-    fi
-    want[$p]=$v
-  done
-  # cloudstack-management and cloudstack-usage depend on cloudstack-common (= their version).
-  c=${want[cloudstack-common]:-$(installed cloudstack-common)}
-  for p in "$MS" "$USAGE"; do
-    v=${want[$p]:-$(installed "$p")}
-    if [ -n "$v" ] && [ "$(core "$v")" != "$(core "$c")" ]; then
-      echo "The following packages have unmet dependencies:" >&2
-      echo " $p : Depends: cloudstack-common (= $v) but $c is to be installed" >&2
-      echo "E: Unable to correct problems, you have held broken packages." >&2
-      exit 100
-    fi
-  done
-  ms_old=$(core "$(installed $MS)")
-  for p in cloudstack-common "$MS" "$USAGE"; do
-    [ -n "${want[$p]:-}" ] || continue
-    v=$(core "${want[$p]}")
-    echo "Setting up $p ($v) ..."
-    put "$ST/installed/$p" "${want[$p]}"
-    case "$p" in
-    "$MS")
-      jars "$MSLIB" "$v" api server engine-schema utils plugin-hypervisor-kvm
-      conffiles "$ms_old" "$v"
-      ;;
-    "$USAGE") jars "$USAGELIB" "$v" usage utils ;;
-    esac
-    echo "$p=$v" >>"$ST/install.log"
-  done
+role_package() {
+  case "$1" in
+  "$MS")
+    jars "$MSLIB" "$2" api server engine-schema utils plugin-hypervisor-kvm
+    conffiles "$3" "$2"
+    ;;
+  "$USAGE") jars "$USAGELIB" "$2" usage utils ;;
+  esac
 }
 
 # ---------------------------------------------------------------- dispatch
 
-case "$self" in
-.standin)
-  case "${1:-}" in
-  __ms-daemon) ms_daemon ;;
-  *) echo "cs-lab stand-in: unknown internal command ${1:-}" >&2; exit 2 ;;
-  esac ;;
-systemctl)
-  verb=; units=()
-  for a in "$@"; do
-    case "$a" in
-    -*) ;;
-    *) if [ -z "$verb" ]; then verb=$a; else units+=("${a%.service}"); fi ;;
-    esac
-  done
-  echo "$verb ${units[*]:-}" >>"$ST/systemctl.log"
-  rc=0
-  case "$verb" in
-  daemon-reload) exit 0 ;;
-  is-active)
-    for u in "${units[@]}"; do s=$(unit_state "$u"); echo "$s"; [ "$s" = active ] || rc=3; done
-    exit $rc ;;
-  is-failed)
-    for u in "${units[@]}"; do s=$(unit_state "$u"); echo "$s"; [ "$s" = failed ] || rc=1; done
-    exit $rc ;;
-  is-enabled)
-    for u in "${units[@]}"; do echo enabled; done; exit 0 ;;
-  enable | disable) exit 0 ;;
-  reset-failed)
-    for u in "${units[@]}"; do [ "$(unit_state "$u")" = failed ] && set_state "$u" inactive; done
-    exit 0 ;;
-  start | stop | restart)
-    for u in "${units[@]}"; do
-      if ! known_unit "$u"; then
-        echo "Failed to $verb $u.service: Unit $u.service not found." >&2; exit 5
-      fi
-    done
-    if [ "$verb" != start ] && fault stop-fails && [[ " ${units[*]} " == *" $MS "* ]]; then
-      echo "Job for $MS.service failed because the control process exited with error code." >&2
-      echo "See \"systemctl status $MS.service\" and \"journalctl -xeu $MS.service\" for details." >&2
-      exit 1
-    fi
-    for u in "${units[@]}"; do
-      case "$verb" in
-      start) svc_start "$u" ;;
-      stop) svc_stop "$u" ;;
-      restart) svc_stop "$u"; svc_start "$u" ;;
-      esac
-    done
-    exit 0 ;;
-  status)
-    for u in "${units[@]}"; do
-      if ! known_unit "$u"; then echo "Unit $u.service could not be found." >&2; rc=4; continue; fi
-      s=$(unit_state "$u")
-      case "$s" in
-      active) a="active (running)" ;;
-      failed) a="failed (Result: exit-code)"; rc=3 ;;
-      *) a="inactive (dead)"; rc=3 ;;
-      esac
-      echo "* $u.service - CloudStack ${u#cloudstack-} (cs-lab stand-in)"
-      echo "     Loaded: loaded (/lib/systemd/system/$u.service; enabled; vendor preset: enabled)"
-      echo "     Active: $a"
-    done
-    exit $rc ;;
-  *) echo "systemctl stand-in: unsupported verb $verb" >&2; exit 1 ;;
-  esac ;;
-dpkg-query)
-  [ "${1:-}" = --version ] && { echo "Debian dpkg-query (cs-lab stand-in)"; exit 0; }
-  fmt='${Package}\t${Version}\n'; pkgs=()
-  while [ $# -gt 0 ]; do
-    case "$1" in
-    -W | --show) ;;
-    -f | --showformat) fmt=${2:-}; shift ;;
-    -f=* | --showformat=*) fmt=${1#*=} ;;
-    -f*) fmt=${1#-f} ;;
-    -*) ;;
-    *) pkgs+=("$1") ;;
-    esac
-    shift
-  done
-  rc=0
-  for p in "${pkgs[@]}"; do
-    v=$(installed "$p")
-    if [ -z "$v" ]; then echo "dpkg-query: no packages found matching $p" >&2; rc=1; continue; fi
-    if [ -e "$ST/held/$p" ]; then ab="hi "; stat="hold ok installed"; else ab="ii "; stat="install ok installed"; fi
-    out=${fmt//'${Package}'/$p}
-    out=${out//'${binary:Package}'/$p}
-    out=${out//'${Version}'/$v}
-    out=${out//'${db:Status-Abbrev}'/$ab}
-    out=${out//'${Status}'/$stat}
-    printf '%b' "$out"
-  done
-  exit $rc ;;
-apt-get)
-  allow_held=0; args=(); cmd=
-  for a in "$@"; do
-    case "$a" in
-    --allow-change-held-packages) allow_held=1 ;;
-    Dpkg::* | APT::*) ;;
-    -*) ;;
-    update | install) [ -z "$cmd" ] && cmd=$a || args+=("$a") ;;
-    *) args+=("$a") ;;
-    esac
-  done
-  case "$cmd" in
-  update)
-    put "$ST/index" "$(repo_line)"
-    echo "Hit:1 https://download.cloudstack.org/ubuntu jammy InRelease"
-    echo "Reading package lists... Done" ;;
-  install)
-    for pv in "${args[@]}"; do
-      p=${pv%%=*}
-      if [ -e "$ST/held/$p" ] && [ $allow_held = 0 ]; then
-        echo "E: Held packages were changed and -y was used without --allow-change-held-packages." >&2; exit 100
-      fi
-    done
-    do_install "${args[@]}" ;;
-  *) echo "apt-get stand-in: unsupported command" >&2; exit 100 ;;
-  esac ;;
-apt-cache)
-  case "${1:-}" in
-  madison) index_versions | sort -r -V | while read -r v; do
-      echo " $2 | $v | https://download.cloudstack.org/ubuntu jammy/$(line_of "$v") amd64 Packages"; done ;;
-  policy)
-    c=$(index_versions | sort -V | tail -n 1)
-    echo "$2:"; echo "  Installed: $(installed "$2" || echo '(none)')"; echo "  Candidate: ${c:-(none)}" ;;
-  *) echo "apt-cache stand-in: unsupported" >&2; exit 100 ;;
-  esac ;;
-apt-mark)
-  mkdir -p "$ST/held"; verb=${1:-}; shift
-  case "$verb" in
-  hold) for p in "$@"; do : >"$ST/held/$p"; echo "$p set on hold."; done ;;
-  unhold) for p in "$@"; do rm -f "$ST/held/$p"; echo "Canceled hold on $p."; done ;;
-  showhold) ls "$ST/held" ;;
-  *) echo "apt-mark stand-in: unsupported" >&2; exit 100 ;;
-  esac ;;
-java)
-  m=$(cat "$ST/java_major" 2>/dev/null || echo 11)
-  echo "openjdk version \"$m.0.24\" 2024-07-16" >&2
-  echo "OpenJDK Runtime Environment (build $m.0.24+8-post-Ubuntu-1ubuntu322.04) (cs-lab stand-in)" >&2
-  echo "OpenJDK 64-Bit Server VM (build $m.0.24+8-post-Ubuntu-1ubuntu322.04, mixed mode, sharing)" >&2 ;;
-ss)
-  header=1; only=
-  for a in "$@"; do
-    case "$a" in
-    --no-header) header=0 ;;
-    --*) ;;
-    -*H*) header=0 ;;
-    :[0-9]*) only=${a#:} ;;
-    esac
-  done
-  [ $header = 1 ] && echo "State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process"
-  if [ -e "$ST/listening" ]; then
-    for p in 8080 8250 9090; do
-      [ -z "$only" ] || [ "$only" = $p ] || continue
-      printf 'LISTEN 0      4096               *:%s            *:*\n' $p
-    done
-  fi
-  exit 0 ;;
-*) echo "cs-lab stand-in: unknown program $self" >&2; exit 127 ;;
-esac
+role_main() {
+  case "$1" in
+  .standin)
+    case "${2:-}" in
+    __ms-daemon) ms_daemon ;;
+    *) echo "cs-lab stand-in: unknown internal command ${2:-}" >&2; exit 2 ;;
+    esac ;;
+  *) echo "cs-lab stand-in: unknown program $1" >&2; exit 127 ;;
+  esac
+}
+
+core_main "$@"
