@@ -2,9 +2,11 @@
 //! filesystem holding `db.properties`, `key`, `server.properties`,
 //! `/etc/default/cloudstack-management`, the management jars, the repository file and
 //! `management-server.log`; stand-ins for `systemctl`, the family's package tools, `java` and
-//! `ss` whose state lives in that directory; its own sshd). The node core every node shares
-//! (`data/node/core.sh`, `node.rs`) answers for packages and units; the management role
-//! (`data/mgmt/standin.sh`) runs the management and usage servers.
+//! `ss` whose state lives in that directory; its own sshd), on Debian (apt, `cloudstack.list`) or
+//! EL (dnf, `cloudstack.repo`), with the usage server only where one is configured
+//! ([`MgmtNodeBuilder::usage`]). The node core every node shares (`data/node/core.sh`, `node.rs`)
+//! answers for packages and units; the management role (`data/mgmt/standin.sh`) runs the
+//! management and usage servers.
 //!
 //! Starting `cloudstack-management` returns at once, as with systemd, and runs in the background
 //! what CloudStack's `DatabaseUpgradeChecker` does on the lab database through the stock
@@ -47,7 +49,8 @@ const STANDIN: &str = include_str!("../data/mgmt/standin.sh");
 pub const MANAGEMENT_UNIT: &str = "cloudstack-management";
 /// The usage server's unit and package.
 pub const USAGE_UNIT: &str = "cloudstack-usage";
-/// The packages a lab management server has installed, all at one version.
+/// The packages a lab management server has installed, all at one version (without
+/// [`USAGE_UNIT`] on a node built with `usage(false)`).
 pub const MGMT_PACKAGES: &[&str] = &[MANAGEMENT_UNIT, "cloudstack-common", USAGE_UNIT];
 
 /// The port the lab writes to `mshost.service_port` (CloudStack's cluster servlet port).
@@ -159,6 +162,8 @@ pub struct MgmtNodeBuilder {
     msid: Option<u64>,
     running: bool,
     repo_base: String,
+    family: LabFamily,
+    usage: bool,
 }
 
 impl MgmtNodeBuilder {
@@ -210,14 +215,30 @@ impl MgmtNodeBuilder {
         self
     }
 
+    /// The package-manager family (default Debian: apt and `cloudstack.list`; EL: dnf,
+    /// `/etc/yum.repos.d/cloudstack.repo` and the os-release of Rocky Linux 9).
+    pub fn family(mut self, family: LabFamily) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// Whether the node runs a usage server (default true). Without one it has no
+    /// `cloudstack-usage` package, no `cloudstack-usage` unit (`systemctl stop
+    /// cloudstack-usage` fails as systemd does), and no usage configuration, jars or log;
+    /// installing the package later works as the package manager would, adding all of it.
+    pub fn usage(mut self, usage: bool) -> Self {
+        self.usage = usage;
+        self
+    }
+
     /// The management server id in `mshost.msid` (default: random, 48 bits like a MAC).
     pub fn msid(mut self, msid: u64) -> Self {
         self.msid = Some(msid);
         self
     }
 
-    /// Start `cloudstack-management` and `cloudstack-usage` before returning, and wait (up
-    /// to 30 s) until the management server is Up (default: both stopped). The database must
+    /// Start `cloudstack-management` (and `cloudstack-usage`, where the node has it) before
+    /// returning, and wait (up to 30 s) until the management server is Up (default: stopped). The database must
     /// be at the installed version, or a migration must be prepared, which a builder cannot
     /// do: use [`MgmtNode::prepare_migration`] and [`MgmtNode::systemctl`] for that.
     pub fn running(mut self, running: bool) -> Self {
@@ -455,7 +476,7 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     // The stand-ins need the stock client on this machine.
     find_binary("mariadb", "mariadb-client")?;
     let installed = parse_version(what, &b.installed)?;
-    let node = NodeDir::create("cs-lab-mgmt-", LabFamily::Deb)?;
+    let node = NodeDir::create("cs-lab-mgmt-", b.family)?;
     let (root, bin, st) = (
         node.root().to_path_buf(),
         node.bin().to_path_buf(),
@@ -485,35 +506,37 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     for (rel, text) in packaged_files(&installed) {
         write(&root.join(rel), &text, 0o644)?;
     }
-    write(
-        &layout.default_file(USAGE_UNIT),
-        "JAVA_OPTS=\"-Xms256m -Xmx2048m\"\nCLASSPATH=\"/usr/share/cloudstack-usage/lib/*:/etc/cloudstack/usage\"\nJAVA_CLASS=com.cloud.usage.UsageServer\n",
-        0o644,
-    )?;
-    // The usage package links db.properties and key to the management ones (the spec's
-    // %post usage; the deb's postinst does the same).
-    io(
-        "create usage conf dir",
-        std::fs::create_dir_all(&layout.usage_conf_dir),
-    )?;
-    symlink(
-        "../management/db.properties",
-        &layout.usage_conf_dir.join("db.properties"),
-    )?;
-    symlink("../management/key", &layout.usage_conf_dir.join("key"))?;
-    write(
-        &layout.usage_conf_dir.join("log4j-cloud.xml"),
-        packaged_log4j(&installed),
-        0o644,
-    )?;
-    for j in ["usage", "utils"] {
+    if b.usage {
         write(
-            &layout.usage_lib_dir.join(format!("cloud-{j}-{ver}.jar")),
-            "",
+            &layout.default_file(USAGE_UNIT),
+            "JAVA_OPTS=\"-Xms256m -Xmx2048m\"\nCLASSPATH=\"/usr/share/cloudstack-usage/lib/*:/etc/cloudstack/usage\"\nJAVA_CLASS=com.cloud.usage.UsageServer\n",
             0o644,
         )?;
+        // The usage package links db.properties and key to the management ones (the spec's
+        // %post usage; the deb's postinst does the same).
+        io(
+            "create usage conf dir",
+            std::fs::create_dir_all(&layout.usage_conf_dir),
+        )?;
+        symlink(
+            "../management/db.properties",
+            &layout.usage_conf_dir.join("db.properties"),
+        )?;
+        symlink("../management/key", &layout.usage_conf_dir.join("key"))?;
+        write(
+            &layout.usage_conf_dir.join("log4j-cloud.xml"),
+            packaged_log4j(&installed),
+            0o644,
+        )?;
+        for j in ["usage", "utils"] {
+            write(
+                &layout.usage_lib_dir.join(format!("cloud-{j}-{ver}.jar")),
+                "",
+                0o644,
+            )?;
+        }
+        write(&layout.usage_log(), "", 0o644)?;
     }
-    write(&layout.usage_log(), "", 0o644)?;
     node.write_repo(&b.repo_base, &line)?;
     for j in [
         "api",
@@ -540,10 +563,14 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     write(&layout.management_log(), "", 0o644)?;
 
     for p in MGMT_PACKAGES {
-        node.set_installed(p, &ver)?;
+        if *p != USAGE_UNIT || b.usage {
+            node.set_installed(p, &ver)?;
+        }
     }
     node.add_unit(MANAGEMENT_UNIT, "inactive")?;
-    node.add_unit(USAGE_UNIT, "inactive")?;
+    if b.usage {
+        node.add_unit(USAGE_UNIT, "inactive")?;
+    }
     let mut offers = b.offers.clone();
     let own = offers.entry(line.clone()).or_default();
     if !own.contains(&ver) {
@@ -587,7 +614,9 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
     node.set_step_delay(b.step_delay)?;
     if b.running {
         node.systemctl("start", MANAGEMENT_UNIT)?;
-        node.systemctl("start", USAGE_UNIT)?;
+        if b.usage {
+            node.systemctl("start", USAGE_UNIT)?;
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match node.startup() {
@@ -617,8 +646,8 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
 }
 
 impl MgmtNode {
-    /// Options for a node named `name` (`mgmt1`): installed 4.18.0.0, no database, services
-    /// stopped.
+    /// Options for a node named `name` (`mgmt1`): Debian, installed 4.18.0.0 with the usage
+    /// server, no database, services stopped.
     pub fn builder(name: impl Into<String>) -> MgmtNodeBuilder {
         MgmtNodeBuilder {
             name: name.into(),
@@ -630,6 +659,8 @@ impl MgmtNode {
             msid: None,
             running: false,
             repo_base: crate::kvm::OFFICIAL_REPO.into(),
+            family: LabFamily::Deb,
+            usage: true,
         }
     }
 
@@ -641,6 +672,17 @@ impl MgmtNode {
     /// Its `mshost.msid`.
     pub fn msid(&self) -> u64 {
         self.msid
+    }
+
+    /// Its package-manager family.
+    pub fn family(&self) -> LabFamily {
+        self.node.family()
+    }
+
+    /// Whether the node has the usage server: `cloudstack-usage` is installed (a node built
+    /// with `usage(false)` gets it by installing the package).
+    pub fn has_usage(&self) -> bool {
+        self.node.installed(USAGE_UNIT).is_some()
     }
 
     /// The re-rooted filesystem: give it to `Layout::rerooted` (or use [`MgmtNode::layout`]).

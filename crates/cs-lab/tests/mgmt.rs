@@ -1,13 +1,14 @@
 //! Lab management servers against the real MariaDB and sshd: packages from the offered repo
-//! line, the startup database check and migration (version rows, DDL, log, `mshost`, ports),
-//! faults, and stop; every command runs over SSH through `cs_core::SshHost`.
+//! line (apt and dnf), the usage server only where configured, the startup database check and
+//! migration (version rows, DDL, log, `mshost`, ports), faults, and stop; every command runs
+//! over SSH through `cs_core::SshHost`.
 
 use std::time::{Duration, Instant};
 
 use cs_core::{Cmd, CsVersion, Host, HostExt, LogKind, Output, SshHost, error_chain, scan_log};
 use cs_lab::{
-    DbUrlExt, MANAGEMENT_UNIT, MgmtFault, MgmtNode, MgmtStartup, SeedOptions, TestDb, mariadb,
-    migration_table, seed,
+    DbUrlExt, LabFamily, MANAGEMENT_UNIT, MgmtFault, MgmtNode, MgmtStartup, SeedOptions, TestDb,
+    USAGE_UNIT, mariadb, migration_table, seed,
 };
 use mysql::prelude::Queryable;
 
@@ -569,4 +570,177 @@ async fn a_hanging_start_never_completes_and_stops_on_request() {
     run_ok(&host, &["systemctl", "stop", "cloudstack-management"]).await;
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(node.startup(), MgmtStartup::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_el_management_server_upgrades_with_dnf() {
+    let (db, usage) = blocking(|| minimal_db("mgmt_el", &[("4.18.0.0", "Complete")]));
+    let node = blocking(|| {
+        MgmtNode::builder("mgmt-el")
+            .family(LabFamily::Rpm)
+            .db(&mariadb().cloud(), db.name(), &usage)
+            .offer("4.19", &["4.19.0.0"])
+            .running(true)
+            .start()
+            .unwrap_or_else(|e| panic!("start: {}", error_chain(&e)))
+    });
+    assert_eq!(node.family(), LabFamily::Rpm);
+    let host = connect(&node).await;
+    let layout = node.layout();
+    let os = host
+        .read_to_string(&layout.os_release)
+        .await
+        .expect("os-release");
+    assert!(os.contains("ID=\"rocky\""), "{os}");
+    assert!(
+        !host
+            .exists(&layout.apt_sources_dir.join("cloudstack.list"))
+            .await
+            .expect("stat")
+    );
+    assert_eq!(run(&host, &["apt-get", "update"]).await.code, 127);
+    assert_eq!(
+        run_ok(
+            &host,
+            &[
+                "rpm",
+                "-q",
+                "--qf",
+                "%{VERSION}-%{RELEASE}\\n",
+                "cloudstack-management"
+            ]
+        )
+        .await,
+        "4.18.0.0-1\n"
+    );
+
+    let repo = layout.yum_repos_dir.join("cloudstack.repo");
+    let text = host.read_to_string(&repo).await.expect("read repo");
+    assert!(text.contains("/4.18/"), "{text}");
+    host.write_atomic(&repo, text.replace("/4.18/", "/4.19/").as_bytes(), None)
+        .await
+        .expect("rewrite repo");
+    run_ok(&host, &["dnf", "-q", "makecache"]).await;
+    let offered = run_ok(
+        &host,
+        &[
+            "dnf",
+            "-q",
+            "repoquery",
+            "--qf",
+            "%{version}-%{release}\\n",
+            "cloudstack-management",
+        ],
+    )
+    .await;
+    assert_eq!(offered, "4.19.0.0-1\n");
+
+    // dnf pulls cloudstack-common along (`Requires: cloudstack-common = 4.19.0.0`); the old
+    // package's %preun stops the running management server.
+    run_ok(
+        &host,
+        &[
+            "dnf",
+            "-y",
+            "install",
+            "cloudstack-management-4.19.0.0-1",
+            "cloudstack-usage-4.19.0.0-1",
+        ],
+    )
+    .await;
+    for p in [
+        "cloudstack-management",
+        "cloudstack-common",
+        "cloudstack-usage",
+    ] {
+        assert_eq!(node.installed(p).as_deref(), Some("4.19.0.0-1"), "{p}");
+    }
+    assert_eq!(node.installed_version(), Some(v("4.19.0.0")));
+    assert_eq!(node.startup(), MgmtStartup::Stopped);
+    assert_eq!(node.service_state(MANAGEMENT_UNIT), "inactive");
+    assert!(
+        node.systemctl_log()
+            .contains(&"stop cloudstack-management".to_string()),
+        "{:?}",
+        node.systemctl_log()
+    );
+
+    node.prepare_migration(&v("4.18.0.0"), &v("4.19.0.0"), &[])
+        .expect("prepare");
+    run_ok(&host, &["systemctl", "start", "cloudstack-management"]).await;
+    assert_eq!(settle(&node).await, MgmtStartup::Up("4.19.0.0".into()));
+    assert_eq!(
+        mshost_state(&node),
+        Some(("Up".into(), Some("4.19.0.0".into())))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_usage_has_no_usage_server_until_the_package_comes() {
+    let (db, usage) = blocking(|| minimal_db("mgmt_no_usage", &[("4.18.0.0", "Complete")]));
+    let node = blocking(|| {
+        MgmtNode::builder("mgmt-nousage")
+            .db(&mariadb().cloud(), db.name(), &usage)
+            .usage(false)
+            .running(true)
+            .start()
+            .unwrap_or_else(|e| panic!("start: {}", error_chain(&e)))
+    });
+    assert!(!node.has_usage());
+    let host = connect(&node).await;
+    let layout = node.layout();
+    let out = run(&host, &["dpkg-query", "-W", "cloudstack-usage"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr_lossy()
+            .contains("no packages found matching cloudstack-usage")
+    );
+    let out = run(&host, &["systemctl", "stop", USAGE_UNIT]).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr_lossy()
+            .contains("Unit cloudstack-usage.service not loaded."),
+        "{out:?}"
+    );
+    let out = run(&host, &["systemctl", "start", USAGE_UNIT]).await;
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(
+        out.stderr_lossy()
+            .contains("Unit cloudstack-usage.service not found."),
+        "{out:?}"
+    );
+    let out = run(&host, &["systemctl", "is-active", USAGE_UNIT]).await;
+    assert_eq!((out.code, out.stdout_lossy().trim()), (3, "inactive"));
+    for path in [
+        layout.usage_conf_dir.clone(),
+        layout.usage_lib_dir.clone(),
+        layout.usage_log(),
+    ] {
+        assert!(
+            !host.exists(&path).await.expect("stat"),
+            "{}",
+            path.display()
+        );
+    }
+
+    // apt installs it like any new package: files, unit (not started) and all.
+    run_ok(
+        &host,
+        &["apt-get", "install", "-y", "cloudstack-usage=4.18.0.0"],
+    )
+    .await;
+    assert!(node.has_usage());
+    assert_eq!(node.service_state(USAGE_UNIT), "inactive");
+    let link = host
+        .read_to_string(&layout.usage_conf_dir.join("db.properties"))
+        .await
+        .expect("db.properties through the link");
+    assert!(link.contains(&format!("db.cloud.name={}", db.name())));
+    assert!(
+        host.exists(&layout.usage_lib_dir.join("cloud-usage-4.18.0.0.jar"))
+            .await
+            .expect("stat")
+    );
+    run_ok(&host, &["systemctl", "start", USAGE_UNIT]).await;
+    assert!(node.service_active(USAGE_UNIT));
 }

@@ -12,6 +12,7 @@ case $0 in */*) CORE=${0%/*}/.core.sh ;; *) CORE=./.core.sh ;; esac
 . "$CORE"
 
 CONF=$ROOT/etc/cloudstack/management
+USAGECONF=$ROOT/etc/cloudstack/usage
 MSLOG=$ROOT/var/log/cloudstack/management/management-server.log
 USAGELOG=$ROOT/var/log/cloudstack/usage/usage.log
 MSLIB=$ROOT/usr/share/cloudstack-management/lib
@@ -328,13 +329,32 @@ jars() {
   for j in "$@"; do : >"$dir/cloud-$j-$v.jar"; done
 }
 
+# What the usage package lays down. Its configuration links the management server's
+# db.properties and key (the spec's %post usage; the deb's postinst does the same), and a new
+# install gets the package's log4j configuration and /etc/default file.
+usage_files() {
+  local v=$1 log4j=$ST/packaged/$1/etc/cloudstack/management/log4j-cloud.xml
+  mkdir -p "$USAGECONF" "$(dirname "$USAGELOG")"
+  [ -e "$USAGECONF/db.properties" ] || ln -s ../management/db.properties "$USAGECONF/db.properties"
+  [ -e "$USAGECONF/key" ] || ln -s ../management/key "$USAGECONF/key"
+  [ -e "$USAGECONF/log4j-cloud.xml" ] || { [ -f "$log4j" ] && cp "$log4j" "$USAGECONF/log4j-cloud.xml"; }
+  [ -e "$ROOT/etc/default/$USAGE" ] || {
+    mkdir -p "$ROOT/etc/default"
+    printf '%s\n' 'JAVA_OPTS="-Xms256m -Xmx2048m"' \
+      'CLASSPATH="/usr/share/cloudstack-usage/lib/*:/etc/cloudstack/usage"' \
+      'JAVA_CLASS=com.cloud.usage.UsageServer' >"$ROOT/etc/default/$USAGE"
+  }
+  [ -e "$USAGELOG" ] || : >"$USAGELOG"
+  jars "$USAGELIB" "$v" usage utils
+}
+
 role_package() {
   case "$1" in
   "$MS")
     jars "$MSLIB" "$2" api server engine-schema utils plugin-hypervisor-kvm
     conffiles "$3" "$2"
     ;;
-  "$USAGE") jars "$USAGELIB" "$2" usage utils ;;
+  "$USAGE") usage_files "$2" ;;
   esac
 }
 
