@@ -1,14 +1,15 @@
 //! Simulated KVM hosts: each a lab node (its own directory with a re-rooted filesystem holding
 //! `agent.properties`, a real keystore and the agent's jars; stand-ins for `systemctl`,
-//! `apt-get`/`dnf`, `dpkg-query`/`rpm`, `java`, `ss` and `ip` whose state lives in that
+//! `apt-get`/`dnf`, `dpkg-query`/`rpm`, `java`, `ss`, `ip` and `virsh` whose state lives in that
 //! directory; its own sshd). The node core every node shares (`data/node/core.sh`, `node.rs`)
-//! answers for packages and units; the KVM role (`data/kvm/standin.sh`) runs the agent. Faults
-//! ([`KvmFault`]) change what installing the agent and starting it do.
+//! answers for packages and units; the KVM role (`data/kvm/standin.sh`) runs the agent and
+//! libvirt's guests. Faults ([`KvmFault`]) change what installing the agent and starting it do.
 //!
 //! What a host keeps besides every node's state (packages, units, faults, …):
 //!
 //! ```text
-//! state/     agent.status ("Up 4.19.1.0"), maintenance, addresses, mtu/<dev>, libvirt-tls
+//! state/     agent.status ("Up 4.19.1.0"), domains/<instance name> (a running guest, its
+//!            libvirt id inside), domain-seq, maintenance, addresses, mtu/<dev>, libvirt-tls
 //! packaged/  the agent.properties the package ships (for KvmFault::OverwriteIdentity)
 //! ```
 
@@ -30,7 +31,7 @@ use crate::{LabError, Result};
 
 const STANDIN: &str = include_str!("../data/kvm/standin.sh");
 /// The programs only a KVM host's stand-in answers.
-const KVM_TOOLS: &[&str] = &["ip"];
+const KVM_TOOLS: &[&str] = &["ip", "virsh"];
 
 /// The keystore format a lab host's `cloud.jks` is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,9 +60,9 @@ pub enum KvmFault {
     InstallFails,
     /// The agent never comes back Up after a restart.
     NeverUp,
-    /// The host's VMs stop while its agent runs a version other than the one the lab started
-    /// with (as when an agent upgrade takes the guests down). Acted on by [`crate::Lab`]'s
-    /// state sync; the stand-ins do not read it.
+    /// Installing or upgrading the agent package destroys every guest libvirt runs on the host
+    /// (as an upgrade that takes the guests down would): [`KvmHost::domains`] is empty after it.
+    /// Noticing that the guests are gone is the management server's business.
     StopsVms,
 }
 
@@ -441,6 +442,10 @@ impl KvmHost {
         }
         write(&st.join("java_major"), "17\n", 0o644)?;
         write(&st.join("libvirt-tls"), "", 0o644)?;
+        io(
+            "create domains dir",
+            std::fs::create_dir_all(st.join("domains")),
+        )?;
         node.install_standins(STANDIN, KVM_TOOLS)?;
         let server = if options.ssh {
             Some(node.start_sshd()?)
@@ -565,6 +570,72 @@ impl KvmHost {
     /// the package scripts' included), one per line (`restart cloudstack-agent`).
     pub fn systemctl_log(&self) -> Vec<String> {
         self.node.systemctl_log()
+    }
+
+    /// The guests libvirt runs on the host (`virsh list --name`), sorted by name.
+    pub fn domains(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state().join("domains"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Starts guest `name` (an instance name, `i-2-7-VM`) on the host, as the agent does with
+    /// libvirt when CloudStack starts or migrates a VM here; a guest already running stays as
+    /// it is.
+    ///
+    /// # Errors
+    /// [`LabError::Start`] for a name that is not a file name; IO errors.
+    pub fn start_domain(&self, name: &str) -> Result<()> {
+        let path = self.domain_path(name)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let seq = self.state().join("domain-seq");
+        let id = std::fs::read_to_string(&seq)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        write(&seq, format!("{id}\n"), 0o644)?;
+        write(&path, format!("{id}\n"), 0o644)
+    }
+
+    /// Destroys guest `name` (`virsh destroy`): it stops running on the host; a guest that is
+    /// not running is no error.
+    ///
+    /// # Errors
+    /// [`LabError::Start`] for a name that is not a file name; IO errors.
+    pub fn destroy_domain(&self, name: &str) -> Result<()> {
+        match std::fs::remove_file(self.domain_path(name)?) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LabError::io(format!("destroy domain {name}"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn domain_path(&self, name: &str) -> Result<PathBuf> {
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(LabError::Start {
+                what: format!("domain on {}", self.name),
+                detail: format!("invalid domain name `{name}`"),
+            });
+        }
+        Ok(self.state().join("domains").join(name))
     }
 
     /// Whether the host is in maintenance.

@@ -1,10 +1,11 @@
-//! Lab KVM hosts over SSH: the agent package in both families and the node core's
-//! `systemctl`.
+//! Lab KVM hosts over SSH: the guests libvirt runs (`virsh`), which survive agent restarts and
+//! upgrades unless [`KvmFault::StopsVms`] is on, the agent package in both families, and the
+//! node core's `systemctl`.
 
 use std::time::Duration;
 
 use cs_core::{Cmd, Host, HostExt, Output, SshHost, error_chain};
-use cs_lab::{KvmHost, KvmHostOptions, LabFamily};
+use cs_lab::{KvmFault, KvmHost, KvmHostOptions, LabFamily};
 
 fn host(family: LabFamily) -> KvmHost {
     let mut options = KvmHostOptions::new("kvm1", "c1");
@@ -35,9 +36,112 @@ async fn run_ok(host: &SshHost, argv: &[&str]) -> String {
     out.stdout_lossy()
 }
 
+async fn point_apt_at(ssh: &SshHost, host: &KvmHost, line: &str) {
+    let list = host.root().join("etc/apt/sources.list.d/cloudstack.list");
+    let text = format!("# CloudStack\ndeb https://download.cloudstack.org/ubuntu jammy {line}\n");
+    ssh.write_atomic(&list, text.as_bytes(), None)
+        .await
+        .expect("rewrite cloudstack.list");
+    run_ok(ssh, &["apt-get", "-q", "update"]).await;
+}
+
+const UPGRADE: &[&str] = &[
+    "apt-get",
+    "install",
+    "-y",
+    "cloudstack-common=4.19.1.0",
+    "cloudstack-agent=4.19.1.0",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_survive_an_agent_restart_and_an_upgrade() {
+    let host = host(LabFamily::Deb);
+    for d in ["r-5-VM", "i-2-7-VM"] {
+        host.start_domain(d).expect("start domain");
+    }
+    host.start_domain("i-2-7-VM")
+        .expect("starting twice is no error");
+    assert_eq!(host.domains(), ["i-2-7-VM", "r-5-VM"]);
+    let ssh = connect(&host).await;
+    assert_eq!(
+        run_ok(&ssh, &["virsh", "list", "--name"]).await,
+        "i-2-7-VM\nr-5-VM\n\n"
+    );
+    let table = run_ok(&ssh, &["virsh", "list", "--all"]).await;
+    assert!(table.starts_with(" Id   Name"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2", "i-2-7-VM", "running"]),
+        "{table}"
+    );
+    assert_eq!(
+        run_ok(&ssh, &["virsh", "domstate", "r-5-VM"]).await.trim(),
+        "running"
+    );
+
+    run_ok(&ssh, &["systemctl", "restart", "cloudstack-agent"]).await;
+    assert!(host.hypervisor().is_up());
+    assert_eq!(host.domains(), ["i-2-7-VM", "r-5-VM"]);
+
+    point_apt_at(&ssh, &host, "4.19").await;
+    run_ok(&ssh, UPGRADE).await;
+    assert_eq!(
+        host.installed("cloudstack-agent").as_deref(),
+        Some("4.19.1.0")
+    );
+    run_ok(&ssh, &["systemctl", "restart", "cloudstack-agent"]).await;
+    assert_eq!(
+        host.hypervisor().version.map(|v| v.to_string()).as_deref(),
+        Some("4.19.1.0")
+    );
+    assert_eq!(host.domains(), ["i-2-7-VM", "r-5-VM"]);
+
+    // Without libvirtd, virsh reaches nothing; the guests keep running all the same.
+    run_ok(&ssh, &["systemctl", "stop", "libvirtd"]).await;
+    let out = run(&ssh, &["virsh", "list", "--name"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr_lossy()
+            .contains("failed to connect to the hypervisor")
+    );
+    run_ok(&ssh, &["systemctl", "start", "libvirtd"]).await;
+    assert_eq!(host.domains(), ["i-2-7-VM", "r-5-VM"]);
+
+    host.destroy_domain("r-5-VM").expect("destroy");
+    host.destroy_domain("r-5-VM")
+        .expect("destroying twice is no error");
+    let out = run(&ssh, &["virsh", "domstate", "r-5-VM"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr_lossy().contains("failed to get domain 'r-5-VM'"));
+    assert_eq!(
+        run_ok(&ssh, &["virsh", "list", "--name"]).await,
+        "i-2-7-VM\n\n"
+    );
+    assert!(host.start_domain("../escape").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_stops_vms_takes_the_guests_down() {
+    let host = host(LabFamily::Deb);
+    host.inject(KvmFault::StopsVms).expect("inject");
+    for d in ["i-2-7-VM", "i-3-8-VM"] {
+        host.start_domain(d).expect("start domain");
+    }
+    let ssh = connect(&host).await;
+    // A restart alone leaves them be.
+    run_ok(&ssh, &["systemctl", "restart", "cloudstack-agent"]).await;
+    assert_eq!(host.domains().len(), 2);
+    point_apt_at(&ssh, &host, "4.19").await;
+    run_ok(&ssh, UPGRADE).await;
+    assert!(host.domains().is_empty(), "{:?}", host.domains());
+    assert_eq!(run_ok(&ssh, &["virsh", "list", "--name"]).await, "\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rpm_host_upgrades_the_agent_the_way_the_spec_does() {
     let host = host(LabFamily::Rpm);
+    host.start_domain("i-2-7-VM").expect("start domain");
     let ssh = connect(&host).await;
     let out = run(&ssh, &["dpkg-query", "--version"]).await;
     assert_eq!(out.code, 127, "{out:?}");
@@ -110,7 +214,8 @@ async fn an_rpm_host_upgrades_the_agent_the_way_the_spec_does() {
         host.installed("cloudstack-agent").as_deref(),
         Some("4.19.1.0-1")
     );
-    // The old package's %preun stops the agent; %posttrans restarts libvirtd.
+    // The old package's %preun stops the agent; %posttrans restarts libvirtd, whose guests
+    // keep running.
     assert_eq!(host.service_state("cloudstack-agent"), "inactive");
     assert!(!host.hypervisor().is_up());
     let log = host.systemctl_log();
@@ -119,6 +224,7 @@ async fn an_rpm_host_upgrades_the_agent_the_way_the_spec_does() {
         "{log:?}"
     );
     assert!(log.contains(&"restart libvirtd".to_string()), "{log:?}");
+    assert_eq!(host.domains(), ["i-2-7-VM"]);
     run_ok(&ssh, &["systemctl", "start", "cloudstack-agent"]).await;
     assert!(host.hypervisor().is_up());
 

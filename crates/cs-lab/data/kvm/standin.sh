@@ -1,6 +1,7 @@
 #!/bin/bash
 # The KVM-host role of the cs-lab node stand-ins (see data/node/core.sh for what every node
-# shares: systemctl, the package managers, java, ss): the CloudStack agent and `ip`. One script, called through links named after each program; the host's
+# shares: systemctl, the package managers, java, ss): the CloudStack agent, libvirt's guests
+# (`virsh`) and `ip`. One script, called through links named after each program; the host's
 # files are under $LAB/root, its state under $LAB/state. Faults are files in $LAB/state/faults.
 set -u
 case $0 in */*) CORE=${0%/*}/.core.sh ;; *) CORE=./.core.sh ;; esac
@@ -10,6 +11,7 @@ case $0 in */*) CORE=${0%/*}/.core.sh ;; *) CORE=./.core.sh ;; esac
 PROPS=$ROOT/etc/cloudstack/agent/agent.properties
 LIB=$ROOT/usr/share/cloudstack-agent/lib
 LOG=$ROOT/var/log/cloudstack/agent/agent.log
+DOMAINS=$ST/domains
 
 agent_log() { mkdir -p "${LOG%/*}"; echo "$(date '+%F %T,%3N') $*" >>"$LOG"; }
 
@@ -31,6 +33,8 @@ agent_start() {
   fi
 }
 
+# Starting and stopping the agent never touches the guests: libvirt runs them, and the agent
+# re-attaches to what libvirt reports when it connects again.
 role_unit_start() {
   [ "$1" = cloudstack-agent ] && agent_start
   return 0
@@ -56,7 +60,60 @@ role_package() {
   for j in agent plugin-hypervisor-kvm utils; do : >"$LIB/cloud-$j-$2.jar"; done
   if fault overwrite-identity; then cp "$LAB/packaged/agent.properties" "$PROPS"; fi
   if fault drop-passphrase; then sed -i '/^keystore\.passphrase/d' "$PROPS"; fi
+  # The KvmFault::StopsVms fault: the upgrade takes the guests down with it.
+  if fault stops-vms; then rm -f "$DOMAINS"/*; fi
   return 0
+}
+
+# ---------------------------------------------------------------- virsh
+
+# The guests libvirt runs: one file per running domain in state/domains, holding its id.
+# CloudStack starts its guests as transient domains (LibvirtComputingResource calls
+# domainCreateXML), so a destroyed one is gone from every list, `--all` included.
+no_libvirtd() {
+  echo "error: failed to connect to the hypervisor" >&2
+  echo "error: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory" >&2
+  exit 1
+}
+
+virsh_main() {
+  local cmd= a name= names=0 f
+  local -a args=()
+  for a in "$@"; do
+    case "$a" in
+    --name) names=1 ;;
+    -c | --connect) ;;
+    -*) ;;
+    *) args+=("$a") ;;
+    esac
+  done
+  cmd=${args[0]:-}
+  [ "$(unit_state libvirtd)" = active ] || no_libvirtd
+  case "$cmd" in
+  list)
+    if [ $names = 1 ]; then
+      for f in "$DOMAINS"/*; do [ -e "$f" ] && echo "${f##*/}"; done
+      echo
+    else
+      echo " Id   Name           State"
+      echo "------------------------------"
+      for f in "$DOMAINS"/*; do
+        [ -e "$f" ] || continue
+        slurp "$f"
+        printf ' %-4s %-14s %s\n' "${REPLY%% *}" "${f##*/}" running
+      done
+      echo
+    fi ;;
+  domstate)
+    name=${args[1]:-}
+    if [ -n "$name" ] && [ -e "$DOMAINS/$name" ]; then
+      echo running; echo
+    else
+      echo "error: failed to get domain '$name'" >&2
+      exit 1
+    fi ;;
+  *) echo "virsh stand-in: unsupported command $cmd" >&2; exit 1 ;;
+  esac
 }
 
 # ---------------------------------------------------------------- ip
@@ -86,6 +143,7 @@ role_main() {
   local prog=$1
   shift
   case "$prog" in
+  virsh) virsh_main "$@" ;;
   ip) ip_main "$@" ;;
   *) echo "cs-lab stand-in: unknown program $prog" >&2; exit 127 ;;
   esac
