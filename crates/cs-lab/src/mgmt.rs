@@ -15,7 +15,7 @@
 //! [`MgmtNode::prepare_migration`] step by step (a `version` row `Upgrade` → `Complete` per step,
 //! with log lines like the real ones and a representative DDL change, see [`migration_table`]),
 //! then mark the node's `mshost` row `Up` and listen on 8080/8250. [`MgmtFault`]s make a step
-//! fail or the start hang.
+//! fail, the start hang or the JVM die.
 //!
 //! What a node keeps besides every node's state (packages, units, faults, …):
 //!
@@ -90,6 +90,10 @@ pub enum MgmtFault {
     /// initialize the database encryptors` (a wrong `key` file or encryptor version); other
     /// versions start.
     StartFailsAt(CsVersion),
+    /// The JVM is killed from outside right after it starts (as the kernel's OOM killer does):
+    /// the unit ends `failed`, the start [`MgmtStartup::Failed`], and the log stops after its
+    /// first line, with nothing [`cs_core::scan_log`] recognises.
+    DiesSilently,
 }
 
 impl MgmtFault {
@@ -101,6 +105,7 @@ impl MgmtFault {
             MgmtFault::InstallFails => "install-fails",
             MgmtFault::StopFails => "stop-fails",
             MgmtFault::StartFailsAt(_) => "start-fails-at",
+            MgmtFault::DiesSilently => "dies-silently",
         }
     }
 
@@ -902,6 +907,7 @@ impl MgmtNode {
             MgmtFault::InstallFails,
             MgmtFault::StopFails,
             MgmtFault::StartFailsAt(CsVersion::new3(0, 0, 0)),
+            MgmtFault::DiesSilently,
         ] {
             self.clear(f)?;
         }

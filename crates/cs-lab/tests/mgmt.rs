@@ -744,3 +744,27 @@ async fn a_node_without_usage_has_no_usage_server_until_the_package_comes() {
     run_ok(&host, &["systemctl", "start", USAGE_UNIT]).await;
     assert!(node.service_active(USAGE_UNIT));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jvm_that_dies_silently_leaves_no_known_signature() {
+    let (db, usage) = blocking(|| minimal_db("mgmt_silent", &[("4.18.0.0", "Complete")]));
+    let node = node(&db, &usage, "4.19.0.0", 0);
+    node.prepare_migration(&v("4.18.0.0"), &v("4.19.0.0"), &[])
+        .expect("prepare");
+    node.inject(MgmtFault::DiesSilently).expect("inject");
+    let host = connect(&node).await;
+    run_ok(&host, &["systemctl", "start", "cloudstack-management"]).await;
+    expect_failed(&node).await;
+    assert_eq!(node.startup(), MgmtStartup::Failed("status=9/KILL".into()));
+    let out = run(&host, &["systemctl", "is-active", "cloudstack-management"]).await;
+    assert_eq!((out.code, out.stdout_lossy().trim()), (3, "failed"));
+    let log = node.log_text();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.contains("Server configuration file found"), "{log}");
+    assert!(
+        scan_log(&log, LogKind::ManagementServer).is_empty(),
+        "{log}"
+    );
+    assert_eq!(version_rows(&db).len(), 1, "nothing written");
+    assert_ne!(mshost_state(&node).map(|m| m.0).as_deref(), Some("Up"));
+}

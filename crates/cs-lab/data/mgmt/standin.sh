@@ -172,6 +172,15 @@ ms_daemon() {
   startup starting
   code=$(core "$(installed $MS)")
   mslog INFO o.a.c.ServerDaemon "Server configuration file found: /etc/cloudstack/management/server.properties"
+  if fault dies-silently; then
+    # The MgmtFault::DiesSilently fault: the JVM is killed from outside (the kernel's OOM killer
+    # sends SIGKILL), so no Java code runs any more and the log simply stops here; systemd
+    # records the main process as killed by signal 9 and the unit as failed.
+    set_state "$MS" failed
+    rm -f "$ST/listening" "$ST/pids/$MS"
+    startup "failed status=9/KILL"
+    exit 137
+  fi
   need=11
   [ "$(vcmp "$code" 4.20.0.0)" != -1 ] && need=17
   have=$(cat "$ST/java_major" 2>/dev/null || echo 11)
