@@ -14,8 +14,10 @@
 //! refuse a newer database or one with only unfinished rows, or run the migration prepared with
 //! [`MgmtNode::prepare_migration`] step by step (a `version` row `Upgrade` → `Complete` per step,
 //! with log lines like the real ones and a representative DDL change, see [`migration_table`]),
-//! then mark the node's `mshost` row `Up` and listen on 8080/8250. [`MgmtFault`]s make a step
-//! fail, the start hang or the JVM die.
+//! then, after a migration, update the system VM template rows as
+//! `SystemVmTemplateRegistration.updateSystemVmTemplates` does, and finally mark the node's
+//! `mshost` row `Up` and listen on 8080/8250. [`MgmtFault`]s make a step fail, the start hang or
+//! the JVM die.
 //!
 //! What a node keeps besides every node's state (packages, units, faults, …):
 //!

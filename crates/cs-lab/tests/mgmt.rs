@@ -1,7 +1,7 @@
 //! Lab management servers against the real MariaDB and sshd: packages from the offered repo
 //! line (apt and dnf), the usage server only where configured, the startup database check and
-//! migration (version rows, DDL, log, `mshost`, ports), faults, and stop; every command runs
-//! over SSH through `cs_core::SshHost`.
+//! migration (version rows, DDL, system VM templates, log, `mshost`, ports), faults, and stop;
+//! every command runs over SSH through `cs_core::SshHost`.
 
 use std::time::{Duration, Instant};
 
@@ -398,6 +398,17 @@ async fn start_migrates_the_seeded_database_step_by_step() {
         mshost_state(&node),
         Some(("Up".into(), Some("4.19.0.0".into())))
     );
+    // 4.19's system VM template is registered already (the fixture's id 15): the upgrade marks
+    // it SYSTEM, points the system VMs at it and sets the two configuration values.
+    assert_eq!(system_vm_templates(&db), [(15, 6)]);
+    assert_eq!(
+        config_value(&db, "minreq.sysvmtemplate.version").as_deref(),
+        Some("4.19.0")
+    );
+    assert_eq!(
+        config_value(&db, "router.template.kvm").as_deref(),
+        Some("systemvm-kvm-4.19.0")
+    );
     assert_eq!(
         run_ok(&host, &["systemctl", "is-active", "cloudstack-management"])
             .await
@@ -767,4 +778,160 @@ async fn a_jvm_that_dies_silently_leaves_no_known_signature() {
     );
     assert_eq!(version_rows(&db).len(), 1, "nothing written");
     assert_ne!(mshost_state(&node).map(|m| m.0).as_deref(), Some("Up"));
+}
+
+/// `(vm_template_id, count)` of the non-User KVM VMs that are not removed.
+fn system_vm_templates(db: &TestDb<'_>) -> Vec<(u64, u64)> {
+    blocking(|| {
+        db.url()
+            .connect()
+            .expect("connect")
+            .query(
+                "SELECT `vm_template_id`, COUNT(*) FROM `vm_instance` WHERE `type` <> 'User' \
+                 AND `hypervisor_type` = 'KVM' AND `removed` IS NULL GROUP BY 1 ORDER BY 1",
+            )
+            .expect("read vm_instance")
+    })
+}
+
+fn config_value(db: &TestDb<'_>, name: &str) -> Option<String> {
+    blocking(|| {
+        db.url()
+            .connect()
+            .expect("connect")
+            .exec_first::<Option<String>, _, _>(
+                "SELECT `value` FROM `configuration` WHERE `name` = ?",
+                (name,),
+            )
+            .expect("read configuration")
+            .flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_start_registers_the_new_system_vm_template() {
+    let mut db = mariadb().database("mgmt_sysvm").expect("test database");
+    let usage = db.extra("usage").expect("usage schema");
+    blocking(|| {
+        seed(
+            &db.url(),
+            &SeedOptions::new(v("4.18.0.0"), db.name(), &usage),
+        )
+    })
+    .unwrap_or_else(|e| panic!("seed: {}", error_chain(&e)));
+    let before = system_vm_templates(&db);
+    assert_eq!(
+        before,
+        [(14, 6)],
+        "the fixture's system VMs run 4.18's template"
+    );
+    let user_before: Vec<(u64, Option<u64>)> = blocking(|| {
+        db.url()
+            .connect()
+            .expect("connect")
+            .query(
+                "SELECT `id`, `vm_template_id` FROM `vm_instance` WHERE `type` = 'User' ORDER BY 1",
+            )
+            .expect("user vms")
+    });
+
+    // A start without a migration leaves the templates alone.
+    let node = blocking(|| {
+        MgmtNode::builder("mgmt-sysvm")
+            .db(&mariadb().cloud(), db.name(), &usage)
+            .offer("4.20", &["4.20.0.0"])
+            .java_major(17)
+            .running(true)
+            .start()
+            .unwrap_or_else(|e| panic!("start: {}", error_chain(&e)))
+    });
+    assert_eq!(system_vm_templates(&db), before);
+    assert_eq!(config_value(&db, "minreq.sysvmtemplate.version"), None);
+
+    let host = connect(&node).await;
+    run_ok(&host, &["systemctl", "stop", "cloudstack-management"]).await;
+    point_repo_at(&host, &node, "4.20").await;
+    let to_420: Vec<String> = INSTALL
+        .iter()
+        .map(|a| a.replace("4.19.0.0", "4.20.0.0"))
+        .collect();
+    let to_420: Vec<&str> = to_420.iter().map(String::as_str).collect();
+    run_ok(&host, &to_420).await;
+    let steps = [
+        ("Upgrade41800to41900".to_string(), v("4.19.0.0")),
+        ("Upgrade41900to42000".to_string(), v("4.20.0.0")),
+    ];
+    node.prepare_migration(&v("4.18.0.0"), &v("4.20.0.0"), &steps)
+        .expect("prepare");
+    run_ok(&host, &["systemctl", "start", "cloudstack-management"]).await;
+    assert_eq!(settle(&node).await, MgmtStartup::Up("4.20.0.0".into()));
+
+    let mut conn = blocking(|| db.url().connect()).expect("connect");
+    let rows: Vec<(u64, String, String, String, String, String)> = blocking(|| {
+        conn.query(
+            "SELECT `id`, `unique_name`, `type`, `hypervisor_type`, `state`, `format` \
+             FROM `vm_template` WHERE `name` = 'systemvm-kvm-4.20.0' AND `removed` IS NULL",
+        )
+    })
+    .expect("read vm_template");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (id, unique, kind, hv, state, format) = rows[0].clone();
+    assert_eq!(
+        (
+            unique.as_str(),
+            kind.as_str(),
+            hv.as_str(),
+            state.as_str(),
+            format.as_str()
+        ),
+        (
+            format!("routing-{id}").as_str(),
+            "SYSTEM",
+            "KVM",
+            "Active",
+            "QCOW2"
+        )
+    );
+    let stores: Vec<(u64, String, String)> = blocking(|| {
+        conn.exec(
+            "SELECT `store_id`, `state`, `download_state` FROM `template_store_ref` \
+             WHERE `template_id` = ? ORDER BY 1",
+            (id,),
+        )
+    })
+    .expect("read template_store_ref");
+    let ready = |s: u64| (s, "Ready".to_string(), "DOWNLOADED".to_string());
+    assert_eq!(stores, [ready(1), ready(2)], "one per zone's NFS store");
+    assert_eq!(system_vm_templates(&db), [(id, 6)]);
+    let user_after: Vec<(u64, Option<u64>)> = blocking(|| {
+        conn.query(
+            "SELECT `id`, `vm_template_id` FROM `vm_instance` WHERE `type` = 'User' ORDER BY 1",
+        )
+    })
+    .expect("user vms");
+    assert_eq!(user_after, user_before, "user VMs keep their templates");
+    assert_eq!(
+        config_value(&db, "minreq.sysvmtemplate.version").as_deref(),
+        Some("4.20.0")
+    );
+    assert_eq!(
+        config_value(&db, "router.template.kvm").as_deref(),
+        Some("systemvm-kvm-4.20.0")
+    );
+    let log = node.log_text();
+    let order = [
+        "Upgrade completed for version 4.20.0.0",
+        "Updating System Vm template IDs",
+        "Updating KVM System Vms",
+        "Updating System Vm Template IDs Complete",
+        "Started ServerConnector",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|l| {
+            log.rfind(l)
+                .unwrap_or_else(|| panic!("log lacks `{l}`:\n{log}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order:\n{log}");
 }

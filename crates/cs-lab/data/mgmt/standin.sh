@@ -28,6 +28,7 @@ mslog() {
   printf '%s %-5s [%s] (main:null) (logid:) %s\n' "$(date -u '+%F %T,%3N')" "$1" "$2" "$3" >>"$MSLOG"
 }
 CHECKER=c.c.u.DatabaseUpgradeChecker
+SVTR=c.c.u.SystemVmTemplateRegistration
 
 # A key of db.properties.
 prop() { sed -n "s/^${1//./\\.}=//p" "$CONF/db.properties" 2>/dev/null | tail -n 1; }
@@ -122,7 +123,11 @@ UPDATE \`version\` SET \`step\` = 'Complete', \`updated\` = UTC_TIMESTAMP() WHER
 }
 
 # The migration the Rust side prepared for $1 -> $2 (one "class to-version" line per step),
-# with CloudStack's NoopDbUpgrade tail when the steps stop short of the code version.
+# with CloudStack's NoopDbUpgrade tail when the steps stop short of the code version. Sets
+# TEMPLATE_STEP when a step that updates the system VM templates ran: every UpgradeXtoY class
+# of the releases the lab simulates implements DbUpgradeSystemVmTemplate; DatabaseUpgradeChecker's
+# own NoopDbUpgrade does not.
+TEMPLATE_STEP=
 upgrade() {
   local from=$1 to=$2 list k=0 prev=$1 class ver last=$1
   list="$ST/migrations/$(pad "$from")_$(pad "$to")"
@@ -135,6 +140,7 @@ upgrade() {
     [ -n "$class" ] || continue
     k=$((k + 1))
     run_step "$k" "$class" "$prev" "$ver" || return 1
+    TEMPLATE_STEP=$class
     prev=$ver
     last=$ver
   done 3<"$list"
@@ -142,6 +148,87 @@ upgrade() {
     k=$((k + 1))
     run_step "$k" NoopDbUpgrade "$last" "$to" || return 1
   fi
+}
+
+# ---------------------------------------------------------------- system VM templates
+
+# What DatabaseUpgradeChecker.upgrade does after the last step is Complete:
+# updateSystemVmTemplates of the newest step that implements DbUpgradeSystemVmTemplate, that is
+# SystemVmTemplateRegistration.updateSystemVmTemplates (engine/schema/.../upgrade/), for the
+# template of the version the installed package ships (metadata.ini: systemvm-kvm-X.Y.Z). The
+# lab's clouds are KVM only, so only the KVM entry is acted on:
+#  * a template of that name is registered: mark it SYSTEM (updateRegisteredTemplateDetails);
+#  * it is not, and KVM is in use: registerTemplates, which for every zone with an NFS image
+#    store (and a KVM cluster) seeds the template into that zone's first NFS store; the first
+#    creates the vm_template row (routing-<id>, SYSTEM, guest OS 15, QCOW2, cross-zones) and
+#    each a template_store_ref row, Ready once seeded; no zone with a store: nothing at all;
+#  * it is not, and KVM is not in use: a warning and nothing else.
+# Then router.template.kvm = the template's name, minreq.sysvmtemplate.version = X.Y.Z and
+# VMInstanceDaoImpl.UPDATE_SYSTEM_VM_TEMPLATE_ID_FOR_HYPERVISOR points every non-User KVM VM
+# that is not removed, whatever its state, at the template. All of it in one transaction.
+sysvm_templates() {
+  local ver=$1 name=systemvm-kvm-$1 inuse tid zones err kvm_zones url
+  url="https://download.cloudstack.org/systemvm/$(line_of "$ver")/systemvmtemplate-$ver-kvm.qcow2.bz2"
+  mslog DEBUG "$SVTR" "Updating System Vm template IDs"
+  if ! inuse=$(sql -e "SELECT DISTINCT \`hypervisor_type\` FROM \`cluster\` WHERE \`removed\` IS NULL" </dev/null 2>&1); then
+    mslog ERROR "$SVTR" "updateSystemVmTemplates: Exception caught while getting hypervisor types from clusters: $inuse"
+    template_failed "updateSystemVmTemplates:Exception while getting hypervisor types from clusters" "$inuse"
+    return 1
+  fi
+  mslog DEBUG "$SVTR" "Updating KVM System Vms"
+  if ! tid=$(sql -e "SELECT \`id\` FROM \`vm_template\` WHERE \`name\` = '$name' AND \`removed\` IS NULL ORDER BY \`id\` DESC LIMIT 1" </dev/null 2>&1); then
+    template_failed "updateSystemVmTemplates:Exception while getting ids of templates" "$tid"
+    return 1
+  fi
+  # ConfigurationDaoImpl.update only updates; a real database has both rows (the configuration
+  # keys are written on every start), the lab's 4.18 subset may lack the first.
+  local config="INSERT INTO \`configuration\` (\`category\`, \`instance\`, \`component\`, \`name\`, \`value\`, \`description\`, \`default_value\`, \`scope\`, \`is_dynamic\`)
+  VALUES ('Advanced', 'DEFAULT', 'NetworkOrchestrationService', 'minreq.sysvmtemplate.version', '$ver', 'What version should the Virtual Routers report', '4.10.0', 'zone', 1)
+  ON DUPLICATE KEY UPDATE \`value\` = VALUES(\`value\`);
+INSERT INTO \`configuration\` (\`category\`, \`instance\`, \`component\`, \`name\`, \`value\`, \`description\`, \`default_value\`)
+  VALUES ('Advanced', 'DEFAULT', 'NetworkManager', 'router.template.kvm', '$name', 'Name of the default router template on KVM.', 'SystemVM Template (KVM)')
+  ON DUPLICATE KEY UPDATE \`value\` = VALUES(\`value\`);
+UPDATE \`vm_instance\` SET \`vm_template_id\` = @tid WHERE \`type\` <> 'User' AND \`hypervisor_type\` = 'KVM' AND \`removed\` IS NULL;"
+  kvm_zones="SELECT \`c\`.\`data_center_id\` FROM \`cluster\` \`c\` WHERE \`c\`.\`hypervisor_type\` = 'KVM' AND \`c\`.\`removed\` IS NULL"
+  if [ -n "$tid" ]; then
+    err=$(printf '%s\n' "START TRANSACTION;" "SET @tid = $tid;" \
+      "UPDATE \`vm_template\` SET \`type\` = 'SYSTEM' WHERE \`id\` = @tid;" "$config" "COMMIT;" | sql 2>&1 >/dev/null) || {
+      template_failed "updateSystemVmTemplates:Exception while getting ids of templates" "$err"
+      return 1
+    }
+  elif printf '%s\n' "$inuse" | grep -qx KVM; then
+    mslog INFO "$SVTR" "Grabbing lock to register templates."
+    if ! zones=$(sql -e "SELECT DISTINCT \`data_center_id\` FROM \`image_store\` WHERE \`protocol\` = 'nfs' AND \`removed\` IS NULL AND \`data_center_id\` IN ($kvm_zones)" </dev/null 2>&1); then
+      template_failed "Failed to register systemVM template. Upgrade Failed" "$zones"
+      return 1
+    fi
+    if [ -n "$zones" ]; then
+      err=$(printf '%s\n' "START TRANSACTION;" "SET @tuuid = UUID();" \
+        "INSERT INTO \`vm_template\` (\`unique_name\`, \`name\`, \`uuid\`, \`public\`, \`featured\`, \`type\`, \`hvm\`, \`bits\`, \`url\`, \`format\`, \`created\`, \`account_id\`, \`display_text\`, \`enable_password\`, \`guest_os_id\`, \`cross_zones\`, \`hypervisor_type\`, \`size\`, \`state\`, \`deploy_as_is\`)
+  VALUES ('routing-', '$name', @tuuid, 0, 0, 'SYSTEM', 1, 64, '$url', 'QCOW2', UTC_TIMESTAMP(), 1, '$name', 0, 15, 1, 'KVM', 5368709120, 'Active', 0);" \
+        "SET @tid = LAST_INSERT_ID();" \
+        "UPDATE \`vm_template\` SET \`unique_name\` = CONCAT('routing-', @tid) WHERE \`id\` = @tid;" \
+        "INSERT INTO \`template_store_ref\` (\`store_id\`, \`template_id\`, \`created\`, \`last_updated\`, \`download_pct\`, \`size\`, \`store_role\`, \`physical_size\`, \`download_state\`, \`install_path\`, \`url\`, \`state\`, \`destroyed\`, \`is_copy\`, \`update_count\`, \`ref_cnt\`)
+  SELECT MIN(\`id\`), @tid, UTC_TIMESTAMP(), UTC_TIMESTAMP(), 100, 5368709120, 'Image', 561242112, 'DOWNLOADED', CONCAT('template/tmpl/1/', @tid, '/', @tuuid, '.qcow2'), '$url', 'Ready', 0, 0, 0, 0
+  FROM \`image_store\` WHERE \`protocol\` = 'nfs' AND \`removed\` IS NULL AND \`data_center_id\` IN ($kvm_zones) GROUP BY \`data_center_id\`;" \
+        "$config" "COMMIT;" | sql 2>&1 >/dev/null) || {
+        template_failed "Failed to register systemVM template. Upgrade Failed" "$err"
+        return 1
+      }
+    fi
+  else
+    mslog WARN "$SVTR" "$ver KVM SystemVm template not found. Cannot upgrade system Vms hypervisor is not used, so not failing upgrade"
+  fi
+  mslog DEBUG "$SVTR" "Updating System Vm Template IDs Complete"
+}
+
+# A failed template update: SystemVmTemplateRegistration throws, DatabaseUpgradeChecker logs
+# "Unable to upgrade the database" and rethrows. Every version row is Complete by then.
+template_failed() {
+  mslog ERROR "$SVTR" "$1"
+  printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: $1" "Caused by: java.sql.SQLException: $2" >>"$MSLOG"
+  mslog ERROR "$CHECKER" "Unable to upgrade the database"
+  printf '%s\n' "com.cloud.utils.exception.CloudRuntimeException: Unable to upgrade the database" >>"$MSLOG"
 }
 
 mshost_up() {
@@ -225,6 +312,9 @@ ms_daemon() {
     rc=$?
     [ $rc = 2 ] && die "no migration prepared from $db to $code"
     [ $rc != 0 ] && die "Unable to upgrade the database"
+    if [ -n "$TEMPLATE_STEP" ]; then
+      sysvm_templates "$(echo "$code" | cut -d. -f1-3)" || die "Unable to upgrade the database"
+    fi
   fi
   if ! err=$(mshost_up "$code" 2>&1); then
     mslog ERROR c.c.c.ClusterManagerImpl "Unable to register the management server: $err"
