@@ -1,10 +1,12 @@
 //! A real OpenSSH server on 127.0.0.1 with its own keys, config and temporary directory.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cs_core::{HostError, Secret, SshHost, SshHostBuilder};
@@ -23,6 +25,9 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 /// (commands see it as `$CS_LAB_ROOT`), and [`SshServer::bin_dir`] comes first in the `PATH`
 /// of every command run over SSH, so stand-ins placed there (a fake `systemctl`) win.
 ///
+/// [`SshServer::freeze`] makes the node go silent the way a hung machine or a dropped network
+/// path does: nothing is refused, nothing answers.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use cs_core::{Cmd, HostExt};
@@ -33,6 +38,7 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 /// ```
 pub struct SshServer {
     child: Option<Child>,
+    frozen: AtomicBool,
     watchdog: Option<Watchdog>,
     dir: tempfile::TempDir,
     port: u16,
@@ -202,10 +208,116 @@ impl SshServer {
     pub async fn connect(&self) -> std::result::Result<SshHost, HostError> {
         self.host_builder().connect().await
     }
+
+    /// Makes the node go silent: stops (`SIGSTOP`) the sshd listener and every process below it
+    /// (the sessions and the commands they run). A command in progress stops answering half-way;
+    /// a new connection is accepted by the kernel and then hangs without a greeting, never
+    /// refused. Undone by [`SshServer::thaw`], and on drop.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when `kill` cannot be run.
+    pub fn freeze(&self) -> Result<()> {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return Ok(());
+        };
+        self.frozen.store(true, Ordering::SeqCst);
+        // The listener first, so it forks no new session; then what runs below it, pass after
+        // pass until a pass finds nothing new (a stopped process forks nothing more).
+        signal("STOP", &[pid])?;
+        let mut stopped = BTreeSet::from([pid]);
+        for _ in 0..100 {
+            let new: Vec<u32> = descendants(pid)
+                .into_iter()
+                .filter(|p| !stopped.contains(p))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            signal("STOP", &new)?;
+            stopped.extend(new);
+        }
+        Ok(())
+    }
+
+    /// Lets a [`SshServer::freeze`]d node go on (`SIGCONT` to the listener and everything below
+    /// it): stopped commands resume, waiting connections get their greeting.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when `kill` cannot be run.
+    pub fn thaw(&self) -> Result<()> {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return Ok(());
+        };
+        let mut all = descendants(pid);
+        all.push(pid);
+        signal("CONT", &all)?;
+        self.frozen.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the node is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+}
+
+/// Sends `SIG<name>` to `pids`; a process that is gone meanwhile is no error.
+fn signal(name: &str, pids: &[u32]) -> Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    command(Path::new("/bin/kill"))
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(drop)
+        .map_err(|e| LabError::io(format!("send SIG{name}"), e))
+}
+
+/// Every process below `pid`, following the parent links in `/proc/<pid>/stat`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(&stat) {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line: the second field after the command name, which
+/// is in parentheses and may itself hold spaces and parentheses.
+fn parent_of(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for SshServer {
     fn drop(&mut self) {
+        // Never leave stopped processes behind (a stopped sshd would not even see its TERM).
+        if self.is_frozen() {
+            let _ = self.thaw();
+        }
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
             let _ = command(Path::new("/bin/kill"))
@@ -245,6 +357,8 @@ read -r _ && exit 0
 # Only stop an sshd of this directory: the pid may have been reused if sshd died meanwhile.
 case $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) in
   *"$dir"*)
+    # A frozen server (SshServer::freeze) would not act on its TERM.
+    kill -CONT "$pid" 2>/dev/null
     kill -TERM "$pid" 2>/dev/null
     i=0
     while [ -r "/proc/$pid/status" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" && [ $i -lt 100 ]; do
@@ -451,6 +565,7 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
                 tracing::debug!(port, dir = %d.display(), "lab sshd ready");
                 return Ok(SshServer {
                     child: Some(child),
+                    frozen: AtomicBool::new(false),
                     watchdog: Some(watchdog),
                     dir,
                     port,
@@ -558,6 +673,13 @@ fn set_password(user: &str) -> Result<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_pid_is_read_past_the_command_name() {
+        assert_eq!(parent_of("42 (sshd) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_of("43 (a b) (c)) R 9 43 43 0 -1"), Some(9));
+        assert_eq!(parent_of("garbage"), None);
+    }
 
     #[test]
     fn a_missing_sshd_names_the_package() {

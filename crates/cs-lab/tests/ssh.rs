@@ -399,3 +399,88 @@ async fn command_timeout_default_applies() {
         .await
         .expect("own timeout");
 }
+
+/// A frozen node answers nothing: the command in progress never finishes and a new connection
+/// gets no greeting; thawed, the stalled call ends with its timeout and new work goes through.
+///
+/// How long `SshHost` takes to give up while the node stays frozen is its own business (it
+/// waits on the silent session when it drops it); this test bounds every wait by thawing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_stalls_its_command_and_thaw_brings_it_back() {
+    let server = SshServer::start().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let host = Arc::new(
+        server
+            .host_builder()
+            .command_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    let running = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let cmd = Cmd::new("sh")
+                .arg("-c")
+                .arg("echo start; sleep 1; echo end");
+            host.run(&cmd).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .freeze()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert!(server.is_frozen());
+
+    // Twice the command's timeout and more: still no answer from the node.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A new connection is not refused: it hangs until the client gives up.
+    let started = Instant::now();
+    let err = server
+        .host_builder()
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect_err("no greeting from a frozen sshd");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    if running.is_finished() {
+        let result = running.await.expect("join");
+        let err = result.expect_err("a frozen node never finishes the command");
+        assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    } else {
+        server
+            .thaw()
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let result = tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("the stalled call returns once the node answers again")
+            .expect("join");
+        let err = result.expect_err("the command ran past its timeout while frozen");
+        assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    }
+
+    server
+        .thaw()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert!(!server.is_frozen());
+    let fresh = server.connect().await.expect("connect after thaw");
+    let out = fresh
+        .run_ok(
+            &Cmd::new("printf")
+                .arg("back")
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(out.stdout, b"back");
+    // The first connection comes back too.
+    let out = host
+        .run_ok(
+            &Cmd::new("printf")
+                .arg("again")
+                .timeout(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(out.stdout, b"again");
+}
