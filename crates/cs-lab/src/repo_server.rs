@@ -195,7 +195,7 @@ fn generate(versions: &[CsVersion]) -> std::io::Result<BTreeMap<String, Vec<u8>>
         files.insert(format!("{dir}/Packages.gz"), gzip(packages.as_bytes())?);
         files.insert(format!("{dir}/Packages"), packages.into_bytes());
         for rel in REPO_YUM_RELEASES {
-            let primary = primary_xml(vs, rel);
+            let primary = primary_xml(vs);
             let primary_gz = gzip(primary.as_bytes())?;
             let sum = sha256(&primary_gz);
             let href = format!("repodata/{sum}-primary.xml.gz");
@@ -241,7 +241,10 @@ fn packages_index(versions: &[CsVersion], pool: &str) -> String {
     out
 }
 
-fn primary_xml(versions: &[CsVersion], releasever: &str) -> String {
+/// The yum `primary.xml` of every `$releasever` tree. CloudStack's el8 spec builds every package
+/// `BuildArch: noarch` with `Release: %{_rel}` (1, no `%{dist}` tag), so the same rpms serve el8
+/// and el9: `cloudstack-agent-4.19.0.0-1.noarch.rpm`.
+fn primary_xml(versions: &[CsVersion]) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" \
          xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{}\">\n",
@@ -250,10 +253,10 @@ fn primary_xml(versions: &[CsVersion], releasever: &str) -> String {
     for v in versions {
         for p in REPO_PACKAGES {
             out.push_str(&format!(
-                "<package type=\"rpm\">\n  <name>{p}</name>\n  <arch>x86_64</arch>\n  \
-                 <version epoch=\"0\" ver=\"{v}\" rel=\"1.el{releasever}\"/>\n  \
+                "<package type=\"rpm\">\n  <name>{p}</name>\n  <arch>noarch</arch>\n  \
+                 <version epoch=\"0\" ver=\"{v}\" rel=\"1\"/>\n  \
                  <summary>Apache CloudStack {p}</summary>\n  \
-                 <location href=\"{p}-{v}-1.el{releasever}.x86_64.rpm\"/>\n  <format>\n    \
+                 <location href=\"{p}-{v}-1.noarch.rpm\"/>\n  <format>\n    \
                  <rpm:provides><rpm:entry name=\"{p}\" flags=\"EQ\" epoch=\"0\" ver=\"{v}\" rel=\"1\"/></rpm:provides>\n  \
                  </format>\n</package>\n"
             ));
@@ -289,6 +292,15 @@ mod tests {
             String::from_utf8(files["/cloudstack/upstream/debian/4.20/Packages"].clone()).unwrap();
         assert!(
             plain.contains("Package: cloudstack-agent\nSource: cloudstack\nVersion: 4.20.1.0\n")
+        );
+        let primary = primary_xml(&v);
+        assert!(
+            primary.contains("<version epoch=\"0\" ver=\"4.20.1.0\" rel=\"1\"/>"),
+            "{primary}"
+        );
+        assert!(
+            primary.contains("cloudstack-agent-4.20.1.0-1.noarch.rpm"),
+            "{primary}"
         );
     }
 
