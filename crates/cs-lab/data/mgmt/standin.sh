@@ -321,8 +321,9 @@ ms_daemon() {
     die "mshost"
   fi
   : >"$ST/listening"
-  startup "up $code"
+  # The log line first: whoever sees the node Up finds the whole start in the log.
   mslog INFO o.a.c.ServerDaemon "Started ServerConnector@lab{HTTP/1.1, (http/1.1)}{0.0.0.0:8080}"
+  startup "up $code"
   rm -f "$ST/pids/$MS"
   exit 0
 }
