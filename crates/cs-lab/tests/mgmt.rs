@@ -265,6 +265,24 @@ async fn a_version_the_repo_does_not_offer_is_refused() {
         out.stderr_lossy()
             .contains("Version '4.19.1.0' for 'cloudstack-management' was not found")
     );
+    // apt takes a version exactly as the index has it: no rpm-style release.
+    let out = run(
+        &host,
+        &[
+            "apt-get",
+            "install",
+            "-y",
+            "cloudstack-management=4.19.0.0-1",
+            "cloudstack-common=4.19.0.0-1",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 100, "{out:?}");
+    assert!(
+        out.stderr_lossy()
+            .contains("Version '4.19.0.0-1' for 'cloudstack-management' was not found"),
+        "{out:?}"
+    );
     // Mixed versions break the packages' dependency on cloudstack-common.
     let out = run(
         &host,

@@ -281,9 +281,15 @@ want() {
     v=${v%."$RPM_ARCH"}
     up=$(core "$v")
     index_versions | grep -qxF "$up" || not_found "$p" "$arg" "$v"
-    if [ "$FAMILY" = rpm ] && [ "$v" != "${v%%-*}" ]; then
-      rel=${v#*-}
-      [ "$rel" = "$RPM_RELEASE" ] || not_found "$p" "$arg" "$v"
+    if [ "$FAMILY" = rpm ]; then
+      # dnf takes name-version or name-version-release.
+      if [ "$v" != "${v%%-*}" ]; then
+        rel=${v#*-}
+        [ "$rel" = "$RPM_RELEASE" ] || not_found "$p" "$arg" "$v"
+      fi
+    else
+      # apt wants the version exactly as the index has it.
+      [ "$v" = "$up" ] || not_found "$p" "$arg" "$v"
     fi
   fi
   WANT[$p]=$(pkgver "$up")
