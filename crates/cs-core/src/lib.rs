@@ -47,7 +47,7 @@ pub use local::LocalHost;
 pub use progress::{NoProgress, Progress, ProgressUpdate, RecordingProgress, Unit};
 pub use runner::{
     JournalEntry, JournalEvent, Plan, PlannedStep, RunError, RunKind, RunReport, Runner,
-    StepOutcome, StepPhase, StepReport, plan_fingerprint, read_journal,
+    StepOutcome, StepPhase, StepReport, applied_steps, plan_fingerprint, read_journal,
 };
 pub use secret::Secret;
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};

@@ -186,6 +186,16 @@ pub fn read_journal(path: &Path) -> Result<Vec<JournalEntry>, RunError> {
     Ok(entries.into_iter().map(|(_, e)| e).collect())
 }
 
+/// The steps a journal records as applied and not rolled back (of its last plan), oldest
+/// first: empty for a missing journal, or one whose runs were all rolled back.
+///
+/// # Errors
+/// As [`read_journal`].
+pub fn applied_steps(path: &Path) -> Result<Vec<String>, RunError> {
+    let entries = read_entries(path)?;
+    Ok(History::build(path, &entries)?.applied)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reports and errors
 // ---------------------------------------------------------------------------------------------
@@ -315,6 +325,24 @@ pub enum RunError {
         /// What the run did, rollbacks included.
         report: Box<RunReport>,
     },
+    /// A step failed after the point of no return ([`Runner::with_point_of_no_return`]):
+    /// nothing was rolled back; everything applied stays applied.
+    #[error(
+        "step `{step}` failed during {phase} after the point of no return `{point}`; nothing was rolled back"
+    )]
+    Stopped {
+        /// The step id.
+        step: String,
+        /// Where it failed.
+        phase: StepPhase,
+        /// The point of no return.
+        point: String,
+        /// The step's error.
+        #[source]
+        source: StepError,
+        /// What the run did.
+        report: Box<RunReport>,
+    },
     /// [`Runner::rollback_all`] could not roll back every step; the others were rolled back.
     #[error("rollback failed for {}", quoted(steps))]
     RollbackFailed {
@@ -378,9 +406,9 @@ impl RunError {
     /// The report of what the run did, when it got that far.
     pub fn report(&self) -> Option<&RunReport> {
         match self {
-            RunError::StepFailed { report, .. } | RunError::RollbackFailed { report, .. } => {
-                Some(report)
-            }
+            RunError::StepFailed { report, .. }
+            | RunError::Stopped { report, .. }
+            | RunError::RollbackFailed { report, .. } => Some(report),
             RunError::Journal { report, .. } => report.as_deref(),
             _ => None,
         }
@@ -555,6 +583,7 @@ pub struct Runner<C: ?Sized> {
     journal: PathBuf,
     steps: Vec<Box<dyn Step<C>>>,
     fingerprint: String,
+    point_of_no_return: Option<String>,
 }
 
 impl<C: ?Sized + Sync> fmt::Debug for Runner<C> {
@@ -579,7 +608,41 @@ impl<C: ?Sized + Sync> Runner<C> {
             journal: journal.into(),
             steps,
             fingerprint,
+            point_of_no_return: None,
         }
+    }
+
+    /// Makes step `id` the point of no return: once the journal records it applied (in this
+    /// run or an earlier one), a failure of a later step rolls nothing back — the run stops
+    /// where it is with [`RunError::Stopped`], and the next [`Runner::run`] resumes forward.
+    /// [`Runner::rollback_all`] still undoes everything when called; deciding whether to call
+    /// it is the caller's. A failure of `id` itself still rolls back.
+    #[must_use]
+    pub fn with_point_of_no_return(mut self, id: impl Into<String>) -> Self {
+        self.point_of_no_return = Some(id.into());
+        self
+    }
+
+    /// Whether the journal records the point of no return as applied (and not rolled back).
+    ///
+    /// # Errors
+    /// [`RunError::Journal`] or [`RunError::CorruptJournal`] when the journal cannot be read.
+    pub async fn past_point_of_no_return(&self) -> Result<bool, RunError> {
+        let Some(point) = self.point_of_no_return.clone() else {
+            return Ok(false);
+        };
+        let path = self.journal.clone();
+        let entries = tokio::task::spawn_blocking(move || read_entries(&path))
+            .await
+            .map_err(|e| RunError::Journal {
+                path: self.journal.clone(),
+                action: "read",
+                source: io::Error::other(e.to_string()),
+                report: None,
+            })??;
+        let history = History::build(&self.journal, &entries)?;
+        Ok(history.plan.as_deref() == Some(self.fingerprint.as_str())
+            && history.applied.contains(&point))
     }
 
     /// The journal file.
@@ -860,6 +923,29 @@ impl<C: ?Sized + Sync> Runner<C> {
             .await
         {
             return e;
+        }
+        let past = self
+            .point_of_no_return
+            .as_deref()
+            .filter(|p| *p != id && applied.iter().any(|a| a == p));
+        if let Some(point) = past {
+            let run_error = RunError::Stopped {
+                step: id.to_string(),
+                phase,
+                point: point.to_string(),
+                source: error,
+                report: Box::new(s.report.clone()),
+            };
+            if let Err(e) = s
+                .log(JournalEvent::RunAborted {
+                    error: error_chain(&run_error),
+                })
+                .await
+            {
+                return e;
+            }
+            tracing::warn!(step = id, point, "run stopped after the point of no return");
+            return run_error;
         }
         if let Err(e) = self.roll_back(cx, &mut s, applied, progress).await {
             return e;
@@ -1646,6 +1732,47 @@ mod tests {
                 "1 aborted"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_point_of_no_return_rolls_nothing_back() {
+        let fx = Fixture::new();
+        fx.fault("c", Fault::ApplyErr);
+        let runner = fx
+            .runner(&["a", "b", "c", "d"])
+            .with_point_of_no_return("b");
+        assert!(!runner.past_point_of_no_return().await.unwrap());
+        let err = runner.run(&(), &NoProgress).await.unwrap_err();
+        assert!(matches!(err, RunError::Stopped { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "step `c` failed during apply after the point of no return `b`; nothing was rolled back"
+        );
+        assert!(err.report().unwrap().rollback_order.is_empty());
+        assert_eq!(fx.take_calls(), ["apply a", "apply b", "apply c"]);
+        assert_eq!(fx.state("a").as_deref(), Some("done"));
+        assert_eq!(fx.state("b").as_deref(), Some("done"));
+        assert!(runner.past_point_of_no_return().await.unwrap());
+
+        // The next run goes forward from where it stopped.
+        fx.clear_faults();
+        let report = runner.run(&(), &NoProgress).await.unwrap();
+        assert_eq!(report.ids_with(StepOutcome::Skipped), ["a", "b"]);
+        assert_eq!(report.ids_with(StepOutcome::Applied), ["c", "d"]);
+        // Undoing it all is still possible, when the caller decides to.
+        let report = runner.rollback_all(&(), &NoProgress).await.unwrap();
+        assert_eq!(report.rollback_order, ["d", "c", "b", "a"]);
+        assert!(!runner.past_point_of_no_return().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_failure_of_the_point_of_no_return_itself_still_rolls_back() {
+        let fx = Fixture::new();
+        fx.fault("b", Fault::ApplyErr);
+        let runner = fx.runner(&["a", "b", "c"]).with_point_of_no_return("b");
+        let err = runner.run(&(), &NoProgress).await.unwrap_err();
+        assert!(matches!(err, RunError::StepFailed { .. }), "{err:?}");
+        assert_eq!(fx.take_calls(), ["apply a", "apply b", "rollback a"]);
     }
 
     #[tokio::test]
