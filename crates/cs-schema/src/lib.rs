@@ -24,6 +24,7 @@
 //! 24.0.0) are modelled in separate hierarchies marked unverified ([`Hierarchy::is_verified`],
 //! [`PathStep::verified`]).
 
+mod changes;
 mod checks;
 mod error;
 mod graph;
@@ -32,6 +33,7 @@ mod release;
 mod state;
 mod watch;
 
+pub use changes::{ChangesSince, NewVm, TABLES_THAT_MATTER, TableChanges, changes_since};
 pub use checks::{
     CLOUD_PROCEDURES, DbCheck, DbContext, USAGE_PROCEDURES, db_checks, ids, run_db_checks,
 };

@@ -536,3 +536,44 @@ async fn the_watch_gives_up_at_the_deadline() {
         "{out:?}"
     );
 }
+
+/// What a restore to a moment would discard: rows created and changed after it, and the user
+/// VMs created after it, with their hosts; a moment that is not a time is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_since_counts_what_a_restore_would_discard() {
+    let (db, target) = seeded("changes_since", "4.18.0.0");
+    let since = "2030-01-01 00:00:00";
+    let before = cs_schema::changes_since(&target, since).await.unwrap();
+    assert!(before.is_empty(), "{before:#?}");
+    sql(
+        &db,
+        "INSERT INTO `event` (`type`, `state`, `description`, `user_id`, `account_id`, \
+         `domain_id`, `created`, `level`) VALUES ('VM.STOP', 'Completed', 'later', 2, 2, 1, \
+         '2030-01-02 00:00:00', 'INFO')",
+    );
+    sql(
+        &db,
+        "UPDATE `vm_instance` SET `update_time` = '2030-01-02 00:00:00' WHERE `name` = 'vm-008'",
+    );
+    sql(
+        &db,
+        "UPDATE `vm_instance` SET `created` = '2030-01-03 00:00:00' WHERE `name` = 'vm-009'",
+    );
+    let after = cs_schema::changes_since(&target, since).await.unwrap();
+    let table = |t: &str| {
+        after
+            .tables
+            .iter()
+            .find(|c| c.table.ends_with(&format!(".{t}")))
+            .map(|c| (c.created, c.changed))
+    };
+    assert_eq!(table("event"), Some((1, 0)), "{after:#?}");
+    assert_eq!(table("vm_instance"), Some((1, 1)), "{after:#?}");
+    assert_eq!(after.new_vms.len(), 1);
+    assert_eq!(after.new_vms[0].name, "vm-009");
+    assert_eq!(after.new_vms[0].host.as_deref(), Some("kvm-zrh-01"));
+    let e = cs_schema::changes_since(&target, "yesterday")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("yesterday"), "{e}");
+}
