@@ -15,9 +15,9 @@ use crate::envelope::{self, Page};
 use crate::error::{Error, Result};
 use crate::sign::{sign, wire_query};
 use crate::types::{
-    AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, HostResponse,
-    JobStatus, ManagementServerResponse, RouterResponse, SystemVmResponse, VirtualMachineResponse,
-    ZoneResponse,
+    AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, EventResponse,
+    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, RouterResponse,
+    SystemVmResponse, VirtualMachineResponse, VolumeResponse, ZoneResponse,
 };
 
 /// How the client authenticates.
@@ -730,6 +730,30 @@ impl Client {
     ) -> Result<Vec<VirtualMachineResponse>> {
         self.list("listVirtualMachines", "virtualmachine", params)
             .await
+    }
+
+    /// `listEvents` (pass `("startdate", "yyyy-MM-dd HH:mm:ss")` for the events since then).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn list_events(&self, params: Params<'_>) -> Result<Vec<EventResponse>> {
+        self.list("listEvents", "event", params).await
+    }
+
+    /// `listVolumes`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn list_volumes(&self, params: Params<'_>) -> Result<Vec<VolumeResponse>> {
+        self.list("listVolumes", "volume", params).await
+    }
+
+    /// `listNetworks`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn list_networks(&self, params: Params<'_>) -> Result<Vec<NetworkResponse>> {
+        self.list("listNetworks", "network", params).await
     }
 
     /// `listZones`.

@@ -554,12 +554,12 @@ impl HostMaintenance for Client {
                 key: key.to_string(),
             })?;
         self.prepare_host_for_maintenance(&host.id).await?;
-        self.wait_resource_state(
-            &host.id,
-            "Maintenance",
-            &["ErrorInMaintenance", "ErrorInPrepareForMaintenance"],
-        )
-        .await?;
+        // The job ends with the host preparing; CloudStack's monitor moves it to Maintenance
+        // once its VMs have left. ErrorInPrepareForMaintenance is not the end: attemptMaintain
+        // sets it while migrations are pending on a host whose VMs started there, and moves
+        // the host back once they are done (ResourceManagerImpl.attemptMaintain, steps 4-5).
+        self.wait_resource_state(&host.id, "Maintenance", &["ErrorInMaintenance"])
+            .await?;
         Ok(())
     }
 

@@ -29,6 +29,7 @@ mod envelope;
 mod error;
 mod health;
 mod inventory;
+mod proof;
 mod sign;
 mod types;
 
@@ -45,9 +46,10 @@ pub use inventory::{
     HostChange, INVENTORY_CHECK_ID, Inventory, InventoryDiff, InventoryHost, InventoryUnchanged,
     InventoryVm, VmChange, VmMove, ansible_inventory, diff,
 };
+pub use proof::{Attributed, Proof, UpgradeActions, attribute};
 pub use sign::{canonical_string, encode_value, sign};
 pub use types::{
-    AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, HostResponse,
-    JobStatus, ManagementServerResponse, RouterResponse, SystemVmResponse, VirtualMachineResponse,
-    ZoneResponse,
+    AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, EventResponse,
+    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, RouterResponse,
+    SystemVmResponse, VirtualMachineResponse, VolumeResponse, ZoneResponse,
 };

@@ -146,6 +146,12 @@ pub struct HostResponse {
     pub managementserverid: Option<String>,
     /// Last disconnect time.
     pub disconnected: Option<String>,
+    /// Memory, in bytes.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub memorytotal: Option<i64>,
+    /// Memory allocated to VMs on it, in bytes.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub memoryallocated: Option<i64>,
 }
 
 /// `listSystemVms` → `systemvm`.
@@ -200,6 +206,15 @@ pub struct RouterResponse {
     pub hostid: Option<String>,
     /// Host name.
     pub hostname: Option<String>,
+    /// The template its next CloudStack start boots.
+    pub templatename: Option<String>,
+    /// Its guest network's UUID.
+    pub guestnetworkid: Option<String>,
+    /// Whether it is one of a redundant pair.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub isredundantrouter: Option<bool>,
+    /// `PRIMARY`, `BACKUP`, `UNKNOWN`, … for a redundant router.
+    pub redundantstate: Option<String>,
 }
 
 /// `listVirtualMachines` → `virtualmachine`.
@@ -225,6 +240,66 @@ pub struct VirtualMachineResponse {
     pub instancename: Option<String>,
     /// Hypervisor.
     pub hypervisor: Option<String>,
+    /// Memory in MiB.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub memory: Option<i64>,
+}
+
+/// `listEvents` → `event`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct EventResponse {
+    /// UUID.
+    pub id: String,
+    /// `VM.START`, `MAINT.PREPARE`, …
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// `Scheduled`, `Started`, `Created`, `Completed`.
+    pub state: Option<String>,
+    /// `INFO`, `WARN`, `ERROR`.
+    pub level: Option<String>,
+    /// What happened (`Successfully completed starting Vm. Vm Id: <uuid>`).
+    pub description: Option<String>,
+    /// When (`2026-12-07T10:15:00+0000`).
+    pub created: Option<String>,
+    /// The resource's id, when the event names one.
+    #[serde(deserialize_with = "lenient_string")]
+    pub resourceid: Option<String>,
+    /// The resource's type.
+    pub resourcetype: Option<String>,
+}
+
+/// `listVolumes` → `volume`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct VolumeResponse {
+    /// UUID.
+    pub id: String,
+    /// `ROOT` or `DATADISK`.
+    #[serde(rename = "type")]
+    pub volume_type: Option<String>,
+    /// `shared` or `local`.
+    pub storagetype: Option<String>,
+    /// The VM it is attached to.
+    pub virtualmachineid: Option<String>,
+}
+
+/// `listNetworks` → `network`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct NetworkResponse {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Zone UUID.
+    pub zoneid: Option<String>,
+    /// Whether its routers are a redundant pair.
+    #[serde(deserialize_with = "lenient_bool")]
+    pub redundantrouter: Option<bool>,
 }
 
 /// `listZones` → `zone`.
