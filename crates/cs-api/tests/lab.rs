@@ -241,7 +241,7 @@ async fn api_errors_keep_code_and_text() {
         } => assert!(errortext.contains("no.such.setting")),
         other => panic!("{other:?}"),
     }
-    let e = c.call("deployVirtualMachine", &[]).await.unwrap_err();
+    let e = c.call("createVPC", &[]).await.unwrap_err();
     assert!(
         matches!(e, Error::Unauthorized { .. }),
         "unknown commands are refused: {e:?}"
@@ -382,8 +382,9 @@ async fn health_report_reflects_the_cloud() {
     let lab = lab();
     lab.add_management_server("ms2", "PreparingToShutDown", "4.20.0.0");
     lab.set_host_state("kvm0002", "Disconnected");
-    lab.add_router("r-7-VM", "4.19.0", true);
-    lab.add_router("r-8-VM", "4.20.0", false);
+    // Below `minreq.sysvmtemplate.version` (4.20.0) and at it.
+    lab.add_router("net-old", "4.19.0");
+    lab.add_router("net-new", "4.20.0");
     let c = client(&lab);
     let report = HealthReport::collect(&c).await.unwrap();
     assert_eq!(report.routers_needing_upgrade.len(), 1);

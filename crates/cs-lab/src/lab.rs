@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 use cs_core::{CsVersion, DbUrl};
 use mysql::prelude::Queryable;
 
+use crate::api::Hypervisors;
 use crate::mariadb::DbUrlExt;
 use crate::{
-    KvmFault, KvmHost, LabApi, LabError, MgmtNode, MgmtStartup, RepoServer, Result, SeedOptions,
-    TestDb, mariadb, seed, start_kvm_hosts,
+    HostCapacity, KvmHost, LabApi, LabError, LabFamily, MgmtNode, MgmtStartup, RepoServer, Result,
+    SeedOptions, TenantActor, TenantOptions, TestDb, Timings, mariadb, seed, start_kvm_hosts,
 };
 
 /// How often the background thread copies the nodes' state into the API endpoint.
@@ -44,6 +45,14 @@ pub struct LabBuilder {
     vms: usize,
     offers: BTreeMap<String, BTreeSet<String>>,
     step_delay: Duration,
+    usage_servers: usize,
+    management_family: LabFamily,
+    kvm_family: LabFamily,
+    capacity: HostCapacity,
+    networks: usize,
+    redundant_networks: usize,
+    unlisted: usize,
+    timings: Timings,
 }
 
 impl LabBuilder {
@@ -54,9 +63,62 @@ impl LabBuilder {
         self
     }
 
-    /// Number of management servers `mgmt1…` (default 2); the first also runs the usage server.
+    /// Number of management servers `mgmt1…` (default 2).
     pub fn management_servers(mut self, n: usize) -> Self {
         self.management_servers = n.max(1);
+        self
+    }
+
+    /// How many of the management servers (the first ones) also run the usage server (default
+    /// 1); the others have no `cloudstack-usage` package or unit, as on real clouds that run
+    /// it on some servers only.
+    pub fn usage_servers(mut self, n: usize) -> Self {
+        self.usage_servers = n;
+        self
+    }
+
+    /// The package family of the management servers (default Debian).
+    pub fn management_family(mut self, family: LabFamily) -> Self {
+        self.management_family = family;
+        self
+    }
+
+    /// The package family of the KVM hosts (default Debian).
+    pub fn kvm_family(mut self, family: LabFamily) -> Self {
+        self.kvm_family = family;
+        self
+    }
+
+    /// What every KVM host offers to VMs (default: [`HostCapacity::default`]); maintenance
+    /// migrates VMs only where they fit.
+    pub fn host_capacity(mut self, capacity: HostCapacity) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Isolated guest networks, each with one virtual router (default 1).
+    pub fn networks(mut self, n: usize) -> Self {
+        self.networks = n;
+        self
+    }
+
+    /// Isolated guest networks with a redundant router pair (PRIMARY and BACKUP; default 0).
+    pub fn redundant_networks(mut self, n: usize) -> Self {
+        self.redundant_networks = n;
+        self
+    }
+
+    /// How many of the KVM hosts (the last ones) CloudStack knows but [`Lab::write_config`]
+    /// leaves out, as when an operator's inventory misses a host (default 0).
+    pub fn unlisted_kvm_hosts(mut self, n: usize) -> Self {
+        self.unlisted = n;
+        self
+    }
+
+    /// How long the simulated management server's operations take (default
+    /// [`Timings::default`]).
+    pub fn timings(mut self, timings: Timings) -> Self {
+        self.timings = timings;
         self
     }
 
@@ -238,6 +300,7 @@ impl Drop for AgentPort {
 pub struct Lab {
     // Field order: the sync thread stops first, then the nodes, then the endpoint and database.
     sync: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    unlisted: usize,
     mgmt: Vec<Arc<MgmtNode>>,
     kvm: Vec<Arc<KvmHost>>,
     api: Arc<LabApi>,
@@ -309,6 +372,14 @@ impl Lab {
                 BTreeSet::from(["4.19.0.0".to_string()]),
             )]),
             step_delay: Duration::from_millis(50),
+            usage_servers: 1,
+            management_family: LabFamily::Deb,
+            kvm_family: LabFamily::Deb,
+            capacity: HostCapacity::default(),
+            networks: 1,
+            redundant_networks: 0,
+            unlisted: 0,
+            timings: Timings::default(),
         }
     }
 
@@ -325,6 +396,7 @@ impl Lab {
         let usage = db.extra("usage")?;
         let url = mariadb().root();
         seed(&url, &SeedOptions::new(version, db.name(), &usage))?;
+        let template = crate::seed::install_system_template(&url, db.name(), &version)?;
 
         let mut offers = b.offers.clone();
         offers
@@ -342,12 +414,15 @@ impl Lab {
                     let (url, offers, db_name, usage) = (&url, &offers, db.name(), &usage);
                     let repo_url = repo.url.as_str();
                     let (version, delay) = (&b.version, b.step_delay);
+                    let (has_usage, family) = (i < b.usage_servers, b.management_family);
                     scope.spawn(move || {
                         let mut builder = MgmtNode::builder(format!("mgmt{}", i + 1))
                             .db(url, db_name, usage)
                             .repo_base(repo_url)
                             .installed(version)
                             .step_delay(delay)
+                            .usage(has_usage)
+                            .family(family)
                             .running(true);
                         for (line, versions) in offers {
                             let v: Vec<&str> = versions.iter().map(String::as_str).collect();
@@ -359,6 +434,7 @@ impl Lab {
                 .collect();
             let kvm = start_kvm_hosts(b.kvm_hosts, b.per_cluster, |o| {
                 o.installed = b.version.clone();
+                o.family = b.kvm_family;
                 o.repo_base.clone_from(&repo.url);
                 o.agent_port = agent_port.port;
                 for (line, versions) in &offers {
@@ -383,23 +459,33 @@ impl Lab {
         let mgmt = mgmt?;
         let kvm: Vec<Arc<KvmHost>> = kvm?.into_iter().map(Arc::new).collect();
 
+        // The cloud as CloudStack's database has it: the management servers, the hosts in
+        // their clusters, one SSVM and one CPVM, the routers of the guest networks and the
+        // tenants' VMs, all Running where they were placed.
         let api = Arc::new(LabApi::start()?);
+        api.set_timings(b.timings);
         for m in &mgmt {
             api.add_management_server(m.name(), "Up", &b.version);
         }
         for h in &kvm {
             api.add_host(h.cluster(), h.name(), &b.version);
+            api.set_host_capacity(h.name(), b.capacity);
         }
-        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
-            api.set_system_vm(name, kind, "Running", "Up", &b.version);
-        }
+        api.use_system_template(
+            template,
+            &cs_schema::systemvm_template_name(&version, cs_schema::Hypervisor::Kvm),
+        );
+        api.populate_appliances(b.networks, b.redundant_networks);
         if !kvm.is_empty() {
             for i in 0..b.vms {
                 let host = kvm[i % kvm.len()].name();
                 api.add_vm(&format!("vm{:03}", i + 1), "Running", Some(host));
             }
         }
-        sync(&api, &mgmt, &kvm, version);
+        api.attach_database(&url, db.name())?;
+        api.attach_hypervisors(Arc::new(KvmHypervisors::of(&kvm)));
+        api.require_management_server(true);
+        sync(&api, &mgmt, &kvm);
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -410,13 +496,14 @@ impl Lab {
                     .name("lab-sync".into())
                     .spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
-                            sync(&api, &mgmt, &kvm, version);
+                            sync(&api, &mgmt, &kvm);
                             std::thread::sleep(SYNC_EVERY);
                         }
                     }),
             )?
         };
         let lab = Lab {
+            unlisted: b.unlisted.min(kvm.len()),
             sync: Some((stop, thread)),
             mgmt,
             kvm,
@@ -516,15 +603,36 @@ impl Lab {
     }
 
     /// Copies the nodes' state into the API endpoint now (the background thread does so every
-    /// 100 ms).
+    /// 100 ms), and lets the endpoint run what is due and read the database back.
     pub fn sync(&self) {
-        sync(&self.api, &self.mgmt, &self.kvm, self.version);
+        sync(&self.api, &self.mgmt, &self.kvm);
+        self.api.settle();
+    }
+
+    /// The KVM hosts [`Lab::write_config`] lists (all but the unlisted ones).
+    pub fn listed_kvm_hosts(&self) -> &[Arc<KvmHost>] {
+        &self.kvm[..self.kvm.len() - self.unlisted]
+    }
+
+    /// A tenant using the cloud's API (scripted changes, recorded).
+    pub fn tenant(&self) -> crate::Tenant {
+        self.api.tenant()
+    }
+
+    /// Starts tenants that keep changing the cloud through its API while it serves; they stop
+    /// when the returned actor is dropped.
+    ///
+    /// # Errors
+    /// When the actor's thread cannot start.
+    pub fn start_tenants(&self, options: TenantOptions) -> Result<TenantActor> {
+        self.api.start_tenants(options)
     }
 
     /// Prepares what the management servers run when they start at a new version: the schema
     /// steps of each hop from the installed version to `target` (LTS hops from
-    /// `cs_schema::plan_hops`, or one jump with `direct`), and the repositories offering each
-    /// hop's version. Returns the hops' versions, in order.
+    /// `cs_schema::plan_hops`, or one jump with `direct`), the repositories offering each
+    /// hop's version, and each hop's system VM template registered ahead, as an operator does.
+    /// Returns the hops' versions, in order.
     ///
     /// # Errors
     /// [`LabError::Start`] when cs-schema has no path; what preparing a node returns.
@@ -547,6 +655,11 @@ impl Lab {
                 .map(|h| (h.from, h.to, h.steps))
                 .collect()
         };
+        // The operator registers each hop's system VM template first, as the upgrade guide
+        // asks (the cs-schema check `systemvm.templates.ready` stops an upgrade without it).
+        for (_, to, _) in &hops {
+            crate::seed::register_system_template(&self.db_url(), self.db.name(), to)?;
+        }
         let mut offers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         offers
             .entry(from.line())
@@ -671,30 +784,25 @@ impl Lab {
                 path_str(m.root())
             );
         }
-        let m = &self.mgmt[0];
-        let _ = writeln!(
-            t,
-            "[[usage_servers]]\naddress = \"127.0.0.1\"\nport = {}\nname = {}\nroot = {}\n",
-            m.ssh().port(),
-            toml_str(m.name()),
-            path_str(m.root())
-        );
-        let mut clusters: BTreeMap<&str, Vec<&KvmHost>> = BTreeMap::new();
-        for h in &self.kvm {
-            clusters.entry(h.cluster()).or_default().push(h);
+        for m in self.mgmt.iter().filter(|m| m.has_usage()) {
+            let _ = writeln!(
+                t,
+                "[[usage_servers]]\naddress = \"127.0.0.1\"\nport = {}\nname = {}\nroot = {}\n",
+                m.ssh().port(),
+                toml_str(m.name()),
+                path_str(m.root())
+            );
         }
-        for (name, hosts) in clusters {
-            let _ = writeln!(t, "[[clusters]]\nname = {}\nhosts = [", toml_str(name));
-            for h in hosts {
-                let port = h.ssh().map_or(22, |s| s.port());
-                let _ = writeln!(
-                    t,
-                    "  {{ address = \"127.0.0.1\", port = {port}, name = {}, root = {} }},",
-                    toml_str(h.name()),
-                    path_str(&h.root())
-                );
-            }
-            t.push_str("]\n\n");
+        // CloudStack lists the KVM hosts (and their clusters); the entries say how to reach
+        // each listed one, as an operator's would for hosts behind NAT or a bastion.
+        for h in self.listed_kvm_hosts() {
+            let port = h.ssh().map_or(22, |s| s.port());
+            let _ = writeln!(
+                t,
+                "[[hosts]]\nname = {}\naddress = \"127.0.0.1\"\nport = {port}\nroot = {}\n",
+                toml_str(h.name()),
+                path_str(&h.root())
+            );
         }
         let _ = writeln!(
             t,
@@ -746,18 +854,15 @@ impl Lab {
     }
 }
 
-/// Copies management-server and host state into the endpoint.
-fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>], initial: CsVersion) {
-    let mut newest: Option<String> = None;
+/// Copies what the nodes say into the endpoint: each management server's state and version
+/// (its `mshost` row), each host's agent state and version (what the agent reports when it
+/// connects). System VMs, routers and guests are the endpoint's own: nothing here upgrades
+/// them.
+fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>]) {
     for m in mgmt {
         let installed = m.installed(crate::MANAGEMENT_UNIT).unwrap_or_default();
         let (state, version) = match m.startup() {
-            MgmtStartup::Up(v) => {
-                if newest.as_deref().is_none_or(|n| version_lt(n, &v)) {
-                    newest = Some(v.clone());
-                }
-                ("Up", v)
-            }
+            MgmtStartup::Up(v) => ("Up", v),
             MgmtStartup::Starting => ("Starting", installed),
             _ => ("Down", installed),
         };
@@ -768,23 +873,46 @@ fn sync(api: &LabApi, mgmt: &[Arc<MgmtNode>], kvm: &[Arc<KvmHost>], initial: CsV
         api.set_host_state(h.name(), &st.state);
         if let Some(v) = st.version {
             api.set_host_version(h.name(), &v.to_string());
-            if v != initial && h.has_fault(KvmFault::StopsVms) {
-                api.set_vms_on_host(h.name(), "Stopped");
-            }
-        }
-    }
-    if let Some(v) = newest {
-        api.set_version(&v);
-        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
-            api.set_system_vm(name, kind, "Running", "Up", &v);
         }
     }
 }
 
-fn version_lt(a: &str, b: &str) -> bool {
-    match (CsVersion::parse(a), CsVersion::parse(b)) {
-        (Ok(a), Ok(b)) => a < b,
-        _ => a < b,
+/// The lab's KVM hosts as the hypervisors the endpoint places guests on.
+#[derive(Debug)]
+struct KvmHypervisors {
+    hosts: BTreeMap<String, Arc<KvmHost>>,
+}
+
+impl KvmHypervisors {
+    fn of(kvm: &[Arc<KvmHost>]) -> KvmHypervisors {
+        KvmHypervisors {
+            hosts: kvm
+                .iter()
+                .map(|h| (h.name().to_string(), h.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Hypervisors for KvmHypervisors {
+    fn start(&self, host: &str, instance: &str) {
+        if let Some(h) = self.hosts.get(host)
+            && let Err(e) = h.start_domain(instance)
+        {
+            tracing::warn!(host, instance, error = %e, "lab: start a domain");
+        }
+    }
+
+    fn stop(&self, host: &str, instance: &str) {
+        if let Some(h) = self.hosts.get(host)
+            && let Err(e) = h.destroy_domain(instance)
+        {
+            tracing::warn!(host, instance, error = %e, "lab: destroy a domain");
+        }
+    }
+
+    fn running(&self, host: &str) -> Option<Vec<String>> {
+        self.hosts.get(host).map(|h| h.domains())
     }
 }
 

@@ -1,5 +1,44 @@
-//! A throwaway, CloudStack-shaped lab on 127.0.0.1 for tests, demos and benchmarks: a real
-//! MariaDB and real sshd instances with temporary directories and free ports.
+//! A throwaway CloudStack cloud on 127.0.0.1 for tests, demos and benchmarks: a real MariaDB,
+//! real sshd instances, simulated management servers and KVM hosts, and a CloudStack API
+//! endpoint, all with temporary directories and free ports. It is as harsh as a real cloud
+//! where an upgrade's safety is decided, and each simulated behaviour names the CloudStack code
+//! it follows.
+//!
+//! Start a whole cloud with [`Lab::builder`] (blocking; from async code use `spawn_blocking`):
+//!
+//! ```no_run
+//! let lab = cs_lab::Lab::builder()
+//!     .management_servers(2) // mgmt1, mgmt2; mgmt1 migrates the schema
+//!     .usage_servers(1)      // cloudstack-usage on mgmt1 only
+//!     .kvm_hosts(4)          // kvm1..kvm4 ...
+//!     .hosts_per_cluster(2)  // ... in clusters c1, c2
+//!     .vms(6)                // tenants' VMs, Running, spread over the hosts
+//!     .start()?;
+//! let config = lab.write_config(&"4.19.0.0".parse()?)?; // an UpgradeConfig TOML
+//! # let _ = config;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What the cloud does, as CloudStack does it (see [`LabApi`] for the commands):
+//! - **Maintenance moves VMs**: `prepareHostForMaintenance` live-migrates every VM to other Up
+//!   and Enabled hosts of its cluster that have room ([`HostCapacity`]), or ends in
+//!   `ErrorInMaintenance`; `cancelHostMaintenance` moves nothing back.
+//! - **System VMs and routers keep their template** until CloudStack restarts or recreates them
+//!   (`stopSystemVm`/`startSystemVm`, `destroySystemVm`, `rebootRouter`,
+//!   `upgradeRouterTemplate`, `restartNetwork cleanup=true`) or patches them (`patchSystemVm`);
+//!   `listRouters` says `requiresupgrade` as the real server computes it.
+//! - **Tenants act** while the API serves ([`Lab::start_tenants`], [`Lab::tenant`]), through the
+//!   API, so events, usage events and `vm_instance` rows change as on a real cloud.
+//! - **The database is the cloud**: a restored database is what the API answers for, while the
+//!   guests keep running on the KVM hosts (`virsh list`); no management server Up, no API.
+//! - **Nodes as they are**: usage servers on some management servers only, Debian or EL
+//!   packaging on either node kind, hosts CloudStack knows but the configuration misses.
+//! - **Faults**: [`MgmtFault`], [`KvmFault`], a database proxy that freezes connections
+//!   ([`TcpProxy`]), and nodes whose sshd goes silent mid-command ([`SshServer::freeze`]).
+//!
+//! The parts work alone too: [`mariadb`] (one server per test binary, a database per test),
+//! [`seed`], [`MgmtNode`], [`KvmHost`], [`LabApi`] (an endpoint without database or nodes,
+//! answering always, for the API client's own tests), [`RepoServer`].
 //!
 //! `publish = false`: only dev-dependencies, examples and the root crate's tests use it.
 
@@ -16,7 +55,10 @@ mod seed;
 mod sshd;
 mod util;
 
-pub use api::{CloudSpec, Fault, LabApi, RecordedRequest};
+pub use api::{
+    CloudSpec, Fault, HostCapacity, LabApi, LabEvent, LabVm, RecordedRequest, Tenant, TenantActor,
+    TenantChange, TenantOptions, Timings,
+};
 pub use cs_core::DbUrl;
 pub use error::{LabError, Result};
 pub use kvm::{

@@ -788,6 +788,122 @@ fn generate(
     Ok(n)
 }
 
+/// Registers the KVM system VM template of `version`'s release (`systemvm-kvm-4.19.0`), Ready
+/// on every image store, unless it is there: what an operator does before an upgrade, as the
+/// upgrade guide asks (the lab's fixture registers them as SYSTEM templates, as it has 4.19.0).
+/// Returns its id. Blocking.
+///
+/// # Errors
+/// [`LabError::Database`] naming the statement that failed.
+pub(crate) fn register_system_template(
+    url: &DbUrl,
+    cloud_schema: &str,
+    version: &CsVersion,
+) -> Result<u64> {
+    let mut conn = url.connect()?;
+    let c = ident(cloud_schema);
+    let [a, b, p, _] = version.padded();
+    let release = format!("{a}.{b}.{p}");
+    let name = format!("systemvm-kvm-{release}");
+    let found: Option<u64> = conn
+        .exec_first(
+            format!(
+                "SELECT `id` FROM {c}.`vm_template` WHERE `name` = ? AND `type` = 'SYSTEM' \
+                 AND `removed` IS NULL"
+            ),
+            (&name,),
+        )
+        .map_err(db("look for the system VM template"))?;
+    Ok(match found {
+        Some(id) => id,
+        None => {
+            conn.exec_drop(
+                format!(
+                    "INSERT INTO {c}.`vm_template` (`unique_name`, `name`, `uuid`, `public`, \
+                     `featured`, `type`, `hvm`, `bits`, `url`, `format`, `created`, `account_id`, \
+                     `display_text`, `enable_password`, `enable_sshkey`, `guest_os_id`, \
+                     `bootable`, `prepopulate`, `cross_zones`, `extractable`, `hypervisor_type`, \
+                     `sort_key`, `size`, `state`, `update_count`, `dynamically_scalable`, \
+                     `direct_download`, `deploy_as_is`) VALUES (?, ?, UUID(), 0, 0, 'SYSTEM', 0, \
+                     64, ?, 'QCOW2', UTC_TIMESTAMP(), 1, ?, 0, 0, 15, 1, 0, 1, 0, 'KVM', 0, \
+                     5368709120, 'Active', 0, 0, 0, 0)"
+                ),
+                (
+                    format!("routing-{release}"),
+                    &name,
+                    format!(
+                        "https://download.cloudstack.org/systemvm/{a}.{b}/systemvmtemplate-{release}-kvm.qcow2.bz2"
+                    ),
+                    &name,
+                ),
+            )
+            .map_err(db("register the system VM template"))?;
+            let id: Option<u64> = conn
+                .query_first("SELECT LAST_INSERT_ID()")
+                .map_err(db("read the template id"))?;
+            let id = id.unwrap_or(0);
+            conn.exec_drop(
+                format!(
+                    "INSERT INTO {c}.`template_store_ref` (`store_id`, `template_id`, `created`, \
+                     `last_updated`, `download_pct`, `size`, `store_role`, `physical_size`, \
+                     `download_state`, `install_path`, `state`, `destroyed`, `is_copy`, \
+                     `update_count`, `ref_cnt`) SELECT `id`, ?, UTC_TIMESTAMP(), UTC_TIMESTAMP(), \
+                     100, 5368709120, 'Image', 561242112, 'DOWNLOADED', \
+                     CONCAT('template/tmpl/1/', ?, '/', UUID(), '.qcow2'), 'Ready', 0, 0, 0, 0 \
+                     FROM {c}.`image_store` WHERE `removed` IS NULL AND `role` = 'Image'"
+                ),
+                (id, id),
+            )
+            .map_err(db("make the system VM template Ready on the image stores"))?;
+            id
+        }
+    })
+}
+
+/// What a cloud installed (or last upgraded) at `version` has for its system VMs, as
+/// `SystemVmTemplateRegistration` leaves it: the KVM system VM template of the release
+/// registered ([`register_system_template`]), `minreq.sysvmtemplate.version` and
+/// `router.template.kvm` naming it, and every system VM and router pointing at it. Blocking.
+///
+/// # Errors
+/// [`LabError::Database`] naming the statement that failed.
+pub(crate) fn install_system_template(
+    url: &DbUrl,
+    cloud_schema: &str,
+    version: &CsVersion,
+) -> Result<u64> {
+    let id = register_system_template(url, cloud_schema, version)?;
+    let mut conn = url.connect()?;
+    let c = ident(cloud_schema);
+    let [a, b, p, _] = version.padded();
+    let release = format!("{a}.{b}.{p}");
+    let name = format!("systemvm-kvm-{release}");
+    for (key, value) in [
+        ("minreq.sysvmtemplate.version", release.as_str()),
+        ("router.template.kvm", name.as_str()),
+    ] {
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {c}.`configuration` (`category`, `instance`, `component`, `name`, \
+                 `value`, `description`, `default_value`, `updated`, `is_dynamic`) \
+                 VALUES ('Advanced', 'DEFAULT', 'NetworkManager', ?, ?, ?, ?, UTC_TIMESTAMP(), 0) \
+                 ON DUPLICATE KEY UPDATE `value` = VALUES(`value`), `updated` = UTC_TIMESTAMP()"
+            ),
+            (key, value, format!("cs-lab: {key}"), value),
+        )
+        .map_err(db("set the system VM template settings"))?;
+    }
+    conn.exec_drop(
+        format!(
+            "UPDATE {c}.`vm_instance` SET `vm_template_id` = ? WHERE `type` <> 'User' \
+             AND `hypervisor_type` = 'KVM' AND `removed` IS NULL"
+        ),
+        (id,),
+    )
+    .map_err(db("point the system VMs at the template"))?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,10 @@
 //! The lab's CloudStack API endpoint: verifies signatures as `ApiServer.verifyRequest` does,
 //! answers from a configurable cloud, records requests and injects faults.
 
+mod persist;
+mod sim;
 mod state;
+mod tenant;
 mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +21,12 @@ use hyper::{Request, Response};
 use serde_json::json;
 
 use crate::{LabError, Result};
-use state::{Cloud, LabHost, Ms, Params, Reply, Router, SysVm, Vm, error_reply, is_known};
+pub(crate) use state::Hypervisors;
+use state::{
+    Cloud, LabHost, Ms, Network, Params, Reply, RouterInfo, VmKind, error_reply, is_known,
+};
+pub use state::{HostCapacity, Timings};
+pub use tenant::{Tenant, TenantActor, TenantChange, TenantOptions};
 
 /// A fault the endpoint injects into matching requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,50 @@ pub struct RecordedRequest {
     pub status: u16,
 }
 
+/// A VM as the lab's cloud has it (every kind: user VMs, system VMs, routers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LabVm {
+    /// The API id.
+    pub id: String,
+    /// `vm_instance.id`.
+    pub db_id: u64,
+    /// Its name (`vm001`, `s-12-VM`).
+    pub name: String,
+    /// The libvirt domain's name (`i-2-12-VM`).
+    pub instance_name: String,
+    /// `vm_instance.type`: `User`, `SecondaryStorageVm`, `ConsoleProxy`, `DomainRouter`.
+    pub kind: String,
+    /// Its state.
+    pub state: String,
+    /// The host it is on.
+    pub host: Option<String>,
+    /// `last_host_id`'s host.
+    pub last_host: Option<String>,
+    /// The template its next CloudStack start boots (`vm_template_id`).
+    pub template: Option<String>,
+    /// The template of the root disk it runs on.
+    pub booted_template: Option<String>,
+    /// A system VM's agent version.
+    pub agent_version: Option<String>,
+}
+
+/// An event as the lab's cloud wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LabEvent {
+    /// `VM.START`, `MAINT.PREPARE`, …
+    pub kind: String,
+    /// `Scheduled`, `Started`, `Created`, `Completed`.
+    pub state: String,
+    /// `INFO` or `ERROR`.
+    pub level: String,
+    /// The description.
+    pub description: String,
+    /// `yyyy-MM-dd HH:mm:ss`, UTC.
+    pub created: String,
+}
+
 /// A bundle of settings to populate a cloud at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudSpec {
@@ -96,6 +148,8 @@ struct Session {
 
 struct Shared {
     cloud: RwLock<Cloud>,
+    /// Reads the cloud back from its database, when one is attached.
+    reader: Mutex<Option<persist::Reader>>,
     keys: Mutex<HashMap<String, String>>,
     users: Mutex<HashMap<String, String>>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -151,6 +205,7 @@ impl LabApi {
         let secret = Secret::new(crate::util::token(40));
         let shared = Arc::new(Shared {
             cloud: RwLock::new(Cloud::new()),
+            reader: Mutex::new(None),
             keys: Mutex::new(HashMap::from([(
                 api_key.clone(),
                 secret.expose().to_string(),
@@ -182,7 +237,10 @@ impl LabApi {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("lab-api".into())
-            .spawn(move || rt.block_on(serve(std_listener, s, rx)))
+            .spawn(move || {
+                rt.spawn(tick(s.clone()));
+                rt.block_on(serve(std_listener, s, rx));
+            })
             .map_err(|e| LabError::io("spawn the lab API thread", e))?;
         Ok(LabApi {
             shared,
@@ -253,49 +311,88 @@ impl LabApi {
                 let id = c.new_id();
                 c.hosts.push(LabHost {
                     id,
+                    db_id: n as u64,
                     name: format!("kvm{n:04}"),
                     state: "Up".into(),
                     resource_state: "Enabled".into(),
                     version: spec.version.clone(),
                     ip: format!("192.0.{}.{}", 2 + n / 250, n % 250 + 1),
                     cluster: cl,
+                    capacity: HostCapacity::default(),
                 });
             }
         }
         let zone = c.zone_index("zone1");
-        let sys_version = spec.version.clone();
-        for (kind, name) in [("secondarystoragevm", "s-1-VM"), ("consoleproxy", "v-2-VM")] {
-            if !c.sysvms.iter().any(|s| s.name == name) {
-                let id = c.new_id();
-                c.sysvms.push(SysVm {
-                    id,
-                    name: name.into(),
-                    kind: kind.into(),
-                    state: "Running".into(),
-                    agent_state: "Up".into(),
-                    version: sys_version.clone(),
-                    zone,
-                });
+        let template = c.current_system_template().map_or(0, |t| t.db_id);
+        for kind in [VmKind::SecondaryStorageVm, VmKind::ConsoleProxy] {
+            if !c.vms.iter().any(|v| v.kind == kind) {
+                let vm = c.create_vm(kind, zone, None, template, None);
+                let host = (!c.hosts.is_empty()).then_some(0);
+                c.place_running(vm, host);
             }
         }
         let hosts = c.hosts.len();
-        let first = c.vms.len();
         c.vms.reserve(spec.vms);
         for i in 0..spec.vms {
-            let number = (first + i + 1) as u64;
-            let id = c.new_id();
-            c.vms.push(Vm {
-                id,
-                name: format!("vm{number:05}"),
-                state: "Running".into(),
-                host: (hosts > 0).then_some(i % hosts.max(1)),
+            let number = c.vms.iter().filter(|v| v.kind == VmKind::User).count() + 1;
+            let vm = c.create_vm(
+                VmKind::User,
                 zone,
-                number,
-            });
+                Some(&format!("vm{number:05}")),
+                state::USER_TEMPLATE,
+                None,
+            );
+            c.place_running(vm, (hosts > 0).then_some(i % hosts.max(1)));
         }
     }
 
-    /// Sets the version `listCapabilities` reports.
+    /// Adds what a zone runs besides tenants' VMs: one SSVM and one CPVM, `networks` isolated
+    /// guest networks with a router each, and `redundant` ones with a PRIMARY and a BACKUP
+    /// router on different hosts; all Running on the newest system VM template, spread over
+    /// the hosts.
+    pub fn populate_appliances(&self, networks: usize, redundant: usize) {
+        let mut c = self.cloud();
+        let zone = c.zone_index("zone1");
+        let template = c.current_system_template().map_or(0, |t| t.db_id);
+        let hosts = c.hosts.len();
+        let mut next = 0usize;
+        let mut place = |c: &mut Cloud, vm: usize| {
+            let h = (hosts > 0).then(|| next % hosts);
+            next += 1;
+            c.place_running(vm, h);
+        };
+        for kind in [VmKind::SecondaryStorageVm, VmKind::ConsoleProxy] {
+            let vm = c.create_vm(kind, zone, None, template, None);
+            place(&mut c, vm);
+        }
+        for i in 0..networks + redundant {
+            let is_redundant = i >= networks;
+            let id = c.new_id();
+            c.networks.push(Network {
+                id,
+                name: format!("guestnet-{}", i + 1),
+                zone,
+                redundant: is_redundant,
+            });
+            let n = c.networks.len() - 1;
+            let states: &[Option<&'static str>] = if is_redundant {
+                &[Some("PRIMARY"), Some("BACKUP")]
+            } else {
+                &[None]
+            };
+            for state in states {
+                let router = RouterInfo {
+                    network: n,
+                    redundant_state: *state,
+                    template_version: None,
+                };
+                let vm = c.create_vm(VmKind::DomainRouter, zone, None, template, Some(router));
+                place(&mut c, vm);
+            }
+        }
+    }
+
+    /// Sets the version `listCapabilities` reports while no management server is known.
     pub fn set_version(&self, version: &str) {
         self.cloud().version = version.into();
     }
@@ -322,7 +419,8 @@ impl LabApi {
         }
     }
 
-    /// Adds a hypervisor to `cluster` (created in `zone1` when new); returns its id.
+    /// Adds a hypervisor to `cluster` (created in `zone1` when new) with the default
+    /// [`HostCapacity`]; returns its id.
     pub fn add_host(&self, cluster: &str, name: &str, version: &str) -> String {
         let mut c = self.cloud();
         let cl = c.cluster_index("zone1", cluster);
@@ -330,65 +428,85 @@ impl LabApi {
         let n = c.hosts.len() + 1;
         c.hosts.push(LabHost {
             id: id.clone(),
+            db_id: n as u64,
             name: name.into(),
             state: "Up".into(),
             resource_state: "Enabled".into(),
             version: version.into(),
             ip: format!("192.0.{}.{}", 2 + n / 250, n % 250 + 1),
             cluster: cl,
+            capacity: HostCapacity::default(),
         });
         id
+    }
+
+    /// Sets what a hypervisor offers to VMs (by name, id or IP).
+    pub fn set_host_capacity(&self, key: &str, capacity: HostCapacity) {
+        let mut c = self.cloud();
+        if let Some(i) = c.host_index(key) {
+            c.hosts[i].capacity = capacity;
+        }
     }
 
     /// Sets a host's connection state (`Up`, `Disconnected`, …), by name, id or IP.
     pub fn set_host_state(&self, key: &str, state: &str) {
-        let mut c = self.cloud();
-        if let Some(i) = c.host_index(key) {
-            c.hosts[i].state = state.into();
-        }
+        self.update_host(key, |h| h.state = state.into());
     }
 
     /// Sets a host's resource state (`Enabled`, `Maintenance`, …).
     pub fn set_host_resource_state(&self, key: &str, state: &str) {
-        let mut c = self.cloud();
-        if let Some(i) = c.host_index(key) {
-            c.hosts[i].resource_state = state.into();
-        }
+        self.update_host(key, |h| h.resource_state = state.into());
     }
 
     /// Sets the agent version a host reports.
     pub fn set_host_version(&self, key: &str, version: &str) {
+        self.update_host(key, |h| h.version = version.into());
+    }
+
+    fn update_host(&self, key: &str, change: impl FnOnce(&mut LabHost)) {
         let mut c = self.cloud();
         if let Some(i) = c.host_index(key) {
-            c.hosts[i].version = version.into();
+            let before = c.hosts[i].clone();
+            change(&mut c.hosts[i]);
+            let after = c.hosts[i].clone();
+            if (&before.state, &before.resource_state, &before.version)
+                != (&after.state, &after.resource_state, &after.version)
+            {
+                c.touch();
+                c.save_host_row(i);
+            }
         }
     }
 
-    /// Adds a VM on `host` (none when stopped); returns its id.
+    /// Adds a user VM on `host` (none when stopped), in the state given, without going
+    /// through a job; returns its id.
     pub fn add_vm(&self, name: &str, state: &str, host: Option<&str>) -> String {
         let mut c = self.cloud();
-        let h = host.and_then(|h| c.host_index(h));
         let zone = c.zone_index("zone1");
-        let id = c.new_id();
-        let number = c.vms.len() as u64 + 1;
-        c.vms.push(Vm {
-            id: id.clone(),
-            name: name.into(),
-            state: state.into(),
-            host: h,
-            zone,
-            number,
-        });
-        id
+        let h = host.and_then(|h| c.host_index(h));
+        let vm = c.create_vm(VmKind::User, zone, Some(name), state::USER_TEMPLATE, None);
+        c.place_running(vm, h);
+        if state != "Running" {
+            c.set_vm_state(vm, state, h);
+        }
+        c.vms[vm].id.clone()
     }
 
-    /// Sets a VM's state and host (by name or id).
+    /// Puts a user VM's root disk on its host's local storage: it cannot live-migrate, and
+    /// maintenance of its host is refused while it runs.
+    pub fn set_local_storage(&self, key: &str, local: bool) {
+        let mut c = self.cloud();
+        if let Some(i) = c.vm_index(key) {
+            c.vms[i].local_storage = local;
+        }
+    }
+
+    /// Sets a VM's state and host (by name or id), without going through a job.
     pub fn set_vm(&self, key: &str, state: &str, host: Option<&str>) {
         let mut c = self.cloud();
         let h = host.and_then(|h| c.host_index(h));
-        if let Some(v) = c.vms.iter_mut().find(|v| v.name == key || v.id == key) {
-            v.state = state.into();
-            v.host = h;
+        if let Some(i) = c.vm_index(key) {
+            c.set_vm_state(i, state, h);
         }
     }
 
@@ -398,58 +516,165 @@ impl LabApi {
         let Some(h) = c.host_index(host) else {
             return;
         };
-        for v in c.vms.iter_mut().filter(|v| v.host == Some(h)) {
-            v.state = state.into();
+        let on: Vec<usize> = (0..c.vms.len())
+            .filter(|&v| c.vms[v].host == Some(h) && c.vms[v].kind == VmKind::User)
+            .collect();
+        for v in on {
+            c.set_vm_state(v, state, Some(h));
         }
     }
 
-    /// Removes a VM (by name or id).
+    /// Removes a VM (by name or id), as an expunge would.
     pub fn remove_vm(&self, key: &str) {
-        self.cloud().vms.retain(|v| v.name != key && v.id != key);
+        let mut c = self.cloud();
+        if let Some(i) = c.vm_index(key) {
+            c.expunge_now(i);
+        }
     }
 
-    /// Adds or updates a system VM (`secondarystoragevm` or `consoleproxy`).
+    /// Sets a system VM's state and agent version (`secondarystoragevm` or `consoleproxy`);
+    /// adds it when no system VM has that name.
     pub fn set_system_vm(
         &self,
         name: &str,
         kind: &str,
         state: &str,
-        agent_state: &str,
+        _agent_state: &str,
         version: &str,
     ) {
         let mut c = self.cloud();
-        let zone = c.zone_index("zone1");
-        if let Some(s) = c.sysvms.iter_mut().find(|s| s.name == name) {
-            s.state = state.into();
-            s.agent_state = agent_state.into();
-            s.version = version.into();
-            return;
-        }
-        let id = c.new_id();
-        c.sysvms.push(SysVm {
-            id,
-            name: name.into(),
-            kind: kind.into(),
-            state: state.into(),
-            agent_state: agent_state.into(),
-            version: version.into(),
-            zone,
-        });
+        let kind = if kind == "consoleproxy" {
+            VmKind::ConsoleProxy
+        } else {
+            VmKind::SecondaryStorageVm
+        };
+        let vm = match c.vms.iter().position(|v| v.name == name) {
+            Some(i) => i,
+            None => {
+                let zone = c.zone_index("zone1");
+                let template = c.current_system_template().map_or(0, |t| t.db_id);
+                let i = c.create_vm(kind, zone, None, template, None);
+                c.vms[i].name = name.into();
+                c.vms[i].display_name = name.into();
+                let host = (!c.hosts.is_empty()).then_some(0);
+                c.place_running(i, host);
+                i
+            }
+        };
+        c.vms[vm].agent_version = Some(version.into());
+        let host = c.vms[vm].host;
+        c.set_vm_state(vm, state, host);
     }
 
-    /// Adds a virtual router.
-    pub fn add_router(&self, name: &str, version: &str, requires_upgrade: bool) {
+    /// Adds an isolated guest network (redundant: its routers come as a PRIMARY and BACKUP
+    /// pair); returns its id.
+    pub fn add_network(&self, name: &str, redundant: bool) -> String {
         let mut c = self.cloud();
         let zone = c.zone_index("zone1");
         let id = c.new_id();
-        c.routers.push(Router {
-            id,
+        c.networks.push(Network {
+            id: id.clone(),
             name: name.into(),
-            state: "Running".into(),
-            version: version.into(),
-            requires_upgrade,
             zone,
+            redundant,
         });
+        id
+    }
+
+    /// Adds a Running virtual router of network `network` (by name; created when new) that
+    /// booted a system VM template of release `version` (`4.19.0`) and reports it; its
+    /// `requiresupgrade` follows `minreq.sysvmtemplate.version` as CloudStack computes it.
+    /// Returns its id.
+    pub fn add_router(&self, network: &str, version: &str) -> String {
+        let exists = self.cloud().networks.iter().any(|n| n.name == network);
+        if !exists {
+            self.add_network(network, false);
+        }
+        let mut c = self.cloud();
+        let n = c
+            .networks
+            .iter()
+            .position(|x| x.name == network)
+            .unwrap_or(0);
+        let zone = c.networks[n].zone;
+        let name = format!("systemvm-kvm-{version}");
+        let db_id = 2_000 + c.templates.len() as u64;
+        let t = c
+            .templates
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.db_id)
+            .unwrap_or_else(|| {
+                let i = c.add_template(db_id, &name);
+                c.templates[i].db_id
+            });
+        let state = if c.networks[n].redundant {
+            let have = c
+                .vms
+                .iter()
+                .filter(|v| v.router.as_ref().is_some_and(|r| r.network == n))
+                .count();
+            Some(if have == 0 { "PRIMARY" } else { "BACKUP" })
+        } else {
+            None
+        };
+        let vm = c.create_vm(
+            VmKind::DomainRouter,
+            zone,
+            None,
+            t,
+            Some(RouterInfo {
+                network: n,
+                redundant_state: state,
+                template_version: None,
+            }),
+        );
+        let host = (!c.hosts.is_empty()).then_some(0);
+        c.place_running(vm, host);
+        c.vms[vm].id.clone()
+    }
+
+    /// Registers a system VM template (`systemvm-kvm-4.20.0`) as the upgrade's
+    /// `SystemVmTemplateRegistration` does, points every system VM and router at it
+    /// (`vm_template_id`, what their next CloudStack start boots) and sets
+    /// `minreq.sysvmtemplate.version`. Running ones keep the template they booted.
+    pub fn register_system_template(&self, version: &str) {
+        let mut c = self.cloud();
+        let name = format!("systemvm-kvm-{version}");
+        let db_id = 2_000 + c.templates.len() as u64;
+        let t = match c.templates.iter().find(|t| t.name == name) {
+            Some(t) => t.db_id,
+            None => {
+                let i = c.add_template(db_id, &name);
+                c.templates[i].db_id
+            }
+        };
+        c.configs
+            .insert("minreq.sysvmtemplate.version".into(), version.into());
+        c.configs.insert("router.template.kvm".into(), name);
+        for v in 0..c.vms.len() {
+            if c.vms[v].kind != VmKind::User {
+                c.vms[v].template_id = t;
+                c.save_vm_row(v);
+            }
+        }
+        c.touch();
+    }
+
+    /// The system VM template the cloud runs on: its `vm_template` id and name, as the lab's
+    /// database has it registered (`minreq.sysvmtemplate.version` and `router.template.kvm`
+    /// follow).
+    pub(crate) fn use_system_template(&self, db_id: u64, name: &str) {
+        let mut c = self.cloud();
+        let i = c.add_template(db_id, name);
+        if let Some(v) = c.templates[i].version {
+            let [a, b, p, _] = v.padded();
+            c.configs.insert(
+                "minreq.sysvmtemplate.version".into(),
+                format!("{a}.{b}.{p}"),
+            );
+        }
+        c.configs.insert("router.template.kvm".into(), name.into());
     }
 
     /// Sets a global setting (listed by `listConfigurations`).
@@ -462,14 +687,120 @@ impl LabApi {
         self.cloud().configs.get(name).cloned()
     }
 
-    /// How many `queryAsyncJobResult` polls a new job answers "pending" before it ends.
+    /// How long the simulated operations take (see [`Timings`]).
+    pub fn set_timings(&self, timings: Timings) {
+        self.cloud().timings = timings;
+    }
+
+    /// How many `queryAsyncJobResult` polls a new job answers "pending" at least, however soon
+    /// its work ends.
     pub fn set_job_polls(&self, polls: u32) {
         self.cloud().job_polls = polls;
     }
 
-    /// Makes the next async job fail with `errortext`.
+    /// Makes the next async job fail with `errortext` when its work would end.
     pub fn fail_next_job(&self, errortext: &str) {
         self.cloud().fail_next_job = Some(errortext.into());
+    }
+
+    /// Makes every job acting on VM `name` (a router that will not reboot, a VM that will not
+    /// start) fail with `errortext` when its work would end; `None` clears it.
+    pub fn fail_jobs_for(&self, name: &str, errortext: Option<&str>) {
+        let mut c = self.cloud();
+        match errortext {
+            Some(t) => c.fail_vm_jobs.insert(name.into(), t.into()),
+            None => c.fail_vm_jobs.remove(name),
+        };
+    }
+
+    /// Answer only while some management server is Up: with none, the endpoint answers 503
+    /// as the load balancer in front of the management servers would, and no job advances
+    /// (the [`crate::Lab`] turns this on; a bare endpoint answers always).
+    pub fn require_management_server(&self, on: bool) {
+        self.cloud().gate = on;
+    }
+
+    /// Whether the endpoint serves the API now.
+    pub fn is_serving(&self) -> bool {
+        self.cloud().serving()
+    }
+
+    /// Every VM the cloud knows, of every kind, as it is now.
+    pub fn vms(&self) -> Vec<LabVm> {
+        let c = self.cloud();
+        c.vms.iter().map(|v| c.lab_vm(v)).collect()
+    }
+
+    /// A VM by name or id.
+    pub fn vm(&self, key: &str) -> Option<LabVm> {
+        let c = self.cloud();
+        c.vm_index(key).map(|i| c.lab_vm(&c.vms[i]))
+    }
+
+    /// A host's resource state (`Enabled`, `PrepareForMaintenance`, `Maintenance`, …).
+    pub fn host_resource_state(&self, key: &str) -> Option<String> {
+        let c = self.cloud();
+        c.host_index(key).map(|i| c.hosts[i].resource_state.clone())
+    }
+
+    /// The events written so far, oldest first.
+    pub fn events(&self) -> Vec<LabEvent> {
+        self.cloud()
+            .events
+            .iter()
+            .map(|e| LabEvent {
+                kind: e.kind.clone(),
+                state: e.state.to_string(),
+                level: e.level.to_string(),
+                description: e.description.clone(),
+                created: e.created.clone(),
+            })
+            .collect()
+    }
+
+    /// Keeps the cloud in database `cloud_schema` on `url`'s server from now on (see the
+    /// module docs of the lab's persistence): writes its clusters, hosts and VMs there
+    /// (replacing the fixture's), reads system templates and settings back, and reads the
+    /// cloud back whenever the database changes under it. Blocking.
+    pub(crate) fn attach_database(&self, url: &cs_core::DbUrl, cloud_schema: &str) -> Result<()> {
+        let mut c = self.cloud();
+        let (writer, reader) = persist::attach(url, cloud_schema, &mut c)?;
+        c.persist = Some(writer);
+        *lock(&self.shared.reader) = Some(reader);
+        Ok(())
+    }
+
+    /// Lets the cloud start, stop and move guests on the lab's hypervisors, starting the
+    /// domain of every VM that runs now.
+    pub(crate) fn attach_hypervisors(&self, hv: std::sync::Arc<dyn Hypervisors>) {
+        let mut c = self.cloud();
+        for v in &c.vms {
+            if v.holds_capacity()
+                && let Some(h) = v.host
+            {
+                hv.start(&c.hosts[h].name, &v.instance_name);
+            }
+        }
+        c.hypervisors = Some(hv);
+    }
+
+    /// A tenant using this endpoint with the admin key (scripted changes, recorded).
+    pub fn tenant(&self) -> Tenant {
+        Tenant::new(self.endpoint(), self.api_key.clone(), self.secret.clone())
+    }
+
+    /// Starts a [`TenantActor`] that keeps changing the cloud through this endpoint.
+    ///
+    /// # Errors
+    /// When its thread cannot start.
+    pub fn start_tenants(&self, options: TenantOptions) -> Result<TenantActor> {
+        TenantActor::start(self.tenant(), options)
+    }
+
+    /// Runs what is due and reads the database back now (the endpoint does so every 20 ms
+    /// and 200 ms on its own).
+    pub fn settle(&self) {
+        step(&self.shared, true);
     }
 
     /// Requires POST, signature version 3 and `expires` at most 15 minutes ahead
@@ -546,6 +877,54 @@ impl fmt::Display for DropConnection {
 }
 
 impl std::error::Error for DropConnection {}
+
+/// How often due work runs, and how often the cloud is read back from its database.
+const TICK: Duration = Duration::from_millis(20);
+const RELOAD_EVERY: u32 = 10;
+
+/// Runs what is due (and the power-state sync), then, with `reload`, reads the cloud back from
+/// its database unless a change raced the read. Blocking.
+fn step(shared: &Shared, reload: bool) {
+    let (generation, pending) = {
+        let mut c = shared.cloud.write().unwrap_or_else(PoisonError::into_inner);
+        c.advance(std::time::Instant::now());
+        if reload {
+            c.power_sync();
+        }
+        let pending = c.persist.as_ref().is_some_and(persist::Persist::pending);
+        (c.generation, pending)
+    };
+    if !reload || pending {
+        return;
+    }
+    let snapshot = {
+        let mut reader = lock(&shared.reader);
+        match reader.as_mut().map(persist::Reader::load) {
+            Some(Ok(s)) => s,
+            _ => return,
+        }
+    };
+    let mut c = shared.cloud.write().unwrap_or_else(PoisonError::into_inner);
+    if c.generation == generation {
+        c.apply(&snapshot);
+    }
+}
+
+async fn tick(shared: Arc<Shared>) {
+    let mut n: u32 = 0;
+    loop {
+        tokio::time::sleep(TICK).await;
+        n = n.wrapping_add(1);
+        let s = shared.clone();
+        let reload = n.is_multiple_of(RELOAD_EVERY);
+        if tokio::task::spawn_blocking(move || step(&s, reload))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
 
 async fn serve(
     listener: std::net::TcpListener,
@@ -645,6 +1024,27 @@ async fn handle(
         }
     };
     let panic_now = matches!(fault, Some(Fault::Panic));
+    let serving = shared
+        .cloud
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .serving();
+    if !serving && !matches!(fault, Some(Fault::Drop | Fault::Status(_))) {
+        // No management server runs: the load balancer in front of them answers.
+        record(503);
+        let mut r = respond(
+            Reply {
+                status: 503,
+                body: b"<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n".to_vec(),
+            },
+            vec![],
+        );
+        r.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("text/html"),
+        );
+        return Ok(r);
+    }
     match fault {
         Some(Fault::Drop) => {
             record(0);
@@ -683,13 +1083,25 @@ async fn handle(
         }
         None => {}
     }
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        assert!(!panic_now, "panic injected by Fault::Panic");
-        if let Some(e) = &parse_error {
-            return (error_reply(command.as_deref(), 400, None, e), vec![]);
-        }
-        answer(&shared, &method, &params, &cookies)
-    }));
+    let outcome = {
+        let (shared, method, params, command) = (
+            shared.clone(),
+            method.clone(),
+            params.clone(),
+            command.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                assert!(!panic_now, "panic injected by Fault::Panic");
+                if let Some(e) = &parse_error {
+                    return (error_reply(command.as_deref(), 400, None, e), vec![]);
+                }
+                answer(&shared, &method, &params, &cookies)
+            }))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Box::new(e.to_string())))
+    };
     let (reply, extra) = match outcome {
         Ok(r) => r,
         Err(panic) => {
@@ -757,6 +1169,24 @@ fn answer(shared: &Shared, method: &str, p: &Params, cookies: &HashMap<String, S
             ),
             vec![],
         );
+    }
+    if command == "listEvents"
+        && let Some(reader) = lock(&shared.reader).as_mut()
+    {
+        // The events are the database's: a restored database has lost the newer ones.
+        let since = p.get("startdate").map(String::as_str);
+        return match reader.events(since) {
+            Ok(events) => (Cloud::events_reply(command, &events, p), vec![]),
+            Err(e) => (
+                error_reply(
+                    Some(command),
+                    530,
+                    Some(4250),
+                    &format!("DB Exception on: listEvents ({e})"),
+                ),
+                vec![],
+            ),
+        };
     }
     let reply = if Cloud::is_read_only(command) {
         let cloud = shared.cloud.read().unwrap_or_else(PoisonError::into_inner);

@@ -1,9 +1,20 @@
-//! The lab cloud's state and the answers to API commands.
+//! The lab cloud's state — what CloudStack keeps in its database: zones, clusters, hosts, VMs
+//! of every kind (user VMs, system VMs, virtual routers), networks, system templates, global
+//! settings, events and async jobs — and the answers to the read-only API commands.
+//!
+//! What changes the state (jobs, migrations, tenants' and operators' commands) is in
+//! [`super::sim`]; keeping it in the database is [`super::persist`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use cs_core::CsVersion;
 use serde::Serialize;
 use serde_json::{Value, json};
+
+use super::persist::Persist;
+use super::sim::{Action, HaWork};
 
 /// A JSON reply: HTTP status and body.
 pub(crate) struct Reply {
@@ -43,38 +54,136 @@ pub(crate) fn error_reply(
     Reply::json(code, &json!({ key: inner }))
 }
 
+/// `ApiErrorCode.PARAM_ERROR` (431) with `cserrorcode` 4350, as parameter checks answer.
+pub(crate) fn param_error(command: &str, text: &str) -> Reply {
+    error_reply(Some(command), 431, Some(4350), text)
+}
+
 /// Commands the lab answers.
-pub(crate) const COMMANDS: [&str; 15] = [
+pub(crate) const COMMANDS: [&str; 37] = [
     "listCapabilities",
     "listManagementServers",
     "listHosts",
     "listSystemVms",
     "listRouters",
     "listVirtualMachines",
+    "listNetworks",
     "listZones",
     "listClusters",
     "listConfigurations",
+    "listEvents",
+    "listTemplates",
+    "listVolumes",
     "updateConfiguration",
     "prepareHostForMaintenance",
     "cancelHostMaintenance",
+    "deployVirtualMachine",
+    "startVirtualMachine",
+    "stopVirtualMachine",
+    "rebootVirtualMachine",
+    "destroyVirtualMachine",
+    "migrateVirtualMachine",
+    "startSystemVm",
+    "stopSystemVm",
+    "rebootSystemVm",
+    "destroySystemVm",
+    "patchSystemVm",
+    "rebootRouter",
+    "startRouter",
+    "stopRouter",
+    "upgradeRouterTemplate",
+    "restartNetwork",
     "queryAsyncJobResult",
+    "listAsyncJobs",
     "login",
     "logout",
+    "listAccounts",
 ];
 
 pub(crate) fn is_known(command: &str) -> bool {
     COMMANDS.contains(&command)
 }
 
+/// The admin account every lab object belongs to (the fixture's `admin`, account 2, domain 1,
+/// user 2).
+pub(crate) const ADMIN_ACCOUNT: u64 = 2;
+pub(crate) const ROOT_DOMAIN: u64 = 1;
+pub(crate) const ADMIN_USER: u64 = 2;
+const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
+
+/// A service offering the lab knows by database id. The lab's subset of the schema has no
+/// `service_offering` table, so the stock offerings CloudStack creates at install are here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Offering {
+    pub(crate) db_id: u64,
+    pub(crate) name: &'static str,
+    pub(crate) cpus: u32,
+    pub(crate) speed: u32,
+    pub(crate) memory_mb: u64,
+}
+
+/// CloudStack's stock offerings (`ConfigurationServerImpl.createServiceOfferings` and the
+/// system offerings of the console proxy, secondary storage VM and router managers).
+pub(crate) const OFFERINGS: &[Offering] = &[
+    Offering {
+        db_id: 1,
+        name: "Small Instance",
+        cpus: 1,
+        speed: 500,
+        memory_mb: 512,
+    },
+    Offering {
+        db_id: 2,
+        name: "Medium Instance",
+        cpus: 2,
+        speed: 1000,
+        memory_mb: 2048,
+    },
+    Offering {
+        db_id: 9,
+        name: "System Offering For Secondary Storage VM",
+        cpus: 1,
+        speed: 500,
+        memory_mb: 512,
+    },
+    Offering {
+        db_id: 10,
+        name: "System Offering For Console Proxy",
+        cpus: 1,
+        speed: 500,
+        memory_mb: 1024,
+    },
+    Offering {
+        db_id: 11,
+        name: "System Offering For Software Router",
+        cpus: 1,
+        speed: 500,
+        memory_mb: 256,
+    },
+];
+
+pub(crate) fn offering(db_id: u64) -> Offering {
+    OFFERINGS
+        .iter()
+        .copied()
+        .find(|o| o.db_id == db_id)
+        .unwrap_or(OFFERINGS[1])
+}
+
+/// The user template every lab user VM runs (the fixture's template 201).
+pub(crate) const USER_TEMPLATE: u64 = 201;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Zone {
     pub(crate) id: String,
+    pub(crate) db_id: u64,
     pub(crate) name: String,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Cluster {
     pub(crate) id: String,
+    pub(crate) db_id: u64,
     pub(crate) name: String,
     pub(crate) zone: usize,
     pub(crate) pod_id: String,
@@ -89,83 +198,327 @@ pub(crate) struct Ms {
     pub(crate) version: String,
 }
 
+/// What a hypervisor offers to VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostCapacity {
+    /// CPU cores.
+    pub cpus: u32,
+    /// MHz per core.
+    pub speed: u32,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+}
+
+impl Default for HostCapacity {
+    /// 32 cores of 2.4 GHz and 256 GiB: room for every VM a small lab places.
+    fn default() -> Self {
+        HostCapacity {
+            cpus: 32,
+            speed: 2400,
+            memory_mb: 256 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct LabHost {
     pub(crate) id: String,
+    pub(crate) db_id: u64,
     pub(crate) name: String,
+    /// Connection state (`status`): Up, Disconnected, …
     pub(crate) state: String,
     pub(crate) resource_state: String,
+    /// The agent version.
     pub(crate) version: String,
     pub(crate) ip: String,
     pub(crate) cluster: usize,
+    pub(crate) capacity: HostCapacity,
+}
+
+impl LabHost {
+    pub(crate) fn is_up_and_enabled(&self) -> bool {
+        self.state == "Up" && self.resource_state == "Enabled"
+    }
+}
+
+/// What kind of VM: `vm_instance.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VmKind {
+    User,
+    SecondaryStorageVm,
+    ConsoleProxy,
+    DomainRouter,
+}
+
+impl VmKind {
+    pub(crate) fn db(self) -> &'static str {
+        match self {
+            VmKind::User => "User",
+            VmKind::SecondaryStorageVm => "SecondaryStorageVm",
+            VmKind::ConsoleProxy => "ConsoleProxy",
+            VmKind::DomainRouter => "DomainRouter",
+        }
+    }
+
+    pub(crate) fn from_db(s: &str) -> Option<VmKind> {
+        Some(match s {
+            "User" => VmKind::User,
+            "SecondaryStorageVm" => VmKind::SecondaryStorageVm,
+            "ConsoleProxy" => VmKind::ConsoleProxy,
+            "DomainRouter" => VmKind::DomainRouter,
+            _ => return None,
+        })
+    }
+
+    /// `systemvmtype` of `listSystemVms`.
+    pub(crate) fn api(self) -> &'static str {
+        match self {
+            VmKind::SecondaryStorageVm => "secondarystoragevm",
+            VmKind::ConsoleProxy => "consoleproxy",
+            VmKind::DomainRouter => "domainrouter",
+            VmKind::User => "user",
+        }
+    }
+
+    /// The host type of a system VM's agent (`listHosts type=`).
+    pub(crate) fn host_type(self) -> Option<&'static str> {
+        match self {
+            VmKind::SecondaryStorageVm => Some("SecondaryStorageVM"),
+            VmKind::ConsoleProxy => Some("ConsoleProxy"),
+            _ => None,
+        }
+    }
+
+    /// The name prefix (`VirtualMachineName.getSystemVmName`: `s-12-VM`, `v-13-VM`,
+    /// `r-14-VM`).
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            VmKind::SecondaryStorageVm => "s",
+            VmKind::ConsoleProxy => "v",
+            VmKind::DomainRouter => "r",
+            VmKind::User => "i",
+        }
+    }
+
+    pub(crate) fn is_system(self) -> bool {
+        matches!(self, VmKind::SecondaryStorageVm | VmKind::ConsoleProxy)
+    }
+
+    pub(crate) fn offering(self) -> u64 {
+        match self {
+            VmKind::User => 2,
+            VmKind::SecondaryStorageVm => 9,
+            VmKind::ConsoleProxy => 10,
+            VmKind::DomainRouter => 11,
+        }
+    }
+}
+
+/// A virtual router's own facts (`domain_router`).
+#[derive(Debug, Clone)]
+pub(crate) struct RouterInfo {
+    pub(crate) network: usize,
+    /// `redundant_state`: PRIMARY or BACKUP for a redundant pair.
+    pub(crate) redundant_state: Option<&'static str>,
+    /// `template_version`, as the router reports it when it starts (`Cloudstack Release
+    /// 4.18.0 ...`); `None` until it first reports.
+    pub(crate) template_version: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Vm {
+    /// `uuid`, the API id.
     pub(crate) id: String,
+    /// `vm_instance.id`.
+    pub(crate) db_id: u64,
     pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) instance_name: String,
+    pub(crate) kind: VmKind,
     pub(crate) state: String,
     pub(crate) host: Option<usize>,
+    pub(crate) last_host: Option<usize>,
     pub(crate) zone: usize,
-    pub(crate) number: u64,
+    pub(crate) offering: Offering,
+    /// Its root disk is on the host's local storage (it cannot live-migrate).
+    pub(crate) local_storage: bool,
+    /// `vm_template_id`: what the next CloudStack start boots.
+    pub(crate) template_id: u64,
+    /// The template of the root disk it runs on now (system VMs and routers keep theirs until
+    /// CloudStack stops and starts them).
+    pub(crate) booted_template: Option<u64>,
+    /// A system VM's agent version (`listSystemVms.version`).
+    pub(crate) agent_version: Option<String>,
+    pub(crate) router: Option<RouterInfo>,
+    pub(crate) created: String,
+}
+
+impl Vm {
+    /// Whether its resources count against its host (`CapacityManager`: Starting, Running,
+    /// Migrating and Stopping VMs hold their host's capacity).
+    pub(crate) fn holds_capacity(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "Starting" | "Running" | "Migrating" | "Stopping"
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct SysVm {
+pub(crate) struct Network {
     pub(crate) id: String,
     pub(crate) name: String,
+    pub(crate) zone: usize,
+    pub(crate) redundant: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    pub(crate) db_id: u64,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// The release of a system VM template (`systemvm-kvm-4.19.0` → 4.19.0).
+    pub(crate) version: Option<CsVersion>,
+}
+
+/// The release of a system VM template name (`systemvm-kvm-4.19.0` → 4.19.0).
+pub(crate) fn template_version(name: &str) -> Option<CsVersion> {
+    let v = name.strip_prefix("systemvm-")?.split_once('-')?.1;
+    CsVersion::parse(v).ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Event {
+    pub(crate) id: String,
     pub(crate) kind: String,
-    pub(crate) state: String,
-    pub(crate) agent_state: String,
-    pub(crate) version: String,
-    pub(crate) zone: usize,
+    pub(crate) state: &'static str,
+    pub(crate) level: &'static str,
+    pub(crate) description: String,
+    pub(crate) resource_id: Option<u64>,
+    pub(crate) resource_type: Option<&'static str>,
+    /// `yyyy-MM-dd HH:mm:ss`, UTC.
+    pub(crate) created: String,
 }
 
+/// What a job ended with.
 #[derive(Debug, Clone)]
-pub(crate) struct Router {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) state: String,
-    pub(crate) version: String,
-    pub(crate) requires_upgrade: bool,
-    pub(crate) zone: usize,
-}
-
-/// What a job does when it ends.
-#[derive(Debug, Clone)]
-pub(crate) enum JobEffect {
-    HostResourceState {
-        host: usize,
-        success: String,
-        failure: String,
-    },
+pub(crate) enum JobOutcome {
+    Success(Value),
+    Failure { code: u16, text: String },
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
     pub(crate) cmd: String,
+    pub(crate) instance_type: &'static str,
+    pub(crate) instance_id: Option<String>,
     pub(crate) polls_left: u32,
-    pub(crate) failure: Option<String>,
-    pub(crate) effect: JobEffect,
-    pub(crate) done: Option<Value>,
+    pub(crate) outcome: Option<JobOutcome>,
+    pub(crate) created: String,
+    /// A failure injected for this job, delivered when its work would end.
+    pub(crate) injected: Option<String>,
+    /// The action event the job completes (see `Cloud::vm_job`).
+    pub(crate) event: Option<JobEvent>,
+}
+
+/// The action event a job ends with: its type, what it did, and the resource.
+#[derive(Debug, Clone)]
+pub(crate) struct JobEvent {
+    pub(crate) kind: String,
+    pub(crate) what: String,
+    pub(crate) resource: Option<(u64, &'static str)>,
+}
+
+/// How long the lab's simulated operations take, and the intervals of CloudStack's background
+/// tasks, scaled down from CloudStack's defaults so tests run in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timings {
+    /// A VM start (Starting → Running).
+    pub start: Duration,
+    /// A VM stop (Stopping → Stopped).
+    pub stop: Duration,
+    /// One live migration (Migrating → Running on the destination).
+    pub migrate: Duration,
+    /// A hypervisor reboot of a VM.
+    pub reboot: Duration,
+    /// Expunging a VM.
+    pub destroy: Duration,
+    /// A live patch of a system VM or router.
+    pub patch: Duration,
+    /// `secstorage.capacityscan.interval` / `consoleproxy.capacityscan.interval` (30 s in
+    /// CloudStack): how soon a destroyed system VM is recreated.
+    pub capacity_scan: Duration,
+    /// `ping.interval` (60 s): how often `AgentManagerImpl.MonitorTask` checks hosts preparing
+    /// for maintenance.
+    pub ping_interval: Duration,
+    /// `migrate.retry.interval` (120 s) between HA migration attempts.
+    pub migrate_retry: Duration,
+    /// `max.retries` (5): HA migration attempts before giving up.
+    pub max_retries: u32,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            start: Duration::from_millis(150),
+            stop: Duration::from_millis(100),
+            migrate: Duration::from_millis(200),
+            reboot: Duration::from_millis(150),
+            destroy: Duration::from_millis(100),
+            patch: Duration::from_millis(150),
+            capacity_scan: Duration::from_millis(300),
+            ping_interval: Duration::from_millis(150),
+            migrate_retry: Duration::from_millis(100),
+            max_retries: 5,
+        }
+    }
+}
+
+/// The guests libvirt runs on the lab's hypervisors: where the simulated management server
+/// starts, stops and moves domains, and what the simulated power-state sync reads.
+pub(crate) trait Hypervisors: Send + Sync + std::fmt::Debug {
+    /// Starts (defines and runs) domain `instance` on host `host`.
+    fn start(&self, host: &str, instance: &str);
+    /// Destroys domain `instance` on host `host`.
+    fn stop(&self, host: &str, instance: &str);
+    /// The running domains of `host`; `None` for a host the lab has no node for.
+    fn running(&self, host: &str) -> Option<Vec<String>>;
 }
 
 /// The whole cloud.
 #[derive(Debug, Default)]
 pub(crate) struct Cloud {
     next_id: u64,
+    next_db_id: u64,
+    next_event: u64,
+    /// What `listCapabilities` says while no management server is known.
     pub(crate) version: String,
     pub(crate) zones: Vec<Zone>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) ms: Vec<Ms>,
     pub(crate) hosts: Vec<LabHost>,
     pub(crate) vms: Vec<Vm>,
-    pub(crate) sysvms: Vec<SysVm>,
-    pub(crate) routers: Vec<Router>,
+    pub(crate) networks: Vec<Network>,
+    pub(crate) templates: Vec<Template>,
     pub(crate) configs: BTreeMap<String, String>,
+    pub(crate) events: Vec<Event>,
     pub(crate) jobs: HashMap<String, Job>,
     pub(crate) job_polls: u32,
     pub(crate) fail_next_job: Option<String>,
+    /// Jobs acting on these VMs (by name) fail with the text.
+    pub(crate) fail_vm_jobs: HashMap<String, String>,
+    pub(crate) timings: Timings,
+    pub(crate) timeline: BTreeMap<(Instant, u64), Action>,
+    pub(crate) timeline_seq: u64,
+    pub(crate) ha_work: Vec<HaWork>,
+    /// Answer only while a management server is Up (the lab turns this on).
+    pub(crate) gate: bool,
+    pub(crate) persist: Option<Persist>,
+    pub(crate) hypervisors: Option<Arc<dyn Hypervisors>>,
+    /// Bumped by every change made here, so a reload from the database started before a
+    /// change does not undo it.
+    pub(crate) generation: u64,
 }
 
 /// Parameters of one request.
@@ -179,7 +532,7 @@ struct VmJson<'a> {
     account: &'static str,
     domainid: &'static str,
     domain: &'static str,
-    created: &'static str,
+    created: &'a str,
     state: &'a str,
     haenable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,15 +543,15 @@ struct VmJson<'a> {
     zonename: &'a str,
     templateid: &'static str,
     templatename: &'static str,
-    serviceofferingid: &'static str,
+    serviceofferingid: String,
     serviceofferingname: &'static str,
     cpunumber: u32,
     cpuspeed: u32,
-    memory: u32,
+    memory: u64,
     guestosid: &'static str,
     rootdevicetype: &'static str,
     hypervisor: &'static str,
-    instancename: String,
+    instancename: &'a str,
     nic: [NicJson; 1],
     arch: &'static str,
     lastupdated: &'static str,
@@ -215,8 +568,6 @@ struct NicJson {
     traffictype: &'static str,
     r#type: &'static str,
 }
-
-const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
 
 fn page_of<'a, T>(items: &'a [&'a T], p: &Params) -> Result<&'a [&'a T], Reply> {
     let parse = |k: &str| -> Result<Option<i64>, Reply> {
@@ -302,11 +653,48 @@ fn matches(p: &Params, key: &str, value: &str) -> bool {
     p.get(key).is_none_or(|v| v == value)
 }
 
+/// `yyyy-MM-dd HH:mm:ss` now, UTC (the database's `datetime` columns).
+pub(crate) fn db_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    now.format(&fmt).unwrap_or_default()
+}
+
+/// A `datetime` column value as the API prints dates (`2025-10-30T11:00:00+0000`).
+pub(crate) fn api_date(db: &str) -> String {
+    format!("{}+0000", db.replacen(' ', "T", 1))
+}
+
+/// `CloudStackVersion.trimRouterVersion`: the third word of `Cloudstack Release 4.19.0 ...`
+/// when it looks like a version, else `0`.
+pub(crate) fn trim_router_version(reported: &str) -> String {
+    match reported.split(' ').nth(2) {
+        Some(v) if CsVersion::parse(v).is_ok() => v.to_string(),
+        _ => "0".to_string(),
+    }
+}
+
+/// What a router reports as its release after booting a template of version `v`.
+pub(crate) fn router_release(v: &CsVersion) -> String {
+    let [a, b, c, _] = v.padded();
+    format!("Cloudstack Release {a}.{b}.{c} Mon Jan 12 10:00:00 UTC 2026")
+}
+
+/// `CloudStackVersion.compare(a, b) < 0`, where an unparsable side counts as lowest.
+fn version_below(a: &str, b: &str) -> bool {
+    match (CsVersion::parse(a), CsVersion::parse(b)) {
+        (Ok(a), Ok(b)) => a < b,
+        (Err(_), Ok(_)) => true,
+        _ => false,
+    }
+}
+
 impl Cloud {
     pub(crate) fn new() -> Cloud {
         let mut c = Cloud {
             version: "4.20.0.0".into(),
             job_polls: 1,
+            next_db_id: 100,
             ..Cloud::default()
         };
         c.configs.insert("integration.api.port".into(), "0".into());
@@ -317,6 +705,9 @@ impl Cloud {
         );
         c.configs
             .insert("minreq.sysvmtemplate.version".into(), "4.20.0".into());
+        c.configs
+            .insert("router.template.kvm".into(), "systemvm-kvm-4.20.0".into());
+        c.add_template(1_020, "systemvm-kvm-4.20.0");
         c
     }
 
@@ -325,13 +716,66 @@ impl Cloud {
         format!("8b6f0c3e-0000-4000-8000-{:012x}", self.next_id)
     }
 
+    /// The next `vm_instance.id`.
+    pub(crate) fn new_db_id(&mut self) -> u64 {
+        self.next_db_id += 1;
+        self.next_db_id
+    }
+
+    /// Makes [`Cloud::new_db_id`] hand out `next` or higher.
+    pub(crate) fn set_next_db_id(&mut self, next: u64) {
+        self.next_db_id = self.next_db_id.max(next.saturating_sub(1));
+    }
+
+    pub(crate) fn new_event_id(&mut self) -> String {
+        self.next_event += 1;
+        format!("8b6f0c3e-0000-4000-8003-{:012x}", self.next_event)
+    }
+
+    pub(crate) fn add_template(&mut self, db_id: u64, name: &str) -> usize {
+        if let Some(i) = self.templates.iter().position(|t| t.db_id == db_id) {
+            return i;
+        }
+        let id = self.new_id();
+        self.templates.push(Template {
+            db_id,
+            id,
+            name: name.to_string(),
+            version: template_version(name),
+        });
+        self.templates.len() - 1
+    }
+
+    /// The system VM template a new system VM or router gets: the one `router.template.kvm`
+    /// names (what `SystemVmTemplateRegistration` sets at an upgrade, and what
+    /// `VirtualNetworkApplianceManagerImpl` looks routers' templates up by), else the newest.
+    /// A template registered ahead of an upgrade is not used before it.
+    pub(crate) fn current_system_template(&self) -> Option<&Template> {
+        let named = self.configs.get("router.template.kvm");
+        self.templates
+            .iter()
+            .find(|t| Some(&t.name) == named)
+            .or_else(|| {
+                self.templates
+                    .iter()
+                    .filter(|t| t.version.is_some())
+                    .max_by_key(|t| (t.version, t.db_id))
+            })
+    }
+
+    pub(crate) fn template(&self, db_id: u64) -> Option<&Template> {
+        self.templates.iter().find(|t| t.db_id == db_id)
+    }
+
     pub(crate) fn zone_index(&mut self, name: &str) -> usize {
         if let Some(i) = self.zones.iter().position(|z| z.name == name) {
             return i;
         }
         let id = self.new_id();
+        let db_id = self.zones.len() as u64 + 1;
         self.zones.push(Zone {
             id,
+            db_id,
             name: name.to_string(),
         });
         self.zones.len() - 1
@@ -350,6 +794,7 @@ impl Cloud {
         let pod_id = format!("8b6f0c3e-0000-4000-8001-{z:012x}");
         self.clusters.push(Cluster {
             id,
+            db_id: self.clusters.len() as u64 + 1,
             name: cluster.to_string(),
             zone: z,
             pod_id,
@@ -364,17 +809,63 @@ impl Cloud {
             .position(|h| h.id == key || h.name == key || h.ip == key)
     }
 
+    pub(crate) fn vm_index(&self, key: &str) -> Option<usize> {
+        self.vms.iter().position(|v| v.id == key || v.name == key)
+    }
+
+    /// The version of the management server that answers: the first one Up.
+    pub(crate) fn answering_version(&self) -> String {
+        self.ms
+            .iter()
+            .find(|m| m.state == "Up")
+            .map_or_else(|| self.version.clone(), |m| m.version.clone())
+    }
+
+    /// Whether a management server serves the API (always, unless the gate is on).
+    pub(crate) fn serving(&self) -> bool {
+        !self.gate || self.ms.iter().any(|m| m.state == "Up")
+    }
+
+    /// Memory (MiB) and CPU (MHz) the VMs placed on host `h` hold.
+    pub(crate) fn used(&self, h: usize) -> (u64, u64) {
+        self.vms
+            .iter()
+            .filter(|v| v.host == Some(h) && v.holds_capacity())
+            .fold((0, 0), |(m, c), v| {
+                (
+                    m + v.offering.memory_mb,
+                    c + u64::from(v.offering.cpus) * u64::from(v.offering.speed),
+                )
+            })
+    }
+
+    /// `CapacityManager.checkIfHostHasCapacity` with the default over-provisioning factors of 1
+    /// (`cpu.overprovisioning.factor`, `mem.overprovisioning.factor`).
+    pub(crate) fn has_capacity(&self, h: usize, o: &Offering) -> bool {
+        let cap = self.hosts[h].capacity;
+        let (mem, cpu) = self.used(h);
+        mem + o.memory_mb <= cap.memory_mb
+            && cpu + u64::from(o.cpus) * u64::from(o.speed)
+                <= u64::from(cap.cpus) * u64::from(cap.speed)
+    }
+
     fn host_json(&self, h: &LabHost) -> Value {
         let c = &self.clusters[h.cluster];
         let z = &self.zones[c.zone];
-        let ms = self.ms.first();
+        let ms = self.ms.iter().find(|m| m.state == "Up").or(self.ms.first());
+        let (mem, cpu) = self.used(self.host_index(&h.id).unwrap_or(0));
+        let total_mhz = u64::from(h.capacity.cpus) * u64::from(h.capacity.speed);
         json!({
             "id": h.id, "name": h.name, "state": h.state, "type": "Routing",
             "ipaddress": h.ip, "zoneid": z.id, "zonename": z.name, "podid": c.pod_id,
             "podname": c.pod_name, "clusterid": c.id, "clustername": c.name,
             "clustertype": "CloudManaged", "version": h.version, "hypervisor": "KVM",
-            "hypervisorversion": "8.2.2", "cpusockets": 2, "cpunumber": 32, "cpuspeed": 2400,
-            "memorytotal": 270_000_000_000_u64, "lastpinged": "1970-01-20T15:32:50+0000",
+            "hypervisorversion": "8.2.2", "cpusockets": 2, "cpunumber": h.capacity.cpus,
+            "cpuspeed": h.capacity.speed,
+            "cpuallocated": format!("{:.2}%", cpu as f64 * 100.0 / total_mhz.max(1) as f64),
+            "memorytotal": h.capacity.memory_mb * 1024 * 1024,
+            "memoryallocated": mem * 1024 * 1024,
+            "lastpinged": "1970-01-20T15:32:50+0000",
             "managementserverid": ms.map(|m| m.id.as_str()),
             "managementservername": ms.map(|m| m.name.as_str()),
             "resourcestate": h.resource_state, "created": "2024-05-01T12:00:00+0000",
@@ -383,33 +874,39 @@ impl Cloud {
         })
     }
 
-    fn sysvm_host_json(&self, s: &SysVm) -> Value {
-        let z = &self.zones[s.zone];
-        let t = if s.kind == "consoleproxy" {
-            "ConsoleProxy"
+    /// The agent state of a system VM: its agent connects once the VM runs.
+    fn agent_state(v: &Vm) -> &'static str {
+        if v.state == "Running" {
+            "Up"
         } else {
-            "SecondaryStorageVM"
-        };
+            "Disconnected"
+        }
+    }
+
+    /// A system VM's agent as a host of type SecondaryStorageVM or ConsoleProxy.
+    fn sysvm_host_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
         json!({
-            "id": format!("{}-agent", s.id), "name": s.name, "state": s.agent_state, "type": t,
-            "zoneid": z.id, "zonename": z.name, "version": s.version, "resourcestate": "Enabled"
+            "id": format!("{}-agent", v.id), "name": v.name, "state": Self::agent_state(v),
+            "type": v.kind.host_type(), "zoneid": z.id, "zonename": z.name,
+            "version": v.agent_version, "resourcestate": "Enabled"
         })
     }
 
-    fn vm_json(&self, v: &Vm, out: &mut Vec<u8>) {
+    pub(crate) fn vm_json_into(&self, v: &Vm, out: &mut Vec<u8>) {
         let z = &self.zones[v.zone];
         let host = v.host.map(|h| &self.hosts[h]);
-        let n = v.number;
+        let n = v.db_id;
         let _ = serde_json::to_writer(
             out,
             &VmJson {
                 id: &v.id,
                 name: &v.name,
-                displayname: &v.name,
+                displayname: &v.display_name,
                 account: "admin",
                 domainid: DOMAIN_ID,
                 domain: "ROOT",
-                created: "2025-10-30T11:00:00+0000",
+                created: &v.created,
                 state: &v.state,
                 haenable: false,
                 hostid: host.map(|h| h.id.as_str()),
@@ -418,15 +915,15 @@ impl Cloud {
                 zonename: &z.name,
                 templateid: "8b6f0c3e-0000-4000-8000-000000000061",
                 templatename: "ubuntu-24.04-x86_64",
-                serviceofferingid: "8b6f0c3e-0000-4000-8000-000000000062",
-                serviceofferingname: "Medium Instance",
-                cpunumber: 2,
-                cpuspeed: 1000,
-                memory: 2048,
+                serviceofferingid: format!("8b6f0c3e-0000-4000-8004-{:012x}", v.offering.db_id),
+                serviceofferingname: v.offering.name,
+                cpunumber: v.offering.cpus,
+                cpuspeed: v.offering.speed,
+                memory: v.offering.memory_mb,
                 guestosid: "8b6f0c3e-0000-4000-8000-000000000063",
                 rootdevicetype: "ROOT",
                 hypervisor: "KVM",
-                instancename: format!("i-2-{n}-VM"),
+                instancename: &v.instance_name,
                 nic: [NicJson {
                     id: format!("8b6f0c3e-0000-4000-8002-{n:012x}"),
                     networkid: "8b6f0c3e-0000-4000-8000-000000000051",
@@ -449,13 +946,75 @@ impl Cloud {
         );
     }
 
-    fn sysvm_json(&self, s: &SysVm) -> Value {
-        let z = &self.zones[s.zone];
+    fn template_fields(&self, v: &Vm) -> (Option<String>, Option<String>) {
+        self.template(v.template_id)
+            .map_or((None, None), |t| (Some(t.id.clone()), Some(t.name.clone())))
+    }
+
+    /// `ApiResponseHelper.createSystemVmResponse`: `templatename` is `vm_template_id` (the new
+    /// template right after an upgrade), `version` the agent's (the old one until the VM
+    /// runs new agent code).
+    fn sysvm_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
+        let host = v.host.map(|h| &self.hosts[h]);
+        let (template_id, template_name) = self.template_fields(v);
         json!({
-            "id": s.id, "name": s.name, "systemvmtype": s.kind, "state": s.state,
-            "agentstate": s.agent_state, "version": s.version, "zoneid": z.id, "zonename": z.name,
-            "hypervisor": "KVM", "templatename": format!("systemvm-kvm-{}-x86_64", s.version),
-            "created": "2025-10-30T10:05:00+0000", "isdynamicallyscalable": false
+            "id": v.id, "name": v.name, "systemvmtype": v.kind.api(), "state": v.state,
+            "agentstate": Self::agent_state(v), "version": v.agent_version, "zoneid": z.id,
+            "zonename": z.name, "hypervisor": "KVM", "templateid": template_id,
+            "templatename": template_name, "hostid": host.map(|h| h.id.as_str()),
+            "hostname": host.map(|h| h.name.as_str()), "created": api_date(&v.created),
+            "isdynamicallyscalable": false
+        })
+    }
+
+    /// `DomainRouterJoinDaoImpl.newDomainRouterResponse`: `version` is the trimmed
+    /// `template_version` the router reported, `requiresupgrade` whether it is below
+    /// `minreq.sysvmtemplate.version` (UNKNOWN and true when it never reported).
+    fn router_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
+        let host = v.host.map(|h| &self.hosts[h]);
+        let r = v.router.as_ref();
+        let minreq = self
+            .configs
+            .get("minreq.sysvmtemplate.version")
+            .cloned()
+            .unwrap_or_else(|| "4.10.0".into());
+        let reported = r.and_then(|r| r.template_version.as_deref());
+        let (version, requires) = match reported {
+            Some(t) => {
+                let v = trim_router_version(t);
+                let below = version_below(&v, &minreq);
+                (v, below)
+            }
+            None => ("UNKNOWN".to_string(), true),
+        };
+        let network = r.map(|r| &self.networks[r.network]);
+        let (template_id, template_name) = self.template_fields(v);
+        json!({
+            "id": v.id, "name": v.name, "state": v.state, "version": version,
+            "requiresupgrade": requires, "healthchecksfailed": false, "role": "VIRTUAL_ROUTER",
+            "zoneid": z.id, "zonename": z.name, "hostid": host.map(|h| h.id.as_str()),
+            "hostname": host.map(|h| h.name.as_str()), "templateid": template_id,
+            "templatename": template_name,
+            "guestnetworkid": network.map(|n| n.id.as_str()),
+            "guestnetworkname": network.map(|n| n.name.as_str()),
+            "isredundantrouter": network.is_some_and(|n| n.redundant),
+            "redundantstate": r.and_then(|r| r.redundant_state).unwrap_or("UNKNOWN"),
+            "created": api_date(&v.created)
+        })
+    }
+
+    fn event_json(e: &Event) -> Value {
+        json!({
+            "id": e.id, "username": "admin", "type": e.kind, "level": e.level,
+            "description": e.description, "account": "admin", "domainid": DOMAIN_ID,
+            "domain": "ROOT", "created": api_date(&e.created), "state": e.state,
+            // The API names resources by uuid; a VM's is in CloudStack's descriptions
+            // (`Vm Id: <uuid>`).
+            "resourceid": e.description.split("Vm Id: ").nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap_or(rest)),
+            "resourcetype": e.resource_type
         })
     }
 
@@ -465,7 +1024,7 @@ impl Cloud {
             "listCapabilities" => Reply::json(
                 200,
                 &json!({"listcapabilitiesresponse": {"capability": {
-                    "cloudstackversion": self.version, "dynamicrolesenabled": true,
+                    "cloudstackversion": self.answering_version(), "dynamicrolesenabled": true,
                     "apilimitinterval": 1, "apilimitmax": 0, "supportELB": "false",
                     "defaultuipagesize": 20, "kvmsnapshotenabled": true
                 }}}),
@@ -495,57 +1054,64 @@ impl Cloud {
                             && matches(p, "resourcestate", &h.resource_state)
                             && matches(p, "clusterid", &c.id)
                             && matches(p, "zoneid", &self.zones[c.zone].id)
+                            && p.get("hypervisor")
+                                .is_none_or(|v| v.eq_ignore_ascii_case("KVM"))
                         {
                             all.push(self.host_json(h));
                         }
                     }
                 }
-                for s in &self.sysvms {
-                    let t = if s.kind == "consoleproxy" {
-                        "ConsoleProxy"
-                    } else {
-                        "SecondaryStorageVM"
-                    };
+                for v in self.vms.iter().filter(|v| v.kind.is_system()) {
+                    let t = v.kind.host_type().unwrap_or_default();
                     if ty.is_none_or(|x| x == t)
                         && !p.contains_key("id")
-                        && matches(p, "name", &s.name)
+                        && !p.contains_key("hypervisor")
+                        && matches(p, "name", &v.name)
                     {
-                        all.push(self.sysvm_host_json(s));
+                        all.push(self.sysvm_host_json(v));
                     }
                 }
                 list_reply(command, "host", all.iter().collect(), p, Value::clone)
             }
             "listSystemVms" => {
-                let all: Vec<&SysVm> = self
-                    .sysvms
+                let all: Vec<&Vm> = self
+                    .vms
                     .iter()
-                    .filter(|s| {
-                        matches(p, "id", &s.id)
-                            && matches(p, "systemvmtype", &s.kind)
-                            && matches(p, "state", &s.state)
+                    .filter(|v| {
+                        v.kind.is_system()
+                            && matches(p, "id", &v.id)
+                            && matches(p, "systemvmtype", v.kind.api())
+                            && matches(p, "state", &v.state)
+                            && p.get("hostid")
+                                .is_none_or(|h| v.host.is_some_and(|i| &self.hosts[i].id == h))
                     })
                     .collect();
-                list_reply(command, "systemvm", all, p, |s| self.sysvm_json(s))
+                list_reply(command, "systemvm", all, p, |v| self.sysvm_json(v))
             }
             "listRouters" => {
-                let all: Vec<&Router> = self
-                    .routers
+                let all: Vec<&Vm> = self
+                    .vms
                     .iter()
-                    .filter(|r| matches(p, "id", &r.id))
+                    .filter(|v| {
+                        v.kind == VmKind::DomainRouter
+                            && matches(p, "id", &v.id)
+                            && matches(p, "state", &v.state)
+                            && p.get("networkid").is_none_or(|n| {
+                                v.router
+                                    .as_ref()
+                                    .is_some_and(|r| &self.networks[r.network].id == n)
+                            })
+                    })
                     .collect();
-                list_reply(command, "router", all, p, |r| {
-                    json!({"id": r.id, "name": r.name, "state": r.state, "version": r.version,
-                           "requiresupgrade": r.requires_upgrade, "healthchecksfailed": false,
-                           "role": "VIRTUAL_ROUTER", "zoneid": self.zones[r.zone].id,
-                           "zonename": self.zones[r.zone].name, "isredundantrouter": false})
-                })
+                list_reply(command, "router", all, p, |v| self.router_json(v))
             }
             "listVirtualMachines" => {
                 let all: Vec<&Vm> = self
                     .vms
                     .iter()
                     .filter(|v| {
-                        matches(p, "id", &v.id)
+                        v.kind == VmKind::User
+                            && matches(p, "id", &v.id)
                             && matches(p, "state", &v.state)
                             && matches(p, "name", &v.name)
                             && p.get("hostid")
@@ -553,7 +1119,40 @@ impl Cloud {
                     })
                     .collect();
                 list_reply_with(command, "virtualmachine", all, p, |v, out| {
-                    self.vm_json(v, out)
+                    self.vm_json_into(v, out)
+                })
+            }
+            "listNetworks" => {
+                let all: Vec<&Network> = self
+                    .networks
+                    .iter()
+                    .filter(|n| matches(p, "id", &n.id))
+                    .collect();
+                list_reply(command, "network", all, p, |n| {
+                    json!({"id": n.id, "name": n.name, "displaytext": n.name, "type": "Isolated",
+                           "state": "Implemented", "zoneid": self.zones[n.zone].id,
+                           "zonename": self.zones[n.zone].name, "traffictype": "Guest",
+                           "redundantrouter": n.redundant, "restartrequired": false,
+                           "account": "admin", "domain": "ROOT"})
+                })
+            }
+            "listVolumes" => {
+                // One ROOT volume per user VM, on local storage where the VM's is.
+                let all: Vec<&Vm> = self
+                    .vms
+                    .iter()
+                    .filter(|v| {
+                        v.kind == VmKind::User
+                            && p.get("virtualmachineid").is_none_or(|id| &v.id == id)
+                            && p.get("type").is_none_or(|t| t.eq_ignore_ascii_case("ROOT"))
+                    })
+                    .collect();
+                list_reply(command, "volume", all, p, |v| {
+                    json!({"id": format!("8b6f0c3e-0000-4000-8006-{:012x}", v.db_id),
+                           "name": format!("ROOT-{}", v.db_id), "type": "ROOT",
+                           "storagetype": if v.local_storage { "local" } else { "shared" },
+                           "virtualmachineid": v.id, "vmname": v.name, "state": "Ready",
+                           "size": 10_737_418_240_u64})
                 })
             }
             "listZones" => {
@@ -597,155 +1196,89 @@ impl Cloud {
                            "description": format!("lab setting {k}")})
                 })
             }
+            "listTemplates" => {
+                let all: Vec<&Template> = self
+                    .templates
+                    .iter()
+                    .filter(|t| matches(p, "id", &t.id) && matches(p, "name", &t.name))
+                    .collect();
+                list_reply(command, "template", all, p, |t| {
+                    json!({"id": t.id, "name": t.name, "displaytext": t.name,
+                           "templatetype": "SYSTEM", "hypervisor": "KVM", "isready": true,
+                           "status": "Download Complete", "format": "QCOW2"})
+                })
+            }
+            "listEvents" => {
+                // Answered from the database when one keeps the events (see `sim`).
+                let all: Vec<&Event> = self.events.iter().filter(|e| event_matches(e, p)).collect();
+                list_reply(command, "event", all, p, Self::event_json)
+            }
+            "listAccounts" => Reply::json(
+                200,
+                &json!({"listaccountsresponse": {"count": 1, "account": [{
+                    "id": "8b6f0c3e-0000-4000-8000-0000000000a2", "name": "admin",
+                    "accounttype": 1, "domainid": DOMAIN_ID, "domain": "ROOT", "state": "enabled"
+                }]}}),
+            ),
             _ => return None,
         })
     }
 
-    /// Answers a verified request.
-    pub(crate) fn dispatch(&mut self, command: &str, p: &Params) -> Reply {
-        if let Some(r) = self.read(command, p) {
-            return r;
-        }
-        match command {
-            "updateConfiguration" => {
-                let Some(name) = p.get("name") else {
-                    return error_reply(
-                        Some(command),
-                        431,
-                        Some(4350),
-                        "Unable to execute API command updateconfiguration due to missing parameter name",
-                    );
-                };
-                if !self.configs.contains_key(name) {
-                    return error_reply(
-                        Some(command),
-                        431,
-                        Some(4350),
-                        &format!("Invalid config name: {name}"),
-                    );
-                }
-                let value = p.get("value").cloned().unwrap_or_default();
-                self.configs.insert(name.clone(), value.clone());
-                Reply::json(
-                    200,
-                    &json!({"updateconfigurationresponse": {"configuration": {
-                        "name": name, "value": value, "category": "Advanced", "isdynamic": true
-                    }}}),
-                )
-            }
-            "prepareHostForMaintenance" | "cancelHostMaintenance" => {
-                let Some(h) = p
-                    .get("id")
-                    .and_then(|id| self.hosts.iter().position(|h| &h.id == id))
-                else {
-                    return error_reply(
-                        Some(command),
-                        431,
-                        Some(4350),
-                        "Unable to find host with the specified ID",
-                    );
-                };
-                let (now, success, failure) = if command == "prepareHostForMaintenance" {
-                    if self.hosts[h].resource_state != "Enabled" {
-                        return error_reply(
-                            Some(command),
-                            530,
-                            Some(4250),
-                            "Host is not in a state to be put into maintenance",
-                        );
-                    }
-                    (
-                        "PrepareForMaintenance",
-                        "Maintenance",
-                        "ErrorInPrepareForMaintenance",
-                    )
-                } else {
-                    ("Enabled", "Enabled", "Maintenance")
-                };
-                self.hosts[h].resource_state = now.into();
-                let jobid = self.new_id();
-                self.jobs.insert(
-                    jobid.clone(),
-                    Job {
-                        cmd: format!("org.apache.cloudstack.api.command.admin.host.{command}Cmd"),
-                        polls_left: self.job_polls,
-                        failure: self.fail_next_job.take(),
-                        effect: JobEffect::HostResourceState {
-                            host: h,
-                            success: success.into(),
-                            failure: failure.into(),
-                        },
-                        done: None,
-                    },
-                );
-                Reply::json(200, &json!({ response_key(command): {"jobid": jobid} }))
-            }
-            "queryAsyncJobResult" => {
-                let Some(jobid) = p.get("jobid").cloned() else {
-                    return error_reply(
-                        Some(command),
-                        431,
-                        Some(4350),
-                        "Unable to execute API command queryasyncjobresult due to missing parameter jobid",
-                    );
-                };
-                let Some(job) = self.jobs.get_mut(&jobid) else {
-                    return error_reply(
-                        Some(command),
-                        431,
-                        Some(4350),
-                        &format!("Unable to find job by id {jobid}"),
-                    );
-                };
-                if job.done.is_none() && job.polls_left > 0 {
-                    job.polls_left -= 1;
-                    let v = json!({"queryasyncjobresultresponse": {
-                        "jobid": jobid, "cmd": job.cmd, "jobstatus": 0, "jobprocstatus": 0,
-                        "jobresultcode": 0, "jobinstancetype": "Host",
-                        "created": "2025-10-30T11:02:00+0000"}});
-                    return Reply::json(200, &v);
-                }
-                if job.done.is_none() {
-                    let job = job.clone();
-                    let JobEffect::HostResourceState {
-                        host,
-                        success,
-                        failure,
-                    } = &job.effect;
-                    let done = match &job.failure {
-                        Some(text) => {
-                            self.hosts[*host].resource_state = failure.clone();
-                            json!({"jobid": jobid, "cmd": job.cmd, "jobstatus": 2, "jobprocstatus": 0,
-                                   "jobresultcode": 530, "jobresulttype": "object",
-                                   "jobresult": {"errorcode": 530, "errortext": text}})
-                        }
-                        None => {
-                            self.hosts[*host].resource_state = success.clone();
-                            json!({"jobid": jobid, "cmd": job.cmd, "jobstatus": 1, "jobprocstatus": 0,
-                                   "jobresultcode": 0, "jobresulttype": "object",
-                                   "jobresult": {"host": self.host_json(&self.hosts[*host])},
-                                   "completed": "2025-10-30T11:02:30+0000"})
-                        }
-                    };
-                    if let Some(j) = self.jobs.get_mut(&jobid) {
-                        j.done = Some(done);
-                    }
-                }
-                let done = self.jobs[&jobid].done.clone().unwrap_or(Value::Null);
-                Reply::json(200, &json!({"queryasyncjobresultresponse": done}))
-            }
-            "logout" => Reply::json(200, &json!({"logoutresponse": {"description": "success"}})),
-            other => error_reply(
-                Some(other),
-                432,
-                None,
-                &format!("Unknown API command: {other}"),
-            ),
-        }
+    /// Renders events read from the database.
+    pub(crate) fn events_reply(command: &str, events: &[Event], p: &Params) -> Reply {
+        let all: Vec<&Event> = events.iter().filter(|e| event_matches(e, p)).collect();
+        list_reply(command, "event", all, p, Self::event_json)
     }
 
     /// Whether a command only reads (answered under a read lock).
     pub(crate) fn is_read_only(command: &str) -> bool {
         command.starts_with("list")
+    }
+}
+
+/// The `listEvents` filters the lab answers: `type`, `level`, `startdate` and `enddate`
+/// (`yyyy-MM-dd HH:mm:ss`, or a day for `enddate`).
+fn event_matches(e: &Event, p: &Params) -> bool {
+    let after = |d: &str| e.created.as_str() >= d;
+    let before = |d: &str| {
+        if d.len() == 10 {
+            e.created.get(..10).is_some_and(|day| day <= d)
+        } else {
+            e.created.as_str() <= d
+        }
+    };
+    matches(p, "type", &e.kind)
+        && matches(p, "level", e.level)
+        && p.get("startdate").is_none_or(|d| after(d))
+        && p.get("enddate").is_none_or(|d| before(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_versions_trim_as_cloudstack_does() {
+        assert_eq!(
+            trim_router_version("Cloudstack Release 4.19.0 Mon Jan 12 10:00:00 UTC 2026"),
+            "4.19.0"
+        );
+        assert_eq!(trim_router_version("garbage"), "0");
+        assert_eq!(
+            trim_router_version(&router_release(&"4.18.1.0".parse().unwrap())),
+            "4.18.1"
+        );
+        assert!(version_below("4.18.0", "4.19.0"));
+        assert!(!version_below("4.19.0", "4.19.0"));
+        assert!(version_below("0", "4.19.0"));
+    }
+
+    #[test]
+    fn system_template_names_carry_their_release() {
+        assert_eq!(
+            template_version("systemvm-kvm-4.19.0"),
+            Some("4.19.0".parse().unwrap())
+        );
+        assert_eq!(template_version("ubuntu"), None);
     }
 }

@@ -1,0 +1,281 @@
+//! A whole lab cloud as CloudStack behaves where an upgrade depends on it, through the
+//! project's API client, the lab's database and its nodes: maintenance live-migrates VMs (the
+//! rows and the guests move, the events are written); tenants change the cloud through the API
+//! (listed, and in the `event` table); after the management servers are upgraded, routers say
+//! `requiresupgrade` until `upgradeRouterTemplate`, system VMs keep their old agent, and a
+//! destroyed SSVM comes back on the new template; with no management server up, there is no API.
+
+use std::time::{Duration, Instant};
+
+use cs_api::{Client, ClientConfig, Credentials};
+use cs_core::{Cmd, CsVersion, HostExt, HostMaintenance, error_chain};
+use cs_lab::{DbUrlExt, Lab, MgmtStartup, TenantOptions};
+use mysql::prelude::Queryable;
+
+fn client(lab: &Lab) -> Client {
+    Client::new(
+        &lab.api().endpoint(),
+        Credentials::api_key(lab.api().api_key(), lab.api().secret_key().clone()),
+        ClientConfig::default(),
+    )
+    .expect("client")
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `(name, host_id, last_host_id, state)` of the user VMs, from the database.
+fn vm_rows(lab: &Lab) -> Vec<(String, Option<u64>, Option<u64>, String)> {
+    let mut conn = lab.db_url().connect().expect("connect");
+    conn.query(format!(
+        "SELECT `name`, `host_id`, `last_host_id`, `state` FROM `{}`.`vm_instance` \
+         WHERE `type` = 'User' AND `removed` IS NULL ORDER BY `id`",
+        lab.cloud_schema()
+    ))
+    .expect("vm rows")
+}
+
+fn host_id(lab: &Lab, name: &str) -> u64 {
+    let mut conn = lab.db_url().connect().expect("connect");
+    conn.exec_first(
+        format!(
+            "SELECT `id` FROM `{}`.`host` WHERE `name` = ?",
+            lab.cloud_schema()
+        ),
+        (name,),
+    )
+    .expect("host id")
+    .expect("the host has a row")
+}
+
+/// Upgrades the packages of every management server to `v` the way an operator does (the
+/// repository line, the index, an exact install of what is installed), then starts them: the
+/// first migrates the schema.
+async fn upgrade_management_servers(lab: &Lab, v: &CsVersion) {
+    for m in lab.management_servers() {
+        for unit in [cs_lab::USAGE_UNIT, cs_lab::MANAGEMENT_UNIT] {
+            if m.installed(unit).is_some() {
+                tokio::task::block_in_place(|| m.systemctl("stop", unit)).expect("stop");
+            }
+        }
+    }
+    for m in lab.management_servers() {
+        let list = m.root().join("etc/apt/sources.list.d/cloudstack.list");
+        let text = std::fs::read_to_string(&list).expect("repo file");
+        std::fs::write(&list, text.replace(" 4.18\n", &format!(" {}\n", v.line())))
+            .expect("write the repo file");
+        let host = m.local_host();
+        host.run_ok(&Cmd::new("apt-get").arg("update"))
+            .await
+            .expect("apt-get update");
+        let mut install = Cmd::new("apt-get").arg("install").arg("-y");
+        for p in cs_lab::MGMT_PACKAGES {
+            if m.installed(p).is_some() {
+                install = install.arg(format!("{p}={v}"));
+            }
+        }
+        host.run_ok(&install).await.expect("apt-get install");
+    }
+    for m in lab.management_servers() {
+        tokio::task::block_in_place(|| m.systemctl("start", cs_lab::MANAGEMENT_UNIT))
+            .expect("start");
+        let startup = m
+            .wait_settled(Duration::from_secs(60))
+            .await
+            .expect("settled");
+        assert_eq!(startup, MgmtStartup::Up(v.to_string()), "{}", m.log_text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_cloud_behaves_as_cloudstack_does() {
+    let target: CsVersion = "4.19.0.0".parse().expect("version");
+    let lab = tokio::task::spawn_blocking(|| {
+        Lab::builder()
+            .name("lab_cloud")
+            .kvm_hosts(4)
+            .hosts_per_cluster(2)
+            .vms(6)
+            .start()
+    })
+    .await
+    .expect("join")
+    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
+    let c = client(&lab);
+
+    // The database is the cloud: every VM's row says where it runs, and its guest runs there.
+    for v in lab.api().vms().iter().filter(|v| v.state == "Running") {
+        let host = v.host.as_deref().expect("placed");
+        let node = lab
+            .kvm_hosts()
+            .iter()
+            .find(|h| h.name() == host)
+            .expect("node");
+        assert!(node.domains().contains(&v.instance_name), "{v:?}");
+    }
+    // The usage server runs on the first management server only.
+    assert!(lab.management_servers()[0].has_usage());
+    assert!(!lab.management_servers()[1].has_usage());
+
+    // 1. Maintenance of kvm1 live-migrates its VMs to kvm2, the other host of its cluster.
+    let (kvm1, kvm2) = (host_id(&lab, "kvm1"), host_id(&lab, "kvm2"));
+    let leaving: Vec<String> = vm_rows(&lab)
+        .into_iter()
+        .filter(|r| r.1 == Some(kvm1))
+        .map(|r| r.0)
+        .collect();
+    assert!(!leaving.is_empty());
+    c.enter("kvm1").await.expect("maintenance");
+    lab.sync();
+    for (name, host, last, state) in vm_rows(&lab) {
+        if leaving.contains(&name) {
+            assert_eq!(
+                (host, last, state.as_str()),
+                (Some(kvm2), Some(kvm1), "Running"),
+                "{name}"
+            );
+        }
+    }
+    assert!(
+        lab.kvm_hosts()[0].domains().is_empty(),
+        "guests left on kvm1"
+    );
+    let mut conn = lab.db_url().connect().expect("connect");
+    let maint: Vec<String> = conn
+        .query(format!(
+            "SELECT `state` FROM `{}`.`event` WHERE `type` = 'MAINT.PREPARE' ORDER BY `id`",
+            lab.cloud_schema()
+        ))
+        .expect("events");
+    assert_eq!(maint, ["Scheduled", "Started", "Completed"]);
+    c.leave("kvm1").await.expect("cancel");
+    assert!(
+        lab.kvm_hosts()[0].domains().is_empty(),
+        "nothing moves back"
+    );
+
+    // 2. Tenants: their changes are listed and in the event table.
+    let mut options = TenantOptions::default();
+    options.interval = Duration::from_millis(50);
+    options.own_vms_only = true;
+    let actor = lab.start_tenants(options).expect("tenants");
+    wait_for("tenant changes", 30, || {
+        actor.changes().iter().filter(|c| c.ok).count() >= 4
+    })
+    .await;
+    let changes = actor.stop();
+    let listed = c
+        .list_virtual_machines(&[("listall", "true")])
+        .await
+        .expect("list");
+    for ch in changes.iter().filter(|c| c.ok) {
+        let in_db: Option<u64> = conn
+            .exec_first(
+                format!(
+                    "SELECT COUNT(*) FROM `{}`.`event` WHERE `description` LIKE ?",
+                    lab.cloud_schema()
+                ),
+                (format!("%{}%", ch.vm_id),),
+            )
+            .expect("count");
+        assert!(in_db.unwrap_or(0) > 0, "{ch:?} wrote no event");
+        let destroyed = changes
+            .iter()
+            .any(|d| d.vm == ch.vm && d.action == "destroy" && d.ok);
+        if ch.action == "deploy" && !destroyed {
+            assert!(listed.iter().any(|v| v.id == ch.vm_id), "{ch:?} not listed");
+        }
+    }
+
+    // 3. The management servers upgraded: routers and system VMs are not.
+    tokio::task::block_in_place(|| lab.prepare_upgrade(&target, false)).expect("prepare");
+    upgrade_management_servers(&lab, &target).await;
+    let routers_upgraded = |c: &Client| {
+        let c = c.clone();
+        async move { c.list_routers(&[]).await.expect("routers") }
+    };
+    wait_for("the new template in the cloud", 10, || {
+        lab.api()
+            .config("minreq.sysvmtemplate.version")
+            .is_some_and(|v| v == "4.19.0")
+    })
+    .await;
+    let routers = routers_upgraded(&c).await;
+    assert!(!routers.is_empty());
+    for r in &routers {
+        assert_eq!(
+            (r.version.as_deref(), r.requiresupgrade),
+            (Some("4.18.0"), Some(true)),
+            "{r:?}"
+        );
+    }
+    for s in c.list_system_vms(&[]).await.expect("system VMs") {
+        assert_eq!(
+            s.templatename.as_deref(),
+            Some("systemvm-kvm-4.19.0"),
+            "{s:?}"
+        );
+        assert_eq!(s.version.as_deref(), Some("4.18.0.0"), "{s:?}");
+    }
+    let zone = c.list_zones(&[]).await.expect("zones")[0].id.clone();
+    let jobs = c
+        .call("upgradeRouterTemplate", &[("zoneid", &zone)])
+        .await
+        .expect("upgradeRouterTemplate");
+    for j in jobs["asyncjobs"].as_array().expect("jobs") {
+        c.wait_job(
+            j["jobid"].as_str().expect("jobid"),
+            "rebootRouter",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("router reboot");
+    }
+    for r in routers_upgraded(&c).await {
+        assert_eq!(
+            (r.version.as_deref(), r.requiresupgrade),
+            (Some("4.19.0"), Some(false)),
+            "{r:?}"
+        );
+    }
+
+    // 4. A destroyed SSVM comes back under a new name, on the new template.
+    let ssvm = c
+        .list_system_vms(&[("systemvmtype", "secondarystoragevm")])
+        .await
+        .expect("ssvm")
+        .remove(0);
+    c.call_async("destroySystemVm", &[("id", &ssvm.id)])
+        .await
+        .expect("destroy");
+    wait_for("a new SSVM", 30, || {
+        lab.api()
+            .vms()
+            .iter()
+            .any(|v| v.kind == "SecondaryStorageVm" && v.state == "Running" && v.id != ssvm.id)
+    })
+    .await;
+    let new = lab
+        .api()
+        .vms()
+        .into_iter()
+        .find(|v| v.kind == "SecondaryStorageVm")
+        .expect("ssvm");
+    assert_ne!(Some(new.name.as_str()), ssvm.name.as_deref());
+    assert_eq!(new.booted_template.as_deref(), Some("systemvm-kvm-4.19.0"));
+    // Its agent comes from its host's systemvm.iso, still 4.18 there.
+    assert_eq!(new.agent_version.as_deref(), Some("4.18.0.0"));
+
+    // 5. No management server Up, no API.
+    for m in lab.management_servers() {
+        tokio::task::block_in_place(|| m.systemctl("stop", cs_lab::MANAGEMENT_UNIT)).expect("stop");
+    }
+    wait_for("the API to go", 10, || !lab.api().is_serving()).await;
+    let e = c.list_zones(&[]).await.expect_err("no server");
+    assert!(format!("{e:?}").contains("503"), "{e:?}");
+}
