@@ -1,18 +1,25 @@
-//! The whole upgrade of an installation, journaled in `backup.dir/upgrade-<target>/`: back up,
-//! quiesce, switch repositories, upgrade packages, migrate the schema, start, refresh the KVM
-//! agents, post-flight. A failed step rolls back what was applied.
+//! The whole upgrade of an installation, journaled in `backup.dir/upgrade-<target>/`: the
+//! pre-flight gate, back up, quiesce, switch repositories, upgrade packages, migrate the schema,
+//! start, refresh the KVM agents in place, refresh system VMs and routers, post-flight.
+//!
+//! Until the first management server serves the new release (the point of no return), a failed
+//! step rolls back everything applied. After it, tenants may have written to the database: a
+//! failed step stops the run where it is and says what failed; fix it and `--resume`, or go
+//! back with `--rollback --discard-changes-since TIME`, which restores the backup and loses what
+//! the cloud wrote since (it says what first).
 //!
 //! ```text
 //! upgrade --config upgrade.toml              # run (or resume) the upgrade
-//! upgrade --config upgrade.toml --dry-run    # the plan: hops, schema steps, step states
-//! upgrade --config upgrade.toml --resume     # resume a run that was interrupted (refused when
-//!                                            # the last run finished or rolled back)
+//! upgrade --config upgrade.toml --dry-run    # the plan: hops, hosts, step states, the gate
+//! upgrade --config upgrade.toml --resume     # resume a run that was interrupted or stopped
 //! upgrade --config upgrade.toml --rollback   # undo every applied step, newest first
+//! upgrade --config upgrade.toml --rollback --discard-changes-since '2026-12-07 10:15:00'
+//! upgrade --config upgrade.toml --skip ms.heap --skip node.resources
 //! ```
 //!
-//! Exit codes: 0 done, 2 the upgrade (or rollback) failed (one line, then the steps' outcomes),
-//! or the config cannot be used. Progress goes to stderr (bars on a terminal, lines otherwise);
-//! no secret is printed.
+//! Exit codes: 0 done (or already done), 2 the upgrade (or rollback) failed or was refused (one
+//! line, then the steps' outcomes), or the config cannot be used. Progress goes to stderr
+//! (bars on a terminal, lines otherwise); no secret is printed.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -40,6 +47,13 @@ struct Args {
     /// Roll back every step the journal records as applied.
     #[arg(long)]
     rollback: bool,
+    /// With --rollback after the point of no return: accept losing what the cloud wrote since
+    /// this time (UTC, `YYYY-MM-DD hh:mm:ss`; not later than the backup restored).
+    #[arg(long, value_name = "TIME", requires = "rollback")]
+    discard_changes_since: Option<String>,
+    /// A pre-flight check id the gate skips (repeatable).
+    #[arg(long, value_name = "ID")]
+    skip: Vec<String>,
 }
 
 /// The steps' outcomes, one a line.
@@ -91,8 +105,10 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
+    let options = cs_upgrade::ApplyOptions::skipping(&skip);
     if args.dry_run {
-        return match cs_upgrade::plan(&config).await {
+        return match cs_upgrade::plan_with(&config, &options).await {
             Ok(plan) => {
                 print!("{}", plan.to_text());
                 ExitCode::SUCCESS
@@ -102,20 +118,43 @@ async fn main() -> ExitCode {
     }
     if args.resume {
         let journal = cs_upgrade::run_dir(&config).join("journal.jsonl");
+        if let Some(seal) = cs_upgrade::sealed(&config) {
+            println!(
+                "upgrade: already done: reached {} at {} (nothing to resume)",
+                seal.target, seal.finished_at
+            );
+            return ExitCode::SUCCESS;
+        }
         if let Some(why) = nothing_to_resume(&journal) {
             eprintln!("upgrade: nothing to resume: {why}");
             return ExitCode::from(2);
         }
     }
+    if !args.rollback
+        && let Some(seal) = cs_upgrade::sealed(&config)
+    {
+        println!(
+            "upgrade: already done: reached {} at {}; nothing changed",
+            seal.target, seal.finished_at
+        );
+        return ExitCode::SUCCESS;
+    }
     let progress = Arc::new(common::Bars::new());
     let result = if args.rollback {
-        cs_upgrade::rollback(&config, progress).await
+        let mut options = cs_upgrade::RollbackOptions::default();
+        options.discard_changes_since = args.discard_changes_since.clone();
+        cs_upgrade::rollback_with(&config, &options, progress).await
     } else {
-        cs_upgrade::apply(&config, progress).await
+        cs_upgrade::apply_with(&config, &options, progress).await
     };
     match result {
         Ok(report) => {
             print!("{}", outcomes(&report));
+            if !args.rollback
+                && let Some(e) = cs_upgrade::postflight_evidence(&cs_upgrade::run_dir(&config))
+            {
+                println!("  postflight: {}", e.summary);
+            }
             println!(
                 "{} {}",
                 if args.rollback {
@@ -135,6 +174,17 @@ async fn main() -> ExitCode {
             let code = common::fail("upgrade", &e);
             if let Some(report) = &e.report {
                 eprint!("{}", outcomes(report));
+            }
+            if let cs_upgrade::UpgradeErrorKind::Run(cs_core::RunError::Stopped { .. }) = &e.kind {
+                let path = args.config.display();
+                let since = cs_upgrade::reopened_at(&config)
+                    .map(|t| format!(" since {t} UTC"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "upgrade: the cloud serves tenants at the new version{since}: nothing was rolled back.\n  \
+                     forward: fix what failed, then `upgrade --config {path} --resume`\n  \
+                     back:    `upgrade --config {path} --rollback` (it says what the restore would discard)"
+                );
             }
             code
         }

@@ -269,14 +269,69 @@ pub struct RepoConfig {
     pub mirrors: Vec<String>,
 }
 
-/// KVM hosts of one cluster, refreshed together in batches.
+/// How to reach one KVM host CloudStack knows (by its name in CloudStack), or that the upgrade
+/// leaves it alone. The hosts to refresh and their clusters come from the API
+/// (`listHosts type=Routing hypervisor=KVM`); an entry here only says how to reach one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The host's name in CloudStack.
+    pub name: String,
+    /// Address to SSH to (default: the host's IP address as CloudStack lists it).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// SSH port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Login user (default: `ssh.user`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Root under which CloudStack's paths live (a directory on a lab node).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Leave the host alone: its agent is not refreshed (pre-flight warns about it).
+    #[serde(default)]
+    pub exclude: bool,
+}
+
+/// The older form of host entries: KVM hosts grouped by cluster. Still read, as addresses for
+/// the hosts named; the clusters themselves come from CloudStack.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Cluster name (as in CloudStack).
+    /// Cluster name (ignored: CloudStack's is used).
     pub name: String,
     /// Its hosts.
     pub hosts: Vec<NodeConfig>,
+}
+
+/// How KVM agents are refreshed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum AgentRefresh {
+    /// Upgrade the package and restart the agent with the guests left running (libvirt keeps
+    /// them; the agent re-attaches).
+    #[default]
+    InPlace,
+    /// Put each host in maintenance first (CloudStack live-migrates its VMs away), refresh,
+    /// then cancel maintenance. A capacity check runs before any host is touched.
+    Maintenance,
+}
+
+/// How system VMs and virtual routers get the target's code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SystemVmRefresh {
+    /// Live-patch them (`patchSystemVm`, `restartNetwork livepatch=true`; 4.17 and later):
+    /// no restart, tenants keep their network. Targets before 4.17 are restarted instead.
+    #[default]
+    Patch,
+    /// Restart them onto the new template, as `cloudstack-sysvmadm` does: SSVMs and CPVMs
+    /// stopped and started, routers rebooted (`upgradeRouterTemplate`), a redundant pair one
+    /// side at a time.
+    Restart,
 }
 
 /// How carefully to go.
@@ -286,7 +341,8 @@ pub struct Policy {
     /// Hosts refreshed at once within a cluster.
     #[serde(default = "one")]
     pub batch_size: usize,
-    /// Hosts worked on at once overall (facts, checks).
+    /// Hosts refreshed at once across all clusters, and system VMs and routers refreshed at
+    /// once.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
     /// Stop the refresh when more than this percentage of hosts failed (0: on the first).
@@ -304,9 +360,15 @@ pub struct Policy {
     /// Jump straight to the target instead of stepping through LTS releases.
     #[serde(default)]
     pub direct_path: bool,
-    /// Check ids to skip in pre-flight.
+    /// Check ids to skip in pre-flight (an unknown id is an error).
     #[serde(default)]
     pub skip_checks: Vec<String>,
+    /// How KVM agents are refreshed (default in place).
+    #[serde(default)]
+    pub agent_refresh: AgentRefresh,
+    /// How system VMs and routers get the target's code (default: live patch).
+    #[serde(default)]
+    pub system_vms: SystemVmRefresh,
 }
 
 fn one() -> usize {
@@ -332,6 +394,8 @@ impl Default for Policy {
             host_up_deadline: default_host_deadline(),
             direct_path: false,
             skip_checks: Vec::new(),
+            agent_refresh: AgentRefresh::default(),
+            system_vms: SystemVmRefresh::default(),
         }
     }
 }
@@ -369,7 +433,10 @@ pub struct UpgradeConfig {
     /// Usage servers (may repeat management servers).
     #[serde(default)]
     pub usage_servers: Vec<NodeConfig>,
-    /// KVM hosts, by cluster.
+    /// How to reach KVM hosts (the hosts themselves come from CloudStack).
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+    /// The older form of `hosts`: by cluster (read as `hosts`).
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
     /// Policies.
@@ -478,12 +545,12 @@ impl UpgradeConfig {
             return Err(self.invalid("policy.max_fail_percent", "a percentage: 0 to 100"));
         }
         let mut names = std::collections::BTreeSet::new();
-        for h in self.clusters.iter().flat_map(|c| &c.hosts) {
-            if !names.insert(h.display_name().to_string()) {
-                return Err(self.invalid(
-                    "clusters.hosts",
-                    format!("host `{}` is listed twice", h.display_name()),
-                ));
+        for h in self.host_entries() {
+            if h.name.is_empty() {
+                return Err(self.invalid("hosts.name", "a host entry needs its CloudStack name"));
+            }
+            if !names.insert(h.name.clone()) {
+                return Err(self.invalid("hosts", format!("host `{}` is listed twice", h.name)));
             }
         }
         Ok(())
@@ -531,11 +598,23 @@ impl UpgradeConfig {
         ))
     }
 
-    /// Every KVM host with its cluster name, in config order.
-    pub fn hosts(&self) -> impl Iterator<Item = (&str, &NodeConfig)> {
-        self.clusters
-            .iter()
-            .flat_map(|c| c.hosts.iter().map(move |h| (c.name.as_str(), h)))
+    /// Every KVM host entry, `hosts` then the older `clusters` ones, in config order.
+    pub fn host_entries(&self) -> Vec<HostConfig> {
+        let mut out = self.hosts.clone();
+        out.extend(
+            self.clusters
+                .iter()
+                .flat_map(|c| &c.hosts)
+                .map(|n| HostConfig {
+                    name: n.display_name().to_string(),
+                    address: Some(n.address.clone()),
+                    port: Some(n.port),
+                    user: n.user.clone(),
+                    root: n.root.clone(),
+                    exclude: false,
+                }),
+        );
+        out
     }
 }
 
@@ -566,10 +645,29 @@ mod tests {
         let c = UpgradeConfig::parse(EXAMPLE, Path::new("upgrade.toml")).unwrap();
         assert_eq!(c.target.to_string(), "4.19.0.0");
         assert_eq!(c.management_servers.len(), 2);
-        assert_eq!(c.hosts().count(), 3);
+        let hosts = c.host_entries();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts[0].port, Some(2222));
+        assert!(hosts[1].exclude && hosts[1].address.is_none());
+        assert_eq!(c.policy.agent_refresh, AgentRefresh::InPlace);
+        assert_eq!(c.policy.system_vms, SystemVmRefresh::Patch);
         assert_eq!(c.policy.migration_deadline, Duration::from_secs(45 * 60));
         assert_eq!(c.database.password.env.as_deref(), Some("CS_DB_PASSWORD"));
         assert!(c.repositories.mirrors.is_empty());
+    }
+
+    #[test]
+    fn the_older_cluster_entries_still_give_addresses() {
+        let text = EXAMPLE.replace(
+            "[policy]",
+            "[[clusters]]\nname = \"c1\"\nhosts = [{ address = \"10.0.1.21\", name = \"kvm1\" }]\n\n[policy]",
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let hosts = c.host_entries();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts[2].name, "kvm1");
+        assert_eq!(hosts[2].address.as_deref(), Some("10.0.1.21"));
+        assert_eq!(hosts[2].port, Some(22));
     }
 
     #[test]
@@ -625,7 +723,11 @@ mod tests {
             &base.replace("[policy]", "[policy]\nunknown_knob = 1"),
             "unknown_knob",
         );
-        invalid(&base.replace("\"kvm2\"", "\"kvm1\""), "listed twice");
+        invalid(&base.replace("\"kvm9\"", "\"kvm3\""), "listed twice");
+        invalid(
+            &base.replace("agent_refresh = \"in-place\"", "agent_refresh = \"yolo\""),
+            "yolo",
+        );
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub async fn log_sources(
             kind: LogKind::ManagementServer,
         });
     }
-    for (_, n) in config.hosts() {
-        let h = crate::upgrade::connect(config, n).await?;
+    for n in crate::inventory::kvm_hosts(config).await? {
+        let h = crate::upgrade::connect(config, &n.node()).await?;
         out.push(LogSource {
             path: h.layout.agent_log(),
             host: h.host,

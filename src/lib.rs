@@ -3,21 +3,28 @@
 mod config;
 mod diagnose;
 mod hardening;
+mod inventory;
 mod ms_checks;
 mod preflight;
 mod upgrade;
 
 pub use config::{
-    ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, NodeConfig, Policy,
-    RepoConfig, SecretSource, SshConfig, UpgradeConfig,
+    AgentRefresh, ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, HostConfig,
+    NodeConfig, Policy, RepoConfig, SecretSource, SshConfig, SystemVmRefresh, UpgradeConfig,
 };
 pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
 pub use hardening::{FIREWALL_CHECK, ModeFix, SECRET_FILES_CHECK, harden, hardening_report};
+pub use inventory::{
+    HOSTS_EXCLUDED, HOSTS_KNOWN, HostInventory, KvmHostTarget, kvm_hosts, reach_as_configured,
+    reconcile,
+};
 pub use ms_checks::{MsContext, Phase, ms_checks};
-pub use preflight::{NODE_REACHABLE, preflight};
+pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, check_ids, preflight};
 pub use upgrade::{
-    MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, RunRecord, USAGE_UNIT, UpgradeContext,
-    UpgradeError, UpgradeErrorKind, UpgradePlan, api_client, apply, hops, plan, rollback, run_dir,
+    ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,
+    RollbackOptions, RunRecord, Seal, USAGE_UNIT, UpgradeContext, UpgradeError, UpgradeErrorKind,
+    UpgradePlan, api_client, apply, apply_with, hops, loss_report, plan, plan_with,
+    point_of_no_return, postflight_evidence, reopened_at, rollback, rollback_with, run_dir, sealed,
     steps,
 };
 

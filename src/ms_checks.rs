@@ -60,18 +60,6 @@ pub fn ms_checks() -> Vec<Box<dyn Check<MsContext>>> {
     ]
 }
 
-/// The Java major of `java -version` output (`"17.0.15"` → 17, `"1.8.0_392"` → 8).
-pub(crate) fn parse_java_major(version_output: &str) -> Option<u32> {
-    let quoted = version_output.split('"').nth(1)?;
-    let mut parts = quoted.split(['.', '_', '-', '+']);
-    let first: u32 = parts.next()?.parse().ok()?;
-    if first == 1 {
-        parts.next()?.parse().ok()
-    } else {
-        Some(first)
-    }
-}
-
 /// `JAVA_OPTS` from an `/etc/default/cloudstack-*` file (last assignment wins; quotes removed).
 fn java_opts(default_file: &str) -> Option<String> {
     default_file
@@ -129,7 +117,7 @@ impl Check<MsContext> for JavaCompat {
             Err(e) => format!("java cannot run: {}", cs_core::error_chain(&e)),
         };
         let subject = cx.subject("java");
-        match parse_java_major(&text) {
+        match cs_agent::packages::parse_java_major(&text) {
             Some(m) if m == cx.java_major => out.push(Finding::pass(
                 self.id(),
                 &subject,
@@ -592,15 +580,21 @@ mod tests {
     #[test]
     fn java_majors_parse_from_both_schemes() {
         assert_eq!(
-            parse_java_major("openjdk version \"17.0.15\" 2025"),
+            cs_agent::packages::parse_java_major("openjdk version \"17.0.15\" 2025"),
             Some(17)
         );
-        assert_eq!(parse_java_major("java version \"1.8.0_392\""), Some(8));
         assert_eq!(
-            parse_java_major("openjdk version \"11\" 2018-09-25"),
+            cs_agent::packages::parse_java_major("java version \"1.8.0_392\""),
+            Some(8)
+        );
+        assert_eq!(
+            cs_agent::packages::parse_java_major("openjdk version \"11\" 2018-09-25"),
             Some(11)
         );
-        assert_eq!(parse_java_major("bash: java: not found"), None);
+        assert_eq!(
+            cs_agent::packages::parse_java_major("bash: java: not found"),
+            None
+        );
     }
 
     #[tokio::test]

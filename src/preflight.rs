@@ -5,8 +5,12 @@
 //!   `repo.target.resolvable` before the upgrade (the target's repositories offer it) or
 //!   `repo.target.configured` after it (every CloudStack entry points at the target line);
 //! * the database: cs-schema's `db.*` and `systemvm.*` checks;
-//! * each KVM host: cs-agent's `agent.*`, `node.*` and `net.*` checks, `agent.version.match`
-//!   against the API, and the same repository check as the management servers;
+//! * the KVM hosts CloudStack lists, reconciled with the configuration (`hosts.known`,
+//!   `hosts.excluded`), and on each: cs-agent's `agent.*`, `node.*` and `net.*` checks,
+//!   `agent.version.match` against the API, and the same repository check as the management
+//!   servers; a host that cannot be reached is a `node.reachable` failure naming it;
+//! * with `policy.agent_refresh = "maintenance"`, `agents.maintenance.capacity`: every host's
+//!   VMs fit in the rest of its cluster, none on local storage;
 //! * the API: cs-api's `api.*` health checks.
 //!
 //! `cluster.quiesced` is not part of it: the cloud runs during pre- and post-flight, and the
@@ -20,12 +24,48 @@ use std::sync::Arc;
 use cs_core::{Check, Finding, Host, Report, Severity, error_chain, run_checks};
 use futures::future::join_all;
 
-use crate::config::{NodeConfig, UpgradeConfig};
+use crate::config::{AgentRefresh, NodeConfig, UpgradeConfig};
+use crate::inventory::{HOSTS_EXCLUDED, HOSTS_KNOWN, HostInventory, KvmHostTarget};
 use crate::ms_checks::{MsContext, Phase, ms_checks};
 use crate::upgrade::{NodeHandle, api_client, connect};
 
 /// The id of the finding for a node that cannot be reached.
 pub const NODE_REACHABLE: &str = "node.reachable";
+/// The id of the maintenance policy's capacity check.
+pub const MAINTENANCE_CAPACITY: &str = "agents.maintenance.capacity";
+
+/// Every check id pre-flight (and the upgrade's gate) knows: the ids `policy.skip_checks` and
+/// `--skip` may name.
+pub fn check_ids() -> Vec<String> {
+    let mut ids: Vec<String> = ms_checks().iter().map(|c| c.id().to_string()).collect();
+    ids.extend(cs_schema::db_checks().iter().map(|c| c.id().to_string()));
+    ids.extend(
+        cs_agent::checks::host_checks()
+            .iter()
+            .map(|c| c.id().to_string()),
+    );
+    ids.extend(cs_api::HEALTH_CHECK_IDS.iter().map(|s| s.to_string()));
+    ids.extend(
+        [
+            cs_repo::TARGET_RESOLVABLE,
+            cs_repo::TARGET_CONFIGURED,
+            cs_api::INVENTORY_CHECK_ID,
+            "agent.version.match",
+            NODE_REACHABLE,
+            MAINTENANCE_CAPACITY,
+            HOSTS_KNOWN,
+            HOSTS_EXCLUDED,
+            "api.reachable",
+            "db.reachable",
+            cs_schema::ids::CLUSTER_QUIESCED,
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    ids.sort();
+    ids.dedup();
+    ids
+}
 
 /// Checks handled by the upgrade's own steps rather than by pre-flight.
 const NOT_IN_PREFLIGHT: &[&str] = &[cs_schema::ids::CLUSTER_QUIESCED];
@@ -45,29 +85,24 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
             .iter()
             .map(|n| management_server(config, n, phase, skip)),
     );
-    let hosts = join_all(
-        config
-            .hosts()
-            .map(|(cluster, n)| kvm_host(config, cluster, n, phase, skip)),
-    );
     let (management, database, hosts, api) = tokio::join!(
         management,
         database(config, skip),
-        hosts,
+        kvm_hosts(config, phase, skip),
         api(config, phase, skip)
     );
     let mut report = Report::default();
-    for part in management
-        .into_iter()
-        .chain([database])
-        .chain(hosts)
-        .chain([api])
-    {
+    for part in management.into_iter().chain([database, hosts, api]) {
         report.merge(part);
     }
     for f in &mut report.findings {
         if NOT_IN_PREFLIGHT.contains(&f.id.as_str()) && f.severity == Severity::Skip {
             f.message = "checked by the upgrade once it has stopped the services".into();
+        } else if skip.contains(&f.id.as_str()) && f.severity != Severity::Skip {
+            // What a node-level failure found under a skipped id (an unreachable node) is kept
+            // as the reason, but no longer counts.
+            f.severity = Severity::Skip;
+            f.message = format!("skipped; found: {}", f.message);
         }
     }
     report
@@ -138,23 +173,99 @@ async fn management_server(
     report
 }
 
+/// The KVM hosts: CloudStack's list reconciled with the configuration, each host's checks, and
+/// the maintenance capacity check when that policy is chosen.
+async fn kvm_hosts(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
+    let client = match api_client(config) {
+        Ok(c) => c,
+        Err(e) => return unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+    };
+    let inventory = match HostInventory::collect(config, &client).await {
+        Ok(i) => i,
+        Err(e) => return unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+    };
+    let mut report = Report::default();
+    for f in inventory.findings() {
+        if !skip.contains(&f.id.as_str()) {
+            report.push(f);
+        }
+    }
+    let hosts = join_all(
+        inventory
+            .hosts
+            .iter()
+            .map(|h| kvm_host(config, h, phase, skip)),
+    )
+    .await;
+    for part in hosts {
+        report.merge(part);
+    }
+    if phase == Phase::Pre
+        && config.policy.agent_refresh == AgentRefresh::Maintenance
+        && !skip.contains(&MAINTENANCE_CAPACITY)
+    {
+        report.merge(maintenance_capacity(&client).await);
+    }
+    report
+}
+
+async fn maintenance_capacity(client: &cs_api::Client) -> Report {
+    let loads = match crate::upgrade::host_loads(client).await {
+        Ok(l) => l,
+        Err(e) => {
+            return unreachable(MAINTENANCE_CAPACITY, "hosts", error_chain(&e));
+        }
+    };
+    let mut r = Report::default();
+    let blockers = crate::upgrade::maintenance_blockers(&loads);
+    for b in &blockers {
+        let subject = b.split(' ').next().unwrap_or("hosts").to_string();
+        r.push(
+            Finding::new(MAINTENANCE_CAPACITY, Severity::Fail, subject, b.clone())
+                .with_remedy("free capacity in the cluster, stop the VMs on local storage, or refresh the agents in place (policy.agent_refresh = \"in-place\")"),
+        );
+    }
+    if blockers.is_empty() {
+        r.push(Finding::pass(
+            MAINTENANCE_CAPACITY,
+            "hosts",
+            format!(
+                "each of {} host(s) can be evacuated into the rest of its cluster",
+                loads.len()
+            ),
+        ));
+    }
+    r
+}
+
 async fn kvm_host(
     config: &UpgradeConfig,
-    cluster: &str,
-    node: &NodeConfig,
+    host: &KvmHostTarget,
     phase: Phase,
     skip: &[&str],
 ) -> Report {
-    let handle = match connect(config, node).await {
+    let node = host.node();
+    let handle = match connect(config, &node).await {
         Ok(h) => h,
         Err(e) => {
-            return unreachable(NODE_REACHABLE, node.display_name(), error_chain(&e));
+            return unreachable(
+                NODE_REACHABLE,
+                &host.name,
+                format!(
+                    "CloudStack's KVM host {} ({}) cannot be reached at {}:{}: {} (give its address in a [[hosts]] entry, or exclude it)",
+                    host.name,
+                    host.cluster,
+                    host.address,
+                    host.port,
+                    error_chain(&e)
+                ),
+            );
         }
     };
     let agent = cs_agent::Node::new(handle.host.clone())
         .rerooted(handle.root.clone())
-        .in_cluster(cluster)
-        .with_key(node.display_name().to_string());
+        .in_cluster(host.cluster.clone())
+        .with_key(host.name.clone());
     let mut checks = cs_agent::checks::host_checks();
     match api_client(config) {
         Ok(client) => {
@@ -171,7 +282,7 @@ async fn kvm_host(
         }
     }
     let refs: Vec<&dyn Check<cs_agent::Node>> = checks.iter().map(AsRef::as_ref).collect();
-    let repo = repo_check(config, node, phase);
+    let repo = repo_check(config, &node, phase);
     let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
     let (mut report, repo) = tokio::join!(
         run_checks(&refs, &agent, skip),

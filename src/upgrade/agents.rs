@@ -10,26 +10,23 @@ use cs_core::{CsVersion, NoProgress, Step, StepError, StepState, error_chain};
 
 use super::ms::remove_leftovers;
 use super::{UpgradeContext, connect, count_state, step_err};
-use crate::config::NodeConfig;
+use crate::config::AgentRefresh;
+use crate::inventory::KvmHostTarget;
 
 #[derive(Debug)]
 pub(super) struct Agents;
 
 impl Agents {
-    fn targets(cx: &UpgradeContext) -> Vec<(cs_agent::fleet::Target, String)> {
-        cx.config
-            .hosts()
-            .map(|(cluster, h)| {
-                (
-                    cs_agent::fleet::Target {
-                        user: h.user.clone().unwrap_or_else(|| cx.config.ssh.user.clone()),
-                        host: h.address.clone(),
-                        port: h.port,
-                        cluster: Some(cluster.to_string()),
-                        root: h.root.as_ref().map(|r| r.to_string_lossy().into_owned()),
-                    },
-                    h.display_name().to_string(),
-                )
+    fn targets(cx: &UpgradeContext) -> Vec<cs_agent::fleet::Target> {
+        cx.record
+            .hosts
+            .iter()
+            .map(|h| cs_agent::fleet::Target {
+                user: h.user.clone().unwrap_or_else(|| cx.config.ssh.user.clone()),
+                host: h.address.clone(),
+                port: h.port,
+                cluster: Some(h.cluster.clone()),
+                root: h.root.as_ref().map(|r| r.to_string_lossy().into_owned()),
             })
             .collect()
     }
@@ -53,36 +50,48 @@ impl Agents {
     }
 
     async fn refresh_all(cx: &UpgradeContext, to: CsVersion, tag: &str) -> Result<(), StepError> {
-        let pairs = Self::targets(cx);
-        let names: BTreeMap<String, (String, NodeConfig)> = cx
-            .config
-            .hosts()
-            .map(|(c, h)| (h.display_name().to_string(), (c.to_string(), h.clone())))
+        let targets = Self::targets(cx);
+        let by_label: BTreeMap<String, KvmHostTarget> = targets
+            .iter()
+            .zip(&cx.record.hosts)
+            .map(|(t, h)| (t.label(), h.clone()))
             .collect();
-        let by_label: BTreeMap<String, String> =
-            pairs.iter().map(|(t, n)| (t.label(), n.clone())).collect();
-        let targets: Vec<cs_agent::fleet::Target> = pairs.into_iter().map(|(t, _)| t).collect();
+        // The default refresh leaves the guests where they run: a KVM agent restart does not
+        // touch them (libvirt keeps them; the agent re-attaches). Maintenance evacuates the
+        // host first, by policy only.
+        let maintenance = cx.config.policy.agent_refresh == AgentRefresh::Maintenance;
+        // Under maintenance one host of a cluster at a time: CloudStack refuses a second one
+        // while another of its cluster prepares ("There are other servers attempting
+        // migrations for maintenance", ResourceManagerImpl.maintain).
+        let parallel = if maintenance {
+            1
+        } else {
+            cx.config
+                .policy
+                .batch_size
+                .min(cx.config.policy.parallelism)
+        };
         let options = cs_agent::fleet::FleetOptions {
-            parallel: cx.config.policy.batch_size,
+            parallel,
             max_fail_pct: (cx.config.policy.max_fail_percent > 0)
                 .then_some(f64::from(cx.config.policy.max_fail_percent)),
             canary: true,
             journal: Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))),
         };
         let report = cs_agent::fleet::run_fleet(&targets, &options, cx.progress.as_ref(), |t| {
-            let name = by_label.get(&t.label()).cloned().unwrap_or_default();
-            let entry = names.get(&name).cloned();
+            let entry = by_label.get(&t.label()).cloned();
             async move {
-                let Some((cluster, node_cfg)) = entry else {
-                    return Err(format!("{name}: not in the configuration"));
+                let Some(host) = entry else {
+                    return Err(format!("{}: not in the run's host list", t.label()));
                 };
+                let node_cfg = host.node();
                 let handle = connect(&cx.config, &node_cfg)
                     .await
                     .map_err(|e| error_chain(&e))?;
                 let node = cs_agent::Node::new(handle.host.clone())
                     .rerooted(handle.root.clone())
-                    .in_cluster(cluster)
-                    .with_key(name.clone());
+                    .in_cluster(host.cluster.clone())
+                    .with_key(host.name.clone());
                 let repo: Arc<dyn cs_core::RepoSwitch> = Arc::new(cs_repo::RepoSwitcher {
                     layout: node_cfg.layout(),
                     rules: cx.config.repo_rules(),
@@ -92,12 +101,13 @@ impl Agents {
                 options.poll = Duration::from_millis(200);
                 let deps = cs_agent::Deps {
                     status: Arc::new(cx.client.clone()),
-                    maintenance: Some(Arc::new(cx.client.clone())),
+                    maintenance: maintenance
+                        .then(|| Arc::new(cx.client.clone()) as Arc<dyn cs_core::HostMaintenance>),
                     repo: Some(repo),
                 };
                 let rcx = cs_agent::RefreshContext::new(node, options, deps);
-                let journal = cx.run_dir.join(format!("agent-{tag}-{name}.jsonl"));
-                cs_agent::refresh_host(&rcx, &journal, true, &NoProgress)
+                let journal = cx.run_dir.join(format!("agent-{tag}-{}.jsonl", host.name));
+                cs_agent::refresh_host(&rcx, &journal, maintenance, &NoProgress)
                     .await
                     .map(|r| r.summary())
                     .map_err(|e| error_chain(&e))
@@ -116,6 +126,88 @@ impl Agents {
     }
 }
 
+/// A hypervisor's load as the maintenance capacity check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostLoad {
+    pub(crate) name: String,
+    pub(crate) cluster: String,
+    /// Up and Enabled: a host VMs can migrate to.
+    pub(crate) up_enabled: bool,
+    /// Memory, MiB.
+    pub(crate) total_mb: i64,
+    /// Memory allocated to its VMs, MiB.
+    pub(crate) allocated_mb: i64,
+    /// Its running VMs whose root disk is on local storage (they cannot live-migrate).
+    pub(crate) local_vms: Vec<String>,
+}
+
+/// What keeps maintenance from evacuating each host, before any host is touched: VMs on
+/// local storage (CloudStack refuses maintenance while they run,
+/// `host.maintenance.local.storage.strategy` Error), and a host whose allocated memory the rest
+/// of its cluster (its Up and Enabled hosts, over-provisioning factor 1) cannot take. The check
+/// is by memory sums, not a bin packing: a cluster it lets through can still leave a VM without
+/// a place, which CloudStack then reports as ErrorInMaintenance.
+pub(crate) fn maintenance_blockers(hosts: &[HostLoad]) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in hosts {
+        if !h.local_vms.is_empty() {
+            out.push(format!(
+                "{} ({}): VM(s) on local storage cannot be migrated: {}",
+                h.name,
+                h.cluster,
+                h.local_vms.join(", ")
+            ));
+        }
+        let free: i64 = hosts
+            .iter()
+            .filter(|o| o.name != h.name && o.cluster == h.cluster && o.up_enabled)
+            .map(|o| (o.total_mb - o.allocated_mb).max(0))
+            .sum();
+        if h.allocated_mb > free {
+            out.push(format!(
+                "{} ({}): its VMs hold {} MiB, the rest of the cluster has {} MiB free",
+                h.name, h.cluster, h.allocated_mb, free
+            ));
+        }
+    }
+    out
+}
+
+/// The hosts' loads from the API: `listHosts`, and the running VMs with a root disk on local
+/// storage (`listVolumes`, `listVirtualMachines`).
+pub(crate) async fn host_loads(client: &cs_api::Client) -> Result<Vec<HostLoad>, cs_api::Error> {
+    let (hosts, vms, volumes) = tokio::try_join!(
+        client.list_hosts(&[("type", "Routing")]),
+        client.list_virtual_machines(&[("listall", "true")]),
+        client.list_volumes(&[("type", "ROOT"), ("listall", "true")]),
+    )?;
+    let local: Vec<&str> = volumes
+        .iter()
+        .filter(|v| v.storagetype.as_deref() == Some("local"))
+        .filter_map(|v| v.virtualmachineid.as_deref())
+        .collect();
+    Ok(hosts
+        .iter()
+        .map(|h| HostLoad {
+            name: h.name.clone().unwrap_or_else(|| h.id.clone()),
+            cluster: h.clustername.clone().unwrap_or_default(),
+            up_enabled: h.state.as_deref() == Some("Up")
+                && h.resourcestate.as_deref() == Some("Enabled"),
+            total_mb: h.memorytotal.unwrap_or(0) / (1024 * 1024),
+            allocated_mb: h.memoryallocated.unwrap_or(0) / (1024 * 1024),
+            local_vms: vms
+                .iter()
+                .filter(|v| {
+                    v.hostid.as_deref() == Some(h.id.as_str())
+                        && v.state.as_deref() == Some("Running")
+                        && local.contains(&v.id.as_str())
+                })
+                .map(|v| v.name.clone().unwrap_or_else(|| v.id.clone()))
+                .collect(),
+        })
+        .collect())
+}
+
 #[async_trait]
 impl Step<UpgradeContext> for Agents {
     fn id(&self) -> &str {
@@ -124,8 +216,8 @@ impl Step<UpgradeContext> for Agents {
 
     async fn check(&self, cx: &UpgradeContext) -> Result<StepState, StepError> {
         let mut reported = Vec::new();
-        for (_, h) in cx.config.hosts() {
-            let state = cs_core::HostStatus::hypervisor(&cx.client, h.display_name())
+        for h in &cx.record.hosts {
+            let state = cs_core::HostStatus::hypervisor(&cx.client, &h.name)
                 .await
                 .map_err(|e| StepError::with_source("ask the API for a host", e))?;
             reported.push(state.and_then(|s| s.version));
@@ -137,6 +229,18 @@ impl Step<UpgradeContext> for Agents {
     }
 
     async fn apply(&self, cx: &UpgradeContext) -> Result<(), StepError> {
+        if cx.config.policy.agent_refresh == AgentRefresh::Maintenance {
+            let loads = host_loads(&cx.client)
+                .await
+                .map_err(|e| step_err("read the hosts' capacity", e))?;
+            let blockers = maintenance_blockers(&loads);
+            if !blockers.is_empty() {
+                return Err(StepError::new(format!(
+                    "maintenance cannot evacuate every host: {}",
+                    blockers.join("; ")
+                )));
+            }
+        }
         Self::clear_journals(cx, "rollback")?;
         Self::refresh_all(cx, cx.record.target, "upgrade").await
     }
@@ -146,14 +250,14 @@ impl Step<UpgradeContext> for Agents {
         Self::refresh_all(cx, cx.record.from, "rollback").await?;
         // The refresh pointed the repositories back; the bundle also takes away the backup
         // copies both rewrites left.
-        for (_, h) in cx.config.hosts() {
-            let path = cx.host_bundle_path(h.display_name());
+        for h in &cx.record.hosts {
+            let path = cx.host_bundle_path(&h.name);
             if !path.exists() {
                 continue;
             }
-            let n = connect(&cx.config, h)
+            let n = connect(&cx.config, &h.node())
                 .await
-                .map_err(|e| step_err(&format!("{}: connect", h.display_name()), e))?;
+                .map_err(|e| step_err(&format!("{}: connect", h.name), e))?;
             let bundle = cs_backup::ConfigBundle::load(&path)
                 .map_err(|e| step_err(&format!("{}: load the repository bundle", n.name), e))?;
             cs_backup::restore_config(n.host.as_ref(), &bundle)
@@ -170,7 +274,7 @@ impl Step<UpgradeContext> for Agents {
 struct AgentsFacts {
     /// The upgrade's target.
     target: CsVersion,
-    /// The agent version each configured KVM host reports (`None`: unknown to CloudStack, or
+    /// The agent version each KVM host of the run reports (`None`: unknown to CloudStack, or
     /// no version reported).
     reported: Vec<Option<CsVersion>>,
 }
@@ -186,7 +290,7 @@ fn decide(f: &AgentsFacts) -> StepState {
 mod tests {
     use cs_core::{CsVersion, StepState};
 
-    use super::{AgentsFacts, decide};
+    use super::{AgentsFacts, HostLoad, decide, maintenance_blockers};
 
     fn v(s: &str) -> Option<CsVersion> {
         Some(CsVersion::parse(s).expect("test versions parse"))
@@ -211,6 +315,57 @@ mod tests {
     fn some_agents_at_the_target_is_partial() {
         let expected = StepState::Partial("1 of 3 agent(s) at 4.20.0.0".into());
         check(&[v("4.20.0.0"), v("4.19.0.0"), None], expected);
+    }
+
+    fn load(name: &str, cluster: &str, total: i64, allocated: i64) -> HostLoad {
+        HostLoad {
+            name: name.into(),
+            cluster: cluster.into(),
+            up_enabled: true,
+            total_mb: total,
+            allocated_mb: allocated,
+            local_vms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_room_for_each_host_has_no_blocker() {
+        let hosts = [
+            load("kvm1", "c1", 4096, 2048),
+            load("kvm2", "c1", 4096, 2048),
+        ];
+        assert!(maintenance_blockers(&hosts).is_empty());
+    }
+
+    #[test]
+    fn a_host_the_rest_cannot_take_blocks_and_says_why() {
+        let mut hosts = vec![
+            load("kvm1", "c1", 4096, 3072),
+            load("kvm2", "c1", 4096, 2048),
+            load("kvm3", "c2", 4096, 1024),
+        ];
+        assert_eq!(
+            maintenance_blockers(&hosts),
+            [
+                "kvm1 (c1): its VMs hold 3072 MiB, the rest of the cluster has 2048 MiB free",
+                "kvm2 (c1): its VMs hold 2048 MiB, the rest of the cluster has 1024 MiB free",
+                "kvm3 (c2): its VMs hold 1024 MiB, the rest of the cluster has 0 MiB free",
+            ]
+        );
+        // A disabled host takes nothing.
+        hosts[0].allocated_mb = 1024;
+        hosts[1].up_enabled = false;
+        assert_eq!(maintenance_blockers(&hosts).len(), 2);
+    }
+
+    #[test]
+    fn vms_on_local_storage_block_their_host() {
+        let mut hosts = vec![load("kvm1", "c1", 4096, 512), load("kvm2", "c1", 4096, 512)];
+        hosts[1].local_vms = vec!["db-01".into()];
+        assert_eq!(
+            maintenance_blockers(&hosts),
+            ["kvm2 (c1): VM(s) on local storage cannot be migrated: db-01"]
+        );
     }
 
     #[test]

@@ -25,10 +25,22 @@ async fn dump_databases(cx: &UpgradeContext, dir: &Path) -> Result<(), StepError
         },
         ..cs_backup::BackupOptions::default()
     };
-    let engine = cs_backup::NativeEngine::new();
-    cs_backup::backup(&engine, &cx.db.url, dir, &options, cx.progress.as_ref())
-        .await
-        .map_err(|e| step_err("back up the databases", e))?;
+    // `backup.engine`: the parallel native dumper, or the stock client run here.
+    let engine: Box<dyn cs_backup::Engine> = match cx.config.backup.engine.as_str() {
+        "mysqldump" => Box::new(cs_backup::MysqldumpEngine::new(std::sync::Arc::new(
+            cs_core::LocalHost::new(),
+        ))),
+        _ => Box::new(cs_backup::NativeEngine::new()),
+    };
+    cs_backup::backup(
+        engine.as_ref(),
+        &cx.db.url,
+        dir,
+        &options,
+        cx.progress.as_ref(),
+    )
+    .await
+    .map_err(|e| step_err("back up the databases", e))?;
     cs_backup::verify(dir)
         .await
         .map_err(|e| step_err("verify the backup", e))?;
@@ -53,7 +65,8 @@ pub(super) async fn refresh_backup(cx: &UpgradeContext) -> Result<(), StepError>
         std::fs::rename(&dir, &prev).map_err(|e| step_err("set the running backup aside", e))?;
     }
     std::fs::rename(&next, &dir).map_err(|e| step_err("put the quiesced backup in place", e))?;
-    std::fs::write(cx.quiesced_marker(), b"")
+    // The marker holds the moment the backup describes: what a restore would go back to.
+    std::fs::write(cx.quiesced_marker(), super::utc_now())
         .map_err(|e| step_err("mark the backup quiesced", e))?;
     if prev.exists() {
         std::fs::remove_dir_all(&prev).map_err(|e| step_err("remove db.prev", e))?;
@@ -81,9 +94,10 @@ impl Step<UpgradeContext> for Backup {
             .iter()
             .all(|n| cx.bundle_path(&n.name).exists())
             && cx
-                .config
-                .hosts()
-                .all(|(_, h)| cx.host_bundle_path(h.display_name()).exists());
+                .record
+                .hosts
+                .iter()
+                .all(|h| cx.host_bundle_path(&h.name).exists());
         let inventory_ok = cx.inventory_path().exists();
         Ok(decide(&BackupFacts {
             db_ok,
@@ -137,10 +151,10 @@ impl Step<UpgradeContext> for Backup {
         }
         // The KVM hosts' repository files, which the agent refresh rewrites (agent.properties
         // and the keystore are cs-agent's to keep).
-        for (_, h) in cx.config.hosts() {
-            let n = connect(&cx.config, h)
+        for h in &cx.record.hosts {
+            let n = connect(&cx.config, &h.node())
                 .await
-                .map_err(|e| step_err(&format!("{}: connect", h.display_name()), e))?;
+                .map_err(|e| step_err(&format!("{}: connect", h.name), e))?;
             let paths: Vec<String> = ["/etc/apt/sources.list.d", "/etc/yum.repos.d"]
                 .iter()
                 .map(|p| n.path(p).to_string_lossy().into_owned())

@@ -44,7 +44,12 @@ impl Step<UpgradeContext> for Migrate {
         watch.log = first.layout.management_log();
         watch.poll = Duration::from_millis(200);
         watch.deadline = cx.config.policy.migration_deadline;
-        if !unit_active(first, MANAGEMENT_UNIT).await? {
+        let outcome = if unit_active(first, MANAGEMENT_UNIT).await? {
+            watch
+                .run(cx.progress.as_ref())
+                .await
+                .map_err(|e| step_err("watch the migration", e))?
+        } else {
             // The watch must see the log from before the start: start it first, then start.
             let handle = {
                 let watch = watch.clone();
@@ -52,18 +57,24 @@ impl Step<UpgradeContext> for Migrate {
                 tokio::spawn(async move { watch.run(progress.as_ref()).await })
             };
             tokio::time::sleep(Duration::from_millis(300)).await;
-            systemctl(first, "start", MANAGEMENT_UNIT).await?;
-            let outcome = handle
+            systemctl(
+                first,
+                cs_agent::packages::ServiceAction::Start,
+                MANAGEMENT_UNIT,
+            )
+            .await?;
+            handle
                 .await
                 .map_err(|e| step_err("watch the migration", e))?
-                .map_err(|e| step_err("watch the migration", e))?;
-            return outcome_result(outcome, &first.name);
+                .map_err(|e| step_err("watch the migration", e))?
+        };
+        outcome_result(outcome, &first.name)?;
+        if cx.record.hops.first() == Some(&self.hop) {
+            // The point of no return: the first management server serves the new release.
+            std::fs::write(cx.reopened_marker(), super::utc_now())
+                .map_err(|e| step_err("record when the cloud reopened", e))?;
         }
-        let outcome = watch
-            .run(cx.progress.as_ref())
-            .await
-            .map_err(|e| step_err("watch the migration", e))?;
-        outcome_result(outcome, &first.name)
+        Ok(())
     }
 
     async fn rollback(&self, cx: &UpgradeContext) -> Result<(), StepError> {
@@ -82,7 +93,14 @@ impl Step<UpgradeContext> for Migrate {
         cs_backup::drop_parked(&cx.db.url, &report)
             .await
             .map_err(|e| step_err("drop the replaced tables", e))?;
-        let _ = std::fs::remove_file(cx.marker(&self.hop));
+        for marker in [cx.marker(&self.hop), cx.reopened_marker()] {
+            match std::fs::remove_file(&marker) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(step_err(&format!("remove {}", marker.display()), e));
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cs_agent::packages::{self, Family};
-use cs_core::{Cmd, CsVersion, HostExt, StepError, error_chain};
+use cs_core::{CsVersion, StepError, error_chain};
 
 use super::{
     MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, USAGE_UNIT, UpgradeContext, step_err,
@@ -22,25 +22,58 @@ pub(super) async fn installed_version(n: &NodeHandle) -> Result<Option<CsVersion
     Ok(states.first().and_then(|s| s.version()))
 }
 
-/// What `systemctl is-active` says of `unit` (`active`, `inactive`, `failed`, …).
-pub(super) async fn unit_state(n: &NodeHandle, unit: &str) -> Result<String, StepError> {
-    let out = n
-        .host
-        .run(&Cmd::new("systemctl").arg("is-active").arg(unit))
+/// The management packages installed on `n` (of [`MANAGEMENT_PACKAGES`]), with their states.
+/// Services and packages are only stopped, installed and started where they are installed:
+/// many clouds run `cloudstack-usage` on some management servers only.
+pub(super) async fn installed_packages(
+    n: &NodeHandle,
+) -> Result<(Family, Vec<packages::PackageState>), StepError> {
+    let family = packages::detect_family(n.host.as_ref())
         .await
-        .map_err(|e| step_err(&format!("{}: systemctl is-active {unit}", n.name), e))?;
-    Ok(out.stdout_lossy().trim().to_string())
+        .map_err(|e| step_err(&format!("{}: package manager", n.name), e))?;
+    let states = packages::installed(n.host.as_ref(), family, MANAGEMENT_PACKAGES)
+        .await
+        .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
+    Ok((
+        family,
+        states
+            .into_iter()
+            .filter(|s| s.version().is_some())
+            .collect(),
+    ))
+}
+
+/// The CloudStack units installed on `n`: the management server's and the usage server's,
+/// where their packages are.
+pub(super) async fn installed_units(n: &NodeHandle) -> Result<Vec<&'static str>, StepError> {
+    let (_, states) = installed_packages(n).await?;
+    Ok([MANAGEMENT_UNIT, USAGE_UNIT]
+        .into_iter()
+        .filter(|u| states.iter().any(|s| s.name == *u))
+        .collect())
+}
+
+/// What `systemctl is-active` says of `unit` (`active`, `inactive`, `failed`, …), through
+/// cs-agent's services, the one home of what both node kinds run.
+pub(super) async fn unit_state(n: &NodeHandle, unit: &str) -> Result<String, StepError> {
+    packages::service_status(n.host.as_ref(), unit)
+        .await
+        .map_err(|e| step_err(&format!("{}: systemctl is-active {unit}", n.name), e))
 }
 
 pub(super) async fn unit_active(n: &NodeHandle, unit: &str) -> Result<bool, StepError> {
     Ok(unit_state(n, unit).await? == "active")
 }
 
-pub(super) async fn systemctl(n: &NodeHandle, verb: &str, unit: &str) -> Result<(), StepError> {
-    n.host
-        .run_ok(&Cmd::new("systemctl").arg(verb).arg(unit))
+/// `systemctl start|stop|restart unit` on `n`, through cs-agent's services.
+pub(super) async fn systemctl(
+    n: &NodeHandle,
+    action: packages::ServiceAction,
+    unit: &str,
+) -> Result<(), StepError> {
+    let verb = format!("{action:?}").to_lowercase();
+    packages::service(n.host.as_ref(), action, unit)
         .await
-        .map(|_| ())
         .map_err(|e| step_err(&format!("{}: systemctl {verb} {unit}", n.name), e))
 }
 
@@ -86,10 +119,15 @@ pub(super) fn is_up_at(rows: &[(String, Option<String>)], name: &str, v: &CsVers
     })
 }
 
+/// Stops the usage and management servers wherever they are installed.
 pub(super) async fn stop_all(cx: &UpgradeContext) -> Result<(), StepError> {
     for n in cx.service_nodes() {
-        systemctl(n, "stop", USAGE_UNIT).await?;
-        systemctl(n, "stop", MANAGEMENT_UNIT).await?;
+        let units = installed_units(n).await?;
+        for unit in [USAGE_UNIT, MANAGEMENT_UNIT] {
+            if units.contains(&unit) {
+                systemctl(n, packages::ServiceAction::Stop, unit).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -121,7 +159,7 @@ async fn explain_failed_start(n: &NodeHandle) -> String {
 /// servers. A server whose unit fails stops the wait at once, with the reason from its log.
 pub(super) async fn start_all(cx: &UpgradeContext, version: &CsVersion) -> Result<(), StepError> {
     for m in &cx.management {
-        systemctl(m, "start", MANAGEMENT_UNIT).await?;
+        systemctl(m, packages::ServiceAction::Start, MANAGEMENT_UNIT).await?;
         let deadline = cx.config.policy.migration_deadline;
         let start = Instant::now();
         loop {
@@ -146,7 +184,9 @@ pub(super) async fn start_all(cx: &UpgradeContext, version: &CsVersion) -> Resul
         }
     }
     for u in &cx.usage {
-        systemctl(u, "start", USAGE_UNIT).await?;
+        if installed_units(u).await?.contains(&USAGE_UNIT) {
+            systemctl(u, packages::ServiceAction::Start, USAGE_UNIT).await?;
+        }
     }
     Ok(())
 }
@@ -166,34 +206,35 @@ async fn pick(n: &NodeHandle, family: Family, v: &CsVersion) -> Result<String, S
         })
 }
 
-/// Installs exactly `v` of the management packages on every service node that does not have
-/// all of them at `v` already (a node the failed install never reached is left alone).
+/// Installs exactly `v` of the management packages each service node has (and only those: a
+/// node without `cloudstack-usage` does not get it) where they are not all at `v` already (a
+/// node the failed install never reached is left alone).
 pub(super) async fn install_all(cx: &UpgradeContext, v: &CsVersion) -> Result<(), StepError> {
     for n in cx.service_nodes() {
         let host = n.host.as_ref();
-        let family = packages::detect_family(host)
-            .await
-            .map_err(|e| step_err(&format!("{}: package manager", n.name), e))?;
-        let states = packages::installed(host, family, MANAGEMENT_PACKAGES)
-            .await
-            .map_err(|e| step_err(&format!("{}: installed packages", n.name), e))?;
+        let (family, states) = installed_packages(n).await?;
         if has_all_at(&states, v) {
             continue;
         }
+        let names: Vec<&str> = MANAGEMENT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| states.iter().any(|s| s.name == *p))
+            .collect();
         packages::refresh_index(host, family)
             .await
             .map_err(|e| step_err(&format!("{}: refresh the package index", n.name), e))?;
         let version = pick(n, family, v).await?;
-        packages::install_exact(host, family, MANAGEMENT_PACKAGES, &version)
+        packages::install_exact(host, family, &names, &version)
             .await
             .map_err(|e| step_err(&format!("{}: install {version}", n.name), e))?;
     }
     Ok(())
 }
 
-/// Whether a node's package states show every management package installed at exactly `v`.
+/// Whether a node's installed management packages are all at exactly `v` (and there is one).
 fn has_all_at(states: &[packages::PackageState], v: &CsVersion) -> bool {
-    states.len() == MANAGEMENT_PACKAGES.len() && states.iter().all(|s| s.version() == Some(*v))
+    !states.is_empty() && states.iter().all(|s| s.version() == Some(*v))
 }
 
 pub(super) async fn switch_repos(cx: &UpgradeContext, line: &str) -> Result<(), StepError> {
@@ -320,37 +361,43 @@ mod tests {
         check_up(&[("ms1", Some("not a version"))], "ms1", false);
     }
 
+    /// The installed packages of a node (`None`: not installed, left out as
+    /// `installed_packages` leaves it out).
     #[track_caller]
     fn check_all_at(installed: &[Option<&str>], expected: bool) {
         let states: Vec<PackageState> = MANAGEMENT_PACKAGES
             .iter()
             .zip(installed)
-            .map(|(name, ver)| PackageState {
-                name: (*name).to_string(),
-                installed: ver.map(str::to_string),
-                held: false,
+            .filter_map(|(name, ver)| {
+                ver.map(|ver| PackageState {
+                    name: (*name).to_string(),
+                    installed: Some(ver.to_string()),
+                    held: false,
+                })
             })
             .collect();
         assert_eq!(has_all_at(&states, &v("4.19.0.0")), expected);
     }
 
     #[test]
-    fn a_node_with_every_package_at_the_version_needs_no_install() {
+    fn a_node_with_every_installed_package_at_the_version_needs_no_install() {
         check_all_at(&[Some("4.19.0.0"); 3], true);
         check_all_at(
-            &[Some("4.19.0.0-1.el8"), Some("4.19.0.0"), Some("4.19.0.0")],
+            &[Some("4.19.0.0-1"), Some("4.19.0.0"), Some("4.19.0.0")],
             true,
         );
+        // No usage server on this node: nothing to install for it.
+        check_all_at(&[Some("4.19.0.0"), Some("4.19.0.0"), None], true);
     }
 
     #[test]
-    fn a_node_missing_a_package_or_with_another_version_needs_the_install() {
-        check_all_at(&[Some("4.19.0.0"), Some("4.19.0.0"), None], false);
+    fn a_node_with_another_version_or_no_package_needs_the_install() {
         check_all_at(
             &[Some("4.19.0.0"), Some("4.17.0.0"), Some("4.19.0.0")],
             false,
         );
-        check_all_at(&[Some("4.19.0.0"), Some("4.19.0.0")], false);
+        check_all_at(&[Some("4.18.0.0"), Some("4.18.0.0"), None], false);
+        check_all_at(&[None, None, None], false);
     }
 
     #[track_caller]

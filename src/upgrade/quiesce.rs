@@ -9,9 +9,10 @@ use cs_core::{CsVersion, Step, StepError, StepState};
 
 use super::backup::refresh_backup;
 use super::ms::{
-    installed_version, mshosts_up, remove_leftovers, start_all, stop_all, unit_active, wait_mshosts,
+    installed_units, installed_version, mshosts_up, remove_leftovers, start_all, stop_all,
+    unit_active, wait_mshosts,
 };
-use super::{MANAGEMENT_UNIT, USAGE_UNIT, UpgradeContext, db_version, step_err};
+use super::{UpgradeContext, db_version, step_err};
 
 #[derive(Debug)]
 pub(super) struct Quiesce {
@@ -54,9 +55,10 @@ impl Step<UpgradeContext> for Quiesce {
         if self.gone_past(cx).await? {
             return Ok(StepState::Done);
         }
-        let mut active = 0;
+        let (mut active, mut units) = (0, 0);
         for n in cx.service_nodes() {
-            for unit in [MANAGEMENT_UNIT, USAGE_UNIT] {
+            for unit in installed_units(n).await? {
+                units += 1;
                 if unit_active(n, unit).await? {
                     active += 1;
                 }
@@ -65,7 +67,7 @@ impl Step<UpgradeContext> for Quiesce {
         let up = mshosts_up(cx).await?.len();
         Ok(decide(&QuiesceFacts {
             active,
-            units: cx.service_nodes().len() * 2,
+            units,
             up,
             first: self.first,
             quiesced: cx.quiesced_marker().exists(),
@@ -104,6 +106,9 @@ impl Step<UpgradeContext> for Quiesce {
             }
         }
         start_all(cx, &cx.record.from).await?;
+        // System VMs and routers the run moved onto the target's code go back onto the old
+        // one, now that the old management servers run again.
+        super::sysvms::refresh_to(cx, cx.record.from).await?;
         // The services run on the old version again: the database moves on from here, so a
         // later attempt must take a new backup, and a new quiesced one.
         std::fs::write(cx.stale_marker(), b"").map_err(|e| step_err("mark the backup stale", e))?;
@@ -134,7 +139,7 @@ impl Step<UpgradeContext> for Quiesce {
 struct QuiesceFacts {
     /// Management and usage units active, over every service node.
     active: usize,
-    /// Units looked at: two per service node.
+    /// Units looked at: those installed on the service nodes.
     units: usize,
     /// `mshost` rows in state `Up`.
     up: usize,

@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use cs_core::{CsVersion, Step, StepError, StepState};
 
-use super::ms::{is_up_at, mshosts_up, start_all, stop_all, unit_active, unit_state};
+use super::ms::{
+    installed_units, is_up_at, mshosts_up, start_all, stop_all, unit_active, unit_state,
+};
 use super::{MANAGEMENT_UNIT, USAGE_UNIT, UpgradeContext};
 
 #[derive(Debug)]
@@ -29,8 +31,12 @@ impl Step<UpgradeContext> for StartOthers {
             .iter()
             .filter(|m| is_up_at(&rows, &m.name, &self.hop))
             .count();
-        let mut usage_active = 0;
+        let (mut usage, mut usage_active) = (0, 0);
         for u in &cx.usage {
+            if !installed_units(u).await?.contains(&USAGE_UNIT) {
+                continue;
+            }
+            usage += 1;
             if unit_active(u, USAGE_UNIT).await? {
                 usage_active += 1;
             }
@@ -44,7 +50,7 @@ impl Step<UpgradeContext> for StartOthers {
         Ok(decide(&StartFacts {
             management: cx.management.len(),
             up,
-            usage: cx.usage.len(),
+            usage,
             usage_active,
             others_started,
         }))
@@ -66,7 +72,7 @@ struct StartFacts {
     management: usize,
     /// Management servers Up at the hop.
     up: usize,
-    /// Usage servers configured.
+    /// Usage servers configured where the usage server is installed.
     usage: usize,
     /// Usage servers whose unit is active.
     usage_active: usize,
