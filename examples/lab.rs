@@ -1,10 +1,14 @@
-//! The end-to-end demo on a throwaway local lab: 2 management servers and 3 KVM hosts at
-//! 4.18.0.0 on a real MariaDB, each node with its own sshd on 127.0.0.1.
+//! The end-to-end demo on a throwaway local lab that behaves like CloudStack where an upgrade's
+//! safety is decided: 2 management servers (the usage server on the first only) and 3 KVM hosts
+//! at 4.18.0.0 on a real MariaDB, each node with its own sshd on 127.0.0.1, system VMs and a
+//! router that keep their template until refreshed, and tenants at work.
 //!
-//! 1. pre-flight; 2. the upgrade to 4.19.0.0 with progress, its report and the inventory diff
-//!    (no VM moved or stopped); 3. a second upgrade, to 4.19.1.0, with a fault injected in the
-//!    schema migration: the automatic rollback leaves the databases, packages and hosts as they
-//!    were; 4. everything is cleaned up.
+//! 1. pre-flight; 2. the upgrade to 4.19.0.0 while tenants start, stop, create and destroy VMs,
+//!    with progress, its report and the post-flight proof (every guest on its host, the
+//!    tenants' changes explained by their events); 3. a second upgrade, to 4.19.1.0, with a
+//!    fault injected in the schema migration, before the point of no return: the automatic
+//!    rollback leaves the databases, packages and hosts as they were; 4. everything is cleaned
+//!    up.
 //!
 //! ```text
 //! cargo run --example lab
@@ -24,11 +28,6 @@ use std::time::{Duration, Instant};
 use cs_core::{CsVersion, RunReport, StepOutcome};
 use cs_lab::{Lab, MgmtFault};
 use cs_upgrade::{Phase, UpgradeConfig};
-
-/// Checks the lab cannot pass by construction: `repo.target.resolvable` would fetch the
-/// official repository's index (the demo stays on 127.0.0.1) and `net.agent.reach` connects to
-/// port 8250, which the simulated management servers report without listening on it.
-const LAB_SKIPS: &[&str] = &["repo.target.resolvable", "net.agent.reach"];
 
 /// Tables left out of the before/after comparison: `mshost` holds each management server's
 /// state and heartbeat, which any stop and start rewrites.
@@ -91,7 +90,7 @@ async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
     let v4190: CsVersion = "4.19.0.0".parse().map_err(|e| format!("{e}"))?;
     let v4191: CsVersion = "4.19.1.0".parse().map_err(|e| format!("{e}"))?;
 
-    println!("== starting a lab: 2 management servers, 3 KVM hosts at 4.18.0.0");
+    println!("== starting a lab: 2 management servers (usage on mgmt1), 3 KVM hosts at 4.18.0.0");
     let lab = tokio::task::spawn_blocking(|| {
         Lab::builder()
             .name("demo")
@@ -112,50 +111,50 @@ async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
         .map_err(|e| format!("prepare: {}", cs_core::error_chain(&e)))?;
     let config = lab_config(&lab, &v4190)?;
 
-    println!(
-        "\n== pre-flight (skipped in the lab: {})",
-        LAB_SKIPS.join(", ")
-    );
-    let report = cs_upgrade::preflight(&config, Phase::Pre, LAB_SKIPS).await;
+    println!("\n== pre-flight (the upgrade runs it again as its gate)");
+    let report = cs_upgrade::preflight(&config, Phase::Pre, &[]).await;
     print!("{}", report.to_table());
     if report.exit_code() > 1 {
         return Err("pre-flight found failures".into());
     }
 
-    println!("\n== upgrade to 4.19.0.0");
-    let client = cs_upgrade::api_client(&config).map_err(|e| cs_core::error_chain(&e))?;
-    let before = cs_api::Inventory::snapshot(&client)
-        .await
-        .map_err(|e| format!("inventory: {}", cs_core::error_chain(&e)))?;
+    println!("\n== upgrade to 4.19.0.0, while tenants work");
+    let mut options = cs_lab::TenantOptions::default();
+    options.interval = Duration::from_millis(500);
+    let tenants = lab
+        .start_tenants(options)
+        .map_err(|e| format!("tenants: {}", cs_core::error_chain(&e)))?;
     let t = Instant::now();
-    let report = cs_upgrade::apply(&config, bars.clone())
-        .await
-        .map_err(|e| format!("the upgrade failed: {}", cs_core::error_chain(&e)))?;
+    let result = cs_upgrade::apply(&config, bars.clone()).await;
+    let changes = tenants.stop();
+    let report = result.map_err(|e| format!("the upgrade failed: {}", cs_core::error_chain(&e)))?;
     println!("   done in {:.1} s", t.elapsed().as_secs_f64());
     print!("{}", outcomes(&report));
     println!("   now: {}", versions(&lab));
-    let after = cs_api::Inventory::snapshot(&client)
-        .await
-        .map_err(|e| format!("inventory: {}", cs_core::error_chain(&e)))?;
-    let diff = cs_api::diff(&before, &after);
     println!(
-        "   inventory: {} VM(s) before, {} after",
-        before.vms.len(),
-        after.vms.len()
+        "   tenants: {} change(s) while it ran ({} of their jobs failed)",
+        changes.len(),
+        changes.iter().filter(|c| !c.ok).count()
     );
-    if diff.is_clean() {
-        println!("   inventory diff: clean (no VM moved, stopped or lost)");
-    } else {
-        for f in diff.findings() {
-            println!(
-                "   inventory diff: {} {}: {}",
-                f.severity, f.subject, f.message
-            );
-        }
-        return Err("the inventory changed".into());
+    let evidence = cs_upgrade::postflight_evidence(&cs_upgrade::run_dir(&config))
+        .ok_or("no post-flight evidence")?;
+    println!("   post-flight: {}", evidence.summary);
+    for a in &evidence.proof.explained {
+        println!(
+            "     {} {}: {}",
+            a.name,
+            a.change,
+            a.cause.as_deref().unwrap_or_default()
+        );
+    }
+    if !evidence.verified {
+        return Err("post-flight is not verified".into());
     }
 
-    println!("\n== upgrade to 4.19.1.0 with a fault in the schema migration (mgmt1, step 1)");
+    println!(
+        "\n== upgrade to 4.19.1.0 with a fault in the schema migration (mgmt1, step 1), before \
+         the point of no return"
+    );
     tokio::task::block_in_place(|| lab.prepare_upgrade(&v4191, false))
         .map_err(|e| format!("prepare: {}", cs_core::error_chain(&e)))?;
     let config = lab_config(&lab, &v4191)?;

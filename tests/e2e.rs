@@ -1,14 +1,18 @@
-//! End to end on one lab cloud (2 management servers and 3 KVM hosts at 4.18.0.0, target
-//! 4.19.0.0), scenario after scenario so the lab starts once: pre-flight; the plan; a fault in
-//! the schema migration rolls everything back automatically; the happy path, after which a
-//! second apply changes nothing and post-flight passes; `rollback` as its own command.
-//! Faults at the other stages are in `e2e_faults.rs`, killed runs in `e2e_resume.rs`.
+//! End to end on one lab cloud (2 management servers, the usage server on the first only, and 3
+//! KVM hosts at 4.18.0.0, target 4.19.0.0), scenario after scenario so the lab starts once:
+//! pre-flight; the plan; the pre-flight gate refusing before any change; a fault in the schema
+//! migration rolls everything back automatically; the upgrade with tenants at work the whole
+//! time, after which every guest is on its host, post-flight is verified with its evidence, and
+//! a second apply changes nothing; a rollback that is refused until told what it discards.
+//! Faults at the other stages are in `e2e_faults.rs` and `e2e_after.rs`, killed runs in
+//! `e2e_resume.rs`.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{StageFault, snapshot};
 use cs_core::{CsVersion, NoProgress, Severity, StepOutcome, error_chain};
@@ -23,13 +27,111 @@ async fn upgrade_scenarios_on_one_lab() {
 
     preflight_passes(&config, Phase::Pre).await;
     plan_lists_schema_steps_and_hops(&config).await;
+    the_gate_refuses_before_any_change(&lab, &config, &path).await;
     failed_migration_rolls_back(&lab, &config).await;
     let before = snapshot(&lab).await;
-    happy_path_then_apply_is_a_no_op(&lab, &config, &target).await;
+    let tenants =
+        happy_path_with_tenants_then_apply_is_a_no_op(&lab, &config, &path, &target).await;
     preflight_passes(&config, Phase::Post).await;
-    rollback_command_restores_the_old_version(&lab, &config, &old, &before).await;
+    rollback_is_refused_then_restores_the_old_version(&lab, &config, &old, &before, &tenants).await;
     examples_on_the_lab(&lab, &path);
     hardening_report_and_fix(&lab, &config, &path).await;
+}
+
+/// `path`'s config with the entry of KVM host `name` reaching it at `port` instead, written
+/// beside it.
+fn config_with_port(path: &Path, name: &str, port: u16) -> (UpgradeConfig, PathBuf) {
+    let text = std::fs::read_to_string(path).expect("config");
+    let marker = format!("name = \"{name}\"\naddress = \"127.0.0.1\"\nport = ");
+    let at = text.find(&marker).expect("the host's entry") + marker.len();
+    let end = at + text[at..].find('\n').expect("end of line");
+    let changed = format!("{}{port}{}", &text[..at], &text[end..]);
+    let out = path.with_file_name(format!("{name}-port-{port}.toml"));
+    std::fs::write(&out, changed).expect("write");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (UpgradeConfig::load(&out).expect("config").0, out)
+}
+
+/// A closed port on 127.0.0.1 (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The gate: a configured host CloudStack does not know, an unknown skip id, and a KVM host it
+/// cannot reach each refuse the upgrade before anything changes.
+async fn the_gate_refuses_before_any_change(lab: &Lab, config: &UpgradeConfig, path: &Path) {
+    let run_dir = cs_upgrade::run_dir(config);
+    let unchanged = |what: &str| {
+        assert!(!run_dir.join("db").exists(), "{what}: a backup was taken");
+        assert!(
+            cs_core::applied_steps(&run_dir.join("journal.jsonl"))
+                .expect("journal")
+                .is_empty(),
+            "{what}: a step was applied"
+        );
+        for m in lab.management_servers() {
+            assert!(m.service_active(cs_upgrade::MANAGEMENT_UNIT), "{what}");
+        }
+    };
+    // A name CloudStack does not know.
+    let text = std::fs::read_to_string(path).expect("config");
+    let typo = path.with_file_name("typo.toml");
+    std::fs::write(
+        &typo,
+        text.replace(
+            "[repositories]",
+            "[[hosts]]\nname = \"kvm9\"\naddress = \"127.0.0.1\"\n\n[repositories]",
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&typo, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (with_typo, _) = UpgradeConfig::load(&typo).expect("config");
+    let err = cs_upgrade::apply(&with_typo, Arc::new(NoProgress))
+        .await
+        .expect_err("the gate refuses");
+    let message = error_chain(&err);
+    assert!(
+        matches!(err.kind, cs_upgrade::UpgradeErrorKind::Preflight(_))
+            && message.contains("hosts.known kvm9"),
+        "{message}"
+    );
+    unchanged("unknown host");
+
+    // An unknown skip id is an error, not ignored.
+    let err = cs_upgrade::apply_with(
+        config,
+        &cs_upgrade::ApplyOptions::skipping(&["no.such.check"]),
+        Arc::new(NoProgress),
+    )
+    .await
+    .expect_err("unknown id");
+    assert!(
+        matches!(err.kind, cs_upgrade::UpgradeErrorKind::UnknownCheck(_)),
+        "{}",
+        error_chain(&err)
+    );
+
+    // A host CloudStack knows that the upgrade cannot reach.
+    let (unreachable, _) = config_with_port(path, "kvm3", closed_port());
+    let err = cs_upgrade::apply(&unreachable, Arc::new(NoProgress))
+        .await
+        .expect_err("the gate refuses");
+    let message = error_chain(&err);
+    assert!(
+        message.contains("node.reachable kvm3") && message.contains("cannot be reached"),
+        "{message}"
+    );
+    // The dry run shows what the gate would say.
+    let plan = cs_upgrade::plan(&unreachable).await.expect("plan");
+    assert!(
+        plan.to_text().contains("pre-flight gate: would refuse"),
+        "{}",
+        plan.to_text()
+    );
+    unchanged("unreachable host");
 }
 
 /// An example binary as `cargo test` builds them, beside the test binaries' directory.
@@ -249,25 +351,60 @@ async fn plan_lists_schema_steps_and_hops(config: &UpgradeConfig) {
             .any(|s| s.starts_with("Upgrade41810to41900 (4.18.1.0 -> 4.19.0.0)")),
         "{text}"
     );
+    assert!(
+        text.contains("migrate@4.19.0.0       would apply   <- point of no return"),
+        "{text}"
+    );
+    assert!(text.contains("pre-flight gate: passes"), "{text}");
+    assert!(
+        text.contains("KVM hosts: kvm1 (c1), kvm2 (c1), kvm3 (c2)"),
+        "{text}"
+    );
     for id in common::ONE_HOP_STEPS {
         assert!(
             text.lines()
-                .any(|l| l.trim_start().starts_with(id) && l.ends_with("would apply")),
+                .any(|l| l.trim_start().starts_with(id) && l.contains(" would apply")),
             "{id}: {text}"
         );
     }
 }
 
-/// `rollback` after a finished upgrade puts everything back at the old version.
-async fn rollback_command_restores_the_old_version(
+/// A rollback after the finished upgrade: refused without the flag, with what it would
+/// discard (the VMs tenants made since the backup among it); with it, everything is back at
+/// the old version, and the tenants' VMs made since are unknown to CloudStack while their guests
+/// still run on the hypervisors.
+async fn rollback_is_refused_then_restores_the_old_version(
     lab: &Lab,
     config: &UpgradeConfig,
     old: &CsVersion,
     before: &common::Snapshot,
+    tenants: &[cs_lab::TenantChange],
 ) {
-    let report = cs_upgrade::rollback(config, Arc::new(NoProgress))
+    let (since, loss) = cs_upgrade::loss_report(config)
         .await
-        .unwrap_or_else(|e| panic!("rollback: {}\n{:?}", error_chain(&e), e.report));
+        .expect("loss report")
+        .expect("past the point of no return");
+    let deployed_since: Vec<&str> = tenants
+        .iter()
+        .filter(|c| c.ok && c.action == "deploy" && c.at.as_str() > since.as_str())
+        .map(|c| c.vm.as_str())
+        .collect();
+    for vm in &deployed_since {
+        assert!(
+            loss.new_vms.iter().any(|v| v.name == *vm)
+                || tenants
+                    .iter()
+                    .any(|c| c.vm == *vm && c.action == "destroy" && c.ok),
+            "{vm} is not in the loss report: {loss:#?}"
+        );
+    }
+    assert!(
+        loss.tables
+            .iter()
+            .any(|t| t.table.ends_with(".event") && t.created > 0),
+        "{loss:#?}"
+    );
+    let report = common::rollback_discarding(config).await;
     let rolled_back = report.ids_with(StepOutcome::RolledBack);
     for id in ["agents", "migrate@4.19.0.0", "packages@4.19.0.0", "quiesce"] {
         assert!(
@@ -276,17 +413,27 @@ async fn rollback_command_restores_the_old_version(
         );
     }
     common::settle_at(lab, old).await;
-    // The comparison covers the KVM hosts' repository files too.
-    for h in lab.kvm_hosts() {
+    // The tenants wrote while the upgrade ran: the databases are the backup's, the files and
+    // packages as they were before.
+    let after = snapshot(lab).await;
+    assert_eq!(before.files, after.files);
+    // A VM made after the backup is unknown now; its guest still runs on its hypervisor.
+    lab.sync();
+    let listed: Vec<String> = lab.api().vms().into_iter().map(|v| v.name).collect();
+    for v in loss.new_vms.iter().filter(|v| v.state == "Running") {
+        assert!(!listed.contains(&v.name), "{} is still known", v.name);
+        let host = v.host.as_deref().expect("a running VM has a host");
+        let node = lab
+            .kvm_hosts()
+            .iter()
+            .find(|h| h.name() == host)
+            .expect("a lab host");
         assert!(
-            before.files[h.name()]
-                .keys()
-                .any(|k| k.ends_with("cloudstack.list") || k.ends_with("cloudstack.repo")),
-            "{}",
-            h.name()
+            !node.domains().is_empty(),
+            "{host} has no guests left, {} should still run there",
+            v.name
         );
     }
-    common::assert_same(before, &snapshot(lab).await);
 
     // Nothing is left to roll back.
     let again = cs_upgrade::rollback(config, Arc::new(NoProgress))
@@ -343,19 +490,119 @@ async fn failed_migration_rolls_back(lab: &Lab, config: &UpgradeConfig) {
     );
 }
 
-/// The upgrade runs through; a second apply applies nothing.
-async fn happy_path_then_apply_is_a_no_op(lab: &Lab, config: &UpgradeConfig, target: &CsVersion) {
+/// The upgrade with tenants changing the cloud the whole time. A KVM host it cannot reach,
+/// let through the gate by skipping `node.reachable`, fails the backup, before any change; then
+/// the upgrade runs through and ends with every guest the tenants left alone on the host it
+/// started on, post-flight verified (the tenants' changes explained by their events) and its
+/// evidence written. A second apply changes nothing. Returns the tenants' changes.
+async fn happy_path_with_tenants_then_apply_is_a_no_op(
+    lab: &Lab,
+    config: &UpgradeConfig,
+    path: &Path,
+    target: &CsVersion,
+) -> Vec<cs_lab::TenantChange> {
+    let hosts_before: Vec<(String, Option<String>)> = lab
+        .api()
+        .vms()
+        .into_iter()
+        .filter(|v| v.kind == "User")
+        .map(|v| (v.name, v.host))
+        .collect();
+    let mut options = cs_lab::TenantOptions::default();
+    options.interval = Duration::from_millis(400);
+    let actor = lab.start_tenants(options).expect("tenants");
+
+    // Skipping `node.reachable` lets an unreachable host through the gate; the backup of its
+    // repository files then fails, before anything changed, and is rolled back.
+    let (unreachable, _) = config_with_port(path, "kvm3", closed_port());
+    let err = cs_upgrade::apply_with(
+        &unreachable,
+        &cs_upgrade::ApplyOptions::skipping(&[cs_upgrade::NODE_REACHABLE]),
+        Arc::new(NoProgress),
+    )
+    .await
+    .expect_err("kvm3 cannot be reached");
+    let message = error_chain(&err);
+    assert!(
+        matches!(
+            err.kind,
+            cs_upgrade::UpgradeErrorKind::Run(cs_core::RunError::StepFailed { .. })
+        ),
+        "{message}"
+    );
+    assert_eq!(
+        err.report.as_ref().and_then(|r| r.failed_step.as_deref()),
+        Some("backup"),
+        "{message}"
+    );
+    assert!(message.contains("kvm3"), "{message}");
+
+    // The upgrade, while the tenants work.
     let report = cs_upgrade::apply(config, Arc::new(NoProgress))
         .await
         .unwrap_or_else(|e| panic!("upgrade: {}\n{:?}", error_chain(&e), e.report));
     assert!(report.failed_step.is_none());
-    // The backup of the failed attempt predates the services' restart: a new one is taken.
+    // The backup of the failed attempts predates the services' restart: a new one is taken.
     assert!(
         report.ids_with(StepOutcome::Applied).contains(&"backup"),
         "{report:#?}"
     );
+    assert!(
+        report
+            .ids_with(StepOutcome::Applied)
+            .contains(&"postflight"),
+        "post-flight is a verification, never skipped: {report:#?}"
+    );
+    let changes = actor.stop();
+    assert!(
+        changes.iter().filter(|c| c.ok).count() >= 3,
+        "the tenants were not at work: {changes:?}"
+    );
     common::assert_everything_at(lab, target).await;
 
+    // Every guest the tenants left alone is on the host it started on.
+    let touched = |name: &str| changes.iter().any(|c| c.vm == name);
+    for (name, host) in &hosts_before {
+        if touched(name) {
+            continue;
+        }
+        let now = lab.api().vm(name).expect("still known");
+        assert_eq!(&now.host, host, "{name} moved");
+        assert_eq!(now.state, "Running", "{name}");
+    }
+    // The evidence: verified, and the tenants' changes are information with their events.
+    let evidence =
+        cs_upgrade::postflight_evidence(&cs_upgrade::run_dir(config)).expect("postflight.json");
+    assert!(evidence.verified, "{:#?}", evidence.proof);
+    assert!(
+        evidence.summary.starts_with("verified, "),
+        "{}",
+        evidence.summary
+    );
+    for c in changes.iter().filter(|c| c.ok && c.action == "stop") {
+        if hosts_before.iter().any(|(n, _)| *n == c.vm) {
+            assert!(
+                evidence.proof.explained.iter().any(
+                    |a| a.name == c.vm && a.cause.as_deref().is_some_and(|w| w.contains("VM."))
+                ),
+                "{c:?} is not explained: {:#?}",
+                evidence.proof
+            );
+        }
+    }
+
+    // Sealed: applying again changes nothing, whatever the tenants did since.
+    let actor = lab
+        .start_tenants({
+            let mut o = cs_lab::TenantOptions::default();
+            o.interval = Duration::from_millis(100);
+            o.seed = 11;
+            o
+        })
+        .expect("tenants");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut all = changes;
+    all.extend(actor.stop());
     let again = cs_upgrade::apply(config, Arc::new(NoProgress))
         .await
         .unwrap_or_else(|e| panic!("second apply: {}", error_chain(&e)));
@@ -364,4 +611,6 @@ async fn happy_path_then_apply_is_a_no_op(lab: &Lab, config: &UpgradeConfig, tar
         "{:?}",
         again.ids_with(StepOutcome::Applied)
     );
+    assert!(cs_upgrade::sealed(config).is_some());
+    all
 }

@@ -1,8 +1,9 @@
-//! A fault at each stage of the upgrade (the schema migration's is in `e2e.rs`), one after the
-//! other on one lab cloud: each `apply` fails at that stage with a message that says why, the
-//! runner rolls back every step it applied, and afterwards the databases have the checksums they
-//! had, configuration and repository files are byte-identical, packages are at the old version
-//! and every management server and host is Up.
+//! A fault at each stage before the point of no return (the schema migration's is in `e2e.rs`),
+//! one after the other on one lab cloud: each `apply` fails at that stage with a message that
+//! says why, the runner rolls back every step it applied, and afterwards the databases have the
+//! checksums they had, configuration and repository files are byte-identical, packages are at
+//! the old version and every management server and host is Up. Faults after it, which stop the
+//! run without restoring anything, are in `e2e_after.rs`.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{StageFault, fault_rolls_back};
 use cs_core::{NoProgress, StepOutcome};
-use cs_lab::{Fault, KvmFault, Lab, MgmtFault};
+use cs_lab::{Fault, Lab, MgmtFault};
 use cs_upgrade::UpgradeConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,76 +112,6 @@ async fn a_fault_at_each_stage_rolls_back() {
         Some("4.18.0.0")
     );
 
-    // Start: the schema migrated, but the second server does not start at the new version; the
-    // database is restored from the backup, which the error explains.
-    let target = common::target();
-    let report = fault_rolls_back(
-        &lab,
-        &config,
-        StageFault {
-            step: "start@4.19.0.0",
-            says: &[
-                "mgmt2: cloudstack-management failed to start at 4.19.0.0",
-                "Unable to initialize the database encryptors",
-                "remedy:",
-            ],
-            inject: Box::new(move |lab| {
-                mgmt(lab, 1)
-                    .inject(MgmtFault::StartFailsAt(target))
-                    .expect("inject");
-            }),
-            clear: Box::new(|lab| mgmt(lab, 1).clear_faults().expect("clear")),
-        },
-    )
-    .await;
-    assert_rolled_back(
-        &report,
-        &[
-            "start@4.19.0.0",
-            "migrate@4.19.0.0",
-            "packages@4.19.0.0",
-            "repos@4.19.0.0",
-            "quiesce",
-        ],
-    );
-
-    // Agents: the last host's package install fails after the canary and its neighbour were
-    // refreshed; they go back to the old agent, the management servers and database too.
-    let report = fault_rolls_back(
-        &lab,
-        &config,
-        StageFault {
-            step: "agents",
-            says: &["agent refresh failed", "kvm3"],
-            inject: Box::new(|lab| kvm(lab, 2).inject(KvmFault::InstallFails).expect("inject")),
-            clear: Box::new(|lab| kvm(lab, 2).clear(KvmFault::InstallFails).expect("clear")),
-        },
-    )
-    .await;
-    assert_rolled_back(
-        &report,
-        &["agents", "start@4.19.0.0", "migrate@4.19.0.0", "quiesce"],
-    );
-
-    // Post-flight: the second host's VMs stopped with its agent's upgrade; the inventory
-    // differs from the one taken before, and everything goes back. (Starting the VMs again is
-    // the operator's call, done here after the rollback.)
-    let report = fault_rolls_back(
-        &lab,
-        &config,
-        StageFault {
-            step: "postflight",
-            says: &["the inventory changed", "vm002"],
-            inject: Box::new(|lab| kvm(lab, 1).inject(KvmFault::StopsVms).expect("inject")),
-            clear: Box::new(|lab| {
-                kvm(lab, 1).clear(KvmFault::StopsVms).expect("clear");
-                lab.api().set_vms_on_host(kvm(lab, 1).name(), "Running");
-            }),
-        },
-    )
-    .await;
-    assert_rolled_back(&report, &["agents", "migrate@4.19.0.0", "quiesce"]);
-
     writes_before_the_quiesce_survive_a_rollback(&lab, &config).await;
 }
 
@@ -261,10 +192,6 @@ async fn writes_before_the_quiesce_survive_a_rollback(lab: &Lab, config: &Upgrad
 
 fn mgmt(lab: &Lab, i: usize) -> &cs_lab::MgmtNode {
     &lab.management_servers()[i]
-}
-
-fn kvm(lab: &Lab, i: usize) -> &cs_lab::KvmHost {
-    &lab.kvm_hosts()[i]
 }
 
 #[track_caller]

@@ -88,9 +88,7 @@ async fn a_run_killed_at_each_stage_resumes() {
 
 /// Rolls the finished upgrade back, for the next stage's kill.
 async fn back_to(lab: &Lab, config: &UpgradeConfig, old: &cs_core::CsVersion) {
-    cs_upgrade::rollback(config, Arc::new(NoProgress))
-        .await
-        .unwrap_or_else(|e| panic!("rollback: {}\n{:?}", error_chain(&e), e.report));
+    common::rollback_discarding(config).await;
     common::settle_at(lab, old).await;
 }
 
