@@ -88,6 +88,13 @@ fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
         .filter(|e| e.run == last)
         .find_map(|e| match &e.event {
             JournalEvent::RunFinished => Some("the last run finished".to_string()),
+            // A run stopped after the point of no return left its steps applied: that is what
+            // --resume is for.
+            JournalEvent::RunAborted { .. }
+                if cs_upgrade::core::applied_steps(journal).is_ok_and(|a| !a.is_empty()) =>
+            {
+                None
+            }
             JournalEvent::RunAborted { error } => Some(format!(
                 "the last run stopped and rolled back ({error}); run without --resume to try again"
             )),
