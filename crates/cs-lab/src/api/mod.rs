@@ -2,6 +2,7 @@
 //! answers from a configurable cloud, records requests and injects faults.
 
 mod persist;
+mod render;
 mod sim;
 mod state;
 mod tenant;

@@ -1,0 +1,546 @@
+//! The answers to the read-only API commands (`list*`): the lab cloud rendered as
+//! CloudStack's API renders it, filtered and paged as its `list*` commands are.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::state::{
+    Cloud, Cluster, Event, LabHost, Ms, Network, Params, Reply, Template, Vm, VmKind, Zone,
+    api_date, error_reply, response_key, trim_router_version, version_below,
+};
+
+const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
+
+#[derive(Serialize)]
+struct VmJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    displayname: &'a str,
+    account: &'static str,
+    domainid: &'static str,
+    domain: &'static str,
+    created: &'a str,
+    state: &'a str,
+    haenable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    zoneid: &'a str,
+    zonename: &'a str,
+    templateid: &'static str,
+    templatename: &'static str,
+    serviceofferingid: String,
+    serviceofferingname: &'static str,
+    cpunumber: u32,
+    cpuspeed: u32,
+    memory: u64,
+    guestosid: &'static str,
+    rootdevicetype: &'static str,
+    hypervisor: &'static str,
+    instancename: &'a str,
+    nic: [NicJson; 1],
+    arch: &'static str,
+    lastupdated: &'static str,
+}
+
+#[derive(Serialize)]
+struct NicJson {
+    id: String,
+    networkid: &'static str,
+    networkname: &'static str,
+    ipaddress: String,
+    macaddress: String,
+    isdefault: bool,
+    traffictype: &'static str,
+    r#type: &'static str,
+}
+
+fn page_of<'a, T>(items: &'a [&'a T], p: &Params) -> Result<&'a [&'a T], Reply> {
+    let parse = |k: &str| -> Result<Option<i64>, Reply> {
+        match p.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                error_reply(
+                    p.get("command").map(String::as_str),
+                    431,
+                    Some(4350),
+                    &format!("Unable to execute API command due to invalid value. Invalid parameter {k} value={v} due to incorrect long value format"),
+                )
+            }),
+        }
+    };
+    let page = parse("page")?;
+    let size = parse("pagesize")?;
+    if size == Some(-1) {
+        return Ok(items);
+    }
+    if let Some(s) = size
+        && !(1..=500).contains(&s)
+    {
+        return Err(error_reply(
+            p.get("command").map(String::as_str),
+            431,
+            Some(4350),
+            "Page size can't exceed max allowed page size value: 500",
+        ));
+    }
+    let size = size.unwrap_or(500) as usize;
+    let page = page.unwrap_or(1).max(1) as usize;
+    let start = (page - 1).saturating_mul(size).min(items.len());
+    let end = start.saturating_add(size).min(items.len());
+    Ok(&items[start..end])
+}
+
+fn list_reply<T>(
+    command: &str,
+    key: &str,
+    all: Vec<&T>,
+    p: &Params,
+    render: impl Fn(&T) -> Value,
+) -> Reply {
+    list_reply_with(command, key, all, p, |t, out| {
+        let _ = serde_json::to_writer(out, &render(t));
+    })
+}
+
+/// A list page written straight to bytes: `{"<cmd>response":{"count":N,"<key>":[...]}}`.
+fn list_reply_with<T>(
+    command: &str,
+    key: &str,
+    all: Vec<&T>,
+    p: &Params,
+    write: impl Fn(&T, &mut Vec<u8>),
+) -> Reply {
+    let page = match page_of(&all, p) {
+        Ok(page) => page,
+        Err(r) => return r,
+    };
+    let mut out = Vec::with_capacity(64 + page.len() * 1100);
+    out.extend_from_slice(format!("{{\"{}\":", response_key(command)).as_bytes());
+    if all.is_empty() {
+        out.extend_from_slice(b"{}}");
+    } else {
+        out.extend_from_slice(format!("{{\"count\":{},\"{key}\":[", all.len()).as_bytes());
+        for (i, t) in page.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write(t, &mut out);
+        }
+        out.extend_from_slice(b"]}}");
+    }
+    Reply {
+        status: 200,
+        body: out,
+    }
+}
+
+fn matches(p: &Params, key: &str, value: &str) -> bool {
+    p.get(key).is_none_or(|v| v == value)
+}
+
+impl Cloud {
+    fn host_json(&self, h: &LabHost) -> Value {
+        let c = &self.clusters[h.cluster];
+        let z = &self.zones[c.zone];
+        let ms = self.ms.iter().find(|m| m.state == "Up").or(self.ms.first());
+        let (mem, cpu) = self.used(self.host_index(&h.id).unwrap_or(0));
+        let total_mhz = u64::from(h.capacity.cpus) * u64::from(h.capacity.speed);
+        json!({
+            "id": h.id, "name": h.name, "state": h.state, "type": "Routing",
+            "ipaddress": h.ip, "zoneid": z.id, "zonename": z.name, "podid": c.pod_id,
+            "podname": c.pod_name, "clusterid": c.id, "clustername": c.name,
+            "clustertype": "CloudManaged", "version": h.version, "hypervisor": "KVM",
+            "hypervisorversion": "8.2.2", "cpusockets": 2, "cpunumber": h.capacity.cpus,
+            "cpuspeed": h.capacity.speed,
+            "cpuallocated": format!("{:.2}%", cpu as f64 * 100.0 / total_mhz.max(1) as f64),
+            "memorytotal": h.capacity.memory_mb * 1024 * 1024,
+            "memoryallocated": mem * 1024 * 1024,
+            "lastpinged": "1970-01-20T15:32:50+0000",
+            "managementserverid": ms.map(|m| m.id.as_str()),
+            "managementservername": ms.map(|m| m.name.as_str()),
+            "resourcestate": h.resource_state, "created": "2024-05-01T12:00:00+0000",
+            "islocalstorageactive": false, "hahost": false, "arch": "x86_64",
+            "details": {"Host.OS": "Ubuntu", "Host.OS.Version": "24.04", "secured": "true"}
+        })
+    }
+
+    /// The agent state of a system VM: its agent connects once the VM runs.
+    fn agent_state(v: &Vm) -> &'static str {
+        if v.state == "Running" {
+            "Up"
+        } else {
+            "Disconnected"
+        }
+    }
+
+    /// A system VM's agent as a host of type SecondaryStorageVM or ConsoleProxy.
+    fn sysvm_host_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
+        json!({
+            "id": format!("{}-agent", v.id), "name": v.name, "state": Self::agent_state(v),
+            "type": v.kind.host_type(), "zoneid": z.id, "zonename": z.name,
+            "version": v.agent_version, "resourcestate": "Enabled"
+        })
+    }
+
+    pub(crate) fn vm_json_into(&self, v: &Vm, out: &mut Vec<u8>) {
+        let z = &self.zones[v.zone];
+        let host = v.host.map(|h| &self.hosts[h]);
+        let n = v.db_id;
+        let _ = serde_json::to_writer(
+            out,
+            &VmJson {
+                id: &v.id,
+                name: &v.name,
+                displayname: &v.display_name,
+                account: "admin",
+                domainid: DOMAIN_ID,
+                domain: "ROOT",
+                created: &v.created,
+                state: &v.state,
+                haenable: false,
+                hostid: host.map(|h| h.id.as_str()),
+                hostname: host.map(|h| h.name.as_str()),
+                zoneid: &z.id,
+                zonename: &z.name,
+                templateid: "8b6f0c3e-0000-4000-8000-000000000061",
+                templatename: "ubuntu-24.04-x86_64",
+                serviceofferingid: format!("8b6f0c3e-0000-4000-8004-{:012x}", v.offering.db_id),
+                serviceofferingname: v.offering.name,
+                cpunumber: v.offering.cpus,
+                cpuspeed: v.offering.speed,
+                memory: v.offering.memory_mb,
+                guestosid: "8b6f0c3e-0000-4000-8000-000000000063",
+                rootdevicetype: "ROOT",
+                hypervisor: "KVM",
+                instancename: &v.instance_name,
+                nic: [NicJson {
+                    id: format!("8b6f0c3e-0000-4000-8002-{n:012x}"),
+                    networkid: "8b6f0c3e-0000-4000-8000-000000000051",
+                    networkname: "guestnet",
+                    ipaddress: format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255),
+                    macaddress: format!(
+                        "02:00:{:02x}:{:02x}:{:02x}:{:02x}",
+                        (n >> 24) & 255,
+                        (n >> 16) & 255,
+                        (n >> 8) & 255,
+                        n & 255
+                    ),
+                    isdefault: true,
+                    traffictype: "Guest",
+                    r#type: "Isolated",
+                }],
+                arch: "x86_64",
+                lastupdated: "2025-10-30T11:01:00+0000",
+            },
+        );
+    }
+
+    fn template_fields(&self, v: &Vm) -> (Option<String>, Option<String>) {
+        self.template(v.template_id)
+            .map_or((None, None), |t| (Some(t.id.clone()), Some(t.name.clone())))
+    }
+
+    /// `ApiResponseHelper.createSystemVmResponse`: `templatename` is `vm_template_id` (the new
+    /// template right after an upgrade), `version` the agent's (the old one until the VM
+    /// runs new agent code).
+    fn sysvm_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
+        let host = v.host.map(|h| &self.hosts[h]);
+        let (template_id, template_name) = self.template_fields(v);
+        json!({
+            "id": v.id, "name": v.name, "systemvmtype": v.kind.api(), "state": v.state,
+            "agentstate": Self::agent_state(v), "version": v.agent_version, "zoneid": z.id,
+            "zonename": z.name, "hypervisor": "KVM", "templateid": template_id,
+            "templatename": template_name, "hostid": host.map(|h| h.id.as_str()),
+            "hostname": host.map(|h| h.name.as_str()), "created": api_date(&v.created),
+            "isdynamicallyscalable": false
+        })
+    }
+
+    /// `DomainRouterJoinDaoImpl.newDomainRouterResponse`: `version` is the trimmed
+    /// `template_version` the router reported, `requiresupgrade` whether it is below
+    /// `minreq.sysvmtemplate.version` (UNKNOWN and true when it never reported).
+    fn router_json(&self, v: &Vm) -> Value {
+        let z = &self.zones[v.zone];
+        let host = v.host.map(|h| &self.hosts[h]);
+        let r = v.router.as_ref();
+        let minreq = self
+            .configs
+            .get("minreq.sysvmtemplate.version")
+            .cloned()
+            .unwrap_or_else(|| "4.10.0".into());
+        let reported = r.and_then(|r| r.template_version.as_deref());
+        let (version, requires) = match reported {
+            Some(t) => {
+                let v = trim_router_version(t);
+                let below = version_below(&v, &minreq);
+                (v, below)
+            }
+            None => ("UNKNOWN".to_string(), true),
+        };
+        let network = r.map(|r| &self.networks[r.network]);
+        let (template_id, template_name) = self.template_fields(v);
+        json!({
+            "id": v.id, "name": v.name, "state": v.state, "version": version,
+            "requiresupgrade": requires, "healthchecksfailed": false, "role": "VIRTUAL_ROUTER",
+            "zoneid": z.id, "zonename": z.name, "hostid": host.map(|h| h.id.as_str()),
+            "hostname": host.map(|h| h.name.as_str()), "templateid": template_id,
+            "templatename": template_name,
+            "guestnetworkid": network.map(|n| n.id.as_str()),
+            "guestnetworkname": network.map(|n| n.name.as_str()),
+            "isredundantrouter": network.is_some_and(|n| n.redundant),
+            "redundantstate": r.and_then(|r| r.redundant_state).unwrap_or("UNKNOWN"),
+            "created": api_date(&v.created)
+        })
+    }
+
+    fn event_json(e: &Event) -> Value {
+        json!({
+            "id": e.id, "username": "admin", "type": e.kind, "level": e.level,
+            "description": e.description, "account": "admin", "domainid": DOMAIN_ID,
+            "domain": "ROOT", "created": api_date(&e.created), "state": e.state,
+            // The API names resources by uuid; a VM's is in CloudStack's descriptions
+            // (`Vm Id: <uuid>`).
+            "resourceid": e.description.split("Vm Id: ").nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap_or(rest)),
+            "resourcetype": e.resource_type
+        })
+    }
+
+    /// Answers a read-only command (`list*`).
+    pub(crate) fn read(&self, command: &str, p: &Params) -> Option<Reply> {
+        Some(match command {
+            "listCapabilities" => Reply::json(
+                200,
+                &json!({"listcapabilitiesresponse": {"capability": {
+                    "cloudstackversion": self.answering_version(), "dynamicrolesenabled": true,
+                    "apilimitinterval": 1, "apilimitmax": 0, "supportELB": "false",
+                    "defaultuipagesize": 20, "kvmsnapshotenabled": true
+                }}}),
+            ),
+            "listManagementServers" => {
+                let all: Vec<&Ms> = self
+                    .ms
+                    .iter()
+                    .filter(|m| matches(p, "id", &m.id) && matches(p, "name", &m.name))
+                    .collect();
+                list_reply(command, "managementserver", all, p, |m| {
+                    json!({"id": m.id, "name": m.name, "state": m.state, "version": m.version,
+                           "javaversion": "17.0.16", "osdistribution": "Ubuntu 24.04.3 LTS",
+                           "serviceip": "127.0.0.1", "ipaddress": "127.0.0.1", "peers": [],
+                           "lastserverstart": "2025-10-30T10:00:00+0000", "pendingjobscount": 0})
+                })
+            }
+            "listHosts" => {
+                let ty = p.get("type").map(String::as_str);
+                let mut all: Vec<Value> = Vec::new();
+                if ty.is_none_or(|t| t == "Routing") {
+                    for h in &self.hosts {
+                        let c = &self.clusters[h.cluster];
+                        if matches(p, "id", &h.id)
+                            && matches(p, "name", &h.name)
+                            && matches(p, "state", &h.state)
+                            && matches(p, "resourcestate", &h.resource_state)
+                            && matches(p, "clusterid", &c.id)
+                            && matches(p, "zoneid", &self.zones[c.zone].id)
+                            && p.get("hypervisor")
+                                .is_none_or(|v| v.eq_ignore_ascii_case("KVM"))
+                        {
+                            all.push(self.host_json(h));
+                        }
+                    }
+                }
+                for v in self.vms.iter().filter(|v| v.kind.is_system()) {
+                    let t = v.kind.host_type().unwrap_or_default();
+                    if ty.is_none_or(|x| x == t)
+                        && !p.contains_key("id")
+                        && !p.contains_key("hypervisor")
+                        && matches(p, "name", &v.name)
+                    {
+                        all.push(self.sysvm_host_json(v));
+                    }
+                }
+                list_reply(command, "host", all.iter().collect(), p, Value::clone)
+            }
+            "listSystemVms" => {
+                let all: Vec<&Vm> = self
+                    .vms
+                    .iter()
+                    .filter(|v| {
+                        v.kind.is_system()
+                            && matches(p, "id", &v.id)
+                            && matches(p, "systemvmtype", v.kind.api())
+                            && matches(p, "state", &v.state)
+                            && p.get("hostid")
+                                .is_none_or(|h| v.host.is_some_and(|i| &self.hosts[i].id == h))
+                    })
+                    .collect();
+                list_reply(command, "systemvm", all, p, |v| self.sysvm_json(v))
+            }
+            "listRouters" => {
+                let all: Vec<&Vm> = self
+                    .vms
+                    .iter()
+                    .filter(|v| {
+                        v.kind == VmKind::DomainRouter
+                            && matches(p, "id", &v.id)
+                            && matches(p, "state", &v.state)
+                            && p.get("networkid").is_none_or(|n| {
+                                v.router
+                                    .as_ref()
+                                    .is_some_and(|r| &self.networks[r.network].id == n)
+                            })
+                    })
+                    .collect();
+                list_reply(command, "router", all, p, |v| self.router_json(v))
+            }
+            "listVirtualMachines" => {
+                let all: Vec<&Vm> = self
+                    .vms
+                    .iter()
+                    .filter(|v| {
+                        v.kind == VmKind::User
+                            && matches(p, "id", &v.id)
+                            && matches(p, "state", &v.state)
+                            && matches(p, "name", &v.name)
+                            && p.get("hostid")
+                                .is_none_or(|h| v.host.is_some_and(|i| &self.hosts[i].id == h))
+                    })
+                    .collect();
+                list_reply_with(command, "virtualmachine", all, p, |v, out| {
+                    self.vm_json_into(v, out)
+                })
+            }
+            "listNetworks" => {
+                let all: Vec<&Network> = self
+                    .networks
+                    .iter()
+                    .filter(|n| matches(p, "id", &n.id))
+                    .collect();
+                list_reply(command, "network", all, p, |n| {
+                    json!({"id": n.id, "name": n.name, "displaytext": n.name, "type": "Isolated",
+                           "state": "Implemented", "zoneid": self.zones[n.zone].id,
+                           "zonename": self.zones[n.zone].name, "traffictype": "Guest",
+                           "redundantrouter": n.redundant, "restartrequired": false,
+                           "account": "admin", "domain": "ROOT"})
+                })
+            }
+            "listVolumes" => {
+                // One ROOT volume per user VM, on local storage where the VM's is.
+                let all: Vec<&Vm> = self
+                    .vms
+                    .iter()
+                    .filter(|v| {
+                        v.kind == VmKind::User
+                            && p.get("virtualmachineid").is_none_or(|id| &v.id == id)
+                            && p.get("type").is_none_or(|t| t.eq_ignore_ascii_case("ROOT"))
+                    })
+                    .collect();
+                list_reply(command, "volume", all, p, |v| {
+                    json!({"id": format!("8b6f0c3e-0000-4000-8006-{:012x}", v.db_id),
+                           "name": format!("ROOT-{}", v.db_id), "type": "ROOT",
+                           "storagetype": if v.local_storage { "local" } else { "shared" },
+                           "virtualmachineid": v.id, "vmname": v.name, "state": "Ready",
+                           "size": 10_737_418_240_u64})
+                })
+            }
+            "listZones" => {
+                let all: Vec<&Zone> = self
+                    .zones
+                    .iter()
+                    .filter(|z| matches(p, "id", &z.id) && matches(p, "name", &z.name))
+                    .collect();
+                list_reply(command, "zone", all, p, |z| {
+                    json!({"id": z.id, "name": z.name, "allocationstate": "Enabled",
+                           "networktype": "Advanced", "securitygroupsenabled": false})
+                })
+            }
+            "listClusters" => {
+                let all: Vec<&Cluster> = self
+                    .clusters
+                    .iter()
+                    .filter(|c| {
+                        matches(p, "id", &c.id)
+                            && matches(p, "name", &c.name)
+                            && matches(p, "zoneid", &self.zones[c.zone].id)
+                    })
+                    .collect();
+                list_reply(command, "cluster", all, p, |c| {
+                    json!({"id": c.id, "name": c.name, "zoneid": self.zones[c.zone].id,
+                           "zonename": self.zones[c.zone].name, "podid": c.pod_id,
+                           "podname": c.pod_name, "hypervisortype": "KVM",
+                           "clustertype": "CloudManaged", "allocationstate": "Enabled",
+                           "managedstate": "Managed"})
+                })
+            }
+            "listConfigurations" => {
+                let pairs: Vec<(&String, &String)> = self
+                    .configs
+                    .iter()
+                    .filter(|(k, _)| p.get("name").is_none_or(|n| k.contains(n.as_str())))
+                    .collect();
+                let all: Vec<&(&String, &String)> = pairs.iter().collect();
+                list_reply(command, "configuration", all, p, |(k, v)| {
+                    json!({"name": k, "value": v, "category": "Advanced", "isdynamic": true,
+                           "description": format!("lab setting {k}")})
+                })
+            }
+            "listTemplates" => {
+                let all: Vec<&Template> = self
+                    .templates
+                    .iter()
+                    .filter(|t| matches(p, "id", &t.id) && matches(p, "name", &t.name))
+                    .collect();
+                list_reply(command, "template", all, p, |t| {
+                    json!({"id": t.id, "name": t.name, "displaytext": t.name,
+                           "templatetype": "SYSTEM", "hypervisor": "KVM", "isready": true,
+                           "status": "Download Complete", "format": "QCOW2"})
+                })
+            }
+            "listEvents" => {
+                // Answered from the database when one keeps the events (see `sim`).
+                let all: Vec<&Event> = self.events.iter().filter(|e| event_matches(e, p)).collect();
+                list_reply(command, "event", all, p, Self::event_json)
+            }
+            "listAccounts" => Reply::json(
+                200,
+                &json!({"listaccountsresponse": {"count": 1, "account": [{
+                    "id": "8b6f0c3e-0000-4000-8000-0000000000a2", "name": "admin",
+                    "accounttype": 1, "domainid": DOMAIN_ID, "domain": "ROOT", "state": "enabled"
+                }]}}),
+            ),
+            _ => return None,
+        })
+    }
+
+    /// Renders events read from the database.
+    pub(crate) fn events_reply(command: &str, events: &[Event], p: &Params) -> Reply {
+        let all: Vec<&Event> = events.iter().filter(|e| event_matches(e, p)).collect();
+        list_reply(command, "event", all, p, Self::event_json)
+    }
+
+    /// Whether a command only reads (answered under a read lock).
+    pub(crate) fn is_read_only(command: &str) -> bool {
+        command.starts_with("list")
+    }
+}
+
+/// The `listEvents` filters the lab answers: `type`, `level`, `startdate` and `enddate`
+/// (`yyyy-MM-dd HH:mm:ss`, or a day for `enddate`).
+fn event_matches(e: &Event, p: &Params) -> bool {
+    let after = |d: &str| e.created.as_str() >= d;
+    let before = |d: &str| {
+        if d.len() == 10 {
+            e.created.get(..10).is_some_and(|day| day <= d)
+        } else {
+            e.created.as_str() <= d
+        }
+    };
+    matches(p, "type", &e.kind)
+        && matches(p, "level", e.level)
+        && p.get("startdate").is_none_or(|d| after(d))
+        && p.get("enddate").is_none_or(|d| before(d))
+}
