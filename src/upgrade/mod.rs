@@ -3,20 +3,23 @@
 //! [`rollback`]).
 //!
 //! A run keeps its state in `backup.dir/upgrade-<target>/`: the journal, `run.json` (the
-//! version the run started from, fixed at the first run so a resumed run plans the same
-//! steps), the database backup, one config bundle per node, the inventory taken before, and
-//! per-hop markers. Every step's `check` reads state only and answers `Done` once the upgrade
-//! has gone past it, so a finished run re-applied changes nothing and a killed run resumes.
+//! version the run started from, its hops and KVM hosts, fixed once a step is applied so a
+//! resumed run plans the same steps), the database backup, one config bundle per node, the
+//! inventory taken before, per-hop markers, `reopened` (when the cloud served again),
+//! `postflight.json` (the proof) and `sealed.json` (a finished run). Every step's `check` reads
+//! state only, so a killed run resumes; a finished run is sealed and not run again.
 //!
 //! The database is backed up twice: by the `backup` step while the cloud still runs (a backup
 //! that cannot be taken stops the upgrade before any downtime), and again by `quiesce` once
-//! every management and usage server is stopped, replacing the first. A rollback restores the
-//! second, so nothing written between the two is lost.
+//! every management and usage server is stopped, replacing the first. Before the point of no
+//! return (the end of the first hop's `migrate`) a failure restores that second backup, so
+//! nothing is lost; after it the cloud has served tenants, and nothing is restored unless the
+//! operator accepts what that discards.
 //!
 //! This module holds what the steps share: the context, the run record, the errors and the step
 //! list; the entry points (plan, apply, rollback, the seal) are in `run`. Each step has its own
 //! module, in the order a run takes them (`backup`, `quiesce`, `repos`, `packages`, `migrate`,
-//! `start`, `agents`, `postflight`); its `check` gathers facts into a small struct and hands
+//! `start`, `agents`, `sysvms`, `postflight`); its `check` gathers facts into a small struct and hands
 //! them to a pure `decide`, which the module's tests take through a table. The
 //! management-server operations several steps use (units, packages, `mshost` rows,
 //! repositories) are in `ms`.

@@ -9,7 +9,7 @@ use super::state::{
     api_date, error_reply, response_key, trim_router_version, version_below,
 };
 
-const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
+pub(crate) const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
 
 #[derive(Serialize)]
 struct VmJson<'a> {
@@ -501,7 +501,7 @@ impl Cloud {
                 })
             }
             "listEvents" => {
-                // Answered from the database when one keeps the events (see `sim`).
+                // With a database, `server::answer` reads the events from it instead.
                 let all: Vec<&Event> = self.events.iter().filter(|e| event_matches(e, p)).collect();
                 list_reply(command, "event", all, p, Self::event_json)
             }

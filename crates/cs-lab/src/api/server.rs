@@ -416,7 +416,7 @@ fn login(shared: &Shared, p: &Params) -> Answer {
     lock(&shared.sessions).insert(sid.clone(), Session { key: key.clone() });
     let body = json!({"loginresponse": {
         "username": user, "userid": "8b6f0c3e-0000-4000-8000-000000000072",
-        "domainid": "8b6f0c3e-0000-4000-8000-00000000d0d0", "timeout": 1800,
+        "domainid": super::render::DOMAIN_ID, "timeout": 1800,
         "account": user, "type": "1", "timezone": "UTC", "registered": "false",
         "sessionkey": key, "is2faenabled": "false", "is2faverified": "false"
     }});

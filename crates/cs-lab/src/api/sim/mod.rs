@@ -4,7 +4,7 @@
 //! booted until CloudStack restarts them, events and usage events for each of these, and the
 //! power-state sync that notices guests gone from their hypervisor.
 //!
-//! Each behaviour names the CloudStack code it follows. Times are [`Timings`], scaled down from
+//! Each behaviour names the CloudStack code it follows. Times are [`super::Timings`], scaled down from
 //! CloudStack's defaults; nothing here happens in zero time, so a caller that does not wait for
 //! a job sees the states in between, as on a real cloud.
 
