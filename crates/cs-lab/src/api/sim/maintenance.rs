@@ -30,15 +30,9 @@ impl Cloud {
     /// migration per VM on it. The job ends with the host still preparing; the monitor moves
     /// it to Maintenance (or ErrorInMaintenance) once the VMs have left (or could not).
     pub(super) fn prepare_maintenance(&mut self, command: &str, p: &Params) -> Reply {
-        let Some(h) = p
-            .get("id")
-            .and_then(|id| self.hosts.iter().position(|h| &h.id == id))
-        else {
-            let id = p.get("id").cloned().unwrap_or_default();
-            return param_error(
-                command,
-                &format!("Unable to find host with ID: {id}. Please specify a valid host ID."),
-            );
+        let h = match self.host_param(command, p) {
+            Ok(h) => h,
+            Err(r) => return r,
         };
         let host_db = self.hosts[h].db_id;
         let job = self.new_job(command, "Host", Some((&self.hosts[h].id.clone(), "")));
@@ -326,18 +320,25 @@ impl Cloud {
         None
     }
 
+    /// The host named by the `id` parameter, or CloudStack's answer when there is none.
+    fn host_param(&self, command: &str, p: &Params) -> Result<usize, Reply> {
+        p.get("id")
+            .and_then(|id| self.hosts.iter().position(|h| &h.id == id))
+            .ok_or_else(|| {
+                let id = p.get("id").cloned().unwrap_or_default();
+                param_error(
+                    command,
+                    &format!("Unable to find host with ID: {id}. Please specify a valid host ID."),
+                )
+            })
+    }
+
     /// `ResourceManagerImpl.cancelMaintenance`: cancels the pending migrations and enables the
     /// host. Nothing moves back.
     pub(super) fn cancel_maintenance(&mut self, command: &str, p: &Params) -> Reply {
-        let Some(h) = p
-            .get("id")
-            .and_then(|id| self.hosts.iter().position(|h| &h.id == id))
-        else {
-            let id = p.get("id").cloned().unwrap_or_default();
-            return param_error(
-                command,
-                &format!("Unable to find host with ID: {id}. Please specify a valid host ID."),
-            );
+        let h = match self.host_param(command, p) {
+            Ok(h) => h,
+            Err(r) => return r,
         };
         let id = self.hosts[h].id.clone();
         let job = self.new_job(command, "Host", Some((&id, "")));

@@ -19,8 +19,8 @@ use cs_core::CsVersion;
 use serde_json::json;
 
 use super::state::{
-    Cloud, Event, Job, JobEvent, JobOutcome, Params, Reply, VmKind, api_date, db_now, error_reply,
-    param_error, response_key,
+    Cloud, Event, Job, JobEvent, JobOutcome, Params, Reply, Vm, VmKind, api_date, db_now,
+    error_reply, param_error, response_key,
 };
 
 /// Something the management server does later.
@@ -323,14 +323,7 @@ impl Cloud {
         self.vm_event(vm, op, "Scheduled", true, description);
         self.vm_event(vm, op, "Started", true, description);
         let v = &self.vms[vm];
-        let resource = Some((
-            v.db_id,
-            if v.kind == VmKind::User {
-                "VirtualMachine"
-            } else {
-                "DomainRouter"
-            },
-        ));
+        let resource = Some(Self::vm_resource(v));
         let completes = JobEvent {
             kind: event_type(v.kind, op),
             what: format!("{description}. Vm Id: {}", v.id),
@@ -340,6 +333,16 @@ impl Cloud {
             j.event = Some(completes);
         }
         job
+    }
+
+    /// The resource an event on `v` names: its row id and type.
+    fn vm_resource(v: &Vm) -> (u64, &'static str) {
+        let ty = if v.kind == VmKind::User {
+            "VirtualMachine"
+        } else {
+            "DomainRouter"
+        };
+        (v.db_id, ty)
     }
 
     /// Ends `job` at once with a failure (the command's checks refused it).
@@ -379,14 +382,7 @@ impl Cloud {
         let v = &self.vms[vm];
         let kind = event_type(v.kind, op);
         let what = format!("{description}. Vm Id: {}", v.id);
-        let resource = Some((
-            v.db_id,
-            if v.kind == VmKind::User {
-                "VirtualMachine"
-            } else {
-                "DomainRouter"
-            },
-        ));
+        let resource = Some(Self::vm_resource(v));
         let (text, level) = match (state, ok) {
             ("Completed", true) => (format!("Successfully completed {what}"), "INFO"),
             ("Completed", false) => (format!("Error while {what}"), "ERROR"),
