@@ -330,3 +330,28 @@ async fn api(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
         .collect();
     run_checks(&refs, &health, skip).await
 }
+
+#[cfg(test)]
+mod tests {
+    /// `docs/CHECKS.md` lists exactly the ids the gate knows, each once, in its first table.
+    #[test]
+    fn checks_doc_lists_every_check_id() {
+        let doc = include_str!("../docs/CHECKS.md");
+        let gate = doc
+            .split("## Run by `preflight`")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/CHECKS.md has the `Run by preflight` section");
+        let mut documented: Vec<String> = gate
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+        let listed = documented.len();
+        documented.sort();
+        documented.dedup();
+        assert_eq!(listed, documented.len(), "an id is listed twice");
+        assert_eq!(documented, super::check_ids());
+    }
+}
