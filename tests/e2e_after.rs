@@ -183,6 +183,15 @@ async fn faults_after_the_point_of_no_return_stop_without_restoring() {
         .await
         .expect_err("a time after the backup does not cover what the restore discards");
     assert!(matches!(err.kind, UpgradeErrorKind::PointOfNoReturn { .. }));
+    later.discard_changes_since = Some("yesterday".into());
+    let err = cs_upgrade::rollback_with(&config, &later, Arc::new(NoProgress))
+        .await
+        .expect_err("not a time");
+    assert!(
+        error_chain(&err).contains("`yesterday` is not a time"),
+        "{}",
+        error_chain(&err)
+    );
     common::rollback_discarding(&config).await;
     common::settle_at(&lab, &lab.initial_version()).await;
 }

@@ -395,12 +395,16 @@ pub async fn rollback_with(
     options: &RollbackOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RunReport, UpgradeError> {
+    let given = match options.discard_changes_since.as_deref() {
+        None => None,
+        Some(t) => Some(normalize_time(t).ok_or_else(|| {
+            UpgradeError::plan(format!(
+                "`{t}` is not a time: give the backup's time as `YYYY-MM-DD hh:mm:ss` (UTC) or RFC 3339 in UTC"
+            ))
+        })?),
+    };
     if let Some((since, loss)) = loss_report(config).await? {
-        let accepted = options
-            .discard_changes_since
-            .as_deref()
-            .and_then(normalize_time)
-            .is_some_and(|given| given <= since);
+        let accepted = given.is_some_and(|given| given <= since);
         if !accepted {
             return Err(UpgradeError::new(UpgradeErrorKind::PointOfNoReturn {
                 since,
