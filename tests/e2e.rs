@@ -579,8 +579,31 @@ async fn happy_path_with_tenants_then_apply_is_a_no_op(
         "{}",
         evidence.summary
     );
+    // A VM Running in the inventory that a tenant stopped (and did nothing else to) after the
+    // inventory and before the proof is one the proof must explain with its event. Times are
+    // compared in whole seconds, the boundary seconds left out.
+    let inventory: cs_api::Inventory = serde_json::from_slice(
+        &std::fs::read(cs_upgrade::run_dir(config).join("inventory-before.json"))
+            .expect("inventory"),
+    )
+    .expect("inventory json");
+    let seconds = |rfc3339: &str| {
+        rfc3339
+            .replacen('T', " ", 1)
+            .chars()
+            .take(19)
+            .collect::<String>()
+    };
+    let (from, to) = (seconds(&inventory.taken_at), seconds(&evidence.taken_at));
+    let mut checked = 0;
     for c in changes.iter().filter(|c| c.ok && c.action == "stop") {
-        if hosts_before.iter().any(|(n, _)| *n == c.vm) {
+        let only_this = changes.iter().filter(|d| d.ok && d.vm == c.vm).count() == 1;
+        let was_running = inventory
+            .vms
+            .iter()
+            .any(|v| v.name == c.vm && v.state == "Running");
+        if only_this && was_running && c.at > from && c.at < to {
+            checked += 1;
             assert!(
                 evidence.proof.explained.iter().any(
                     |a| a.name == c.vm && a.cause.as_deref().is_some_and(|w| w.contains("VM."))
@@ -590,6 +613,7 @@ async fn happy_path_with_tenants_then_apply_is_a_no_op(
             );
         }
     }
+    eprintln!("{checked} tenant stop(s) during the run checked against the proof");
 
     // Sealed: applying again changes nothing, whatever the tenants did since.
     let actor = lab
