@@ -26,6 +26,10 @@ pub struct DbContext {
     /// during the upgrade (checked on the host by another check). When true, a template not yet
     /// registered is information, not a failure.
     pub bundled_systemvm_templates: bool,
+    /// Whether the run registers the target's system VM template itself before it changes
+    /// anything (and waits until it is Ready in every zone). When true, a template not yet
+    /// registered or not yet Ready everywhere is information, not a failure.
+    pub registers_systemvm_template: bool,
     state: tokio::sync::OnceCell<Result<Arc<SchemaState>, String>>,
 }
 
@@ -37,6 +41,7 @@ impl DbContext {
             target,
             except_msid: None,
             bundled_systemvm_templates: false,
+            registers_systemvm_template: false,
             state: tokio::sync::OnceCell::new(),
         }
     }
@@ -52,6 +57,14 @@ impl DbContext {
     #[must_use]
     pub fn bundled_systemvm_templates(mut self, yes: bool) -> Self {
         self.bundled_systemvm_templates = yes;
+        self
+    }
+
+    /// Says whether the run registers the target's system VM template before it changes
+    /// anything.
+    #[must_use]
+    pub fn registers_systemvm_template(mut self, yes: bool) -> Self {
+        self.registers_systemvm_template = yes;
         self
     }
 
@@ -784,9 +797,21 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
                         .is_none_or(|h| h.eq_ignore_ascii_case(hv.as_db()))
             })
             .collect();
-        let Some(active) = found.iter().find(|t| t.state.as_deref() == Some("Active")) else {
+        // The newest one of that name, as `getRegisteredTemplateId` takes it.
+        let Some(active) = found
+            .iter()
+            .rev()
+            .find(|t| t.state.as_deref() == Some("Active"))
+        else {
             let (severity, msg) = if found.is_empty() {
-                if cx.bundled_systemvm_templates {
+                if cx.registers_systemvm_template {
+                    (
+                        Severity::Info,
+                        format!(
+                            "{want} is not registered yet; the run registers it first and waits until it is Ready in every zone"
+                        ),
+                    )
+                } else if cx.bundled_systemvm_templates {
                     (
                         Severity::Info,
                         format!(
@@ -834,14 +859,30 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
                 format!("zone {z} ({})", names.join(", "))
             })
             .collect();
-        if missing.is_empty() {
+        if !missing.is_empty() && cx.registers_systemvm_template {
+            out.push(Finding::new(
+                id,
+                Severity::Info,
+                subject,
+                format!(
+                    "{want} (id {}) is not Ready yet on the image store of {}; the run waits for it before it changes anything",
+                    active.id,
+                    missing.join("; ")
+                ),
+            ));
+        } else if missing.is_empty() {
             out.push(Finding::pass(
                 id,
                 subject,
                 format!(
-                    "{want} (id {}) is Active and Ready on the image stores of {} zone(s)",
+                    "{want} (id {}) is Active and Ready on the image stores of {} zone(s){}",
                     active.id,
-                    zones.len()
+                    zones.len(),
+                    if active.kind == "SYSTEM" {
+                        ""
+                    } else {
+                        " (registered as a USER template: the upgrade makes it SYSTEM)"
+                    }
                 ),
             ));
         } else {

@@ -170,13 +170,18 @@ pub struct CustomRow {
     pub name: String,
 }
 
-/// A registered system VM template and where it is ready.
+/// A registered system VM template and where it is ready: a SYSTEM template, or one named
+/// `systemvm-…` of any type (an operator registers the target's template as a USER template,
+/// as the upgrade guide says, and the upgrade finds it by name and makes it SYSTEM:
+/// `SystemVmTemplateRegistration.getRegisteredTemplateId` / `updateRegisteredTemplateDetails`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SystemTemplate {
     /// `vm_template.id`.
     pub id: u64,
     /// `name`.
     pub name: String,
+    /// `type` (`SYSTEM`, `USER`, …).
+    pub kind: String,
     /// `hypervisor_type`.
     pub hypervisor: Option<String>,
     /// `state` (`Active`, `Inactive`, …).
@@ -502,13 +507,20 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     let mut systemvm_templates: Vec<SystemTemplate> = if has("vm_template") {
         conn.query_map(
             format!(
-                "SELECT id, name, hypervisor_type, state FROM {c}.`vm_template` \
-                 WHERE type = 'SYSTEM' AND removed IS NULL ORDER BY id"
+                "SELECT id, name, type, hypervisor_type, state FROM {c}.`vm_template` \
+                 WHERE (type = 'SYSTEM' OR name LIKE 'systemvm-%') AND removed IS NULL ORDER BY id"
             ),
-            |(id, name, hypervisor, state): (u64, String, Option<String>, Option<String>)| {
+            |(id, name, kind, hypervisor, state): (
+                u64,
+                String,
+                String,
+                Option<String>,
+                Option<String>,
+            )| {
                 SystemTemplate {
                     id,
                     name,
+                    kind,
                     hypervisor,
                     state,
                     ready_on_stores: Vec::new(),

@@ -389,6 +389,52 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         Severity::Info,
         "registers it",
     );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).registers_systemvm_template(true);
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Info,
+        "the run registers it first",
+    );
+    // Registered the way the upgrade guide says (a USER template, not routing), downloading in
+    // one zone so far: the upgrade would find it by name, but not yet on every image store.
+    sql(
+        db,
+        "INSERT INTO vm_template (id, unique_name, name, uuid, public, featured, type, hvm, bits, \
+         url, format, created, account_id, display_text, enable_password, guest_os_id, \
+         cross_zones, hypervisor_type, state) VALUES (9020, '9020abcd', 'systemvm-kvm-4.20.0', \
+         UUID(), 0, 0, 'USER', 1, 64, 'https://example.org/t.qcow2.bz2', 'QCOW2', \
+         UTC_TIMESTAMP(), 2, 'systemvm-kvm-4.20.0', 0, 15, 1, 'KVM', 'Active')",
+    );
+    sql(
+        db,
+        "INSERT INTO template_store_ref (store_id, template_id, created, download_pct, \
+         download_state, state, destroyed, store_role) \
+         VALUES (1, 9020, UTC_TIMESTAMP(), 100, 'DOWNLOADED', 'Ready', 0, 'Image'), \
+         (2, 9020, UTC_TIMESTAMP(), 40, 'DOWNLOAD_IN_PROGRESS', 'Creating', 0, 'Image')",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Fail,
+        "not Ready on the image store of zone 2",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).registers_systemvm_template(true);
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Info,
+        "the run waits for it",
+    );
+    sql(
+        db,
+        "UPDATE template_store_ref SET download_pct = 100, download_state = 'DOWNLOADED', \
+         state = 'Ready' WHERE template_id = 9020",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Pass,
+        "registered as a USER template",
+    );
     // Missing from the second zone's image store.
     sql(
         db,
