@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 use crate::sign::{sign, wire_query};
 use crate::types::{
     AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, EventResponse,
-    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, RouterResponse,
-    SystemVmResponse, VirtualMachineResponse, VolumeResponse, ZoneResponse,
+    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, OsTypeResponse,
+    RouterResponse, SystemVmResponse, TemplateResponse, VirtualMachineResponse, VolumeResponse,
+    ZoneResponse,
 };
 
 /// How the client authenticates.
@@ -762,6 +763,37 @@ impl Client {
     /// As [`Client::call`].
     pub async fn list_zones(&self, params: Params<'_>) -> Result<Vec<ZoneResponse>> {
         self.list("listZones", "zone", params).await
+    }
+
+    /// `listTemplates` (CloudStack requires `templatefilter`, e.g. `all`).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn list_templates(&self, params: Params<'_>) -> Result<Vec<TemplateResponse>> {
+        self.list("listTemplates", "template", params).await
+    }
+
+    /// `listOsTypes`.
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub async fn list_os_types(&self, params: Params<'_>) -> Result<Vec<OsTypeResponse>> {
+        self.list("listOsTypes", "ostype", params).await
+    }
+
+    /// `registerTemplate` (synchronous: the template is registered, its download starts);
+    /// returns one entry per zone. Never retried: a transport error may leave it registered,
+    /// so look for it by name before registering again.
+    ///
+    /// # Errors
+    /// As [`Client::call`]; [`Error::Malformed`] when the reply lists no template.
+    pub async fn register_template(&self, params: Params<'_>) -> Result<Vec<TemplateResponse>> {
+        let mut value = self.call("registerTemplate", params).await?;
+        let list = value
+            .get_mut("template")
+            .map(serde_json::Value::take)
+            .ok_or_else(|| self.malformed("registerTemplate", "no `template` in reply".into()))?;
+        serde_json::from_value(list).map_err(|e| self.malformed("registerTemplate", e.to_string()))
     }
 
     /// `listClusters`.

@@ -50,6 +50,7 @@ pub use proof::{Attributed, Proof, UpgradeActions, attribute};
 pub use sign::{canonical_string, encode_value, sign};
 pub use types::{
     AsyncJobResponse, CapabilitiesResponse, ClusterResponse, ConfigurationResponse, EventResponse,
-    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, RouterResponse,
-    SystemVmResponse, VirtualMachineResponse, VolumeResponse, ZoneResponse,
+    HostResponse, JobStatus, ManagementServerResponse, NetworkResponse, OsTypeResponse,
+    RouterResponse, SystemVmResponse, TemplateResponse, VirtualMachineResponse, VolumeResponse,
+    ZoneResponse,
 };

@@ -317,6 +317,43 @@ pub struct ZoneResponse {
     pub networktype: Option<String>,
 }
 
+/// `listTemplates` / `registerTemplate` → `template`: one per template and zone (a cross-zone
+/// template is listed once for every zone it is on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct TemplateResponse {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    pub name: Option<String>,
+    /// `USER`, `SYSTEM`, `ROUTING`, `BUILTIN`, …
+    pub templatetype: Option<String>,
+    /// `KVM`, …
+    pub hypervisor: Option<String>,
+    /// The zone of this entry (UUID).
+    pub zoneid: Option<String>,
+    /// The zone's name.
+    pub zonename: Option<String>,
+    /// Whether it is downloaded and usable in that zone.
+    pub isready: Option<bool>,
+    /// What the download is doing there ("Download Complete", "52% Downloaded", or an error).
+    pub status: Option<String>,
+    /// Creation time.
+    pub created: Option<String>,
+}
+
+/// `listOsTypes` → `ostype`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct OsTypeResponse {
+    /// UUID.
+    pub id: String,
+    /// "Debian GNU/Linux 12 (64-bit)", …
+    pub description: Option<String>,
+}
+
 /// `listClusters` → `cluster`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
