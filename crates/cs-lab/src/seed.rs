@@ -916,6 +916,88 @@ pub(crate) fn install_system_template(
     Ok(id)
 }
 
+/// The fields of one row of a `VALUES` list (`(1,'CentOS','f57f…'),`): quoted values
+/// unquoted, `NULL` as an empty string.
+fn sql_row(line: &str) -> Vec<String> {
+    let body = line
+        .trim()
+        .trim_end_matches([',', ';'])
+        .trim_start_matches('(')
+        .trim_end_matches(')');
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    field.push(n);
+                }
+            }
+            '\'' if quoted && chars.peek() == Some(&'\'') => {
+                chars.next();
+                field.push('\'');
+            }
+            '\'' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(std::mem::take(&mut field));
+            }
+            c => field.push(c),
+        }
+    }
+    out.push(field);
+    out.into_iter()
+        .map(|f| if f == "NULL" { String::new() } else { f })
+        .collect()
+}
+
+/// The rows of the fixture's `INSERT INTO `table` VALUES` statement (one row a line).
+fn fixture_rows(table: &str) -> Vec<Vec<String>> {
+    let head = format!("INSERT INTO `{table}` VALUES");
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in FIXTURE.lines() {
+        if !inside {
+            inside = line.trim() == head;
+            continue;
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        rows.push(sql_row(line));
+        if line.trim_end().ends_with(';') {
+            break;
+        }
+    }
+    rows
+}
+
+/// The guest OS types of the fixture's `guest_os` and `guest_os_category` rows (CloudStack
+/// 4.18.0's stock list), for a lab endpoint without a database.
+pub(crate) fn fixture_guest_os() -> Vec<crate::api::GuestOs> {
+    let categories: Vec<(String, String, String)> = fixture_rows("guest_os_category")
+        .into_iter()
+        .filter(|r| r.len() >= 3)
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect();
+    fixture_rows("guest_os")
+        .into_iter()
+        .filter(|r| r.len() >= 8 && r[6].is_empty())
+        .filter_map(|r| {
+            let (_, category_name, category_id) = categories.iter().find(|c| c.0 == r[1])?;
+            Some(crate::api::GuestOs {
+                db_id: r[0].parse().ok()?,
+                id: r[3].clone(),
+                name: r[4].clone(),
+                category_id: category_id.clone(),
+                category_name: category_name.clone(),
+                user_defined: r[7] == "1",
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -939,6 +1021,23 @@ mod tests {
         assert_eq!(
             p.iter().filter(|x| x.contains("CREATE PROCEDURE")).count(),
             14
+        );
+    }
+
+    #[test]
+    fn the_fixture_has_cloudstack_4_18_guest_os_types() {
+        let os = fixture_guest_os();
+        assert_eq!(os.len(), 312);
+        let debian11 = os
+            .iter()
+            .find(|o| o.name == "Debian GNU/Linux 11 (64-bit)")
+            .expect("Debian 11");
+        assert_eq!(debian11.db_id, 311);
+        assert_eq!(debian11.category_name, "Debian");
+        assert_eq!(debian11.id, "fa803db8-e7cd-11f1-90ce-02fc00000001");
+        assert_eq!(
+            sql_row("(1,'it''s, ok',NULL,0),"),
+            ["1", "it's, ok", "", "0"]
         );
     }
 
