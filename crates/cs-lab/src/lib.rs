@@ -27,7 +27,7 @@
 //!   checks and writes its rows; the secondary storage VM of each zone downloads the template
 //!   ([`Timings::template_download`], [`LabApi::fail_template_downloads`]) while `listTemplates`
 //!   reports the progress; the upgrade makes an operator's `systemvm-kvm-X.Y.Z` the system VM
-//!   template.
+//!   template ([`LabBuilder::register_hop_templates`]).
 //! - **System VMs and routers keep their template** until CloudStack restarts or recreates them
 //!   (`stopSystemVm`/`startSystemVm`, `destroySystemVm`, `rebootRouter`,
 //!   `upgradeRouterTemplate`, `restartNetwork cleanup=true`) or patches them (`patchSystemVm`);

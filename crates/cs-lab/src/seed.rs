@@ -872,6 +872,51 @@ pub(crate) fn register_system_template(
     })
 }
 
+/// Removes the KVM system VM templates of releases after `version`'s (`systemvm-kvm-X.Y.Z`
+/// with X.Y.Z above it; the fixture has 4.19.0's registered ahead) with their
+/// `template_store_ref` rows: a cloud where nobody registered the next release's template
+/// yet. Blocking.
+///
+/// # Errors
+/// [`LabError::Database`] naming the statement that failed.
+pub(crate) fn remove_later_system_templates(
+    url: &DbUrl,
+    cloud_schema: &str,
+    version: &CsVersion,
+) -> Result<()> {
+    let mut conn = url.connect()?;
+    let c = ident(cloud_schema);
+    let [a, b, p, _] = version.padded();
+    let installed = CsVersion::new3(a, b, p);
+    let rows: Vec<(u64, String)> = conn
+        .query(format!(
+            "SELECT `id`, `name` FROM {c}.`vm_template` WHERE `type` = 'SYSTEM' \
+             AND `hypervisor_type` = 'KVM' AND `name` LIKE 'systemvm-kvm-%'"
+        ))
+        .map_err(db("list the system VM templates"))?;
+    for (id, name) in rows {
+        let later = name
+            .strip_prefix("systemvm-kvm-")
+            .and_then(|v| CsVersion::parse(v).ok())
+            .is_some_and(|v| v > installed);
+        if later {
+            for table in ["template_store_ref", "vm_template"] {
+                let column = if table == "vm_template" {
+                    "id"
+                } else {
+                    "template_id"
+                };
+                conn.exec_drop(
+                    format!("DELETE FROM {c}.`{table}` WHERE `{column}` = ?"),
+                    (id,),
+                )
+                .map_err(db("remove a later system VM template"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a cloud installed (or last upgraded) at `version` has for its system VMs, as
 /// `SystemVmTemplateRegistration` leaves it: the KVM system VM template of the release
 /// registered ([`register_system_template`]), `minreq.sysvmtemplate.version` and
