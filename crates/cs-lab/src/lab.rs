@@ -53,6 +53,7 @@ pub struct LabBuilder {
     redundant_networks: usize,
     unlisted: usize,
     timings: Timings,
+    register_hop_templates: bool,
 }
 
 impl LabBuilder {
@@ -119,6 +120,17 @@ impl LabBuilder {
     /// [`Timings::default`]).
     pub fn timings(mut self, timings: Timings) -> Self {
         self.timings = timings;
+        self
+    }
+
+    /// Whether [`Lab::prepare_upgrade`] registers each hop's system VM template in the
+    /// database ahead of the upgrade, as an operator following the upgrade guide does
+    /// (default `true`). With `false` nothing is registered ahead: the lab starts without the
+    /// fixture's system VM templates of releases after the installed one (the fixture has
+    /// 4.19.0's), and the template must be registered through the API (`registerTemplate`),
+    /// or the upgrade registers the one its package bundles.
+    pub fn register_hop_templates(mut self, register: bool) -> Self {
+        self.register_hop_templates = register;
         self
     }
 
@@ -309,6 +321,7 @@ pub struct Lab {
     db: TestDb<'static>,
     usage: String,
     version: CsVersion,
+    register_hop_templates: bool,
     dir: tempfile::TempDir,
 }
 
@@ -380,6 +393,7 @@ impl Lab {
             redundant_networks: 0,
             unlisted: 0,
             timings: Timings::default(),
+            register_hop_templates: true,
         }
     }
 
@@ -397,6 +411,9 @@ impl Lab {
         let url = mariadb().root();
         seed(&url, &SeedOptions::new(version, db.name(), &usage))?;
         let template = crate::seed::install_system_template(&url, db.name(), &version)?;
+        if !b.register_hop_templates {
+            crate::seed::remove_later_system_templates(&url, db.name(), &version)?;
+        }
 
         let mut offers = b.offers.clone();
         offers
@@ -513,6 +530,7 @@ impl Lab {
             db,
             usage,
             version,
+            register_hop_templates: b.register_hop_templates,
             dir,
         };
         lab.wait_all_up(&b.version, Duration::from_secs(30))?;
@@ -631,8 +649,9 @@ impl Lab {
     /// Prepares what the management servers run when they start at a new version: the schema
     /// steps of each hop from the installed version to `target` (LTS hops from
     /// `cs_schema::plan_hops`, or one jump with `direct`), the repositories offering each
-    /// hop's version, and each hop's system VM template registered ahead, as an operator does.
-    /// Returns the hops' versions, in order.
+    /// hop's version, and each hop's system VM template registered ahead, as an operator does
+    /// (unless [`LabBuilder::register_hop_templates`] is `false`). Returns the hops' versions,
+    /// in order.
     ///
     /// # Errors
     /// [`LabError::Start`] when cs-schema has no path; what preparing a node returns.
@@ -657,8 +676,10 @@ impl Lab {
         };
         // The operator registers each hop's system VM template first, as the upgrade guide
         // asks (the cs-schema check `systemvm.templates.ready` stops an upgrade without it).
-        for (_, to, _) in &hops {
-            crate::seed::register_system_template(&self.db_url(), self.db.name(), to)?;
+        if self.register_hop_templates {
+            for (_, to, _) in &hops {
+                crate::seed::register_system_template(&self.db_url(), self.db.name(), to)?;
+            }
         }
         let mut offers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         offers

@@ -23,6 +23,11 @@
 //! - **Maintenance moves VMs**: `prepareHostForMaintenance` live-migrates every VM to other Up
 //!   and Enabled hosts of its cluster that have room ([`HostCapacity`]), or ends in
 //!   `ErrorInMaintenance`; `cancelHostMaintenance` moves nothing back.
+//! - **Templates are registered and downloaded**: `registerTemplate` checks what CloudStack
+//!   checks and writes its rows; the secondary storage VM of each zone downloads the template
+//!   ([`Timings::template_download`], [`LabApi::fail_template_downloads`]) while `listTemplates`
+//!   reports the progress; the upgrade makes an operator's `systemvm-kvm-X.Y.Z` the system VM
+//!   template ([`LabBuilder::register_hop_templates`]).
 //! - **System VMs and routers keep their template** until CloudStack restarts or recreates them
 //!   (`stopSystemVm`/`startSystemVm`, `destroySystemVm`, `rebootRouter`,
 //!   `upgradeRouterTemplate`, `restartNetwork cleanup=true`) or patches them (`patchSystemVm`);
@@ -56,8 +61,8 @@ mod sshd;
 mod util;
 
 pub use api::{
-    CloudSpec, Fault, HostCapacity, LabApi, LabEvent, LabVm, RecordedRequest, Tenant, TenantActor,
-    TenantChange, TenantOptions, Timings,
+    CloudSpec, Fault, HostCapacity, LabApi, LabEvent, LabVm, RecordedRequest,
+    TEMPLATE_DOWNLOAD_ERROR, Tenant, TenantActor, TenantChange, TenantOptions, Timings,
 };
 pub use cs_core::DbUrl;
 pub use error::{LabError, Result};

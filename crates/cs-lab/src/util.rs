@@ -136,6 +136,23 @@ pub(crate) fn token(len: usize) -> String {
         .collect()
 }
 
+/// A random (version 4) UUID, as `UUID.randomUUID()` writes it.
+pub(crate) fn random_uuid() -> String {
+    use rand::Rng;
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// Maps an IO error to a [`LabError::Io`] saying what was being done.
 pub(crate) fn io<T>(what: impl Into<String>, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| LabError::io(what, e))

@@ -389,3 +389,468 @@ async fn without_a_management_server_up_there_is_no_api() {
     let caps = c.list_capabilities().await.expect("served again");
     assert_eq!(caps.cloudstackversion.as_deref(), Some("4.21.0.0"));
 }
+
+// ------------------------------------------------------------------------------ templates
+
+const SYSVM_URL: &str =
+    "https://download.cloudstack.org/systemvm/4.21/systemvmtemplate-4.21.0-x86_64-kvm.qcow2.bz2";
+
+/// The id of guest OS type `name` (`listOsTypes description=`).
+async fn os_type(c: &Client, name: &str) -> String {
+    let v = c
+        .call("listOsTypes", &[("description", name)])
+        .await
+        .expect("listOsTypes");
+    v["ostype"]
+        .as_array()
+        .and_then(|l| l.iter().find(|o| o["description"] == name))
+        .and_then(|o| o["id"].as_str())
+        .unwrap_or_else(|| panic!("no OS type {name}: {v}"))
+        .to_string()
+}
+
+/// `registerTemplate`'s parameters for a system VM template as the upgrade guide has them.
+fn registration<'a>(
+    name: &'a str,
+    zone: &'a str,
+    os: &'a str,
+    url: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("name", name),
+        ("displaytext", name),
+        ("url", url),
+        ("zoneid", zone),
+        ("hypervisor", "KVM"),
+        ("format", "QCOW2"),
+        ("ostypeid", os),
+        ("isextractable", "false"),
+        ("passwordenabled", "false"),
+        ("ispublic", "false"),
+        ("isfeatured", "false"),
+        ("isrouting", "false"),
+    ]
+}
+
+/// `(errorcode, cserrorcode, errortext)` of a refused call.
+fn refusal(e: Error) -> (u16, Option<u32>, String) {
+    match e {
+        Error::Api {
+            errorcode,
+            cserrorcode,
+            errortext,
+            ..
+        } => (errorcode, cserrorcode, errortext),
+        other => panic!("not an API error: {other:?}"),
+    }
+}
+
+/// `registerTemplate` with `base` less `key`, or with `key` set to `value`; it must be refused.
+async fn refused(
+    c: &Client,
+    base: &[(&str, &str)],
+    key: &str,
+    value: Option<&str>,
+) -> (u16, Option<u32>, String) {
+    let mut p: Vec<(&str, &str)> = base.iter().copied().filter(|(k, _)| *k != key).collect();
+    if let Some(v) = value {
+        p.push((key, v));
+    }
+    refusal(c.call("registerTemplate", &p).await.expect_err("refused"))
+}
+
+/// The entries `listTemplates templatefilter=all id=<id>` gives.
+async fn listed(c: &Client, id: &str) -> Vec<serde_json::Value> {
+    let v = c
+        .call("listTemplates", &[("templatefilter", "all"), ("id", id)])
+        .await
+        .expect("listTemplates");
+    v["template"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls the template until every zone's copy is Ready (or `status` says an error), and
+/// returns the statuses seen.
+async fn watch_download(
+    c: &Client,
+    id: &str,
+    until: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let entries = listed(c, id).await;
+        assert!(!entries.is_empty(), "template {id} not listed");
+        let status = entries[0]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if seen.last() != Some(&status) {
+            seen.push(status);
+        }
+        if entries.iter().all(&until) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "timed out; statuses {seen:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn register_template_refuses_what_cloudstack_refuses() {
+    let lab = cloud();
+    let c = client(&lab);
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let name = "systemvm-kvm-4.21.0";
+    let base = registration(name, &zone, &os, SYSVM_URL);
+    let without = |key: &'static str| refused(&c, &base, key, None);
+    let with = |key: &'static str, value: &'static str| refused(&c, &base, key, Some(value));
+
+    // ParamProcessWorker: a required parameter missing.
+    assert_eq!(
+        without("name").await,
+        (
+            431,
+            Some(4350),
+            "Unable to execute API command registertemplate due to missing parameter name".into()
+        )
+    );
+    // An OS type that does not exist.
+    let unknown = "0d6f5b5e-1111-4222-8333-444455556666";
+    assert_eq!(
+        with("ostypeid", unknown).await,
+        (
+            431,
+            Some(9999),
+            format!(
+                "Unable to execute API command registertemplate due to invalid value. Invalid \
+                 parameter ostypeid value={unknown} due to incorrect long value format, or entity \
+                 does not exist or due to incorrect parameter annotation for the field in api cmd \
+                 class."
+            )
+        )
+    );
+    // RegisterTemplateCmd.validateParameters.
+    assert_eq!(
+        without("ostypeid").await,
+        (431, Some(9999), "Please provide a guest OS type".into())
+    );
+    assert_eq!(
+        without("zoneid").await,
+        (
+            431,
+            Some(9999),
+            "Either zoneid or zoneids is required. Both cannot be null.".into()
+        )
+    );
+    // TemplateAdapterBase.prepare and UriUtils.validateUrl.
+    let ftp =
+        "ftp://download.cloudstack.org/systemvm/4.21/systemvmtemplate-4.21.0-x86_64-kvm.qcow2.bz2";
+    assert_eq!(
+        with("url", ftp).await,
+        (
+            431,
+            Some(9999),
+            format!("Unsupported scheme for url: {ftp}")
+        )
+    );
+    assert_eq!(
+        with("url", "file:///srv/systemvm.qcow2").await,
+        (
+            431,
+            Some(4350),
+            "File:// type urls are currently unsupported".into()
+        )
+    );
+    assert_eq!(
+        with("url", "http://127.0.0.1/systemvm.qcow2").await.2,
+        "Illegal host specified in url"
+    );
+    assert_eq!(
+        with("url", "https://images.example.org/systemvm.vhd")
+            .await
+            .2,
+        "Please specify a valid URL. URL:/systemvm.vhd is an invalid for the format qcow2"
+    );
+    let (code, _, text) = with("format", "QCOW3").await;
+    assert_eq!(code, 431);
+    assert!(
+        text.starts_with("Image format: QCOW3 is incorrect. Supported formats are [QCOW2, RAW,"),
+        "{text}"
+    );
+    let (code, cs, text) = with("hypervisor", "kvm2").await;
+    assert_eq!((code, cs), (431, Some(4350)));
+    assert!(
+        text.starts_with(
+            "Hypervisor Type: kvm2 is invalid. Supported Hypervisor types are [XenServer, KVM,"
+        ),
+        "{text}"
+    );
+    // The name of a SYSTEM template is reserved.
+    assert_eq!(
+        with("name", "systemvm-kvm-4.20.0").await,
+        (
+            431,
+            Some(9999),
+            "Cannot use reserved names for templates".into()
+        )
+    );
+
+    // Nothing was registered, no event written.
+    let v = c
+        .call("listTemplates", &[("templatefilter", "self")])
+        .await
+        .unwrap();
+    assert!(v.get("template").is_none(), "{v}");
+    assert!(
+        !lab.events().iter().any(|e| e.kind == "TEMPLATE.CREATE"),
+        "{:?}",
+        lab.events()
+    );
+}
+
+#[tokio::test]
+async fn a_registered_template_downloads_and_is_listed_as_cloudstack_lists_it() {
+    let lab = cloud();
+    let c = client(&lab);
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let name = "systemvm-kvm-4.21.0";
+    let mut p = registration(name, &zone, &os, SYSVM_URL);
+    // Cross-zone: every zone.
+    p.retain(|(k, _)| *k != "zoneid");
+    p.push(("zoneids", "-1"));
+    let reply = c.call("registerTemplate", &p).await.expect("registered");
+    assert_eq!(reply["count"], 1, "{reply}");
+    let t = &reply["template"][0];
+    let id = t["id"].as_str().expect("id").to_string();
+    assert_eq!(t["name"], name);
+    assert_eq!(t["displaytext"], name);
+    assert_eq!(t["templatetype"], "USER", "{t}");
+    assert_eq!(t["hypervisor"], "KVM");
+    assert_eq!(t["format"], "QCOW2");
+    assert_eq!(t["ostypeid"], os.as_str());
+    assert_eq!(t["ostypename"], "Debian GNU/Linux 11 (64-bit)");
+    assert_eq!(t["zoneid"], zone.as_str());
+    assert_eq!(t["crossZones"], true);
+    assert_eq!(t["account"], "admin");
+    assert_eq!(t["isready"], false);
+    assert_eq!(t["ispublic"], false);
+    assert_eq!(t["isfeatured"], false);
+    assert_eq!(t["isextractable"], false);
+    assert_eq!(t["passwordenabled"], false);
+    assert_eq!(t["url"], SYSVM_URL);
+    // No DownloadAnswer yet: getTemplateStatus falls back to the template's state.
+    assert_eq!(t["status"], "Active", "{t}");
+    assert!(t.get("size").is_none(), "{t}");
+
+    let seen = watch_download(&c, &id, |e| e["isready"] == true).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Download Complete"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.ends_with("% Downloaded")),
+        "no progress seen: {seen:?}"
+    );
+    assert!(seen.iter().any(|s| s == "Installing Template"), "{seen:?}");
+    let entries = listed(&c, &id).await;
+    assert_eq!(entries.len(), 1, "one entry per zone: {entries:?}");
+    assert_eq!(entries[0]["size"], 5_368_709_120_u64);
+    assert_eq!(entries[0]["templatetype"], "USER");
+
+    // Listed for its owner and with `all`, not as featured; the SYSTEM template shows its type.
+    let featured = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "featured"), ("name", name)],
+        )
+        .await
+        .unwrap();
+    assert!(featured.get("template").is_none(), "{featured}");
+    let mine = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "self"), ("keyword", "4.21")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine["count"], 1, "{mine}");
+    let system = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "all"), ("name", "systemvm-kvm-4.20.0")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(system["template"][0]["templatetype"], "SYSTEM", "{system}");
+    assert_eq!(system["template"][0]["status"], "Download Complete");
+
+    let events: Vec<_> = lab
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == "TEMPLATE.CREATE")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].state.as_str(), events[0].level.as_str()),
+        ("Completed", "INFO")
+    );
+    assert!(
+        events[0]
+            .description
+            .starts_with("Successfully completed creating template. Id: ")
+            && events[0].description.ends_with(&format!(" name: {name}")),
+        "{events:?}"
+    );
+
+    // Registered ahead of an upgrade, it is not used for new system VMs: a recreated CPVM
+    // comes back on the template `router.template.kvm` names.
+    let cpvm = c
+        .list_system_vms(&[("systemvmtype", "consoleproxy")])
+        .await
+        .unwrap()
+        .remove(0);
+    job(&c, "destroySystemVm", &[("id", &cpvm.id)])
+        .await
+        .unwrap();
+    wait_for("a new CPVM Running", || {
+        lab.vms()
+            .iter()
+            .any(|v| v.kind == "ConsoleProxy" && v.state == "Running" && v.id != cpvm.id)
+    })
+    .await;
+    let new = lab
+        .vms()
+        .into_iter()
+        .find(|v| v.kind == "ConsoleProxy")
+        .unwrap();
+    assert_eq!(new.booted_template.as_deref(), Some("systemvm-kvm-4.20.0"));
+}
+
+#[tokio::test]
+async fn a_failing_download_ends_with_its_error_as_the_status() {
+    let lab = cloud();
+    let c = client(&lab);
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let error = " HTTP Server returned 404 (expected 200 OK) ";
+    assert_eq!(cs_lab::TEMPLATE_DOWNLOAD_ERROR, error);
+    lab.fail_template_downloads(Some("Failed to download: lab says no"));
+    let p = registration("systemvm-kvm-4.21.0", &zone, &os, SYSVM_URL);
+    let reply = c.call("registerTemplate", &p).await.expect("registered");
+    let id = reply["template"][0]["id"].as_str().unwrap().to_string();
+    let seen = watch_download(&c, &id, |e| {
+        e["status"] == "Failed to download: lab says no"
+    })
+    .await;
+    assert!(!seen.iter().any(|s| s == "Download Complete"), "{seen:?}");
+    lab.fail_template_downloads(None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = &listed(&c, &id).await[0];
+    assert_eq!(e["isready"], false, "{e}");
+    assert_eq!(
+        e["status"], "Failed to download: lab says no",
+        "failed stays failed"
+    );
+    assert_eq!(
+        e["downloaddetails"][0]["downloadState"], "DOWNLOAD_ERROR",
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn downloads_wait_for_a_running_secondary_storage_vm() {
+    let lab = cloud();
+    let c = client(&lab);
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let ssvm = c
+        .list_system_vms(&[("systemvmtype", "secondarystoragevm")])
+        .await
+        .unwrap()
+        .remove(0);
+    job(&c, "stopSystemVm", &[("id", &ssvm.id)]).await.unwrap();
+    let p = registration(
+        "debian-12-cloud",
+        &zone,
+        &os,
+        "https://cloud.example.org/debian-12.qcow2",
+    );
+    let reply = c.call("registerTemplate", &p).await.expect("registered");
+    let id = reply["template"][0]["id"].as_str().unwrap().to_string();
+    // Three times the download's length: nothing moves.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    let e = &listed(&c, &id).await[0];
+    assert_eq!(
+        (e["status"].as_str(), e["isready"].as_bool()),
+        (Some("Active"), Some(false)),
+        "{e}"
+    );
+    assert_eq!(e["downloaddetails"][0]["downloadPercent"], "0", "{e}");
+    job(&c, "startSystemVm", &[("id", &ssvm.id)]).await.unwrap();
+    let seen = watch_download(&c, &id, |e| e["isready"] == true).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Download Complete"),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_templates_needs_a_template_filter_and_os_types_are_listed() {
+    let lab = cloud();
+    let c = client(&lab);
+    let (code, cs, text) = refusal(c.call("listTemplates", &[]).await.expect_err("refused"));
+    assert_eq!(
+        (code, cs, text.as_str()),
+        (
+            431,
+            Some(4350),
+            "Unable to execute API command listtemplates due to missing parameter templatefilter"
+        )
+    );
+    let (code, _, text) = refusal(
+        c.call("listTemplates", &[("templatefilter", "All")])
+            .await
+            .expect_err("refused"),
+    );
+    assert_eq!(code, 431);
+    assert_eq!(
+        text,
+        "No enum constant com.cloud.template.VirtualMachineTemplate.TemplateFilter.All"
+    );
+
+    let debian = c
+        .call("listOsTypes", &[("keyword", "Debian GNU/Linux 1")])
+        .await
+        .unwrap();
+    let names: Vec<&str> = debian["ostype"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["description"].as_str())
+        .collect();
+    assert!(names.contains(&"Debian GNU/Linux 11 (64-bit)"), "{names:?}");
+    assert!(names.contains(&"Debian GNU/Linux 10 (64-bit)"), "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "ordered by display name");
+    let one = &debian["ostype"][0];
+    assert_eq!(one["oscategoryname"], "Debian", "{one}");
+    let by_id = c
+        .call("listOsTypes", &[("id", one["id"].as_str().unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(by_id["count"], 1);
+    let (code, cs, _) = refusal(
+        c.call(
+            "listOsTypes",
+            &[("id", "0d6f5b5e-1111-4222-8333-444455556666")],
+        )
+        .await
+        .expect_err("refused"),
+    );
+    assert_eq!((code, cs), (431, Some(9999)));
+}

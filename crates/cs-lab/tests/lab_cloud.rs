@@ -279,3 +279,204 @@ async fn a_lab_cloud_behaves_as_cloudstack_does() {
     let e = c.list_zones(&[]).await.expect_err("no server");
     assert!(format!("{e:?}").contains("503"), "{e:?}");
 }
+
+/// The first row of a query on the cloud database (`{c}` is its schema).
+fn db_value<T: mysql::prelude::FromRow>(lab: &Lab, sql: &str) -> Option<T> {
+    let mut conn = lab.db_url().connect().expect("connect");
+    conn.query_first(sql.replace("{c}", lab.cloud_schema()))
+        .expect("query")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_registered_system_vm_template_is_what_the_upgrade_uses() {
+    let target: CsVersion = "4.19.0.0".parse().expect("version");
+    let lab = tokio::task::spawn_blocking(|| {
+        Lab::builder()
+            .name("lab_tmpl")
+            .management_servers(1)
+            .kvm_hosts(2)
+            .hosts_per_cluster(2)
+            .vms(2)
+            .register_hop_templates(false)
+            .start()
+    })
+    .await
+    .expect("join")
+    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
+    let c = client(&lab);
+    let name = "systemvm-kvm-4.19.0";
+    let count = |sql: &str| db_value::<u64>(&lab, sql).unwrap_or(0);
+
+    // Nothing registered ahead: not at start, not by prepare_upgrade.
+    let registered = format!(
+        "SELECT COUNT(*) FROM `{{c}}`.`vm_template` WHERE `name` = '{name}' AND `removed` IS NULL"
+    );
+    assert_eq!(count(&registered), 0);
+    tokio::task::block_in_place(|| lab.prepare_upgrade(&target, false)).expect("prepare");
+    assert_eq!(count(&registered), 0);
+
+    // The operator registers it as the upgrade guide says.
+    let os = c
+        .call(
+            "listOsTypes",
+            &[("description", "Debian GNU/Linux 11 (64-bit)")],
+        )
+        .await
+        .expect("listOsTypes")["ostype"][0]["id"]
+        .as_str()
+        .expect("Debian 11")
+        .to_string();
+    let url = "https://download.cloudstack.org/systemvm/4.19/systemvmtemplate-4.19.0-kvm.qcow2.bz2";
+    let params = [
+        ("name", name),
+        ("displaytext", name),
+        ("url", url),
+        ("zoneids", "-1"),
+        ("hypervisor", "KVM"),
+        ("format", "QCOW2"),
+        ("ostypeid", os.as_str()),
+        ("isextractable", "false"),
+        ("passwordenabled", "false"),
+        ("ispublic", "false"),
+        ("isfeatured", "false"),
+        ("isrouting", "false"),
+    ];
+    let reply = c
+        .call("registerTemplate", &params)
+        .await
+        .expect("registered");
+    let uuid = reply["template"][0]["id"].as_str().expect("id").to_string();
+    let row: (u64, String, String, String, u8, u64, String, String) = {
+        let mut conn = lab.db_url().connect().expect("connect");
+        conn.exec_first(
+            format!(
+                "SELECT `id`, `type`, `state`, `unique_name`, `cross_zones`, `guest_os_id`, \
+                 `hypervisor_type`, `format` FROM `{}`.`vm_template` WHERE `uuid` = ?",
+                lab.cloud_schema()
+            ),
+            (&uuid,),
+        )
+        .expect("query")
+        .expect("a vm_template row")
+    };
+    let (id, kind, state, unique, cross, guest_os, hv, format) = row;
+    assert_eq!(
+        (
+            kind.as_str(),
+            state.as_str(),
+            cross,
+            guest_os,
+            hv.as_str(),
+            format.as_str()
+        ),
+        ("USER", "Active", 1, 311, "KVM", "QCOW2")
+    );
+    assert!(unique.starts_with(&format!("{id}-2-")), "{unique}");
+    let flags: Option<(u8, u8, u8, u8, u64, String, String)> = db_value(
+        &lab,
+        &format!(
+            "SELECT `public`, `featured`, `extractable`, `enable_password`, `account_id`, \
+             `url`, `display_text` FROM `{{c}}`.`vm_template` WHERE `id` = {id}"
+        ),
+    );
+    assert_eq!(
+        flags,
+        Some((0, 0, 0, 0, 2, url.to_string(), name.to_string()))
+    );
+    let event = format!(
+        "SELECT COUNT(*) FROM `{{c}}`.`event` WHERE `type` = 'TEMPLATE.CREATE' \
+         AND `state` = 'Completed' AND `description` = \
+         'Successfully completed creating template. Id: {id} name: {name}'"
+    );
+    assert_eq!(count(&event), 1);
+
+    // The secondary storage VM downloads it to the lab zone's image store.
+    wait_for("the template Ready", 20, || {
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`template_store_ref` WHERE `template_id` = {id} \
+             AND `state` = 'Ready' AND `download_state` = 'DOWNLOADED' AND `download_pct` = 100 \
+             AND `error_str` IS NULL AND `install_path` LIKE 'template/tmpl/2/{id}/%.qcow2'"
+        )) == 1
+    })
+    .await;
+    lab.sync();
+    let listed = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "self"), ("id", &uuid)],
+        )
+        .await
+        .expect("listTemplates");
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["template"][0]["status"], "Download Complete");
+    assert_eq!(listed["template"][0]["isready"], true);
+    assert_eq!(
+        db_value::<u64>(
+            &lab,
+            &format!("SELECT `size` FROM `{{c}}`.`vm_template` WHERE `id` = {id}")
+        ),
+        Some(5_368_709_120)
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`usage_event` WHERE `type` = 'TEMPLATE.CREATE' \
+             AND `resource_id` = {id}"
+        )),
+        1
+    );
+    // Not used before the upgrade.
+    assert_ne!(
+        lab.api().config("router.template.kvm").as_deref(),
+        Some(name)
+    );
+
+    // The upgrade's SystemVmTemplateRegistration finds it by name and makes it the system VM
+    // template.
+    upgrade_management_servers(&lab, &target).await;
+    wait_for("router.template.kvm naming it", 10, || {
+        lab.api().config("router.template.kvm").as_deref() == Some(name)
+    })
+    .await;
+    assert_eq!(
+        db_value::<String>(
+            &lab,
+            &format!("SELECT `type` FROM `{{c}}`.`vm_template` WHERE `id` = {id}")
+        )
+        .as_deref(),
+        Some("SYSTEM")
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`vm_instance` WHERE `type` <> 'User' \
+             AND `removed` IS NULL AND `vm_template_id` <> {id}"
+        )),
+        0,
+        "every system VM and router points at it"
+    );
+    assert_eq!(count(&registered), 1, "the upgrade registered no other");
+    wait_for("the cloud to read it back", 10, || {
+        lab.api()
+            .vms()
+            .iter()
+            .filter(|v| v.kind != "User")
+            .all(|v| v.template.as_deref() == Some(name))
+    })
+    .await;
+    let listed = c
+        .call("listTemplates", &[("templatefilter", "all"), ("id", &uuid)])
+        .await
+        .expect("listTemplates");
+    assert_eq!(listed["template"][0]["templatetype"], "SYSTEM", "{listed}");
+    for s in c.list_system_vms(&[]).await.expect("system VMs") {
+        assert_eq!(s.templatename.as_deref(), Some(name), "{s:?}");
+    }
+    // Its name is now reserved.
+    let e = c
+        .call("registerTemplate", &params)
+        .await
+        .expect_err("reserved");
+    assert!(
+        format!("{e:?}").contains("Cannot use reserved names for templates"),
+        "{e:?}"
+    );
+}

@@ -105,3 +105,25 @@ fn scale_rows_are_deterministic_and_fast() {
         );
     }
 }
+
+#[test]
+fn debian_12_is_a_guest_os_type_from_4_20_1_on() {
+    let server = cs_lab::mariadb();
+    let debian12 = |name: &str, version: &str| -> (u64, u64) {
+        let mut db = server.database(name).unwrap();
+        let usage = db.extra("usage").unwrap();
+        let o = SeedOptions::new(version.parse().unwrap(), db.name(), &usage);
+        cs_lab::seed(&server.root(), &o).unwrap();
+        let mut c = db.url().connect().unwrap();
+        let os: Option<(u64, u64)> = c
+            .query_first(
+                "SELECT COUNT(*), COALESCE(MAX(g.category_id), 0) FROM guest_os g \
+                 JOIN guest_os_hypervisor h ON h.guest_os_id = g.id AND h.hypervisor_type = 'KVM' \
+                 WHERE g.display_name = 'Debian GNU/Linux 12 (64-bit)' AND g.removed IS NULL",
+            )
+            .unwrap();
+        os.unwrap()
+    };
+    assert_eq!(debian12("seed_deb_418", "4.18.0.0"), (0, 0));
+    assert_eq!(debian12("seed_deb_4201", "4.20.1.0"), (1, 2));
+}

@@ -19,10 +19,15 @@ use cs_core::Secret;
 
 use crate::{LabError, Result};
 use server::{serve, step, tick};
-pub(crate) use state::Hypervisors;
 use state::{Cloud, LabHost, Ms, Network, RouterInfo, VmKind};
+pub(crate) use state::{GuestOs, Hypervisors};
 pub use state::{HostCapacity, Timings};
 pub use tenant::{Tenant, TenantActor, TenantChange, TenantOptions};
+
+/// The error a secondary storage VM reports for a template whose URL answers 404
+/// (`HttpTemplateDownloader`: `" HTTP Server returned 404 (expected 200 OK) "`, spaces
+/// included), for [`LabApi::fail_template_downloads`].
+pub const TEMPLATE_DOWNLOAD_ERROR: &str = sim::DEFAULT_DOWNLOAD_ERROR;
 
 /// A fault the endpoint injects into matching requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -692,6 +697,15 @@ impl LabApi {
     /// its work ends.
     pub fn set_job_polls(&self, polls: u32) {
         self.cloud().job_polls = polls;
+    }
+
+    /// Makes the secondary storage VMs' template downloads fail while set: a download in
+    /// progress, or one about to start, ends at its next progress report in `DOWNLOAD_ERROR`
+    /// with `error_str` = `error` (what `listTemplates` then says as `status`, with `isready`
+    /// false); `None` lets downloads succeed again (one that failed stays failed).
+    /// [`TEMPLATE_DOWNLOAD_ERROR`] is what CloudStack says for a URL that answers 404.
+    pub fn fail_template_downloads(&self, error: Option<&str>) {
+        self.cloud().fail_template_downloads = error.map(str::to_string);
     }
 
     /// Makes the next async job fail with `errortext` when its work would end.

@@ -14,8 +14,8 @@ use mysql::prelude::Queryable;
 use mysql::{Params, Value};
 
 use super::state::{
-    ADMIN_ACCOUNT, ADMIN_USER, Cloud, Event, LabHost, ROOT_DOMAIN, RouterInfo, Vm, VmKind, db_now,
-    offering,
+    ADMIN_ACCOUNT, ADMIN_USER, Cloud, Event, GuestOs, ImageStore, LabHost, ROOT_DOMAIN, RouterInfo,
+    StoreRef, Template, Vm, VmKind, db_now, offering, template_version,
 };
 use crate::mariadb::DbUrlExt;
 use crate::{LabError, Result};
@@ -245,6 +245,129 @@ impl Persist {
         );
     }
 
+    /// A registered template's `vm_template` row (`TemplateAdapterBase.persistTemplate`:
+    /// `VMTemplateVO`, state `Active`; `created` as `GenericDaoBase` sets it).
+    pub(crate) fn insert_template(&mut self, t: &Template) {
+        self.push(
+            "INSERT INTO `vm_template` (`id`, `unique_name`, `name`, `uuid`, `public`, \
+             `featured`, `type`, `hvm`, `bits`, `url`, `format`, `created`, `account_id`, \
+             `checksum`, `display_text`, `enable_password`, `enable_sshkey`, `guest_os_id`, \
+             `bootable`, `prepopulate`, `cross_zones`, `extractable`, `hypervisor_type`, \
+             `sort_key`, `state`, `update_count`, `dynamically_scalable`, `direct_download`, \
+             `deploy_as_is`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, \
+             ?, ?, ?, 0, ?, 0, ?, 0, 0)",
+            vec![
+                t.db_id.into(),
+                t.unique_name.clone().into(),
+                t.name.clone().into(),
+                t.id.clone().into(),
+                u8::from(t.public).into(),
+                u8::from(t.featured).into(),
+                t.kind.clone().into(),
+                u8::from(t.requires_hvm).into(),
+                t.bits.into(),
+                t.url.clone().map_or(Value::NULL, Value::from),
+                t.format.clone().into(),
+                t.created.clone().into(),
+                t.account.into(),
+                t.checksum.clone().map_or(Value::NULL, Value::from),
+                t.display_text.clone().into(),
+                u8::from(t.password_enabled).into(),
+                u8::from(t.sshkey_enabled).into(),
+                t.guest_os.into(),
+                u8::from(t.cross_zones).into(),
+                u8::from(t.extractable).into(),
+                t.hypervisor.clone().into(),
+                t.state.clone().into(),
+                u8::from(t.dynamically_scalable).into(),
+            ],
+        );
+    }
+
+    /// A template's new `template_store_ref` row on an image store
+    /// (`ObjectInDataStoreManagerImpl.create`).
+    pub(crate) fn insert_store_ref(&mut self, template: u64, r: &StoreRef) {
+        self.push(
+            "INSERT INTO `template_store_ref` (`store_id`, `template_id`, `created`, \
+             `last_updated`, `download_pct`, `size`, `store_role`, `physical_size`, \
+             `download_state`, `error_str`, `install_path`, `state`, `destroyed`, `is_copy`, \
+             `update_count`, `ref_cnt`) VALUES (?, ?, ?, UTC_TIMESTAMP(), ?, ?, 'Image', ?, ?, \
+             ?, ?, ?, 0, 0, 0, 0)",
+            vec![
+                r.store.into(),
+                template.into(),
+                r.created.clone().into(),
+                r.download_pct.into(),
+                opt(r.size),
+                r.physical_size.into(),
+                r.download_state.clone().map_or(Value::NULL, Value::from),
+                r.error.clone().map_or(Value::NULL, Value::from),
+                r.install_path.clone().map_or(Value::NULL, Value::from),
+                r.state.clone().into(),
+            ],
+        );
+    }
+
+    /// A download's progress in its `template_store_ref` row
+    /// (`BaseImageStoreDriverImpl.createTemplateAsyncCallback` writes each `DownloadAnswer`;
+    /// the state follows `ObjectInDataStoreStateMachine`), with the download job's id.
+    pub(crate) fn update_store_ref(&mut self, template: u64, r: &StoreRef, job: Option<&str>) {
+        self.push(
+            "UPDATE `template_store_ref` SET `download_pct` = ?, `download_state` = ?, \
+             `error_str` = ?, `install_path` = ?, `size` = ?, `physical_size` = ?, \
+             `state` = ?, `job_id` = COALESCE(?, `job_id`), `last_updated` = UTC_TIMESTAMP(), \
+             `update_count` = `update_count` + 1 \
+             WHERE `template_id` = ? AND `store_id` = ? AND `store_role` = 'Image'",
+            vec![
+                r.download_pct.into(),
+                r.download_state.clone().map_or(Value::NULL, Value::from),
+                r.error.clone().map_or(Value::NULL, Value::from),
+                r.install_path.clone().map_or(Value::NULL, Value::from),
+                opt(r.size),
+                r.physical_size.into(),
+                r.state.clone().into(),
+                job.map_or(Value::NULL, Value::from),
+                template.into(),
+                r.store.into(),
+            ],
+        );
+    }
+
+    /// `vm_template.size` once a download reports it.
+    pub(crate) fn update_template_size(&mut self, template: u64, size: u64) {
+        self.push(
+            "UPDATE `vm_template` SET `size` = ? WHERE `id` = ?",
+            vec![size.into(), template.into()],
+        );
+    }
+
+    /// The usage event of a template that arrived on a zone's image store
+    /// (`HypervisorTemplateAdapter.createTemplateAsyncCallBack`:
+    /// `UsageEventUtils.publishUsageEvent(TEMPLATE.CREATE, account, zone, template id, name,
+    /// null, null, physical size, size, …)`).
+    pub(crate) fn insert_template_usage_event(
+        &mut self,
+        t: &Template,
+        zone: u64,
+        physical_size: u64,
+        size: u64,
+    ) {
+        self.push(
+            "INSERT INTO `usage_event` (`type`, `account_id`, `created`, `zone_id`, \
+             `resource_id`, `resource_name`, `offering_id`, `template_id`, `size`, \
+             `resource_type`, `processed`, `virtual_size`) VALUES ('TEMPLATE.CREATE', ?, \
+             UTC_TIMESTAMP(), ?, ?, ?, NULL, NULL, ?, NULL, 0, ?)",
+            vec![
+                t.account.into(),
+                zone.into(),
+                t.db_id.into(),
+                t.name.clone().into(),
+                physical_size.into(),
+                size.into(),
+            ],
+        );
+    }
+
     pub(crate) fn insert_usage_event(
         &mut self,
         kind: &str,
@@ -287,13 +410,35 @@ pub(crate) struct VmRow {
     zone: u64,
 }
 
+/// A `template_store_ref` row as the reader sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreRefRow {
+    template: u64,
+    store_ref: StoreRef,
+}
+
+/// The templates, where they are, and the guest OS types, as the database has them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Catalog {
+    /// Every template not removed, of any type and hypervisor (`stores` empty here).
+    templates: Vec<Template>,
+    store_refs: Vec<StoreRefRow>,
+    /// `(id, name, data_center_id)` of the image stores.
+    image_stores: Vec<(u64, String, Option<u64>)>,
+    guest_os: Vec<GuestOs>,
+    /// The highest `vm_template.id`, removed rows included.
+    max_template_id: u64,
+}
+
 /// The cloud as the database has it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
     vms: Vec<VmRow>,
     hosts: Vec<(u64, String)>,
     configs: Vec<(String, String)>,
-    templates: Vec<(u64, String)>,
+    /// `None` when a table of it could not be read (one a restore is swapping): the cloud
+    /// keeps the templates it has.
+    catalog: Option<Catalog>,
 }
 
 /// The reader side: its own connection, used without the cloud's lock.
@@ -364,10 +509,7 @@ impl Reader {
             "SELECT `name`, `value` FROM `configuration` WHERE `name` IN ({})",
             names.join(", ")
         ))?;
-        let templates = self.query(
-            "SELECT `id`, `name` FROM `vm_template` WHERE `type` = 'SYSTEM' \
-             AND `hypervisor_type` = 'KVM' AND `removed` IS NULL ORDER BY `id`",
-        )?;
+        let catalog = self.load_catalog().ok();
         Ok(Snapshot {
             vms,
             hosts,
@@ -375,7 +517,122 @@ impl Reader {
                 .into_iter()
                 .map(|(k, v)| (k, v.unwrap_or_default()))
                 .collect(),
+            catalog,
+        })
+    }
+
+    /// Templates (every type: the upgrade's `SystemVmTemplateRegistration` may make an
+    /// operator's `USER` template `SYSTEM`), their copies on the image stores, the image
+    /// stores and the guest OS types.
+    fn load_catalog(&mut self) -> Result<Catalog> {
+        const DATE: &str = "'%Y-%m-%d %H:%i:%s'";
+        let rows: Vec<mysql::Row> = self.query(&format!(
+            "SELECT `id`, `uuid`, `name`, `display_text`, `type`, `hypervisor_type`, `format`, \
+             `guest_os_id`, `account_id`, `public`, `featured`, `extractable`, \
+             `enable_password`, `cross_zones`, `url`, `checksum`, `state`, `size`, \
+             DATE_FORMAT(`created`, {DATE}), `unique_name`, `enable_sshkey`, \
+             `dynamically_scalable`, `hvm`, `bits` \
+             FROM `vm_template` WHERE `removed` IS NULL ORDER BY `id`"
+        ))?;
+        let flag = |r: &mut mysql::Row, i: usize| r.take::<Option<u8>, _>(i).flatten() == Some(1);
+        let templates = rows
+            .into_iter()
+            .map(|mut r| {
+                let db_id: u64 = r.take(0).unwrap_or(0);
+                let name: String = r.take(2).unwrap_or_default();
+                Template {
+                    db_id,
+                    id: r
+                        .take::<Option<String>, _>(1)
+                        .flatten()
+                        .unwrap_or_else(|| format!("8b6f0c3e-0000-4000-8007-{db_id:012x}")),
+                    display_text: r
+                        .take::<Option<String>, _>(3)
+                        .flatten()
+                        .unwrap_or_else(|| name.clone()),
+                    kind: r.take::<Option<String>, _>(4).flatten().unwrap_or_default(),
+                    hypervisor: r.take::<Option<String>, _>(5).flatten().unwrap_or_default(),
+                    format: r.take(6).unwrap_or_default(),
+                    guest_os: r.take(7).unwrap_or(0),
+                    account: r.take(8).unwrap_or(1),
+                    public: flag(&mut r, 9),
+                    featured: flag(&mut r, 10),
+                    extractable: flag(&mut r, 11),
+                    password_enabled: flag(&mut r, 12),
+                    cross_zones: flag(&mut r, 13),
+                    url: r.take::<Option<String>, _>(14).flatten(),
+                    checksum: r.take::<Option<String>, _>(15).flatten(),
+                    state: r
+                        .take::<Option<String>, _>(16)
+                        .flatten()
+                        .unwrap_or_default(),
+                    size: r.take::<Option<u64>, _>(17).flatten(),
+                    created: r
+                        .take::<Option<String>, _>(18)
+                        .flatten()
+                        .unwrap_or_default(),
+                    unique_name: r.take(19).unwrap_or_default(),
+                    sshkey_enabled: flag(&mut r, 20),
+                    dynamically_scalable: flag(&mut r, 21),
+                    requires_hvm: flag(&mut r, 22),
+                    bits: r.take(23).unwrap_or(64),
+                    version: template_version(&name),
+                    name,
+                    stores: Vec::new(),
+                }
+            })
+            .collect();
+        let rows: Vec<mysql::Row> = self.query(&format!(
+            "SELECT `template_id`, `store_id`, DATE_FORMAT(`created`, {DATE}), \
+             `download_state`, `download_pct`, `state`, `error_str`, `install_path`, `size`, \
+             `physical_size` FROM `template_store_ref` WHERE `store_role` = 'Image' \
+             AND COALESCE(`destroyed`, 0) = 0 AND `store_id` IS NOT NULL ORDER BY `id`"
+        ))?;
+        let store_refs = rows
+            .into_iter()
+            .map(|mut r| StoreRefRow {
+                template: r.take(0).unwrap_or(0),
+                store_ref: StoreRef {
+                    store: r.take(1).unwrap_or(0),
+                    created: r.take::<Option<String>, _>(2).flatten().unwrap_or_default(),
+                    download_state: r.take::<Option<String>, _>(3).flatten(),
+                    download_pct: r.take::<Option<u32>, _>(4).flatten().unwrap_or(0),
+                    state: r.take(5).unwrap_or_default(),
+                    error: r.take::<Option<String>, _>(6).flatten(),
+                    install_path: r.take::<Option<String>, _>(7).flatten(),
+                    size: r.take::<Option<u64>, _>(8).flatten(),
+                    physical_size: r.take::<Option<u64>, _>(9).flatten().unwrap_or(0),
+                },
+            })
+            .collect();
+        let image_stores = self.query(
+            "SELECT `id`, `name`, `data_center_id` FROM `image_store` \
+             WHERE `removed` IS NULL AND `role` = 'Image' ORDER BY `id`",
+        )?;
+        let rows: Vec<mysql::Row> = self.query(
+            "SELECT `g`.`id`, `g`.`uuid`, `g`.`display_name`, `c`.`uuid`, `c`.`name`, \
+             `g`.`is_user_defined` FROM `guest_os` `g` \
+             JOIN `guest_os_category` `c` ON `c`.`id` = `g`.`category_id` \
+             WHERE `g`.`removed` IS NULL ORDER BY `g`.`id`",
+        )?;
+        let guest_os = rows
+            .into_iter()
+            .map(|mut r| GuestOs {
+                db_id: r.take(0).unwrap_or(0),
+                id: r.take::<Option<String>, _>(1).flatten().unwrap_or_default(),
+                name: r.take(2).unwrap_or_default(),
+                category_id: r.take::<Option<String>, _>(3).flatten().unwrap_or_default(),
+                category_name: r.take(4).unwrap_or_default(),
+                user_defined: r.take::<Option<u32>, _>(5).flatten() == Some(1),
+            })
+            .collect();
+        let max: Vec<u64> = self.query("SELECT COALESCE(MAX(`id`), 0) FROM `vm_template`")?;
+        Ok(Catalog {
             templates,
+            store_refs,
+            image_stores,
+            guest_os,
+            max_template_id: max.first().copied().unwrap_or(0),
         })
     }
 
@@ -428,6 +685,7 @@ fn static_level(s: &str) -> &'static str {
 fn static_resource(s: &str) -> &'static str {
     match s {
         "Host" => "Host",
+        "Template" => "Template",
         "DomainRouter" => "DomainRouter",
         "SystemVm" => "SystemVm",
         "Network" => "Network",
@@ -556,11 +814,10 @@ pub(crate) fn attach(url: &DbUrl, cloud_schema: &str, c: &mut Cloud) -> Result<(
 
 impl Cloud {
     /// Makes the cloud what the database says: VMs (added, changed, gone), hosts' resource
-    /// states, system templates and the settings the cloud reads.
+    /// states, templates with their copies on the image stores of the cloud's zones, guest OS
+    /// types and the settings the cloud reads.
     pub(crate) fn apply(&mut self, s: &Snapshot) {
-        for (id, name) in &s.templates {
-            self.add_template(*id, name);
-        }
+        self.apply_templates(s);
         for (k, v) in &s.configs {
             self.configs.insert(k.clone(), v.clone());
         }
@@ -631,5 +888,45 @@ impl Cloud {
         }
         let max = s.vms.iter().map(|r| r.db_id).max().unwrap_or(0);
         self.set_next_db_id(max + 1);
+    }
+
+    /// The templates as the database has them, the lab's image stores (those of the zones the
+    /// cloud has: the fixture's other zones have no hosts or secondary storage VM left) and
+    /// the guest OS types.
+    fn apply_templates(&mut self, s: &Snapshot) {
+        let Some(s) = &s.catalog else {
+            return;
+        };
+        let stores: Vec<ImageStore> = s
+            .image_stores
+            .iter()
+            .filter_map(|(id, name, zone)| {
+                let zone = self.zones.iter().position(|z| Some(z.db_id) == *zone)?;
+                Some(ImageStore {
+                    db_id: *id,
+                    name: name.clone(),
+                    zone,
+                })
+            })
+            .collect();
+        let mut templates = s.templates.clone();
+        for t in &mut templates {
+            t.stores = s
+                .store_refs
+                .iter()
+                .filter(|r| {
+                    r.template == t.db_id && stores.iter().any(|s| s.db_id == r.store_ref.store)
+                })
+                .map(|r| r.store_ref.clone())
+                .collect();
+        }
+        self.image_stores = stores;
+        self.templates = templates;
+        if !s.guest_os.is_empty() {
+            self.guest_os.clone_from(&s.guest_os);
+        }
+        // `vm_template` ids are AUTO_INCREMENT: the next is the database's (no write is
+        // pending when the cloud is read back).
+        self.next_template_id = s.max_template_id + 1;
     }
 }

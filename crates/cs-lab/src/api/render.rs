@@ -4,9 +4,11 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::sim::translate_uuid;
 use super::state::{
-    Cloud, Cluster, Event, LabHost, Ms, Network, Params, Reply, Template, Vm, VmKind, Zone,
-    api_date, error_reply, response_key, trim_router_version, version_below,
+    Cloud, Cluster, Event, GuestOs, LabHost, Ms, Network, Params, Reply, StoreRef, Template, Vm,
+    VmKind, Zone, api_date, error_reply, param_error, response_key, trim_router_version,
+    version_below,
 };
 
 pub(crate) const DOMAIN_ID: &str = "8b6f0c3e-0000-4000-8000-00000000d0d0";
@@ -488,18 +490,8 @@ impl Cloud {
                            "description": format!("lab setting {k}")})
                 })
             }
-            "listTemplates" => {
-                let all: Vec<&Template> = self
-                    .templates
-                    .iter()
-                    .filter(|t| matches(p, "id", &t.id) && matches(p, "name", &t.name))
-                    .collect();
-                list_reply(command, "template", all, p, |t| {
-                    json!({"id": t.id, "name": t.name, "displaytext": t.name,
-                           "templatetype": "SYSTEM", "hypervisor": "KVM", "isready": true,
-                           "status": "Download Complete", "format": "QCOW2"})
-                })
-            }
+            "listTemplates" => self.list_templates(command, p),
+            "listOsTypes" => self.list_os_types(command, p),
             "listEvents" => {
                 // With a database, `server::answer` reads the events from it instead.
                 let all: Vec<&Event> = self.events.iter().filter(|e| event_matches(e, p)).collect();
@@ -513,6 +505,295 @@ impl Cloud {
                 }]}}),
             ),
             _ => return None,
+        })
+    }
+
+    /// A template's entries in `template_view`: one per zone it has a copy in (the first
+    /// store's, as the distinct `(template, zone)` pairs `searchForTemplatesInternal` lists),
+    /// or one without a zone when it is on no store (`temp_zone_pair` `<id>_0`).
+    pub(crate) fn template_entries<'a>(
+        &self,
+        t: &'a Template,
+    ) -> Vec<(Option<usize>, Option<&'a StoreRef>)> {
+        let mut out: Vec<(Option<usize>, Option<&StoreRef>)> = Vec::new();
+        for r in &t.stores {
+            let Some(zone) = self
+                .image_stores
+                .iter()
+                .find(|s| s.db_id == r.store)
+                .map(|s| s.zone)
+            else {
+                continue;
+            };
+            if !out.iter().any(|(z, _)| *z == Some(zone)) {
+                out.push((Some(zone), Some(r)));
+            }
+        }
+        if out.is_empty() {
+            out.push((None, None));
+        }
+        out
+    }
+
+    /// `TemplateJoinDaoImpl.getTemplateStatus` (4.19–4.20) for one zone's copy: the download
+    /// percentage while downloading ("Installing Template" at 100 %), "Download Complete" once
+    /// downloaded, else the error, or the template's own state when there is none.
+    fn template_status(t: &Template, r: Option<&StoreRef>) -> String {
+        let state = r.and_then(|r| r.download_state.as_deref());
+        match state {
+            Some("DOWNLOADED") => "Download Complete".into(),
+            Some("DOWNLOAD_IN_PROGRESS") => {
+                let pct = r.map_or(0, |r| r.download_pct);
+                if pct == 100 {
+                    "Installing Template".into()
+                } else {
+                    format!("{pct}% Downloaded")
+                }
+            }
+            Some("BYPASSED") => "Bypassed Secondary Storage".into(),
+            _ => match r.and_then(|r| r.error.clone()) {
+                Some(e) => e,
+                None => t.state.clone(),
+            },
+        }
+    }
+
+    /// `TemplateJoinDaoImpl.newTemplateResponse` for a root admin (`ResponseView.Full`: the
+    /// status and URL are shown), in one zone.
+    pub(crate) fn template_json(
+        &self,
+        t: &Template,
+        zone: Option<usize>,
+        r: Option<&StoreRef>,
+    ) -> Value {
+        let os = self.guest_os.iter().find(|o| o.db_id == t.guest_os);
+        let z = zone.map(|z| &self.zones[z]);
+        let details: Vec<Value> = zone.map_or_else(Vec::new, |zone| {
+            t.stores
+                .iter()
+                .filter_map(|r| {
+                    let s = self
+                        .image_stores
+                        .iter()
+                        .find(|s| s.db_id == r.store && s.zone == zone)?;
+                    Some(json!({"datastore": s.name,
+                                "downloadPercent": r.download_pct.to_string(),
+                                "downloadState": r.download_state.clone().unwrap_or_default()}))
+                })
+                .collect()
+        });
+        let mut v = json!({
+            "id": t.id, "name": t.name, "displaytext": t.display_text,
+            "ispublic": t.public, "isready": r.is_some_and(|r| r.state == "Ready")
+                || t.format == "BAREMETAL",
+            "passwordenabled": t.password_enabled, "format": t.format,
+            "isfeatured": t.featured, "crossZones": t.cross_zones,
+            "templatetype": t.kind, "hypervisor": t.hypervisor,
+            "ostypeid": os.map(|o| o.id.as_str()), "ostypename": os.map(|o| o.name.as_str()),
+            "account": if t.account == 1 { "system" } else { "admin" },
+            "domainid": DOMAIN_ID, "domain": "ROOT",
+            "status": Self::template_status(t, r), "url": t.url,
+            "isextractable": t.extractable && !t.is_system(),
+            "sshkeyenabled": t.sshkey_enabled,
+            "isdynamicallyscalable": t.dynamically_scalable,
+            "requireshvm": t.requires_hvm,
+            "directdownload": false, "deployasis": false, "hasannotations": false,
+            "downloaddetails": details, "tags": []
+        });
+        if let Some(r) = r {
+            v["created"] = json!(api_date(&r.created));
+            if let Some(size) = r.size.filter(|s| *s > 0) {
+                v["size"] = json!(size);
+            }
+            if r.physical_size > 0 {
+                v["physicalsize"] = json!(r.physical_size);
+            }
+        }
+        if let Some(z) = z {
+            v["zoneid"] = json!(z.id);
+            v["zonename"] = json!(z.name);
+        }
+        if let Some(c) = &t.checksum {
+            v["checksum"] = json!(c);
+        }
+        v
+    }
+
+    /// `listTemplates` (`ListTemplatesCmd`, `QueryManagerImpl.searchForTemplates`) for the
+    /// root admin: `templatefilter` required; `featured` (public and featured), `community`
+    /// (public, not featured), `self`/`selfexecutable` (the caller's), `executable` (public or
+    /// the caller's), `sharedexecutable`/`shared` (shared with the caller: none in the lab),
+    /// `all`; `featured`, `community`, `selfexecutable` and `sharedexecutable` only list
+    /// copies that are Ready and leave out SYSTEM templates (`showDomr`). Then `id`, `name`
+    /// (equal), `keyword` (in the name or display text), `hypervisor`, `zoneid`, the
+    /// hypervisors in use, no ISOs, templates in state Active (or an upload state). One entry
+    /// per template and zone, ordered by `temp_zone_pair` (`<id>_<zone id>`, as text).
+    fn list_templates(&self, command: &str, p: &Params) -> Reply {
+        let id = match p.get("id") {
+            None => None,
+            Some(v) => match translate_uuid(command, "id", v, |u| {
+                self.templates
+                    .iter()
+                    .find(|t| t.id.eq_ignore_ascii_case(u))
+                    .map(|t| t.db_id)
+            }) {
+                Ok(id) => Some(id),
+                Err(r) => return r,
+            },
+        };
+        let Some(filter) = p.get("templatefilter") else {
+            return param_error(
+                command,
+                "Unable to execute API command listtemplates due to missing parameter templatefilter",
+            );
+        };
+        let zone = match p.get("zoneid") {
+            None => None,
+            Some(v) => match translate_uuid(command, "zoneid", v, |u| {
+                self.zones
+                    .iter()
+                    .find(|z| z.id.eq_ignore_ascii_case(u))
+                    .map(|z| z.db_id)
+            }) {
+                Ok(z) => Some(z),
+                Err(r) => return r,
+            },
+        };
+        // TemplateFilter.valueOf: the exact constant name.
+        const FILTERS: &[&str] = &[
+            "featured",
+            "self",
+            "selfexecutable",
+            "shared",
+            "sharedexecutable",
+            "executable",
+            "community",
+            "all",
+        ];
+        if !FILTERS.contains(&filter.as_str()) {
+            return error_reply(
+                Some(command),
+                431,
+                Some(9999),
+                &format!(
+                    "No enum constant com.cloud.template.VirtualMachineTemplate.TemplateFilter.{filter}"
+                ),
+            );
+        }
+        let filter = filter.as_str();
+        let only_ready = matches!(
+            filter,
+            "featured" | "selfexecutable" | "sharedexecutable" | "community"
+        );
+        let show_domr = !matches!(filter, "selfexecutable" | "featured");
+        let caller = super::state::ADMIN_ACCOUNT;
+        let hyper = p.get("hypervisor").and_then(|h| {
+            [
+                "XenServer",
+                "KVM",
+                "VMware",
+                "Hyperv",
+                "VirtualBox",
+                "Simulator",
+                "Ovm",
+                "Ovm3",
+            ]
+            .into_iter()
+            .chain(["LXC", "Custom", "Any", "BareMetal"])
+            .find(|x| x.eq_ignore_ascii_case(h))
+            .or_else(|| h.eq_ignore_ascii_case("parallels").then_some("Parralels"))
+        });
+        let in_use = !self.hosts.is_empty();
+        let mut entries: Vec<(String, &Template, Option<usize>, Option<&StoreRef>)> = Vec::new();
+        for t in &self.templates {
+            let by_filter = id.is_some()
+                || match filter {
+                    "featured" => t.public && t.featured,
+                    "community" => t.public && !t.featured,
+                    "self" | "selfexecutable" => t.account == caller,
+                    "executable" => t.public || t.account == caller,
+                    "shared" | "sharedexecutable" => false,
+                    _ => true,
+                };
+            let keep = by_filter
+                && id.is_none_or(|i| t.db_id as i64 == i)
+                && matches!(
+                    t.state.as_str(),
+                    "Active"
+                        | "UploadAbandoned"
+                        | "UploadError"
+                        | "NotUploaded"
+                        | "UploadInProgress"
+                )
+                && t.format != "ISO"
+                && (!in_use || t.hypervisor == "KVM")
+                && hyper.is_none_or(|h| t.hypervisor == h)
+                && p.get("name").is_none_or(|n| t.name.eq_ignore_ascii_case(n))
+                && p.get("keyword").is_none_or(|k| {
+                    let k = k.to_lowercase();
+                    t.name.to_lowercase().contains(&k) || t.display_text.to_lowercase().contains(&k)
+                })
+                && (show_domr || !t.is_system());
+            if !keep {
+                continue;
+            }
+            for (z, r) in self.template_entries(t) {
+                let zone_db = z.map_or(0, |z| self.zones[z].db_id);
+                if zone.is_some_and(|want| want != zone_db as i64) {
+                    continue;
+                }
+                if only_ready && r.is_none_or(|r| r.state != "Ready") {
+                    continue;
+                }
+                entries.push((format!("{}_{zone_db}", t.db_id), t, z, r));
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let all: Vec<&(String, &Template, Option<usize>, Option<&StoreRef>)> =
+            entries.iter().collect();
+        list_reply(command, "template", all, p, |(_, t, z, r)| {
+            self.template_json(t, *z, *r)
+        })
+    }
+
+    /// `listOsTypes` (`ListGuestOsCmd`, `ManagementServerImpl.listGuestOSByCriteria`): `id`,
+    /// `oscategoryid`, `description` and `keyword` (contained in the display name), ordered by
+    /// display name; `GuestOSResponse` (`name` and the deprecated `description` both the
+    /// display name). UNCONFIRMED: the order (4.18 sorts by display name, later releases may
+    /// differ).
+    fn list_os_types(&self, command: &str, p: &Params) -> Reply {
+        let id = match p.get("id") {
+            None => None,
+            Some(v) => match translate_uuid(command, "id", v, |u| {
+                self.guest_os
+                    .iter()
+                    .find(|o| o.id.eq_ignore_ascii_case(u))
+                    .map(|o| o.db_id)
+            }) {
+                Ok(id) => Some(id),
+                Err(r) => return r,
+            },
+        };
+        let contains = |key: &str, o: &GuestOs| {
+            p.get(key)
+                .is_none_or(|d| o.name.to_lowercase().contains(&d.to_lowercase()))
+        };
+        let mut all: Vec<&GuestOs> = self
+            .guest_os
+            .iter()
+            .filter(|o| {
+                id.is_none_or(|i| o.db_id as i64 == i)
+                    && p.get("oscategoryid")
+                        .is_none_or(|c| o.category_id.eq_ignore_ascii_case(c))
+                    && contains("description", o)
+                    && contains("keyword", o)
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name).then(a.db_id.cmp(&b.db_id)));
+        list_reply(command, "ostype", all, p, |o| {
+            json!({"id": o.id, "name": o.name, "description": o.name,
+                   "oscategoryid": o.category_id, "oscategoryname": o.category_name,
+                   "isuserdefined": o.user_defined.to_string()})
         })
     }
 

@@ -1,6 +1,6 @@
 //! The lab cloud's state — what CloudStack keeps in its database: zones, clusters, hosts, VMs
-//! of every kind (user VMs, system VMs, virtual routers), networks, system templates, global
-//! settings, events and async jobs.
+//! of every kind (user VMs, system VMs, virtual routers), networks, templates with their copies
+//! on the zones' image stores, guest OS types, global settings, events and async jobs.
 //!
 //! What changes the state (jobs, migrations, tenants' and operators' commands) is in
 //! [`super::sim`]; the answers to the read-only API commands are in [`super::render`]; keeping
@@ -60,7 +60,7 @@ pub(crate) fn param_error(command: &str, text: &str) -> Reply {
 }
 
 /// Commands the lab answers.
-pub(crate) const COMMANDS: [&str; 37] = [
+pub(crate) const COMMANDS: [&str; 39] = [
     "listCapabilities",
     "listManagementServers",
     "listHosts",
@@ -73,6 +73,8 @@ pub(crate) const COMMANDS: [&str; 37] = [
     "listConfigurations",
     "listEvents",
     "listTemplates",
+    "listOsTypes",
+    "registerTemplate",
     "listVolumes",
     "updateConfiguration",
     "prepareHostForMaintenance",
@@ -371,13 +373,117 @@ pub(crate) struct Network {
     pub(crate) redundant: bool,
 }
 
-#[derive(Debug, Clone)]
+/// A `vm_template` row and its copies on the image stores (`template_store_ref`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Template {
     pub(crate) db_id: u64,
+    /// `uuid`, the API id.
     pub(crate) id: String,
     pub(crate) name: String,
+    pub(crate) display_text: String,
+    /// `type`: `USER`, `SYSTEM`, `ROUTING`, `BUILTIN`, `PERHOST`, …
+    pub(crate) kind: String,
+    /// `hypervisor_type` (`KVM`, `XenServer`, …).
+    pub(crate) hypervisor: String,
+    /// `format` (`QCOW2`, `VHD`, …).
+    pub(crate) format: String,
+    /// `guest_os_id`.
+    pub(crate) guest_os: u64,
+    /// `account_id`: 1 (system) for the templates CloudStack installs, the caller's otherwise.
+    pub(crate) account: u64,
+    /// `unique_name` (`routing-<id>` for system VM templates).
+    pub(crate) unique_name: String,
+    pub(crate) public: bool,
+    pub(crate) featured: bool,
+    pub(crate) extractable: bool,
+    pub(crate) password_enabled: bool,
+    pub(crate) sshkey_enabled: bool,
+    pub(crate) dynamically_scalable: bool,
+    /// `hvm`.
+    pub(crate) requires_hvm: bool,
+    pub(crate) bits: u32,
+    pub(crate) cross_zones: bool,
+    pub(crate) url: Option<String>,
+    pub(crate) checksum: Option<String>,
+    /// `state` of the template itself (`Active`, `Inactive`, `NotUploaded`, …).
+    pub(crate) state: String,
+    /// `size` (virtual), set when a download completes.
+    pub(crate) size: Option<u64>,
+    /// `created`, `yyyy-MM-dd HH:mm:ss` UTC.
+    pub(crate) created: String,
     /// The release of a system VM template (`systemvm-kvm-4.19.0` → 4.19.0).
     pub(crate) version: Option<CsVersion>,
+    /// Its `template_store_ref` rows on image stores (role `Image`, not destroyed).
+    pub(crate) stores: Vec<StoreRef>,
+}
+
+impl Template {
+    pub(crate) fn is_system(&self) -> bool {
+        self.kind == "SYSTEM"
+    }
+}
+
+/// A `template_store_ref` row: a template's copy on one image store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoreRef {
+    /// `store_id` (`image_store.id`).
+    pub(crate) store: u64,
+    pub(crate) created: String,
+    /// `download_state`: NULL until the secondary storage VM first answers, then
+    /// `DOWNLOAD_IN_PROGRESS`, `DOWNLOADED`, `DOWNLOAD_ERROR`, …
+    pub(crate) download_state: Option<String>,
+    pub(crate) download_pct: u32,
+    /// `state` (`ObjectInDataStoreStateMachine.State`): `Allocated`, `Creating2`, `Ready`, …
+    pub(crate) state: String,
+    /// `error_str`.
+    pub(crate) error: Option<String>,
+    pub(crate) install_path: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) physical_size: u64,
+}
+
+impl StoreRef {
+    /// A copy that is there (`DOWNLOADED`, `Ready`), as the templates CloudStack installs have.
+    pub(crate) fn ready(store: u64, template: u64, account: u64, created: &str) -> StoreRef {
+        StoreRef {
+            store,
+            created: created.to_string(),
+            download_state: Some("DOWNLOADED".into()),
+            download_pct: 100,
+            state: "Ready".into(),
+            error: None,
+            install_path: Some(format!(
+                "template/tmpl/{account}/{template}/{template}.qcow2"
+            )),
+            size: Some(SYSTEM_TEMPLATE_SIZE),
+            physical_size: SYSTEM_TEMPLATE_PHYSICAL_SIZE,
+        }
+    }
+}
+
+/// The virtual and physical size of a downloaded template (those of the KVM system VM
+/// templates in the lab's fixture: 5 GiB, 535 MiB on disk).
+pub(crate) const SYSTEM_TEMPLATE_SIZE: u64 = 5_368_709_120;
+pub(crate) const SYSTEM_TEMPLATE_PHYSICAL_SIZE: u64 = 561_242_112;
+
+/// An image store (`image_store`, role `Image`) of one of the cloud's zones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImageStore {
+    pub(crate) db_id: u64,
+    pub(crate) name: String,
+    pub(crate) zone: usize,
+}
+
+/// A guest OS type (`guest_os` and its `guest_os_category`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GuestOs {
+    pub(crate) db_id: u64,
+    pub(crate) id: String,
+    /// `display_name`.
+    pub(crate) name: String,
+    pub(crate) category_id: String,
+    pub(crate) category_name: String,
+    pub(crate) user_defined: bool,
 }
 
 /// The release of a system VM template name (`systemvm-kvm-4.19.0` → 4.19.0).
@@ -455,6 +561,11 @@ pub struct Timings {
     pub migrate_retry: Duration,
     /// `max.retries` (5): HA migration attempts before giving up.
     pub max_retries: u32,
+    /// How long the secondary storage VM takes to download a registered template to an image
+    /// store, from the registration (or from when a secondary storage VM runs in the zone) to
+    /// `DOWNLOADED`, through progress reports of 0, 25, 50, 75 and 100 % (minutes to hours in
+    /// CloudStack, depending on the image and the network).
+    pub template_download: Duration,
 }
 
 impl Default for Timings {
@@ -470,6 +581,7 @@ impl Default for Timings {
             ping_interval: Duration::from_millis(150),
             migrate_retry: Duration::from_millis(100),
             max_retries: 5,
+            template_download: Duration::from_millis(600),
         }
     }
 }
@@ -500,6 +612,14 @@ pub(crate) struct Cloud {
     pub(crate) vms: Vec<Vm>,
     pub(crate) networks: Vec<Network>,
     pub(crate) templates: Vec<Template>,
+    /// The image stores of the cloud's zones.
+    pub(crate) image_stores: Vec<ImageStore>,
+    /// The guest OS types (`listOsTypes`).
+    pub(crate) guest_os: Vec<GuestOs>,
+    /// The next `vm_template.id` a registration gets.
+    pub(crate) next_template_id: u64,
+    /// While set, template downloads end in `DOWNLOAD_ERROR` with this text.
+    pub(crate) fail_template_downloads: Option<String>,
     pub(crate) configs: BTreeMap<String, String>,
     pub(crate) events: Vec<Event>,
     pub(crate) jobs: HashMap<String, Job>,
@@ -578,6 +698,8 @@ impl Cloud {
         c.configs
             .insert("router.template.kvm".into(), "systemvm-kvm-4.20.0".into());
         c.add_template(1_020, "systemvm-kvm-4.20.0");
+        c.guest_os = crate::seed::fixture_guest_os();
+        c.next_template_id = 205;
         c
     }
 
@@ -602,32 +724,70 @@ impl Cloud {
         format!("8b6f0c3e-0000-4000-8003-{:012x}", self.next_event)
     }
 
+    /// A KVM system VM template as the upgrade's `SystemVmTemplateRegistration` leaves it
+    /// (`SYSTEM`, owned by the system account, guest OS 15, cross-zone, Ready on every image
+    /// store), unless one with id `db_id` is known.
     pub(crate) fn add_template(&mut self, db_id: u64, name: &str) -> usize {
         if let Some(i) = self.templates.iter().position(|t| t.db_id == db_id) {
             return i;
         }
         let id = self.new_id();
+        let created = db_now();
+        let stores = self
+            .image_stores
+            .iter()
+            .map(|s| StoreRef::ready(s.db_id, db_id, 1, &created))
+            .collect();
         self.templates.push(Template {
             db_id,
             id,
             name: name.to_string(),
+            display_text: name.to_string(),
+            kind: "SYSTEM".into(),
+            hypervisor: "KVM".into(),
+            format: "QCOW2".into(),
+            guest_os: 15,
+            account: 1,
+            unique_name: format!("routing-{db_id}"),
+            public: false,
+            featured: false,
+            extractable: false,
+            password_enabled: false,
+            sshkey_enabled: false,
+            dynamically_scalable: false,
+            requires_hvm: false,
+            bits: 64,
+            cross_zones: true,
+            url: None,
+            checksum: None,
+            state: "Active".into(),
+            size: Some(SYSTEM_TEMPLATE_SIZE),
+            created,
             version: template_version(name),
+            stores,
         });
+        self.next_template_id = self.next_template_id.max(db_id + 1);
         self.templates.len() - 1
     }
 
-    /// The system VM template a new system VM or router gets: the one `router.template.kvm`
-    /// names (what `SystemVmTemplateRegistration` sets at an upgrade, and what
-    /// `VirtualNetworkApplianceManagerImpl` looks routers' templates up by), else the newest.
-    /// A template registered ahead of an upgrade is not used before it.
+    /// The system VM template a new system VM or router gets: the `SYSTEM` KVM template that
+    /// `router.template.kvm` names (what `SystemVmTemplateRegistration` sets at an upgrade, and
+    /// what `VirtualNetworkApplianceManagerImpl` looks routers' templates up by, among
+    /// `SYSTEM` templates: `VMTemplateDaoImpl.findRoutingTemplate`), else the newest `SYSTEM`
+    /// one. A template registered ahead of an upgrade is not used before the upgrade makes it
+    /// `SYSTEM` and names it: an operator's registration is a `USER` template until then.
     pub(crate) fn current_system_template(&self) -> Option<&Template> {
         let named = self.configs.get("router.template.kvm");
-        self.templates
-            .iter()
-            .find(|t| Some(&t.name) == named)
+        let system = || {
+            self.templates
+                .iter()
+                .filter(|t| t.is_system() && t.hypervisor == "KVM")
+        };
+        system()
+            .filter(|t| Some(&t.name) == named)
+            .max_by_key(|t| t.db_id)
             .or_else(|| {
-                self.templates
-                    .iter()
+                system()
                     .filter(|t| t.version.is_some())
                     .max_by_key(|t| (t.version, t.db_id))
             })
@@ -648,7 +808,20 @@ impl Cloud {
             db_id,
             name: name.to_string(),
         });
-        self.zones.len() - 1
+        let zone = self.zones.len() - 1;
+        // Its secondary storage, where the system VM templates are, as on a zone CloudStack
+        // set up.
+        let store = self.image_stores.iter().map(|s| s.db_id).max().unwrap_or(0) + 1;
+        self.image_stores.push(ImageStore {
+            db_id: store,
+            name: format!("nfs-sec-{name}"),
+            zone,
+        });
+        for t in self.templates.iter_mut().filter(|t| t.is_system()) {
+            let r = StoreRef::ready(store, t.db_id, t.account, &t.created);
+            t.stores.push(r);
+        }
+        zone
     }
 
     pub(crate) fn cluster_index(&mut self, zone: &str, cluster: &str) -> usize {

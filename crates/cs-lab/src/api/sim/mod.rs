@@ -1,8 +1,9 @@
 //! What changes the lab cloud, as CloudStack's management server changes it: async jobs that
 //! take time and can fail, host maintenance that live-migrates every VM away (or ends in
 //! `ErrorInMaintenance`), VM lifecycles, system VMs and routers that keep the template they
-//! booted until CloudStack restarts them, events and usage events for each of these, and the
-//! power-state sync that notices guests gone from their hypervisor.
+//! booted until CloudStack restarts them, templates operators register and the secondary
+//! storage VMs download, events and usage events for each of these, and the power-state sync
+//! that notices guests gone from their hypervisor.
 //!
 //! Each behaviour names the CloudStack code it follows. Times are [`super::Timings`], scaled down from
 //! CloudStack's defaults; nothing here happens in zero time, so a caller that does not wait for
@@ -11,7 +12,10 @@
 mod appliances;
 mod maintenance;
 mod script;
+mod templates;
 mod vms;
+
+pub(crate) use templates::{DEFAULT_DOWNLOAD_ERROR, translate_uuid};
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +81,8 @@ pub(crate) enum Action {
         job: String,
         remaining: Vec<String>,
     },
+    /// The next progress report of a template's download to an image store (by ids).
+    TemplateDownload { template: u64, store: u64 },
 }
 
 /// Pending HA migration work for a VM leaving a host for maintenance (`op_ha_work`).
@@ -171,6 +177,9 @@ impl Cloud {
                 job,
                 remaining,
             } => self.replace_routers(network, job, remaining),
+            Action::TemplateDownload { template, store } => {
+                self.template_download(template, store);
+            }
         }
     }
 
@@ -362,14 +371,34 @@ impl Cloud {
         description: String,
         resource: Option<(u64, &'static str)>,
     ) {
+        self.event_row(
+            kind,
+            state,
+            level,
+            description,
+            resource.map(|r| r.0),
+            resource.map(|r| r.1),
+        );
+    }
+
+    /// An event row whose resource id and type are given apart.
+    pub(crate) fn event_row(
+        &mut self,
+        kind: &str,
+        state: &'static str,
+        level: &'static str,
+        description: String,
+        resource_id: Option<u64>,
+        resource_type: Option<&'static str>,
+    ) {
         let e = Event {
             id: self.new_event_id(),
             kind: kind.to_string(),
             state,
             level,
             description,
-            resource_id: resource.map(|r| r.0),
-            resource_type: resource.map(|r| r.1),
+            resource_id,
+            resource_type,
             created: db_now(),
         };
         if let Some(p) = &mut self.persist {
@@ -473,6 +502,7 @@ impl Cloud {
             "stopRouter" => self.stop_vm(command, p, &[VmKind::DomainRouter]),
             "upgradeRouterTemplate" => self.upgrade_router_template(command, p),
             "restartNetwork" => self.restart_network(command, p),
+            "registerTemplate" => self.register_template(command, p),
             "queryAsyncJobResult" => self.query_job(command, p),
             "logout" => Reply::json(200, &json!({"logoutresponse": {"description": "success"}})),
             other => error_reply(
