@@ -369,6 +369,39 @@ pub struct Policy {
     /// How system VMs and routers get the target's code (default: live patch).
     #[serde(default)]
     pub system_vms: SystemVmRefresh,
+    /// Register the target's KVM system VM template before anything changes (off unless
+    /// given).
+    #[serde(default)]
+    pub system_template: Option<SystemTemplatePolicy>,
+}
+
+/// `[policy.system_template]`: register the target's KVM system VM template through the API
+/// before the upgrade changes anything, and wait until it is Ready in every zone, as the
+/// upgrade guide asks ("Do not proceed until this is successful"). It is registered as the
+/// guide says (name `systemvm-kvm-X.Y.Z`, QCOW2, not public, not featured, not extractable, no
+/// password, all zones); the upgrade itself finds it by name and makes it the SYSTEM template.
+/// Without it, 4.16 and later register the template their package carries, when it carries
+/// one; the pre-flight check `systemvm.templates.ready` says which case applies.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemTemplatePolicy {
+    /// Where CloudStack's secondary storage VMs download it from (http or https): the
+    /// release's `systemvmtemplate-….qcow2.bz2` on download.cloudstack.org or a mirror.
+    pub url: String,
+    /// Its checksum as `registerTemplate` takes it (`{SHA-512}…`, or MD5 hex); optional.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// The OS type to register it with; by default the newest "Debian GNU/Linux N (64-bit)"
+    /// the cloud offers, as the guide says.
+    #[serde(default)]
+    pub os_type: Option<String>,
+    /// How long the download may take until it is Ready in every zone.
+    #[serde(default = "default_template_deadline", with = "humantime_serde_compat")]
+    pub deadline: Duration,
+}
+
+fn default_template_deadline() -> Duration {
+    Duration::from_secs(60 * 60)
 }
 
 fn one() -> usize {
@@ -396,6 +429,7 @@ impl Default for Policy {
             skip_checks: Vec::new(),
             agent_refresh: AgentRefresh::default(),
             system_vms: SystemVmRefresh::default(),
+            system_template: None,
         }
     }
 }
@@ -543,6 +577,23 @@ impl UpgradeConfig {
         }
         if self.policy.max_fail_percent > 100 {
             return Err(self.invalid("policy.max_fail_percent", "a percentage: 0 to 100"));
+        }
+        if let Some(t) = &self.policy.system_template {
+            let key = "policy.system_template.url";
+            let parsed = url::Url::parse(&t.url).map_err(|e| self.invalid(key, e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                return Err(self.invalid(
+                    key,
+                    "CloudStack downloads templates over http or https: give an http(s) URL with a host",
+                ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                // Credentials would be stored in `vm_template.url` and shown by listTemplates.
+                return Err(self.invalid(
+                    key,
+                    "a URL with credentials would be stored in CloudStack's database and listed to admins: use a URL without them",
+                ));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for h in self.host_entries() {
@@ -728,6 +779,28 @@ mod tests {
             &base.replace("agent_refresh = \"in-place\"", "agent_refresh = \"yolo\""),
             "yolo",
         );
+        for url in [
+            "ftp://mirror/t.qcow2.bz2",
+            "not a url",
+            "https://u:pw@mirror/t.qcow2.bz2",
+        ] {
+            let text = format!("{base}\n[policy.system_template]\nurl = \"{url}\"\n");
+            invalid(&text, "policy.system_template.url");
+        }
+    }
+
+    #[test]
+    fn the_system_template_policy_is_off_unless_given() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.policy.system_template, None);
+        let text = format!(
+            "{EXAMPLE}\n[policy.system_template]\nurl = \"https://mirror.example.com/t.qcow2.bz2\"\n"
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let t = c.policy.system_template.expect("given");
+        assert_eq!(t.url, "https://mirror.example.com/t.qcow2.bz2");
+        assert_eq!(t.deadline, Duration::from_secs(3600));
+        assert_eq!((t.checksum, t.os_type), (None, None));
     }
 
     #[test]

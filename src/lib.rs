@@ -10,7 +10,8 @@ mod upgrade;
 
 pub use config::{
     AgentRefresh, ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, HostConfig,
-    NodeConfig, Policy, RepoConfig, SecretSource, SshConfig, SystemVmRefresh, UpgradeConfig,
+    NodeConfig, Policy, RepoConfig, SecretSource, SshConfig, SystemTemplatePolicy, SystemVmRefresh,
+    UpgradeConfig,
 };
 pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
 pub use hardening::{FIREWALL_CHECK, ModeFix, SECRET_FILES_CHECK, harden, hardening_report};

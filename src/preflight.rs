@@ -87,7 +87,7 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
     );
     let (management, database, hosts, api) = tokio::join!(
         management,
-        database(config, skip),
+        database(config, phase, skip),
         kvm_hosts(config, phase, skip),
         api(config, phase, skip)
     );
@@ -292,7 +292,7 @@ async fn kvm_host(
     report
 }
 
-async fn database(config: &UpgradeConfig, skip: &[&str]) -> Report {
+async fn database(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
     let url = match config.database_url() {
         Ok(u) => u,
         Err(e) => return unreachable("db.reachable", "database", error_chain(&e)),
@@ -302,7 +302,11 @@ async fn database(config: &UpgradeConfig, skip: &[&str]) -> Report {
         &config.database.cloud_schema,
         &config.database.usage_schema,
     );
-    let cx = cs_schema::DbContext::new(db, config.target);
+    let cx = cs_schema::DbContext::new(db, config.target)
+        // Before the upgrade, a run with the policy registers the template itself.
+        .registers_systemvm_template(
+            phase == Phase::Pre && config.policy.system_template.is_some(),
+        );
     cs_schema::run_db_checks(&cx, skip).await
 }
 

@@ -18,7 +18,7 @@
 //!
 //! This module holds what the steps share: the context, the run record, the errors and the step
 //! list; the entry points (plan, apply, rollback, the seal) are in `run`. Each step has its own
-//! module, in the order a run takes them (`backup`, `quiesce`, `repos`, `packages`, `migrate`,
+//! module, in the order a run takes them (`template` with `[policy.system_template]`, `backup`, `quiesce`, `repos`, `packages`, `migrate`,
 //! `start`, `agents`, `sysvms`, `postflight`); its `check` gathers facts into a small struct and hands
 //! them to a pure `decide`, which the module's tests take through a table. The
 //! management-server operations several steps use (units, packages, `mshost` rows,
@@ -35,6 +35,7 @@ mod repos;
 mod run;
 mod start;
 mod sysvms;
+mod template;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,6 +60,7 @@ use quiesce::Quiesce;
 use repos::Repos;
 use start::StartOthers;
 use sysvms::SystemVms;
+use template::Template;
 
 pub(crate) use agents::{host_loads, maintenance_blockers};
 pub use postflight::{PostFlightEvidence, evidence as postflight_evidence};
@@ -238,6 +240,10 @@ pub struct RunRecord {
     /// tenants did during it.
     #[serde(default)]
     pub started_at: String,
+    /// Whether the run registers the target's system VM template first
+    /// (`[policy.system_template]` when it began).
+    #[serde(default)]
+    pub registers_template: bool,
 }
 
 /// `YYYY-MM-DD hh:mm:ss`, UTC: how CloudStack writes times, and takes them in `startdate`.
@@ -401,6 +407,7 @@ impl UpgradeContext {
                     hops: hops(&from, &config.target, config.policy.direct_path)?,
                     hosts: inventory.hosts,
                     started_at: utc_now(),
+                    registers_template: config.policy.system_template.is_some(),
                 }
             }
         };
@@ -515,7 +522,11 @@ fn count_state(at: usize, total: usize, what: &str) -> StepState {
 
 /// The steps of an upgrade along `record`'s hops, in order.
 pub fn steps(record: &RunRecord) -> Vec<Box<dyn Step<UpgradeContext>>> {
-    let mut out: Vec<Box<dyn Step<UpgradeContext>>> = vec![Box::new(Backup)];
+    let mut out: Vec<Box<dyn Step<UpgradeContext>>> = Vec::new();
+    if record.registers_template && !record.hops.is_empty() {
+        out.push(Box::new(Template));
+    }
+    out.push(Box::new(Backup));
     for (i, hop) in record.hops.iter().enumerate() {
         out.push(Box::new(Quiesce {
             hop: *hop,
