@@ -820,6 +820,8 @@ impl Cloud {
             });
         }
         self.delete_template_job(&job, id, zone, forced, is_system);
+        // `ApiServer.getBaseAsyncResponse` (not a create command): the job id only.
+        // UNCONFIRMED: the lab's other async commands also answer the object's id.
         Self::job_reply(command, &job, None)
     }
 
