@@ -26,8 +26,9 @@
 //! - **Templates are registered and downloaded**: `registerTemplate` checks what CloudStack
 //!   checks and writes its rows; the secondary storage VM of each zone downloads the template
 //!   ([`Timings::template_download`], [`LabApi::fail_template_downloads`]) while `listTemplates`
-//!   reports the progress; the upgrade makes an operator's `systemvm-kvm-X.Y.Z` the system VM
-//!   template ([`LabBuilder::register_hop_templates`]).
+//!   reports the progress; `deleteTemplate` removes one (a failed download, say) as CloudStack
+//!   does, refusing what it refuses; the upgrade makes an operator's `systemvm-kvm-X.Y.Z` the
+//!   system VM template ([`LabBuilder::register_hop_templates`]).
 //! - **System VMs and routers keep their template** until CloudStack restarts or recreates them
 //!   (`stopSystemVm`/`startSystemVm`, `destroySystemVm`, `rebootRouter`,
 //!   `upgradeRouterTemplate`, `restartNetwork cleanup=true`) or patches them (`patchSystemVm`);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cs_api::{Client, ClientConfig, Credentials, Error, JobPolicy, RetryPolicy};
 use cs_core::{HostMaintenance, HostStatus};
-use cs_lab::{CloudSpec, HostCapacity, LabApi, TenantOptions};
+use cs_lab::{CloudSpec, HostCapacity, LabApi, TenantOptions, Timings};
 
 fn client(lab: &LabApi) -> Client {
     let config = ClientConfig {
@@ -853,4 +853,247 @@ async fn list_templates_needs_a_template_filter_and_os_types_are_listed() {
         .expect_err("refused"),
     );
     assert_eq!((code, cs), (431, Some(9999)));
+}
+
+/// `(errorcode, errortext)` of a failed job.
+fn job_failure(e: Error) -> (u16, String) {
+    match e {
+        Error::JobFailed {
+            errorcode,
+            errortext,
+            ..
+        } => (errorcode, errortext),
+        other => panic!("not a failed job: {other:?}"),
+    }
+}
+
+/// `(state, level, description)` of the `TEMPLATE.DELETE` events, oldest first.
+fn delete_events(lab: &LabApi) -> Vec<(String, String, String)> {
+    lab.events()
+        .into_iter()
+        .filter(|e| e.kind == "TEMPLATE.DELETE")
+        .map(|e| (e.state, e.level, e.description))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_download_is_deleted_and_its_name_registered_again() {
+    let lab = cloud();
+    let c = client(&lab);
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let name = "systemvm-kvm-4.21.0";
+    lab.fail_template_downloads(Some(cs_lab::TEMPLATE_DOWNLOAD_ERROR));
+    let p = registration(name, &zone, &os, SYSVM_URL);
+    let reply = c.call("registerTemplate", &p).await.expect("registered");
+    let id = reply["template"][0]["id"].as_str().unwrap().to_string();
+    watch_download(&c, &id, |e| e["status"] == cs_lab::TEMPLATE_DOWNLOAD_ERROR).await;
+    lab.fail_template_downloads(None);
+
+    // The job takes the secondary storage VM's time, then answers success.
+    let started = Instant::now();
+    let result = job(&c, "deleteTemplate", &[("id", &id)])
+        .await
+        .expect("deleted");
+    assert_eq!(result["success"], true, "{result}");
+    assert!(
+        started.elapsed() >= Timings::default().template_delete,
+        "deleted in {:?}",
+        started.elapsed()
+    );
+    // Gone from listTemplates: its id still translates (removed templates do), nothing listed.
+    assert!(listed(&c, &id).await.is_empty());
+    let mine = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "self"), ("name", name)],
+        )
+        .await
+        .unwrap();
+    assert!(mine.get("template").is_none(), "{mine}");
+    assert_eq!(
+        delete_events(&lab),
+        vec![
+            (
+                "Scheduled".into(),
+                "INFO".into(),
+                format!("Deleting template {id}")
+            ),
+            (
+                "Started".into(),
+                "INFO".into(),
+                format!("deleting template. Template Id: {id}")
+            ),
+            (
+                "Completed".into(),
+                "INFO".into(),
+                format!("Successfully completed deleting template. Template Id: {id}")
+            ),
+        ]
+    );
+    // Deleting it again: the job finds no template (`findById` skips removed ones).
+    let (code, text) = job_failure(
+        job(&c, "deleteTemplate", &[("id", &id)])
+            .await
+            .expect_err("already deleted"),
+    );
+    assert_eq!(code, 431);
+    assert!(
+        text.starts_with("unable to find template with id "),
+        "{text}"
+    );
+
+    // The name is free: registered again, it downloads to Ready.
+    let reply = c
+        .call("registerTemplate", &p)
+        .await
+        .expect("registered again");
+    let again = reply["template"][0]["id"].as_str().unwrap().to_string();
+    assert_ne!(again, id);
+    let seen = watch_download(&c, &again, |e| e["isready"] == true).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Download Complete"),
+        "{seen:?}"
+    );
+    let listed_by_name = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "self"), ("name", name)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed_by_name["count"], 1, "{listed_by_name}");
+    assert_eq!(listed_by_name["template"][0]["id"], again.as_str());
+}
+
+#[tokio::test]
+async fn delete_template_refuses_what_cloudstack_refuses() {
+    let lab = cloud();
+    let c = client(&lab);
+    // ParamProcessWorker, before any job.
+    let (code, cs, text) = refusal(c.call("deleteTemplate", &[]).await.expect_err("refused"));
+    assert_eq!(
+        (code, cs, text.as_str()),
+        (
+            431,
+            Some(4350),
+            "Unable to execute API command deletetemplate due to missing parameter id"
+        )
+    );
+    let unknown = "0d6f5b5e-1111-4222-8333-444455556666";
+    let (code, cs, text) = refusal(
+        c.call("deleteTemplate", &[("id", unknown)])
+            .await
+            .expect_err("refused"),
+    );
+    assert_eq!((code, cs), (431, Some(9999)));
+    assert_eq!(
+        text,
+        format!(
+            "Unable to execute API command deletetemplate due to invalid value. Invalid parameter \
+             id value={unknown} due to incorrect long value format, or entity does not exist or \
+             due to incorrect parameter annotation for the field in api cmd class."
+        )
+    );
+    assert!(delete_events(&lab).is_empty(), "no job, no event");
+
+    // The SYSTEM template the system VMs run: in use, then (forced) SYSTEM.
+    let system = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "all"), ("name", "systemvm-kvm-4.20.0")],
+        )
+        .await
+        .unwrap();
+    let sys_id = system["template"][0]["id"].as_str().unwrap().to_string();
+    let (code, text) = job_failure(
+        job(&c, "deleteTemplate", &[("id", &sys_id)])
+            .await
+            .expect_err("in use"),
+    );
+    assert_eq!(code, 431);
+    assert!(
+        text.starts_with(
+            "Unable to delete template with id: 1020 because VM instances: [VM instance {"
+        ) && text.ends_with("}] are using it."),
+        "{text}"
+    );
+    for v in lab.vms().iter().filter(|v| v.kind != "User") {
+        assert!(
+            text.contains(&format!("\"instanceName\":\"{}\"", v.instance_name)),
+            "{text}"
+        );
+    }
+    let (code, text) = job_failure(
+        job(&c, "deleteTemplate", &[("id", &sys_id), ("forced", "true")])
+            .await
+            .expect_err("system"),
+    );
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            431,
+            "Could not delete template as it is a SYSTEM template and isSystem is set to false."
+        )
+    );
+    // Before 4.20 (no `issystem`): the DomR template.
+    lab.set_management_server("ms1", "Up", "4.19.0.0");
+    let (code, text) = job_failure(
+        job(
+            &c,
+            "deleteTemplate",
+            &[("id", &sys_id), ("forced", "true"), ("issystem", "true")],
+        )
+        .await
+        .expect_err("system"),
+    );
+    assert_eq!(
+        (code, text.as_str()),
+        (431, "The DomR template cannot be deleted.")
+    );
+    lab.set_management_server("ms1", "Up", "4.20.0.0");
+    assert_eq!(listed(&c, &sys_id).await.len(), 1, "still there");
+
+    // A download in progress is not stopped: the delete is refused and the download goes on.
+    let zone = c.list_zones(&[]).await.unwrap()[0].id.clone();
+    let os = os_type(&c, "Debian GNU/Linux 11 (64-bit)").await;
+    let p = registration("systemvm-kvm-4.21.0", &zone, &os, SYSVM_URL);
+    let reply = c.call("registerTemplate", &p).await.expect("registered");
+    let id = reply["template"][0]["id"].as_str().unwrap().to_string();
+    watch_download(&c, &id, |e| {
+        e["status"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("% Downloaded"))
+    })
+    .await;
+    let (code, text) = job_failure(
+        job(&c, "deleteTemplate", &[("id", &id)])
+            .await
+            .expect_err("downloading"),
+    );
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            530,
+            "Please specify a template that is not currently being downloaded."
+        )
+    );
+    let seen = watch_download(&c, &id, |e| e["isready"] == true).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Download Complete"),
+        "{seen:?}"
+    );
+
+    // Each refused job ended its action event in an error.
+    let events = delete_events(&lab);
+    let errors: Vec<_> = events.iter().filter(|e| e.0 == "Completed").collect();
+    assert_eq!(errors.len(), 4, "{events:?}");
+    assert!(
+        errors.iter().all(|e| e.1 == "ERROR"
+            && e.2
+                .starts_with("Error while deleting template. Template Id: ")),
+        "{events:?}"
+    );
 }

@@ -480,3 +480,189 @@ async fn an_operator_registered_system_vm_template_is_what_the_upgrade_uses() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_template_leaves_the_rows_cloudstack_leaves() {
+    let lab = tokio::task::spawn_blocking(|| {
+        Lab::builder()
+            .name("lab_tmpl_del")
+            .management_servers(1)
+            .kvm_hosts(2)
+            .hosts_per_cluster(2)
+            .vms(1)
+            .start()
+    })
+    .await
+    .expect("join")
+    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
+    let c = client(&lab);
+    let count = |sql: &str| db_value::<u64>(&lab, sql).unwrap_or(0);
+    let zone = c.list_zones(&[]).await.expect("zones")[0].id.clone();
+    let os = c
+        .call(
+            "listOsTypes",
+            &[("description", "Debian GNU/Linux 11 (64-bit)")],
+        )
+        .await
+        .expect("listOsTypes")["ostype"][0]["id"]
+        .as_str()
+        .expect("Debian 11")
+        .to_string();
+    let name = "debian-12-genericcloud";
+    let url = "https://cloud.example.org/images/debian-12-genericcloud-amd64.qcow2";
+    let params = [
+        ("name", name),
+        ("displaytext", name),
+        ("url", url),
+        ("zoneid", zone.as_str()),
+        ("hypervisor", "KVM"),
+        ("format", "QCOW2"),
+        ("ostypeid", os.as_str()),
+        ("ispublic", "false"),
+        ("isfeatured", "false"),
+    ];
+
+    // The download fails (the URL answers 404).
+    lab.api()
+        .fail_template_downloads(Some(cs_lab::TEMPLATE_DOWNLOAD_ERROR));
+    let reply = c
+        .call("registerTemplate", &params)
+        .await
+        .expect("registered");
+    let uuid = reply["template"][0]["id"].as_str().expect("id").to_string();
+    let id: u64 = db_value(
+        &lab,
+        &format!("SELECT `id` FROM `{{c}}`.`vm_template` WHERE `uuid` = '{uuid}'"),
+    )
+    .expect("a vm_template row");
+    wait_for("the download to fail", 10, || {
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`template_store_ref` WHERE `template_id` = {id} \
+             AND `download_state` = 'DOWNLOAD_ERROR' AND `state` = 'Allocated'"
+        )) == 1
+    })
+    .await;
+    lab.api().fail_template_downloads(None);
+
+    // The operator deletes it.
+    let done = c
+        .call_async("deleteTemplate", &[("id", &uuid)])
+        .await
+        .expect("deleted");
+    assert_eq!(
+        done.jobresult.as_ref().map(|r| r["success"].clone()),
+        Some(serde_json::json!(true)),
+        "{done:?}"
+    );
+    // template_store_ref: Destroyed and destroyed, the download's answer kept.
+    let store_ref: Option<(String, u8, String, Option<String>)> = db_value(
+        &lab,
+        &format!(
+            "SELECT `state`, `destroyed`, `download_state`, `error_str` \
+             FROM `{{c}}`.`template_store_ref` WHERE `template_id` = {id}"
+        ),
+    );
+    assert_eq!(
+        store_ref,
+        Some((
+            "Destroyed".into(),
+            1,
+            "DOWNLOAD_ERROR".into(),
+            Some(cs_lab::TEMPLATE_DOWNLOAD_ERROR.into())
+        ))
+    );
+    // vm_template: Inactive and removed.
+    let template: Option<(String, u8)> = db_value(
+        &lab,
+        &format!(
+            "SELECT `state`, `removed` IS NOT NULL FROM `{{c}}`.`vm_template` WHERE `id` = {id}"
+        ),
+    );
+    assert_eq!(template, Some(("Inactive".into(), 1)));
+    // One TEMPLATE.DELETE usage event for the image store's zone (no name, no size); no
+    // TEMPLATE.CREATE one, the template never arrived.
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`usage_event` `u` JOIN `{{c}}`.`template_store_ref` `r` \
+             ON `r`.`template_id` = `u`.`resource_id` JOIN `{{c}}`.`image_store` `s` \
+             ON `s`.`id` = `r`.`store_id` AND `s`.`data_center_id` = `u`.`zone_id` \
+             WHERE `u`.`type` = 'TEMPLATE.DELETE' AND `u`.`resource_id` = {id} \
+             AND `u`.`account_id` = 2 AND `u`.`resource_name` IS NULL AND `u`.`size` IS NULL"
+        )),
+        1
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`usage_event` WHERE `type` LIKE 'TEMPLATE.%' \
+             AND `resource_id` = {id}"
+        )),
+        1
+    );
+    // The action event: Scheduled, Started, Completed.
+    let events: Vec<(String, String, String)> = {
+        let mut conn = lab.db_url().connect().expect("connect");
+        conn.query(format!(
+            "SELECT `state`, `level`, `description` FROM `{}`.`event` \
+             WHERE `type` = 'TEMPLATE.DELETE' AND `resource_id` = {id} \
+             AND `resource_type` = 'Template' ORDER BY `id`",
+            lab.cloud_schema()
+        ))
+        .expect("events")
+    };
+    assert_eq!(
+        events,
+        vec![
+            (
+                "Scheduled".into(),
+                "INFO".into(),
+                format!("Deleting template {uuid}")
+            ),
+            (
+                "Started".into(),
+                "INFO".into(),
+                format!("deleting template. Template Id: {uuid}")
+            ),
+            (
+                "Completed".into(),
+                "INFO".into(),
+                format!("Successfully completed deleting template. Template Id: {uuid}")
+            ),
+        ]
+    );
+
+    // Read back from the database (past the 200 ms reload), it does not come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lab.sync();
+    let listed = c
+        .call(
+            "listTemplates",
+            &[("templatefilter", "self"), ("name", name)],
+        )
+        .await
+        .expect("listTemplates");
+    assert!(listed.get("template").is_none(), "{listed}");
+
+    // Registered again under the same name, it downloads.
+    let reply = c
+        .call("registerTemplate", &params)
+        .await
+        .expect("registered again");
+    let again = reply["template"][0]["id"].as_str().expect("id").to_string();
+    assert_ne!(again, uuid);
+    wait_for("the new template Ready", 20, || {
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`template_store_ref` `r` JOIN `{{c}}`.`vm_template` `t` \
+             ON `t`.`id` = `r`.`template_id` WHERE `t`.`uuid` = '{again}' \
+             AND `t`.`removed` IS NULL AND `r`.`state` = 'Ready' \
+             AND `r`.`download_state` = 'DOWNLOADED'"
+        )) == 1
+    })
+    .await;
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) FROM `{{c}}`.`vm_template` WHERE `name` = '{name}' \
+             AND `removed` IS NULL"
+        )),
+        1
+    );
+}

@@ -317,7 +317,8 @@ impl Persist {
              `error_str` = ?, `install_path` = ?, `size` = ?, `physical_size` = ?, \
              `state` = ?, `job_id` = COALESCE(?, `job_id`), `last_updated` = UTC_TIMESTAMP(), \
              `update_count` = `update_count` + 1 \
-             WHERE `template_id` = ? AND `store_id` = ? AND `store_role` = 'Image'",
+             WHERE `template_id` = ? AND `store_id` = ? AND `store_role` = 'Image' \
+             AND COALESCE(`destroyed`, 0) = 0",
             vec![
                 r.download_pct.into(),
                 r.download_state.clone().map_or(Value::NULL, Value::from),
@@ -330,6 +331,49 @@ impl Persist {
                 template.into(),
                 r.store.into(),
             ],
+        );
+    }
+
+    /// A state transition of a template's copy on an image store
+    /// (`TemplateDataStoreDaoImpl.updateState`: `state`, `updated`, `update_count`; `Destroyed`
+    /// also sets `destroyed`, after which the row is history: no search of CloudStack's, nor the
+    /// lab's reload, sees it).
+    pub(crate) fn update_store_ref_state(&mut self, template: u64, store: u64, state: &str) {
+        self.push(
+            "UPDATE `template_store_ref` SET `state` = ?, \
+             `destroyed` = IF(? = 'Destroyed', 1, `destroyed`), `updated` = UTC_TIMESTAMP(), \
+             `update_count` = COALESCE(`update_count`, 0) + 1 \
+             WHERE `template_id` = ? AND `store_id` = ? AND `store_role` = 'Image' \
+             AND COALESCE(`destroyed`, 0) = 0",
+            vec![state.into(), state.into(), template.into(), store.into()],
+        );
+    }
+
+    /// A deleted template's `vm_template` row (`HypervisorTemplateAdapter.delete`:
+    /// `setState(Inactive)`, `_tmpltDao.remove` sets `removed`, `update` writes the state).
+    pub(crate) fn remove_template(&mut self, template: u64) {
+        self.push(
+            "UPDATE `vm_template` SET `state` = 'Inactive', `removed` = UTC_TIMESTAMP() \
+             WHERE `id` = ? AND `removed` IS NULL",
+            vec![template.into()],
+        );
+    }
+
+    /// The usage event of a template deleted from a zone's image store
+    /// (`HypervisorTemplateAdapter.delete`: `UsageEventUtils.publishUsageEvent(TEMPLATE.DELETE,
+    /// account, zone, template id, null, …)`: no name, offering, size).
+    pub(crate) fn insert_template_delete_usage_event(
+        &mut self,
+        account: u64,
+        zone: u64,
+        template: u64,
+    ) {
+        self.push(
+            "INSERT INTO `usage_event` (`type`, `account_id`, `created`, `zone_id`, \
+             `resource_id`, `resource_name`, `offering_id`, `template_id`, `size`, \
+             `resource_type`, `processed`, `virtual_size`) VALUES ('TEMPLATE.DELETE', ?, \
+             UTC_TIMESTAMP(), ?, ?, NULL, NULL, NULL, NULL, NULL, 0, NULL)",
+            vec![account.into(), zone.into(), template.into()],
         );
     }
 
@@ -428,6 +472,8 @@ pub(crate) struct Catalog {
     guest_os: Vec<GuestOs>,
     /// The highest `vm_template.id`, removed rows included.
     max_template_id: u64,
+    /// `(uuid, id)` of the removed templates.
+    removed: Vec<(String, u64)>,
 }
 
 /// The cloud as the database has it.
@@ -627,12 +673,19 @@ impl Reader {
             })
             .collect();
         let max: Vec<u64> = self.query("SELECT COALESCE(MAX(`id`), 0) FROM `vm_template`")?;
+        let removed: Vec<(Option<String>, u64)> = self.query(
+            "SELECT `uuid`, `id` FROM `vm_template` WHERE `removed` IS NOT NULL ORDER BY `id`",
+        )?;
         Ok(Catalog {
             templates,
             store_refs,
             image_stores,
             guest_os,
             max_template_id: max.first().copied().unwrap_or(0),
+            removed: removed
+                .into_iter()
+                .filter_map(|(uuid, id)| Some((uuid?, id)))
+                .collect(),
         })
     }
 
@@ -922,6 +975,7 @@ impl Cloud {
         }
         self.image_stores = stores;
         self.templates = templates;
+        self.removed_templates = s.removed.iter().cloned().collect();
         if !s.guest_os.is_empty() {
             self.guest_os.clone_from(&s.guest_os);
         }

@@ -631,12 +631,9 @@ impl Cloud {
     fn list_templates(&self, command: &str, p: &Params) -> Reply {
         let id = match p.get("id") {
             None => None,
-            Some(v) => match translate_uuid(command, "id", v, |u| {
-                self.templates
-                    .iter()
-                    .find(|t| t.id.eq_ignore_ascii_case(u))
-                    .map(|t| t.db_id)
-            }) {
+            // `findByUuidIncludingRemoved`: a removed template's uuid translates (and lists
+            // nothing).
+            Some(v) => match translate_uuid(command, "id", v, |u| self.template_by_uuid(u)) {
                 Ok(id) => Some(id),
                 Err(r) => return r,
             },

@@ -60,7 +60,7 @@ pub(crate) fn param_error(command: &str, text: &str) -> Reply {
 }
 
 /// Commands the lab answers.
-pub(crate) const COMMANDS: [&str; 39] = [
+pub(crate) const COMMANDS: [&str; 40] = [
     "listCapabilities",
     "listManagementServers",
     "listHosts",
@@ -75,6 +75,7 @@ pub(crate) const COMMANDS: [&str; 39] = [
     "listTemplates",
     "listOsTypes",
     "registerTemplate",
+    "deleteTemplate",
     "listVolumes",
     "updateConfiguration",
     "prepareHostForMaintenance",
@@ -566,6 +567,9 @@ pub struct Timings {
     /// `DOWNLOADED`, through progress reports of 0, 25, 50, 75 and 100 % (minutes to hours in
     /// CloudStack, depending on the image and the network).
     pub template_download: Duration,
+    /// How long the secondary storage VM takes to delete a template's copy from one image
+    /// store (`DeleteCommand`; `deleteTemplate` waits for each copy in turn).
+    pub template_delete: Duration,
 }
 
 impl Default for Timings {
@@ -582,6 +586,7 @@ impl Default for Timings {
             migrate_retry: Duration::from_millis(100),
             max_retries: 5,
             template_download: Duration::from_millis(600),
+            template_delete: Duration::from_millis(100),
         }
     }
 }
@@ -616,6 +621,10 @@ pub(crate) struct Cloud {
     pub(crate) image_stores: Vec<ImageStore>,
     /// The guest OS types (`listOsTypes`).
     pub(crate) guest_os: Vec<GuestOs>,
+    /// The uuids of removed templates (`vm_template.removed` set) and their ids:
+    /// `ParamProcessWorker` still translates them (`findByUuidIncludingRemoved`), the
+    /// commands then find nothing.
+    pub(crate) removed_templates: HashMap<String, u64>,
     /// The next `vm_template.id` a registration gets.
     pub(crate) next_template_id: u64,
     /// While set, template downloads end in `DOWNLOAD_ERROR` with this text.

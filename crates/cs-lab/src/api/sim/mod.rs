@@ -1,9 +1,9 @@
 //! What changes the lab cloud, as CloudStack's management server changes it: async jobs that
 //! take time and can fail, host maintenance that live-migrates every VM away (or ends in
 //! `ErrorInMaintenance`), VM lifecycles, system VMs and routers that keep the template they
-//! booted until CloudStack restarts them, templates operators register and the secondary
-//! storage VMs download, events and usage events for each of these, and the power-state sync
-//! that notices guests gone from their hypervisor.
+//! booted until CloudStack restarts them, templates operators register (and delete) and the
+//! secondary storage VMs download, events and usage events for each of these, and the
+//! power-state sync that notices guests gone from their hypervisor.
 //!
 //! Each behaviour names the CloudStack code it follows. Times are [`super::Timings`], scaled down from
 //! CloudStack's defaults; nothing here happens in zero time, so a caller that does not wait for
@@ -83,6 +83,13 @@ pub(crate) enum Action {
     },
     /// The next progress report of a template's download to an image store (by ids).
     TemplateDownload { template: u64, store: u64 },
+    /// The secondary storage VM has deleted a template's copy from the first of `stores` (by
+    /// ids); `deleteTemplate`'s job goes on with the others.
+    TemplateDeleted {
+        job: String,
+        template: u64,
+        stores: Vec<u64>,
+    },
 }
 
 /// Pending HA migration work for a VM leaving a host for maintenance (`op_ha_work`).
@@ -112,6 +119,7 @@ fn job_class(command: &str) -> String {
         "rebootRouter" | "startRouter" | "stopRouter" => "admin.router",
         "restartNetwork" => "user.network",
         "migrateVirtualMachine" => "admin.vm",
+        "deleteTemplate" => "user.template",
         _ => "user.vm",
     };
     let mut class = command.to_string();
@@ -180,6 +188,11 @@ impl Cloud {
             Action::TemplateDownload { template, store } => {
                 self.template_download(template, store);
             }
+            Action::TemplateDeleted {
+                job,
+                template,
+                stores,
+            } => self.template_deleted(&job, template, stores),
         }
     }
 
@@ -503,6 +516,7 @@ impl Cloud {
             "upgradeRouterTemplate" => self.upgrade_router_template(command, p),
             "restartNetwork" => self.restart_network(command, p),
             "registerTemplate" => self.register_template(command, p),
+            "deleteTemplate" => self.delete_template(command, p),
             "queryAsyncJobResult" => self.query_job(command, p),
             "logout" => Reply::json(200, &json!({"logoutresponse": {"description": "success"}})),
             other => error_reply(

@@ -1,15 +1,19 @@
 //! Templates an operator registers (`registerTemplate`, as the upgrade guide asks for the next
-//! release's system VM template) and their download to the zones' image stores by the
-//! secondary storage VMs, with CloudStack's checks, rows, events and download states.
+//! release's system VM template), their download to the zones' image stores by the secondary
+//! storage VMs, and their deletion (`deleteTemplate`, as after a failed download), with
+//! CloudStack's checks, rows, events and download states.
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use cs_core::CsVersion;
+
 use super::Action;
 use crate::api::state::{
-    ADMIN_ACCOUNT, Cloud, Params, Reply, SYSTEM_TEMPLATE_PHYSICAL_SIZE, SYSTEM_TEMPLATE_SIZE,
-    StoreRef, Template, VmKind, db_now, error_reply, param_error, template_version,
+    ADMIN_ACCOUNT, Cloud, JobEvent, JobOutcome, Params, Reply, SYSTEM_TEMPLATE_PHYSICAL_SIZE,
+    SYSTEM_TEMPLATE_SIZE, StoreRef, Template, Vm, VmKind, db_now, error_reply, param_error,
+    template_version,
 };
 
 /// `Hypervisor.HypervisorType` without `None`, in declaration order (4.19–4.20, with
@@ -219,6 +223,27 @@ fn flag(p: &Params, name: &str) -> Option<bool> {
     p.get(name).map(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// `VMInstanceVO.toString` in the messages of 4.18.1+ (issue apache/cloudstack#8157 quotes
+/// `VM instance {"id":2972,"instanceName":"i-39 …` from 4.18.1). UNCONFIRMED: the fields
+/// after `instanceName` (assumed `type` and `uuid`, as other VOs' `reflectOnlySelectedFields`
+/// name them).
+fn vm_instance_string(v: &Vm) -> String {
+    format!(
+        "VM instance {{\"id\":{},\"instanceName\":\"{}\",\"type\":\"{}\",\"uuid\":\"{}\"}}",
+        v.db_id,
+        v.instance_name,
+        v.kind.db(),
+        v.id
+    )
+}
+
+/// `ObjectInDataStoreManagerImpl`'s state machine: the states of a `template_store_ref` row
+/// from which `DestroyRequested` leads to `Destroying` (`Allocated`, `Ready`, `Destroying`,
+/// `Failed`). From the others (`Creating`/`Creating2` while a download is requested but not
+/// answered yet, `Copying`, `Migrating`) there is no transition and `TemplateObject
+/// .processEvent` throws "Failed to update state".
+const DESTROYABLE: &[&str] = &["Allocated", "Ready", "Destroying", "Failed"];
+
 impl Cloud {
     /// Whether a secondary storage VM runs in `zone` with its agent connected: the endpoint
     /// `DefaultEndPointSelector.select` hands a download to (the SSVM's agent host is Up once
@@ -227,6 +252,27 @@ impl Cloud {
         self.vms
             .iter()
             .any(|v| v.kind == VmKind::SecondaryStorageVm && v.zone == zone && v.state == "Running")
+    }
+
+    /// The id of the template with uuid `uuid`, removed ones included, as
+    /// `ParamProcessWorker` finds it (`findByUuidIncludingRemoved`: "we search within removed
+    /// entities and let service layer deal with removed ones").
+    pub(crate) fn template_by_uuid(&self, uuid: &str) -> Option<u64> {
+        self.templates
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(uuid))
+            .map(|t| t.db_id)
+            .or_else(|| {
+                self.removed_templates
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(uuid))
+                    .map(|(_, id)| *id)
+            })
+    }
+
+    /// Whether the management server that answers is at `v` or later.
+    fn answering_at_least(&self, v: CsVersion) -> bool {
+        CsVersion::parse(&self.answering_version()).is_ok_and(|a| a >= v)
     }
 
     fn download_interval(&self) -> Duration {
@@ -602,6 +648,12 @@ impl Cloud {
         ) {
             return;
         }
+        // A copy `deleteTemplate` is destroying is not downloaded any more (a download in
+        // progress refuses the delete, so this is one that had not started: no secondary
+        // storage VM when it was registered).
+        if self.templates[ti].stores[ri].state == "Destroying" {
+            return;
+        }
         let next = Action::TemplateDownload { template, store };
         if !self.ssvm_running(zone) {
             // No endpoint, no download. A template not on the store yet is downloaded when a
@@ -681,6 +733,331 @@ impl Cloud {
         if !done {
             self.schedule(self.download_interval(), next);
         }
+    }
+}
+
+impl Cloud {
+    /// `deleteTemplate` (`DeleteTemplateCmd`, async; 4.18–4.20): `id` (required), `zoneid`,
+    /// `forced` and, from 4.20.0, `issystem`, read by `ParamProcessWorker` before the job is
+    /// queued (`ApiServer.queueCommand`: an unknown uuid is refused at once; a removed
+    /// template's uuid still translates, `findByUuidIncludingRemoved`). The job writes the
+    /// `Scheduled` event ("Deleting template <uuid>", `getEventDescription`) and the `Started`
+    /// one (`@ActionEvent(TEMPLATE.DELETE, "deleting template", async = true)` with the details
+    /// "Template Id: <uuid>" `execute` sets), then runs `TemplateManagerImpl.deleteTemplate`
+    /// (see [`Cloud::delete_template_job`]).
+    pub(crate) fn delete_template(&mut self, command: &str, p: &Params) -> Reply {
+        let Some(raw) = p.get("id") else {
+            return param_error(
+                command,
+                "Unable to execute API command deletetemplate due to missing parameter id",
+            );
+        };
+        let id = match translate_uuid(command, "id", raw, |u| self.template_by_uuid(u)) {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
+        let zone = match p.get("zoneid") {
+            None => None,
+            Some(v) => match translate_uuid(command, "zoneid", v, |u| {
+                self.zones
+                    .iter()
+                    .find(|z| z.id.eq_ignore_ascii_case(u))
+                    .map(|z| z.db_id)
+            }) {
+                Ok(z) => Some(z),
+                Err(r) => return r,
+            },
+        };
+        // `isForced`: `forced` defaulted to true until apache/cloudstack#7731 made it false
+        // (merged 2023-07; UNCONFIRMED that 4.18.1.0 is the first release with it: issue
+        // apache/cloudstack#8157 shows 4.18.1 refusing a template in use without `forced`).
+        let forced = flag(p, "forced")
+            .unwrap_or_else(|| !self.answering_at_least(CsVersion::new3(4, 18, 1)));
+        // `issystem` exists from 4.20.0; earlier releases ignore an unknown parameter.
+        let is_system = self.answering_at_least(CsVersion::new3(4, 20, 0))
+            && flag(p, "issystem").unwrap_or(false);
+
+        // `_uuidMgr.getUuid(VirtualMachineTemplate.class, id)`, removed templates included.
+        // UNCONFIRMED: what it gives for an id no template ever had (the lab says "null").
+        let uuid = self
+            .templates
+            .iter()
+            .find(|t| t.db_id as i64 == id)
+            .map(|t| t.id.clone())
+            .or_else(|| {
+                self.removed_templates
+                    .iter()
+                    .find(|(_, v)| **v as i64 == id)
+                    .map(|(k, _)| k.clone())
+            });
+        let name = self
+            .templates
+            .iter()
+            .find(|t| t.db_id as i64 == id)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        let job = self.new_job(
+            command,
+            "Template",
+            uuid.as_deref().map(|u| (u, name.as_str())),
+        );
+        let shown = uuid.unwrap_or_else(|| "null".into());
+        let resource = u64::try_from(id).ok().map(|id| (id, "Template"));
+        self.event(
+            "TEMPLATE.DELETE",
+            "Scheduled",
+            "INFO",
+            format!("Deleting template {shown}"),
+            resource,
+        );
+        let what = format!("deleting template. Template Id: {shown}");
+        self.event("TEMPLATE.DELETE", "Started", "INFO", what.clone(), resource);
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.event = Some(JobEvent {
+                kind: "TEMPLATE.DELETE".into(),
+                what,
+                resource,
+            });
+        }
+        self.delete_template_job(&job, id, zone, forced, is_system);
+        // `ApiServer.getBaseAsyncResponse` (not a create command): the job id only.
+        // UNCONFIRMED: the lab's other async commands also answer the object's id.
+        Self::job_reply(command, &job, None)
+    }
+
+    /// The job of `deleteTemplate`: `TemplateManagerImpl.deleteTemplate` (the template, not
+    /// removed; unless `forced`, no VM not expunged may use it, in the zone when one is given;
+    /// not an ISO), `TemplateAdapterBase.prepareDelete` (not being uploaded),
+    /// `HypervisorTemplateAdapter.prepareDelete` (not `SYSTEM` unless `issystem` on 4.20; the
+    /// zone has an image store) and `HypervisorTemplateAdapter.delete`: no copy may be
+    /// downloading, then each copy on the image stores (of the zone, or all) is destroyed in
+    /// turn by the zone's secondary storage VM, after its `TEMPLATE.DELETE` usage event.
+    /// Refusals are `InvalidParameterValueException`s (431) or `CloudRuntimeException`s (530),
+    /// as `ApiAsyncJobDispatcher` reports them.
+    fn delete_template_job(
+        &mut self,
+        job: &str,
+        id: i64,
+        zone: Option<i64>,
+        forced: bool,
+        is_system: bool,
+    ) {
+        let Some(t) = self
+            .templates
+            .iter()
+            .find(|t| t.db_id as i64 == id)
+            .cloned()
+        else {
+            // `_tmpltDao.findById`: removed templates are not found.
+            self.refuse(job, 431, format!("unable to find template with id {id}"));
+            return;
+        };
+        let zone_index = zone.and_then(|z| self.zones.iter().position(|x| x.db_id as i64 == z));
+        // `listNonExpungedByTemplate` / `listNonExpungedByZoneAndTemplate`.
+        let users: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|v| {
+                v.template_id == t.db_id
+                    && v.state != "Expunging"
+                    && zone.is_none_or(|_| Some(v.zone) == zone_index)
+            })
+            .map(vm_instance_string)
+            .collect();
+        if !forced && !users.is_empty() {
+            // 4.18–4.20 (apache/cloudstack#1773); later releases say "Unable to delete
+            // template [<template>] because there are [<n>] VM instances using it."
+            self.refuse(
+                job,
+                431,
+                format!(
+                    "Unable to delete template with id: {} because VM instances: [{}] are using it.",
+                    t.db_id,
+                    users.join(",")
+                ),
+            );
+            return;
+        }
+        if t.format == "ISO" {
+            self.refuse(job, 431, "Please specify a valid template.".into());
+            return;
+        }
+        if matches!(t.state.as_str(), "NotUploaded" | "UploadInProgress") {
+            self.refuse(
+                job,
+                431,
+                "The template is either getting uploaded or it may be initiated shortly, please \
+                 wait for it to be completed"
+                    .into(),
+            );
+            return;
+        }
+        if t.is_system() {
+            if !self.answering_at_least(CsVersion::new3(4, 20, 0)) {
+                self.refuse(job, 431, "The DomR template cannot be deleted.".into());
+                return;
+            }
+            if !is_system {
+                self.refuse(
+                    job,
+                    431,
+                    "Could not delete template as it is a SYSTEM template and isSystem is set \
+                     to false."
+                        .into(),
+                );
+                return;
+            }
+        }
+        // checkZoneImageStores.
+        if zone.is_some() && !self.image_stores.iter().any(|s| Some(s.zone) == zone_index) {
+            self.refuse(
+                job,
+                431,
+                "Failed to find a secondary storage in the specified zone.".into(),
+            );
+            return;
+        }
+        // HypervisorTemplateAdapter.delete: `templateMgr.getImageStoreByTemplate(id, zone)`,
+        // the image stores (of the zone, or every one) holding a copy not destroyed.
+        let stores: Vec<u64> = self
+            .image_stores
+            .iter()
+            .filter(|s| zone.is_none() || zone_index == Some(s.zone))
+            .filter(|s| t.stores.iter().any(|r| r.store == s.db_id))
+            .map(|s| s.db_id)
+            .collect();
+        if t.stores.iter().any(|r| {
+            stores.contains(&r.store) && r.download_state.as_deref() == Some("DOWNLOAD_IN_PROGRESS")
+        }) {
+            // The download is not stopped: the delete is refused.
+            self.refuse(
+                job,
+                530,
+                "Please specify a template that is not currently being downloaded.".into(),
+            );
+            return;
+        }
+        if stores.is_empty() {
+            // "Unable to find image store still having template: <name>, so just mark the
+            // template removed".
+            self.delete_template_done(job, t.db_id);
+        } else {
+            self.delete_template_copy(job, t.db_id, stores);
+        }
+    }
+
+    /// The first of `stores`: its `TEMPLATE.DELETE` usage event (zone-wide), `DestroyRequested`
+    /// (`TemplateServiceImpl.deleteTemplateAsync`), then the `DeleteCommand` to a secondary
+    /// storage VM of the zone (`BaseImageStoreDriverImpl.deleteAsync`). With none running the
+    /// copy stays `Destroying`, `delete` returns false, the action event still says
+    /// "Successfully completed" (`ActionEventInterceptor.interceptComplete` runs on any
+    /// return) and `DeleteTemplateCmd` fails the job with "Failed to delete template".
+    fn delete_template_copy(&mut self, job: &str, template: u64, stores: Vec<u64>) {
+        let Some(&store) = stores.first() else {
+            self.delete_template_done(job, template);
+            return;
+        };
+        // The template, its copy or the store gone meanwhile (a database restored under the
+        // cloud): nothing is left to delete there.
+        let (Some(ti), Some(zone)) = (
+            self.templates.iter().position(|t| t.db_id == template),
+            self.image_stores
+                .iter()
+                .find(|s| s.db_id == store)
+                .map(|s| s.zone),
+        ) else {
+            self.template_deleted(job, template, stores);
+            return;
+        };
+        let account = self.templates[ti].account;
+        let zone_db = self.zones[zone].db_id;
+        if let Some(p) = &mut self.persist {
+            p.insert_template_delete_usage_event(account, zone_db, template);
+        }
+        let Some(r) = self.templates[ti]
+            .stores
+            .iter_mut()
+            .find(|r| r.store == store)
+        else {
+            self.template_deleted(job, template, stores);
+            return;
+        };
+        if !DESTROYABLE.contains(&r.state.as_str()) {
+            // UNCONFIRMED: that nothing rolls the usage event back (`delete` is `@DB`, which
+            // opens no transaction by itself).
+            self.refuse(job, 530, "Failed to update state".into());
+            return;
+        }
+        r.state = "Destroying".into();
+        if let Some(p) = &mut self.persist {
+            p.update_store_ref_state(template, store, "Destroying");
+        }
+        if !self.ssvm_running(zone) {
+            // "No remote endpoint to send command, check if host or ssvm is down?"
+            if let Some(j) = self.jobs.get_mut(job)
+                && let Some(e) = j.event.take()
+            {
+                self.event(
+                    &e.kind,
+                    "Completed",
+                    "INFO",
+                    format!("Successfully completed {}", e.what),
+                    e.resource,
+                );
+            }
+            self.refuse(job, 530, "Failed to delete template".into());
+            return;
+        }
+        self.schedule(
+            self.timings.template_delete,
+            Action::TemplateDeleted {
+                job: job.to_string(),
+                template,
+                stores,
+            },
+        );
+    }
+
+    /// The secondary storage VM deleted the copy on the first of `stores`
+    /// (`deleteTemplateCallback`: `OperationSuccessed`, `Destroying` → `Destroyed`, the row
+    /// marked `destroyed`); the job goes on with the next store, or ends.
+    pub(super) fn template_deleted(&mut self, job: &str, template: u64, mut stores: Vec<u64>) {
+        if stores.is_empty() {
+            return;
+        }
+        let store = stores.remove(0);
+        if let Some(t) = self.templates.iter_mut().find(|t| t.db_id == template) {
+            t.stores.retain(|r| r.store != store);
+        }
+        if let Some(p) = &mut self.persist {
+            p.update_store_ref_state(template, store, "Destroyed");
+        }
+        if stores.is_empty() {
+            self.delete_template_done(job, template);
+        } else {
+            self.delete_template_copy(job, template, stores);
+        }
+    }
+
+    /// The end of `HypervisorTemplateAdapter.delete`: when no image store holds a copy any more
+    /// (`getImageStoreByTemplate(id, null)`, every zone), the template is `Inactive` and
+    /// removed; one deleted from a zone (`zoneid`) while other zones still have it stays, as
+    /// `cleanupTemplate` keeps it while `template_zone_ref` rows of other zones remain (the lab
+    /// has no `template_zone_ref`: a zone has it while it has a copy there). The job answers
+    /// `SuccessResponse`.
+    fn delete_template_done(&mut self, job: &str, template: u64) {
+        if let Some(i) = self
+            .templates
+            .iter()
+            .position(|t| t.db_id == template && t.stores.is_empty())
+        {
+            let t = self.templates.remove(i);
+            self.removed_templates.insert(t.id, t.db_id);
+            if let Some(p) = &mut self.persist {
+                p.remove_template(template);
+            }
+        }
+        self.finish(job, JobOutcome::Success(json!({"success": true})));
     }
 }
 
