@@ -644,17 +644,9 @@ impl Cloud {
                 "Unable to execute API command listtemplates due to missing parameter templatefilter",
             );
         };
-        let zone = match p.get("zoneid") {
-            None => None,
-            Some(v) => match translate_uuid(command, "zoneid", v, |u| {
-                self.zones
-                    .iter()
-                    .find(|z| z.id.eq_ignore_ascii_case(u))
-                    .map(|z| z.db_id)
-            }) {
-                Ok(z) => Some(z),
-                Err(r) => return r,
-            },
+        let zone = match self.zone_param(command, p) {
+            Ok(z) => z,
+            Err(r) => return r,
         };
         // TemplateFilter.valueOf: the exact constant name.
         const FILTERS: &[&str] = &[

@@ -254,6 +254,21 @@ impl Cloud {
             .any(|v| v.kind == VmKind::SecondaryStorageVm && v.zone == zone && v.state == "Running")
     }
 
+    /// The id of the zone with uuid `uuid`.
+    fn zone_by_uuid(&self, uuid: &str) -> Option<u64> {
+        self.zones
+            .iter()
+            .find(|z| z.id.eq_ignore_ascii_case(uuid))
+            .map(|z| z.db_id)
+    }
+
+    /// The optional `zoneid` parameter, translated as `ParamProcessWorker` does.
+    pub(crate) fn zone_param(&self, command: &str, p: &Params) -> Result<Option<i64>, Reply> {
+        p.get("zoneid")
+            .map(|v| translate_uuid(command, "zoneid", v, |u| self.zone_by_uuid(u)))
+            .transpose()
+    }
+
     /// The id of the template with uuid `uuid`, removed ones included, as
     /// `ParamProcessWorker` finds it (`findByUuidIncludingRemoved`: "we search within removed
     /// entities and let service layer deal with removed ones").
@@ -338,18 +353,10 @@ impl Cloud {
         let Some(url) = p.get("url") else {
             return missing("url");
         };
-        let zone_of = |u: &str| {
-            self.zones
-                .iter()
-                .find(|z| z.id.eq_ignore_ascii_case(u))
-                .map(|z| z.db_id)
-        };
-        let zone_id = match p.get("zoneid") {
-            None => None,
-            Some(v) => match translate_uuid(command, "zoneid", v, zone_of) {
-                Ok(z) => Some(z),
-                Err(r) => return r,
-            },
+        let zone_of = |u: &str| self.zone_by_uuid(u);
+        let zone_id = match self.zone_param(command, p) {
+            Ok(z) => z,
+            Err(r) => return r,
         };
         let mut zone_ids = Vec::new();
         if let Some(list) = p.get("zoneids") {
@@ -756,17 +763,9 @@ impl Cloud {
             Ok(id) => id,
             Err(r) => return r,
         };
-        let zone = match p.get("zoneid") {
-            None => None,
-            Some(v) => match translate_uuid(command, "zoneid", v, |u| {
-                self.zones
-                    .iter()
-                    .find(|z| z.id.eq_ignore_ascii_case(u))
-                    .map(|z| z.db_id)
-            }) {
-                Ok(z) => Some(z),
-                Err(r) => return r,
-            },
+        let zone = match self.zone_param(command, p) {
+            Ok(z) => z,
+            Err(r) => return r,
         };
         // `isForced`: `forced` defaulted to true until apache/cloudstack#7731 made it false
         // (merged 2023-07; UNCONFIRMED that 4.18.1.0 is the first release with it: issue
