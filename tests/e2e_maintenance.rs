@@ -16,19 +16,14 @@ use cs_upgrade::{UpgradeConfig, UpgradeErrorKind};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_policy_checks_capacity_then_evacuates_each_host() {
     let target = common::target();
-    let lab = tokio::task::spawn_blocking(|| {
+    let (lab, _, path) = common::lab_for_upgrade_with(
         Lab::builder()
             .name("e2e_maintenance")
             .kvm_hosts(4)
             .hosts_per_cluster(2)
-            .vms(6)
-            .start()
-    })
-    .await
-    .expect("join")
-    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
-    tokio::task::block_in_place(|| lab.prepare_upgrade(&target, false)).expect("prepare");
-    let path = lab.write_config(&target).expect("config");
+            .vms(6),
+    )
+    .await;
     let text = std::fs::read_to_string(&path).expect("read");
     std::fs::write(
         &path,

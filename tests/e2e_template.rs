@@ -20,18 +20,12 @@ const URL: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_registers_the_system_template_first_and_the_upgrade_uses_it() {
     let target = common::target();
-    let lab = tokio::task::spawn_blocking(|| {
+    let (lab, without, path) = common::lab_for_upgrade_with(
         Lab::builder()
             .name("e2e_template")
-            .register_hop_templates(false)
-            .start()
-    })
-    .await
-    .expect("join")
-    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
-    tokio::task::block_in_place(|| lab.prepare_upgrade(&target, false)).expect("prepare");
-    let path = lab.write_config(&target).expect("config");
-    let (without, _) = UpgradeConfig::load(&path).expect("config");
+            .register_hop_templates(false),
+    )
+    .await;
     let name = "systemvm-kvm-4.19.0";
     let unchanged = |what: &str| {
         assert!(

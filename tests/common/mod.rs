@@ -17,7 +17,15 @@ use cs_upgrade::UpgradeConfig;
 /// A lab of 2 management servers and 3 KVM hosts at 4.18.0.0, prepared for an upgrade to
 /// 4.19.0.0, with the config file that describes it.
 pub(crate) async fn lab_for_upgrade(name: &'static str) -> (Lab, UpgradeConfig, PathBuf) {
-    let lab = tokio::task::spawn_blocking(move || Lab::builder().name(name).start())
+    lab_for_upgrade_with(Lab::builder().name(name)).await
+}
+
+/// The lab `builder` describes, prepared for an upgrade to [`target`], with the config file
+/// that describes it.
+pub(crate) async fn lab_for_upgrade_with(
+    builder: cs_lab::LabBuilder,
+) -> (Lab, UpgradeConfig, PathBuf) {
+    let lab = tokio::task::spawn_blocking(move || builder.start())
         .await
         .expect("join")
         .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));

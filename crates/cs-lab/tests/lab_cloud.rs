@@ -281,6 +281,19 @@ async fn a_lab_cloud_behaves_as_cloudstack_does() {
 }
 
 /// The first row of a query on the cloud database (`{c}` is its schema).
+/// The id of the "Debian GNU/Linux 11 (64-bit)" OS type, as `listOsTypes` gives it.
+async fn debian_11(c: &Client) -> String {
+    c.call(
+        "listOsTypes",
+        &[("description", "Debian GNU/Linux 11 (64-bit)")],
+    )
+    .await
+    .expect("listOsTypes")["ostype"][0]["id"]
+        .as_str()
+        .expect("Debian 11")
+        .to_string()
+}
+
 fn db_value<T: mysql::prelude::FromRow>(lab: &Lab, sql: &str) -> Option<T> {
     let mut conn = lab.db_url().connect().expect("connect");
     conn.query_first(sql.replace("{c}", lab.cloud_schema()))
@@ -316,16 +329,7 @@ async fn an_operator_registered_system_vm_template_is_what_the_upgrade_uses() {
     assert_eq!(count(&registered), 0);
 
     // The operator registers it as the upgrade guide says.
-    let os = c
-        .call(
-            "listOsTypes",
-            &[("description", "Debian GNU/Linux 11 (64-bit)")],
-        )
-        .await
-        .expect("listOsTypes")["ostype"][0]["id"]
-        .as_str()
-        .expect("Debian 11")
-        .to_string();
+    let os = debian_11(&c).await;
     let url = "https://download.cloudstack.org/systemvm/4.19/systemvmtemplate-4.19.0-kvm.qcow2.bz2";
     let params = [
         ("name", name),
@@ -498,16 +502,7 @@ async fn a_deleted_template_leaves_the_rows_cloudstack_leaves() {
     let c = client(&lab);
     let count = |sql: &str| db_value::<u64>(&lab, sql).unwrap_or(0);
     let zone = c.list_zones(&[]).await.expect("zones")[0].id.clone();
-    let os = c
-        .call(
-            "listOsTypes",
-            &[("description", "Debian GNU/Linux 11 (64-bit)")],
-        )
-        .await
-        .expect("listOsTypes")["ostype"][0]["id"]
-        .as_str()
-        .expect("Debian 11")
-        .to_string();
+    let os = debian_11(&c).await;
     let name = "debian-12-genericcloud";
     let url = "https://cloud.example.org/images/debian-12-genericcloud-amd64.qcow2";
     let params = [
