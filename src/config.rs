@@ -522,7 +522,7 @@ impl UpgradeConfig {
     pub fn parse(text: &str, origin: &Path) -> Result<UpgradeConfig, ConfigError> {
         let mut config: UpgradeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(text, &e),
         })?;
         config.path = origin.to_path_buf();
         config.validate()?;
@@ -667,6 +667,63 @@ impl UpgradeConfig {
         );
         out
     }
+}
+
+/// A TOML error as one line: where (line and column) and what, never the text of the line
+/// (which may hold an inline secret) nor a value the parser quotes (a password given where a
+/// number was expected).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let what = hide_values(e.message().trim()).replace('\n', " ");
+    let Some(span) = e.span() else {
+        return what;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    // The key (never the value) and the table it is in, as the operator wrote them.
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        });
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim())
+            .filter(|t| !t.is_empty())
+    });
+    match (table, key) {
+        (Some(table), Some(key)) => {
+            format!("line {line}, column {column} (`{table}.{key}`): {what}")
+        }
+        (None, Some(key)) => format!("line {line}, column {column} (`{key}`): {what}"),
+        _ => format!("line {line}, column {column}: {what}"),
+    }
+}
+
+/// serde's type errors quote the offending value (`invalid type: string "s3cret", expected
+/// u16`); keep the kind, hide the value. A word that names no choice of an enumerated key is
+/// still shown (``unknown variant `yolo` ``): those keys hold no secrets.
+fn hide_values(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = found.split([' ', '`', '"']).next().unwrap_or_default();
+            let expected = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(", expected{expected}")
+            };
+            return format!("{lead}{kind} (value hidden){expected}");
+        }
+    }
+    message.to_string()
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ impl BundleEntry {
 /// # Errors
 /// [`Error::Host`] when the host cannot be read, [`Error::Invalid`] for a path that is not a
 /// normalised absolute path, [`Error::UnsafeBundle`] for what [`restore_config`] would refuse
-/// to put back (a link leaving the roots, a setuid or world-writable mode).
+/// to put back (a setuid or world-writable mode).
 pub async fn bundle_config(host: &dyn Host, paths: &[&str]) -> Result<ConfigBundle> {
     let mut entries = Vec::new();
     for p in paths {
@@ -159,11 +159,7 @@ async fn collect(host: &dyn Host, root: &Path, out: &mut Vec<BundleEntry>) -> Re
                 }
             }
             FileKind::Symlink => {
-                let out = host
-                    .run_ok(&Cmd::new("readlink").arg("--").arg(path_str(&path)?))
-                    .await
-                    .map_err(|e| Error::host(format!("readlink {}", path.display()), e))?;
-                entry.target = Some(out.stdout_lossy().trim_end_matches('\n').to_string());
+                entry.target = Some(read_link(host, path_str(&path)?).await?);
             }
             _ => continue,
         }
@@ -218,9 +214,11 @@ impl ConfigBundle {
 /// A bundle is read back from a file, so it is checked whole before anything is written: every
 /// entry must be a normalised absolute path under one of `roots` (the paths the bundle was
 /// taken of, as given to [`bundle_config`]), in order (parents first, no duplicates), with no
-/// setuid, setgid, sticky or world-writable mode, links must point inside the roots, and no
-/// entry may be written through a symbolic link, whether the bundle or the host has it (the
-/// components from the root down are checked on the host; those above a root are not).
+/// setuid, setgid, sticky or world-writable mode, and no entry may be written through a
+/// symbolic link, whether the bundle or the host has it (the components from the root down are
+/// checked on the host; those above a root are not). No link leaving the roots is created or
+/// changed: one the bundle holds (an installation may link a keystore from elsewhere) must
+/// still be on the host as it was, and is left alone.
 ///
 /// # Errors
 /// [`Error::UnsafeBundle`] naming the first entry refused (then nothing was written),
@@ -231,9 +229,12 @@ pub async fn restore_config(
     bundle: &ConfigBundle,
     roots: &[&str],
 ) -> Result<usize> {
-    let tops = check_entries(bundle, roots)?;
-    check_host_paths(host, bundle, &tops).await?;
-    for e in &bundle.entries {
+    let placed = check_entries(bundle, roots)?;
+    check_host_paths(host, bundle, &placed).await?;
+    for (e, place) in bundle.entries.iter().zip(&placed) {
+        if place.external {
+            continue;
+        }
         let p = e.path.as_str();
         let path = Path::new(p);
         match e.kind {
@@ -340,9 +341,16 @@ fn resolve_link<'a>(link: &[&'a str], target: &'a str) -> Option<Vec<&'a str>> {
     Some(out)
 }
 
+/// Where an entry lies: how many leading components of its path its root covers, and whether
+/// it is a link leading out of the roots.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    top: usize,
+    external: bool,
+}
+
 /// Checks a bundle against the roots it may be restored to, without touching any host.
-/// Returns, per entry, how many leading components its root covers.
-fn check_entries(bundle: &ConfigBundle, roots: &[&str]) -> Result<Vec<usize>> {
+fn check_entries(bundle: &ConfigBundle, roots: &[&str]) -> Result<Vec<Placed>> {
     let roots = roots
         .iter()
         .map(|r| {
@@ -355,7 +363,7 @@ fn check_entries(bundle: &ConfigBundle, roots: &[&str]) -> Result<Vec<usize>> {
         .collect::<Result<Vec<_>>>()?;
     let within = |path: &[&str]| roots.iter().find_map(|r| under_root(path, r));
     let mut seen: std::collections::BTreeMap<&str, FileKind> = std::collections::BTreeMap::new();
-    let mut tops = Vec::with_capacity(bundle.entries.len());
+    let mut placed = Vec::with_capacity(bundle.entries.len());
     for e in &bundle.entries {
         let p = e.path.as_str();
         let parts = components(p).ok_or_else(|| refuse(p, "not a normalised absolute path"))?;
@@ -388,6 +396,7 @@ fn check_entries(bundle: &ConfigBundle, roots: &[&str]) -> Result<Vec<usize>> {
                 format!("listed after `{child}`, which lies under it"),
             ));
         }
+        let mut external = false;
         match e.kind {
             FileKind::File | FileKind::Dir => {
                 if e.mode & 0o7000 != 0 {
@@ -416,20 +425,17 @@ fn check_entries(bundle: &ConfigBundle, roots: &[&str]) -> Result<Vec<usize>> {
                 if e.data.is_some() {
                     return Err(refuse(p, "a link with contents"));
                 }
-                let leads = resolve_link(&parts, target);
-                if leads.as_deref().and_then(within).is_none() {
-                    return Err(refuse(
-                        p,
-                        format!("the link to `{target}` leaves the configuration roots"),
-                    ));
-                }
+                external = resolve_link(&parts, target)
+                    .as_deref()
+                    .and_then(within)
+                    .is_none();
             }
             _ => return Err(refuse(p, "not a file, directory or link")),
         }
         seen.insert(p, e.kind);
-        tops.push(top);
+        placed.push(Placed { top, external });
     }
-    Ok(tops)
+    Ok(placed)
 }
 
 fn roots_list(roots: &[Vec<&str>]) -> String {
@@ -442,11 +448,13 @@ fn roots_list(roots: &[Vec<&str>]) -> String {
 
 /// Checks on the host that no entry is written through a symbolic link: every component from
 /// the entry's root down to its parent is a directory or missing, and the entry itself is not
-/// a link where the bundle has a directory, nor a directory where it has a file or a link.
-async fn check_host_paths(host: &dyn Host, bundle: &ConfigBundle, tops: &[usize]) -> Result<()> {
+/// a link where the bundle has a directory, nor a directory where it has a file or a link. A
+/// link leading out of the roots must be on the host with the same target.
+async fn check_host_paths(host: &dyn Host, bundle: &ConfigBundle, placed: &[Placed]) -> Result<()> {
     let mut known: std::collections::BTreeMap<String, Option<FileKind>> =
         std::collections::BTreeMap::new();
-    for (e, &top) in bundle.entries.iter().zip(tops) {
+    for (e, place) in bundle.entries.iter().zip(placed) {
+        let top = place.top;
         let parts: Vec<&str> = e.path[1..].split('/').collect();
         for depth in top..=parts.len() {
             let path = format!("/{}", parts[..depth].join("/"));
@@ -483,6 +491,30 @@ async fn check_host_paths(host: &dyn Host, bundle: &ConfigBundle, tops: &[usize]
                 return Err(refuse(&e.path, reason));
             }
         }
+        if place.external {
+            let target = e.target.as_deref().unwrap_or_default();
+            let on_host = match known.get(&e.path) {
+                Some(Some(FileKind::Symlink)) => Some(read_link(host, &e.path).await?),
+                _ => None,
+            };
+            if on_host.as_deref() != Some(target) {
+                return Err(refuse(
+                    &e.path,
+                    format!(
+                        "the link to `{target}` leaves the configuration roots and is not on \
+                         the host as it was; it is not recreated"
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+async fn read_link(host: &dyn Host, path: &str) -> Result<String> {
+    let out = host
+        .run_ok(&Cmd::new("readlink").arg("--").arg(path))
+        .await
+        .map_err(|e| Error::host(format!("readlink {path}"), e))?;
+    Ok(out.stdout_lossy().trim_end_matches('\n').to_string())
 }

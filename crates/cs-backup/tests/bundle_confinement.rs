@@ -151,7 +151,7 @@ async fn setuid_setgid_sticky_and_world_writable_modes_are_refused() {
 }
 
 #[tokio::test]
-async fn links_leaving_the_roots_are_refused() {
+async fn links_leaving_the_roots_are_never_created() {
     let f = fixture();
     let l = format!("{}/management/db.properties", f.root);
     for target in [
@@ -165,6 +165,34 @@ async fn links_leaving_the_roots_are_refused() {
     }
     let b = bundle(vec![link(&l, "")]);
     refused(&f, b, &l, "without a target").await;
+}
+
+#[tokio::test]
+async fn a_link_out_of_the_roots_the_host_has_is_kept_as_it_is() {
+    let f = fixture();
+    // An installation that links its keystore from elsewhere: bundled as it is.
+    let key = format!("{}/management/key", f.root);
+    let target = f.base.join("outside/secret");
+    std::os::unix::fs::symlink(&target, &key).unwrap();
+    let taken = bundle_config(&LocalHost::new(), &[f.root.as_str()])
+        .await
+        .unwrap();
+    assert!(taken.entries.iter().any(|e| e.path == key));
+    // Put back while the link is there: left alone, the rest restored.
+    let props = format!("{}/management/db.properties", f.root);
+    std::fs::write(&props, "changed\n").unwrap();
+    let mut with_file = taken.clone();
+    with_file.entries.push(entry(&props, FileKind::File, 0o600));
+    restore_config(&LocalHost::new(), &with_file, &[f.root.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&props).unwrap(), "x=1\n");
+    assert_eq!(std::fs::read_link(&key).unwrap(), target);
+    // Gone or changed on the host: not recreated.
+    std::fs::remove_file(&key).unwrap();
+    refused(&f, taken.clone(), &key, "not on the host as it was").await;
+    std::os::unix::fs::symlink("/etc/hostname", &key).unwrap();
+    refused(&f, taken, &key, "not on the host as it was").await;
 }
 
 #[tokio::test]
@@ -240,21 +268,4 @@ async fn option_like_names_are_written_literally() {
     assert_eq!(n, 2);
     assert_eq!(std::fs::read_link(&l).unwrap(), Path::new("-rf"));
     assert_eq!(std::fs::read_to_string(&l).unwrap(), "x=1\n");
-}
-
-#[tokio::test]
-async fn a_bundle_holding_a_link_out_of_its_roots_is_refused_when_taken() {
-    let f = fixture();
-    std::os::unix::fs::symlink(
-        f.base.join("outside/secret"),
-        format!("{}/management/key", f.root),
-    )
-    .unwrap();
-    let err = bundle_config(&LocalHost::new(), &[f.root.as_str()])
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, Error::UnsafeBundle { path, .. } if path.ends_with("management/key")),
-        "{err}"
-    );
 }
