@@ -69,7 +69,8 @@ impl SecretSource {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `key` when none or several sources are set, the variable
-    /// is unset, or the file is missing or readable by group or others.
+    /// is unset, or the file is missing, readable by group or others, not a regular file or
+    /// owned by someone else (see [`Secret::from_file`]).
     pub fn resolve(&self, config: &Path, key: &str) -> Result<Secret, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             path: config.to_path_buf(),
@@ -95,20 +96,7 @@ impl SecretSource {
                 .map_err(|_| invalid(format!("environment variable `{var}` is not set")));
         }
         if let Some(file) = &self.file {
-            let meta = std::fs::metadata(file)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(invalid(format!(
-                    "{} has mode {mode:04o}; secret files must not be readable by others \
-                     (chmod 600 {})",
-                    file.display(),
-                    file.display()
-                )));
-            }
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
-            return Ok(Secret::new(text.trim_end_matches(['\n', '\r'])));
+            return Secret::from_file(file).map_err(|e| invalid(e.to_string()));
         }
         Ok(self.value.clone().unwrap_or_default())
     }
@@ -876,6 +864,26 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(src.resolve(Path::new("c"), "k").unwrap().expose(), "s3cret");
+
+        // A FIFO is refused at once instead of waiting for a writer; so is a directory.
+        let fifo = dir.path().join("fifo");
+        #[allow(clippy::disallowed_methods)] // the test makes a FIFO with the stock tool
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for (path, why) in [(fifo, "not a regular file"), (dir.path().to_path_buf(), "")] {
+            let src = SecretSource {
+                file: Some(path),
+                ..SecretSource::default()
+            };
+            let started = std::time::Instant::now();
+            let err = src.resolve(Path::new("c"), "k").unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
 
         let env = SecretSource {
             env: Some("CS_UPGRADE_TEST_UNSET_VAR".into()),
