@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use cs_backup::{BackupOptions, Compression, Engine, MysqldumpEngine, NativeEngine, backup};
-use cs_core::{DbUrl, LocalHost};
+use cs_core::LocalHost;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum EngineArg {
@@ -38,7 +38,7 @@ enum CompressArg {
 struct Args {
     /// Database URL, `mysql://user:pass@host:port`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
-    db: DbUrl,
+    db: String,
     /// Output directory (must not exist or be empty).
     #[arg(long)]
     out: PathBuf,
@@ -60,6 +60,10 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
+    let db = match common::db_url("backup", &args.db) {
+        Ok(db) => db,
+        Err(code) => return code,
+    };
     let engine: Box<dyn Engine> = match args.engine {
         EngineArg::Native => Box::new(NativeEngine::new()),
         EngineArg::Mysqldump => Box::new(MysqldumpEngine::new(Arc::new(LocalHost::new()))),
@@ -75,14 +79,14 @@ async fn main() -> ExitCode {
     };
     let bars = common::Bars::new();
     let started = Instant::now();
-    match backup(engine.as_ref(), &args.db, &args.out, &options, &bars).await {
+    match backup(engine.as_ref(), &db, &args.out, &options, &bars).await {
         Ok(m) => {
             #[allow(clippy::print_stdout)] // The example owns the terminal.
             {
                 println!(
                     "backup of {} from {} complete in {:.1?}: {} tables, {} rows, {} files, {} bytes in {}",
                     options.databases.join(", "),
-                    args.db,
+                    db,
                     started.elapsed(),
                     m.schemas.iter().map(|s| s.tables.len()).sum::<usize>(),
                     m.total_rows(),

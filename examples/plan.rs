@@ -29,7 +29,7 @@ struct Args {
     to: String,
     /// Read the from-version from this database and run the database checks
     /// (mysql://user:password@host:port).
-    #[arg(long, env = "CS_PLAN_DB")]
+    #[arg(long, env = "CS_PLAN_DB", hide_env_values = true)]
     db: Option<String>,
     /// Name of the `cloud` schema.
     #[arg(long, default_value = "cloud")]

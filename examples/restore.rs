@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use clap::Parser;
 use cs_backup::{RestoreMode, RestoreOptions, drop_parked, restore};
-use cs_core::DbUrl;
 
 /// Restore CloudStack's databases from a backup.
 #[derive(Debug, Parser)]
@@ -27,7 +26,7 @@ struct Args {
     from: PathBuf,
     /// Database URL, `mysql://user:pass@host:port`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
-    db: DbUrl,
+    db: String,
     /// Parallel connections.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -46,6 +45,10 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
+    let db = match common::db_url("restore", &args.db) {
+        Ok(db) => db,
+        Err(code) => return code,
+    };
     let options = RestoreOptions {
         threads: args.threads,
         mode: if args.replace {
@@ -59,7 +62,7 @@ async fn main() -> ExitCode {
     };
     let bars = common::Bars::new();
     let started = Instant::now();
-    let report = match restore(&args.from, &args.db, &options, &bars).await {
+    let report = match restore(&args.from, &db, &options, &bars).await {
         Ok(r) => r,
         Err(e) => return common::fail("restore", &e),
     };
@@ -85,7 +88,7 @@ async fn main() -> ExitCode {
         }
     }
     if args.drop_parked && !report.parked().is_empty() {
-        if let Err(e) = drop_parked(&args.db, &report).await {
+        if let Err(e) = drop_parked(&db, &report).await {
             return common::fail("restore", &e);
         }
         #[allow(clippy::print_stdout)] // The example owns the terminal.

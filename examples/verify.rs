@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cs_backup::{RestoreOptions, verify, verify_deep};
-use cs_core::DbUrl;
 
 /// Verify a backup.
 #[derive(Debug, Parser)]
@@ -25,7 +24,7 @@ struct Args {
     deep: bool,
     /// Database URL for --deep, `mysql://user:pass@host:port`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
-    db: Option<DbUrl>,
+    db: Option<String>,
     /// Parallel connections for --deep.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -35,7 +34,12 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
-    let result = match (&args.db, args.deep) {
+    let db = match args.db.as_deref().map(|raw| common::db_url("verify", raw)) {
+        Some(Err(code)) => return code,
+        Some(Ok(db)) => Some(db),
+        None => None,
+    };
+    let result = match (&db, args.deep) {
         (Some(db), true) => {
             let options = RestoreOptions {
                 threads: args.threads,

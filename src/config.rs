@@ -69,7 +69,8 @@ impl SecretSource {
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming `key` when none or several sources are set, the variable
-    /// is unset, or the file is missing or readable by group or others.
+    /// is unset, or the file is missing, readable by group or others, not a regular file or
+    /// owned by someone else (see [`Secret::from_file`]).
     pub fn resolve(&self, config: &Path, key: &str) -> Result<Secret, ConfigError> {
         let invalid = |reason: String| ConfigError::Invalid {
             path: config.to_path_buf(),
@@ -95,20 +96,7 @@ impl SecretSource {
                 .map_err(|_| invalid(format!("environment variable `{var}` is not set")));
         }
         if let Some(file) = &self.file {
-            let meta = std::fs::metadata(file)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(invalid(format!(
-                    "{} has mode {mode:04o}; secret files must not be readable by others \
-                     (chmod 600 {})",
-                    file.display(),
-                    file.display()
-                )));
-            }
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", file.display())))?;
-            return Ok(Secret::new(text.trim_end_matches(['\n', '\r'])));
+            return Secret::from_file(file).map_err(|e| invalid(e.to_string()));
         }
         Ok(self.value.clone().unwrap_or_default())
     }
@@ -522,7 +510,7 @@ impl UpgradeConfig {
     pub fn parse(text: &str, origin: &Path) -> Result<UpgradeConfig, ConfigError> {
         let mut config: UpgradeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: parse_message(text, &e),
         })?;
         config.path = origin.to_path_buf();
         config.validate()?;
@@ -667,6 +655,63 @@ impl UpgradeConfig {
         );
         out
     }
+}
+
+/// A TOML error as one line: where (line and column) and what, never the text of the line
+/// (which may hold an inline secret) nor a value the parser quotes (a password given where a
+/// number was expected).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let what = hide_values(e.message().trim()).replace('\n', " ");
+    let Some(span) = e.span() else {
+        return what;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    // The key (never the value) and the table it is in, as the operator wrote them.
+    let key = text[line_start..]
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        });
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(['[', ']']).trim())
+            .filter(|t| !t.is_empty())
+    });
+    match (table, key) {
+        (Some(table), Some(key)) => {
+            format!("line {line}, column {column} (`{table}.{key}`): {what}")
+        }
+        (None, Some(key)) => format!("line {line}, column {column} (`{key}`): {what}"),
+        _ => format!("line {line}, column {column}: {what}"),
+    }
+}
+
+/// serde's type errors quote the offending value (`invalid type: string "s3cret", expected
+/// u16`); keep the kind, hide the value. A word that names no choice of an enumerated key is
+/// still shown (``unknown variant `yolo` ``): those keys hold no secrets.
+fn hide_values(message: &str) -> String {
+    for lead in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(lead) {
+            let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = found.split([' ', '`', '"']).next().unwrap_or_default();
+            let expected = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(", expected{expected}")
+            };
+            return format!("{lead}{kind} (value hidden){expected}");
+        }
+    }
+    message.to_string()
 }
 
 #[cfg(test)]
@@ -819,6 +864,26 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(src.resolve(Path::new("c"), "k").unwrap().expose(), "s3cret");
+
+        // A FIFO is refused at once instead of waiting for a writer; so is a directory.
+        let fifo = dir.path().join("fifo");
+        #[allow(clippy::disallowed_methods)] // the test makes a FIFO with the stock tool
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for (path, why) in [(fifo, "not a regular file"), (dir.path().to_path_buf(), "")] {
+            let src = SecretSource {
+                file: Some(path),
+                ..SecretSource::default()
+            };
+            let started = std::time::Instant::now();
+            let err = src.resolve(Path::new("c"), "k").unwrap_err();
+            assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
 
         let env = SecretSource {
             env: Some("CS_UPGRADE_TEST_UNSET_VAR".into()),

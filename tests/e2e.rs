@@ -134,28 +134,11 @@ async fn the_gate_refuses_before_any_change(lab: &Lab, config: &UpgradeConfig, p
     unchanged("unreachable host");
 }
 
-/// An example binary as `cargo test` builds them, beside the test binaries' directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the target directory")
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built (`cargo test` builds the examples; so does `cargo build --examples`)",
-        path.display()
-    );
-    path
-}
-
 /// Runs an example; its exit code, stdout and stderr. Neither output may hold the lab's
 /// database password or API secret.
 fn run_example(lab: &Lab, name: &str, args: &[&str]) -> (i32, String, String) {
     #[allow(clippy::disallowed_methods)] // the test runs the operator's binaries
-    let out = std::process::Command::new(example(name))
+    let out = std::process::Command::new(common::example(name))
         .args(args)
         .env_remove("RUST_LOG")
         .output()

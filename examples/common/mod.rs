@@ -117,6 +117,14 @@ pub(crate) fn fail(program: &str, e: &(dyn std::error::Error + 'static)) -> Exit
     ExitCode::from(2)
 }
 
+/// Parses a database URL given on the command line or in the environment. It is taken as a
+/// plain string and parsed here rather than by clap, whose errors would echo the value with
+/// its password; this error masks it.
+#[allow(dead_code)] // Not every example that includes this module takes a database.
+pub(crate) fn db_url(program: &str, raw: &str) -> Result<cs_core::DbUrl, ExitCode> {
+    cs_core::DbUrl::parse(raw).map_err(|e| fail(program, &e))
+}
+
 /// Loads the config; its warnings (readable file, inline secrets) go to stderr.
 pub(crate) fn load(program: &str, path: &Path) -> Result<UpgradeConfig, ExitCode> {
     match UpgradeConfig::load(path) {

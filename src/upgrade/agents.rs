@@ -258,9 +258,11 @@ impl Step<UpgradeContext> for Agents {
             let n = connect(&cx.config, &h.node())
                 .await
                 .map_err(|e| step_err(&format!("{}: connect", h.name), e))?;
+            let roots = super::backup::repo_roots(&n);
+            let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
             let bundle = cs_backup::ConfigBundle::load(&path)
                 .map_err(|e| step_err(&format!("{}: load the repository bundle", n.name), e))?;
-            cs_backup::restore_config(n.host.as_ref(), &bundle)
+            cs_backup::restore_config(n.host.as_ref(), &bundle, &roots)
                 .await
                 .map_err(|e| step_err(&format!("{}: restore the repositories", n.name), e))?;
             remove_leftovers(&n, &bundle).await?;

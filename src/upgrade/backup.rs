@@ -7,7 +7,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use cs_core::{Step, StepError, StepState};
 
-use super::{UpgradeContext, connect, step_err};
+use super::{NodeHandle, UpgradeContext, connect, step_err};
 
 /// Backs up both schemas into `dir` (anything there first goes: never a backup without its
 /// manifest) and verifies the result.
@@ -136,11 +136,7 @@ impl Step<UpgradeContext> for Backup {
         std::fs::create_dir_all(cx.run_dir.join("config"))
             .map_err(|e| step_err("create the config bundle directory", e))?;
         for n in cx.service_nodes() {
-            let paths: Vec<String> = cs_backup::CLOUDSTACK_CONFIG_PATHS
-                .iter()
-                .chain(["/etc/apt/sources.list.d", "/etc/yum.repos.d"].iter())
-                .map(|p| n.path(p).to_string_lossy().into_owned())
-                .collect();
+            let paths = config_roots(n);
             let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
             let bundle = cs_backup::bundle_config(n.host.as_ref(), &refs)
                 .await
@@ -155,10 +151,7 @@ impl Step<UpgradeContext> for Backup {
             let n = connect(&cx.config, &h.node())
                 .await
                 .map_err(|e| step_err(&format!("{}: connect", h.name), e))?;
-            let paths: Vec<String> = ["/etc/apt/sources.list.d", "/etc/yum.repos.d"]
-                .iter()
-                .map(|p| n.path(p).to_string_lossy().into_owned())
-                .collect();
+            let paths = repo_roots(&n);
             let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
             let bundle = cs_backup::bundle_config(n.host.as_ref(), &refs)
                 .await
@@ -214,6 +207,28 @@ fn decide(f: &BackupFacts) -> StepState {
         (false, false) => StepState::Pending,
     }
 }
+
+/// The repository directories bundled from a KVM host (as its layout places them): the
+/// roots its repository bundle is taken of and may be put back under.
+pub(super) fn repo_roots(n: &NodeHandle) -> Vec<String> {
+    REPO_DIRS
+        .iter()
+        .map(|p| n.path(p).to_string_lossy().into_owned())
+        .collect()
+}
+
+/// CloudStack's configuration and the repository directories of a management or usage server
+/// (as its layout places them): the roots its config bundle is taken of and may be put back
+/// under.
+pub(super) fn config_roots(n: &NodeHandle) -> Vec<String> {
+    cs_backup::CLOUDSTACK_CONFIG_PATHS
+        .iter()
+        .chain(REPO_DIRS)
+        .map(|p| n.path(p).to_string_lossy().into_owned())
+        .collect()
+}
+
+const REPO_DIRS: &[&str] = &["/etc/apt/sources.list.d", "/etc/yum.repos.d"];
 
 #[cfg(test)]
 mod tests {

@@ -97,9 +97,11 @@ impl Step<UpgradeContext> for Quiesce {
         for n in cx.service_nodes() {
             let path = cx.bundle_path(&n.name);
             if path.exists() {
+                let roots = super::backup::config_roots(n);
+                let roots: Vec<&str> = roots.iter().map(String::as_str).collect();
                 let bundle = cs_backup::ConfigBundle::load(&path)
                     .map_err(|e| step_err(&format!("{}: load the config bundle", n.name), e))?;
-                cs_backup::restore_config(n.host.as_ref(), &bundle)
+                cs_backup::restore_config(n.host.as_ref(), &bundle, &roots)
                     .await
                     .map_err(|e| step_err(&format!("{}: restore the configuration", n.name), e))?;
                 remove_leftovers(n, &bundle).await?;

@@ -281,3 +281,20 @@ pub(crate) async fn fault_rolls_back(
     assert_same(&before, &snapshot(lab).await);
     report
 }
+
+/// An example binary as `cargo test` builds them, beside the test binaries' directory.
+pub(crate) fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (`cargo test` builds the examples; so does `cargo build --examples`)",
+        path.display()
+    );
+    path
+}

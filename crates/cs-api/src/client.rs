@@ -174,6 +174,10 @@ pub struct ClientConfig {
     pub page_concurrency: usize,
     /// Async job polling.
     pub job: JobPolicy,
+    /// The largest reply body read, in bytes; a longer one is a [`Error::Malformed`] error
+    /// instead of memory a misbehaving endpoint fills (64 MiB by default: a page of 500 hosts
+    /// is a few MiB).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -189,6 +193,7 @@ impl Default for ClientConfig {
             page_size: 500,
             page_concurrency: 4,
             job: JobPolicy::default(),
+            max_reply_bytes: 64 << 20,
         }
     }
 }
@@ -403,7 +408,7 @@ impl Client {
             }
         }
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| self.transport("login", e))?;
+        let body = self.read_body(resp, "login").await?;
         let value = envelope::parse_value(self.endpoint(), "login", status, &body).map_err(
             |e| match e {
                 // A refused login is ACCOUNT_ERROR (531), not 401.
@@ -522,8 +527,32 @@ impl Client {
         tracing::debug!(command, post, "cloudstack api request");
         let resp = req.send().await.map_err(|e| self.transport(command, e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| self.transport(command, e))?;
+        let body = self.read_body(resp, command).await?;
         Ok((status, body))
+    }
+
+    /// The body of a reply, refused once it is longer than `max_reply_bytes` (announced or
+    /// streamed).
+    async fn read_body(&self, mut resp: reqwest::Response, command: &str) -> Result<bytes::Bytes> {
+        let limit = self.inner.config.max_reply_bytes;
+        let too_long = |what: String| Error::Malformed {
+            endpoint: self.endpoint().to_string(),
+            command: command.to_string(),
+            detail: format!("{what}, more than the {limit} bytes allowed (max_reply_bytes)"),
+        };
+        if let Some(len) = resp.content_length()
+            && len > limit as u64
+        {
+            return Err(too_long(format!("the reply announces {len} bytes")));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(command, e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_long("the reply goes on".to_string()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Sends with retries for idempotent reads and the switch to POST after a 405; returns the

@@ -511,3 +511,63 @@ async fn handler_panics_are_surfaced() {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(lab)));
     assert!(dropped.is_err());
 }
+
+#[tokio::test]
+async fn replies_longer_than_the_cap_are_refused() {
+    let lab = lab();
+    let c = client_with(
+        &lab,
+        ClientConfig {
+            max_reply_bytes: 512,
+            ..fast_config()
+        },
+    );
+    let err = c.list_hosts(&[]).await.unwrap_err();
+    assert!(matches!(err, Error::Malformed { .. }), "{err}");
+    assert!(err.to_string().contains("max_reply_bytes"), "{err}");
+    // Small replies still pass under the same cap.
+    assert!(c.list_routers(&[]).await.unwrap().is_empty());
+}
+
+/// An endpoint that answers every request with a chunked body that never ends.
+async fn endless_endpoint() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+                while sock.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    format!("http://{addr}/client/api")
+}
+
+#[tokio::test]
+async fn an_endless_reply_ends_at_the_cap() {
+    let endpoint = endless_endpoint().await;
+    let c = Client::new(
+        &endpoint,
+        Credentials::api_key("k", Secret::new("s")),
+        ClientConfig {
+            max_reply_bytes: 4 << 20,
+            retry: RetryPolicy {
+                retries: 0,
+                ..RetryPolicy::default()
+            },
+            ..fast_config()
+        },
+    )
+    .unwrap();
+    let err = c.list_capabilities().await.unwrap_err();
+    assert!(err.to_string().contains("the reply goes on"), "{err}");
+}

@@ -166,6 +166,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A config bundle names something its restore must not do: a path outside the roots it
+    /// is restored to, a setuid/setgid or world-writable mode, a link leaving the roots, or a
+    /// write through a symbolic link. Nothing was written.
+    #[error("config bundle entry `{path}` refused: {reason}; nothing was written")]
+    UnsafeBundle {
+        /// The entry's path, as the bundle names it.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The operation was cancelled (its future was dropped) or a worker thread died.
     #[error("{what} was interrupted")]
     Interrupted {

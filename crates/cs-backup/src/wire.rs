@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 /// The largest payload of one packet; a longer payload continues in the next packet.
 const MAX_PAYLOAD: usize = 0xFF_FFFF;
+/// The largest payload read, joined over packets: MariaDB's and MySQL's ceiling for
+/// `max_allowed_packet` (1 GiB), so no server sends more; a peer announcing more is not one.
+const MAX_PACKET: usize = 1 << 30;
 /// The read buffer: packets up to this size are parsed where they land.
 const BUF_SIZE: usize = 1 << 20;
 /// The payload of each packet of a `LOAD DATA LOCAL` stream: far below any server's
@@ -168,6 +171,8 @@ pub(crate) struct Conn {
     broken: bool,
     /// Whether the server takes `COM_STMT_BULK_EXECUTE` (MariaDB 10.2.7+).
     bulk: bool,
+    /// The largest payload read ([`MAX_PACKET`]).
+    max_packet: usize,
 }
 
 impl std::fmt::Debug for Conn {
@@ -179,6 +184,23 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// A connection over `stream`, before the login.
+    fn over(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0; BUF_SIZE],
+            pos: 0,
+            end: 0,
+            big: Vec::new(),
+            seq: 0,
+            spans: Vec::new(),
+            names: Vec::new(),
+            broken: false,
+            bulk: false,
+            max_packet: MAX_PACKET,
+        }
+    }
+
     /// Connects to `url` over TCP, logs in and runs each of `init`.
     ///
     /// # Errors
@@ -208,18 +230,7 @@ impl Conn {
         // A port that accepts connections but never speaks must not hang the login; statements
         // may then take as long as they take (a key build runs for minutes).
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut conn = Conn {
-            stream,
-            buf: vec![0; BUF_SIZE],
-            pos: 0,
-            end: 0,
-            big: Vec::new(),
-            seq: 0,
-            spans: Vec::new(),
-            names: Vec::new(),
-            broken: false,
-            bulk: false,
-        };
+        let mut conn = Conn::over(stream);
         conn.login(url).map_err(|e| match e {
             // Anything this client misreads during the login is better left to the crate.
             WireError::Protocol(why) => WireError::Unsupported(why),
@@ -615,6 +626,14 @@ impl Conn {
             if !joined {
                 self.big.clear();
                 joined = true;
+            }
+            if self.big.len() + len > self.max_packet {
+                self.broken = true;
+                return malformed(format!(
+                    "the server sends a packet of more than {} bytes (the most any server's \
+                     max_allowed_packet allows)",
+                    self.max_packet
+                ));
             }
             let buffered = (self.end - self.pos).min(len);
             self.big
@@ -1213,5 +1232,36 @@ mod tests {
         );
         cmd.clear();
         assert!(cmd.is_empty());
+    }
+
+    #[test]
+    fn a_payload_beyond_max_packet_is_refused_not_allocated() {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        // Continuation packets of the largest size, for ever.
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![0u8; MAX_PAYLOAD];
+            let mut seq = 0u8;
+            loop {
+                let head = [0xFF, 0xFF, 0xFF, seq];
+                if server
+                    .write_all(&head)
+                    .and_then(|()| server.write_all(&chunk))
+                    .is_err()
+                {
+                    break;
+                }
+                seq = seq.wrapping_add(1);
+            }
+        });
+        let mut conn = Conn::over(client);
+        conn.max_packet = 3 * MAX_PAYLOAD;
+        let err = conn.read_packet().err().expect("refused");
+        assert!(err.to_string().contains("more than"), "{err}");
+        assert!(conn.big.len() <= 3 * MAX_PAYLOAD);
+        drop(conn);
+        writer.join().unwrap();
     }
 }

@@ -121,7 +121,7 @@ async fn config_bundle_restores_contents_modes_and_links() {
     .unwrap();
     std::fs::remove_file(cs.join("key")).unwrap();
     std::fs::remove_file(cs.join("link")).unwrap();
-    restore_config(&host, &loaded).await.unwrap();
+    restore_config(&host, &loaded, &roots).await.unwrap();
     assert_eq!(
         std::fs::read_to_string(cs.join("db.properties")).unwrap(),
         "db.cloud.password=ENC(x)\n"

@@ -152,15 +152,22 @@ impl DbUrl {
     }
 }
 
+/// The input with everything that may be a password hidden: between the user and the last
+/// `@`, or, with no `@`, everything after the first `:` past the scheme. Whatever the input's
+/// shape, no password reaches an error.
 fn mask(input: &str) -> String {
-    // Hide whatever sits between the first ':' after the scheme and the last '@'.
-    if let Some((scheme, rest)) = input.split_once("://")
-        && let Some((auth, host)) = rest.rsplit_once('@')
-    {
+    let (scheme, rest) = match input.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), input),
+    };
+    if let Some((auth, host)) = rest.rsplit_once('@') {
         let user = auth.split(':').next().unwrap_or("");
-        return format!("{scheme}://{user}:***@{host}");
+        return format!("{scheme}{user}:***@{host}");
     }
-    input.to_string()
+    match rest.split_once(':') {
+        Some((head, _)) => format!("{scheme}{head}:***"),
+        None => input.to_string(),
+    }
 }
 
 fn decode(s: &str) -> Option<String> {
@@ -238,6 +245,13 @@ mod tests {
             "mysql://root:hunter2@:3306",
             "mysql://:hunter2@host",
             "mysql://root:hunter2@host:0",
+            // Forms without `://`, or without a host.
+            "root:hunter2@host",
+            "mysql:root:hunter2@host",
+            "mysql:/root:hunter2@host",
+            "root:hunter2",
+            "mysql://root:hunter2",
+            "mysql://root:hun@ter2@host:x",
         ] {
             let e = DbUrl::parse(bad).unwrap_err();
             assert!(!e.to_string().contains("hunter2"), "{e}");

@@ -49,7 +49,7 @@ pub use runner::{
     JournalEntry, JournalEvent, Plan, PlannedStep, RunError, RunKind, RunReport, Runner,
     StepOutcome, StepPhase, StepReport, applied_steps, plan_fingerprint, read_journal,
 };
-pub use secret::Secret;
+pub use secret::{Secret, SecretFileError};
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
 #[cfg(feature = "ssh")]
 pub use ssh::{SshHost, SshHostBuilder};
