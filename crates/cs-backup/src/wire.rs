@@ -177,7 +177,7 @@ pub(crate) struct Conn {
     id: u32,
     /// Where the connection goes and how long the server may stay silent; a silent server is
     /// asked from a second connection whether the statement still runs (see [`Conn::fill`]).
-    url: Option<DbUrl>,
+    url: Option<Box<DbUrl>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -216,7 +216,7 @@ impl Conn {
     /// [`WireError::Io`] when it cannot be reached.
     pub(crate) fn connect(url: &DbUrl, init: &[&str]) -> WResult<Conn> {
         let mut conn = Conn::open(url)?;
-        conn.url = Some(url.clone());
+        conn.url = Some(Box::new(url.clone()));
         for sql in init {
             conn.exec(sql)?;
         }
@@ -338,13 +338,16 @@ impl Conn {
         ) {
             return Err(e);
         }
-        let addr = self
-            .url
-            .as_ref()
-            .map_or_else(|| "the server".to_string(), |u| format!("the database at {}", u.addr()));
+        let addr = self.url.as_ref().map_or_else(
+            || "the server".to_string(),
+            |u| format!("the database at {}", u.addr()),
+        );
         self.still_running(since.elapsed()).map_err(|why| {
             self.broken = true;
-            io::Error::new(io::ErrorKind::TimedOut, format!("{addr} went silent: {why}"))
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{addr} went silent: {why}"),
+            )
         })
     }
 

@@ -103,7 +103,10 @@ mod tests {
         let sock = SockRef::from(&s);
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(2));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(1)
+        );
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
         assert_eq!(
             sock.tcp_user_timeout().unwrap(),
