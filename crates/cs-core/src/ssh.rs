@@ -19,12 +19,15 @@ use ssh2::{
 
 use crate::host::{DirEntry, FileKind, FileMeta, tail};
 use crate::local::temp_path_for;
-use crate::{BoxError, Cmd, Host, HostError, Output, Secret, shell_quote};
+use crate::{BoxError, Cmd, Deadlines, Host, HostError, Output, Secret, shell_quote};
 
-/// How long one blocking libssh2 call for a file operation may wait for the server.
+/// The deadline of the `mv` that completes an atomic write.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a killed command's channel to close after a timeout.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// The default deadline of a command without its own [`Cmd::timeout`]: generous (package
+/// upgrades run for minutes), but never forever.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 // libssh2 error codes (`LIBSSH2_ERROR_*`, `LIBSSH2_FX_*`).
 const ERR_SOCKET_NONE: i32 = -1;
@@ -67,6 +70,7 @@ pub struct SshHostBuilder {
     accept_new: bool,
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
+    deadlines: Deadlines,
 }
 
 impl SshHostBuilder {
@@ -141,9 +145,26 @@ impl SshHostBuilder {
         self
     }
 
-    /// A timeout for commands without their own [`Cmd::timeout`] (default: none).
+    /// A timeout for commands without their own [`Cmd::timeout`] (default 1 hour).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// Commands without their own [`Cmd::timeout`] may run forever, as long as the node
+    /// answers keepalives.
+    pub fn no_command_timeout(mut self) -> Self {
+        self.command_timeout = None;
+        self
+    }
+
+    /// How long the node may stay silent (default [`Deadlines::default`]): TCP keepalive and
+    /// `TCP_USER_TIMEOUT` on the socket, and, while a command runs, SSH keepalive requests
+    /// every quarter of [`Deadlines::reply`] (at least a second); a node that sends nothing,
+    /// answers included, for a whole [`Deadlines::reply`] counts as dead and the command fails
+    /// naming it.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -172,10 +193,11 @@ impl SshHostBuilder {
         });
         let task = inner.clone();
         spawn(&inner.name, move || {
-            let session = connect_blocking(&task.cfg, &task.name)?;
+            let (session, heard) = connect_blocking(&task.cfg, &task.name)?;
             *lock(&task.conn) = Some(Conn {
                 session,
                 sftp: None,
+                heard,
             });
             Ok(())
         })
@@ -235,7 +257,8 @@ impl SshHost {
             known_hosts: None,
             accept_new: false,
             connect_timeout: Duration::from_secs(10),
-            command_timeout: None,
+            command_timeout: Some(COMMAND_TIMEOUT),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -282,6 +305,8 @@ struct Inner {
 struct Conn {
     session: Session,
     sftp: Option<Sftp>,
+    /// When the node last sent anything.
+    heard: Arc<Heard>,
 }
 
 impl Conn {
@@ -330,22 +355,26 @@ impl Inner {
             attempt += 1;
             let conn = match guard.as_mut() {
                 Some(c) => c,
-                None => guard.insert(Conn {
-                    session: connect_blocking(&self.cfg, &self.name)?,
-                    sftp: None,
-                }),
+                None => {
+                    let (session, heard) = connect_blocking(&self.cfg, &self.name)?;
+                    guard.insert(Conn {
+                        session,
+                        sftp: None,
+                        heard,
+                    })
+                }
             };
             conn.session.set_blocking(true);
-            conn.session.set_timeout(millis(IO_TIMEOUT));
+            conn.session.set_timeout(millis(self.cfg.deadlines.reply));
             match op(conn) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Host(e)) => return Err(e),
                 Err(Fail::Broken(e)) => {
-                    *guard = None;
+                    drop_conn(&mut guard);
                     return Err(e);
                 }
                 Err(Fail::Retry(e)) => {
-                    *guard = None;
+                    drop_conn(&mut guard);
                     if attempt >= 2 {
                         return Err(HostError::Protocol {
                             host: self.name.clone(),
@@ -374,7 +403,7 @@ impl Inner {
             Fail::Broken(HostError::Timeout {
                 host: self.name.clone(),
                 what: format!("{op} {}", path.display()),
-                after: IO_TIMEOUT,
+                after: self.cfg.deadlines.reply,
             })
         } else {
             Fail::Host(sftp_error(&self.name, op, path, e))
@@ -395,7 +424,7 @@ impl Inner {
             return Fail::Broken(HostError::Timeout {
                 host: self.name.clone(),
                 what: format!("{op} {}", path.display()),
-                after: IO_TIMEOUT,
+                after: self.cfg.deadlines.reply,
             });
         }
         Fail::Host(HostError::from_io(&self.name, op, path, e))
@@ -413,6 +442,16 @@ impl Inner {
                 })
             }
         })
+    }
+}
+
+/// Drops a broken session without waiting on its node: the connection is cut first, so that
+/// libssh2 closing its channels finds a closed socket instead of waiting for answers.
+fn drop_conn(guard: &mut Option<Conn>) {
+    if let Some(conn) = guard.take() {
+        conn.heard.cut();
+        conn.session.set_timeout(millis(KILL_GRACE));
+        drop(conn);
     }
 }
 
@@ -509,7 +548,7 @@ fn known_hosts_entry(host: &str, port: u16) -> String {
     }
 }
 
-fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostError> {
+fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<Heard>), HostError> {
     let addr = cfg.addr.as_str();
     let start = Instant::now();
     let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
@@ -555,9 +594,13 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostErr
         (None, None) => return Err(timeout(format!("TCP connect to {addr}"))),
     };
     let _ = tcp.set_nodelay(true);
+    // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
+    // while busy).
+    let _ = cfg.deadlines.apply(&tcp);
+    let (local, heard) = relay(tcp, name).map_err(|e| connect_err(Box::new(e)))?;
 
     let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
-    session.set_tcp_stream(tcp);
+    session.set_tcp_stream(local);
     session.set_timeout(millis(left()));
     let known_hosts = cfg.known_hosts_path();
     let entry = known_hosts_entry(&host, port);
@@ -578,8 +621,106 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostErr
         e => e,
     })?;
     session.set_timeout(0);
+    // Only now: configured before the handshake, libssh2 fails the key exchange.
+    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
     tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
-    Ok(session)
+    Ok((session, heard))
+}
+
+/// SSH keepalive requests go out every quarter of a reply period while a command is quiet
+/// (libssh2 counts in whole seconds), so that a live node answers several before the silence
+/// bound.
+fn keepalive_secs(d: &Deadlines) -> u32 {
+    u32::try_from((d.reply / 4).as_secs())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// When a node last sent a byte, kept by [`relay`].
+#[derive(Debug)]
+struct Heard {
+    /// The node's socket, to cut a dead connection.
+    tcp: TcpStream,
+    start: Instant,
+    /// Milliseconds from `start` to the last byte received.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Heard {
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    fn cut(&self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Puts a relay between libssh2 and the node's socket that notes when the node last sent
+/// anything: libssh2 sends keepalive requests but does not tell whether they are answered
+/// (OpenSSH's `ServerAliveCountMax` does), and a node whose kernel still acknowledges while
+/// `sshd` is hung (a stopped process, a stalled VM device) is otherwise never noticed. Two
+/// threads copy between the socket and one end of a local socket pair; libssh2 gets the other
+/// end. They end when the session closes its end (or the node closes the connection).
+fn relay(
+    tcp: TcpStream,
+    name: &str,
+) -> std::io::Result<(std::os::unix::net::UnixStream, Arc<Heard>)> {
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+    let (ours, theirs) = UnixStream::pair()?;
+    let heard = Arc::new(Heard {
+        tcp: tcp.try_clone()?,
+        start: Instant::now(),
+        last: std::sync::atomic::AtomicU64::new(0),
+    });
+    let (tcp_in, mut tcp_out) = (tcp.try_clone()?, tcp);
+    let (mut local_out, mut local_in) = (ours.try_clone()?, ours);
+    let for_down = Arc::clone(&heard);
+    let short: String = name.chars().take(10).collect();
+    std::thread::Builder::new()
+        .name(format!("ssh<{short}"))
+        .spawn(move || {
+            let mut tcp_in = tcp_in;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match tcp_in.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for_down.now();
+                        if local_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = local_out.shutdown(Shutdown::Write);
+        })?;
+    std::thread::Builder::new()
+        .name(format!("ssh>{short}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match local_in.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tcp_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // The session is gone: so is the connection, which also ends the other thread.
+            let _ = tcp_out.shutdown(Shutdown::Both);
+            let _ = local_in.shutdown(Shutdown::Both);
+        })?;
+    Ok((theirs, heard))
 }
 
 /// Restricts the host key algorithms to the types recorded for this host, so a host with
@@ -837,6 +978,7 @@ const PID_MARKER: &str = "cs-upgrade-pid:";
 fn exec(
     inner: &Inner,
     session: &Session,
+    heard: &Heard,
     line: &str,
     shown: &str,
     stdin: &[u8],
@@ -871,7 +1013,13 @@ fn exec(
     })?;
     let start = Instant::now();
     session.set_blocking(false);
-    let pumped = pump(&mut ch, stdin, start, limit);
+    let silence = inner.cfg.deadlines.reply;
+    let pumped = pump(&mut ch, stdin, start, limit, &|| {
+        // Due keepalive requests go out; a node that answers none for a whole reply period
+        // is gone.
+        let _ = session.keepalive_send();
+        heard.silent_for() > silence
+    });
     session.set_blocking(true);
     let (stdout, mut stderr) = match pumped {
         Ok(out) => out,
@@ -892,13 +1040,27 @@ fn exec(
                 }
             }
             let closed = ch.close().is_ok() && ch.wait_close().is_ok();
-            session.set_timeout(millis(IO_TIMEOUT));
+            session.set_timeout(millis(inner.cfg.deadlines.reply));
             // A channel that would not close could block the session: start a new one.
             return Err(if closed {
                 Fail::Host(timeout)
             } else {
                 Fail::Broken(timeout)
             });
+        }
+        Err(Pump::Silent) => {
+            tracing::debug!(host = %name, cmd = %shown, "node silent; dropping the session");
+            // Cut first: closing the channel must not wait for a node that answers nothing.
+            heard.cut();
+            session.set_timeout(millis(KILL_GRACE));
+            return Err(Fail::Broken(HostError::Timeout {
+                host: name.clone(),
+                what: format!(
+                    "`{shown}`: {name} ({}) stopped answering, keepalives included",
+                    inner.cfg.addr
+                ),
+                after: silence,
+            }));
         }
         Err(Pump::Io(e)) => {
             return Err(Fail::Broken(protocol(
@@ -958,6 +1120,8 @@ fn strip_marker(stderr: &mut Vec<u8>) {
 
 enum Pump {
     TimedOut(Duration, Vec<u8>),
+    /// The node sent nothing, not even answers to keepalives, for a reply period.
+    Silent,
     Io(std::io::Error),
 }
 
@@ -968,6 +1132,7 @@ fn pump(
     stdin: &[u8],
     start: Instant,
     limit: Option<Duration>,
+    silent: &dyn Fn() -> bool,
 ) -> Result<(Vec<u8>, Vec<u8>), Pump> {
     const CHUNK: usize = 64 * 1024;
     let mut stdout = Vec::new();
@@ -1027,6 +1192,9 @@ fn pump(
         if moved {
             idle = Duration::from_micros(50);
         } else {
+            if silent() {
+                return Err(Pump::Silent);
+            }
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(5));
         }
@@ -1054,7 +1222,7 @@ fn run_on(
     stdin: &[u8],
     limit: Option<Duration>,
 ) -> Result<Output, Fail> {
-    exec(inner, &conn.session, line, shown, stdin, limit)
+    exec(inner, &conn.session, &conn.heard, line, shown, stdin, limit)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1183,11 +1351,19 @@ fn rename_over(inner: &Inner, conn: &mut Conn, tmp: &Path, path: &Path) -> Resul
         return Err(Fail::Host(sftp_error(&inner.name, "rename", path, err)));
     };
     let line = format!("mv -f -T -- {} {}", shell_quote(t), shell_quote(p));
-    let out =
-        exec(inner, &conn.session, &line, &line, &[], Some(IO_TIMEOUT)).map_err(|f| match f {
-            Fail::Retry(e) => inner.fail("rename", path, e),
-            other => other,
-        })?;
+    let out = exec(
+        inner,
+        &conn.session,
+        &conn.heard,
+        &line,
+        &line,
+        &[],
+        Some(IO_TIMEOUT),
+    )
+    .map_err(|f| match f {
+        Fail::Retry(e) => inner.fail("rename", path, e),
+        other => other,
+    })?;
     if out.success() {
         Ok(())
     } else {

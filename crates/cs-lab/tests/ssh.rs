@@ -484,3 +484,61 @@ async fn a_frozen_node_stalls_its_command_and_thaw_brings_it_back() {
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     assert_eq!(out.stdout, b"again");
 }
+
+/// A command that prints nothing for longer than the silence bound runs to its end while the
+/// node answers keepalives; once the node goes silent, a command without a deadline of its own
+/// fails within the bound, naming the node, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_fails_its_command_within_the_bound_naming_it() {
+    let server = SshServer::start().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let reply = Duration::from_secs(4);
+    let host = Arc::new(
+        server
+            .host_builder()
+            .name("kvm-silent")
+            .deadlines(cs_core::Deadlines::quick(reply))
+            .no_command_timeout()
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    // Quiet but alive: keepalives are answered.
+    let started = Instant::now();
+    host.run_ok(&Cmd::new("sleep").arg("9"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert!(started.elapsed() >= Duration::from_secs(9));
+
+    let running = {
+        let host = host.clone();
+        tokio::spawn(async move { host.run(&Cmd::new("sleep").arg("60")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .freeze()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let frozen = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(30), running).await;
+    let took = frozen.elapsed();
+    server
+        .thaw()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let err = result
+        .expect("the command still waits on a silent node")
+        .expect("join")
+        .expect_err("a silent node cannot finish the command");
+    // The bound, plus a little scheduling.
+    assert!(took < reply + Duration::from_secs(2), "took {took:?}");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    let text = error_chain(&err);
+    assert!(
+        text.contains("kvm-silent") && text.contains("stopped answering"),
+        "{text}"
+    );
+    // The session was dropped: the next command connects again and works.
+    let out = host
+        .run_ok(&Cmd::new("printf").arg("back"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(out.stdout, b"back");
+}
