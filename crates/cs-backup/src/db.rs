@@ -291,6 +291,13 @@ pub(crate) fn connect_short(url: &DbUrl) -> Result<Db> {
     connect_with(url, driver_opts(url, true))
 }
 
+/// [`connect_short`] with reads bounded by `reply` instead (a statement known to wait up to a
+/// limit of its own, such as `FLUSH TABLES WITH READ LOCK`, gets that limit plus a reply
+/// period).
+pub(crate) fn connect_with_reply(url: &DbUrl, reply: Duration) -> Result<Db> {
+    connect_with(url, driver_opts(url, true).read_timeout(Some(reply)))
+}
+
 /// Connects through the `mysql` crate, for statements that may run long (restore DDL, a
 /// `RENAME TABLE` waiting for the cloud's transactions): a dead path or host is noticed by
 /// TCP keepalive and `TCP_USER_TIMEOUT`, a statement is never cut on the client's side.

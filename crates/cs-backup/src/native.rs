@@ -261,8 +261,10 @@ impl Plan {
         for _ in 0..threads {
             workers.push(db::connect_streaming(&self.url)?);
         }
-        let mut ctl = db::connect_short(&self.url)?;
         let window = self.options.snapshot_window.max(Duration::from_millis(100));
+        // FTWRL may wait the whole window for running statements; the watchdog, not a read
+        // timeout, ends that wait.
+        let mut ctl = db::connect_with_reply(&self.url, window + self.url.deadlines.reply)?;
         // Should neither the watchdog nor this process reach the server any more, the server
         // ends the lock's session a second after the window: FTWRL waiting for running
         // statements gives up (`lock_wait_timeout`), a session holding the lock and hearing

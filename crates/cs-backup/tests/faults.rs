@@ -598,3 +598,90 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
     exec(&root, db.name(), &[&format!("KILL QUERY {long}")]);
     sleeper.join().unwrap();
 }
+
+/// The network to the server goes silent while the backup holds the global read lock: neither
+/// the backup nor its watchdog can reach the server, which ends the lock's session by itself
+/// (`wait_timeout`) a second after the window; the backup fails saying so within its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() {
+    let server = cs_lab::mariadb();
+    let db = server.database("ftwrlnet").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE held (id INT PRIMARY KEY)",
+            "INSERT INTO held VALUES (1)",
+            "CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY)",
+        ],
+    );
+    // A long statement holds FTWRL back until the network is frozen; then it is cut, FTWRL
+    // takes the lock on the server, and its answer is stuck in the silent network.
+    let marker = format!("long-{}", db.name());
+    let find_long = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+         AND INFO NOT LIKE '%PROCESSLIST%'"
+    );
+    let sleeper = {
+        let (url, schema, marker) = (root.clone(), db.name().to_string(), marker.clone());
+        std::thread::spawn(move || {
+            use cs_lab::DbUrlExt;
+            use mysql::prelude::Queryable;
+            let mut conn = url.with_database(&schema).connect().unwrap();
+            let _ = conn.query_drop(format!("SELECT id, SLEEP(20), '{marker}' FROM held"));
+        })
+    };
+    wait_for_row(&root, &find_long);
+    let proxy = proxy();
+    let window = Duration::from_secs(2);
+    let reply = Duration::from_secs(3);
+    let url = proxy
+        .db_url(&root)
+        .with_deadlines(cs_core::Deadlines::quick(reply));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let opts = BackupOptions {
+        snapshot_window: window,
+        ..options(&[db.name()])
+    };
+    let task = spawn_backup(url, dir.clone(), opts);
+    wait_for_row(
+        &root,
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+    );
+    proxy.freeze();
+    let long = scalar(&root, &find_long).unwrap();
+    exec(&root, db.name(), &[&format!("KILL QUERY {long}")]);
+    sleeper.join().unwrap();
+    let locked = Instant::now();
+    // The lock is now held by a session nobody can reach.
+    let writer = {
+        let (url, schema) = (root.clone(), db.name().to_string());
+        std::thread::spawn(move || {
+            exec(&url, &schema, &["INSERT INTO w VALUES (NULL)"]);
+            Instant::now()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!writer.is_finished(), "the write was not held by the lock");
+    let held = writer.join().unwrap() - locked;
+    // `wait_timeout` is the window plus a second, counted from FTWRL's end; the server checks
+    // it with a second's granularity.
+    assert!(
+        held < window + Duration::from_secs(3),
+        "the write waited {held:?} with a window of {window:?}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the backup still waits")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::SnapshotWindow { .. }), "{err:?}");
+    let text = cs_core::error_chain(&err);
+    assert!(
+        text.contains("could not kill") && text.contains("wait_timeout"),
+        "{text}"
+    );
+    assert!(!dir.join("manifest.json").exists());
+}

@@ -729,28 +729,7 @@ fn prefer_known_key_types(session: &Session, known_hosts: &Path, entry: &str) {
     let Ok(text) = std::fs::read_to_string(known_hosts) else {
         return;
     };
-    let mut types: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(hosts) = fields.next() else { continue };
-        if hosts.starts_with('#') || hosts.starts_with('@') {
-            continue;
-        }
-        if !hosts.split(',').any(|h| h.eq_ignore_ascii_case(entry)) {
-            continue;
-        }
-        let Some(kind) = fields.next() else { continue };
-        let names: &[&str] = if kind == "ssh-rsa" {
-            &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
-        } else {
-            &[kind]
-        };
-        for n in names {
-            if !types.iter().any(|t| t == n) {
-                types.push((*n).to_string());
-            }
-        }
-    }
+    let mut types = known_key_types(&text, entry);
     let supported = session
         .supported_algs(MethodType::HostKey)
         .unwrap_or_default();
@@ -758,6 +737,119 @@ fn prefer_known_key_types(session: &Session, known_hosts: &Path, entry: &str) {
     if !types.is_empty() {
         let _ = session.method_pref(MethodType::HostKey, &types.join(","));
     }
+}
+
+/// One line of a known_hosts file, split as OpenSSH reads it (`sshd(8)`, "SSH_KNOWN_HOSTS FILE
+/// FORMAT"; OpenSSH `hostfile.c`): an optional marker (`@revoked`, `@cert-authority`), the
+/// host patterns, the key type and the key.
+struct KnownLine<'a> {
+    marker: Option<&'a str>,
+    hosts: &'a str,
+    kind: &'a str,
+    key: &'a str,
+}
+
+fn known_lines(text: &str) -> impl Iterator<Item = KnownLine<'_>> {
+    text.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let first = fields.next()?;
+        if first.starts_with('#') {
+            return None;
+        }
+        let (marker, hosts) = match first.strip_prefix('@') {
+            Some(m) => (Some(m), fields.next()?),
+            None => (None, first),
+        };
+        Some(KnownLine {
+            marker,
+            hosts,
+            kind: fields.next()?,
+            key: fields.next()?,
+        })
+    })
+}
+
+/// Whether the host patterns of a known_hosts line name `entry` (`host` or `[host]:port`, as
+/// [`known_hosts_entry`] writes it): a hashed name (`|1|salt|hash`, HMAC-SHA1 of the name
+/// keyed with the salt, as `ssh-keygen -H` writes), or a comma-separated list of patterns
+/// with `*` and `?`, where a matching `!pattern` excludes the host (OpenSSH `match.c`,
+/// `match_hostname`).
+fn hosts_match(hosts: &str, entry: &str) -> bool {
+    if let Some(hashed) = hosts.strip_prefix("|1|") {
+        return hashed_match(hashed, entry);
+    }
+    let entry = entry.to_ascii_lowercase();
+    let mut matched = false;
+    for pattern in hosts.split(',') {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix('!') {
+            Some(negated) if glob(negated.as_bytes(), entry.as_bytes()) => return false,
+            Some(_) => {}
+            None => matched |= glob(pattern.as_bytes(), entry.as_bytes()),
+        }
+    }
+    matched
+}
+
+fn hashed_match(salt_and_hash: &str, entry: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(entry.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// `*` and `?` wildcards.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// The host key algorithms recorded for `entry` (plain or hashed lines, markers skipped), in
+/// file order; RSA keys allow the SHA-2 signatures first.
+fn known_key_types(text: &str, entry: &str) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    for line in known_lines(text) {
+        if line.marker.is_some() || !hosts_match(line.hosts, entry) {
+            continue;
+        }
+        let names: &[&str] = if line.kind == "ssh-rsa" {
+            &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+        } else {
+            &[line.kind]
+        };
+        for n in names {
+            if !types.iter().any(|t| t == n) {
+                types.push((*n).to_string());
+            }
+        }
+    }
+    types
+}
+
+/// Whether `key` (the public key blob) is on a `@revoked` line for `entry`: OpenSSH refuses
+/// such a key whatever else the file says (`sshconnect.c`, `check_host_key`, `HOST_REVOKED`).
+fn revoked(text: &str, entry: &str, key: &[u8]) -> bool {
+    let key = base64(key, true);
+    known_lines(text).any(|line| {
+        line.marker == Some("revoked") && line.key == key && hosts_match(line.hosts, entry)
+    })
 }
 
 fn verify_host_key(
@@ -787,11 +879,20 @@ fn verify_host_key(
         .map_err(|e| refuse(format!("cannot load known hosts: {e}")))?;
     match std::fs::read_to_string(file) {
         Ok(text) => {
+            if revoked(&text, &entry, key) {
+                return Err(refuse(format!(
+                    "the {key_type} key it presented ({fingerprint}) is marked @revoked for \
+                     {entry} in {file}; a revoked key is never accepted",
+                    file = file.display()
+                )));
+            }
             // Line by line: libssh2 gives up on a whole file at the first line it cannot parse
             // (a key type it does not know), which would hide every other entry.
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
+                // Markers are ours to read (libssh2 knows none of them): a revoked key must
+                // not match as a plain entry would.
+                if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
                     continue;
                 }
                 if let Err(e) = known.read_str(line, KnownHostFileKind::OpenSSH) {
@@ -1540,6 +1641,87 @@ mod tests {
     fn known_hosts_entries_bracket_non_default_ports() {
         assert_eq!(known_hosts_entry("10.0.0.5", 22), "10.0.0.5");
         assert_eq!(known_hosts_entry("127.0.0.1", 2222), "[127.0.0.1]:2222");
+        // IPv6 as OpenSSH writes it: bare on port 22, bracketed with any other port.
+        let (host, port) = split_addr("[::1]:2222");
+        assert_eq!(known_hosts_entry(&host, port), "[::1]:2222");
+        let (host, port) = split_addr("fe80::1");
+        assert_eq!(known_hosts_entry(&host, port), "fe80::1");
+    }
+
+    /// Salt bytes 0..20; hashes computed independently (Python `hmac`, SHA-1).
+    const SALT: &str = "AAECAwQFBgcICQoLDA0ODxAREhM=";
+
+    #[test]
+    fn hashed_entries_match_their_host_only() {
+        let lab = format!("|1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4=");
+        assert!(hosts_match(&lab, "[127.0.0.1]:2222"));
+        assert!(!hosts_match(&lab, "[127.0.0.1]:2223"));
+        assert!(!hosts_match(&lab, "127.0.0.1"));
+        let v6 = format!("|1|{SALT}|Orla712qdBdiFap+jRvaNbWjt4Y=");
+        assert!(hosts_match(&v6, "[::1]:2222"));
+        assert!(hosts_match(
+            &format!("|1|{SALT}|FOTowN1KlLwkyQvo8iBjvpREtZk="),
+            "kvm1"
+        ));
+        // Broken hashes match nothing rather than fail.
+        assert!(!hosts_match("|1|!!|??", "kvm1"));
+        assert!(!hosts_match("|1|nohash", "kvm1"));
+    }
+
+    #[test]
+    fn patterns_match_as_openssh_does() {
+        assert!(hosts_match("kvm1,kvm2", "kvm2"));
+        assert!(hosts_match("KVM1", "kvm1"));
+        assert!(hosts_match("kvm*", "kvm12"));
+        assert!(hosts_match("kvm?", "kvm1"));
+        assert!(!hosts_match("kvm?", "kvm12"));
+        assert!(!hosts_match("kvm*,!kvm3", "kvm3"));
+        assert!(hosts_match("[10.0.0.*]:2222", "[10.0.0.7]:2222"));
+        assert!(!hosts_match("10.0.0.5", "[10.0.0.5]:2222"));
+    }
+
+    #[test]
+    fn key_types_of_hashed_non_ed25519_entries_are_preferred() {
+        // The false "someone may be intercepting" warning came from here: a hashed ECDSA
+        // entry was not recognised, the server presented its ed25519 key, libssh2 found the
+        // recorded ECDSA key for the host and reported a mismatch.
+        let text = format!(
+            "# comment\n\
+             |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ecdsa-sha2-nistp256 AAAAE2VjZHNh\n\
+             other ssh-ed25519 AAAAC3Nz\n\
+             |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ssh-rsa AAAAB3Nz\n\
+             @revoked [127.0.0.1]:2222 ssh-ed25519 AAAAC3Nz\n"
+        );
+        assert_eq!(
+            known_key_types(&text, "[127.0.0.1]:2222"),
+            [
+                "ecdsa-sha2-nistp256",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ssh-rsa"
+            ]
+        );
+        assert_eq!(known_key_types(&text, "other"), ["ssh-ed25519"]);
+        assert!(known_key_types(&text, "nobody").is_empty());
+    }
+
+    #[test]
+    fn revoked_keys_are_found_for_their_hosts() {
+        let key = b"\x00\x00\x00\x0bssh-ed25519 some key bytes";
+        let b64 = base64(key, true);
+        let text = format!(
+            "kvm1 ssh-ed25519 {b64}\n\
+             @revoked kvm1,kvm2 ssh-ed25519 {b64}\n\
+             @cert-authority * ssh-ed25519 {b64}\n\
+             @revoked |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ssh-ed25519 {b64}\n"
+        );
+        assert!(revoked(&text, "kvm1", key));
+        assert!(revoked(&text, "kvm2", key));
+        assert!(revoked(&text, "[127.0.0.1]:2222", key));
+        assert!(!revoked(&text, "kvm3", key));
+        assert!(!revoked(&text, "kvm1", b"another key"));
+        // The revoked line is no plain entry for the key types either.
+        assert_eq!(known_key_types(&text, "kvm2"), Vec::<String>::new());
     }
 
     #[test]

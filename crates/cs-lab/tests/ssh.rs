@@ -542,3 +542,44 @@ async fn a_silent_node_fails_its_command_within_the_bound_naming_it() {
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     assert_eq!(out.stdout, b"back");
 }
+
+/// A host key marked `@revoked` is refused even where a plain line records it, as OpenSSH
+/// does; the same file hashed with `ssh-keygen -H` still lets the host in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_host_keys_are_refused_and_hashed_entries_match() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recorded = std::fs::read_to_string(server.known_hosts()).expect("known_hosts");
+    let pub_key = public_key_of(&server.host_key_pub());
+    let entry = format!("[127.0.0.1]:{}", server.port());
+
+    let hashed = tmp.path().join("hashed");
+    std::fs::write(&hashed, &recorded).unwrap();
+    local(
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-H", "-f"])
+            .arg(hashed.to_string_lossy()),
+    )
+    .await;
+    let text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    let host = SshHost::builder(server.addr())
+        .key_file(server.client_key())
+        .known_hosts(&hashed)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    host.run_ok(&Cmd::new("true")).await.expect("run");
+
+    let revoked = tmp.path().join("revoked");
+    std::fs::write(&revoked, format!("{recorded}@revoked {entry} {pub_key}\n")).unwrap();
+    let err = SshHost::builder(server.addr())
+        .key_file(server.client_key())
+        .known_hosts(&revoked)
+        .connect()
+        .await
+        .expect_err("a revoked key is refused");
+    assert!(matches!(err, HostError::HostKey { .. }), "{err:?}");
+    let text = error_chain(&err);
+    assert!(text.contains("@revoked") && text.contains(&entry), "{text}");
+}
