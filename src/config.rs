@@ -121,6 +121,15 @@ pub struct DatabaseConfig {
     /// The usage schema.
     #[serde(default = "default_cloud_usage")]
     pub usage_schema: String,
+    /// How long the server may stay silent: a short statement or a stream of rows fails after
+    /// this long without a byte; a long statement is checked from a second connection. Also
+    /// the `TCP_USER_TIMEOUT` (see [`cs_core::Deadlines`]).
+    #[serde(default = "default_reply_timeout", with = "humantime_serde_compat")]
+    pub reply_timeout: Duration,
+}
+
+fn default_reply_timeout() -> Duration {
+    cs_core::Deadlines::default().reply
 }
 
 fn default_db_port() -> u16 {
@@ -148,6 +157,14 @@ pub struct BackupConfig {
     /// Compress dump files with zstd.
     #[serde(default)]
     pub compress: bool,
+    /// The longest the native engine may hold the global read lock that stops the cloud's
+    /// writes (see [`cs_backup::BackupOptions::snapshot_window`]).
+    #[serde(default = "default_snapshot_window", with = "humantime_serde_compat")]
+    pub snapshot_window: Duration,
+}
+
+fn default_snapshot_window() -> Duration {
+    cs_backup::BackupOptions::default().snapshot_window
 }
 
 fn default_engine() -> String {
@@ -188,6 +205,17 @@ pub struct SshConfig {
     /// Connect timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// How long a node may send nothing, answers to keepalives included, before its command
+    /// fails naming it (see [`cs_core::SshHostBuilder::deadlines`]).
+    #[serde(default = "default_reply_timeout", with = "humantime_serde_compat")]
+    pub reply_timeout: Duration,
+    /// The deadline of a command that sets none of its own.
+    #[serde(default = "default_command_timeout", with = "humantime_serde_compat")]
+    pub command_timeout: Duration,
+}
+
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_user() -> String {
@@ -204,6 +232,8 @@ impl Default for SshConfig {
             identity: None,
             known_hosts: None,
             connect_timeout: default_connect_timeout(),
+            reply_timeout: default_reply_timeout(),
+            command_timeout: default_command_timeout(),
         }
     }
 }
@@ -634,7 +664,11 @@ impl UpgradeConfig {
             self.database.port,
             self.database.user.clone(),
             password,
-        ))
+        )
+        .with_deadlines(cs_core::Deadlines {
+            reply: self.database.reply_timeout,
+            ..cs_core::Deadlines::default()
+        }))
     }
 
     /// Every KVM host entry, `hosts` then the older `clusters` ones, in config order.

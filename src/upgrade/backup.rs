@@ -23,6 +23,7 @@ async fn dump_databases(cx: &UpgradeContext, dir: &Path) -> Result<(), StepError
         } else {
             cs_backup::Compression::None
         },
+        snapshot_window: cx.config.backup.snapshot_window,
         ..cs_backup::BackupOptions::default()
     };
     // `backup.engine`: the parallel native dumper, or the stock client run here.

@@ -279,9 +279,20 @@ pub(crate) async fn connect(
     config: &UpgradeConfig,
     node: &NodeConfig,
 ) -> Result<NodeHandle, UpgradeError> {
-    let mut b = SshHost::builder(format!("{}:{}", node.address, node.port))
+    // An IPv6 address goes in brackets, or its last group would be read as the port.
+    let addr = if node.address.contains(':') {
+        format!("[{}]:{}", node.address.trim_matches(['[', ']']), node.port)
+    } else {
+        format!("{}:{}", node.address, node.port)
+    };
+    let mut b = SshHost::builder(addr)
         .user(node.user.clone().unwrap_or_else(|| config.ssh.user.clone()))
         .connect_timeout(config.ssh.connect_timeout)
+        .deadlines(cs_core::Deadlines {
+            reply: config.ssh.reply_timeout,
+            ..cs_core::Deadlines::default()
+        })
+        .command_timeout(config.ssh.command_timeout)
         .name(node.display_name().to_string());
     b = match &config.ssh.identity {
         Some(k) => b.key_file(k.clone()),

@@ -62,6 +62,12 @@ pub struct BackupOptions {
     /// Accounts whose `CREATE USER` and grants are recorded in `grants/users.sql` (every host of
     /// each user name). Default `cloud`. Unreadable grants become a manifest note, not an error.
     pub grant_users: Vec<String>,
+    /// The longest the native engine may hold the global read lock (`FLUSH TABLES WITH READ
+    /// LOCK`, which stops every write of the cloud) to open its snapshot. Past it, a watchdog
+    /// kills the lock's connection from a second one and the backup fails; should the server
+    /// be out of reach, it ends that session itself a second later (`wait_timeout`,
+    /// `lock_wait_timeout`). Default 30 s.
+    pub snapshot_window: std::time::Duration,
 }
 
 impl Default for BackupOptions {
@@ -73,6 +79,7 @@ impl Default for BackupOptions {
             chunk_rows: 500_000,
             statement_bytes: 1 << 20,
             grant_users: vec!["cloud".into()],
+            snapshot_window: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -200,7 +207,7 @@ pub async fn backup(
         let url = url.clone();
         let dbs = options.databases.clone();
         blocking(move || {
-            let mut db = db::connect(&url)?;
+            let mut db = db::connect_short(&url)?;
             let server = db.server()?;
             let mut cats = Vec::new();
             for d in dbs {
@@ -227,7 +234,7 @@ pub async fn backup(
         let dbs = options.databases.clone();
         let users = options.grant_users.clone();
         blocking(move || {
-            let mut db = db::connect(&url)?;
+            let mut db = db::connect_short(&url)?;
             let mut shapes = Vec::new();
             for d in &dbs {
                 shapes.push(db::catalog(&mut db, d)?.shape());

@@ -65,7 +65,7 @@ impl<C: ?Sized + Sync> Check<C> for BackupCompleteCheck {
         let url = self.url.clone();
         let names: Vec<String> = manifest.schemas.iter().map(|s| s.name.clone()).collect();
         let live = blocking(move || {
-            let mut db = db::connect(&url)?;
+            let mut db = db::connect_short(&url)?;
             let mut out = Vec::new();
             for n in names {
                 out.push(db::catalog(&mut db, &n)?);

@@ -254,16 +254,59 @@ impl BulkInsert<'_> {
     }
 }
 
-/// Connects through the `mysql` crate.
-pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
-    let opts = OptsBuilder::new()
+/// The `mysql` crate's options for `url`: TCP keepalive and `TCP_USER_TIMEOUT` from its
+/// [`cs_core::Deadlines`] always (a dead path or host is noticed by the kernel), and with
+/// `short` a read and write timeout of [`cs_core::Deadlines::reply`] too.
+///
+/// The read timeout goes only on connections for catalog and other short queries: the
+/// crate cannot ask the server whether a silent statement still runs (as [`crate::wire`]
+/// does), and a client that gives up on a statement does not stop it on the server.
+pub(crate) fn driver_opts(url: &DbUrl, short: bool) -> OptsBuilder {
+    let d = url.deadlines;
+    let reply = short.then_some(d.reply);
+    OptsBuilder::new()
         .ip_or_hostname(Some(url.host.clone()))
         .tcp_port(url.port)
         .user(Some(url.user.clone()))
         .pass(Some(url.password.expose().to_string()))
         .prefer_socket(false)
-        .tcp_connect_timeout(Some(Duration::from_secs(15)))
-        .init(INIT.to_vec());
+        .tcp_connect_timeout(Some(d.connect))
+        .read_timeout(reply)
+        .write_timeout(Some(d.reply))
+        .tcp_keepalive_time_ms(Some(ms(d.keepalive)))
+        .tcp_keepalive_probe_interval_secs(Some(
+            u32::try_from(d.keepalive_interval().as_secs()).unwrap_or(u32::MAX),
+        ))
+        .tcp_keepalive_probe_count(Some(cs_core::Deadlines::KEEPALIVE_PROBES))
+        .tcp_user_timeout_ms(Some(ms(d.reply)))
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Connects through the `mysql` crate for catalog reads and other short statements: a
+/// server silent for [`cs_core::Deadlines::reply`] is an error.
+pub(crate) fn connect_short(url: &DbUrl) -> Result<Db> {
+    connect_with(url, driver_opts(url, true))
+}
+
+/// [`connect_short`] with reads bounded by `reply` instead (a statement known to wait up to a
+/// limit of its own, such as `FLUSH TABLES WITH READ LOCK`, gets that limit plus a reply
+/// period).
+pub(crate) fn connect_with_reply(url: &DbUrl, reply: Duration) -> Result<Db> {
+    connect_with(url, driver_opts(url, true).read_timeout(Some(reply)))
+}
+
+/// Connects through the `mysql` crate, for statements that may run long (restore DDL, a
+/// `RENAME TABLE` waiting for the cloud's transactions): a dead path or host is noticed by
+/// TCP keepalive and `TCP_USER_TIMEOUT`, a statement is never cut on the client's side.
+pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
+    connect_with(url, driver_opts(url, false))
+}
+
+fn connect_with(url: &DbUrl, opts: OptsBuilder) -> Result<Db> {
+    let opts = opts.init(INIT.to_vec());
     let conn = Conn::new(opts).map_err(|e| Error::Connect {
         addr: url.addr(),
         user: url.user.clone(),
@@ -361,6 +404,14 @@ impl Db {
             cap,
             done: false,
         }))
+    }
+
+    /// The server's id of this connection (`CONNECTION_ID()`), for `KILL`.
+    pub(crate) fn connection_id(&self) -> u32 {
+        match &self.link {
+            Link::Driver(c) => c.connection_id(),
+            Link::Wire(c) => c.id(),
+        }
     }
 
     /// Whether this connection streams through [`crate::wire`].

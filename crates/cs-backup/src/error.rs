@@ -176,6 +176,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The snapshot window (while `FLUSH TABLES WITH READ LOCK` holds every write of the
+    /// cloud) ran over [`crate::BackupOptions::snapshot_window`]: the lock was released and
+    /// the backup abandoned.
+    #[error("the snapshot window ran over its {} s limit while the global read lock held the cloud's writes: {released}; the backup was abandoned", limit.as_secs_f32())]
+    SnapshotWindow {
+        /// The limit.
+        limit: std::time::Duration,
+        /// How the lock was released.
+        released: String,
+        /// What the backup was stuck in, when it ended with an error of its own.
+        #[source]
+        source: Option<Box<Error>>,
+    },
     /// The operation was cancelled (its future was dropped) or a worker thread died.
     #[error("{what} was interrupted")]
     Interrupted {

@@ -155,7 +155,7 @@ impl Engine for MysqldumpEngine {
             let catalogs = job.catalogs.clone();
             let mysql_server = job.server.vendor == "mysql";
             crate::backup::blocking(move || {
-                let mut db = db::connect(&url)?;
+                let mut db = db::connect_short(&url)?;
                 let gtid = mysql_server
                     && db
                         .one("read gtid_mode", "SELECT @@GLOBAL.gtid_mode")

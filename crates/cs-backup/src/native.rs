@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cs_core::{DbUrl, Host, LocalHost};
@@ -21,10 +22,13 @@ use crate::{BackupOptions, Compression, Error, Result};
 /// connections that share one consistent snapshot, into per-table SQL files on this machine.
 ///
 /// # Snapshot
-/// A control connection takes `FLUSH TABLES WITH READ LOCK` (waiting at most 120 s for running
-/// statements), every worker connection then opens `START TRANSACTION WITH CONSISTENT SNAPSHOT`,
-/// the binary log position is read, and the lock is released: writes pause only for the time it
-/// takes to open the transactions. Without the `RELOAD` privilege the engine falls back to one
+/// A control connection takes `FLUSH TABLES WITH READ LOCK`, every worker connection then opens
+/// `START TRANSACTION WITH CONSISTENT SNAPSHOT`, the binary log position is read, and the lock is
+/// released: writes pause only for the time it takes to open the transactions. That window is
+/// bounded by [`BackupOptions::snapshot_window`] (FTWRL queued behind a long statement counts):
+/// past it a watchdog kills the control connection from a second one and the backup fails with
+/// [`Error::SnapshotWindow`]; the control session's `wait_timeout` and `lock_wait_timeout` end
+/// it on the server's side a second later should the server be out of reach. Without the `RELOAD` privilege the engine falls back to one
 /// connection (one snapshot, no lock) and notes it in the manifest. The snapshot is consistent
 /// for transactional tables (InnoDB, as CloudStack uses).
 ///
@@ -135,6 +139,120 @@ fn start_snapshot(db: &mut Db) -> Result<()> {
     )
 }
 
+/// The snapshot window, with the global read lock held on `ctl`: every worker opens its
+/// snapshot, the binary log position is read, the lock is released. Returns the position.
+fn hold_window(ctl: &mut Db, workers: &mut [Db]) -> Result<Option<String>> {
+    for w in workers.iter_mut() {
+        start_snapshot(w)?;
+    }
+    let binlog = ctl
+        .strings("read the binary log position", "SHOW MASTER STATUS")
+        .ok()
+        .and_then(|rows| {
+            rows.into_iter()
+                .next()
+                .filter(|r| r.len() >= 2)
+                .map(|r| format!("{}:{}", r[0], r[1]))
+        });
+    ctl.exec("release the global read lock", "UNLOCK TABLES")?;
+    Ok(binlog)
+}
+
+/// Kills the connection holding the global read lock when the snapshot window overruns, so
+/// that the cloud's writes do not wait on a backup stuck on a silent connection or on
+/// `FLUSH TABLES WITH READ LOCK` queued behind a long statement.
+struct Watchdog {
+    shared: Arc<(Mutex<DogState>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct DogState {
+    done: bool,
+    /// How the lock was released, once the watchdog fired.
+    fired: Option<String>,
+}
+
+impl Watchdog {
+    fn start(url: &DbUrl, id: u32, window: Duration) -> Result<Watchdog> {
+        let shared = Arc::new((Mutex::new(DogState::default()), Condvar::new()));
+        let (url, for_dog) = (url.clone(), Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("snapshot-watchdog".into())
+            .spawn(move || {
+                let (state, changed) = &*for_dog;
+                let deadline = Instant::now() + window;
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                while !st.done {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    st = changed
+                        .wait_timeout(st, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                if st.done {
+                    return;
+                }
+                drop(st);
+                let released = kill(&url, id, window);
+                tracing::warn!(id, released, "snapshot window overran");
+                state.lock().unwrap_or_else(|e| e.into_inner()).fired = Some(released);
+            })
+            .map_err(|e| Error::Interrupted {
+                what: format!("starting the snapshot watchdog ({e})"),
+            })?;
+        Ok(Watchdog {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the watch: `Some(how the lock was released)` when it had fired.
+    fn stop(mut self) -> Option<String> {
+        let (state, changed) = &*self.shared;
+        state.lock().unwrap_or_else(|e| e.into_inner()).done = true;
+        changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        state.lock().unwrap_or_else(|e| e.into_inner()).fired.take()
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (state, changed) = &*self.shared;
+        state.lock().unwrap_or_else(|e| e.into_inner()).done = true;
+        changed.notify_all();
+    }
+}
+
+/// `KILL <id>` from a fresh connection (bounded by the URL's deadlines); says what happened.
+fn kill(url: &DbUrl, id: u32, window: Duration) -> String {
+    let backstop = window.as_secs() + 1;
+    let killed = db::connect_short(url).and_then(|mut db| {
+        db.exec(
+            "kill the connection holding the global read lock",
+            &format!("KILL {id}"),
+        )
+    });
+    match killed {
+        Ok(()) => format!(
+            "the lock's connection (id {id}) was killed from a second connection, so the \
+             cloud's writes go on"
+        ),
+        Err(e) => format!(
+            "a second connection could not kill the lock's connection (id {id}): {}; the \
+             server ends that session by itself within {backstop} s of the lock being taken \
+             (wait_timeout, lock_wait_timeout)",
+            cs_core::error_chain(&e)
+        ),
+    }
+}
+
 impl Plan {
     fn run(self) -> Result<Dumped> {
         let threads = self.options.threads.max(1);
@@ -143,29 +261,48 @@ impl Plan {
         for _ in 0..threads {
             workers.push(db::connect_streaming(&self.url)?);
         }
-        let mut ctl = db::connect(&self.url)?;
+        let window = self.options.snapshot_window.max(Duration::from_millis(100));
+        // FTWRL may wait the whole window for running statements; the watchdog, not a read
+        // timeout, ends that wait.
+        let mut ctl = db::connect_with_reply(&self.url, window + self.url.deadlines.reply)?;
+        // Should neither the watchdog nor this process reach the server any more, the server
+        // ends the lock's session a second after the window: FTWRL waiting for running
+        // statements gives up (`lock_wait_timeout`), a session holding the lock and hearing
+        // nothing is closed (`wait_timeout`), which releases the lock.
+        let backstop = window.as_secs() + 1;
         ctl.exec(
-            "set the lock wait timeout",
-            "SET SESSION lock_wait_timeout = 120",
+            "bound how long the global read lock may be held",
+            &format!("SET SESSION lock_wait_timeout = {backstop}, wait_timeout = {backstop}"),
         )?;
         let mut binlog = None;
+        let dog = Watchdog::start(&self.url, ctl.connection_id(), window)?;
         let snapshot = match ctl.exec("take the global read lock", "FLUSH TABLES WITH READ LOCK") {
             Ok(()) => {
-                for w in &mut workers {
-                    start_snapshot(w)?;
+                let held = hold_window(&mut ctl, &mut workers);
+                match (held, dog.stop()) {
+                    (Ok(b), None) => binlog = b,
+                    (held, Some(released)) => {
+                        return Err(Error::SnapshotWindow {
+                            limit: window,
+                            released,
+                            source: held.err().map(Box::new),
+                        });
+                    }
+                    (Err(e), None) => return Err(e),
                 }
-                if let Ok(rows) = ctl.strings("read the binary log position", "SHOW MASTER STATUS")
-                {
-                    binlog = rows
-                        .into_iter()
-                        .next()
-                        .filter(|r| r.len() >= 2)
-                        .map(|r| format!("{}:{}", r[0], r[1]));
-                }
-                ctl.exec("release the global read lock", "UNLOCK TABLES")?;
                 "flush-tables-with-read-lock + consistent-snapshot"
             }
-            Err(Error::Privilege { .. }) => {
+            Err(e) => {
+                if let Some(released) = dog.stop() {
+                    return Err(Error::SnapshotWindow {
+                        limit: window,
+                        released,
+                        source: Some(Box::new(e)),
+                    });
+                }
+                let Error::Privilege { .. } = e else {
+                    return Err(e);
+                };
                 workers.truncate(1);
                 start_snapshot(&mut workers[0])?;
                 notes.push(format!(
@@ -174,7 +311,6 @@ impl Plan {
                 ));
                 "single-connection consistent-snapshot"
             }
-            Err(e) => return Err(e),
         };
         drop(ctl);
 

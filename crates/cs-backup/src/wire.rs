@@ -18,7 +18,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::Instant;
 
 use cs_core::DbUrl;
 use sha1::Sha1;
@@ -173,6 +173,11 @@ pub(crate) struct Conn {
     bulk: bool,
     /// The largest payload read ([`MAX_PACKET`]).
     max_packet: usize,
+    /// The server's id of this connection (`CONNECTION_ID()`), from the handshake.
+    id: u32,
+    /// Where the connection goes and how long the server may stay silent; a silent server is
+    /// asked from a second connection whether the statement still runs (see [`Conn::fill`]).
+    url: Option<Box<DbUrl>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -198,6 +203,8 @@ impl Conn {
             broken: false,
             bulk: false,
             max_packet: MAX_PACKET,
+            id: 0,
+            url: None,
         }
     }
 
@@ -208,10 +215,22 @@ impl Conn {
     /// speak (use the `mysql` crate then), [`WireError::Server`] when it refuses the login,
     /// [`WireError::Io`] when it cannot be reached.
     pub(crate) fn connect(url: &DbUrl, init: &[&str]) -> WResult<Conn> {
+        let mut conn = Conn::open(url)?;
+        conn.url = Some(Box::new(url.clone()));
+        for sql in init {
+            conn.exec(sql)?;
+        }
+        Ok(conn)
+    }
+
+    /// Connects and logs in, every read and write bounded by [`cs_core::Deadlines::reply`]
+    /// (the login by [`cs_core::Deadlines::connect`]), without the check of a silent server.
+    fn open(url: &DbUrl) -> WResult<Conn> {
+        let d = url.deadlines;
         let mut last = None;
         let mut stream = None;
         for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(15)) {
+            match TcpStream::connect_timeout(&addr, d.connect) {
                 Ok(s) => {
                     stream = Some(s);
                     break;
@@ -227,25 +246,115 @@ impl Conn {
             }
         };
         stream.set_nodelay(true)?;
-        // A port that accepts connections but never speaks must not hang the login; statements
-        // may then take as long as they take (a key build runs for minutes).
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
+        // while busy).
+        d.apply(&stream)?;
+        // A port that accepts connections but never speaks must not hang the login.
+        stream.set_read_timeout(Some(d.connect))?;
+        stream.set_write_timeout(Some(d.reply))?;
         let mut conn = Conn::over(stream);
         conn.login(url).map_err(|e| match e {
             // Anything this client misreads during the login is better left to the crate.
             WireError::Protocol(why) => WireError::Unsupported(why),
             other => other,
         })?;
-        conn.stream.set_read_timeout(None)?;
-        for sql in init {
-            conn.exec(sql)?;
-        }
+        // A server that goes silent after the login: see `fill`.
+        conn.stream.set_read_timeout(Some(d.reply))?;
         Ok(conn)
+    }
+
+    /// Whether the server still runs this connection's statement, asked from a second
+    /// connection after [`cs_core::Deadlines::reply`] without a byte: `Ok(())` to wait on, or
+    /// why the connection counts as dead.
+    ///
+    /// A long statement that makes progress without sending anything (a key build, a big
+    /// `ALTER TABLE`) shows in `information_schema.PROCESSLIST` as its connection's command
+    /// `Query` (MariaDB `sql/sql_show.cc`, `fill_schema_processlist`); a server that answers
+    /// nobody, or whose row for this connection is gone, idle or waiting to write to us, is
+    /// not going to send the rest.
+    fn still_running(&self, silent: std::time::Duration) -> Result<(), String> {
+        let Some(url) = &self.url else {
+            return Err(format!("nothing arrived for {} s", silent.as_secs()));
+        };
+        let mut probe = Conn::open(url).map_err(|e| {
+            format!(
+                "nothing arrived for {} s, and a second connection could not ask the server \
+                 about it ({e})",
+                silent.as_secs()
+            )
+        })?;
+        let mut row: Option<(String, String)> = None;
+        probe
+            .query::<std::convert::Infallible>(
+                &format!(
+                    "SELECT COMMAND, COALESCE(STATE, '') FROM information_schema.PROCESSLIST \
+                     WHERE ID = {}",
+                    self.id
+                ),
+                |r| {
+                    let text = |i| String::from_utf8_lossy(r.get(i).unwrap_or(b"")).into_owned();
+                    row = Some((text(0), text(1)));
+                    Ok(())
+                },
+            )
+            .map_err(|e| {
+                format!(
+                    "nothing arrived for {} s, and the server did not say whether the \
+                     statement runs ({e})",
+                    silent.as_secs()
+                )
+            })?;
+        match row {
+            // MySQL's and MariaDB's stage names for a thread blocked sending to its client
+            // (`stage_sending_to_client`, `stage_writing_to_net`); UNCONFIRMED: that every
+            // version names the wait this way.
+            Some((command, state))
+                if matches!(command.as_str(), "Query" | "Execute")
+                    && !state.contains("to client")
+                    && !state.contains("to net") =>
+            {
+                tracing::debug!(id = self.id, state, "server silent but the statement runs");
+                Ok(())
+            }
+            Some((command, state)) => Err(format!(
+                "nothing arrived for {} s although the server is done or waiting for us \
+                 (connection {}: {command} {state})",
+                silent.as_secs(),
+                self.id
+            )),
+            None => Err(format!(
+                "nothing arrived for {} s and the server no longer knows connection {}",
+                silent.as_secs(),
+                self.id
+            )),
+        }
+    }
+
+    /// A read that timed out: waits on while [`Conn::still_running`] says so, else the error.
+    fn timed_out(&mut self, e: io::Error, since: Instant) -> io::Result<()> {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            return Err(e);
+        }
+        let addr = self.url.as_ref().map_or_else(
+            || "the server".to_string(),
+            |u| format!("the database at {}", u.addr()),
+        );
+        self.still_running(since.elapsed()).map_err(|why| {
+            self.broken = true;
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{addr} went silent: {why}"),
+            )
+        })
     }
 
     fn login(&mut self, url: &DbUrl) -> WResult<()> {
         let at = self.read_packet()?;
         let hello = Handshake::parse(self.payload(&at))?;
+        self.id = hello.id;
         let mut plugin = hello.plugin;
         let mut scramble = hello.scramble;
         let password = url.password.expose().as_bytes();
@@ -463,6 +572,11 @@ impl Conn {
         Ok(())
     }
 
+    /// The server's id of this connection.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
     /// Whether the server takes [`Conn::bulk_execute`].
     pub(crate) fn can_bulk(&self) -> bool {
         self.bulk
@@ -589,8 +703,16 @@ impl Conn {
             self.end -= self.pos;
             self.pos = 0;
         }
+        let mut since = Instant::now();
         while self.end - self.pos < need {
-            let n = self.stream.read(&mut self.buf[self.end..])?;
+            let n = match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.timed_out(e, since)?;
+                    continue;
+                }
+            };
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -598,6 +720,7 @@ impl Conn {
                 ));
             }
             self.end += n;
+            since = Instant::now();
         }
         Ok(())
     }
@@ -639,9 +762,26 @@ impl Conn {
             self.big
                 .extend_from_slice(&self.buf[self.pos..self.pos + buffered]);
             self.pos += buffered;
-            let start = self.big.len();
+            let mut start = self.big.len();
             self.big.resize(start + len - buffered, 0);
-            self.stream.read_exact(&mut self.big[start..])?;
+            let mut since = Instant::now();
+            while start < self.big.len() {
+                match self.stream.read(&mut self.big[start..]) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection",
+                        )
+                        .into());
+                    }
+                    Ok(n) => {
+                        start += n;
+                        since = Instant::now();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => self.timed_out(e, since)?,
+                }
+            }
             if len < MAX_PAYLOAD {
                 return Ok(At::Big);
             }
@@ -796,6 +936,8 @@ impl Write for InfileWriter<'_> {
 /// What the server's first packet says.
 #[derive(Debug)]
 struct Handshake {
+    /// The connection's id on the server.
+    id: u32,
     /// MariaDB's extended capabilities (bits 32–63), 0 from other servers.
     extended: u32,
     scramble: Vec<u8>,
@@ -812,7 +954,8 @@ impl Handshake {
         }
         let mut r = Reader(&p[1..]);
         r.nul_terminated()?; // server version
-        r.take(4)?; // connection id
+        let id = r.take(4)?;
+        let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
         let mut scramble = r.take(8)?.to_vec();
         r.take(1)?;
         let low = u32::from(r.u16()?);
@@ -839,6 +982,7 @@ impl Handshake {
             Err(_) => r.rest(),
         };
         Ok(Handshake {
+            id,
             extended,
             scramble,
             plugin: String::from_utf8_lossy(plugin).into_owned(),

@@ -427,3 +427,261 @@ async fn the_manifest_names_the_checksum_and_older_versions_still_restore() {
     assert!(matches!(err, Error::BadManifest { .. }), "{err:?}");
     assert!(err.to_string().contains("rowsum-md5-v0"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Peers that vanish: a database gone silent mid-dump, a global read lock held past its window.
+
+/// A proxy in front of the lab server.
+fn proxy() -> cs_lab::TcpProxy {
+    let port = cs_lab::mariadb().port();
+    cs_lab::TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).unwrap()
+}
+
+/// Runs a native backup of `schema` on its own task, for tests that stall it.
+fn spawn_backup(
+    url: DbUrl,
+    dir: PathBuf,
+    opts: BackupOptions,
+) -> tokio::task::JoinHandle<Result<cs_backup::Manifest, Error>> {
+    tokio::spawn(async move { backup(&NativeEngine::new(), &url, &dir, &opts, &NoProgress).await })
+}
+
+/// Waits (at most 30 s) until `sql` run as root on the server itself returns a row.
+fn wait_for_row(root: &DbUrl, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query(root, sql).is_empty() {
+        assert!(Instant::now() < deadline, "never saw a row for {sql}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_gone_silent_mid_dump_fails_within_the_bound() {
+    let server = cs_lab::mariadb();
+    let db = server.database("silent").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(200))",
+            "INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_400000",
+        ],
+    );
+    let proxy = proxy();
+    let reply = Duration::from_secs(2);
+    let deadlines = cs_core::Deadlines::quick(reply);
+    let url = proxy.db_url(&root).with_deadlines(deadlines);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let opts = BackupOptions {
+        statement_bytes: 4096,
+        ..options(&[db.name()])
+    };
+    let task = spawn_backup(url, dir.clone(), opts);
+    let data = dir.join(format!("2-{}.big.00001.sql", db.name()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::metadata(&data).is_ok_and(|m| m.len() > 100_000) {
+        assert!(Instant::now() < deadline, "rows never arrived");
+        assert!(
+            !task.is_finished(),
+            "the dump ended before the database froze"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.freeze();
+    let frozen = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the backup still waits a minute after the database froze")
+        .unwrap()
+        .unwrap_err();
+    let took = frozen.elapsed();
+    // One reply period, then the check from a second connection: its connect and login.
+    let bound = deadlines.reply + deadlines.connect * 2 + Duration::from_secs(3);
+    assert!(took < bound, "took {took:?}, bound {bound:?}");
+    let text = cs_core::error_chain(&err);
+    assert!(
+        text.contains(&format!("the database at {} went silent", proxy.addr())),
+        "{text}"
+    );
+    assert!(!dir.join("manifest.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
+    let server = cs_lab::mariadb();
+    let db = server.database("ftwrl").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE held (id INT PRIMARY KEY)",
+            "INSERT INTO held VALUES (1)",
+            "CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY)",
+        ],
+    );
+    // A long statement on a table: FLUSH TABLES WITH READ LOCK queues behind it, and every
+    // write of the server queues behind the flush (the classic pile-up).
+    let marker = format!("long-{}", db.name());
+    let sleeper = {
+        let (url, schema, marker) = (root.clone(), db.name().to_string(), marker.clone());
+        std::thread::spawn(move || {
+            use cs_lab::DbUrlExt;
+            use mysql::prelude::Queryable;
+            let mut conn = url.with_database(&schema).connect().unwrap();
+            // Cut short by the KILL QUERY at the end of the test.
+            let _ = conn.query_drop(format!("SELECT id, SLEEP(20), '{marker}' FROM held"));
+        })
+    };
+    wait_for_row(
+        &root,
+        &format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+             AND INFO NOT LIKE '%PROCESSLIST%'"
+        ),
+    );
+    let window = Duration::from_secs(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let opts = BackupOptions {
+        snapshot_window: window,
+        ..options(&[db.name()])
+    };
+    let url = root.with_deadlines(cs_core::Deadlines::quick(Duration::from_secs(5)));
+    let task = spawn_backup(url, dir.clone(), opts);
+    wait_for_row(
+        &root,
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+    );
+    let queued = Instant::now();
+    // A write of the cloud: blocked by the lock until the watchdog kills it.
+    let writer = {
+        let (url, schema) = (root.clone(), db.name().to_string());
+        std::thread::spawn(move || {
+            exec(&url, &schema, &["INSERT INTO w VALUES (NULL)"]);
+            Instant::now()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!writer.is_finished(), "the write was not held by the lock");
+    let written = writer.join().unwrap();
+    let held = written - queued;
+    assert!(
+        held < window + Duration::from_secs(3),
+        "the write waited {held:?} with a window of {window:?}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the backup still runs")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::SnapshotWindow { .. }), "{err:?}");
+    let text = cs_core::error_chain(&err);
+    assert!(
+        text.contains("was killed from a second connection"),
+        "{text}"
+    );
+    assert!(text.contains("the backup was abandoned"), "{text}");
+    assert!(!dir.join("manifest.json").exists());
+    // The long statement itself was not cut.
+    assert!(!sleeper.is_finished());
+    let long = scalar(
+        &root,
+        &format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+             AND INFO NOT LIKE '%PROCESSLIST%'"
+        ),
+    )
+    .unwrap();
+    exec(&root, db.name(), &[&format!("KILL QUERY {long}")]);
+    sleeper.join().unwrap();
+}
+
+/// The network to the server goes silent while the backup holds the global read lock: neither
+/// the backup nor its watchdog can reach the server, which ends the lock's session by itself
+/// (`wait_timeout`) a second after the window; the backup fails saying so within its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() {
+    let server = cs_lab::mariadb();
+    let db = server.database("ftwrlnet").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE held (id INT PRIMARY KEY)",
+            "INSERT INTO held VALUES (1)",
+            "CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY)",
+        ],
+    );
+    // A long statement holds FTWRL back until the network is frozen; then it is cut, FTWRL
+    // takes the lock on the server, and its answer is stuck in the silent network.
+    let marker = format!("long-{}", db.name());
+    let find_long = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+         AND INFO NOT LIKE '%PROCESSLIST%'"
+    );
+    let sleeper = {
+        let (url, schema, marker) = (root.clone(), db.name().to_string(), marker.clone());
+        std::thread::spawn(move || {
+            use cs_lab::DbUrlExt;
+            use mysql::prelude::Queryable;
+            let mut conn = url.with_database(&schema).connect().unwrap();
+            let _ = conn.query_drop(format!("SELECT id, SLEEP(20), '{marker}' FROM held"));
+        })
+    };
+    wait_for_row(&root, &find_long);
+    let proxy = proxy();
+    let window = Duration::from_secs(2);
+    let reply = Duration::from_secs(3);
+    let url = proxy
+        .db_url(&root)
+        .with_deadlines(cs_core::Deadlines::quick(reply));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let opts = BackupOptions {
+        snapshot_window: window,
+        ..options(&[db.name()])
+    };
+    let task = spawn_backup(url, dir.clone(), opts);
+    wait_for_row(
+        &root,
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+    );
+    proxy.freeze();
+    let long = scalar(&root, &find_long).unwrap();
+    exec(&root, db.name(), &[&format!("KILL QUERY {long}")]);
+    sleeper.join().unwrap();
+    let locked = Instant::now();
+    // The lock is now held by a session nobody can reach.
+    let writer = {
+        let (url, schema) = (root.clone(), db.name().to_string());
+        std::thread::spawn(move || {
+            exec(&url, &schema, &["INSERT INTO w VALUES (NULL)"]);
+            Instant::now()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!writer.is_finished(), "the write was not held by the lock");
+    let held = writer.join().unwrap() - locked;
+    // `wait_timeout` is the window plus a second, counted from FTWRL's end; the server checks
+    // it with a second's granularity.
+    assert!(
+        held < window + Duration::from_secs(3),
+        "the write waited {held:?} with a window of {window:?}"
+    );
+    let err = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the backup still waits")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::SnapshotWindow { .. }), "{err:?}");
+    let text = cs_core::error_chain(&err);
+    assert!(
+        text.contains("could not kill") && text.contains("wait_timeout"),
+        "{text}"
+    );
+    assert!(!dir.join("manifest.json").exists());
+}

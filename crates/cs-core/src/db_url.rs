@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::Secret;
+use crate::{Deadlines, Secret};
 
 /// How to reach a MySQL/MariaDB server: host, port, user, password and an optional default
 /// schema. Pure data (no driver here); the crates that talk to databases connect with it.
@@ -29,6 +29,8 @@ pub struct DbUrl {
     pub password: Secret,
     /// Default schema, if any.
     pub database: Option<String>,
+    /// How long the server may stay silent ([`Deadlines::default`] unless set).
+    pub deadlines: Deadlines,
 }
 
 /// A string that is not a database URL.
@@ -55,6 +57,7 @@ impl DbUrl {
             user: user.into(),
             password,
             database: None,
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -111,6 +114,7 @@ impl DbUrl {
             user,
             password: Secret::new(password),
             database,
+            deadlines: Deadlines::default(),
         })
     }
 
@@ -125,6 +129,15 @@ impl DbUrl {
     pub fn with_database(&self, db: &str) -> DbUrl {
         DbUrl {
             database: Some(db.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The same server and user with other [`Deadlines`].
+    #[must_use]
+    pub fn with_deadlines(&self, deadlines: Deadlines) -> DbUrl {
+        DbUrl {
+            deadlines,
             ..self.clone()
         }
     }

@@ -26,6 +26,7 @@ pub mod fake;
 mod host;
 mod layout;
 mod local;
+mod net;
 mod progress;
 mod runner;
 mod secret;
@@ -44,6 +45,7 @@ pub use host::{
 };
 pub use layout::Layout;
 pub use local::LocalHost;
+pub use net::Deadlines;
 pub use progress::{NoProgress, Progress, ProgressUpdate, RecordingProgress, Unit};
 pub use runner::{
     JournalEntry, JournalEvent, Plan, PlannedStep, RunError, RunKind, RunReport, Runner,

@@ -19,12 +19,15 @@ use ssh2::{
 
 use crate::host::{DirEntry, FileKind, FileMeta, tail};
 use crate::local::temp_path_for;
-use crate::{BoxError, Cmd, Host, HostError, Output, Secret, shell_quote};
+use crate::{BoxError, Cmd, Deadlines, Host, HostError, Output, Secret, shell_quote};
 
-/// How long one blocking libssh2 call for a file operation may wait for the server.
+/// The deadline of the `mv` that completes an atomic write.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a killed command's channel to close after a timeout.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// The default deadline of a command without its own [`Cmd::timeout`]: generous (package
+/// upgrades run for minutes), but never forever.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 
 // libssh2 error codes (`LIBSSH2_ERROR_*`, `LIBSSH2_FX_*`).
 const ERR_SOCKET_NONE: i32 = -1;
@@ -67,6 +70,7 @@ pub struct SshHostBuilder {
     accept_new: bool,
     connect_timeout: Duration,
     command_timeout: Option<Duration>,
+    deadlines: Deadlines,
 }
 
 impl SshHostBuilder {
@@ -141,9 +145,26 @@ impl SshHostBuilder {
         self
     }
 
-    /// A timeout for commands without their own [`Cmd::timeout`] (default: none).
+    /// A timeout for commands without their own [`Cmd::timeout`] (default 1 hour).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// Commands without their own [`Cmd::timeout`] may run forever, as long as the node
+    /// answers keepalives.
+    pub fn no_command_timeout(mut self) -> Self {
+        self.command_timeout = None;
+        self
+    }
+
+    /// How long the node may stay silent (default [`Deadlines::default`]): TCP keepalive and
+    /// `TCP_USER_TIMEOUT` on the socket, and, while a command runs, SSH keepalive requests
+    /// every quarter of [`Deadlines::reply`] (at least a second); a node that sends nothing,
+    /// answers included, for a whole [`Deadlines::reply`] counts as dead and the command fails
+    /// naming it.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -172,10 +193,11 @@ impl SshHostBuilder {
         });
         let task = inner.clone();
         spawn(&inner.name, move || {
-            let session = connect_blocking(&task.cfg, &task.name)?;
+            let (session, heard) = connect_blocking(&task.cfg, &task.name)?;
             *lock(&task.conn) = Some(Conn {
                 session,
                 sftp: None,
+                heard,
             });
             Ok(())
         })
@@ -235,7 +257,8 @@ impl SshHost {
             known_hosts: None,
             accept_new: false,
             connect_timeout: Duration::from_secs(10),
-            command_timeout: None,
+            command_timeout: Some(COMMAND_TIMEOUT),
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -282,6 +305,8 @@ struct Inner {
 struct Conn {
     session: Session,
     sftp: Option<Sftp>,
+    /// When the node last sent anything.
+    heard: Arc<Heard>,
 }
 
 impl Conn {
@@ -330,22 +355,26 @@ impl Inner {
             attempt += 1;
             let conn = match guard.as_mut() {
                 Some(c) => c,
-                None => guard.insert(Conn {
-                    session: connect_blocking(&self.cfg, &self.name)?,
-                    sftp: None,
-                }),
+                None => {
+                    let (session, heard) = connect_blocking(&self.cfg, &self.name)?;
+                    guard.insert(Conn {
+                        session,
+                        sftp: None,
+                        heard,
+                    })
+                }
             };
             conn.session.set_blocking(true);
-            conn.session.set_timeout(millis(IO_TIMEOUT));
+            conn.session.set_timeout(millis(self.cfg.deadlines.reply));
             match op(conn) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Host(e)) => return Err(e),
                 Err(Fail::Broken(e)) => {
-                    *guard = None;
+                    drop_conn(&mut guard);
                     return Err(e);
                 }
                 Err(Fail::Retry(e)) => {
-                    *guard = None;
+                    drop_conn(&mut guard);
                     if attempt >= 2 {
                         return Err(HostError::Protocol {
                             host: self.name.clone(),
@@ -374,7 +403,7 @@ impl Inner {
             Fail::Broken(HostError::Timeout {
                 host: self.name.clone(),
                 what: format!("{op} {}", path.display()),
-                after: IO_TIMEOUT,
+                after: self.cfg.deadlines.reply,
             })
         } else {
             Fail::Host(sftp_error(&self.name, op, path, e))
@@ -395,7 +424,7 @@ impl Inner {
             return Fail::Broken(HostError::Timeout {
                 host: self.name.clone(),
                 what: format!("{op} {}", path.display()),
-                after: IO_TIMEOUT,
+                after: self.cfg.deadlines.reply,
             });
         }
         Fail::Host(HostError::from_io(&self.name, op, path, e))
@@ -413,6 +442,16 @@ impl Inner {
                 })
             }
         })
+    }
+}
+
+/// Drops a broken session without waiting on its node: the connection is cut first, so that
+/// libssh2 closing its channels finds a closed socket instead of waiting for answers.
+fn drop_conn(guard: &mut Option<Conn>) {
+    if let Some(conn) = guard.take() {
+        conn.heard.cut();
+        conn.session.set_timeout(millis(KILL_GRACE));
+        drop(conn);
     }
 }
 
@@ -509,7 +548,7 @@ fn known_hosts_entry(host: &str, port: u16) -> String {
     }
 }
 
-fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostError> {
+fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<Heard>), HostError> {
     let addr = cfg.addr.as_str();
     let start = Instant::now();
     let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
@@ -555,9 +594,13 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostErr
         (None, None) => return Err(timeout(format!("TCP connect to {addr}"))),
     };
     let _ = tcp.set_nodelay(true);
+    // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
+    // while busy).
+    let _ = cfg.deadlines.apply(&tcp);
+    let (local, heard) = relay(tcp, name).map_err(|e| connect_err(Box::new(e)))?;
 
     let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
-    session.set_tcp_stream(tcp);
+    session.set_tcp_stream(local);
     session.set_timeout(millis(left()));
     let known_hosts = cfg.known_hosts_path();
     let entry = known_hosts_entry(&host, port);
@@ -578,8 +621,106 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<Session, HostErr
         e => e,
     })?;
     session.set_timeout(0);
+    // Only now: configured before the handshake, libssh2 fails the key exchange.
+    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
     tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
-    Ok(session)
+    Ok((session, heard))
+}
+
+/// SSH keepalive requests go out every quarter of a reply period while a command is quiet
+/// (libssh2 counts in whole seconds), so that a live node answers several before the silence
+/// bound.
+fn keepalive_secs(d: &Deadlines) -> u32 {
+    u32::try_from((d.reply / 4).as_secs())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// When a node last sent a byte, kept by [`relay`].
+#[derive(Debug)]
+struct Heard {
+    /// The node's socket, to cut a dead connection.
+    tcp: TcpStream,
+    start: Instant,
+    /// Milliseconds from `start` to the last byte received.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Heard {
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    fn cut(&self) {
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn now(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Puts a relay between libssh2 and the node's socket that notes when the node last sent
+/// anything: libssh2 sends keepalive requests but does not tell whether they are answered
+/// (OpenSSH's `ServerAliveCountMax` does), and a node whose kernel still acknowledges while
+/// `sshd` is hung (a stopped process, a stalled VM device) is otherwise never noticed. Two
+/// threads copy between the socket and one end of a local socket pair; libssh2 gets the other
+/// end. They end when the session closes its end (or the node closes the connection).
+fn relay(
+    tcp: TcpStream,
+    name: &str,
+) -> std::io::Result<(std::os::unix::net::UnixStream, Arc<Heard>)> {
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+    let (ours, theirs) = UnixStream::pair()?;
+    let heard = Arc::new(Heard {
+        tcp: tcp.try_clone()?,
+        start: Instant::now(),
+        last: std::sync::atomic::AtomicU64::new(0),
+    });
+    let (tcp_in, mut tcp_out) = (tcp.try_clone()?, tcp);
+    let (mut local_out, mut local_in) = (ours.try_clone()?, ours);
+    let for_down = Arc::clone(&heard);
+    let short: String = name.chars().take(10).collect();
+    std::thread::Builder::new()
+        .name(format!("ssh<{short}"))
+        .spawn(move || {
+            let mut tcp_in = tcp_in;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match tcp_in.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        for_down.now();
+                        if local_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = local_out.shutdown(Shutdown::Write);
+        })?;
+    std::thread::Builder::new()
+        .name(format!("ssh>{short}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match local_in.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tcp_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // The session is gone: so is the connection, which also ends the other thread.
+            let _ = tcp_out.shutdown(Shutdown::Both);
+            let _ = local_in.shutdown(Shutdown::Both);
+        })?;
+    Ok((theirs, heard))
 }
 
 /// Restricts the host key algorithms to the types recorded for this host, so a host with
@@ -588,28 +729,7 @@ fn prefer_known_key_types(session: &Session, known_hosts: &Path, entry: &str) {
     let Ok(text) = std::fs::read_to_string(known_hosts) else {
         return;
     };
-    let mut types: Vec<String> = Vec::new();
-    for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(hosts) = fields.next() else { continue };
-        if hosts.starts_with('#') || hosts.starts_with('@') {
-            continue;
-        }
-        if !hosts.split(',').any(|h| h.eq_ignore_ascii_case(entry)) {
-            continue;
-        }
-        let Some(kind) = fields.next() else { continue };
-        let names: &[&str] = if kind == "ssh-rsa" {
-            &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
-        } else {
-            &[kind]
-        };
-        for n in names {
-            if !types.iter().any(|t| t == n) {
-                types.push((*n).to_string());
-            }
-        }
-    }
+    let mut types = known_key_types(&text, entry);
     let supported = session
         .supported_algs(MethodType::HostKey)
         .unwrap_or_default();
@@ -617,6 +737,119 @@ fn prefer_known_key_types(session: &Session, known_hosts: &Path, entry: &str) {
     if !types.is_empty() {
         let _ = session.method_pref(MethodType::HostKey, &types.join(","));
     }
+}
+
+/// One line of a known_hosts file, split as OpenSSH reads it (`sshd(8)`, "SSH_KNOWN_HOSTS FILE
+/// FORMAT"; OpenSSH `hostfile.c`): an optional marker (`@revoked`, `@cert-authority`), the
+/// host patterns, the key type and the key.
+struct KnownLine<'a> {
+    marker: Option<&'a str>,
+    hosts: &'a str,
+    kind: &'a str,
+    key: &'a str,
+}
+
+fn known_lines(text: &str) -> impl Iterator<Item = KnownLine<'_>> {
+    text.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let first = fields.next()?;
+        if first.starts_with('#') {
+            return None;
+        }
+        let (marker, hosts) = match first.strip_prefix('@') {
+            Some(m) => (Some(m), fields.next()?),
+            None => (None, first),
+        };
+        Some(KnownLine {
+            marker,
+            hosts,
+            kind: fields.next()?,
+            key: fields.next()?,
+        })
+    })
+}
+
+/// Whether the host patterns of a known_hosts line name `entry` (`host` or `[host]:port`, as
+/// [`known_hosts_entry`] writes it): a hashed name (`|1|salt|hash`, HMAC-SHA1 of the name
+/// keyed with the salt, as `ssh-keygen -H` writes), or a comma-separated list of patterns
+/// with `*` and `?`, where a matching `!pattern` excludes the host (OpenSSH `match.c`,
+/// `match_hostname`).
+fn hosts_match(hosts: &str, entry: &str) -> bool {
+    if let Some(hashed) = hosts.strip_prefix("|1|") {
+        return hashed_match(hashed, entry);
+    }
+    let entry = entry.to_ascii_lowercase();
+    let mut matched = false;
+    for pattern in hosts.split(',') {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix('!') {
+            Some(negated) if glob(negated.as_bytes(), entry.as_bytes()) => return false,
+            Some(_) => {}
+            None => matched |= glob(pattern.as_bytes(), entry.as_bytes()),
+        }
+    }
+    matched
+}
+
+fn hashed_match(salt_and_hash: &str, entry: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(entry.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// `*` and `?` wildcards.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+/// The host key algorithms recorded for `entry` (plain or hashed lines, markers skipped), in
+/// file order; RSA keys allow the SHA-2 signatures first.
+fn known_key_types(text: &str, entry: &str) -> Vec<String> {
+    let mut types: Vec<String> = Vec::new();
+    for line in known_lines(text) {
+        if line.marker.is_some() || !hosts_match(line.hosts, entry) {
+            continue;
+        }
+        let names: &[&str] = if line.kind == "ssh-rsa" {
+            &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+        } else {
+            &[line.kind]
+        };
+        for n in names {
+            if !types.iter().any(|t| t == n) {
+                types.push((*n).to_string());
+            }
+        }
+    }
+    types
+}
+
+/// Whether `key` (the public key blob) is on a `@revoked` line for `entry`: OpenSSH refuses
+/// such a key whatever else the file says (`sshconnect.c`, `check_host_key`, `HOST_REVOKED`).
+fn revoked(text: &str, entry: &str, key: &[u8]) -> bool {
+    let key = base64(key, true);
+    known_lines(text).any(|line| {
+        line.marker == Some("revoked") && line.key == key && hosts_match(line.hosts, entry)
+    })
 }
 
 fn verify_host_key(
@@ -646,11 +879,20 @@ fn verify_host_key(
         .map_err(|e| refuse(format!("cannot load known hosts: {e}")))?;
     match std::fs::read_to_string(file) {
         Ok(text) => {
+            if revoked(&text, &entry, key) {
+                return Err(refuse(format!(
+                    "the {key_type} key it presented ({fingerprint}) is marked @revoked for \
+                     {entry} in {file}; a revoked key is never accepted",
+                    file = file.display()
+                )));
+            }
             // Line by line: libssh2 gives up on a whole file at the first line it cannot parse
             // (a key type it does not know), which would hide every other entry.
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
+                // Markers are ours to read (libssh2 knows none of them): a revoked key must
+                // not match as a plain entry would.
+                if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
                     continue;
                 }
                 if let Err(e) = known.read_str(line, KnownHostFileKind::OpenSSH) {
@@ -837,6 +1079,7 @@ const PID_MARKER: &str = "cs-upgrade-pid:";
 fn exec(
     inner: &Inner,
     session: &Session,
+    heard: &Heard,
     line: &str,
     shown: &str,
     stdin: &[u8],
@@ -871,7 +1114,13 @@ fn exec(
     })?;
     let start = Instant::now();
     session.set_blocking(false);
-    let pumped = pump(&mut ch, stdin, start, limit);
+    let silence = inner.cfg.deadlines.reply;
+    let pumped = pump(&mut ch, stdin, start, limit, &|| {
+        // Due keepalive requests go out; a node that answers none for a whole reply period
+        // is gone.
+        let _ = session.keepalive_send();
+        heard.silent_for() > silence
+    });
     session.set_blocking(true);
     let (stdout, mut stderr) = match pumped {
         Ok(out) => out,
@@ -892,13 +1141,27 @@ fn exec(
                 }
             }
             let closed = ch.close().is_ok() && ch.wait_close().is_ok();
-            session.set_timeout(millis(IO_TIMEOUT));
+            session.set_timeout(millis(inner.cfg.deadlines.reply));
             // A channel that would not close could block the session: start a new one.
             return Err(if closed {
                 Fail::Host(timeout)
             } else {
                 Fail::Broken(timeout)
             });
+        }
+        Err(Pump::Silent) => {
+            tracing::debug!(host = %name, cmd = %shown, "node silent; dropping the session");
+            // Cut first: closing the channel must not wait for a node that answers nothing.
+            heard.cut();
+            session.set_timeout(millis(KILL_GRACE));
+            return Err(Fail::Broken(HostError::Timeout {
+                host: name.clone(),
+                what: format!(
+                    "`{shown}`: {name} ({}) stopped answering, keepalives included",
+                    inner.cfg.addr
+                ),
+                after: silence,
+            }));
         }
         Err(Pump::Io(e)) => {
             return Err(Fail::Broken(protocol(
@@ -958,6 +1221,8 @@ fn strip_marker(stderr: &mut Vec<u8>) {
 
 enum Pump {
     TimedOut(Duration, Vec<u8>),
+    /// The node sent nothing, not even answers to keepalives, for a reply period.
+    Silent,
     Io(std::io::Error),
 }
 
@@ -968,6 +1233,7 @@ fn pump(
     stdin: &[u8],
     start: Instant,
     limit: Option<Duration>,
+    silent: &dyn Fn() -> bool,
 ) -> Result<(Vec<u8>, Vec<u8>), Pump> {
     const CHUNK: usize = 64 * 1024;
     let mut stdout = Vec::new();
@@ -1027,6 +1293,9 @@ fn pump(
         if moved {
             idle = Duration::from_micros(50);
         } else {
+            if silent() {
+                return Err(Pump::Silent);
+            }
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(5));
         }
@@ -1054,7 +1323,7 @@ fn run_on(
     stdin: &[u8],
     limit: Option<Duration>,
 ) -> Result<Output, Fail> {
-    exec(inner, &conn.session, line, shown, stdin, limit)
+    exec(inner, &conn.session, &conn.heard, line, shown, stdin, limit)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1183,11 +1452,19 @@ fn rename_over(inner: &Inner, conn: &mut Conn, tmp: &Path, path: &Path) -> Resul
         return Err(Fail::Host(sftp_error(&inner.name, "rename", path, err)));
     };
     let line = format!("mv -f -T -- {} {}", shell_quote(t), shell_quote(p));
-    let out =
-        exec(inner, &conn.session, &line, &line, &[], Some(IO_TIMEOUT)).map_err(|f| match f {
-            Fail::Retry(e) => inner.fail("rename", path, e),
-            other => other,
-        })?;
+    let out = exec(
+        inner,
+        &conn.session,
+        &conn.heard,
+        &line,
+        &line,
+        &[],
+        Some(IO_TIMEOUT),
+    )
+    .map_err(|f| match f {
+        Fail::Retry(e) => inner.fail("rename", path, e),
+        other => other,
+    })?;
     if out.success() {
         Ok(())
     } else {
@@ -1364,6 +1641,87 @@ mod tests {
     fn known_hosts_entries_bracket_non_default_ports() {
         assert_eq!(known_hosts_entry("10.0.0.5", 22), "10.0.0.5");
         assert_eq!(known_hosts_entry("127.0.0.1", 2222), "[127.0.0.1]:2222");
+        // IPv6 as OpenSSH writes it: bare on port 22, bracketed with any other port.
+        let (host, port) = split_addr("[::1]:2222");
+        assert_eq!(known_hosts_entry(&host, port), "[::1]:2222");
+        let (host, port) = split_addr("fe80::1");
+        assert_eq!(known_hosts_entry(&host, port), "fe80::1");
+    }
+
+    /// Salt bytes 0..20; hashes computed independently (Python `hmac`, SHA-1).
+    const SALT: &str = "AAECAwQFBgcICQoLDA0ODxAREhM=";
+
+    #[test]
+    fn hashed_entries_match_their_host_only() {
+        let lab = format!("|1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4=");
+        assert!(hosts_match(&lab, "[127.0.0.1]:2222"));
+        assert!(!hosts_match(&lab, "[127.0.0.1]:2223"));
+        assert!(!hosts_match(&lab, "127.0.0.1"));
+        let v6 = format!("|1|{SALT}|Orla712qdBdiFap+jRvaNbWjt4Y=");
+        assert!(hosts_match(&v6, "[::1]:2222"));
+        assert!(hosts_match(
+            &format!("|1|{SALT}|FOTowN1KlLwkyQvo8iBjvpREtZk="),
+            "kvm1"
+        ));
+        // Broken hashes match nothing rather than fail.
+        assert!(!hosts_match("|1|!!|??", "kvm1"));
+        assert!(!hosts_match("|1|nohash", "kvm1"));
+    }
+
+    #[test]
+    fn patterns_match_as_openssh_does() {
+        assert!(hosts_match("kvm1,kvm2", "kvm2"));
+        assert!(hosts_match("KVM1", "kvm1"));
+        assert!(hosts_match("kvm*", "kvm12"));
+        assert!(hosts_match("kvm?", "kvm1"));
+        assert!(!hosts_match("kvm?", "kvm12"));
+        assert!(!hosts_match("kvm*,!kvm3", "kvm3"));
+        assert!(hosts_match("[10.0.0.*]:2222", "[10.0.0.7]:2222"));
+        assert!(!hosts_match("10.0.0.5", "[10.0.0.5]:2222"));
+    }
+
+    #[test]
+    fn key_types_of_hashed_non_ed25519_entries_are_preferred() {
+        // The false "someone may be intercepting" warning came from here: a hashed ECDSA
+        // entry was not recognised, the server presented its ed25519 key, libssh2 found the
+        // recorded ECDSA key for the host and reported a mismatch.
+        let text = format!(
+            "# comment\n\
+             |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ecdsa-sha2-nistp256 AAAAE2VjZHNh\n\
+             other ssh-ed25519 AAAAC3Nz\n\
+             |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ssh-rsa AAAAB3Nz\n\
+             @revoked [127.0.0.1]:2222 ssh-ed25519 AAAAC3Nz\n"
+        );
+        assert_eq!(
+            known_key_types(&text, "[127.0.0.1]:2222"),
+            [
+                "ecdsa-sha2-nistp256",
+                "rsa-sha2-512",
+                "rsa-sha2-256",
+                "ssh-rsa"
+            ]
+        );
+        assert_eq!(known_key_types(&text, "other"), ["ssh-ed25519"]);
+        assert!(known_key_types(&text, "nobody").is_empty());
+    }
+
+    #[test]
+    fn revoked_keys_are_found_for_their_hosts() {
+        let key = b"\x00\x00\x00\x0bssh-ed25519 some key bytes";
+        let b64 = base64(key, true);
+        let text = format!(
+            "kvm1 ssh-ed25519 {b64}\n\
+             @revoked kvm1,kvm2 ssh-ed25519 {b64}\n\
+             @cert-authority * ssh-ed25519 {b64}\n\
+             @revoked |1|{SALT}|zKYaAqmSav3Qxr2sffNqWFIcbe4= ssh-ed25519 {b64}\n"
+        );
+        assert!(revoked(&text, "kvm1", key));
+        assert!(revoked(&text, "kvm2", key));
+        assert!(revoked(&text, "[127.0.0.1]:2222", key));
+        assert!(!revoked(&text, "kvm3", key));
+        assert!(!revoked(&text, "kvm1", b"another key"));
+        // The revoked line is no plain entry for the key types either.
+        assert_eq!(known_key_types(&text, "kvm2"), Vec::<String>::new());
     }
 
     #[test]

@@ -484,3 +484,102 @@ async fn a_frozen_node_stalls_its_command_and_thaw_brings_it_back() {
         .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
     assert_eq!(out.stdout, b"again");
 }
+
+/// A command that prints nothing for longer than the silence bound runs to its end while the
+/// node answers keepalives; once the node goes silent, a command without a deadline of its own
+/// fails within the bound, naming the node, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_fails_its_command_within_the_bound_naming_it() {
+    let server = SshServer::start().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let reply = Duration::from_secs(4);
+    let host = Arc::new(
+        server
+            .host_builder()
+            .name("kvm-silent")
+            .deadlines(cs_core::Deadlines::quick(reply))
+            .no_command_timeout()
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    // Quiet but alive: keepalives are answered.
+    let started = Instant::now();
+    host.run_ok(&Cmd::new("sleep").arg("9"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert!(started.elapsed() >= Duration::from_secs(9));
+
+    let running = {
+        let host = host.clone();
+        tokio::spawn(async move { host.run(&Cmd::new("sleep").arg("60")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .freeze()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let frozen = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(30), running).await;
+    let took = frozen.elapsed();
+    server
+        .thaw()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let err = result
+        .expect("the command still waits on a silent node")
+        .expect("join")
+        .expect_err("a silent node cannot finish the command");
+    // The bound, plus a little scheduling.
+    assert!(took < reply + Duration::from_secs(2), "took {took:?}");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    let text = error_chain(&err);
+    assert!(
+        text.contains("kvm-silent") && text.contains("stopped answering"),
+        "{text}"
+    );
+    // The session was dropped: the next command connects again and works.
+    let out = host
+        .run_ok(&Cmd::new("printf").arg("back"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    assert_eq!(out.stdout, b"back");
+}
+
+/// A host key marked `@revoked` is refused even where a plain line records it, as OpenSSH
+/// does; the same file hashed with `ssh-keygen -H` still lets the host in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_host_keys_are_refused_and_hashed_entries_match() {
+    let server = sshd();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recorded = std::fs::read_to_string(server.known_hosts()).expect("known_hosts");
+    let pub_key = public_key_of(&server.host_key_pub());
+    let entry = format!("[127.0.0.1]:{}", server.port());
+
+    let hashed = tmp.path().join("hashed");
+    std::fs::write(&hashed, &recorded).unwrap();
+    local(
+        Cmd::new("ssh-keygen")
+            .args(["-q", "-H", "-f"])
+            .arg(hashed.to_string_lossy()),
+    )
+    .await;
+    let text = std::fs::read_to_string(&hashed).unwrap();
+    assert!(text.starts_with("|1|"), "{text}");
+    let host = SshHost::builder(server.addr())
+        .key_file(server.client_key())
+        .known_hosts(&hashed)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    host.run_ok(&Cmd::new("true")).await.expect("run");
+
+    let revoked = tmp.path().join("revoked");
+    std::fs::write(&revoked, format!("{recorded}@revoked {entry} {pub_key}\n")).unwrap();
+    let err = SshHost::builder(server.addr())
+        .key_file(server.client_key())
+        .known_hosts(&revoked)
+        .connect()
+        .await
+        .expect_err("a revoked key is refused");
+    assert!(matches!(err, HostError::HostKey { .. }), "{err:?}");
+    let text = error_chain(&err);
+    assert!(text.contains("@revoked") && text.contains(&entry), "{text}");
+}
