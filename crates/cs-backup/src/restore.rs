@@ -398,6 +398,7 @@ impl Job {
                     .filter_map(|table| table.files.first().map(|f| (f.clone(), None)))
                     .collect();
                 let mut referenced = Referenced::new();
+                let mut sequences = Vec::new();
                 for (f, _) in &ddl {
                     let path = self.dir.join(f);
                     let mut text = String::new();
@@ -405,9 +406,19 @@ impl Job {
                         .read_to_string(&mut text)
                         .map_err(|e| Error::io("read", &path, e))?;
                     fk_references(&text, &mut referenced);
+                    if text.contains("\nCREATE SEQUENCE ") {
+                        sequences.push(f.clone());
+                    }
                 }
                 let _ = self.referenced.set(referenced);
                 let t = std::time::Instant::now();
+                // Sequences first: a table's default may call `NEXTVAL` of one, and a table
+                // is only created once the sequences it names exist.
+                let ddl: Vec<(String, Option<LoadTarget>)> = ddl
+                    .into_iter()
+                    .filter(|(f, _)| !sequences.contains(f))
+                    .collect();
+                self.parallel(sequences.into_iter().map(|f| (f, None)).collect(), &map)?;
                 self.parallel(ddl, &map)?;
                 tracing::debug!(secs = t.elapsed().as_secs_f64(), "tables created");
                 let mut db = db::connect(&self.url)?;
@@ -823,6 +834,17 @@ fn names_schema(stmt: &[u8]) -> bool {
         || upper.contains("DROP DATABASE")
 }
 
+/// Whether a statement is mariadb-dump's `LOCK TABLES … WRITE` or `UNLOCK TABLES` around a
+/// table's rows. The restore skips them: nobody else uses the scratch schemas, and a locked
+/// session cannot read tables it did not lock, such as the sequence a column's default calls
+/// `NEXTVAL` of (MariaDB refuses the `INSERT` with error 1100).
+fn is_table_lock(stmt: &[u8]) -> bool {
+    let head = &stmt[..stmt.len().min(16)];
+    let upper = String::from_utf8_lossy(head).to_ascii_uppercase();
+    let upper = upper.trim_start();
+    upper.starts_with("LOCK TABLES ") || upper.starts_with("UNLOCK TABLES")
+}
+
 /// Counts the rows of an `INSERT` (approximately: `),(` inside strings count too; only for
 /// progress).
 fn approx_rows(stmt: &[u8]) -> u64 {
@@ -836,6 +858,20 @@ fn approx_rows(stmt: &[u8]) -> u64 {
 /// UTF-8, UTC, zero kept as a value in `AUTO_INCREMENT` columns, and no per-row foreign-key
 /// or uniqueness lookups (the data was consistent when it was dumped).
 const LOAD_SESSION: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0";
+
+/// Starts loading rows into `table`: [`LOAD_SESSION`], and for a system-versioned table
+/// `system_versioning_insert_history` (MariaDB 10.11+), so that its rows keep their
+/// `row_start` and `row_end`.
+fn load_session(db: &mut Db, table: &db::Table) -> Result<()> {
+    db.exec("reset the session", LOAD_SESSION)?;
+    if table.kind == db::TableKind::Versioned {
+        db.exec(
+            "allow loading the history of a system-versioned table",
+            "SET @@session.system_versioning_insert_history = 1",
+        )?;
+    }
+    Ok(())
+}
 
 /// Runs every statement of a dump file on one connection, mapping schema names.
 pub(crate) fn run_file(
@@ -882,6 +918,9 @@ pub(crate) fn run_file(
             if let Ok(mut d) = defer.lock() {
                 d.push((db.clone(), table, keys));
             }
+        }
+        if is_table_lock(text.as_bytes()) {
+            continue;
         }
         let rows = approx_rows(text.as_bytes());
         db.exec(
@@ -1051,8 +1090,9 @@ fn load_bulk(
         .map(|c| c.kind() == ValueKind::Binary)
         .collect();
     // As in `load_data`: values go as bytes into tables that store UTF-8 (and into binary
-    // columns); other character sets need the conversion from the connection's utf8mb4.
-    let utf8_only = target.table.utf8_only();
+    // columns); other character sets, and types that take bytes as their packed form, need
+    // the text from the connection's utf8mb4.
+    let utf8_only = target.table.bytes_load_ok();
     let types: Vec<u8> = hex
         .iter()
         .map(|&h| {
@@ -1070,7 +1110,7 @@ fn load_bulk(
         names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(","),
         vec!["?"; names.len()].join(",")
     );
-    db.exec("reset the session", LOAD_SESSION)?;
+    load_session(db, &target.table)?;
     let Some(mut bulk) = db.bulk_insert(&format!("load {rel}"), &sql, &types)? else {
         return Ok(false);
     };
@@ -1142,7 +1182,7 @@ fn load_data(
     // go as bytes: the server then only checks them instead of converting every value from
     // utf8mb4, which is about a tenth of the load's CPU. Other character sets need the
     // conversion.
-    let utf8_only = target.table.utf8_only();
+    let utf8_only = target.table.bytes_load_ok();
     let sql = format!(
         "LOAD DATA LOCAL INFILE 'cs-backup' INTO TABLE {}.{} CHARACTER SET {} \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
@@ -1156,7 +1196,7 @@ fn load_data(
             format!(" SET {}", sets.join(", "))
         }
     );
-    db.exec("reset the session", LOAD_SESSION)?;
+    load_session(db, &target.table)?;
     let counters = counters.clone();
     let rel_owned = rel.to_string();
     let loaded = db.load_local(&format!("load {rel}"), &sql, move |w| {
@@ -1734,6 +1774,9 @@ mod tests {
             b"/*!50106 ALTER DATABASE `cloud` CHARACTER SET latin1 COLLATE latin1_swedish_ci */"
         ));
         assert!(!names_schema(b"INSERT INTO `t` VALUES ('USE `cloud`')"));
+        assert!(is_table_lock(b"LOCK TABLES `t` WRITE"));
+        assert!(is_table_lock(b"UNLOCK TABLES"));
+        assert!(!is_table_lock(b"INSERT INTO `LOCK TABLES` VALUES (1)"));
         assert_eq!(approx_rows(b"INSERT INTO t VALUES (1),(2),(3)"), 3);
     }
 
