@@ -935,14 +935,43 @@ pub(crate) fn run_file(
     Ok(())
 }
 
+/// The classes a server sorts a table's keys into: within one, keys stay in the order they
+/// were created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyClass {
+    /// `PRIMARY KEY`, `UNIQUE KEY`.
+    Unique,
+    /// `KEY`, `SPATIAL KEY`.
+    Plain,
+    /// `FULLTEXT KEY`.
+    FullText,
+}
+
+impl KeyClass {
+    /// The class of a key line of `SHOW CREATE TABLE`; `None` for other lines.
+    fn of(line: &str) -> Option<KeyClass> {
+        if line.starts_with("PRIMARY KEY ") || line.starts_with("UNIQUE KEY `") {
+            Some(KeyClass::Unique)
+        } else if line.starts_with("KEY `") || line.starts_with("SPATIAL KEY `") {
+            Some(KeyClass::Plain)
+        } else if line.starts_with("FULLTEXT KEY `") {
+            Some(KeyClass::FullText)
+        } else {
+            None
+        }
+    }
+}
+
 /// Splits the secondary keys out of a `SHOW CREATE TABLE` statement: returns the statement
 /// without them, the table, and `ADD [UNIQUE] KEY …` clauses. Plain and unique keys are split
 /// out (an index built by sorting once the rows are in costs a fraction of one maintained row
 /// by row, and a unique key then needs no random reads while loading); a key stays when its
 /// first column starts a foreign key of the table or is referenced by one (in `referenced`:
 /// InnoDB needs those keys when the constraint is created), or is the `AUTO_INCREMENT`
-/// column (which must be indexed), as do full-text and spatial keys. `None` when there is
-/// nothing to split or the statement is not a plain `CREATE TABLE`.
+/// column (which must be indexed), as do full-text and spatial keys; and so does every key
+/// before a staying key of its [`KeyClass`], so that the restored table lists its keys in the
+/// backup's order. `None` when there is nothing to split or the statement is not a plain
+/// `CREATE TABLE`.
 fn split_keys(stmt: &str, referenced: &Referenced) -> Option<(String, String, Vec<String>)> {
     let head = stmt.lines().next()?;
     let rest = head.strip_prefix("CREATE TABLE `")?;
@@ -966,20 +995,45 @@ fn split_keys(stmt: &str, referenced: &Referenced) -> Option<(String, String, Ve
         let name = &t[..t.find('`')?];
         t.contains(" AUTO_INCREMENT").then(|| name.to_string())
     });
-    let mut keep: Vec<String> = Vec::new();
-    let mut keys = Vec::new();
+    // Which lines could be added after the rows, and the class of every key line.
+    let mut deferrable = vec![false; lines.len()];
+    let mut class: Vec<Option<KeyClass>> = vec![None; lines.len()];
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_start();
+        class[i] = KeyClass::of(t);
         let kind = t.starts_with("KEY `") || t.starts_with("UNIQUE KEY `");
-        let deferrable = kind
+        deferrable[i] = kind
             && i > 0
             && i + 1 < lines.len()
+            // A unique key on a BLOB/TEXT prefix-less column is a hash key, which the server
+            // orders by its own rule: left in place.
+            && !t.contains(" USING HASH")
             && first_col(t).is_some_and(|c| {
                 !fk_first.contains(&c)
                     && auto_increment.as_ref() != Some(&c)
                     && !referenced.contains(&(table.clone(), c))
             });
-        if deferrable {
+    }
+    // The restored definition must list the keys in the order of the backup. The server
+    // keeps its keys sorted by class (unique before plain before full-text) and, within a
+    // class, in the order they were created, with keys added by `ALTER TABLE` after those
+    // already there (MariaDB's `sql/sql_table.cc`, `sort_keys` in
+    // `mysql_prepare_create_table`). So a key is added after the rows only when no key of
+    // its class that stays in `CREATE TABLE` comes after it: per class, a suffix.
+    let mut kept_after: BTreeSet<KeyClass> = BTreeSet::new();
+    for i in (0..lines.len()).rev() {
+        let Some(c) = class[i] else { continue };
+        if deferrable[i] && !kept_after.contains(&c) {
+            continue;
+        }
+        deferrable[i] = false;
+        kept_after.insert(c);
+    }
+    let mut keep: Vec<String> = Vec::new();
+    let mut keys = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if deferrable[i] {
+            let t = l.trim_start();
             keys.push(format!("ADD {}", t.trim_end().trim_end_matches(',')));
         } else {
             keep.push((*l).to_string());
@@ -1816,6 +1870,18 @@ mod tests {
         assert!(stmt.contains("UNIQUE KEY `ua` (`a`)\n)"), "{stmt}");
         assert_eq!(keys, ["ADD KEY `kb` (`b`)"]);
         assert!(split_keys("CREATE TABLE `t` (\n  `a` int\n)", &none).is_none());
+        // A plain key before one a foreign key needs stays too (else the restored table
+        // would list it after); unique keys sort apart from plain ones and are still added
+        // later, as are the plain keys after the last staying one.
+        let order = "CREATE TABLE `o` (\n  `id` int NOT NULL,\n  `a` int,\n  `p` int,\n  `b` int,\n  \
+            PRIMARY KEY (`id`),\n  UNIQUE KEY `ub` (`b`),\n  KEY `ka` (`a`),\n  KEY `kp` (`p`),\n  \
+            KEY `kb` (`b`),\n  CONSTRAINT `f` FOREIGN KEY (`p`) REFERENCES `x` (`id`)\n) ENGINE=InnoDB";
+        let (stmt, _, keys) = split_keys(order, &none).unwrap();
+        assert_eq!(keys, ["ADD UNIQUE KEY `ub` (`b`)", "ADD KEY `kb` (`b`)"]);
+        assert!(
+            stmt.contains("KEY `ka` (`a`),\n  KEY `kp` (`p`),\n  CONSTRAINT"),
+            "{stmt}"
+        );
         assert!(split_keys("DROP TABLE IF EXISTS `t`", &none).is_none());
     }
 
