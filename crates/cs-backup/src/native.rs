@@ -30,9 +30,11 @@ use crate::{BackupOptions, Compression, Error, Result};
 ///
 /// # Files
 /// Per schema, in name order so that `cat *.sql | mysql` restores:
-/// `1-<schema>.sql` (`CREATE DATABASE`), `2-<schema>.<table>.00000.sql` (`DROP TABLE`,
+/// `1-<schema>.sql` (`CREATE DATABASE`), `1s-<schema>.<sequence>.sql` (`CREATE SEQUENCE` and
+/// its state as a full-row `INSERT`), `2-<schema>.<table>.00000.sql` (`DROP TABLE`,
 /// `CREATE TABLE`), `2-<schema>.<table>.00001.sql`… (rows as multi-row `INSERT`s with a column
-/// list, one statement per line, binary columns in hex), `3-<schema>.views.sql` and
+/// list, one statement per line, binary columns in hex; a system-versioned table's rows with
+/// its history and their `row_start`/`row_end`), `3-<schema>.views.sql` and
 /// `4-<schema>.routines.sql` (triggers, procedures, functions, events, with `DELIMITER ;;`).
 /// Every file starts with its own `SET NAMES utf8mb4`, `TIME_ZONE='+00:00'`, `SQL_MODE`,
 /// `FOREIGN_KEY_CHECKS=0` and `USE`, so each also loads on its own.
