@@ -511,10 +511,11 @@ impl Db {
             self.raw_results = raw;
         }
         let sql = format!(
-            "SELECT {} FROM {}.{}{}",
+            "SELECT {} FROM {}.{}{}{}",
             table.select_list(),
             ident(schema),
             ident(&table.name),
+            table.all_rows(),
             filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
         );
         self.query(what, &sql, row)
@@ -596,6 +597,8 @@ pub(crate) struct Column {
     pub(crate) generated: bool,
     /// `CHARACTER_SET_NAME` of a character column (`utf8mb3`, `latin1`, …), `None` for others.
     pub(crate) charset: Option<String>,
+    /// The row start or end column of a system-versioned table.
+    pub(crate) period: bool,
 }
 
 impl Column {
@@ -612,6 +615,19 @@ impl Column {
     }
 }
 
+impl Column {
+    /// Whether this is the row start or end column of a system-versioned table.
+    pub(crate) fn is_period(&self) -> bool {
+        self.period
+    }
+
+    /// Whether a `binary` string stored into the column is taken as the type's packed form
+    /// rather than as text: MariaDB's fixed-size binary types (`UUID`, `INET4`, `INET6`).
+    pub(crate) fn packed_from_binary(&self) -> bool {
+        matches!(self.data_type.as_str(), "uuid" | "inet4" | "inet6")
+    }
+}
+
 /// How a value is written in a dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ValueKind {
@@ -623,10 +639,24 @@ pub(crate) enum ValueKind {
     Text,
 }
 
-/// A base table.
+/// What kind of table `information_schema.TABLES` lists (`TABLE_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum TableKind {
+    /// `BASE TABLE`.
+    #[default]
+    Base,
+    /// `SEQUENCE` (MariaDB 10.3+): a one-row table holding the sequence's state.
+    Sequence,
+    /// `SYSTEM VERSIONED` (MariaDB 10.3+): rows are read and written with their history
+    /// (`FOR SYSTEM_TIME ALL`, the row start and end columns included).
+    Versioned,
+}
+
+/// A base table, sequence or system-versioned table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Table {
     pub(crate) name: String,
+    pub(crate) kind: TableKind,
     pub(crate) engine: String,
     pub(crate) est_rows: u64,
     pub(crate) est_bytes: u64,
@@ -662,6 +692,24 @@ impl Table {
                 .as_deref()
                 .is_none_or(|cs| matches!(cs, "utf8mb4" | "utf8mb3" | "utf8" | "ascii" | "binary"))
         })
+    }
+
+    /// Whether the server stores values sent as bytes in every stored column as it would
+    /// store them sent as `utf8mb4` text: [`Table::utf8_only`], and no column of a type that
+    /// takes a binary string as its packed form (`UUID`, `INET4`, `INET6` read 16 or 4 raw
+    /// bytes from a `binary` string instead of parsing its text; MariaDB's
+    /// `sql/sql_type_fixedbin.h`, `Field_fbt::store`).
+    pub(crate) fn bytes_load_ok(&self) -> bool {
+        self.utf8_only() && self.stored().all(|c| !c.packed_from_binary())
+    }
+
+    /// What follows the table's name in a `SELECT` of all its rows: `FOR SYSTEM_TIME ALL` for
+    /// a system-versioned table (its history too), else nothing.
+    pub(crate) fn all_rows(&self) -> &'static str {
+        match self.kind {
+            TableKind::Versioned => " FOR SYSTEM_TIME ALL",
+            _ => "",
+        }
     }
 
     /// `SELECT` list of the stored columns.
@@ -736,11 +784,21 @@ pub(crate) fn catalog(db: &mut Db, schema: &str) -> Result<Catalog> {
              ORDER BY TABLE_NAME"
         ),
     )? {
-        if r[1] == "VIEW" {
-            cat.views.push(r[0].clone());
-        } else if r[1] == "BASE TABLE" {
+        let kind = match r[1].as_str() {
+            "VIEW" => {
+                cat.views.push(r[0].clone());
+                continue;
+            }
+            "BASE TABLE" => TableKind::Base,
+            "SEQUENCE" => TableKind::Sequence,
+            "SYSTEM VERSIONED" => TableKind::Versioned,
+            // `TEMPORARY` and `SYSTEM VIEW` are not part of a schema's backup.
+            _ => continue,
+        };
+        {
             cat.tables.push(Table {
                 name: r[0].clone(),
+                kind,
                 engine: r[2].clone(),
                 est_rows: r[3].parse().unwrap_or(0),
                 est_bytes: r[4].parse().unwrap_or(0),
@@ -760,15 +818,20 @@ pub(crate) fn catalog(db: &mut Db, schema: &str) -> Result<Catalog> {
         ),
     )? {
         let extra = r[3].to_ascii_uppercase();
-        let generated = extra.contains("VIRTUAL")
-            || extra.contains("STORED")
-            || extra.contains("PERSISTENT")
-            || !r[4].is_empty();
+        // The row start and end columns of a system-versioned table are "generated" by the
+        // server, but their values are the history's and are dumped like stored ones.
+        let period = matches!(r[4].to_ascii_uppercase().as_str(), "ROW START" | "ROW END");
+        let generated = !period
+            && (extra.contains("VIRTUAL")
+                || extra.contains("STORED")
+                || extra.contains("PERSISTENT")
+                || !r[4].is_empty());
         columns.entry(r[0].clone()).or_default().push(Column {
             name: r[1].clone(),
             data_type: r[2].to_ascii_lowercase(),
             generated,
             charset: (!r[5].is_empty()).then(|| r[5].to_ascii_lowercase()),
+            period,
         });
     }
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -784,6 +847,21 @@ pub(crate) fn catalog(db: &mut Db, schema: &str) -> Result<Catalog> {
     for t in &mut cat.tables {
         t.columns = columns.remove(&t.name).unwrap_or_default();
         t.primary_key = keys.remove(&t.name).unwrap_or_default();
+        // A table versioned `WITH SYSTEM VERSIONING` alone has hidden period columns that
+        // `information_schema.COLUMNS` does not list; they are addressed as `row_start` and
+        // `row_end` (MariaDB's `sql/table.cc`, `TABLE_SHARE::vers_start_field`; mariadb-dump
+        // `--dump-history` names them so).
+        if t.kind == TableKind::Versioned && t.columns.iter().all(|c| !c.is_period()) {
+            for name in ["row_start", "row_end"] {
+                t.columns.push(Column {
+                    name: name.to_string(),
+                    data_type: "timestamp".to_string(),
+                    generated: false,
+                    charset: None,
+                    period: true,
+                });
+            }
+        }
     }
     for r in db.strings(
         &what,
@@ -890,6 +968,7 @@ pub(crate) fn show_create(db: &mut Db, schema: &str, kind: &str, name: &str) -> 
         "FUNCTION" => "Create Function",
         "TRIGGER" => "SQL Original Statement",
         "EVENT" => "Create Event",
+        "SEQUENCE" => "Create Table",
         _ => "Create View",
     };
     // The columns by name: their order differs between kinds and servers.
@@ -943,12 +1022,14 @@ mod tests {
             data_type: data_type.into(),
             generated,
             charset: charset.map(str::to_string),
+            period: false,
         }
     }
 
     fn table(columns: Vec<Column>) -> Table {
         Table {
             name: "t".into(),
+            kind: TableKind::Base,
             engine: "InnoDB".into(),
             est_rows: 0,
             est_bytes: 0,

@@ -37,7 +37,8 @@
 //!
 //! Per table, order-independent and computed identically from live rows and from dump files
 //! while they stream ([`CHECKSUM_ALGORITHM`], `rowsum-xxh3-v3`): each row's stored
-//! (non-generated) columns, as the bytes the server's text protocol gives over a `utf8mb4`
+//! (non-generated) columns — for a system-versioned table every row of its history with its
+//! `row_start` and `row_end`, for a sequence its one state row — as the bytes the server's text protocol gives over a `utf8mb4`
 //! connection in time zone `+00:00`, are encoded as the protocol's row packet carries them
 //! (`0xFB` for NULL, else the length as a length-encoded integer in its shortest form, then
 //! the bytes); the row hash is XXH3-64 (seed 0) of that; the table checksum is the sum modulo

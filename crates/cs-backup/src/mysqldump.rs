@@ -11,7 +11,7 @@ use cs_core::{Cmd, DbUrl, Host, HostError, HostExt};
 
 use crate::backup::{Counters, DumpJob, Dumped, Engine, path_str, schema_entry, with_progress};
 use crate::checksum::RowSum;
-use crate::db::{self, Catalog};
+use crate::db::{self, Catalog, TableKind};
 use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
 use crate::native::compression_name;
 use crate::sql::{Splitter, for_each_row, insert_head, use_target};
@@ -73,6 +73,14 @@ impl MysqldumpEngine {
         self
     }
 
+    /// Whether `program --help` lists `flag`.
+    async fn knows(&self, program: &str, flag: &str) -> bool {
+        match self.host.run(&Cmd::new(program).arg("--help")).await {
+            Ok(out) => out.success() && out.stdout_lossy().contains(flag),
+            Err(_) => false,
+        }
+    }
+
     async fn detect(&self) -> Result<(String, bool)> {
         let candidates: Vec<String> = match &self.program {
             Some(p) => vec![p.clone()],
@@ -103,6 +111,11 @@ impl MysqldumpEngine {
     }
 }
 
+/// The flag that makes mariadb-dump (10.11+) write system-versioned tables with their history
+/// (and `system_versioning_insert_history` around their rows). Passed when a schema has such a
+/// table and the program knows the flag.
+pub(crate) const DUMP_HISTORY: &str = "--dump-history";
+
 /// The option file holding the credentials (values quoted, `\` and `"` escaped).
 pub(crate) fn option_file(url: &DbUrl) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
@@ -122,12 +135,16 @@ pub(crate) fn dump_command(
     result: &str,
     databases: &[String],
     gtid_off: bool,
+    history: bool,
 ) -> Cmd {
     let mut cmd = Cmd::new(program)
         .arg(format!("--defaults-extra-file={cnf}"))
         .args(MYSQLDUMP_FLAGS.iter().copied());
     if gtid_off {
         cmd = cmd.arg("--set-gtid-purged=OFF");
+    }
+    if history {
+        cmd = cmd.arg(DUMP_HISTORY);
     }
     cmd.arg(format!("--result-file={result}"))
         .arg("--databases")
@@ -185,12 +202,21 @@ impl Engine for MysqldumpEngine {
             let _ = self.host.remove_file(&cnf).await;
             return Err(e);
         }
+        let versioned = job
+            .catalogs
+            .iter()
+            .flat_map(|(_, c)| &c.tables)
+            .any(|t| t.kind == TableKind::Versioned);
+        // Without the flag a dump holds only the current rows of such a table, and the
+        // checksums (which cover the history) could not match: the backup then fails.
+        let history = versioned && self.knows(&program, DUMP_HISTORY).await;
         let cmd = dump_command(
             &program,
             path_str(&cnf)?,
             path_str(&result)?,
             &dbs,
             gtid_on && !mariadb_client,
+            history,
         );
         tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
         let out = self.host.run(&cmd).await;
@@ -312,6 +338,9 @@ impl Engine for MysqldumpEngine {
         if gtid_on && !mariadb_client {
             flags.push("--set-gtid-purged=OFF");
         }
+        if history {
+            flags.push(DUMP_HISTORY);
+        }
         Ok(Dumped {
             schemas,
             files: vec![FileEntry {
@@ -389,6 +418,7 @@ pub(crate) fn parse_dump(
     let mut split = Splitter::new(std::io::BufReader::with_capacity(1 << 20, reader));
     let mut current: Option<usize> = None;
     let mut sums: BTreeMap<(String, String), RowSum> = BTreeMap::new();
+    let mut sequences: BTreeMap<String, SequenceDef> = BTreeMap::new();
     let mut n = 0u64;
     let file = "dump.sql";
     while let Some(stmt) = split
@@ -403,12 +433,43 @@ pub(crate) fn parse_dump(
             current = catalogs.iter().position(|(name, _)| *name == db);
             continue;
         }
-        let Some(head) = insert_head(&stmt.text) else {
-            continue;
-        };
         let parse_err = |reason: String| Error::Parse {
             file: file.to_string(),
             reason: format!("statement {n} (line {}): {reason}", stmt.line),
+        };
+        if let Some(def) = SequenceDef::parse(&stmt.text) {
+            sequences.insert(def.name.clone(), def);
+            continue;
+        }
+        if let Some((name, next)) = setval(&stmt.text) {
+            let (Some(si), Some(def)) = (current, sequences.get(&name)) else {
+                return Err(parse_err(format!(
+                    "SETVAL of `{name}` before its CREATE SEQUENCE"
+                )));
+            };
+            let (schema, cat) = &catalogs[si];
+            let table = cat
+                .table(&name)
+                .ok_or_else(|| parse_err(format!("unknown sequence `{name}`")))?;
+            let values = def.row(next);
+            let row: Vec<Option<&[u8]>> = table
+                .stored()
+                .map(|c| {
+                    values
+                        .iter()
+                        .find(|(n, _)| *n == c.name)
+                        .map(|(_, v)| Some(v.as_bytes()))
+                        .ok_or_else(|| parse_err(format!("sequence column `{}`", c.name)))
+                })
+                .collect::<Result<_>>()?;
+            // A sequence has one row: the last SETVAL is its state.
+            let sum = sums.entry((schema.clone(), name)).or_default();
+            *sum = RowSum::default();
+            sum.add(row);
+            continue;
+        }
+        let Some(head) = insert_head(&stmt.text) else {
+            continue;
         };
         let Some(si) = current else {
             return Err(parse_err("an INSERT before any USE".into()));
@@ -458,6 +519,99 @@ pub(crate) fn parse_dump(
     Ok(sums)
 }
 
+/// A `CREATE SEQUENCE` statement as mariadb-dump writes it (the server's `SHOW CREATE
+/// SEQUENCE`: `` CREATE SEQUENCE `s` start with 1 minvalue 1 maxvalue 9223372036854775806
+/// increment by 1 cache 1000 nocycle ENGINE=InnoDB ``; MariaDB's `sql/sql_sequence.cc`,
+/// `sequence_definition::print`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SequenceDef {
+    name: String,
+    start: String,
+    min: String,
+    max: String,
+    increment: String,
+    cache: String,
+    cycle: bool,
+}
+
+impl SequenceDef {
+    fn parse(stmt: &[u8]) -> Option<SequenceDef> {
+        let text = std::str::from_utf8(stmt).ok()?.trim();
+        let rest = text.strip_prefix("CREATE SEQUENCE ")?;
+        let (name, rest) = backquoted(rest)?;
+        let words: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let after = |key: &[&str]| -> Option<String> {
+            let at = words.windows(key.len()).position(|w| w == key)?;
+            words.get(at + key.len()).map(|v| v.to_string())
+        };
+        Some(SequenceDef {
+            name,
+            start: after(&["start", "with"])?,
+            min: after(&["minvalue"])?,
+            max: after(&["maxvalue"])?,
+            increment: after(&["increment", "by"])?,
+            cache: if words.contains(&"nocache") {
+                "0".into()
+            } else {
+                after(&["cache"])?
+            },
+            cycle: words.contains(&"cycle"),
+        })
+    }
+
+    /// The sequence's row after `SETVAL(…, next, 0)` on a fresh sequence, by column name, as
+    /// the server prints it; the cycle count starts at 0 (mariadb-dump does not keep it).
+    fn row(&self, next: String) -> [(&'static str, String); 8] {
+        [
+            ("next_not_cached_value", next),
+            ("minimum_value", self.min.clone()),
+            ("maximum_value", self.max.clone()),
+            ("start_value", self.start.clone()),
+            ("increment", self.increment.clone()),
+            ("cache_size", self.cache.clone()),
+            ("cycle_option", if self.cycle { "1" } else { "0" }.into()),
+            ("cycle_count", "0".into()),
+        ]
+    }
+}
+
+/// A back-quoted name at the start of `s` and what follows it.
+fn backquoted(s: &str) -> Option<(String, &str)> {
+    let rest = s.strip_prefix('`')?;
+    let mut name = String::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '`' {
+            if chars.peek().is_some_and(|&(_, n)| n == '`') {
+                chars.next();
+                name.push('`');
+                continue;
+            }
+            return Some((name, &rest[i + 1..]));
+        }
+        name.push(c);
+    }
+    None
+}
+
+/// `DO SETVAL(`s`, 110, 0)` (or `SELECT SETVAL(…)`, as older mariadb-dump writes it): the
+/// sequence and its next value.
+fn setval(stmt: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(stmt).ok()?.trim();
+    let rest = text
+        .strip_prefix("DO SETVAL(")
+        .or_else(|| text.strip_prefix("SELECT SETVAL("))?;
+    let (name, rest) = backquoted(rest)?;
+    let value = rest
+        .trim_start()
+        .strip_prefix(',')?
+        .split(',')
+        .next()?
+        .trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+        .then(|| (name, value.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +627,7 @@ mod tests {
             "/b/.cnf",
             "/b/dump.sql",
             &["cloud".into(), "cloud_usage".into()],
+            false,
             false,
         );
         let argv: Vec<&str> = cmd.argv().collect();
@@ -493,7 +648,46 @@ mod tests {
         );
         assert!(!argv.iter().any(|a| a.contains("pa\"ss")));
         assert!(!argv.contains(&"--set-gtid-purged=OFF"));
-        let gtid = dump_command("mysqldump", "/c", "/r", &["cloud".into()], true);
+        assert!(!argv.contains(&DUMP_HISTORY));
+        let gtid = dump_command("mysqldump", "/c", "/r", &["cloud".into()], true, true);
         assert!(gtid.argv().any(|a| a == "--set-gtid-purged=OFF"));
+        assert!(gtid.argv().any(|a| a == DUMP_HISTORY));
+    }
+
+    #[test]
+    fn sequences_are_read_from_their_create_and_setval() {
+        let def = SequenceDef::parse(
+            b"CREATE SEQUENCE `s``1` start with -5 minvalue -10 maxvalue 1000 increment by -1 nocache cycle ENGINE=InnoDB",
+        )
+        .unwrap();
+        assert_eq!(def.name, "s`1");
+        assert_eq!(
+            (
+                &def.start[..],
+                &def.min[..],
+                &def.max[..],
+                &def.increment[..],
+                &def.cache[..]
+            ),
+            ("-5", "-10", "1000", "-1", "0")
+        );
+        assert!(def.cycle);
+        let plain = SequenceDef::parse(
+            b"CREATE SEQUENCE `s` start with 1 minvalue 1 maxvalue 9223372036854775806 increment by 1 cache 1000 nocycle ENGINE=InnoDB",
+        )
+        .unwrap();
+        assert!(!plain.cycle);
+        assert_eq!(plain.cache, "1000");
+        assert_eq!(plain.row("1001".into())[0].1, "1001");
+        assert!(SequenceDef::parse(b"CREATE TABLE `t` (a int)").is_none());
+        assert_eq!(
+            setval(b"DO SETVAL(`s``1`, -6, 0)"),
+            Some(("s`1".to_string(), "-6".to_string()))
+        );
+        assert_eq!(
+            setval(b"SELECT SETVAL(`s`, 110, 0)"),
+            Some(("s".to_string(), "110".to_string()))
+        );
+        assert_eq!(setval(b"DO SLEEP(1)"), None);
     }
 }

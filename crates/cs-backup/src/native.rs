@@ -12,7 +12,7 @@ use cs_core::{DbUrl, Host, LocalHost};
 
 use crate::backup::{Counters, DumpJob, Dumped, Engine, schema_entry, use_stmt, with_progress};
 use crate::checksum::RowSum;
-use crate::db::{self, Catalog, Db, Table, ValueKind};
+use crate::db::{self, Catalog, Db, Table, TableKind, ValueKind};
 use crate::files::{DumpFile, Unsynced, name_part, sync_dir};
 use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
 use crate::sql::{ident, literal, push_hex, push_string};
@@ -34,9 +34,11 @@ use crate::{BackupOptions, Compression, Error, Result};
 ///
 /// # Files
 /// Per schema, in name order so that `cat *.sql | mysql` restores:
-/// `1-<schema>.sql` (`CREATE DATABASE`), `2-<schema>.<table>.00000.sql` (`DROP TABLE`,
+/// `1-<schema>.sql` (`CREATE DATABASE`), `1s-<schema>.<sequence>.sql` (`CREATE SEQUENCE` and
+/// its state as a full-row `INSERT`), `2-<schema>.<table>.00000.sql` (`DROP TABLE`,
 /// `CREATE TABLE`), `2-<schema>.<table>.00001.sql`… (rows as multi-row `INSERT`s with a column
-/// list, one statement per line, binary columns in hex), `3-<schema>.views.sql` and
+/// list, one statement per line, binary columns in hex; a system-versioned table's rows with
+/// its history and their `row_start`/`row_end`), `3-<schema>.views.sql` and
 /// `4-<schema>.routines.sql` (triggers, procedures, functions, events, with `DELIMITER ;;`).
 /// Every file starts with its own `SET NAMES utf8mb4`, `TIME_ZONE='+00:00'`, `SQL_MODE`,
 /// `FOREIGN_KEY_CHECKS=0` and `USE`, so each also loads on its own.
@@ -320,6 +322,7 @@ impl Plan {
         let mut versions = Vec::new();
         let mut ddl_files: BTreeMap<(usize, usize), String> = BTreeMap::new();
         let mut parts: Vec<Part> = Vec::new();
+        let mut seq_sums: BTreeMap<(usize, usize), RowSum> = BTreeMap::new();
         {
             let meta = &mut workers[0];
             for (si, (schema, cat)) in self.catalogs.iter().enumerate() {
@@ -341,6 +344,13 @@ impl Plan {
                 sf.schema = Some(rel);
 
                 for (ti, table) in cat.tables.iter().enumerate() {
+                    if table.kind == TableKind::Sequence {
+                        let (rel, sum) = self.dump_sequence(meta, schema, table)?;
+                        files.push(rel.0);
+                        ddl_files.insert((si, ti), rel.1);
+                        seq_sums.insert((si, ti), sum);
+                        continue;
+                    }
                     let create = show_create_table(meta, schema, &table.name)?;
                     let rel = format!(
                         "2-{}.{}.00000{suffix}",
@@ -458,7 +468,7 @@ impl Plan {
         for (si, (schema, cat)) in self.catalogs.iter().enumerate() {
             let mut tables = Vec::new();
             for (ti, table) in cat.tables.iter().enumerate() {
-                let mut sum = RowSum::default();
+                let mut sum = seq_sums.remove(&(si, ti)).unwrap_or_default();
                 let mut tfiles = vec![ddl_files[&(si, ti)].clone()];
                 for d in done.iter().filter(|d| d.schema == si && d.table == ti) {
                     sum.merge(&d.sum);
@@ -590,6 +600,9 @@ impl Plan {
         );
         let mut f = self.create(&rel)?;
         f.write(HEADER.as_bytes())?;
+        if table.kind == TableKind::Versioned {
+            f.write(INSERT_HISTORY.as_bytes())?;
+        }
         f.write(use_stmt(schema).as_bytes())?;
         let kinds: Vec<ValueKind> = table.stored().map(|c| c.kind()).collect();
         let prefix = format!(
@@ -609,21 +622,7 @@ impl Plan {
             } else {
                 b","
             });
-            buf.push(b'(');
-            for (i, kind) in kinds.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                match row.get(i) {
-                    Some(b) => match kind {
-                        ValueKind::Number => buf.extend_from_slice(b),
-                        ValueKind::Binary => push_hex(&mut buf, b),
-                        ValueKind::Text => push_string(&mut buf, b),
-                    },
-                    None => buf.extend_from_slice(b"NULL"),
-                }
-            }
-            buf.push(b')');
+            push_row(&mut buf, &kinds, &row);
             row.add_to(&mut sum);
             pending_rows += 1;
             if buf.len() >= limit {
@@ -671,6 +670,85 @@ impl Plan {
             sum,
         })
     }
+}
+
+impl Plan {
+    /// Writes a sequence's file, `1s-<schema>.<sequence>`: `CREATE SEQUENCE` as the server
+    /// shows it, then its one row (the state: next value not cached, bounds, increment, cache,
+    /// cycle option and count) as a full-row `INSERT`, which MariaDB takes as setting the
+    /// sequence's state (`sql/ha_sequence.cc`, `ha_sequence::write_row`). Its file names sort
+    /// before every table's, so that tables whose defaults call `NEXTVAL` of it can be created.
+    /// Returns the file entry, its relative path and the row's checksum.
+    fn dump_sequence(
+        &self,
+        db: &mut Db,
+        schema: &str,
+        table: &Table,
+    ) -> Result<((FileEntry, String), RowSum)> {
+        let rel = format!(
+            "1s-{}.{}{}",
+            name_part(schema),
+            name_part(&table.name),
+            self.options.compression.suffix()
+        );
+        let create = db::show_create(db, schema, "SEQUENCE", &table.name)?;
+        let kinds: Vec<ValueKind> = table.stored().map(|c| c.kind()).collect();
+        let mut buf = format!(
+            "DROP TABLE IF EXISTS {0};\n{1};\nINSERT INTO {0} ({2}) VALUES ",
+            ident(&table.name),
+            create.sql,
+            table.select_list()
+        )
+        .into_bytes();
+        let mut sum = RowSum::default();
+        let mut rows = 0;
+        let what = format!("read the state of sequence `{schema}`.`{}`", table.name);
+        db.select_rows(&what, schema, table, None, |row| {
+            rows += 1;
+            push_row(&mut buf, &kinds, &row);
+            row.add_to(&mut sum);
+            Ok(())
+        })?;
+        if rows != 1 {
+            return Err(Error::Database {
+                what,
+                source: format!("a sequence has one row, this one {rows}").into(),
+            });
+        }
+        buf.extend_from_slice(b";\n");
+        let mut f = self.create(&rel)?;
+        f.write(HEADER.as_bytes())?;
+        f.write(use_stmt(schema).as_bytes())?;
+        f.write(&buf)?;
+        Ok(((f.finish()?, rel.clone()), sum))
+    }
+}
+
+/// What a system-versioned table's data files set before their rows: rows then keep their
+/// `row_start` and `row_end` instead of getting the time of the load (MariaDB 10.11+, as
+/// mariadb-dump `--dump-history` writes it; older servers ignore the comment and refuse the
+/// history's columns).
+pub(crate) const INSERT_HISTORY: &str =
+    "/*M!101100 SET @@session.system_versioning_insert_history = 1 */;\n";
+
+/// Appends one row of values as `(v1,v2,…)`: numbers as the server printed them, binary values
+/// in hex, others as quoted strings, `NULL`.
+fn push_row(buf: &mut Vec<u8>, kinds: &[ValueKind], row: &db::RowRef<'_>) {
+    buf.push(b'(');
+    for (i, kind) in kinds.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        match row.get(i) {
+            Some(b) => match kind {
+                ValueKind::Number => buf.extend_from_slice(b),
+                ValueKind::Binary => push_hex(buf, b),
+                ValueKind::Text => push_string(buf, b),
+            },
+            None => buf.extend_from_slice(b"NULL"),
+        }
+    }
+    buf.push(b')');
 }
 
 pub(crate) fn compression_name(c: Compression) -> String {

@@ -398,6 +398,7 @@ impl Job {
                     .filter_map(|table| table.files.first().map(|f| (f.clone(), None)))
                     .collect();
                 let mut referenced = Referenced::new();
+                let mut sequences = Vec::new();
                 for (f, _) in &ddl {
                     let path = self.dir.join(f);
                     let mut text = String::new();
@@ -405,9 +406,19 @@ impl Job {
                         .read_to_string(&mut text)
                         .map_err(|e| Error::io("read", &path, e))?;
                     fk_references(&text, &mut referenced);
+                    if text.contains("\nCREATE SEQUENCE ") {
+                        sequences.push(f.clone());
+                    }
                 }
                 let _ = self.referenced.set(referenced);
                 let t = std::time::Instant::now();
+                // Sequences first: a table's default may call `NEXTVAL` of one, and a table
+                // is only created once the sequences it names exist.
+                let ddl: Vec<(String, Option<LoadTarget>)> = ddl
+                    .into_iter()
+                    .filter(|(f, _)| !sequences.contains(f))
+                    .collect();
+                self.parallel(sequences.into_iter().map(|f| (f, None)).collect(), &map)?;
                 self.parallel(ddl, &map)?;
                 tracing::debug!(secs = t.elapsed().as_secs_f64(), "tables created");
                 let mut db = db::connect(&self.url)?;
@@ -823,6 +834,17 @@ fn names_schema(stmt: &[u8]) -> bool {
         || upper.contains("DROP DATABASE")
 }
 
+/// Whether a statement is mariadb-dump's `LOCK TABLES … WRITE` or `UNLOCK TABLES` around a
+/// table's rows. The restore skips them: nobody else uses the scratch schemas, and a locked
+/// session cannot read tables it did not lock, such as the sequence a column's default calls
+/// `NEXTVAL` of (MariaDB refuses the `INSERT` with error 1100).
+fn is_table_lock(stmt: &[u8]) -> bool {
+    let head = &stmt[..stmt.len().min(16)];
+    let upper = String::from_utf8_lossy(head).to_ascii_uppercase();
+    let upper = upper.trim_start();
+    upper.starts_with("LOCK TABLES ") || upper.starts_with("UNLOCK TABLES")
+}
+
 /// Counts the rows of an `INSERT` (approximately: `),(` inside strings count too; only for
 /// progress).
 fn approx_rows(stmt: &[u8]) -> u64 {
@@ -836,6 +858,20 @@ fn approx_rows(stmt: &[u8]) -> u64 {
 /// UTF-8, UTC, zero kept as a value in `AUTO_INCREMENT` columns, and no per-row foreign-key
 /// or uniqueness lookups (the data was consistent when it was dumped).
 const LOAD_SESSION: &str = "SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO', foreign_key_checks = 0, unique_checks = 0";
+
+/// Starts loading rows into `table`: [`LOAD_SESSION`], and for a system-versioned table
+/// `system_versioning_insert_history` (MariaDB 10.11+), so that its rows keep their
+/// `row_start` and `row_end`.
+fn load_session(db: &mut Db, table: &db::Table) -> Result<()> {
+    db.exec("reset the session", LOAD_SESSION)?;
+    if table.kind == db::TableKind::Versioned {
+        db.exec(
+            "allow loading the history of a system-versioned table",
+            "SET @@session.system_versioning_insert_history = 1",
+        )?;
+    }
+    Ok(())
+}
 
 /// Runs every statement of a dump file on one connection, mapping schema names.
 pub(crate) fn run_file(
@@ -883,6 +919,9 @@ pub(crate) fn run_file(
                 d.push((db.clone(), table, keys));
             }
         }
+        if is_table_lock(text.as_bytes()) {
+            continue;
+        }
         let rows = approx_rows(text.as_bytes());
         db.exec(
             &format!("run statement {n} (line {}) of {rel}", stmt.line),
@@ -896,14 +935,43 @@ pub(crate) fn run_file(
     Ok(())
 }
 
+/// The classes a server sorts a table's keys into: within one, keys stay in the order they
+/// were created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyClass {
+    /// `PRIMARY KEY`, `UNIQUE KEY`.
+    Unique,
+    /// `KEY`, `SPATIAL KEY`.
+    Plain,
+    /// `FULLTEXT KEY`.
+    FullText,
+}
+
+impl KeyClass {
+    /// The class of a key line of `SHOW CREATE TABLE`; `None` for other lines.
+    fn of(line: &str) -> Option<KeyClass> {
+        if line.starts_with("PRIMARY KEY ") || line.starts_with("UNIQUE KEY `") {
+            Some(KeyClass::Unique)
+        } else if line.starts_with("KEY `") || line.starts_with("SPATIAL KEY `") {
+            Some(KeyClass::Plain)
+        } else if line.starts_with("FULLTEXT KEY `") {
+            Some(KeyClass::FullText)
+        } else {
+            None
+        }
+    }
+}
+
 /// Splits the secondary keys out of a `SHOW CREATE TABLE` statement: returns the statement
 /// without them, the table, and `ADD [UNIQUE] KEY …` clauses. Plain and unique keys are split
 /// out (an index built by sorting once the rows are in costs a fraction of one maintained row
 /// by row, and a unique key then needs no random reads while loading); a key stays when its
 /// first column starts a foreign key of the table or is referenced by one (in `referenced`:
 /// InnoDB needs those keys when the constraint is created), or is the `AUTO_INCREMENT`
-/// column (which must be indexed), as do full-text and spatial keys. `None` when there is
-/// nothing to split or the statement is not a plain `CREATE TABLE`.
+/// column (which must be indexed), as do full-text and spatial keys; and so does every key
+/// before a staying key of its [`KeyClass`], so that the restored table lists its keys in the
+/// backup's order. `None` when there is nothing to split or the statement is not a plain
+/// `CREATE TABLE`.
 fn split_keys(stmt: &str, referenced: &Referenced) -> Option<(String, String, Vec<String>)> {
     let head = stmt.lines().next()?;
     let rest = head.strip_prefix("CREATE TABLE `")?;
@@ -927,20 +995,45 @@ fn split_keys(stmt: &str, referenced: &Referenced) -> Option<(String, String, Ve
         let name = &t[..t.find('`')?];
         t.contains(" AUTO_INCREMENT").then(|| name.to_string())
     });
-    let mut keep: Vec<String> = Vec::new();
-    let mut keys = Vec::new();
+    // Which lines could be added after the rows, and the class of every key line.
+    let mut deferrable = vec![false; lines.len()];
+    let mut class: Vec<Option<KeyClass>> = vec![None; lines.len()];
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_start();
+        class[i] = KeyClass::of(t);
         let kind = t.starts_with("KEY `") || t.starts_with("UNIQUE KEY `");
-        let deferrable = kind
+        deferrable[i] = kind
             && i > 0
             && i + 1 < lines.len()
+            // A unique key on a BLOB/TEXT prefix-less column is a hash key, which the server
+            // orders by its own rule: left in place.
+            && !t.contains(" USING HASH")
             && first_col(t).is_some_and(|c| {
                 !fk_first.contains(&c)
                     && auto_increment.as_ref() != Some(&c)
                     && !referenced.contains(&(table.clone(), c))
             });
-        if deferrable {
+    }
+    // The restored definition must list the keys in the order of the backup. The server
+    // keeps its keys sorted by class (unique before plain before full-text) and, within a
+    // class, in the order they were created, with keys added by `ALTER TABLE` after those
+    // already there (MariaDB's `sql/sql_table.cc`, `sort_keys` in
+    // `mysql_prepare_create_table`). So a key is added after the rows only when no key of
+    // its class that stays in `CREATE TABLE` comes after it: per class, a suffix.
+    let mut kept_after: BTreeSet<KeyClass> = BTreeSet::new();
+    for i in (0..lines.len()).rev() {
+        let Some(c) = class[i] else { continue };
+        if deferrable[i] && !kept_after.contains(&c) {
+            continue;
+        }
+        deferrable[i] = false;
+        kept_after.insert(c);
+    }
+    let mut keep: Vec<String> = Vec::new();
+    let mut keys = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if deferrable[i] {
+            let t = l.trim_start();
             keys.push(format!("ADD {}", t.trim_end().trim_end_matches(',')));
         } else {
             keep.push((*l).to_string());
@@ -1051,8 +1144,9 @@ fn load_bulk(
         .map(|c| c.kind() == ValueKind::Binary)
         .collect();
     // As in `load_data`: values go as bytes into tables that store UTF-8 (and into binary
-    // columns); other character sets need the conversion from the connection's utf8mb4.
-    let utf8_only = target.table.utf8_only();
+    // columns); other character sets, and types that take bytes as their packed form, need
+    // the text from the connection's utf8mb4.
+    let utf8_only = target.table.bytes_load_ok();
     let types: Vec<u8> = hex
         .iter()
         .map(|&h| {
@@ -1070,7 +1164,7 @@ fn load_bulk(
         names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(","),
         vec!["?"; names.len()].join(",")
     );
-    db.exec("reset the session", LOAD_SESSION)?;
+    load_session(db, &target.table)?;
     let Some(mut bulk) = db.bulk_insert(&format!("load {rel}"), &sql, &types)? else {
         return Ok(false);
     };
@@ -1142,7 +1236,7 @@ fn load_data(
     // go as bytes: the server then only checks them instead of converting every value from
     // utf8mb4, which is about a tenth of the load's CPU. Other character sets need the
     // conversion.
-    let utf8_only = target.table.utf8_only();
+    let utf8_only = target.table.bytes_load_ok();
     let sql = format!(
         "LOAD DATA LOCAL INFILE 'cs-backup' INTO TABLE {}.{} CHARACTER SET {} \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
@@ -1156,7 +1250,7 @@ fn load_data(
             format!(" SET {}", sets.join(", "))
         }
     );
-    db.exec("reset the session", LOAD_SESSION)?;
+    load_session(db, &target.table)?;
     let counters = counters.clone();
     let rel_owned = rel.to_string();
     let loaded = db.load_local(&format!("load {rel}"), &sql, move |w| {
@@ -1734,6 +1828,9 @@ mod tests {
             b"/*!50106 ALTER DATABASE `cloud` CHARACTER SET latin1 COLLATE latin1_swedish_ci */"
         ));
         assert!(!names_schema(b"INSERT INTO `t` VALUES ('USE `cloud`')"));
+        assert!(is_table_lock(b"LOCK TABLES `t` WRITE"));
+        assert!(is_table_lock(b"UNLOCK TABLES"));
+        assert!(!is_table_lock(b"INSERT INTO `LOCK TABLES` VALUES (1)"));
         assert_eq!(approx_rows(b"INSERT INTO t VALUES (1),(2),(3)"), 3);
     }
 
@@ -1773,6 +1870,18 @@ mod tests {
         assert!(stmt.contains("UNIQUE KEY `ua` (`a`)\n)"), "{stmt}");
         assert_eq!(keys, ["ADD KEY `kb` (`b`)"]);
         assert!(split_keys("CREATE TABLE `t` (\n  `a` int\n)", &none).is_none());
+        // A plain key before one a foreign key needs stays too (else the restored table
+        // would list it after); unique keys sort apart from plain ones and are still added
+        // later, as are the plain keys after the last staying one.
+        let order = "CREATE TABLE `o` (\n  `id` int NOT NULL,\n  `a` int,\n  `p` int,\n  `b` int,\n  \
+            PRIMARY KEY (`id`),\n  UNIQUE KEY `ub` (`b`),\n  KEY `ka` (`a`),\n  KEY `kp` (`p`),\n  \
+            KEY `kb` (`b`),\n  CONSTRAINT `f` FOREIGN KEY (`p`) REFERENCES `x` (`id`)\n) ENGINE=InnoDB";
+        let (stmt, _, keys) = split_keys(order, &none).unwrap();
+        assert_eq!(keys, ["ADD UNIQUE KEY `ub` (`b`)", "ADD KEY `kb` (`b`)"]);
+        assert!(
+            stmt.contains("KEY `ka` (`a`),\n  KEY `kp` (`p`),\n  CONSTRAINT"),
+            "{stmt}"
+        );
         assert!(split_keys("DROP TABLE IF EXISTS `t`", &none).is_none());
     }
 

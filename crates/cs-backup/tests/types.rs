@@ -1,0 +1,337 @@
+//! Every MariaDB 10.6–11.x column type and schema object through three round trips against
+//! one real server: native dump → stock `mariadb` client, native dump → own restore (swap),
+//! and `mariadb-dump` → own restore (swap). Each case is a schema of its own; after every
+//! round trip its fingerprint (a native backup's per-table rows and checksums), every table's
+//! and sequence's `SHOW CREATE TABLE` text, the object inventory and the case's own probes
+//! (history rows, sequence state, values read back as text) must equal those taken before.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use cs_backup::{
+    BackupOptions, Manifest, MysqldumpEngine, RestoreOptions, backup, drop_parked, restore,
+};
+use cs_core::{DbUrl, LocalHost, NoProgress};
+
+fn options(schema: &str) -> BackupOptions {
+    BackupOptions {
+        databases: vec![schema.to_string()],
+        threads: 2,
+        chunk_rows: 400,
+        statement_bytes: 8 * 1024,
+        ..BackupOptions::default()
+    }
+}
+
+/// What must come back: fingerprint, definitions, inventory and probes.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    /// `schema.table` → (rows, checksum) of a native backup.
+    sums: BTreeMap<String, (u64, String)>,
+    /// `(name, TABLE_TYPE, SHOW CREATE TABLE)` of every table, sequence and view.
+    definitions: Vec<(String, String, String)>,
+    /// Routines, triggers and events.
+    objects: Vec<Vec<Option<String>>>,
+    /// The case's probe queries and their results.
+    probes: Vec<(String, Vec<Vec<Option<String>>>)>,
+}
+
+async fn state(root: &DbUrl, schema: &str, probes: &[&str], dir: &Path) -> State {
+    let m: Manifest = native_backup(root, dir, &options(schema)).await;
+    let tables = query(
+        root,
+        &format!(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = '{schema}' ORDER BY TABLE_NAME"
+        ),
+    );
+    let definitions = tables
+        .into_iter()
+        .map(|r| {
+            let name = r[0].clone().unwrap();
+            let kind = r[1].clone().unwrap();
+            let create = query(root, &format!("SHOW CREATE TABLE `{schema}`.`{name}`"))[0][1]
+                .clone()
+                .unwrap();
+            (name, kind, create)
+        })
+        .collect();
+    let objects = query(
+        root,
+        &format!(
+            "SELECT 'routine', ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES \
+               WHERE ROUTINE_SCHEMA = '{schema}' \
+             UNION ALL SELECT 'trigger', EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS \
+               WHERE TRIGGER_SCHEMA = '{schema}' \
+             UNION ALL SELECT 'event', STATUS, EVENT_NAME, EVENT_DEFINITION FROM information_schema.EVENTS \
+               WHERE EVENT_SCHEMA = '{schema}' ORDER BY 1, 3"
+        ),
+    );
+    let probes = probes
+        .iter()
+        .map(|p| {
+            let sql = p.replace("{s}", &format!("`{schema}`"));
+            let rows = query(root, &sql);
+            (p.to_string(), rows)
+        })
+        .collect();
+    State {
+        sums: sums(&m),
+        definitions,
+        objects,
+        probes,
+    }
+}
+
+/// Runs the three round trips of a case: `setup` fills the schema, `probes` are queries
+/// (`{s}` stands for the schema) whose results must come back too.
+async fn round_trips(case: &str, setup: &[&str], probes: &[&str]) {
+    let server = cs_lab::mariadb();
+    let mut db = server.database(&format!("ty_{case}")).unwrap();
+    let schema = db.name().to_string();
+    let root = server.root();
+    exec(&root, &schema, setup);
+    let tmp = tempfile::tempdir().unwrap();
+    let before = state(&root, &schema, probes, &tmp.path().join("before")).await;
+    assert!(!before.sums.is_empty(), "{case}: the fingerprint is empty");
+
+    // 1. Native dump → stock client, into a dropped schema.
+    let native = tmp.path().join("native");
+    let m = native_backup(&root, &native, &options(&schema)).await;
+    assert_eq!(
+        sums(&m),
+        before.sums,
+        "{case}: the native backup's fingerprint"
+    );
+    server.exec(&format!("DROP DATABASE `{schema}`")).unwrap();
+    let out = stock_client(&root, concatenated(&native)).await;
+    assert!(
+        out.success(),
+        "{case}: the stock client failed: {}",
+        out.stderr_lossy()
+    );
+    let after = state(&root, &schema, probes, &tmp.path().join("after-stock")).await;
+    assert_eq!(after, before, "{case}: native dump → stock client");
+
+    // 2. Native dump → own restore, swapped over the live schema.
+    let report = restore(&native, &root, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{case}: own restore of the native dump: {}",
+                cs_core::error_chain(&e)
+            )
+        });
+    for p in report.parked() {
+        db.adopt(p);
+    }
+    drop_parked(&root, &report).await.unwrap();
+    let after = state(&root, &schema, probes, &tmp.path().join("after-own")).await;
+    assert_eq!(after, before, "{case}: native dump → own restore");
+
+    // 3. mariadb-dump → own restore, swapped over the live schema.
+    let dumped = tmp.path().join("mysqldump");
+    let engine = MysqldumpEngine::new(Arc::new(LocalHost::new()));
+    let m = backup(&engine, &root, &dumped, &options(&schema), &NoProgress)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: mariadb-dump backup: {}", cs_core::error_chain(&e)));
+    assert_eq!(
+        sums(&m),
+        before.sums,
+        "{case}: the mariadb-dump backup's fingerprint"
+    );
+    let report = restore(&dumped, &root, &RestoreOptions::default(), &NoProgress)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{case}: own restore of the mariadb-dump backup: {}",
+                cs_core::error_chain(&e)
+            )
+        });
+    for p in report.parked() {
+        db.adopt(p);
+    }
+    drop_parked(&root, &report).await.unwrap();
+    let after = state(&root, &schema, probes, &tmp.path().join("after-dump")).await;
+    assert_eq!(after, before, "{case}: mariadb-dump → own restore");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuid_columns_with_a_unique_key() {
+    round_trips(
+        "uuid",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, u UUID NOT NULL, n UUID NULL, UNIQUE KEY uk_u (u)) \
+             ENGINE=InnoDB",
+            "INSERT INTO t SELECT seq, UUID(), IF(seq % 3 = 0, NULL, UUID()) FROM seq_1_to_1500",
+            "INSERT INTO t VALUES (0, '00000000-0000-0000-0000-000000000000', NULL), \
+             (-1, 'ffffffff-ffff-ffff-ffff-ffffffffffff', '123e4567-e89b-12d3-a456-426614174000')",
+        ],
+        &["SELECT id, u, n FROM {s}.t WHERE id < 5 ORDER BY id"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inet4_and_inet6_columns_with_unique_keys() {
+    round_trips(
+        "inet",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, a4 INET4 NOT NULL, a6 INET6 NULL, \
+             UNIQUE KEY uk4 (a4), UNIQUE KEY uk6 (a6)) ENGINE=InnoDB",
+            "INSERT INTO t SELECT seq, INET_NTOA(167772160 + seq), \
+             IF(seq % 4 = 0, NULL, CONCAT('2001:db8::', HEX(seq))) FROM seq_1_to_1200",
+            "INSERT INTO t VALUES (0, '0.0.0.0', '::'), (-1, '255.255.255.255', '::ffff:192.0.2.1'), \
+             (-2, '192.0.2.1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff')",
+        ],
+        &["SELECT id, a4, a6 FROM {s}.t WHERE id < 3 ORDER BY id"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spatial_columns_with_a_spatial_key() {
+    round_trips(
+        "spatial",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, g GEOMETRY NOT NULL, p POINT, l LINESTRING, \
+             po POLYGON, mp MULTIPOINT, ml MULTILINESTRING, mpo MULTIPOLYGON, gc GEOMETRYCOLLECTION, \
+             s POINT REF_SYSTEM_ID=4326, SPATIAL KEY sk (g)) ENGINE=InnoDB",
+            "INSERT INTO t SELECT seq, POINT(seq, -seq), POINT(seq / 7, seq / 3), \
+             ST_GeomFromText(CONCAT('LINESTRING(0 0,', seq, ' 1)')), \
+             ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0),(2 2,3 2,3 3,2 2))'), \
+             ST_GeomFromText('MULTIPOINT(1 1,2 2)'), ST_GeomFromText('MULTILINESTRING((0 0,1 1),(2 2,3 3))'), \
+             ST_GeomFromText('MULTIPOLYGON(((0 0,1 0,1 1,0 0)))'), \
+             ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,1 1))'), \
+             ST_GeomFromText(CONCAT('POINT(', seq / 100, ' 45.5)'), 4326) FROM seq_1_to_900",
+            "INSERT INTO t (id, g) VALUES (0, ST_GeomFromText('POINT(0 0)'))",
+        ],
+        &["SELECT id, ST_AsText(g), ST_AsText(po), ST_SRID(s) FROM {s}.t WHERE id < 3 ORDER BY id"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_columns() {
+    round_trips(
+        "json",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, j JSON, k JSON NOT NULL DEFAULT '{}', \
+             name VARCHAR(40) AS (JSON_VALUE(j, '$.name')) VIRTUAL, KEY k_name (name)) ENGINE=InnoDB",
+            "INSERT INTO t (id, j) SELECT seq, JSON_OBJECT('name', CONCAT('n', seq), 'tags', \
+             JSON_ARRAY(seq, 'é 🙂', NULL, TRUE), 'nested', JSON_OBJECT('q', '\"quoted\"\\\\')) \
+             FROM seq_1_to_800",
+            "INSERT INTO t (id, j, k) VALUES (0, NULL, '[]'), (-1, '\"just a string\"', '1.5e10')",
+        ],
+        &["SELECT id, j, k, name FROM {s}.t WHERE id < 3 ORDER BY id"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_versioned_tables_with_their_history() {
+    round_trips(
+        "versioned",
+        &[
+            // Implicit row_start/row_end columns, and explicit period columns.
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)) WITH SYSTEM VERSIONING",
+            "CREATE TABLE e (id INT PRIMARY KEY, v INT, \
+             rs TIMESTAMP(6) GENERATED ALWAYS AS ROW START INVISIBLE, \
+             re TIMESTAMP(6) GENERATED ALWAYS AS ROW END INVISIBLE, \
+             PERIOD FOR SYSTEM_TIME (rs, re)) WITH SYSTEM VERSIONING",
+            "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_600",
+            "UPDATE t SET v = CONCAT(v, '+') WHERE id % 5 = 0",
+            "DELETE FROM t WHERE id % 7 = 0",
+            "INSERT INTO e (id, v) SELECT seq, seq FROM seq_1_to_300",
+            "UPDATE e SET v = v + 1 WHERE id % 2 = 0",
+        ],
+        &[
+            "SELECT COUNT(*), SUM(ROW_END = TIMESTAMP'2038-01-19 03:14:07.999999') \
+             FROM {s}.t FOR SYSTEM_TIME ALL",
+            "SELECT COUNT(*), SUM(v LIKE '%+') FROM {s}.t",
+            "SELECT id, v, ROW_START, ROW_END FROM {s}.t FOR SYSTEM_TIME ALL \
+             WHERE id IN (5, 7, 8) ORDER BY id, ROW_START",
+            "SELECT id, v, rs, re FROM {s}.e FOR SYSTEM_TIME ALL WHERE id IN (1, 2) ORDER BY id, rs",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_keep_their_state() {
+    round_trips(
+        "sequence",
+        &[
+            "CREATE SEQUENCE s1 START WITH 100 INCREMENT BY 10 CACHE 50",
+            "CREATE SEQUENCE s2 START WITH -5 MINVALUE -10 MAXVALUE 1000 INCREMENT BY -1 NOCACHE CYCLE",
+            "CREATE SEQUENCE s_unused",
+            "DO NEXTVAL(s1), NEXTVAL(s1), NEXTVAL(s2)",
+            "CREATE TABLE t (id BIGINT NOT NULL DEFAULT NEXTVAL(s1), v INT, PRIMARY KEY (id)) ENGINE=InnoDB",
+            "INSERT INTO t (v) SELECT seq FROM seq_1_to_50",
+        ],
+        &[
+            "SELECT * FROM {s}.s1",
+            "SELECT * FROM {s}.s2",
+            "SELECT * FROM {s}.s_unused",
+            "SELECT COUNT(*), MIN(id), MAX(id) FROM {s}.t",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invisible_and_generated_columns() {
+    round_trips(
+        "columns",
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, a INT, h INT INVISIBLE DEFAULT 7, \
+             hs VARCHAR(20) INVISIBLE, gv INT AS (a * 2) VIRTUAL, \
+             gs VARCHAR(40) AS (CONCAT('x', a, hs)) PERSISTENT, gi INT AS (a + h) INVISIBLE, \
+             KEY k_gv (gv), UNIQUE KEY u_gs (gs)) ENGINE=InnoDB",
+            "INSERT INTO t (id, a, h, hs) SELECT seq, seq, seq % 11, CONCAT('h', seq) FROM seq_1_to_700",
+            "INSERT INTO t (id, a) VALUES (0, NULL)",
+        ],
+        &["SELECT id, a, h, hs, gv, gs, gi FROM {s}.t WHERE id < 3 ORDER BY id"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_a_primary_key() {
+    round_trips(
+        "nokey",
+        &[
+            "CREATE TABLE heap (a INT, b VARCHAR(10), c BLOB) ENGINE=InnoDB",
+            "CREATE TABLE uniq (a INT NOT NULL, b INT, UNIQUE KEY ua (a), KEY kb (b)) ENGINE=InnoDB",
+            "INSERT INTO heap SELECT seq % 5, IF(seq % 3 = 0, NULL, 'dup'), UNHEX('00FF') FROM seq_1_to_900",
+            "INSERT INTO heap VALUES (1, 'dup', UNHEX('00FF')), (NULL, NULL, NULL), (NULL, NULL, NULL)",
+            "INSERT INTO uniq SELECT seq, seq % 9 FROM seq_1_to_500",
+        ],
+        &["SELECT a, b, COUNT(*) FROM {s}.heap GROUP BY a, b ORDER BY a, b"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_routines_triggers_and_events() {
+    round_trips(
+        "objects",
+        &[
+            "CREATE TABLE p (id INT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB",
+            "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, msg VARCHAR(40)) ENGINE=InnoDB",
+            "CREATE TRIGGER p_ai AFTER INSERT ON p FOR EACH ROW INSERT INTO log (msg) VALUES (NEW.name)",
+            "CREATE PROCEDURE pr(IN n INT) BEGIN SELECT n * 2; END",
+            "CREATE FUNCTION f(x INT) RETURNS INT DETERMINISTIC RETURN x + 1",
+            "CREATE EVENT ev ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM log WHERE id < 0",
+            "CREATE VIEW v1 AS SELECT id, name FROM p",
+            "CREATE VIEW v2 AS SELECT id FROM v1 WHERE id > 1",
+            "INSERT INTO p SELECT seq, CONCAT('n', seq) FROM seq_1_to_30",
+        ],
+        &["SELECT COUNT(*) FROM {s}.v2", "SELECT COUNT(*) FROM {s}.log"],
+    )
+    .await;
+}
