@@ -6,6 +6,7 @@ mod hardening;
 mod inventory;
 mod ms_checks;
 mod preflight;
+mod rehearse;
 mod upgrade;
 
 pub use config::{
@@ -21,6 +22,10 @@ pub use inventory::{
 };
 pub use ms_checks::{MsContext, Phase, ms_checks};
 pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, check_ids, preflight};
+pub use rehearse::{
+    Rehearsal, RehearsalRecord, RehearseError, RehearseOptions, ScriptSource, last_passed,
+    plan_for, records_dir, rehearse,
+};
 pub use upgrade::{
     ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,
     RollbackOptions, RunRecord, Seal, USAGE_UNIT, UpgradeContext, UpgradeError, UpgradeErrorKind,

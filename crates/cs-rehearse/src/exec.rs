@@ -396,3 +396,27 @@ pub fn fingerprint(url: &DbUrl, schemas: &[&str]) -> Result<String> {
     }
     Ok(hex::encode(h.finalize()))
 }
+
+/// Drops scratch schemas a rehearsal ran on. Only names containing `__restore_` (the scratch
+/// names cs-backup's restore gives) are dropped; any other name is refused.
+///
+/// # Errors
+/// [`Error::Invalid`] for a name that is not a scratch schema's; [`Error::Database`] when a
+/// drop fails.
+pub fn drop_scratch(url: &DbUrl, names: &[String]) -> Result<()> {
+    if let Some(bad) = names.iter().find(|n| !n.contains("__restore_")) {
+        return Err(Error::Invalid {
+            what: "scratch schema".into(),
+            detail: format!("`{bad}` is not a scratch schema; not dropping it"),
+        });
+    }
+    let mut conn = connect(url, None, Duration::from_secs(600))?;
+    for n in names {
+        conn.query_drop(format!(
+            "DROP DATABASE IF EXISTS `{}`",
+            n.replace('`', "``")
+        ))
+        .map_err(|e| db_err("drop the scratch schema", url, e))?;
+    }
+    Ok(())
+}
