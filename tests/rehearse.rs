@@ -286,3 +286,77 @@ async fn a_view_that_needs_a_disabled_sql_mode_fails_under_that_session() {
     assert_eq!(r.report.versions, ["4.18.1.0", "4.19.0.0"]);
     assert_left_alone(&r, &db);
 }
+
+/// The example binary (`cargo build --example rehearse`), beside the test binaries.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the target directory")
+        .join("examples")
+        .join(name);
+    assert!(path.exists(), "{} is not built", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_prints_json_keeps_the_password_off_the_terminal_and_exits_by_outcome() {
+    let (db, usage) = seeded("rh_example");
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("db");
+    for (name, text) in lab_scripts(&target()).unwrap() {
+        let p = sql.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let root = cs_lab::mariadb().root();
+    let password = root.password.expose().to_string();
+    assert!(!password.is_empty());
+    let url = format!("mysql://{}:{}@{}", root.user, password, root.addr());
+    let run = |extra: &[&str]| {
+        #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+        let mut cmd = std::process::Command::new(example("rehearse"));
+        cmd.env("CS_DB_URL", &url)
+            .arg("--to")
+            .arg("4.19.0.0")
+            .arg("--backups")
+            .arg(dir.path().join("backups"))
+            .arg("--sql-dir")
+            .arg(&sql)
+            .arg("--cloud")
+            .arg(db.name())
+            .arg("--usage")
+            .arg(&usage)
+            .args(extra);
+        let out = cmd.output().expect("run the example");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stdout.contains(&password) && !stderr.contains(&password));
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| run(&["--json"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["report"]["passed"], true);
+    assert_eq!(v["live_unchanged"], true);
+    // A session with ONLY_FULL_GROUP_BY fails: exit 1, the failure in the text report.
+    let props = dir.path().join("db.properties");
+    std::fs::write(
+        &props,
+        "db.cloud.url.params=sessionVariables=sql_mode='ONLY_FULL_GROUP_BY'\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        tokio::task::block_in_place(|| run(&["--db-properties", props.to_str().unwrap()]));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("views/cloud.lab_host_summary.sql#2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("live schemas unchanged"), "{stdout}");
+    // A command line that cannot run: exit 2.
+    let (code, _, stderr) = tokio::task::block_in_place(|| run(&["--to", "nonsense"]));
+    assert_eq!(code, Some(2), "{stderr}");
+}
