@@ -391,6 +391,21 @@ pub struct Policy {
     /// given).
     #[serde(default)]
     pub system_template: Option<SystemTemplatePolicy>,
+    /// Require a passed rehearsal of the migration (`rehearse`) before the upgrade (off unless
+    /// given).
+    #[serde(default)]
+    pub rehearsal: Option<RehearsalPolicy>,
+}
+
+/// `[policy.rehearsal]`: the upgrade's gate requires a rehearsal of the target's schema
+/// migration on a scratch copy (`cs_upgrade::rehearse`) that passed within `within`, as
+/// recorded under the backup directory (finding `rehearsal.recent`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehearsalPolicy {
+    /// How old the passed rehearsal may be (`7d`).
+    #[serde(with = "humantime_serde_compat")]
+    pub within: Duration,
 }
 
 /// `[policy.system_template]`: register the target's KVM system VM template through the API
@@ -448,6 +463,7 @@ impl Default for Policy {
             agent_refresh: AgentRefresh::default(),
             system_vms: SystemVmRefresh::default(),
             system_template: None,
+            rehearsal: None,
         }
     }
 }

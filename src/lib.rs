@@ -6,12 +6,13 @@ mod hardening;
 mod inventory;
 mod ms_checks;
 mod preflight;
+mod rehearse;
 mod upgrade;
 
 pub use config::{
     AgentRefresh, ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, HostConfig,
-    NodeConfig, Policy, RepoConfig, SecretSource, SshConfig, SystemTemplatePolicy, SystemVmRefresh,
-    UpgradeConfig,
+    NodeConfig, Policy, RehearsalPolicy, RepoConfig, SecretSource, SshConfig, SystemTemplatePolicy,
+    SystemVmRefresh, UpgradeConfig,
 };
 pub use diagnose::{DEFAULT_TAIL_BYTES, LogSource, diagnose, log_sources};
 pub use hardening::{FIREWALL_CHECK, ModeFix, SECRET_FILES_CHECK, harden, hardening_report};
@@ -20,7 +21,11 @@ pub use inventory::{
     reconcile,
 };
 pub use ms_checks::{MsContext, Phase, ms_checks};
-pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, check_ids, preflight};
+pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, REHEARSAL_RECENT, check_ids, preflight};
+pub use rehearse::{
+    Rehearsal, RehearsalRecord, RehearseError, RehearseOptions, ScriptSource, last_passed,
+    plan_for, records_dir, rehearse,
+};
 pub use upgrade::{
     ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,
     RollbackOptions, RunRecord, Seal, USAGE_UNIT, UpgradeContext, UpgradeError, UpgradeErrorKind,

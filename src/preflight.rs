@@ -34,6 +34,10 @@ pub const NODE_REACHABLE: &str = "node.reachable";
 /// The id of the maintenance policy's capacity check.
 pub const MAINTENANCE_CAPACITY: &str = "agents.maintenance.capacity";
 
+/// The check id of the `[policy.rehearsal]` requirement: a passed rehearsal of the target's
+/// migration recorded within the policy's window.
+pub const REHEARSAL_RECENT: &str = "rehearsal.recent";
+
 /// Every check id pre-flight (and the upgrade's gate) knows: the ids `policy.skip_checks` and
 /// `--skip` may name.
 pub fn check_ids() -> Vec<String> {
@@ -53,6 +57,7 @@ pub fn check_ids() -> Vec<String> {
             "agent.version.match",
             NODE_REACHABLE,
             MAINTENANCE_CAPACITY,
+            REHEARSAL_RECENT,
             HOSTS_KNOWN,
             HOSTS_EXCLUDED,
             "api.reachable",
@@ -92,6 +97,9 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
         api(config, phase, skip)
     );
     let mut report = Report::default();
+    if phase == Phase::Pre && !skip.contains(&REHEARSAL_RECENT) {
+        report.merge(rehearsal_recent(config));
+    }
     for part in management.into_iter().chain([database, hosts, api]) {
         report.merge(part);
     }
@@ -106,6 +114,63 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
         }
     }
     report
+}
+
+/// `rehearsal.recent` (only with `[policy.rehearsal]`): the newest passed rehearsal of the
+/// target recorded under the backup directory is no older than the policy allows.
+fn rehearsal_recent(config: &UpgradeConfig) -> Report {
+    let mut r = Report::default();
+    let Some(policy) = &config.policy.rehearsal else {
+        return r;
+    };
+    let target = config.target;
+    let within = humantime::format_duration(policy.within);
+    let remedy = format!(
+        "rehearse the migration on a scratch copy (`rehearse --to {target} --backups {}`) and fix what it finds",
+        config.backup.dir.display()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let subject = crate::rehearse::records_dir(&config.backup.dir)
+        .display()
+        .to_string();
+    match crate::rehearse::last_passed(&config.backup.dir, &target) {
+        Some(rec) if now.saturating_sub(rec.finished) <= policy.within.as_secs() => {
+            r.push(Finding::pass(
+                REHEARSAL_RECENT,
+                subject,
+                format!(
+                    "the migration from {} to {target} was rehearsed and passed {} s ago (within {within})",
+                    rec.db_version,
+                    now.saturating_sub(rec.finished)
+                ),
+            ));
+        }
+        Some(rec) => r.push(
+            Finding::new(
+                REHEARSAL_RECENT,
+                Severity::Fail,
+                subject,
+                format!(
+                    "the last passed rehearsal of {target} is {} s old, older than {within}",
+                    now.saturating_sub(rec.finished)
+                ),
+            )
+            .with_remedy(remedy),
+        ),
+        None => r.push(
+            Finding::new(
+                REHEARSAL_RECENT,
+                Severity::Fail,
+                subject,
+                format!("no passed rehearsal of the migration to {target} is recorded"),
+            )
+            .with_remedy(remedy),
+        ),
+    }
+    r
 }
 
 pub(crate) fn unreachable(id: &str, subject: &str, message: String) -> Report {
@@ -337,6 +402,67 @@ async fn api(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
 
 #[cfg(test)]
 mod tests {
+    /// `rehearsal.recent`: nothing without the policy; FAIL without a record, with a failed
+    /// one only, or with one older than the window; PASS with a passed one within it.
+    #[test]
+    fn the_rehearsal_policy_needs_a_recent_passed_rehearsal() {
+        use cs_core::Severity;
+        let dir = tempfile::tempdir().unwrap();
+        let example = include_str!("../examples/upgrade.toml");
+        let base = example.replace(
+            "dir = \"/var/backups/cloudstack\"",
+            &format!("dir = {:?}", dir.path().display().to_string()),
+        );
+        let origin = dir.path().join("upgrade.toml");
+        let config = crate::UpgradeConfig::parse(&base, &origin).unwrap();
+        assert!(super::rehearsal_recent(&config).findings.is_empty());
+        let with = base.replace(
+            "[policy]\n",
+            "[policy.rehearsal]\nwithin = \"7d\"\n\n[policy]\n",
+        );
+        let config = crate::UpgradeConfig::parse(&with, &origin).unwrap();
+        assert_eq!(
+            config.policy.rehearsal.as_ref().unwrap().within,
+            std::time::Duration::from_secs(7 * 86400)
+        );
+        let verdict = |config: &crate::UpgradeConfig| {
+            let r = super::rehearsal_recent(config);
+            assert_eq!(r.findings.len(), 1);
+            assert_eq!(r.findings[0].id, super::REHEARSAL_RECENT);
+            r.findings[0].clone()
+        };
+        let f = verdict(&config);
+        assert_eq!(f.severity, Severity::Fail);
+        assert!(f.message.contains("no passed rehearsal"), "{}", f.message);
+        assert!(f.remedy.as_deref().unwrap().contains("rehearse --to"));
+        let records = crate::rehearse::records_dir(dir.path());
+        std::fs::create_dir_all(&records).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let write = |name: &str, passed: bool, finished: u64, target: &str| {
+            let r = crate::RehearsalRecord {
+                target: target.into(),
+                db_version: "4.18.0.0".into(),
+                passed,
+                finished,
+                failed_at: None,
+            };
+            std::fs::write(records.join(name), serde_json::to_vec(&r).unwrap()).unwrap();
+        };
+        let target = config.target.to_string();
+        write("a.json", false, now, &target);
+        write("b.json", true, now - 8 * 86400, &target);
+        write("c.json", true, now, "4.0.0.0");
+        let f = verdict(&config);
+        assert_eq!(f.severity, Severity::Fail);
+        assert!(f.message.contains("older than 7days"), "{}", f.message);
+        write("d.json", true, now - 3600, &target);
+        let f = verdict(&config);
+        assert_eq!(f.severity, Severity::Pass, "{}", f.message);
+    }
+
     /// `docs/CHECKS.md` lists exactly the ids the gate knows, each once, in its first table.
     #[test]
     fn checks_doc_lists_every_check_id() {

@@ -55,6 +55,7 @@ mod lab;
 mod mariadb;
 mod mgmt;
 mod node;
+pub mod packages;
 mod proxy;
 mod repo_server;
 mod seed;

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use cs_core::CsVersion;
 use sha2::{Digest, Sha256};
 
+use crate::packages::PackageCompression;
 use crate::{LabError, Result};
 
 /// The CloudStack packages every generated release offers.
@@ -46,7 +47,10 @@ struct Shared {
 /// * yum: `/centos/<releasever>/<line>/repodata/repomd.xml` and the `…-primary.xml.gz` it names,
 ///   for the releases in [`REPO_YUM_RELEASES`].
 ///
-/// Each release offers the packages in [`REPO_PACKAGES`]. Anything else is a 404. Every
+/// Each release offers the packages in [`REPO_PACKAGES`]. `cloudstack-management` is a real
+/// package the lab builds ([`crate::packages`]: a `.deb` with `data.tar.xz` in the pooled tree,
+/// one with `data.tar.zst` in the flat tree, a gzip `.rpm` in the yum trees) whose index entry
+/// gives its real size and SHA-256; the others are index entries only. Anything else is a 404. Every
 /// request path is recorded. The server stops when the value is dropped.
 ///
 /// ```no_run
@@ -167,6 +171,39 @@ fn generate(versions: &[CsVersion]) -> std::io::Result<BTreeMap<String, Vec<u8>>
         by_line.entry(v.line()).or_default().push(*v);
     }
     let mut files = BTreeMap::new();
+    let mut built: BTreeMap<String, Built> = BTreeMap::new();
+    for v in versions {
+        // Versions cs-schema has no path to get index entries only.
+        let deb = crate::packages::management_deb(v, PackageCompression::Xz).ok();
+        let flat = crate::packages::management_deb(v, PackageCompression::Zstd).ok();
+        let rpm = crate::packages::management_rpm(v, PackageCompression::Gzip).ok();
+        let line = v.line();
+        let mut b = Built::default();
+        if let Some(d) = deb {
+            b.pooled = Some((d.len(), sha256(&d)));
+            files.insert(
+                format!("/ubuntu/pool/{line}/cloudstack-management_{v}_all.deb"),
+                d,
+            );
+        }
+        if let Some(d) = flat {
+            b.flat = Some((d.len(), sha256(&d)));
+            files.insert(
+                format!("/cloudstack/upstream/debian/{line}/cloudstack-management_{v}_all.deb"),
+                d,
+            );
+        }
+        if let Some(r) = rpm {
+            b.rpm = Some((r.len(), sha256(&r)));
+            for rel in REPO_YUM_RELEASES {
+                files.insert(
+                    format!("/centos/{rel}/{line}/cloudstack-management-{v}-1.noarch.rpm"),
+                    r.clone(),
+                );
+            }
+        }
+        built.insert(v.to_string(), b);
+    }
     for (suite, compression) in REPO_APT_SUITES {
         let mut release = format!(
             "Origin: cs-lab\nLabel: Apache CloudStack\nSuite: {suite}\nCodename: {suite}\n\
@@ -174,7 +211,8 @@ fn generate(versions: &[CsVersion]) -> std::io::Result<BTreeMap<String, Vec<u8>>
             by_line.keys().cloned().collect::<Vec<_>>().join(" ")
         );
         for (line, vs) in &by_line {
-            let packages = packages_index(vs, &format!("pool/{line}"));
+            let packages =
+                packages_index(vs, &format!("pool/{line}"), &built, |b| b.pooled.clone());
             let (name, body) = match *compression {
                 "xz" => ("Packages.xz", xz(packages.as_bytes())?),
                 "gz" => ("Packages.gz", gzip(packages.as_bytes())?),
@@ -190,12 +228,12 @@ fn generate(versions: &[CsVersion]) -> std::io::Result<BTreeMap<String, Vec<u8>>
         );
     }
     for (line, vs) in &by_line {
-        let packages = packages_index(vs, ".");
+        let packages = packages_index(vs, ".", &built, |b| b.flat.clone());
         let dir = format!("/cloudstack/upstream/debian/{line}");
         files.insert(format!("{dir}/Packages.gz"), gzip(packages.as_bytes())?);
         files.insert(format!("{dir}/Packages"), packages.into_bytes());
         for rel in REPO_YUM_RELEASES {
-            let primary = primary_xml(vs);
+            let primary = primary_xml(vs, &built);
             let primary_gz = gzip(primary.as_bytes())?;
             let sum = sha256(&primary_gz);
             let href = format!("repodata/{sum}-primary.xml.gz");
@@ -225,10 +263,36 @@ fn generate(versions: &[CsVersion]) -> std::io::Result<BTreeMap<String, Vec<u8>>
     Ok(files)
 }
 
-fn packages_index(versions: &[CsVersion], pool: &str) -> String {
+/// The real packages of one version: `(size, sha256)` of each form.
+#[derive(Debug, Default, Clone)]
+struct Built {
+    pooled: Option<(usize, String)>,
+    flat: Option<(usize, String)>,
+    rpm: Option<(usize, String)>,
+}
+
+fn packages_index(
+    versions: &[CsVersion],
+    pool: &str,
+    built: &BTreeMap<String, Built>,
+    form: impl Fn(&Built) -> Option<(usize, String)>,
+) -> String {
     let mut out = String::new();
     for v in versions {
         for p in REPO_PACKAGES {
+            let real = (*p == "cloudstack-management")
+                .then(|| built.get(&v.to_string()).and_then(&form))
+                .flatten();
+            if let Some((size, sum)) = real {
+                out.push_str(&format!(
+                    "Package: {p}\nSource: cloudstack\nVersion: {v}\nArchitecture: all\n\
+                     Maintainer: Apache CloudStack <dev@cloudstack.apache.org>\n\
+                     Installed-Size: 1024\nDepends: cloudstack-common (= {v})\nSection: libs\n\
+                     Priority: extra\nFilename: {pool}/{p}_{v}_all.deb\nSize: {size}\n\
+                     SHA256: {sum}\nDescription: Apache CloudStack {p}\n generated by cs-lab\n\n"
+                ));
+                continue;
+            }
             out.push_str(&format!(
                 "Package: {p}\nSource: cloudstack\nVersion: {v}\nArchitecture: all\n\
                  Maintainer: Apache CloudStack <dev@cloudstack.apache.org>\n\
@@ -244,7 +308,7 @@ fn packages_index(versions: &[CsVersion], pool: &str) -> String {
 /// The yum `primary.xml` of every `$releasever` tree. CloudStack's el8 spec builds every package
 /// `BuildArch: noarch` with `Release: %{_rel}` (1, no `%{dist}` tag), so the same rpms serve el8
 /// and el9: `cloudstack-agent-4.19.0.0-1.noarch.rpm`.
-fn primary_xml(versions: &[CsVersion]) -> String {
+fn primary_xml(versions: &[CsVersion], built: &BTreeMap<String, Built>) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" \
          xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{}\">\n",
@@ -252,8 +316,19 @@ fn primary_xml(versions: &[CsVersion]) -> String {
     );
     for v in versions {
         for p in REPO_PACKAGES {
+            let real = (*p == "cloudstack-management")
+                .then(|| built.get(&v.to_string()).and_then(|b| b.rpm.clone()))
+                .flatten();
+            let extra = real
+                .map(|(size, sum)| {
+                    format!(
+                        "  <checksum type=\"sha256\" pkgid=\"YES\">{sum}</checksum>\n  \
+                         <size package=\"{size}\" installed=\"{size}\" archive=\"{size}\"/>\n"
+                    )
+                })
+                .unwrap_or_default();
             out.push_str(&format!(
-                "<package type=\"rpm\">\n  <name>{p}</name>\n  <arch>noarch</arch>\n  \
+                "<package type=\"rpm\">\n  <name>{p}</name>\n  <arch>noarch</arch>\n{extra}  \
                  <version epoch=\"0\" ver=\"{v}\" rel=\"1\"/>\n  \
                  <summary>Apache CloudStack {p}</summary>\n  \
                  <location href=\"{p}-{v}-1.noarch.rpm\"/>\n  <format>\n    \
@@ -293,7 +368,7 @@ mod tests {
         assert!(
             plain.contains("Package: cloudstack-agent\nSource: cloudstack\nVersion: 4.20.1.0\n")
         );
-        let primary = primary_xml(&v);
+        let primary = primary_xml(&v, &BTreeMap::new());
         assert!(
             primary.contains("<version epoch=\"0\" ver=\"4.20.1.0\" rel=\"1\"/>"),
             "{primary}"

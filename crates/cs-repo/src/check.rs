@@ -343,7 +343,7 @@ impl Source {
     }
 }
 
-fn expand(url: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+pub(crate) fn expand(url: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = url.to_string();
     for (k, v) in vars {
         out = out

@@ -98,6 +98,24 @@ pub enum Error {
     /// A host operation failed.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// No configured repository offers the package at the version.
+    #[error("no configured repository offers {package} {version} (looked in: {looked})")]
+    PackageNotOffered {
+        /// The package.
+        package: String,
+        /// The version.
+        version: String,
+        /// The indexes read (passwords masked).
+        looked: String,
+    },
+    /// A downloaded package does not match its index entry.
+    #[error("{url}: {detail}")]
+    Integrity {
+        /// The package URL (password masked).
+        url: String,
+        /// What differs.
+        detail: String,
+    },
     /// A repository index could not be fetched or read.
     #[error("cannot fetch {url}")]
     Fetch {

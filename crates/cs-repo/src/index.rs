@@ -36,7 +36,7 @@ impl Fetcher {
     }
 
     /// The body at `url`, or `None` for 404 / 410.
-    async fn get(&self, url: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn get(&self, url: &str) -> Result<Option<Vec<u8>>> {
         let fail = |source: BoxError| Error::Fetch {
             url: redact(url),
             source,
@@ -127,7 +127,7 @@ impl Fetcher {
 }
 
 /// `base` + `/` + `rel`, without doubled slashes or `./` segments.
-fn join(base: &str, rel: &str) -> String {
+pub(crate) fn join(base: &str, rel: &str) -> String {
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     let rel = rel.replace("/./", "/");
     let rel = if rel == "." { "" } else { rel.as_str() };
@@ -147,7 +147,7 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-fn decompress(url: &str, body: Vec<u8>) -> Result<String> {
+pub(crate) fn decompress(url: &str, body: Vec<u8>) -> Result<String> {
     let fail = |what: String| Error::Fetch {
         url: redact(url),
         source: what.into(),
@@ -209,7 +209,7 @@ pub(crate) fn parse_packages(text: &str) -> Offered {
 }
 
 /// The `href` of the `primary` data in `repomd.xml`.
-fn primary_href(repomd: &str) -> std::result::Result<String, String> {
+pub(crate) fn primary_href(repomd: &str) -> std::result::Result<String, String> {
     use quick_xml::events::Event;
     let mut r = quick_xml::Reader::from_str(repomd);
     let mut in_primary = false;
@@ -287,7 +287,7 @@ pub(crate) fn parse_primary(xml: &str) -> std::result::Result<Offered, String> {
     }
 }
 
-fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> Option<String> {
+pub(crate) fn attr(e: &quick_xml::events::BytesStart<'_>, name: &str) -> Option<String> {
     e.try_get_attribute(name)
         .ok()
         .flatten()

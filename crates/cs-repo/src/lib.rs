@@ -47,6 +47,7 @@ mod doc;
 mod error;
 mod files;
 mod index;
+mod locate;
 #[cfg(test)]
 mod proptests;
 mod rewrite;
@@ -58,6 +59,7 @@ mod yum;
 pub use check::{TARGET_CONFIGURED, TARGET_RESOLVABLE, TargetConfigured, TargetResolvable};
 pub use error::{Error, Result};
 pub use files::{Applied, FilePlan, Plan, apply, backups, discover, plan, revert};
+pub use locate::{LocateOptions, PackageLocation, download_package, locate_package};
 pub use rewrite::{Change, Entry, Format, Rewrite, rewrite, scan};
 pub use rules::{OFFICIAL_HOST, Rules};
 pub use switch::RepoSwitcher;

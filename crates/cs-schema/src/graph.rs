@@ -95,6 +95,9 @@ pub struct PathStep {
     pub cleanup_sql: Vec<String>,
     /// Whether the class can register system VM templates.
     pub registers_systemvm_template: bool,
+    /// Whether the class's `performDataMigration` does work in Java (which a replay of the
+    /// SQL alone does not reproduce).
+    pub java_data_migration: bool,
     /// Whether class and wiring were read from the verified snapshot.
     pub verified: bool,
 }
@@ -109,6 +112,7 @@ impl PathStep {
             prepare_sql: Vec::new(),
             cleanup_sql: Vec::new(),
             registers_systemvm_template: false,
+            java_data_migration: false,
             verified: true,
         }
     }
@@ -284,6 +288,7 @@ impl Hierarchy {
                 prepare_sql: n.step.prepare_sql.clone(),
                 cleanup_sql: n.step.cleanup_sql.clone(),
                 registers_systemvm_template: n.step.registers_systemvm_template,
+                java_data_migration: n.step.java_data_migration,
                 verified: n.provenance.is_verified() && n.step.provenance.is_verified(),
             })
             .collect();

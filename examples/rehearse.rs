@@ -1,0 +1,185 @@
+//! Rehearse the target's schema migration on a scratch copy of the database, days before the
+//! maintenance window.
+//!
+//! ```text
+//! rehearse --db URL --to VERSION --backups DIR
+//!          (--repo-file PATH [--mirror URL]... | --package FILE | --sql-dir DIR)
+//!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL]
+//!          [--db-properties PATH] [--keep-scratch] [--slow-ms N] [--json]
+//! ```
+//!
+//! The newest verified backup under `--backups` is restored into scratch schemas (one is taken
+//! first when there is none), the target's scripts are run there as the management server runs
+//! them, and the scratch copy is dropped. URLs can come from `CS_DB_URL` / `CS_SCRATCH_DB_URL`
+//! instead (keeps passwords out of `ps`); they are never printed. Exit 0 when the rehearsal
+//! passed, 1 when a statement failed, 2 when it could not run.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use cs_core::CsVersion;
+use cs_upgrade::{RehearseOptions, ScriptSource, rehearse};
+
+/// Rehearse the schema migration on a scratch copy.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Database URL of the live server, `mysql://user:pass@host:port`.
+    #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
+    db: String,
+    /// The version the upgrade goes to.
+    #[arg(long = "to")]
+    target: String,
+    /// The backup directory (the newest verified backup there is restored).
+    #[arg(long)]
+    backups: PathBuf,
+    /// A node's repository file (`.list`, `.sources`, `.repo`): the target's package is
+    /// downloaded from the repository it names.
+    #[arg(long, conflicts_with_all = ["package", "sql_dir"])]
+    repo_file: Option<PathBuf>,
+    /// Mirrors to accept as CloudStack repositories besides the official one.
+    #[arg(long)]
+    mirror: Vec<String>,
+    /// The target's `cloudstack-management` package file (`.deb` or `.rpm`).
+    #[arg(long, conflicts_with = "sql_dir")]
+    package: Option<PathBuf>,
+    /// A directory with the target's `META-INF/db/` scripts.
+    #[arg(long)]
+    sql_dir: Option<PathBuf>,
+    /// The live `cloud` schema.
+    #[arg(long, default_value = "cloud")]
+    cloud: String,
+    /// The live `cloud_usage` schema.
+    #[arg(long, default_value = "cloud_usage")]
+    usage: String,
+    /// Another server to restore the scratch copy on.
+    #[arg(long, env = "CS_SCRATCH_DB_URL", hide_env_values = true)]
+    scratch_db: Option<String>,
+    /// The management server's `db.properties` (its session variables); default: as packaged.
+    #[arg(long)]
+    db_properties: Option<PathBuf>,
+    /// Keep the scratch schemas afterwards.
+    #[arg(long)]
+    keep_scratch: bool,
+    /// Report statements that take at least this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    slow_ms: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn usage(msg: &str) -> ExitCode {
+    #[allow(clippy::print_stderr)] // The example owns the terminal.
+    {
+        eprintln!("rehearse: {msg}");
+    }
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::init_tracing();
+    let args = Args::parse();
+    let db = match common::db_url("rehearse", &args.db) {
+        Ok(db) => db,
+        Err(code) => return code,
+    };
+    let scratch = match args
+        .scratch_db
+        .as_deref()
+        .map(|raw| common::db_url("rehearse", raw))
+    {
+        Some(Err(code)) => return code,
+        Some(Ok(u)) => Some(u),
+        None => None,
+    };
+    let target: CsVersion = match args.target.parse() {
+        Ok(v) => v,
+        Err(e) => return common::fail("rehearse", &e),
+    };
+    let source = match (&args.repo_file, &args.package, &args.sql_dir) {
+        (Some(f), None, None) => {
+            let Some(format) = cs_repo::Format::from_path(f) else {
+                return usage(&format!(
+                    "{}: not a .list, .sources or .repo file",
+                    f.display()
+                ));
+            };
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) => return common::fail("rehearse", &e),
+            };
+            ScriptSource::Repository {
+                text,
+                format,
+                mirrors: args.mirror.clone(),
+            }
+        }
+        (None, Some(p), None) => ScriptSource::Package(p.clone()),
+        (None, None, Some(d)) => ScriptSource::SqlDir(d.clone()),
+        _ => return usage("give one of --repo-file, --package or --sql-dir"),
+    };
+    let mut options = RehearseOptions::new(target, source, db, &args.backups);
+    options.cloud_schema = args.cloud.clone();
+    options.usage_schema = args.usage.clone();
+    options.scratch_db = scratch;
+    options.keep_scratch = args.keep_scratch;
+    options.slow = Duration::from_millis(args.slow_ms);
+    if let Some(p) = &args.db_properties {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => return common::fail("rehearse", &e),
+        };
+        options.session = match cs_rehearse::Session::from_db_properties(&text) {
+            Ok(s) => s,
+            Err(e) => return common::fail("rehearse", &e),
+        };
+    }
+    let progress: Arc<dyn cs_core::Progress> = if args.json {
+        Arc::new(cs_core::NoProgress)
+    } else {
+        Arc::new(common::Bars::new())
+    };
+    let r = match rehearse(&options, progress).await {
+        Ok(r) => r,
+        Err(e) => return common::fail("rehearse", &e),
+    };
+    #[allow(clippy::print_stdout)] // The example owns the terminal.
+    {
+        if args.json {
+            match serde_json::to_string_pretty(&r) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return common::fail("rehearse", &e),
+            }
+        } else {
+            print!("{}", r.report);
+            println!(
+                "  database at {}; backup {}{}; scratch copy {}; live schemas {}",
+                r.db_version,
+                r.backup.display(),
+                if r.backup_taken { " (taken now)" } else { "" },
+                if r.kept {
+                    format!("kept: {}", r.scratch.join(", "))
+                } else {
+                    "dropped".to_string()
+                },
+                if r.live_unchanged {
+                    "unchanged"
+                } else {
+                    "CHANGED during the rehearsal (by something else: it only reads them)"
+                }
+            );
+        }
+    }
+    if r.report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
