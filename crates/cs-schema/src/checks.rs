@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cs_core::{Check, CheckError, CsVersion, Finding, Report, Severity};
 
-use crate::graph::{Hierarchy, path};
+use crate::graph::plan_path;
 use crate::release::{Hypervisor, release_line, systemvm_template_name};
 use crate::state::{SchemaState, Vendor, read_state};
 use crate::{DbTarget, Error};
@@ -44,6 +44,13 @@ impl DbContext {
             registers_systemvm_template: false,
             state: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Uses a state already read (by [`read_state`]) instead of reading it again.
+    #[must_use]
+    pub fn with_state(mut self, state: SchemaState) -> Self {
+        self.state = tokio::sync::OnceCell::new_with(Some(Ok(Arc::new(state))));
+        self
     }
 
     /// Allows the management server with this `msid` to be Up.
@@ -288,7 +295,7 @@ fn version_sane(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         );
         return out;
     };
-    match path(&current, &cx.target) {
+    match plan_path(&current, &cx.target) {
         Err(Error::DatabaseNewer { .. }) => out.push(
             Finding::new(
                 id,
@@ -303,17 +310,22 @@ fn version_sane(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         ),
         Err(e) => out.push(
             Finding::new(id, Severity::Fail, subject.clone(), e.to_string())
-                .with_remedy("choose a published CloudStack release as the target"),
+                .with_remedy("choose a CloudStack release at or above the database's version as the target"),
         ),
-        Ok(steps) if out.is_empty() => out.push(Finding::pass(
+        Ok(plan) if out.is_empty() => out.push(Finding::pass(
             id,
             subject,
             format!(
-                "at {current} (row id {}, Complete); the {} hierarchy has a path of {} step(s) to {}",
+                "at {current} (row id {}, Complete); the {} hierarchy has a path of {} step(s) to {}{}",
                 current_row.id,
-                Hierarchy::for_target(&cx.target).name(),
-                steps.len(),
-                cx.target
+                plan.hierarchy,
+                plan.steps.len(),
+                cx.target,
+                if plan.is_verified() {
+                    String::new()
+                } else {
+                    format!(" ({} part(s) unverified, see db.version.path)", plan.unverified.len())
+                }
             ),
         )),
         Ok(_) => {}
@@ -332,15 +344,15 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             "no current version to plan from",
         )];
     };
-    match path(&current, &cx.target) {
-        Ok(steps) if steps.is_empty() => vec![Finding::new(
+    match plan_path(&current, &cx.target) {
+        Ok(plan) if plan.steps.is_empty() => vec![Finding::new(
             id,
             Severity::Info,
             subject,
             format!("already at {}: no schema steps", cx.target),
         )],
-        Ok(steps) => {
-            let h = Hierarchy::for_target(&cx.target);
+        Ok(plan) => {
+            let steps = &plan.steps;
             let list: Vec<String> = steps.iter().map(ToString::to_string).collect();
             let mut notes = Vec::new();
             if let Some(first) = steps.first()
@@ -355,8 +367,12 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             if steps.last().is_some_and(|s| s.noop) {
                 notes.push("ends with a NoopDbUpgrade tail (a version row only)".to_string());
             }
-            if !h.is_verified() {
-                notes.push(format!("hierarchy {} is UNVERIFIED", h.name()));
+            if !plan.is_verified() {
+                notes.push(format!(
+                    "UNVERIFIED (hierarchy {}): {}",
+                    plan.hierarchy,
+                    plan.unverified.join("; ")
+                ));
             }
             let notes = if notes.is_empty() {
                 String::new()
