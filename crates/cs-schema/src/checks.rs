@@ -1,5 +1,5 @@
-//! The database checks of CHECKS.md: `db.*`, `cluster.quiesced` and `systemvm.templates.ready`
-//! (their database side).
+//! The database checks of CHECKS.md: `db.*` (with `db.schema.half_applied`),
+//! `cluster.quiesced` and `systemvm.templates.ready` (their database side).
 
 use std::fmt;
 use std::sync::Arc;
@@ -115,6 +115,8 @@ pub mod ids {
     pub const CLUSTER_QUIESCED: &str = "cluster.quiesced";
     /// `systemvm.templates.ready`.
     pub const SYSTEMVM_TEMPLATES_READY: &str = "systemvm.templates.ready";
+    /// `db.schema.half_applied`.
+    pub const SCHEMA_HALF_APPLIED: &str = "db.schema.half_applied";
 }
 
 /// One database check (see [`db_checks`]).
@@ -152,6 +154,10 @@ pub fn db_checks() -> Vec<DbCheck> {
         DbCheck {
             id: ids::VERSION_PATH,
             run: version_path,
+        },
+        DbCheck {
+            id: ids::SCHEMA_HALF_APPLIED,
+            run: schema_half_applied,
         },
         DbCheck {
             id: ids::ROUTINES_PRESENT,
@@ -393,6 +399,88 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             format!("no path: {e}"),
         )],
     }
+}
+
+/// Objects an upgrade step's SQL creates, by the version row the step writes: a database whose
+/// current version is below that version and has one of them holds DDL of a later schema
+/// without its version row (apache/cloudstack #7358: a 4.17 database carrying 4.18's
+/// `networks.public_mtu`, so re-running `schema-41720to41800.sql` fails with `Duplicate column
+/// name 'public_mtu'`). `(version, table, column)`; `None` for a table the step creates.
+/// Read from apache/cloudstack `engine/schema/src/main/resources/META-INF/db/`:
+/// `schema-41720to41800.sql` (plain `ADD COLUMN`s on `networks` and `vpc`),
+/// `schema-41810to41900.sql` (`roles.public_role`, table `vm_scheduled_job`),
+/// `schema-41910to42000.sql` (tables `nsx_providers` and `dc_ip4_guest_subnets`, created
+/// without `IF NOT EXISTS`). `schema-41800to41810.sql` adds no table or column.
+/// UNCONFIRMED: markers for 4.20.1.0 and later steps are not listed.
+pub const LATER_SCHEMA_OBJECTS: &[(&str, &str, Option<&str>)] = &[
+    ("4.18.0.0", "networks", Some("public_mtu")),
+    ("4.18.0.0", "networks", Some("private_mtu")),
+    ("4.18.0.0", "vpc", Some("public_mtu")),
+    ("4.19.0.0", "roles", Some("public_role")),
+    ("4.19.0.0", "vm_scheduled_job", None),
+    ("4.20.0.0", "nsx_providers", None),
+    ("4.20.0.0", "dc_ip4_guest_subnets", None),
+];
+
+fn schema_half_applied(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::SCHEMA_HALF_APPLIED;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let Some(current) = s.version.as_ref().and_then(|v| v.current()) else {
+        return vec![Finding::new(
+            id,
+            Severity::Skip,
+            table(cx, "version"),
+            "no current version to compare the schema with (see db.version.sane)",
+        )];
+    };
+    let mut out = Vec::new();
+    for (version, tbl, column) in LATER_SCHEMA_OBJECTS {
+        let version = CsVersion::parse(version).expect("static");
+        if version <= current {
+            continue;
+        }
+        let (present, what) = match column {
+            Some(c) => (
+                s.cloud_columns
+                    .contains(&((*tbl).to_string(), (*c).to_string())),
+                format!("column `{tbl}`.`{c}`"),
+            ),
+            None => (s.cloud_tables.contains(*tbl), format!("table `{tbl}`")),
+        };
+        if !present {
+            continue;
+        }
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{}.{tbl}", cx.db.cloud_schema),
+                format!(
+                    "{what} belongs to schema {version}, but the database is at {current}: an \
+                     upgrade step ran part of its DDL without writing its version row, and \
+                     running it again fails (e.g. Duplicate column)"
+                ),
+            )
+            .with_remedy(
+                "restore the backup taken before the failed upgrade attempt; without one, take a \
+                 backup now, then drop exactly the objects listed here so that the step can run \
+                 again",
+            ),
+        );
+    }
+    if out.is_empty() {
+        out.push(Finding::pass(
+            id,
+            table(cx, "*"),
+            format!(
+                "no table or column of a schema after {current} among the {} known markers",
+                LATER_SCHEMA_OBJECTS.len()
+            ),
+        ));
+    }
+    out
 }
 
 /// Procedures a 4.18 `cloud` schema carries (the replay of the 4.0.0 -> 4.18.0.0 SQL).

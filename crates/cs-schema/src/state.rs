@@ -227,6 +227,8 @@ pub struct SchemaState {
     pub cloud_tables: BTreeSet<String>,
     /// Tables of the `cloud_usage` schema.
     pub usage_tables: BTreeSet<String>,
+    /// `(table, column)` of every column of the `cloud` schema's tables.
+    pub cloud_columns: BTreeSet<(String, String)>,
     /// The `version` table, `None` when there is none (a legacy or foreign database).
     pub version: Option<VersionTable>,
     /// `mshost` rows.
@@ -603,12 +605,22 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         None
     };
 
+    let cloud_columns: BTreeSet<(String, String)> = conn
+        .exec::<(String, String), _, _>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+            (cloud,),
+        )
+        .map_err(q("list columns"))?
+        .into_iter()
+        .collect();
+
     Ok(SchemaState {
         server,
         cloud_exists: schemas.iter().any(|s| s == cloud),
         usage_exists: schemas.iter().any(|s| s == usage),
         cloud_tables,
         usage_tables,
+        cloud_columns,
         version,
         mshosts,
         routines,

@@ -368,6 +368,34 @@ async fn cluster_quiesced_fails_while_another_management_server_is_up() {
 }
 
 #[tokio::test]
+async fn half_applied_ddl_of_a_later_schema_fails() {
+    // apache/cloudstack #7358: DDL of a later schema present without its version row.
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::SCHEMA_HALF_APPLIED).await,
+        Severity::Pass,
+        "no table or column of a schema after 4.18.0.0",
+    );
+    // What schema-41810to41900.sql and schema-41910to42000.sql create, on a 4.18.0.0 database.
+    sql(
+        db,
+        "CREATE TABLE roles (id bigint unsigned NOT NULL PRIMARY KEY, \
+         public_role tinyint(1) NOT NULL DEFAULT '1'); \
+         CREATE TABLE nsx_providers (id bigint unsigned NOT NULL PRIMARY KEY)",
+    );
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    let findings = run(&cx, ids::SCHEMA_HALF_APPLIED).await;
+    assert_worst(&findings, Severity::Fail, "column `roles`.`public_role`");
+    assert_worst(
+        &findings,
+        Severity::Fail,
+        "table `nsx_providers` belongs to schema 4.20.0.0",
+    );
+    assert_eq!(findings.len(), 2, "{findings:#?}");
+}
+
+#[tokio::test]
 async fn systemvm_templates_must_be_registered_and_on_every_zone() {
     let (db, target) = scratch();
     let cx = DbContext::new(target.clone(), v("4.19.0.0"));
