@@ -30,6 +30,9 @@ pub struct DbContext {
     /// anything (and waits until it is Ready in every zone). When true, a template not yet
     /// registered or not yet Ready everywhere is information, not a failure.
     pub registers_systemvm_template: bool,
+    /// The file names found in [`SYSTEMVM_BUNDLE_DIR`] on every management server, when the
+    /// caller looked; `None` when not known.
+    pub bundled_systemvm_files: Option<Vec<String>>,
     state: tokio::sync::OnceCell<Result<Arc<SchemaState>, String>>,
 }
 
@@ -42,8 +45,18 @@ impl DbContext {
             except_msid: None,
             bundled_systemvm_templates: false,
             registers_systemvm_template: false,
+            bundled_systemvm_files: None,
             state: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Gives the file names found in [`SYSTEMVM_BUNDLE_DIR`] on every management server (the
+    /// ones present on all of them), so that a target that registers its bundled template
+    /// itself is checked against them.
+    #[must_use]
+    pub fn bundled_systemvm_files(mut self, files: Vec<String>) -> Self {
+        self.bundled_systemvm_files = Some(files);
+        self
     }
 
     /// Uses a state already read (by [`read_state`]) instead of reading it again.
@@ -873,6 +886,43 @@ fn cluster_quiesced(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         .collect()
 }
 
+/// Where a management package carries the system VM templates its upgrade registers itself
+/// (`SystemVmTemplateRegistration.ABSOLUTE_TEMPLATE_PATH`, with `metadata.ini`).
+pub const SYSTEMVM_BUNDLE_DIR: &str = "/usr/share/cloudstack-management/templates/systemvm";
+
+/// Whether the upgrade to `target` registers a missing system VM template itself, from the file
+/// bundled in its `cloudstack-management` package (`SystemVmTemplateRegistration.registerTemplates`,
+/// called from `updateSystemVmTemplates` for a hypervisor in use whose template is not
+/// registered; it fails with "Cannot upgrade system Vms" when the bundled file is missing or
+/// its checksum differs, apache/cloudstack #12077). From 4.16.0.0 (`Upgrade41520to41600`
+/// delegates to `SystemVmTemplateRegistration`); UNCONFIRMED: whether every 4.16.x package
+/// build carries the files (they ship only in builds made with the system VM templates).
+///
+/// ```
+/// assert!(cs_schema::auto_registers_systemvm_template(&"4.18.0.0".parse()?));
+/// assert!(!cs_schema::auto_registers_systemvm_template(&"4.15.2.0".parse()?));
+/// # Ok::<(), cs_core::VersionError>(())
+/// ```
+pub fn auto_registers_systemvm_template(target: &CsVersion) -> bool {
+    *target >= CsVersion::new3(4, 16, 0)
+}
+
+/// The bundled file for `hv` among `files`, as `SystemVmTemplateRegistration.validateTemplates`
+/// matches it (the file name contains the hypervisor's name, `xen` for XenServer, `ovm` for
+/// Ovm3), restricted to the target's `major.minor` so that an older package's files do not count.
+fn bundled_file<'a>(files: &'a [String], target: &CsVersion, hv: Hypervisor) -> Option<&'a str> {
+    let token = match hv {
+        Hypervisor::XenServer => "xen".to_string(),
+        Hypervisor::Ovm3 => "ovm".to_string(),
+        other => other.as_db().to_ascii_lowercase(),
+    };
+    let prefix = format!("systemvmtemplate-{}.{}.", target.major(), target.minor());
+    files
+        .iter()
+        .map(String::as_str)
+        .find(|f| f.starts_with(&prefix) && f.to_ascii_lowercase().contains(&token))
+}
+
 fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
     let id = ids::SYSTEMVM_TEMPLATES_READY;
     if let Some(f) = no_cloud_schema(cx, id, s) {
@@ -885,9 +935,29 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         z.dedup();
         z
     };
-    for hv_name in &s.hypervisors_in_use {
-        let Some(hv) = Hypervisor::from_db(hv_name) else {
-            continue;
+    // The upgrade counts the hypervisors of clusters as in use
+    // (`SystemVmTemplateRegistration.updateSystemVmTemplates`:
+    // `clusterDao.getDistictAvailableHypervisorsAcrossClusters()`), hosts or not: a cluster
+    // without hosts still needs its template (apache/cloudstack #5041), and a hypervisor with
+    // no cluster is skipped ("hypervisor is not used, so not failing upgrade").
+    // UNCONFIRMED: apache/cloudstack #12092 (hosts instead of clusters) in later releases.
+    let mut in_use: Vec<Hypervisor> = Vec::new();
+    for name in s.hypervisors_in_use.iter().chain(&s.cluster_hypervisors) {
+        if let Some(hv) = Hypervisor::from_db(name)
+            && !in_use.contains(&hv)
+        {
+            in_use.push(hv);
+        }
+    }
+    for hv in in_use {
+        let has_hosts = s
+            .hypervisors_in_use
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(hv.as_db()));
+        let hostless = if has_hosts {
+            String::new()
+        } else {
+            format!(" ({hv} has a cluster but no live host; the upgrade still counts it as in use)")
         };
         let want = systemvm_template_name(&cx.target, hv);
         let subject = format!("{} {want}", table(cx, "vm_template"));
@@ -907,42 +977,82 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             .rev()
             .find(|t| t.state.as_deref() == Some("Active"))
         else {
-            let (severity, msg) = if found.is_empty() {
-                if cx.registers_systemvm_template {
-                    (
-                        Severity::Info,
-                        format!(
-                            "{want} is not registered yet; the run registers it first and waits until it is Ready in every zone"
-                        ),
-                    )
-                } else if cx.bundled_systemvm_templates {
-                    (
-                        Severity::Info,
-                        format!(
-                            "{want} is not registered; the target package carries it and registers it during the upgrade"
-                        ),
-                    )
-                } else {
-                    (
-                        Severity::Fail,
-                        format!("{want} (hypervisor {hv}, in use) is not registered"),
-                    )
-                }
-            } else {
+            let auto = auto_registers_systemvm_template(&cx.target);
+            let mut remedy = format!(
+                "register {want} for {hv} (Templates > Register template, as the upgrade guide says) before the upgrade"
+            );
+            let (severity, msg) = if !found.is_empty() {
                 (
                     Severity::Fail,
                     format!(
-                        "{want} is registered but not Active (state {})",
+                        "{want} is registered but not Active (state {}){hostless}",
                         found[0].state.as_deref().unwrap_or("NULL")
                     ),
                 )
+            } else if cx.registers_systemvm_template {
+                (
+                    Severity::Info,
+                    format!(
+                        "{want} is not registered yet; the run registers it first and waits until it is Ready in every zone"
+                    ),
+                )
+            } else if let (true, Some(files)) = (auto, &cx.bundled_systemvm_files) {
+                match bundled_file(files, &cx.target, hv) {
+                    Some(f) => (
+                        Severity::Info,
+                        format!(
+                            "{want} is not registered; the upgrade registers it from the bundled {SYSTEMVM_BUNDLE_DIR}/{f}"
+                        ),
+                    ),
+                    None => {
+                        remedy = format!(
+                            "put the target's {hv} template file (https://download.cloudstack.org/systemvm/{}/) in \
+                             {SYSTEMVM_BUNDLE_DIR} on every management server, or {remedy}",
+                            cx.target.line()
+                        );
+                        (
+                            Severity::Fail,
+                            format!(
+                                "{want} (hypervisor {hv}, in use) is not registered, and no systemvmtemplate-{}.* file for {hv} \
+                                 is in {SYSTEMVM_BUNDLE_DIR} on every management server: the upgrade fails \
+                                 ('Cannot upgrade system Vms', #12077){hostless}",
+                                cx.target.line()
+                            ),
+                        )
+                    }
+                }
+            } else if cx.bundled_systemvm_templates {
+                (
+                    Severity::Info,
+                    format!(
+                        "{want} is not registered; the target package carries it and registers it during the upgrade"
+                    ),
+                )
+            } else if auto {
+                remedy = format!(
+                    "make sure the target's cloudstack-management package carries the {hv} template in \
+                     {SYSTEMVM_BUNDLE_DIR} (metadata.ini and the file), or {remedy}"
+                );
+                (
+                    Severity::Warn,
+                    format!(
+                        "{want} is not registered; {} registers it from the file bundled in its package, \
+                         which was not looked at here{hostless}",
+                        cx.target
+                    ),
+                )
+            } else {
+                (
+                    Severity::Fail,
+                    format!("{want} (hypervisor {hv}, in use) is not registered{hostless}"),
+                )
             };
-            out.push(
-                Finding::new(id, severity, subject, msg).with_remedy(format!(
-                    "register {want} for {hv} (Templates > Register template, type system, as the upgrade guide says) \
-                     before the upgrade, or make sure the target's cloudstack-management package carries the bundled template"
-                )),
-            );
+            if !has_hosts {
+                remedy.push_str(&format!(
+                    "; or remove the {hv} cluster(s) without hosts before upgrading"
+                ));
+            }
+            out.push(Finding::new(id, severity, subject, msg).with_remedy(remedy));
             continue;
         };
         let missing: Vec<String> = zones
@@ -1006,7 +1116,7 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             id,
             Severity::Skip,
             table(cx, "host"),
-            "no hypervisor in use (no live Routing host)",
+            "no hypervisor in use (no cluster, no live Routing host)",
         ));
     }
     out

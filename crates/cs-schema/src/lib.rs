@@ -38,8 +38,8 @@ mod watch;
 
 pub use changes::{ChangesSince, NewVm, TABLES_THAT_MATTER, TableChanges, changes_since};
 pub use checks::{
-    CLOUD_PROCEDURES, DbCheck, DbContext, LATER_SCHEMA_OBJECTS, USAGE_PROCEDURES, db_checks, ids,
-    run_db_checks,
+    CLOUD_PROCEDURES, DbCheck, DbContext, LATER_SCHEMA_OBJECTS, SYSTEMVM_BUNDLE_DIR,
+    USAGE_PROCEDURES, auto_registers_systemvm_template, db_checks, ids, run_db_checks,
 };
 pub use error::{Error, Result};
 pub use graph::{

@@ -241,6 +241,10 @@ pub struct SchemaState {
     pub customisations: Vec<CustomRow>,
     /// Hypervisor types of live Routing hosts.
     pub hypervisors_in_use: Vec<String>,
+    /// Hypervisor types of clusters not removed, which is what the upgrade's system VM
+    /// template registration counts as in use (`ClusterDao.getDistictAvailableHypervisorsAcrossClusters`
+    /// in `SystemVmTemplateRegistration.updateSystemVmTemplates`), hosts or not.
+    pub cluster_hypervisors: Vec<String>,
     /// Registered system VM templates (type `SYSTEM`, not removed).
     pub systemvm_templates: Vec<SystemTemplate>,
     /// `(vm type, template id)` of live system VMs and routers.
@@ -506,6 +510,16 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         Vec::new()
     };
 
+    let cluster_hypervisors: Vec<String> = if has("cluster") {
+        conn.query(format!(
+            "SELECT DISTINCT hypervisor_type FROM {c}.`cluster` WHERE removed IS NULL \
+             AND hypervisor_type IS NOT NULL ORDER BY hypervisor_type"
+        ))
+        .map_err(q("read cluster"))?
+    } else {
+        Vec::new()
+    };
+
     let mut systemvm_templates: Vec<SystemTemplate> = if has("vm_template") {
         conn.query_map(
             format!(
@@ -627,6 +641,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         grants,
         customisations,
         hypervisors_in_use,
+        cluster_hypervisors,
         systemvm_templates,
         templates_in_use,
         image_stores,

@@ -404,12 +404,46 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         Severity::Pass,
         "systemvm-kvm-4.19.0",
     );
-    // 4.20's template is not registered.
+    // 4.20's template is not registered. 4.20 registers its bundled template itself: without
+    // a look at the management servers that is a warning, not a failure.
     let cx = DbContext::new(target.clone(), v("4.20.0.0"));
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    assert_worst(
+        &findings,
+        Severity::Warn,
+        "registers it from the file bundled",
+    );
+    // The removed XenServer cluster of the fixture is not in use.
+    assert!(
+        !findings.iter().any(|f| f.message.contains("XenServer")),
+        "{findings:#?}"
+    );
+    // The bundled file on the management servers: present, or missing (#12077).
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_files(vec![
+        "metadata.ini".into(),
+        "systemvmtemplate-4.20.0-x86_64-kvm.qcow2.bz2".into(),
+    ]);
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Info,
+        "/usr/share/cloudstack-management/templates/systemvm/systemvmtemplate-4.20.0-x86_64-kvm.qcow2.bz2",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_files(vec![
+        "metadata.ini".into(),
+        "systemvmtemplate-4.18.0-kvm.qcow2.bz2".into(),
+        "systemvmtemplate-4.20.0-x86_64-vmware.ova".into(),
+    ]);
     assert_worst(
         &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
         Severity::Fail,
-        "not registered",
+        "Cannot upgrade system Vms",
+    );
+    // Before 4.16 the upgrade registers nothing itself.
+    let cx = DbContext::new(target.clone(), v("4.15.2.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Fail,
+        "(hypervisor KVM, in use) is not registered",
     );
     let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_templates(true);
     assert_worst(
@@ -463,6 +497,34 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         Severity::Pass,
         "registered as a USER template",
     );
+    // A VMware cluster without hosts: the upgrade counts its hypervisor as in use (#5041).
+    sql(
+        db,
+        "INSERT INTO cluster (id, name, uuid, pod_id, data_center_id, hypervisor_type, \
+         cluster_type, allocation_state, managed_state, created) VALUES (9, 'vmw-empty', UUID(), \
+         1, 1, 'VMware', 'ExternalManaged', 'Enabled', 'Managed', UTC_TIMESTAMP())",
+    );
+    let cx = DbContext::new(target.clone(), v("4.15.2.0"));
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    let vmware: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.subject.contains("systemvm-vmware-4.15.2"))
+        .collect();
+    assert_eq!(vmware.len(), 1, "{findings:#?}");
+    assert_eq!(vmware[0].severity, Severity::Fail);
+    assert!(
+        vmware[0].message.contains("has a cluster but no live host"),
+        "{vmware:#?}"
+    );
+    assert!(
+        vmware[0]
+            .remedy
+            .as_deref()
+            .unwrap()
+            .contains("remove the VMware cluster"),
+        "{vmware:#?}"
+    );
+    sql(db, "DELETE FROM cluster WHERE id = 9");
     // Missing from the second zone's image store.
     sql(
         db,
