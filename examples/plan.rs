@@ -7,16 +7,22 @@
 //! plan --db mysql://cloud:PASSWORD@10.0.0.5:3306 --to 4.22.0.0 [--json] [--skip db.size]
 //! ```
 //!
+//! Any version CloudStack's `CloudStackVersion.parse` accepts is planned; parts computed beyond
+//! the tool's data (a target newer than it, a line it lacks) are marked unverified, in the
+//! text and in the JSON (`"unverified": [...]`). A database that can be reached always gives
+//! the report: a version table without a `Complete` row is a `db.version.sane` finding, not an
+//! error.
+//!
 //! Exit codes follow the report: 0 all passed, 1 warnings, 2 failures, 255 a check broke. Bad
-//! input (a version that does not parse, an unknown target, an unreachable database) prints
-//! one line and exits 2. The password is never printed.
+//! input (a version that does not parse, an unreachable database) prints one line and exits 2.
+//! The password is never printed.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cs_core::{CsVersion, DbUrl, Report};
-use cs_schema::{DbContext, DbTarget, Hierarchy, Hop, PathStep, ReleaseLine};
+use cs_schema::{DbContext, DbTarget, Hop, PathPlan, PathStep, ReleaseLine};
 
 /// Print the upgrade plan between two CloudStack versions.
 #[derive(Debug, Parser)]
@@ -67,57 +73,68 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         Some(raw) => {
             let url = DbUrl::parse(raw).map_err(|e| e.to_string())?;
             let target = DbTarget::new(url, &args.cloud_schema, &args.usage_schema);
-            let state = cs_schema::read_state(&target)
-                .await
-                .map_err(|e| cs_core::error_chain(&e))?;
-            let from = state
-                .version
-                .as_ref()
-                .and_then(|v| v.current())
-                .ok_or_else(|| {
-                    format!(
-                        "no current version in `{}`.version (missing table or no Complete row)",
-                        args.cloud_schema
-                    )
-                });
-            let cx = DbContext::new(target, to);
-            let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
-            let report = cs_schema::run_db_checks(&cx, &skip).await;
-            match from {
-                Ok(f) => (f, Some(report)),
-                // Still show the findings that explain why.
-                Err(e) if args.json => return Err(e),
-                Err(e) => {
-                    return Ok((
-                        format!("{e}\n\n{}", report.to_table()),
-                        report.exit_code().max(2),
-                    ));
+            let mut cx = DbContext::new(target.clone(), to);
+            let from = match cs_schema::read_state(&target).await {
+                Ok(state) => {
+                    let from = state.version.as_ref().and_then(|v| v.current());
+                    cx = cx.with_state(state);
+                    from
                 }
-            }
+                // Not reachable: there is no report to give.
+                Err(e @ cs_schema::Error::Connect { .. }) => {
+                    return Err(cs_core::error_chain(&e));
+                }
+                // Reachable but not readable: the checks report it (as broken).
+                Err(_) => None,
+            };
+            let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
+            (from, Some(cs_schema::run_db_checks(&cx, &skip).await))
         }
         None => {
             let raw = args
                 .from
                 .as_deref()
                 .ok_or("give --from VERSION or --db URL")?;
-            (CsVersion::parse(raw).map_err(|e| e.to_string())?, None)
+            (
+                Some(CsVersion::parse(raw).map_err(|e| e.to_string())?),
+                None,
+            )
         }
     };
-    let steps = cs_schema::path(&from, &to).map_err(|e| e.to_string())?;
-    let hops = cs_schema::plan_hops(&from, &to).map_err(|e| e.to_string())?;
-    let hierarchy = Hierarchy::for_target(&to);
-    let release = cs_schema::release_line(&to);
     let code = report.as_ref().map_or(0, Report::exit_code);
+    // Without a version to plan from, the report (whose db.version.sane says why) is the answer.
+    let planned = match from {
+        Some(from) => Some(Planned::new(from, to)?),
+        None => None,
+    };
     let text = if args.json {
         let mut j = serde_json::json!({
             "from": from,
             "to": to,
-            "hierarchy": {"name": hierarchy.name(), "verified": hierarchy.is_verified(), "note": hierarchy.note()},
-            "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
-            "hops": hops.iter().map(hop_json).collect::<Vec<_>>(),
-            "release": release.map(release_json),
             "findings": report.as_ref().map(|r| r.findings.clone()).unwrap_or_default(),
         });
+        match &planned {
+            Some(p) => {
+                j["hierarchy"] = serde_json::json!({
+                    "name": p.path.hierarchy,
+                    "verified": p.path.is_verified(),
+                    "note": p.path.hierarchy_note,
+                });
+                j["target_known"] = serde_json::json!(p.path.target_known);
+                j["verified"] = serde_json::json!(p.path.is_verified());
+                j["unverified"] = serde_json::json!(p.path.unverified);
+                j["steps"] = p.path.steps.iter().map(step_json).collect();
+                j["hops"] = p.hops.iter().map(hop_json).collect();
+                j["release"] = release_json(&p.release);
+            }
+            None => {
+                j["steps"] = serde_json::json!([]);
+                j["note"] = serde_json::json!(format!(
+                    "no current version in `{}`.version (missing table or no Complete row): no path; see db.version.sane",
+                    args.cloud_schema
+                ));
+            }
+        }
         if let Some(r) = &report {
             j["broken"] = serde_json::json!(r.broken);
             j["exit_code"] = serde_json::json!(r.exit_code());
@@ -127,17 +144,33 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
             serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?
         )
     } else {
-        tables(
-            &from,
-            &to,
-            hierarchy,
-            &steps,
-            &hops,
-            release,
-            report.as_ref(),
-        )
+        match &planned {
+            Some(p) => tables(p, report.as_ref()),
+            None => format!(
+                "No current version in `{}`.version (missing table or no Complete row): no path.\n\nDatabase checks:\n{}",
+                args.cloud_schema,
+                report.as_ref().map(Report::to_table).unwrap_or_default()
+            ),
+        }
     };
     Ok((text, code))
+}
+
+/// The plan between two versions: the path, the hops, the target's release facts.
+struct Planned {
+    path: PathPlan,
+    hops: Vec<Hop>,
+    release: ReleaseLine,
+}
+
+impl Planned {
+    fn new(from: CsVersion, to: CsVersion) -> Result<Self, String> {
+        Ok(Planned {
+            path: cs_schema::plan_path(&from, &to).map_err(|e| e.to_string())?,
+            hops: cs_schema::plan_hops(&from, &to).map_err(|e| e.to_string())?,
+            release: cs_schema::release_facts(&to),
+        })
+    }
 }
 
 fn step_json(s: &PathStep) -> serde_json::Value {
@@ -147,6 +180,7 @@ fn step_json(s: &PathStep) -> serde_json::Value {
         "to": s.to,
         "noop": s.noop,
         "verified": s.verified,
+        "source": s.source,
         "prepare_sql": s.prepare_sql,
         "cleanup_sql": s.cleanup_sql,
     })
@@ -182,21 +216,14 @@ fn hop_json(h: &Hop) -> serde_json::Value {
     })
 }
 
-fn tables(
-    from: &CsVersion,
-    to: &CsVersion,
-    hierarchy: &Hierarchy,
-    steps: &[PathStep],
-    hops: &[Hop],
-    release: Option<&ReleaseLine>,
-    report: Option<&Report>,
-) -> String {
+fn tables(p: &Planned, report: Option<&Report>) -> String {
+    let (from, to, steps, hops) = (&p.path.db, &p.path.target, &p.path.steps, &p.hops);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "Schema steps {from} -> {to} (hierarchy {}{}):",
-        hierarchy.name(),
-        if hierarchy.is_verified() {
+        p.path.hierarchy,
+        if p.path.is_verified() {
             ""
         } else {
             ", UNVERIFIED"
@@ -237,6 +264,12 @@ fn tables(
             );
         }
     }
+    if !p.path.is_verified() {
+        let _ = writeln!(out, "\nUnverified:");
+        for u in &p.path.unverified {
+            let _ = writeln!(out, "  - {u}");
+        }
+    }
     let _ = writeln!(out, "\nHops (LTS stepping stones):");
     let _ = writeln!(
         out,
@@ -272,7 +305,8 @@ fn tables(
         );
         let _ = writeln!(out, "{}", row.trim_end());
     }
-    if let Some(l) = release {
+    {
+        let l = &p.release;
         let _ = writeln!(
             out,
             "\nRelease {}: {}, Java {}, MySQL {}, MariaDB {}{}",

@@ -367,12 +367,46 @@ async fn database(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report
         &config.database.cloud_schema,
         &config.database.usage_schema,
     );
-    let cx = cs_schema::DbContext::new(db, config.target)
+    let registers = phase == Phase::Pre && config.policy.system_template.is_some();
+    let mut cx = cs_schema::DbContext::new(db, config.target)
         // Before the upgrade, a run with the policy registers the template itself.
-        .registers_systemvm_template(
-            phase == Phase::Pre && config.policy.system_template.is_some(),
-        );
+        .registers_systemvm_template(registers);
+    // A target that registers its bundled template itself needs the file on the management
+    // servers (`SystemVmTemplateRegistration`, apache/cloudstack #12077).
+    if phase == Phase::Pre
+        && !registers
+        && cs_schema::auto_registers_systemvm_template(&config.target)
+        && let Some(files) = bundled_systemvm_files(config).await
+    {
+        cx = cx.bundled_systemvm_files(files);
+    }
     cs_schema::run_db_checks(&cx, skip).await
+}
+
+/// The names in the system VM template bundle directory (`cs_schema::SYSTEMVM_BUNDLE_DIR`,
+/// beside the management server's `lib`) present on every management server; a missing
+/// directory counts as empty. `None` when a server cannot be reached or read: the check then
+/// says it did not look.
+async fn bundled_systemvm_files(config: &UpgradeConfig) -> Option<Vec<String>> {
+    let mut common: Option<Vec<String>> = None;
+    for node in &config.management_servers {
+        let handle = connect(config, node).await.ok()?;
+        let dir = handle
+            .layout
+            .management_lib_dir
+            .parent()?
+            .join("templates/systemvm");
+        let names: Vec<String> = match handle.host.list_dir(&dir).await {
+            Ok(entries) => entries.into_iter().map(|e| e.name).collect(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(_) => return None,
+        };
+        common = Some(match common {
+            None => names,
+            Some(c) => c.into_iter().filter(|n| names.contains(n)).collect(),
+        });
+    }
+    common
 }
 
 async fn api(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {

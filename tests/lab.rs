@@ -1,6 +1,9 @@
 //! The lab cloud: 2 management servers and 3 KVM hosts at 4.18.0.0 start, and the API (through
 //! the signed cs-api client) reports everything Up at that version within seconds; a host
-//! CloudStack knows that the configuration misses is one pre-flight cannot reach.
+//! CloudStack knows that the configuration misses is one pre-flight cannot reach. On the same
+//! MariaDB: `plan --db` always gives the report for a database it can reach.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -80,4 +83,77 @@ async fn lab_starts_with_everything_up() {
         "{}",
         unreachable[0].message
     );
+}
+
+/// `plan --db` against a database whose version table has rows but none `Complete`: the
+/// report, with `db.version.sane` FAIL and its remedy, instead of an error without findings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reports_a_version_table_without_a_complete_row_as_a_finding() {
+    use mysql::prelude::Queryable;
+    let (url, cloud, usage, _db) = tokio::task::spawn_blocking(|| {
+        let server = cs_lab::mariadb();
+        let mut db = server.database("plan_no_complete").expect("database");
+        let usage = db.extra("usage").expect("usage schema");
+        cs_lab::seed(
+            &server.root(),
+            &cs_lab::SeedOptions::new("4.18.0.0".parse().unwrap(), db.name(), &usage),
+        )
+        .expect("seed");
+        let mut conn =
+            cs_lab::DbUrlExt::connect(&server.root().with_database(db.name())).expect("connect");
+        conn.query_drop("UPDATE version SET step = 'Upgrade'")
+            .expect("update");
+        (server.cloud().expose(), db.name().to_string(), usage, db)
+    })
+    .await
+    .expect("join");
+    for json in [true, false] {
+        let mut args = vec![
+            "--to",
+            "4.19.0.0",
+            "--db",
+            &url,
+            "--cloud-schema",
+            &cloud,
+            "--usage-schema",
+            &usage,
+        ];
+        if json {
+            args.push("--json");
+        }
+        #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+        let out = std::process::Command::new(common::example("plan"))
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run plan");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}{stdout}");
+        assert!(
+            stderr.is_empty(),
+            "an error instead of the report: {stderr}"
+        );
+        if !json {
+            assert!(stdout.contains("db.version.sane"), "{stdout}");
+            continue;
+        }
+        let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        let sane: Vec<&serde_json::Value> = j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["id"] == "db.version.sane" && f["severity"] == "fail")
+            .collect();
+        assert!(!sane.is_empty(), "{j:#}");
+        assert!(sane.iter().all(|f| f["remedy"].is_string()), "{j:#}");
+        assert!(
+            sane.iter()
+                .any(|f| f["message"].as_str().unwrap().contains("`Complete`")),
+            "{j:#}"
+        );
+        assert_eq!(j["steps"], serde_json::json!([]));
+        assert_eq!(j["exit_code"], 2);
+        assert!(!stdout.contains(&url));
+    }
 }

@@ -13,8 +13,10 @@ pub const FIRST_NEW_SCHEME_MAJOR: u32 = 24;
 ///
 /// Parsing follows `org.apache.cloudstack.utils.CloudStackVersion.parse`: anything after the
 /// first `-` is dropped (`4.18.0.0-SNAPSHOT` is `4.18.0.0`), then the value must be three or four
-/// dot-separated decimal numbers. For majors of 24 and above only three parts are valid (the
-/// `major.minor.security` scheme); `24.0.0.0` is rejected.
+/// dot-separated decimal numbers, for any major (its `VERSION_FORMAT` is
+/// `(\d+\.){2}(\d+\.)?\d+` and nothing checks the major: `24.0.0.0` parses as CloudStack
+/// parses it, though releases from 24 on are written with three parts). Each part must fit a
+/// Java `int` (`Integer.valueOf`).
 ///
 /// Ordering and equality pad a three-part version with `.0`, so `4.2.0 == 4.2.0.0`, as
 /// `CloudStackVersion.compareTo` does. CloudStack's `equals` is stricter (the written number of
@@ -27,7 +29,7 @@ pub const FIRST_NEW_SCHEME_MAJOR: u32 = 24;
 /// assert_eq!(v.line(), "4.19");
 /// assert!(v < "4.20.0.0".parse()?);
 /// assert_eq!("24.0.0".parse::<CsVersion>()?.line(), "24.0");
-/// assert!("24.0.0.0".parse::<CsVersion>().is_err());
+/// assert_eq!("24.0.0.0".parse::<CsVersion>()?, "24.0.0".parse()?);
 /// # Ok::<(), cs_core::VersionError>(())
 /// ```
 #[derive(Clone, Copy)]
@@ -71,12 +73,12 @@ impl CsVersion {
             if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err("every part must be a decimal number"));
             }
-            parts[i] = f.parse().map_err(|_| err("a part is too large"))?;
-        }
-        if parts[0] >= FIRST_NEW_SCHEME_MAJOR && fields.len() == 4 {
-            return Err(err(
-                "from 24.0.0 on versions have three parts (major.minor.security)",
-            ));
+            // `Integer.valueOf` in `CloudStackVersion.parse`: a part must fit a Java int.
+            parts[i] = f
+                .parse::<i32>()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| err("a part is too large"))?;
         }
         Ok(CsVersion {
             parts,
@@ -84,10 +86,11 @@ impl CsVersion {
         })
     }
 
-    /// A four-part legacy version `a.b.c.d`.
+    /// A four-part version `a.b.c.d`.
     ///
     /// # Errors
-    /// [`VersionError`] when `a` is 24 or more (those versions have three parts).
+    /// [`VersionError`] when a part does not fit a Java `int` (as `CloudStackVersion.parse`
+    /// refuses it).
     pub fn new4(a: u32, b: u32, c: u32, d: u32) -> Result<Self, VersionError> {
         Self::parse(&format!("{a}.{b}.{c}.{d}"))
     }
@@ -271,8 +274,20 @@ mod tests {
         bad(" 4.19.1.0", "decimal");
         bad("4.19.1.+1", "decimal");
         bad("99999999999.0.0", "too large");
-        bad("24.0.0.0", "three parts");
-        bad("25.1.0.2", "three parts");
+        bad("2147483648.0.0", "too large");
+        bad("4.19.0.2147483648", "too large");
+    }
+
+    #[test]
+    fn four_parts_parse_for_every_major_as_cloudstack_parses_them() {
+        // CloudStackVersion.VERSION_FORMAT does not look at the major.
+        ok("24.0.0.0", "24.0.0.0", [24, 0, 0, 0]);
+        ok("25.1.0.2-rc1", "25.1.0.2", [25, 1, 0, 2]);
+        ok("2147483647.0.0", "2147483647.0.0", [2147483647, 0, 0, 0]);
+        assert_eq!(
+            CsVersion::parse("24.0.0.0").unwrap(),
+            CsVersion::parse("24.0.0").unwrap()
+        );
     }
 
     #[test]
@@ -311,7 +326,7 @@ mod tests {
 
     fn any_version() -> impl Strategy<Value = (Vec<u32>, String)> {
         prop_oneof![
-            (0u32..24, 0u32..40, 0u32..10, 0u32..5).prop_map(|(a, b, c, d)| vec![a, b, c, d]),
+            (0u32..40, 0u32..40, 0u32..10, 0u32..5).prop_map(|(a, b, c, d)| vec![a, b, c, d]),
             (0u32..40, 0u32..40, 0u32..10).prop_map(|(a, b, c)| vec![a, b, c]),
         ]
         .prop_flat_map(|parts| {

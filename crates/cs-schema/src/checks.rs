@@ -1,5 +1,5 @@
-//! The database checks of CHECKS.md: `db.*`, `cluster.quiesced` and `systemvm.templates.ready`
-//! (their database side).
+//! The database checks of CHECKS.md: `db.*` (with `db.schema.half_applied`),
+//! `cluster.quiesced` and `systemvm.templates.ready` (their database side).
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cs_core::{Check, CheckError, CsVersion, Finding, Report, Severity};
 
-use crate::graph::{Hierarchy, path};
+use crate::graph::plan_path;
 use crate::release::{Hypervisor, release_line, systemvm_template_name};
 use crate::state::{SchemaState, Vendor, read_state};
 use crate::{DbTarget, Error};
@@ -30,6 +30,9 @@ pub struct DbContext {
     /// anything (and waits until it is Ready in every zone). When true, a template not yet
     /// registered or not yet Ready everywhere is information, not a failure.
     pub registers_systemvm_template: bool,
+    /// The file names found in [`SYSTEMVM_BUNDLE_DIR`] on every management server, when the
+    /// caller looked; `None` when not known.
+    pub bundled_systemvm_files: Option<Vec<String>>,
     state: tokio::sync::OnceCell<Result<Arc<SchemaState>, String>>,
 }
 
@@ -42,8 +45,25 @@ impl DbContext {
             except_msid: None,
             bundled_systemvm_templates: false,
             registers_systemvm_template: false,
+            bundled_systemvm_files: None,
             state: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Gives the file names found in [`SYSTEMVM_BUNDLE_DIR`] on every management server (the
+    /// ones present on all of them), so that a target that registers its bundled template
+    /// itself is checked against them.
+    #[must_use]
+    pub fn bundled_systemvm_files(mut self, files: Vec<String>) -> Self {
+        self.bundled_systemvm_files = Some(files);
+        self
+    }
+
+    /// Uses a state already read (by [`read_state`]) instead of reading it again.
+    #[must_use]
+    pub fn with_state(mut self, state: SchemaState) -> Self {
+        self.state = tokio::sync::OnceCell::new_with(Some(Ok(Arc::new(state))));
+        self
     }
 
     /// Allows the management server with this `msid` to be Up.
@@ -108,6 +128,8 @@ pub mod ids {
     pub const CLUSTER_QUIESCED: &str = "cluster.quiesced";
     /// `systemvm.templates.ready`.
     pub const SYSTEMVM_TEMPLATES_READY: &str = "systemvm.templates.ready";
+    /// `db.schema.half_applied`.
+    pub const SCHEMA_HALF_APPLIED: &str = "db.schema.half_applied";
 }
 
 /// One database check (see [`db_checks`]).
@@ -145,6 +167,10 @@ pub fn db_checks() -> Vec<DbCheck> {
         DbCheck {
             id: ids::VERSION_PATH,
             run: version_path,
+        },
+        DbCheck {
+            id: ids::SCHEMA_HALF_APPLIED,
+            run: schema_half_applied,
         },
         DbCheck {
             id: ids::ROUTINES_PRESENT,
@@ -288,7 +314,7 @@ fn version_sane(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         );
         return out;
     };
-    match path(&current, &cx.target) {
+    match plan_path(&current, &cx.target) {
         Err(Error::DatabaseNewer { .. }) => out.push(
             Finding::new(
                 id,
@@ -303,17 +329,22 @@ fn version_sane(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         ),
         Err(e) => out.push(
             Finding::new(id, Severity::Fail, subject.clone(), e.to_string())
-                .with_remedy("choose a published CloudStack release as the target"),
+                .with_remedy("choose a CloudStack release at or above the database's version as the target"),
         ),
-        Ok(steps) if out.is_empty() => out.push(Finding::pass(
+        Ok(plan) if out.is_empty() => out.push(Finding::pass(
             id,
             subject,
             format!(
-                "at {current} (row id {}, Complete); the {} hierarchy has a path of {} step(s) to {}",
+                "at {current} (row id {}, Complete); the {} hierarchy has a path of {} step(s) to {}{}",
                 current_row.id,
-                Hierarchy::for_target(&cx.target).name(),
-                steps.len(),
-                cx.target
+                plan.hierarchy,
+                plan.steps.len(),
+                cx.target,
+                if plan.is_verified() {
+                    String::new()
+                } else {
+                    format!(" ({} part(s) unverified, see db.version.path)", plan.unverified.len())
+                }
             ),
         )),
         Ok(_) => {}
@@ -332,15 +363,15 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             "no current version to plan from",
         )];
     };
-    match path(&current, &cx.target) {
-        Ok(steps) if steps.is_empty() => vec![Finding::new(
+    match plan_path(&current, &cx.target) {
+        Ok(plan) if plan.steps.is_empty() => vec![Finding::new(
             id,
             Severity::Info,
             subject,
             format!("already at {}: no schema steps", cx.target),
         )],
-        Ok(steps) => {
-            let h = Hierarchy::for_target(&cx.target);
+        Ok(plan) => {
+            let steps = &plan.steps;
             let list: Vec<String> = steps.iter().map(ToString::to_string).collect();
             let mut notes = Vec::new();
             if let Some(first) = steps.first()
@@ -355,8 +386,12 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             if steps.last().is_some_and(|s| s.noop) {
                 notes.push("ends with a NoopDbUpgrade tail (a version row only)".to_string());
             }
-            if !h.is_verified() {
-                notes.push(format!("hierarchy {} is UNVERIFIED", h.name()));
+            if !plan.is_verified() {
+                notes.push(format!(
+                    "UNVERIFIED (hierarchy {}): {}",
+                    plan.hierarchy,
+                    plan.unverified.join("; ")
+                ));
             }
             let notes = if notes.is_empty() {
                 String::new()
@@ -377,6 +412,88 @@ fn version_path(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             format!("no path: {e}"),
         )],
     }
+}
+
+/// Objects an upgrade step's SQL creates, by the version row the step writes: a database whose
+/// current version is below that version and has one of them holds DDL of a later schema
+/// without its version row (apache/cloudstack #7358: a 4.17 database carrying 4.18's
+/// `networks.public_mtu`, so re-running `schema-41720to41800.sql` fails with `Duplicate column
+/// name 'public_mtu'`). `(version, table, column)`; `None` for a table the step creates.
+/// Read from apache/cloudstack `engine/schema/src/main/resources/META-INF/db/`:
+/// `schema-41720to41800.sql` (plain `ADD COLUMN`s on `networks` and `vpc`),
+/// `schema-41810to41900.sql` (`roles.public_role`, table `vm_scheduled_job`),
+/// `schema-41910to42000.sql` (tables `nsx_providers` and `dc_ip4_guest_subnets`, created
+/// without `IF NOT EXISTS`). `schema-41800to41810.sql` adds no table or column.
+/// UNCONFIRMED: markers for 4.20.1.0 and later steps are not listed.
+pub const LATER_SCHEMA_OBJECTS: &[(&str, &str, Option<&str>)] = &[
+    ("4.18.0.0", "networks", Some("public_mtu")),
+    ("4.18.0.0", "networks", Some("private_mtu")),
+    ("4.18.0.0", "vpc", Some("public_mtu")),
+    ("4.19.0.0", "roles", Some("public_role")),
+    ("4.19.0.0", "vm_scheduled_job", None),
+    ("4.20.0.0", "nsx_providers", None),
+    ("4.20.0.0", "dc_ip4_guest_subnets", None),
+];
+
+fn schema_half_applied(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
+    let id = ids::SCHEMA_HALF_APPLIED;
+    if let Some(f) = no_cloud_schema(cx, id, s) {
+        return f;
+    }
+    let Some(current) = s.version.as_ref().and_then(|v| v.current()) else {
+        return vec![Finding::new(
+            id,
+            Severity::Skip,
+            table(cx, "version"),
+            "no current version to compare the schema with (see db.version.sane)",
+        )];
+    };
+    let mut out = Vec::new();
+    for (version, tbl, column) in LATER_SCHEMA_OBJECTS {
+        let version = CsVersion::parse(version).expect("static");
+        if version <= current {
+            continue;
+        }
+        let (present, what) = match column {
+            Some(c) => (
+                s.cloud_columns
+                    .contains(&((*tbl).to_string(), (*c).to_string())),
+                format!("column `{tbl}`.`{c}`"),
+            ),
+            None => (s.cloud_tables.contains(*tbl), format!("table `{tbl}`")),
+        };
+        if !present {
+            continue;
+        }
+        out.push(
+            Finding::new(
+                id,
+                Severity::Fail,
+                format!("{}.{tbl}", cx.db.cloud_schema),
+                format!(
+                    "{what} belongs to schema {version}, but the database is at {current}: an \
+                     upgrade step ran part of its DDL without writing its version row, and \
+                     running it again fails (e.g. Duplicate column)"
+                ),
+            )
+            .with_remedy(
+                "restore the backup taken before the failed upgrade attempt; without one, take a \
+                 backup now, then drop exactly the objects listed here so that the step can run \
+                 again",
+            ),
+        );
+    }
+    if out.is_empty() {
+        out.push(Finding::pass(
+            id,
+            table(cx, "*"),
+            format!(
+                "no table or column of a schema after {current} among the {} known markers",
+                LATER_SCHEMA_OBJECTS.len()
+            ),
+        ));
+    }
+    out
 }
 
 /// Procedures a 4.18 `cloud` schema carries (the replay of the 4.0.0 -> 4.18.0.0 SQL).
@@ -769,6 +886,43 @@ fn cluster_quiesced(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         .collect()
 }
 
+/// Where a management package carries the system VM templates its upgrade registers itself
+/// (`SystemVmTemplateRegistration.ABSOLUTE_TEMPLATE_PATH`, with `metadata.ini`).
+pub const SYSTEMVM_BUNDLE_DIR: &str = "/usr/share/cloudstack-management/templates/systemvm";
+
+/// Whether the upgrade to `target` registers a missing system VM template itself, from the file
+/// bundled in its `cloudstack-management` package (`SystemVmTemplateRegistration.registerTemplates`,
+/// called from `updateSystemVmTemplates` for a hypervisor in use whose template is not
+/// registered; it fails with "Cannot upgrade system Vms" when the bundled file is missing or
+/// its checksum differs, apache/cloudstack #12077). From 4.16.0.0 (`Upgrade41520to41600`
+/// delegates to `SystemVmTemplateRegistration`); UNCONFIRMED: whether every 4.16.x package
+/// build carries the files (they ship only in builds made with the system VM templates).
+///
+/// ```
+/// assert!(cs_schema::auto_registers_systemvm_template(&"4.18.0.0".parse()?));
+/// assert!(!cs_schema::auto_registers_systemvm_template(&"4.15.2.0".parse()?));
+/// # Ok::<(), cs_core::VersionError>(())
+/// ```
+pub fn auto_registers_systemvm_template(target: &CsVersion) -> bool {
+    *target >= CsVersion::new3(4, 16, 0)
+}
+
+/// The bundled file for `hv` among `files`, as `SystemVmTemplateRegistration.validateTemplates`
+/// matches it (the file name contains the hypervisor's name, `xen` for XenServer, `ovm` for
+/// Ovm3), restricted to the target's `major.minor` so that an older package's files do not count.
+fn bundled_file<'a>(files: &'a [String], target: &CsVersion, hv: Hypervisor) -> Option<&'a str> {
+    let token = match hv {
+        Hypervisor::XenServer => "xen".to_string(),
+        Hypervisor::Ovm3 => "ovm".to_string(),
+        other => other.as_db().to_ascii_lowercase(),
+    };
+    let prefix = format!("systemvmtemplate-{}.{}.", target.major(), target.minor());
+    files
+        .iter()
+        .map(String::as_str)
+        .find(|f| f.starts_with(&prefix) && f.to_ascii_lowercase().contains(&token))
+}
+
 fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
     let id = ids::SYSTEMVM_TEMPLATES_READY;
     if let Some(f) = no_cloud_schema(cx, id, s) {
@@ -781,9 +935,29 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
         z.dedup();
         z
     };
-    for hv_name in &s.hypervisors_in_use {
-        let Some(hv) = Hypervisor::from_db(hv_name) else {
-            continue;
+    // The upgrade counts the hypervisors of clusters as in use
+    // (`SystemVmTemplateRegistration.updateSystemVmTemplates`:
+    // `clusterDao.getDistictAvailableHypervisorsAcrossClusters()`), hosts or not: a cluster
+    // without hosts still needs its template (apache/cloudstack #5041), and a hypervisor with
+    // no cluster is skipped ("hypervisor is not used, so not failing upgrade").
+    // UNCONFIRMED: apache/cloudstack #12092 (hosts instead of clusters) in later releases.
+    let mut in_use: Vec<Hypervisor> = Vec::new();
+    for name in s.hypervisors_in_use.iter().chain(&s.cluster_hypervisors) {
+        if let Some(hv) = Hypervisor::from_db(name)
+            && !in_use.contains(&hv)
+        {
+            in_use.push(hv);
+        }
+    }
+    for hv in in_use {
+        let has_hosts = s
+            .hypervisors_in_use
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(hv.as_db()));
+        let hostless = if has_hosts {
+            String::new()
+        } else {
+            format!(" ({hv} has a cluster but no live host; the upgrade still counts it as in use)")
         };
         let want = systemvm_template_name(&cx.target, hv);
         let subject = format!("{} {want}", table(cx, "vm_template"));
@@ -803,42 +977,82 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             .rev()
             .find(|t| t.state.as_deref() == Some("Active"))
         else {
-            let (severity, msg) = if found.is_empty() {
-                if cx.registers_systemvm_template {
-                    (
-                        Severity::Info,
-                        format!(
-                            "{want} is not registered yet; the run registers it first and waits until it is Ready in every zone"
-                        ),
-                    )
-                } else if cx.bundled_systemvm_templates {
-                    (
-                        Severity::Info,
-                        format!(
-                            "{want} is not registered; the target package carries it and registers it during the upgrade"
-                        ),
-                    )
-                } else {
-                    (
-                        Severity::Fail,
-                        format!("{want} (hypervisor {hv}, in use) is not registered"),
-                    )
-                }
-            } else {
+            let auto = auto_registers_systemvm_template(&cx.target);
+            let mut remedy = format!(
+                "register {want} for {hv} (Templates > Register template, as the upgrade guide says) before the upgrade"
+            );
+            let (severity, msg) = if !found.is_empty() {
                 (
                     Severity::Fail,
                     format!(
-                        "{want} is registered but not Active (state {})",
+                        "{want} is registered but not Active (state {}){hostless}",
                         found[0].state.as_deref().unwrap_or("NULL")
                     ),
                 )
+            } else if cx.registers_systemvm_template {
+                (
+                    Severity::Info,
+                    format!(
+                        "{want} is not registered yet; the run registers it first and waits until it is Ready in every zone"
+                    ),
+                )
+            } else if let (true, Some(files)) = (auto, &cx.bundled_systemvm_files) {
+                match bundled_file(files, &cx.target, hv) {
+                    Some(f) => (
+                        Severity::Info,
+                        format!(
+                            "{want} is not registered; the upgrade registers it from the bundled {SYSTEMVM_BUNDLE_DIR}/{f}"
+                        ),
+                    ),
+                    None => {
+                        remedy = format!(
+                            "put the target's {hv} template file (https://download.cloudstack.org/systemvm/{}/) in \
+                             {SYSTEMVM_BUNDLE_DIR} on every management server, or {remedy}",
+                            cx.target.line()
+                        );
+                        (
+                            Severity::Fail,
+                            format!(
+                                "{want} (hypervisor {hv}, in use) is not registered, and no systemvmtemplate-{}.* file for {hv} \
+                                 is in {SYSTEMVM_BUNDLE_DIR} on every management server: the upgrade fails \
+                                 ('Cannot upgrade system Vms', #12077){hostless}",
+                                cx.target.line()
+                            ),
+                        )
+                    }
+                }
+            } else if cx.bundled_systemvm_templates {
+                (
+                    Severity::Info,
+                    format!(
+                        "{want} is not registered; the target package carries it and registers it during the upgrade"
+                    ),
+                )
+            } else if auto {
+                remedy = format!(
+                    "make sure the target's cloudstack-management package carries the {hv} template in \
+                     {SYSTEMVM_BUNDLE_DIR} (metadata.ini and the file), or {remedy}"
+                );
+                (
+                    Severity::Warn,
+                    format!(
+                        "{want} is not registered; {} registers it from the file bundled in its package, \
+                         which was not looked at here{hostless}",
+                        cx.target
+                    ),
+                )
+            } else {
+                (
+                    Severity::Fail,
+                    format!("{want} (hypervisor {hv}, in use) is not registered{hostless}"),
+                )
             };
-            out.push(
-                Finding::new(id, severity, subject, msg).with_remedy(format!(
-                    "register {want} for {hv} (Templates > Register template, type system, as the upgrade guide says) \
-                     before the upgrade, or make sure the target's cloudstack-management package carries the bundled template"
-                )),
-            );
+            if !has_hosts {
+                remedy.push_str(&format!(
+                    "; or remove the {hv} cluster(s) without hosts before upgrading"
+                ));
+            }
+            out.push(Finding::new(id, severity, subject, msg).with_remedy(remedy));
             continue;
         };
         let missing: Vec<String> = zones
@@ -902,7 +1116,7 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             id,
             Severity::Skip,
             table(cx, "host"),
-            "no hypervisor in use (no live Routing host)",
+            "no hypervisor in use (no cluster, no live Routing host)",
         ));
     }
     out

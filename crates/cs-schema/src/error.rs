@@ -15,16 +15,6 @@ pub enum Error {
         /// The requested target.
         target: CsVersion,
     },
-    /// The target is not a CloudStack version this crate knows.
-    #[error("unknown target version {target}: nearest known versions are {}", nearest_text(.below, .above))]
-    UnknownTarget {
-        /// The requested target.
-        target: CsVersion,
-        /// The greatest known version below it.
-        below: Option<CsVersion>,
-        /// The smallest known version above it.
-        above: Option<CsVersion>,
-    },
     /// The database could not be reached.
     #[error("cannot connect to database at {addr}")]
     Connect {
@@ -61,15 +51,6 @@ pub enum Error {
     /// A blocking database task panicked or was cancelled.
     #[error("database task did not finish")]
     Task(#[source] BoxError),
-}
-
-fn nearest_text(below: &Option<CsVersion>, above: &Option<CsVersion>) -> String {
-    match (below, above) {
-        (Some(b), Some(a)) => format!("{b} and {a}"),
-        (Some(b), None) => format!("{b} (the newest known)"),
-        (None, Some(a)) => format!("{a} (the oldest known)"),
-        (None, None) => "none".to_string(),
-    }
 }
 
 /// Result alias for this crate.

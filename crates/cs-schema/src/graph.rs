@@ -46,6 +46,22 @@ impl Provenance {
     }
 }
 
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Snapshot => write!(
+                f,
+                "DatabaseUpgradeChecker at apache/cloudstack {} (verified)",
+                &SNAPSHOT_COMMIT[..12]
+            ),
+            Provenance::OtherCommit { commit } => {
+                write!(f, "read at apache/cloudstack {commit} (unverified)")
+            }
+            Provenance::Inferred { from } => write!(f, "inferred from {from} (unverified)"),
+        }
+    }
+}
+
 /// One upgrade class (`Upgrade41810to41900`): what it upgrades to and which SQL it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepClass {
@@ -100,6 +116,9 @@ pub struct PathStep {
     pub java_data_migration: bool,
     /// Whether class and wiring were read from the verified snapshot.
     pub verified: bool,
+    /// Where the node and its class come from (the verified snapshot, a commit of a release
+    /// branch, an inference), so that every step of a path names its source.
+    pub source: String,
 }
 
 impl PathStep {
@@ -114,6 +133,28 @@ impl PathStep {
             registers_systemvm_template: false,
             java_data_migration: false,
             verified: true,
+            source: "the NoopDbUpgrade tail of DatabaseUpgradeChecker.calculateUpgradePath"
+                .to_string(),
+        }
+    }
+
+    fn of_node(n: &Node) -> Self {
+        let source = if n.provenance == n.step.provenance {
+            n.provenance.to_string()
+        } else {
+            format!("node: {}; class: {}", n.provenance, n.step.provenance)
+        };
+        PathStep {
+            class: n.step.class.clone(),
+            from: n.version,
+            to: n.step.upgraded,
+            noop: false,
+            prepare_sql: n.step.prepare_sql.clone(),
+            cleanup_sql: n.step.cleanup_sql.clone(),
+            registers_systemvm_template: n.step.registers_systemvm_template,
+            java_data_migration: n.step.java_data_migration,
+            verified: n.provenance.is_verified() && n.step.provenance.is_verified(),
+            source,
         }
     }
 }
@@ -280,17 +321,7 @@ impl Hierarchy {
         let mut steps: Vec<PathStep> = self
             .get_path(db, code)
             .into_iter()
-            .map(|n| PathStep {
-                class: n.step.class.clone(),
-                from: n.version,
-                to: n.step.upgraded,
-                noop: false,
-                prepare_sql: n.step.prepare_sql.clone(),
-                cleanup_sql: n.step.cleanup_sql.clone(),
-                registers_systemvm_template: n.step.registers_systemvm_template,
-                java_data_migration: n.step.java_data_migration,
-                verified: n.provenance.is_verified() && n.step.provenance.is_verified(),
-            })
+            .map(PathStep::of_node)
             .collect();
         let tail = steps.last().map(|s| s.to).unwrap_or(*db);
         if tail != *code {
@@ -300,24 +331,146 @@ impl Hierarchy {
     }
 }
 
-/// The steps the management server of `target` runs on a database at `db`, with the hierarchy
-/// of `target`'s release ([`Hierarchy::for_target`]). Empty when they are equal.
+/// A computed path with what it rests on: the hierarchy used, whether the tool's data knows the
+/// target, and which parts are unverified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathPlan {
+    /// The database's version.
+    pub db: CsVersion,
+    /// The target release.
+    pub target: CsVersion,
+    /// The name of the hierarchy the steps come from (`main@3d6cafe`, `4.19-branch`, or one of
+    /// them cut at the target for a version newer than the tool's data).
+    pub hierarchy: String,
+    /// Where that hierarchy comes from.
+    pub hierarchy_note: String,
+    /// Whether the target is a release or schema version the embedded facts know.
+    pub target_known: bool,
+    /// The steps, in order (empty when the versions are equal).
+    pub steps: Vec<PathStep>,
+    /// One line per unverified part: what was computed rather than read, and from what.
+    pub unverified: Vec<String>,
+}
+
+impl PathPlan {
+    /// Whether every step and the hierarchy were read from the verified snapshot.
+    pub fn is_verified(&self) -> bool {
+        self.unverified.is_empty()
+    }
+}
+
+/// The path the management server of `target` runs on a database at `db`, for any version
+/// `CloudStackVersion.parse` accepts, with the hierarchy of `target`'s release
+/// ([`Hierarchy::for_target`]).
+///
+/// A target the embedded facts do not know (a security release newer than the data such as
+/// `4.19.0.5`, a release of a line the data lacks) is not refused: CloudStack computes a path
+/// for it too (`DatabaseUpgradeChecker.calculateUpgradePath` ends with a `NoopDbUpgrade` tail
+/// to any code version its hierarchy does not reach). The path is computed from the newest
+/// hierarchy known for the target's line, without the nodes whose step would write a version
+/// above the target (a release's own hierarchy never upgrades past the release), and every
+/// part that rests on that guess is listed in [`PathPlan::unverified`].
+///
+/// ```
+/// let plan = cs_schema::plan_path(&"4.18.0.0".parse()?, &"4.19.9.9".parse()?)?;
+/// let tail = plan.steps.last().unwrap();
+/// assert!(tail.noop && !tail.verified);
+/// assert_eq!(tail.to.to_string(), "4.19.9.9");
+/// assert!(!plan.target_known && !plan.is_verified());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::DatabaseNewer`] when `db > target`.
+pub fn plan_path(db: &CsVersion, target: &CsVersion) -> Result<PathPlan> {
+    let base = Hierarchy::for_target(target);
+    let target_known = is_known(target);
+    let mut unverified = Vec::new();
+    let cut;
+    let h = if target_known {
+        base
+    } else {
+        let nodes: Vec<Node> = base
+            .nodes
+            .iter()
+            .filter(|n| n.step.upgraded <= *target)
+            .cloned()
+            .collect();
+        let dropped = base.nodes.len() - nodes.len();
+        cut = Hierarchy::new(
+            if dropped == 0 {
+                base.name.clone()
+            } else {
+                format!("{} cut at {target}", base.name)
+            },
+            base.note.clone(),
+            nodes,
+        );
+        // The newest known version of the target's line, or the newest of all.
+        let known = known_versions();
+        let newest = known
+            .iter()
+            .rev()
+            .find(|k| k.line() == target.line())
+            .or(known.last())
+            .copied();
+        unverified.push(format!(
+            "{target} is not a release or schema version in the tool's data (newest known: {}): \
+             the path is computed from hierarchy {}{}, the newest the tool has for it; \
+             the target's own hierarchy may add steps",
+            newest.map_or_else(|| "none".to_string(), |v| v.to_string()),
+            base.name,
+            if dropped == 0 {
+                String::new()
+            } else {
+                format!(" without the {dropped} node(s) whose step writes a version above {target}")
+            }
+        ));
+        &cut
+    };
+    let mut steps = h.path(db, target)?;
+    if !target_known && let Some(tail) = steps.last_mut().filter(|s| s.noop) {
+        tail.verified = false;
+        tail.source = format!(
+            "the NoopDbUpgrade tail of DatabaseUpgradeChecker.calculateUpgradePath, computed for {target}, \
+             which the tool's data does not know (unverified)"
+        );
+        unverified.push(format!(
+            "{tail}: computed; CloudStack writes a version row for a code version its hierarchy does not reach"
+        ));
+    }
+    for s in steps.iter().filter(|s| !s.verified && !s.noop) {
+        unverified.push(format!("{s}: {}", s.source));
+    }
+    Ok(PathPlan {
+        db: *db,
+        target: *target,
+        hierarchy: h.name.clone(),
+        hierarchy_note: h.note.clone(),
+        target_known,
+        steps,
+        unverified,
+    })
+}
+
+/// The steps of [`plan_path`]: what the management server of `target` runs on a database at
+/// `db`. Empty when they are equal.
 ///
 /// ```
 /// let steps = cs_schema::path(&"4.18.1.3".parse()?, &"4.22.0.0".parse()?)?;
 /// assert_eq!(steps[0].class, "Upgrade41810to41900"); // 4.18.1.3 is no node: 4.18.1.0 re-runs
 /// assert_eq!(steps.len(), 6);
+/// // A security release newer than the data ends with a Noop tail.
+/// let steps = cs_schema::path(&"4.18.0.0".parse()?, &"4.19.0.5".parse()?)?;
+/// assert_eq!(steps.last().unwrap().class, "NoopDbUpgrade");
 /// assert!(cs_schema::path(&"4.22.0.0".parse()?, &"4.20.0.0".parse()?).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::UnknownTarget`] (naming the nearest known versions) when `target` is neither a
-/// published release nor a version of any hierarchy; [`Error::DatabaseNewer`] when
-/// `db > target`.
+/// [`Error::DatabaseNewer`] when `db > target`.
 pub fn path(db: &CsVersion, target: &CsVersion) -> Result<Vec<PathStep>> {
-    check_known(target)?;
-    Hierarchy::for_target(target).path(db, target)
+    plan_path(db, target).map(|p| p.steps)
 }
 
 /// Every version this crate knows as a release or a schema version, sorted.
@@ -328,18 +481,6 @@ pub fn known_versions() -> &'static [CsVersion] {
 /// Whether `v` is a known version ([`known_versions`]).
 pub fn is_known(v: &CsVersion) -> bool {
     known_versions().binary_search(v).is_ok()
-}
-
-pub(crate) fn check_known(target: &CsVersion) -> Result<()> {
-    let known = known_versions();
-    match known.binary_search(target) {
-        Ok(_) => Ok(()),
-        Err(i) => Err(Error::UnknownTarget {
-            target: *target,
-            below: i.checked_sub(1).map(|j| known[j]),
-            above: known.get(i).copied(),
-        }),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -872,14 +1013,52 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_target_names_the_nearest_known_versions() {
-        let e = path(&v("4.18.0.0"), &v("4.21.7.0")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown target version 4.21.7.0: nearest known versions are 4.21.0.0 and 4.22.0.0"
+    fn any_version_cloudstack_parses_gets_a_path_with_its_unverified_parts_named() {
+        // 4.19.9.9: newer than the 4.19 branch the data has; its Noop tail is computed.
+        let p = plan_path(&v("4.18.0.0"), &v("4.19.9.9")).unwrap();
+        assert_eq!(p.hierarchy, "4.19-branch");
+        let tail = p.steps.last().unwrap();
+        assert!(tail.noop && !tail.verified, "{tail:?}");
+        assert_eq!((tail.from, tail.to), (v("4.19.4.0"), v("4.19.9.9")));
+        assert!(!p.target_known);
+        assert!(
+            p.unverified[0].contains("4.19.9.9 is not a release"),
+            "{p:#?}"
         );
-        let e = path(&v("4.18.0.0"), &v("99.0.0")).unwrap_err();
-        assert!(e.to_string().ends_with("24.0.0 (the newest known)"), "{e}");
+        // A security release of a line: the line's hierarchy cut at the target, then Noop
+        // (4.19.0.x does not run 4.19.0.0 -> 4.19.1.0).
+        let p = plan_path(&v("4.18.0.0"), &v("4.19.0.5")).unwrap();
+        assert_eq!(
+            classes(&p.steps),
+            [
+                "Upgrade41800to41810",
+                "Upgrade41810to41900",
+                "NoopDbUpgrade"
+            ]
+        );
+        assert!(p.hierarchy.ends_with("cut at 4.19.0.5"), "{}", p.hierarchy);
+        let p = plan_path(&v("4.17.2.0"), &v("4.18.1.3")).unwrap();
+        assert_eq!(p.steps.last().unwrap().from, v("4.18.1.0"));
+        assert!(p.steps.iter().all(|s| s.to <= v("4.18.1.3")));
+        // A line the data lacks, and majors from 24 in either form.
+        let p = plan_path(&v("4.18.0.0"), &v("4.21.7.0")).unwrap();
+        assert_eq!(p.steps.last().unwrap().from, v("4.21.0.0"));
+        for t in ["24.0.0.0", "25.1.3", "99.0.0.1"] {
+            let p = plan_path(&v("4.22.0.0"), &v(t)).unwrap();
+            assert_eq!(p.steps.last().unwrap().to, v(t));
+            assert!(!p.is_verified());
+        }
+        // A known verified target has nothing unverified, and every step names its source.
+        let p = plan_path(&v("4.18.0.0"), &v("4.20.1.0")).unwrap();
+        assert!(p.is_verified() && p.target_known, "{:?}", p.unverified);
+        assert!(p.steps.iter().all(|s| s.source.contains("verified")));
+        // Branch nodes after the snapshot name where they come from.
+        let p = plan_path(&v("4.20.1.0"), &v("4.20.3.0")).unwrap();
+        assert!(
+            p.steps.iter().all(|s| s.source.contains("unverified")),
+            "{p:#?}"
+        );
+        assert_eq!(p.unverified.len(), p.steps.len());
     }
 
     #[test]

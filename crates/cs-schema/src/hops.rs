@@ -3,8 +3,8 @@
 use cs_core::CsVersion;
 use serde::Serialize;
 
-use crate::graph::{Hierarchy, PathStep, check_known};
-use crate::release::{ReleaseLine, release_line, release_lines};
+use crate::graph::{PathStep, plan_path};
+use crate::release::{ReleaseLine, release_facts, release_line, release_lines};
 use crate::{Error, Result};
 
 /// At most this many release lines per hop: the upgrade guides of a release document
@@ -33,7 +33,8 @@ pub struct Hop {
 /// The hops from `from` to `to`: each hop ends on an LTS line at most
 /// [`MAX_LINES_PER_HOP`] lines ahead (at that line's newest known release), a change of Java
 /// major ends a hop at the first line that needs the new Java, and the last hop ends at `to`.
-/// Empty when the versions are equal.
+/// Empty when the versions are equal. A target of a line the facts lack gets that line's
+/// facts carried over from the nearest known line ([`release_facts`]), marked unverified.
 ///
 /// ```
 /// let hops = cs_schema::plan_hops(&"4.15.0.0".parse()?, &"4.18.0.0".parse()?)?;
@@ -43,21 +44,24 @@ pub struct Hop {
 /// ```
 ///
 /// # Errors
-/// [`Error::UnknownTarget`] for a target the crate does not know, [`Error::DatabaseNewer`]
-/// when `from > to`, [`Error::Schema`] when `from`'s or `to`'s release line is unknown.
+/// [`Error::DatabaseNewer`] when `from > to`.
 pub fn plan_hops(from: &CsVersion, to: &CsVersion) -> Result<Vec<Hop>> {
-    check_known(to)?;
     if from > to {
         return Err(Error::DatabaseNewer {
             db: *from,
             target: *to,
         });
     }
-    let lines = release_lines();
+    let mut lines: Vec<ReleaseLine> = release_lines().to_vec();
+    if release_line(to).is_none() {
+        let facts = release_facts(to);
+        let at = lines.partition_point(|l| l.key() < facts.key());
+        lines.insert(at, facts);
+    }
     let index = |v: &CsVersion| -> Option<usize> {
         lines.iter().position(|l| l.key() == (v.major(), v.minor()))
     };
-    let to_idx = index(to).ok_or_else(|| Error::Schema(format!("no release facts for {to}")))?;
+    let to_idx = index(to).expect("the target's line was inserted above");
     // A from-version older than every known line starts before the first one.
     let from_idx = index(from);
     let mut hops = Vec::new();
@@ -104,20 +108,18 @@ pub fn plan_hops(from: &CsVersion, to: &CsVersion) -> Result<Vec<Hop>> {
         } else {
             release.latest
         };
-        let hierarchy = Hierarchy::for_target(&hop_to);
-        let steps = hierarchy.path(&cur, &hop_to)?;
+        let plan = plan_path(&cur, &hop_to)?;
         let java_change = match release_line(&cur) {
             Some(l) => l.java != release.java,
             None => false,
         };
-        let verified =
-            release.verified && steps.iter().all(|s| s.verified) && hierarchy.is_verified();
+        let verified = release.verified && plan.is_verified();
         hops.push(Hop {
             from: cur,
             to: hop_to,
-            steps,
+            steps: plan.steps,
             release: release.clone(),
-            hierarchy: hierarchy.name().to_string(),
+            hierarchy: plan.hierarchy,
             java_change,
             verified,
         });
@@ -177,9 +179,20 @@ mod tests {
             plan_hops(&"4.22.0.0".parse().unwrap(), &"4.18.0.0".parse().unwrap()),
             Err(Error::DatabaseNewer { .. })
         ));
-        assert!(matches!(
-            plan_hops(&"4.18.0.0".parse().unwrap(), &"4.21.5.0".parse().unwrap()),
-            Err(Error::UnknownTarget { .. })
-        ));
+    }
+
+    #[test]
+    fn targets_beyond_the_facts_are_planned_and_marked_unverified() {
+        let hops = plan_hops(&"4.18.0.0".parse().unwrap(), &"4.19.9.9".parse().unwrap()).unwrap();
+        let last = hops.last().unwrap();
+        assert_eq!(last.to.to_string(), "4.19.9.9");
+        assert!(last.steps.last().unwrap().noop && !last.verified);
+        let hops = plan_hops(&"4.22.0.0".parse().unwrap(), &"4.25.1.0".parse().unwrap()).unwrap();
+        let last = hops.last().unwrap();
+        assert_eq!(last.release.line, "4.25");
+        assert!(!last.release.verified && !last.verified);
+        // An older line the facts lack, as a target.
+        let hops = plan_hops(&"4.2.0".parse().unwrap(), &"4.3.0".parse().unwrap()).unwrap();
+        assert_eq!(hops.last().unwrap().to.to_string(), "4.3.0");
     }
 }

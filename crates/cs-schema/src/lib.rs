@@ -20,6 +20,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Any version `CloudStackVersion.parse` accepts gets a path ([`plan_path`]); parts computed
+//! beyond the data (a target newer than it, a line it lacks) are listed as unverified.
+//!
 //! Facts beyond the verified snapshot (release-branch steps such as 4.20.2 → 4.20.3, 4.23,
 //! 24.0.0) are modelled in separate hierarchies marked unverified ([`Hierarchy::is_verified`],
 //! [`PathStep::verified`]).
@@ -35,16 +38,18 @@ mod watch;
 
 pub use changes::{ChangesSince, NewVm, TABLES_THAT_MATTER, TableChanges, changes_since};
 pub use checks::{
-    CLOUD_PROCEDURES, DbCheck, DbContext, USAGE_PROCEDURES, db_checks, ids, run_db_checks,
+    CLOUD_PROCEDURES, DbCheck, DbContext, LATER_SCHEMA_OBJECTS, SYSTEMVM_BUNDLE_DIR,
+    USAGE_PROCEDURES, auto_registers_systemvm_template, db_checks, ids, run_db_checks,
 };
 pub use error::{Error, Result};
 pub use graph::{
-    Hierarchy, Node, PathStep, Provenance, SNAPSHOT_COMMIT, StepClass, is_known, known_versions,
-    path,
+    Hierarchy, Node, PathPlan, PathStep, Provenance, SNAPSHOT_COMMIT, StepClass, is_known,
+    known_versions, path, plan_path,
 };
 pub use hops::{Hop, MAX_LINES_PER_HOP, plan_hops};
 pub use release::{
-    Hypervisor, Lts, ReleaseLine, release_line, release_lines, systemvm_template_name,
+    Hypervisor, Lts, ReleaseLine, release_facts, release_line, release_lines,
+    systemvm_template_name,
 };
 pub use state::{
     CustomRow, DbTarget, ImageStore, MsHost, Routine, SchemaState, ServerInfo, SystemTemplate,

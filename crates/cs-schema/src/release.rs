@@ -178,6 +178,39 @@ pub fn release_line(version: &CsVersion) -> Option<&'static ReleaseLine> {
         .find(|l| l.key() == (version.major(), version.minor()))
 }
 
+/// The facts of `version`'s line; for a line the data lacks, facts carried over from the
+/// newest known line below it (or the oldest known line), marked unverified, with `version`
+/// as its newest release.
+///
+/// ```
+/// let l = cs_schema::release_facts(&"4.25.0.0".parse()?);
+/// assert_eq!((l.line.as_str(), l.verified, l.java), ("4.25", false, 17));
+/// assert!(cs_schema::release_facts(&"4.18.0.0".parse()?).verified);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn release_facts(version: &CsVersion) -> ReleaseLine {
+    if let Some(l) = release_line(version) {
+        return l.clone();
+    }
+    let lines = release_lines();
+    let key = (version.major(), version.minor());
+    let near = lines
+        .iter()
+        .rev()
+        .find(|l| l.key() < key)
+        .or_else(|| lines.first())
+        .expect("the embedded facts list release lines");
+    ReleaseLine {
+        line: version.line(),
+        lts: Lts::Unknown,
+        java: near.java,
+        mysql: near.mysql.clone(),
+        mariadb_min: near.mariadb_min.clone(),
+        latest: *version,
+        verified: false,
+    }
+}
+
 fn build() -> Vec<ReleaseLine> {
     let raw = &facts().raw.release_lines;
     let releases: Vec<CsVersion> = raw

@@ -227,6 +227,8 @@ pub struct SchemaState {
     pub cloud_tables: BTreeSet<String>,
     /// Tables of the `cloud_usage` schema.
     pub usage_tables: BTreeSet<String>,
+    /// `(table, column)` of every column of the `cloud` schema's tables.
+    pub cloud_columns: BTreeSet<(String, String)>,
     /// The `version` table, `None` when there is none (a legacy or foreign database).
     pub version: Option<VersionTable>,
     /// `mshost` rows.
@@ -239,6 +241,10 @@ pub struct SchemaState {
     pub customisations: Vec<CustomRow>,
     /// Hypervisor types of live Routing hosts.
     pub hypervisors_in_use: Vec<String>,
+    /// Hypervisor types of clusters not removed, which is what the upgrade's system VM
+    /// template registration counts as in use (`ClusterDao.getDistictAvailableHypervisorsAcrossClusters`
+    /// in `SystemVmTemplateRegistration.updateSystemVmTemplates`), hosts or not.
+    pub cluster_hypervisors: Vec<String>,
     /// Registered system VM templates (type `SYSTEM`, not removed).
     pub systemvm_templates: Vec<SystemTemplate>,
     /// `(vm type, template id)` of live system VMs and routers.
@@ -520,6 +526,16 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         Vec::new()
     };
 
+    let cluster_hypervisors: Vec<String> = if has("cluster") {
+        conn.query(format!(
+            "SELECT DISTINCT hypervisor_type FROM {c}.`cluster` WHERE removed IS NULL \
+             AND hypervisor_type IS NOT NULL ORDER BY hypervisor_type"
+        ))
+        .map_err(q("read cluster"))?
+    } else {
+        Vec::new()
+    };
+
     let mut systemvm_templates: Vec<SystemTemplate> = if has("vm_template") {
         conn.query_map(
             format!(
@@ -619,18 +635,29 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         None
     };
 
+    let cloud_columns: BTreeSet<(String, String)> = conn
+        .exec::<(String, String), _, _>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+            (cloud,),
+        )
+        .map_err(q("list columns"))?
+        .into_iter()
+        .collect();
+
     Ok(SchemaState {
         server,
         cloud_exists: schemas.iter().any(|s| s == cloud),
         usage_exists: schemas.iter().any(|s| s == usage),
         cloud_tables,
         usage_tables,
+        cloud_columns,
         version,
         mshosts,
         routines,
         grants,
         customisations,
         hypervisors_in_use,
+        cluster_hypervisors,
         systemvm_templates,
         templates_in_use,
         image_stores,

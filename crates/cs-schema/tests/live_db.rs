@@ -368,6 +368,34 @@ async fn cluster_quiesced_fails_while_another_management_server_is_up() {
 }
 
 #[tokio::test]
+async fn half_applied_ddl_of_a_later_schema_fails() {
+    // apache/cloudstack #7358: DDL of a later schema present without its version row.
+    let (db, target) = scratch();
+    let cx = DbContext::new(target.clone(), v("4.22.0.0"));
+    assert_worst(
+        &run(&cx, ids::SCHEMA_HALF_APPLIED).await,
+        Severity::Pass,
+        "no table or column of a schema after 4.18.0.0",
+    );
+    // What schema-41810to41900.sql and schema-41910to42000.sql create, on a 4.18.0.0 database.
+    sql(
+        db,
+        "CREATE TABLE roles (id bigint unsigned NOT NULL PRIMARY KEY, \
+         public_role tinyint(1) NOT NULL DEFAULT '1'); \
+         CREATE TABLE nsx_providers (id bigint unsigned NOT NULL PRIMARY KEY)",
+    );
+    let cx = DbContext::new(target, v("4.22.0.0"));
+    let findings = run(&cx, ids::SCHEMA_HALF_APPLIED).await;
+    assert_worst(&findings, Severity::Fail, "column `roles`.`public_role`");
+    assert_worst(
+        &findings,
+        Severity::Fail,
+        "table `nsx_providers` belongs to schema 4.20.0.0",
+    );
+    assert_eq!(findings.len(), 2, "{findings:#?}");
+}
+
+#[tokio::test]
 async fn systemvm_templates_must_be_registered_and_on_every_zone() {
     let (db, target) = scratch();
     let cx = DbContext::new(target.clone(), v("4.19.0.0"));
@@ -376,12 +404,46 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         Severity::Pass,
         "systemvm-kvm-4.19.0",
     );
-    // 4.20's template is not registered.
+    // 4.20's template is not registered. 4.20 registers its bundled template itself: without
+    // a look at the management servers that is a warning, not a failure.
     let cx = DbContext::new(target.clone(), v("4.20.0.0"));
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    assert_worst(
+        &findings,
+        Severity::Warn,
+        "registers it from the file bundled",
+    );
+    // The removed XenServer cluster of the fixture is not in use.
+    assert!(
+        !findings.iter().any(|f| f.message.contains("XenServer")),
+        "{findings:#?}"
+    );
+    // The bundled file on the management servers: present, or missing (#12077).
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_files(vec![
+        "metadata.ini".into(),
+        "systemvmtemplate-4.20.0-x86_64-kvm.qcow2.bz2".into(),
+    ]);
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Info,
+        "/usr/share/cloudstack-management/templates/systemvm/systemvmtemplate-4.20.0-x86_64-kvm.qcow2.bz2",
+    );
+    let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_files(vec![
+        "metadata.ini".into(),
+        "systemvmtemplate-4.18.0-kvm.qcow2.bz2".into(),
+        "systemvmtemplate-4.20.0-x86_64-vmware.ova".into(),
+    ]);
     assert_worst(
         &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
         Severity::Fail,
-        "not registered",
+        "Cannot upgrade system Vms",
+    );
+    // Before 4.16 the upgrade registers nothing itself.
+    let cx = DbContext::new(target.clone(), v("4.15.2.0"));
+    assert_worst(
+        &run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await,
+        Severity::Fail,
+        "(hypervisor KVM, in use) is not registered",
     );
     let cx = DbContext::new(target.clone(), v("4.20.0.0")).bundled_systemvm_templates(true);
     assert_worst(
@@ -435,6 +497,34 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         Severity::Pass,
         "registered as a USER template",
     );
+    // A VMware cluster without hosts: the upgrade counts its hypervisor as in use (#5041).
+    sql(
+        db,
+        "INSERT INTO cluster (id, name, uuid, pod_id, data_center_id, hypervisor_type, \
+         cluster_type, allocation_state, managed_state, created) VALUES (9, 'vmw-empty', UUID(), \
+         1, 1, 'VMware', 'ExternalManaged', 'Enabled', 'Managed', UTC_TIMESTAMP())",
+    );
+    let cx = DbContext::new(target.clone(), v("4.15.2.0"));
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    let vmware: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.subject.contains("systemvm-vmware-4.15.2"))
+        .collect();
+    assert_eq!(vmware.len(), 1, "{findings:#?}");
+    assert_eq!(vmware[0].severity, Severity::Fail);
+    assert!(
+        vmware[0].message.contains("has a cluster but no live host"),
+        "{vmware:#?}"
+    );
+    assert!(
+        vmware[0]
+            .remedy
+            .as_deref()
+            .unwrap()
+            .contains("remove the VMware cluster"),
+        "{vmware:#?}"
+    );
+    sql(db, "DELETE FROM cluster WHERE id = 9");
     // Missing from the second zone's image store.
     sql(
         db,
