@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 
+mod catalog;
 mod config;
 mod diagnose;
 mod hardening;
 mod inventory;
 mod ms_checks;
+mod node_checks;
 mod preflight;
 mod upgrade;
 
+pub use catalog::{CATALOG, CheckInfo, UnknownCheckIds, check_skips, list_table, nearest_check_id};
 pub use config::{
     AgentRefresh, ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, HostConfig,
     NodeConfig, Policy, RepoConfig, SecretSource, SshConfig, SystemTemplatePolicy, SystemVmRefresh,
@@ -20,7 +23,14 @@ pub use inventory::{
     reconcile,
 };
 pub use ms_checks::{MsContext, Phase, ms_checks};
-pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, check_ids, preflight};
+pub use node_checks::{
+    AGENT_CONFIG_DRIFT, AgentConfigDrift, CLUSTER_SAME_VERSION, DEB_PYTHON_CONNECTOR, Deps,
+    DiskFree, EL_PYTHON_WHEEL_DIR, HEADROOM, MS_DEPS, NODE_DISK_FREE, PACKAGE_CACHE_NEED,
+    PACKAGE_DIR_NEED, SYSTEM_JDBC_JAR, SameVersion, SpaceNeed,
+};
+pub use preflight::{
+    MAINTENANCE_CAPACITY, NET_MTU, NODE_REACHABLE, PROPERTIES_INTACT, check_ids, preflight,
+};
 pub use upgrade::{
     ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,
     RollbackOptions, RunRecord, Seal, USAGE_UNIT, UpgradeContext, UpgradeError, UpgradeErrorKind,
