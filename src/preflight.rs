@@ -93,12 +93,18 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
     let skip = skip.as_slice();
 
     let db = db_context(config, phase);
+    // The sizes `node.disk.free` needs; read once, and shared with the database checks.
+    let state = match &db {
+        Ok(cx) => cx.state().await.ok(),
+        Err(_) => None,
+    };
+    let state = state.as_deref();
     let (management, database, hosts, api, local, after) = tokio::join!(
-        management_servers(config, phase, skip),
+        management_servers(config, phase, state, skip),
         database(db.as_ref(), skip),
         kvm_hosts(config, phase, skip),
         api(config, phase, skip),
-        local_disk(config, db.as_ref().ok(), skip),
+        local_disk(config, state, skip),
         after_the_upgrade(config, phase, skip)
     );
     let mut report = Report::default();
@@ -145,12 +151,17 @@ fn repo_check(config: &UpgradeConfig, node: &NodeConfig, phase: Phase) -> Box<dy
 }
 
 /// Every management server's checks, then `cluster.same.version` across those reached.
-async fn management_servers(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
+async fn management_servers(
+    config: &UpgradeConfig,
+    phase: Phase,
+    state: Option<&cs_schema::SchemaState>,
+    skip: &[&str],
+) -> Report {
     let parts = join_all(
         config
             .management_servers
             .iter()
-            .map(|n| management_server(config, n, phase, skip)),
+            .map(|n| management_server(config, n, phase, state, skip)),
     )
     .await;
     let mut report = Report::default();
@@ -179,6 +190,7 @@ async fn management_server(
     config: &UpgradeConfig,
     node: &NodeConfig,
     phase: Phase,
+    state: Option<&cs_schema::SchemaState>,
     skip: &[&str],
 ) -> (Report, Option<MsContext>) {
     let handle: NodeHandle = match connect(config, node).await {
@@ -216,7 +228,7 @@ async fn management_server(
     )
     .await;
     if db_on(config, node) {
-        needs.push(datadir_need(&handle.root, None));
+        needs.push(datadir_need(&handle.root, state));
     }
     let disk = DiskFree { needs };
     let host_refs: [&dyn Check<dyn Host>; 2] = [repo.as_ref(), &disk];
@@ -246,23 +258,17 @@ fn datadir_need(root: &std::path::Path, state: Option<&cs_schema::SchemaState>) 
 /// (`127.0.0.1`/`localhost`), its data directory.
 async fn local_disk(
     config: &UpgradeConfig,
-    db: Option<&cs_schema::DbContext>,
+    state: Option<&cs_schema::SchemaState>,
     skip: &[&str],
 ) -> Report {
-    let state = match db {
-        Some(cx) => cx.state().await.ok(),
-        None => None,
-    };
-    let total: u64 = state
-        .as_ref()
-        .map_or(0, |s| s.table_sizes.iter().map(|t| t.bytes).sum());
+    let total: u64 = state.map_or(0, |s| s.table_sizes.iter().map(|t| t.bytes).sum());
     let mut needs = vec![SpaceNeed::new(
         "backup directory (both databases)",
         config.backup.dir.clone(),
         total + node_checks::HEADROOM,
     )];
     if ["127.0.0.1", "localhost", "::1"].contains(&config.database.host.as_str()) {
-        needs.push(datadir_need(std::path::Path::new("/"), state.as_deref()));
+        needs.push(datadir_need(std::path::Path::new("/"), state));
     }
     let disk = DiskFree { needs };
     let local = cs_core::LocalHost::new();
