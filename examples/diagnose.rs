@@ -1,5 +1,5 @@
-//! Reads the logs of every management server and KVM host of an installation and explains the
-//! known failure lines it finds (cause, remedy, the lines themselves).
+//! Reads the logs of every management server, usage server and KVM host of an installation and
+//! explains the known failure lines it finds (cause, remedy, the lines themselves).
 //!
 //! ```text
 //! diagnose --config upgrade.toml [--json]

@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! preflight --config upgrade.toml [--post] [--json] [--skip ID,...]
+//! preflight --list [--json]
 //! ```
 //!
 //! Exit codes follow the report: 0 all passed, 1 warnings, 2 failures, 255 a check broke. A
-//! config that cannot be read prints one line and exits 2. No secret is ever printed.
+//! config that cannot be read, or a check id to skip that no check has (`--skip` or
+//! `policy.skip_checks`; the message names the nearest known id), prints one line and exits 2.
+//! `--list` prints every check: id, severity, what it reads and the real failure it prevents
+//! (the table of docs/CHECKS.md). No secret is ever printed.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -21,8 +25,11 @@ use cs_upgrade::Phase;
 #[derive(Debug, Parser)]
 struct Args {
     /// The upgrade configuration (TOML).
+    #[arg(long, required_unless_present = "list")]
+    config: Option<PathBuf>,
+    /// Print every check (id, severity, what it reads, what it prevents) and exit.
     #[arg(long)]
-    config: PathBuf,
+    list: bool,
     /// Post-flight: expect the target release everywhere.
     #[arg(long)]
     post: bool,
@@ -34,15 +41,45 @@ struct Args {
     skip: Vec<String>,
 }
 
-#[allow(clippy::print_stdout)] // An example owns its terminal.
+#[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
-    let config = match common::load("preflight", &args.config) {
+    if args.list {
+        if args.json {
+            let list: Vec<serde_json::Value> = cs_upgrade::CATALOG
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c.id,
+                        "severity": c.severity,
+                        "reads": c.reads,
+                        "verifies": c.verifies,
+                        "crate": c.krate,
+                        "prevents": c.prevents,
+                    })
+                })
+                .collect();
+            println!("{:#}", serde_json::Value::Array(list));
+        } else {
+            print!("{}", cs_upgrade::list_table());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(path) = args.config.as_ref() else {
+        eprintln!("preflight: --config is required");
+        return ExitCode::from(2);
+    };
+    let config = match common::load("preflight", path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let all: Vec<&String> = args.skip.iter().chain(&config.policy.skip_checks).collect();
+    if let Err(e) = cs_upgrade::check_skips(&all) {
+        eprintln!("preflight: {e}");
+        return ExitCode::from(2);
+    }
     let phase = if args.post { Phase::Post } else { Phase::Pre };
     let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
     let report = cs_upgrade::preflight(&config, phase, &skip).await;

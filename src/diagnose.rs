@@ -21,7 +21,9 @@ pub struct LogSource {
 }
 
 /// The logs of the installation `config` describes: `management-server.log` of every
-/// management server and `agent.log` of every KVM host, each over its own SSH connection.
+/// management server, `usage.log` of every usage server (`[[usage_servers]]`, or the management
+/// servers when none is listed; a node without it gets an information finding) and `agent.log`
+/// of every KVM host, each over its own SSH connection.
 ///
 /// # Errors
 /// [`crate::UpgradeError`] when a node cannot be reached.
@@ -35,6 +37,21 @@ pub async fn log_sources(
             path: h.layout.management_log(),
             host: h.host,
             kind: LogKind::ManagementServer,
+        });
+    }
+    // The usage server logs to /var/log/cloudstack/usage/usage.log (its log4j-cloud.xml,
+    // usage/conf/log4j-cloud_usage.xml.in in apache/cloudstack).
+    let usage = if config.usage_servers.is_empty() {
+        &config.management_servers
+    } else {
+        &config.usage_servers
+    };
+    for n in usage {
+        let h = crate::upgrade::connect(config, n).await?;
+        out.push(LogSource {
+            path: h.layout.usage_log(),
+            host: h.host,
+            kind: LogKind::Usage,
         });
     }
     for n in crate::inventory::kvm_hosts(config).await? {
@@ -210,6 +227,42 @@ mod tests {
                 .contains("restore the database backup")
         );
         assert_eq!(r.exit_code(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_usage_log_and_the_manuals_strings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let usage = dir.path().join("usage.log");
+        std::fs::write(
+            &usage,
+            "INFO usage server starting\nERROR [c.c.u.UsageServer] Authentication Failed\n",
+        )
+        .unwrap();
+        let agent = dir.path().join("agent.log");
+        std::fs::write(&agent, "ERROR [c.c.a.Agent] Version Mismatch: 4.18.0.0\n").unwrap();
+        let host: Arc<dyn Host> = Arc::new(LocalHost::named("mgmt1"));
+        let sources = [
+            LogSource {
+                host: host.clone(),
+                path: usage,
+                kind: LogKind::Usage,
+            },
+            LogSource {
+                host,
+                path: agent,
+                kind: LogKind::Agent,
+            },
+        ];
+        let r = diagnose(&sources, DEFAULT_TAIL_BYTES).await;
+        let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "diagnose.usage.auth.failed",
+                "diagnose.agent.version.mismatch"
+            ]
+        );
+        assert!(r.findings[0].message.contains("line 2"), "{r}");
     }
 
     #[tokio::test]

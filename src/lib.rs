@@ -1,14 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+mod catalog;
 mod config;
 mod diagnose;
 mod hardening;
 mod inventory;
 mod ms_checks;
+mod node_checks;
 mod preflight;
 mod rehearse;
 mod upgrade;
 
+pub use catalog::{CATALOG, CheckInfo, UnknownCheckIds, check_skips, list_table, nearest_check_id};
 pub use config::{
     AgentRefresh, ApiConfig, BackupConfig, ClusterConfig, ConfigError, DatabaseConfig, HostConfig,
     NodeConfig, Policy, RehearsalPolicy, RepoConfig, SecretSource, SshConfig, SystemTemplatePolicy,
@@ -21,7 +24,15 @@ pub use inventory::{
     reconcile,
 };
 pub use ms_checks::{MsContext, Phase, ms_checks};
-pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, REHEARSAL_RECENT, check_ids, preflight};
+pub use node_checks::{
+    AGENT_CONFIG_DRIFT, AgentConfigDrift, CLUSTER_SAME_VERSION, DEB_PYTHON_CONNECTOR, Deps,
+    DiskFree, EL_PYTHON_WHEEL_DIR, HEADROOM, MS_DEPS, NODE_DISK_FREE, PACKAGE_CACHE_NEED,
+    PACKAGE_DIR_NEED, SYSTEM_JDBC_JAR, SameVersion, SpaceNeed,
+};
+pub use preflight::{
+    MAINTENANCE_CAPACITY, NET_MTU, NODE_REACHABLE, PROPERTIES_INTACT, REHEARSAL_RECENT, check_ids,
+    preflight,
+};
 pub use rehearse::{
     Rehearsal, RehearsalRecord, RehearseError, RehearseOptions, ScriptSource, last_passed,
     plan_for, records_dir, rehearse,

@@ -182,7 +182,7 @@ impl Check<MsContext> for JavaCompat {
 #[derive(Debug)]
 struct ConfigDrift;
 
-const DRIFT_SUFFIXES: [&str; 5] = [
+pub(crate) const DRIFT_SUFFIXES: [&str; 5] = [
     ".rpmnew",
     ".rpmsave",
     ".dpkg-dist",
@@ -224,23 +224,23 @@ impl Check<MsContext> for ConfigDrift {
                 }
             }
         }
-        if cx.target >= CsVersion::new4(4, 20, 0, 0).unwrap_or(cx.target) {
-            let path = cx.layout.management_conf_dir.join("log4j-cloud.xml");
-            if let Some(text) = read_opt_text(cx.host.as_ref(), &path).await?
-                && text.contains("log4j:configuration")
+        // The management server's and the usage server's log4j-cloud.xml: both are config files
+        // of their packages (packaging/el8/cloud.spec installs client/target/conf/log4j-cloud.xml
+        // to /etc/cloudstack/management and usage/target/transformed/log4j-cloud_usage.xml to
+        // /etc/cloudstack/usage/log4j-cloud.xml), so an operator's changed copy survives the
+        // upgrade in the old syntax.
+        for dir in [&cx.layout.management_conf_dir, &cx.layout.usage_conf_dir] {
+            if let Some(f) = log4j_finding(
+                cx.host.as_ref(),
+                &dir.join("log4j-cloud.xml"),
+                cx.target,
+                cx.post_only(),
+                self.id(),
+                cx.host.name(),
+            )
+            .await?
             {
-                out.push(
-                    Finding::new(
-                        self.id(),
-                        cx.post_only(),
-                        cx.subject(&path.display().to_string()),
-                        format!(
-                            "log4j-cloud.xml is Log4j 1 syntax; {} reads Log4j 2",
-                            cx.target
-                        ),
-                    )
-                    .with_remedy("take the packaged log4j-cloud.xml and re-apply local changes"),
-                );
+                out.push(f);
             }
         }
         if out.is_empty() {
@@ -252,6 +252,37 @@ impl Check<MsContext> for ConfigDrift {
         }
         Ok(out)
     }
+}
+
+/// The finding for a `log4j-cloud.xml` in Log4j 1 syntax when `target` (4.20+) reads Log4j 2
+/// (4.20 moved every CloudStack service to Log4j 2, apache/cloudstack#7131), with `severity`;
+/// `None` when the file is absent, the target older, or the file already Log4j 2.
+pub(crate) async fn log4j_finding(
+    host: &dyn Host,
+    path: &Path,
+    target: CsVersion,
+    severity: Severity,
+    id: &str,
+    node: &str,
+) -> Result<Option<Finding>, CheckError> {
+    if target.padded() < [4, 20, 0, 0] {
+        return Ok(None);
+    }
+    let Some(text) = read_opt_text(host, path).await? else {
+        return Ok(None);
+    };
+    if !text.contains("log4j:configuration") {
+        return Ok(None);
+    }
+    Ok(Some(
+        Finding::new(
+            id,
+            severity,
+            format!("{node}:{}", path.display()),
+            format!("log4j-cloud.xml is Log4j 1 syntax; {target} reads Log4j 2"),
+        )
+        .with_remedy("take the packaged log4j-cloud.xml and re-apply local changes"),
+    ))
 }
 
 #[derive(Debug)]
@@ -644,6 +675,35 @@ mod tests {
                 "no unmerged package config files".to_string()
             )]
         );
+    }
+
+    #[tokio::test]
+    async fn the_usage_servers_log4j_follows_the_same_rule() {
+        let log4j1 = "<!DOCTYPE log4j:configuration SYSTEM \"log4j.dtd\">\n<log4j:configuration/>";
+        let host = || {
+            FakeHost::new("mgmt1")
+                .with_file(
+                    "/etc/cloudstack/management/log4j-cloud.xml",
+                    "<Configuration/>",
+                )
+                .with_file("/etc/cloudstack/usage/log4j-cloud.xml", log4j1)
+        };
+        let r = run(&ConfigDrift, &cx(host(), "4.20.0.0", Phase::Post)).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].0, Severity::Fail);
+        let f = ConfigDrift
+            .run(&cx(host(), "4.20.0.0", Phase::Pre))
+            .await
+            .unwrap();
+        assert_eq!(f[0].severity, Severity::Info);
+        assert!(
+            f[0].subject
+                .ends_with("/etc/cloudstack/usage/log4j-cloud.xml"),
+            "{f:?}"
+        );
+        // Before 4.20 the old syntax is what the release reads.
+        let r = run(&ConfigDrift, &cx(host(), "4.19.0.0", Phase::Post)).await;
+        assert_eq!(r[0].0, Severity::Pass, "{r:?}");
     }
 
     #[tokio::test]

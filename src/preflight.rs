@@ -21,12 +21,13 @@
 
 use std::sync::Arc;
 
-use cs_core::{Check, Finding, Host, Report, Severity, error_chain, run_checks};
+use cs_core::{Check, Finding, Host, HostExt, Report, Severity, error_chain, run_checks};
 use futures::future::join_all;
 
 use crate::config::{AgentRefresh, NodeConfig, UpgradeConfig};
 use crate::inventory::{HOSTS_EXCLUDED, HOSTS_KNOWN, HostInventory, KvmHostTarget};
 use crate::ms_checks::{MsContext, Phase, ms_checks};
+use crate::node_checks::{self, AgentConfigDrift, Deps, DiskFree, SameVersion, SpaceNeed};
 use crate::upgrade::{NodeHandle, api_client, connect};
 
 /// The id of the finding for a node that cannot be reached.
@@ -63,6 +64,13 @@ pub fn check_ids() -> Vec<String> {
             "api.reachable",
             "db.reachable",
             cs_schema::ids::CLUSTER_QUIESCED,
+            node_checks::CLUSTER_SAME_VERSION,
+            node_checks::MS_DEPS,
+            node_checks::NODE_DISK_FREE,
+            node_checks::AGENT_CONFIG_DRIFT,
+            PROPERTIES_INTACT,
+            NET_MTU,
+            cs_backup::BackupCompleteCheck::ID,
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -71,6 +79,11 @@ pub fn check_ids() -> Vec<String> {
     ids.dedup();
     ids
 }
+
+/// The id of cs-agent's `PropertiesIntact`, run after the upgrade against the refresh's snapshot.
+pub const PROPERTIES_INTACT: &str = "agent.properties.intact";
+/// The id of cs-agent's `Mtu`, run across the KVM hosts of each cluster.
+pub const NET_MTU: &str = "net.mtu";
 
 /// Checks handled by the upgrade's own steps rather than by pre-flight.
 const NOT_IN_PREFLIGHT: &[&str] = &[cs_schema::ids::CLUSTER_QUIESCED];
@@ -84,23 +97,26 @@ pub async fn preflight(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> R
     skip.extend(NOT_IN_PREFLIGHT);
     let skip = skip.as_slice();
 
-    let management = join_all(
-        config
-            .management_servers
-            .iter()
-            .map(|n| management_server(config, n, phase, skip)),
-    );
-    let (management, database, hosts, api) = tokio::join!(
-        management,
-        database(config, phase, skip),
+    let db = db_context(config, phase).await;
+    // The sizes `node.disk.free` needs; read once, and shared with the database checks.
+    let state = match &db {
+        Ok(cx) => cx.state().await.ok(),
+        Err(_) => None,
+    };
+    let state = state.as_deref();
+    let (management, database, hosts, api, local, after) = tokio::join!(
+        management_servers(config, phase, state, skip),
+        database(db.as_ref(), skip),
         kvm_hosts(config, phase, skip),
-        api(config, phase, skip)
+        api(config, phase, skip),
+        local_disk(config, state, skip),
+        after_the_upgrade(config, phase, skip)
     );
     let mut report = Report::default();
     if phase == Phase::Pre && !skip.contains(&REHEARSAL_RECENT) {
         report.merge(rehearsal_recent(config));
     }
-    for part in management.into_iter().chain([database, hosts, api]) {
+    for part in [management, database, hosts, api, local, after] {
         report.merge(part);
     }
     for f in &mut report.findings {
@@ -199,16 +215,56 @@ fn repo_check(config: &UpgradeConfig, node: &NodeConfig, phase: Phase) -> Box<dy
     }
 }
 
+/// Every management server's checks, then `cluster.same.version` across those reached.
+async fn management_servers(
+    config: &UpgradeConfig,
+    phase: Phase,
+    state: Option<&cs_schema::SchemaState>,
+    skip: &[&str],
+) -> Report {
+    let parts = join_all(
+        config
+            .management_servers
+            .iter()
+            .map(|n| management_server(config, n, phase, state, skip)),
+    )
+    .await;
+    let mut report = Report::default();
+    let mut reached = Vec::new();
+    for (part, cx) in parts {
+        report.merge(part);
+        reached.extend(cx);
+    }
+    let same = SameVersion {
+        target: config.target,
+        phase,
+    };
+    let refs: [&dyn Check<[MsContext]>; 1] = [&same];
+    if !reached.is_empty() {
+        report.merge(run_checks(&refs, reached.as_slice(), skip).await);
+    }
+    report
+}
+
+/// Whether the database runs on `node` (its configured address is the node's).
+fn db_on(config: &UpgradeConfig, node: &NodeConfig) -> bool {
+    config.database.host == node.address
+}
+
 async fn management_server(
     config: &UpgradeConfig,
     node: &NodeConfig,
     phase: Phase,
+    state: Option<&cs_schema::SchemaState>,
     skip: &[&str],
-) -> Report {
+) -> (Report, Option<MsContext>) {
     let handle: NodeHandle = match connect(config, node).await {
         Ok(h) => h,
         Err(e) => {
-            return unreachable(NODE_REACHABLE, node.display_name(), error_chain(&e));
+            return (
+                unreachable(NODE_REACHABLE, node.display_name(), error_chain(&e)),
+                None,
+            );
         }
     };
     let java_major = cs_schema::release_line(&config.target).map_or(
@@ -226,16 +282,63 @@ async fn management_server(
         java_major,
         phase,
     };
-    let checks = ms_checks();
+    let mut checks = ms_checks();
+    checks.push(Box::new(Deps));
     let refs: Vec<&dyn Check<MsContext>> = checks.iter().map(AsRef::as_ref).collect();
     let repo = repo_check(config, node, phase);
-    let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
-    let (mut report, repo) = tokio::join!(
+    let mut needs = node_checks::package_needs(
+        handle.host.as_ref(),
+        &handle.root,
+        "/usr/share/cloudstack-management",
+    )
+    .await;
+    if db_on(config, node) {
+        needs.push(datadir_need(&handle.root, state));
+    }
+    let disk = DiskFree { needs };
+    let host_refs: [&dyn Check<dyn Host>; 2] = [repo.as_ref(), &disk];
+    let (mut report, host) = tokio::join!(
         run_checks(&refs, &cx, skip),
-        run_checks(&repo_refs, handle.host.as_ref(), skip)
+        run_checks(&host_refs, handle.host.as_ref(), skip)
     );
-    report.merge(repo);
-    report
+    report.merge(host);
+    (report, Some(cx))
+}
+
+/// MariaDB's data directory (the stock `datadir`; UNCONFIRMED for a server configured
+/// otherwise) and the room the biggest table's copy needs there.
+fn datadir_need(root: &std::path::Path, state: Option<&cs_schema::SchemaState>) -> SpaceNeed {
+    let biggest = state
+        .and_then(|s| s.table_sizes.iter().map(|t| t.bytes).max())
+        .unwrap_or(0);
+    SpaceNeed::new(
+        "database data directory (the biggest table's copy)",
+        root.join("var/lib/mysql"),
+        biggest + node_checks::HEADROOM,
+    )
+}
+
+/// `node.disk.free` where the upgrade runs: the backup directory holds both databases (their
+/// size from `information_schema.TABLES`), and, with the database on this machine
+/// (`127.0.0.1`/`localhost`), its data directory.
+async fn local_disk(
+    config: &UpgradeConfig,
+    state: Option<&cs_schema::SchemaState>,
+    skip: &[&str],
+) -> Report {
+    let total: u64 = state.map_or(0, |s| s.table_sizes.iter().map(|t| t.bytes).sum());
+    let mut needs = vec![SpaceNeed::new(
+        "backup directory (both databases)",
+        config.backup.dir.clone(),
+        total + node_checks::HEADROOM,
+    )];
+    if ["127.0.0.1", "localhost", "::1"].contains(&config.database.host.as_str()) {
+        needs.push(datadir_need(std::path::Path::new("/"), state));
+    }
+    let disk = DiskFree { needs };
+    let local = cs_core::LocalHost::new();
+    let refs: [&dyn Check<dyn Host>; 1] = [&disk];
+    run_checks(&refs, &local as &dyn Host, skip).await
 }
 
 /// The KVM hosts: CloudStack's list reconciled with the configuration, each host's checks, and
@@ -262,8 +365,16 @@ async fn kvm_hosts(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Repor
             .map(|h| kvm_host(config, h, phase, skip)),
     )
     .await;
-    for part in hosts {
+    let mut nodes = Vec::new();
+    for (part, node) in hosts {
         report.merge(part);
+        nodes.extend(node);
+    }
+    // `net.mtu` compares the hosts of each cluster with each other.
+    if !nodes.is_empty() {
+        let mtu = cs_agent::checks::Mtu;
+        let refs: [&dyn Check<[cs_agent::Node]>; 1] = [&mtu];
+        report.merge(run_checks(&refs, nodes.as_slice(), skip).await);
     }
     if phase == Phase::Pre
         && config.policy.agent_refresh == AgentRefresh::Maintenance
@@ -308,12 +419,12 @@ async fn kvm_host(
     host: &KvmHostTarget,
     phase: Phase,
     skip: &[&str],
-) -> Report {
+) -> (Report, Option<cs_agent::Node>) {
     let node = host.node();
     let handle = match connect(config, &node).await {
         Ok(h) => h,
         Err(e) => {
-            return unreachable(
+            let r = unreachable(
                 NODE_REACHABLE,
                 &host.name,
                 format!(
@@ -325,6 +436,7 @@ async fn kvm_host(
                     error_chain(&e)
                 ),
             );
+            return (r, None);
         }
     };
     let agent = cs_agent::Node::new(handle.host.clone())
@@ -343,25 +455,93 @@ async fn kvm_host(
             }));
         }
         Err(e) => {
-            return unreachable("api.reachable", &config.api.endpoint, error_chain(&e));
+            return (
+                unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+                None,
+            );
+        }
+    }
+    checks.push(Box::new(AgentConfigDrift {
+        target: config.target,
+        phase,
+    }));
+    let mut report = Report::default();
+    if phase == Phase::Post {
+        match refresh_snapshot(&agent, config).await {
+            Ok(Some(before)) => {
+                checks.push(Box::new(cs_agent::checks::PropertiesIntact { before }))
+            }
+            Ok(None) => {
+                if !skip.contains(&PROPERTIES_INTACT) {
+                    report.push(Finding::new(
+                        PROPERTIES_INTACT,
+                        Severity::Info,
+                        &host.name,
+                        "no snapshot of the agent refresh on this host: nothing to compare with",
+                    ));
+                }
+            }
+            Err(e) => report.broken.push(cs_core::CheckFailure {
+                id: PROPERTIES_INTACT.into(),
+                error: format!("{}: {}", host.name, error_chain(&e)),
+            }),
         }
     }
     let refs: Vec<&dyn Check<cs_agent::Node>> = checks.iter().map(AsRef::as_ref).collect();
     let repo = repo_check(config, &node, phase);
-    let repo_refs: [&dyn Check<dyn Host>; 1] = [repo.as_ref()];
-    let (mut report, repo) = tokio::join!(
+    let disk = DiskFree {
+        needs: node_checks::package_needs(
+            handle.host.as_ref(),
+            &handle.root,
+            "/usr/share/cloudstack-agent",
+        )
+        .await,
+    };
+    let host_refs: [&dyn Check<dyn Host>; 2] = [repo.as_ref(), &disk];
+    let (agent_report, host_report) = tokio::join!(
         run_checks(&refs, &agent, skip),
-        run_checks(&repo_refs, handle.host.as_ref(), skip)
+        run_checks(&host_refs, handle.host.as_ref(), skip)
     );
-    report.merge(repo);
-    report
+    report.merge(agent_report);
+    report.merge(host_report);
+    (report, Some(agent))
 }
 
-async fn database(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
-    let url = match config.database_url() {
-        Ok(u) => u,
-        Err(e) => return unreachable("db.reachable", "database", error_chain(&e)),
+/// `agent.properties` as the agent refresh kept it before the package upgrade
+/// (`cs_agent::RefreshOptions::state_dir`, `snapshot/agent.properties`), when the refresh to
+/// the target took one on this host (its `manifest.json` names the target).
+async fn refresh_snapshot(
+    agent: &cs_agent::Node,
+    config: &UpgradeConfig,
+) -> Result<Option<cs_agent::Properties>, cs_core::HostError> {
+    let state = cs_agent::RefreshOptions::new(config.target).state_dir;
+    let dir = agent.path(&state.to_string_lossy());
+    let Some(manifest) = agent.host.read_opt(&dir.join("manifest.json")).await? else {
+        return Ok(None);
     };
+    let target = config.target.to_string();
+    let for_target = serde_json::from_slice::<serde_json::Value>(&manifest)
+        .ok()
+        .is_some_and(|m| m.get("target").and_then(|t| t.as_str()) == Some(target.as_str()));
+    if !for_target {
+        return Ok(None);
+    }
+    let Some(bytes) = agent
+        .host
+        .read_opt(&dir.join("snapshot").join("agent.properties"))
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(cs_agent::Properties::from_bytes(&bytes).ok())
+}
+
+/// The database checks' context (its schema state is read once and shared).
+async fn db_context(
+    config: &UpgradeConfig,
+    phase: Phase,
+) -> Result<cs_schema::DbContext, crate::ConfigError> {
+    let url = config.database_url()?;
     let db = cs_schema::DbTarget::new(
         url,
         &config.database.cloud_schema,
@@ -380,7 +560,116 @@ async fn database(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report
     {
         cx = cx.bundled_systemvm_files(files);
     }
-    cs_schema::run_db_checks(&cx, skip).await
+    Ok(cx)
+}
+
+async fn database(cx: Result<&cs_schema::DbContext, &crate::ConfigError>, skip: &[&str]) -> Report {
+    match cx {
+        Ok(cx) => cs_schema::run_db_checks(cx, skip).await,
+        Err(e) => unreachable("db.reachable", "database", error_chain(e)),
+    }
+}
+
+/// The checks against what the upgrade run kept, after it: `db.backup.complete` (the backup a
+/// rollback restores verifies) and `api.inventory.unchanged` (every VM that ran before still
+/// runs on its host, or CloudStack's events explain why not: the proof of the `postflight`
+/// step). Without a run directory, one information finding each.
+async fn after_the_upgrade(config: &UpgradeConfig, phase: Phase, skip: &[&str]) -> Report {
+    let mut report = Report::default();
+    if phase != Phase::Post {
+        return report;
+    }
+    let run_dir = crate::upgrade::run_dir(config);
+    if !skip.contains(&cs_backup::BackupCompleteCheck::ID) {
+        let dir = run_dir.join("db");
+        if dir.exists() {
+            match config.database_url() {
+                Ok(url) => {
+                    // The live routines are the target's now: only the backup's own
+                    // completeness is checked.
+                    let check =
+                        cs_backup::BackupCompleteCheck::new(&dir, url).without_live_comparison();
+                    let refs: [&dyn Check<()>; 1] = [&check];
+                    report.merge(run_checks(&refs, &(), skip).await);
+                }
+                Err(e) => report.merge(unreachable("db.reachable", "database", error_chain(&e))),
+            }
+        } else {
+            report.push(Finding::new(
+                cs_backup::BackupCompleteCheck::ID,
+                Severity::Info,
+                dir.display().to_string(),
+                "no backup of an upgrade run here: nothing to verify",
+            ));
+        }
+    }
+    if !skip.contains(&cs_api::INVENTORY_CHECK_ID) {
+        report.merge(inventory_unchanged(config, &run_dir).await);
+    }
+    report
+}
+
+async fn inventory_unchanged(config: &UpgradeConfig, run_dir: &std::path::Path) -> Report {
+    let id = cs_api::INVENTORY_CHECK_ID;
+    let path = run_dir.join("inventory-before.json");
+    if !path.exists() {
+        let mut r = Report::default();
+        r.push(Finding::new(
+            id,
+            Severity::Info,
+            path.display().to_string(),
+            "no inventory taken before an upgrade run: nothing to compare with",
+        ));
+        return r;
+    }
+    let broken = |e: String| Report {
+        findings: Vec::new(),
+        broken: vec![cs_core::CheckFailure {
+            id: id.into(),
+            error: e,
+        }],
+    };
+    let before = match cs_api::Inventory::load(&path) {
+        Ok(b) => b,
+        Err(e) => return broken(format!("{}: {}", path.display(), error_chain(&e))),
+    };
+    let record: Option<crate::RunRecord> = std::fs::read(run_dir.join("run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let client = match api_client(config) {
+        Ok(c) => c,
+        Err(e) => return unreachable("api.reachable", &config.api.endpoint, error_chain(&e)),
+    };
+    let now = match cs_api::Inventory::snapshot(&client).await {
+        Ok(n) => n,
+        Err(e) => return broken(format!("take the inventory: {}", error_chain(&e))),
+    };
+    let started = record.as_ref().map_or("", |r| r.started_at.as_str());
+    let events = if started.is_empty() {
+        Vec::new()
+    } else {
+        match client
+            .list_events(&[("startdate", started), ("listall", "true")])
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => return broken(format!("read the events: {}", error_chain(&e))),
+        }
+    };
+    let refreshed: Vec<String> = record
+        .as_ref()
+        .map(|r| r.hosts.iter().map(|h| h.name.clone()).collect())
+        .unwrap_or_default();
+    let actions = cs_api::UpgradeActions {
+        refreshed_hosts: &refreshed,
+        maintenance: config.policy.agent_refresh == AgentRefresh::Maintenance,
+    };
+    let running = before.vms.iter().filter(|v| v.state == "Running").count();
+    let proof = cs_api::attribute(&cs_api::diff(&before, &now), &events, &actions, running);
+    Report {
+        findings: proof.findings(),
+        broken: Vec::new(),
+    }
 }
 
 /// The names in the system VM template bundle directory (`cs_schema::SYSTEMVM_BUNDLE_DIR`,

@@ -165,7 +165,6 @@ pub struct RollbackOptions {
 
 /// The skip list: `policy.skip_checks` and `extra`, every id one some check has.
 fn skips(config: &UpgradeConfig, extra: &[String]) -> Result<Vec<String>, UpgradeError> {
-    let known = crate::preflight::check_ids();
     let all: Vec<String> = config
         .policy
         .skip_checks
@@ -173,15 +172,18 @@ fn skips(config: &UpgradeConfig, extra: &[String]) -> Result<Vec<String>, Upgrad
         .chain(extra)
         .cloned()
         .collect();
-    let unknown: Vec<String> = all
-        .iter()
-        .filter(|id| !known.iter().any(|k| k == *id))
-        .cloned()
-        .collect();
-    if unknown.is_empty() {
-        Ok(all)
-    } else {
-        Err(UpgradeError::new(UpgradeErrorKind::UnknownCheck(unknown)))
+    match crate::catalog::check_skips(&all) {
+        Ok(()) => Ok(all),
+        Err(unknown) => Err(UpgradeError::new(UpgradeErrorKind::UnknownCheck(
+            unknown
+                .0
+                .iter()
+                .map(|(id, near)| match near {
+                    Some(n) => format!("{id} (did you mean {n}?)"),
+                    None => id.clone(),
+                })
+                .collect(),
+        ))),
     }
 }
 

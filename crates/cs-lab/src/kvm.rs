@@ -490,6 +490,14 @@ impl KvmHost {
         self.node.state().to_path_buf()
     }
 
+    /// Sets the MTU `ip link` reports for network device `dev`.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn set_mtu(&self, dev: &str, mtu: u32) -> Result<()> {
+        write(&self.state().join("mtu").join(dev), mtu.to_string(), 0o644)
+    }
+
     /// The keystore passphrase in `agent.properties` (the same for every lab host).
     pub fn passphrase(&self) -> &Secret {
         &self.passphrase

@@ -96,6 +96,8 @@ pub enum MgmtFault {
     /// the unit ends `failed`, the start [`MgmtStartup::Failed`], and the log stops after its
     /// first line, with nothing [`cs_core::scan_log`] recognises.
     DiesSilently,
+    /// Every filesystem is full: `df` reports 512 KiB available wherever it is asked.
+    DiskFull,
 }
 
 impl MgmtFault {
@@ -108,6 +110,7 @@ impl MgmtFault {
             MgmtFault::StopFails => "stop-fails",
             MgmtFault::StartFailsAt(_) => "start-fails-at",
             MgmtFault::DiesSilently => "dies-silently",
+            MgmtFault::DiskFull => "disk-full",
         }
     }
 
@@ -568,6 +571,19 @@ fn start(b: MgmtNodeBuilder) -> Result<MgmtNode> {
         0o644,
     )?;
     write(&layout.management_log(), "", 0o644)?;
+    // MySQL's Python connector, which the database scripts import: a distribution package the
+    // deb depends on (`python3-mysql.connector` in debian/control), a wheel the el8 package
+    // carries and its %post installs with pip (packaging/el8/cloud.spec).
+    match b.family {
+        LabFamily::Deb => node.set_installed("python3-mysql.connector", "8.0.15-4")?,
+        LabFamily::Rpm => write(
+            &root.join(
+                "usr/share/cloudstack-management/setup/wheel/mysql_connector_python-8.0.31-py2.py3-none-any.whl",
+            ),
+            "",
+            0o644,
+        )?,
+    }
 
     for p in MGMT_PACKAGES {
         if *p != USAGE_UNIT || b.usage {
@@ -910,6 +926,7 @@ impl MgmtNode {
             MgmtFault::StopFails,
             MgmtFault::StartFailsAt(CsVersion::new3(0, 0, 0)),
             MgmtFault::DiesSilently,
+            MgmtFault::DiskFull,
         ] {
             self.clear(f)?;
         }

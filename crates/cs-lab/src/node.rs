@@ -31,7 +31,7 @@ use crate::{LabError, Result};
 const CORE: &str = include_str!("../data/node/core.sh");
 const ABSENT: &str = "#!/bin/sh\necho \"$(basename \"$0\"): command not found\" >&2\nexit 127\n";
 /// The programs every node's stand-in answers, whatever the family and role.
-const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ss"];
+const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ss", "df"];
 const DEB_TOOLS: &[&str] = &["dpkg-query", "apt-get", "apt-cache", "apt-mark"];
 const RPM_TOOLS: &[&str] = &["rpm", "dnf"];
 

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # The core every cs-lab node stand-in shares, sourced by the role scripts (data/mgmt/standin.sh
 # for management servers, data/kvm/standin.sh for KVM hosts): the node's directories, state-file
-# helpers, `systemctl`, both package-manager families (dpkg/apt and rpm/dnf), `java` and `ss`.
+# helpers, `systemctl`, both package-manager families (dpkg/apt and rpm/dnf), `java`, `ss` and
+# `df`.
 # A behaviour both node kinds have is written here once; the role scripts keep only what their
 # role does, through these hooks (each has a no-op default below):
 #
@@ -628,6 +629,23 @@ core_ss() {
   return 0
 }
 
+# df: the real one, unless the fault `disk-full` is on, when every filesystem has 512 KiB
+# left (coreutils' `df -P` columns: Filesystem, 1024-blocks, Used, Available, Capacity, Mounted on).
+core_df() {
+  local a real
+  if fault disk-full; then
+    echo "Filesystem     1024-blocks    Used Available Capacity Mounted on"
+    for a in "$@"; do
+      case "$a" in -*) continue ;; esac
+      echo "/dev/lab          1048576 1048064       512     100% /"
+    done
+    return 0
+  fi
+  for real in /usr/bin/df /bin/df; do [ -x "$real" ] && exec "$real" "$@"; done
+  echo "df: command not found" >&2
+  return 127
+}
+
 # ---------------------------------------------------------------- dispatch
 
 core_main() {
@@ -641,6 +659,7 @@ core_main() {
   dnf) core_dnf "$@" ;;
   java) core_java "$@" ;;
   ss) core_ss "$@" ;;
+  df) core_df "$@" ;;
   *) role_main "$self" "$@" ;;
   esac
 }
