@@ -241,6 +241,8 @@ pub struct SchemaState {
     pub customisations: Vec<CustomRow>,
     /// Hypervisor types of live Routing hosts.
     pub hypervisors_in_use: Vec<String>,
+    /// `(hypervisor type, hypervisor version)` of live Routing hosts, distinct.
+    pub host_hypervisor_versions: Vec<(String, String)>,
     /// Hypervisor types of clusters not removed, which is what the upgrade's system VM
     /// template registration counts as in use (`ClusterDao.getDistictAvailableHypervisorsAcrossClusters`
     /// in `SystemVmTemplateRegistration.updateSystemVmTemplates`), hosts or not.
@@ -510,6 +512,17 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         Vec::new()
     };
 
+    let host_hypervisor_versions: Vec<(String, String)> = if has("host") {
+        conn.query(format!(
+            "SELECT DISTINCT hypervisor_type, hypervisor_version FROM {c}.`host` WHERE removed IS NULL \
+             AND type = 'Routing' AND hypervisor_type IS NOT NULL AND hypervisor_version IS NOT NULL \
+             AND status <> 'Removed' ORDER BY hypervisor_type, hypervisor_version"
+        ))
+        .map_err(q("read host versions"))?
+    } else {
+        Vec::new()
+    };
+
     let cluster_hypervisors: Vec<String> = if has("cluster") {
         conn.query(format!(
             "SELECT DISTINCT hypervisor_type FROM {c}.`cluster` WHERE removed IS NULL \
@@ -641,6 +654,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         grants,
         customisations,
         hypervisors_in_use,
+        host_hypervisor_versions,
         cluster_hypervisors,
         systemvm_templates,
         templates_in_use,

@@ -525,6 +525,30 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         "{vmware:#?}"
     );
     sql(db, "DELETE FROM cluster WHERE id = 9");
+    // A XenServer 7.1 host the 4.15+ template does not start on (#4502).
+    sql(
+        db,
+        "INSERT INTO host (id, name, uuid, status, type, private_ip_address, data_center_id, \
+         hypervisor_type, hypervisor_version, resource_state, version, dom0_memory, last_ping, created) \
+         VALUES (99, 'xen71', UUID(), 'Up', 'Routing', '192.0.2.71', 1, 'XenServer', '7.1.2', \
+         'Enabled', '4.18.0.0', 0, 0, UTC_TIMESTAMP())",
+    );
+    let cx = DbContext::new(target.clone(), v("4.19.0.0")).bundled_systemvm_files(vec![]);
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    assert!(
+        findings.iter().any(|f| f.severity == Severity::Warn
+            && f.message.contains("XenServer 7.1.2 hosts")
+            && f.remedy.is_some()),
+        "{findings:#?}"
+    );
+    // Its template is missing too, and no bundled file is on the management servers.
+    assert!(
+        findings.iter().any(|f| f.severity == Severity::Fail
+            && f.message
+                .contains("systemvm-xenserver-4.19.0 (hypervisor XenServer, in use)")),
+        "{findings:#?}"
+    );
+    sql(db, "DELETE FROM host WHERE id = 99");
     // Missing from the second zone's image store.
     sql(
         db,
