@@ -102,9 +102,21 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         }
     };
     let code = report.as_ref().map_or(0, Report::exit_code);
-    // Without a version to plan from, the report (whose db.version.sane says why) is the answer.
+    // Without a path (no version to plan from, a database newer than the target), the report,
+    // whose db.version.sane says why, is the answer.
+    let mut no_path = format!(
+        "no current version in `{}`.version (missing table or no Complete row): no path; see db.version.sane",
+        args.cloud_schema
+    );
     let planned = match from {
-        Some(from) => Some(Planned::new(from, to)?),
+        Some(from) => match Planned::new(from, to) {
+            Ok(p) => Some(p),
+            Err(e) if report.is_some() => {
+                no_path = format!("no path: {e}; see db.version.sane");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let text = if args.json {
@@ -129,10 +141,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
             }
             None => {
                 j["steps"] = serde_json::json!([]);
-                j["note"] = serde_json::json!(format!(
-                    "no current version in `{}`.version (missing table or no Complete row): no path; see db.version.sane",
-                    args.cloud_schema
-                ));
+                j["note"] = serde_json::json!(no_path);
             }
         }
         if let Some(r) = &report {
@@ -147,8 +156,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         match &planned {
             Some(p) => tables(p, report.as_ref()),
             None => format!(
-                "No current version in `{}`.version (missing table or no Complete row): no path.\n\nDatabase checks:\n{}",
-                args.cloud_schema,
+                "{no_path}\n\nDatabase checks:\n{}",
                 report.as_ref().map(Report::to_table).unwrap_or_default()
             ),
         }
