@@ -404,6 +404,17 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     let cloud_tables = in_schema(cloud);
     let usage_tables = in_schema(usage);
     let has = |t: &str| cloud_tables.contains(t);
+    let cloud_columns: BTreeSet<(String, String)> = conn
+        .exec::<(String, String), _, _>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+            (cloud,),
+        )
+        .map_err(q("list columns"))?
+        .into_iter()
+        .collect();
+    // Columns later releases added are read only where they exist, so that an older schema
+    // still gives every check its state (and a report) instead of a failed query.
+    let has_col = |t: &str, c: &str| cloud_columns.contains(&(t.to_string(), c.to_string()));
     let c = ident(cloud);
 
     let version = if has("version") {
@@ -448,7 +459,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     let grants: Vec<String> = conn.query("SHOW GRANTS").map_err(q("SHOW GRANTS"))?;
 
     let mut customisations = Vec::new();
-    if has("guest_os") {
+    if has("guest_os") && has_col("guest_os", "is_user_defined") {
         let rows: Vec<(u64, String)> = conn
             .query(format!(
                 "SELECT id, display_name FROM {c}.`guest_os` WHERE is_user_defined = 1 AND removed IS NULL ORDER BY id"
@@ -460,7 +471,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
             name,
         }));
     }
-    if has("guest_os_hypervisor") {
+    if has("guest_os_hypervisor") && has_col("guest_os_hypervisor", "is_user_defined") {
         let rows: Vec<(u64, String, String)> = conn
             .query(format!(
                 "SELECT id, hypervisor_type, guest_os_name FROM {c}.`guest_os_hypervisor` \
@@ -631,15 +642,6 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     } else {
         None
     };
-
-    let cloud_columns: BTreeSet<(String, String)> = conn
-        .exec::<(String, String), _, _>(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
-            (cloud,),
-        )
-        .map_err(q("list columns"))?
-        .into_iter()
-        .collect();
 
     Ok(SchemaState {
         server,

@@ -396,6 +396,28 @@ async fn half_applied_ddl_of_a_later_schema_fails() {
 }
 
 #[tokio::test]
+async fn an_older_schema_without_later_columns_still_gives_every_check_its_report() {
+    // Before `is_user_defined` existed on the guest OS tables: the state is read without it.
+    let (db, target) = seeded("older", "4.18.0.0");
+    sql(
+        &db,
+        "ALTER TABLE guest_os DROP COLUMN is_user_defined; \
+         ALTER TABLE guest_os_hypervisor DROP COLUMN is_user_defined",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[]).await;
+    assert!(report.broken.is_empty(), "{}", report.to_table());
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.id == ids::CUSTOMISATIONS && f.severity == Severity::Pass),
+        "{}",
+        report.to_table()
+    );
+}
+
+#[tokio::test]
 async fn systemvm_templates_must_be_registered_and_on_every_zone() {
     let (db, target) = scratch();
     let cx = DbContext::new(target.clone(), v("4.19.0.0"));
