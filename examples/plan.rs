@@ -69,6 +69,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: &Args) -> Result<(String, u8), String> {
     let to = CsVersion::parse(&args.to).map_err(|e| e.to_string())?;
+    let mut unread = None;
     let (from, report) = match &args.db {
         Some(raw) => {
             let url = DbUrl::parse(raw).map_err(|e| e.to_string())?;
@@ -85,7 +86,10 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
                     return Err(cs_core::error_chain(&e));
                 }
                 // Reachable but not readable: the checks report it (as broken).
-                Err(_) => None,
+                Err(e) => {
+                    unread = Some(cs_core::error_chain(&e));
+                    None
+                }
             };
             let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
             (from, Some(cs_schema::run_db_checks(&cx, &skip).await))
@@ -102,9 +106,24 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         }
     };
     let code = report.as_ref().map_or(0, Report::exit_code);
-    // Without a version to plan from, the report (whose db.version.sane says why) is the answer.
+    // Without a path (no version to plan from, a database newer than the target), the report,
+    // whose db.version.sane says why, is the answer.
+    let mut no_path = match unread {
+        Some(e) => format!("the database could not be read ({e}): no path; see the broken checks"),
+        None => format!(
+            "no current version in `{}`.version (missing table or no Complete row): no path; see db.version.sane",
+            args.cloud_schema
+        ),
+    };
     let planned = match from {
-        Some(from) => Some(Planned::new(from, to)?),
+        Some(from) => match Planned::new(from, to) {
+            Ok(p) => Some(p),
+            Err(e) if report.is_some() => {
+                no_path = format!("no path: {e}; see db.version.sane");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let text = if args.json {
@@ -129,10 +148,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
             }
             None => {
                 j["steps"] = serde_json::json!([]);
-                j["note"] = serde_json::json!(format!(
-                    "no current version in `{}`.version (missing table or no Complete row): no path; see db.version.sane",
-                    args.cloud_schema
-                ));
+                j["note"] = serde_json::json!(no_path);
             }
         }
         if let Some(r) = &report {
@@ -147,8 +163,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         match &planned {
             Some(p) => tables(p, report.as_ref()),
             None => format!(
-                "No current version in `{}`.version (missing table or no Complete row): no path.\n\nDatabase checks:\n{}",
-                args.cloud_schema,
+                "{no_path}\n\nDatabase checks:\n{}",
                 report.as_ref().map(Report::to_table).unwrap_or_default()
             ),
         }

@@ -85,12 +85,13 @@ async fn lab_starts_with_everything_up() {
     );
 }
 
-/// `plan --db` against a database whose version table has rows but none `Complete`: the
-/// report, with `db.version.sane` FAIL and its remedy, instead of an error without findings.
+/// `plan --db` always gives the report for a database it can reach: a target older than the
+/// database, and a version table with rows but none `Complete`, are `db.version.sane` FAILs
+/// with their remedy, not an error without findings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reports_a_version_table_without_a_complete_row_as_a_finding() {
     use mysql::prelude::Queryable;
-    let (url, cloud, usage, _db) = tokio::task::spawn_blocking(|| {
+    let (url, cloud, usage, db) = tokio::task::spawn_blocking(|| {
         let server = cs_lab::mariadb();
         let mut db = server.database("plan_no_complete").expect("database");
         let usage = db.extra("usage").expect("usage schema");
@@ -99,46 +100,32 @@ async fn plan_reports_a_version_table_without_a_complete_row_as_a_finding() {
             &cs_lab::SeedOptions::new("4.18.0.0".parse().unwrap(), db.name(), &usage),
         )
         .expect("seed");
-        let mut conn =
-            cs_lab::DbUrlExt::connect(&server.root().with_database(db.name())).expect("connect");
-        conn.query_drop("UPDATE version SET step = 'Upgrade'")
-            .expect("update");
         (server.cloud().expose(), db.name().to_string(), usage, db)
     })
     .await
     .expect("join");
-    for json in [true, false] {
-        let mut args = vec![
-            "--to",
-            "4.19.0.0",
-            "--db",
-            &url,
-            "--cloud-schema",
-            &cloud,
-            "--usage-schema",
-            &usage,
-        ];
-        if json {
-            args.push("--json");
-        }
+    let plan = |args: &[&str]| {
         #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
         let out = std::process::Command::new(common::example("plan"))
-            .args(&args)
+            .args(args)
+            .args([
+                "--db",
+                &url,
+                "--cloud-schema",
+                &cloud,
+                "--usage-schema",
+                &usage,
+            ])
             .env_remove("RUST_LOG")
             .output()
             .expect("run plan");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}{stdout}");
-        assert!(
-            stderr.is_empty(),
-            "an error instead of the report: {stderr}"
-        );
-        if !json {
-            assert!(stdout.contains("db.version.sane"), "{stdout}");
-            continue;
-        }
-        let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let sane_fails = |j: &serde_json::Value, contains: &str| {
         let sane: Vec<&serde_json::Value> = j["findings"]
             .as_array()
             .unwrap()
@@ -149,11 +136,44 @@ async fn plan_reports_a_version_table_without_a_complete_row_as_a_finding() {
         assert!(sane.iter().all(|f| f["remedy"].is_string()), "{j:#}");
         assert!(
             sane.iter()
-                .any(|f| f["message"].as_str().unwrap().contains("`Complete`")),
+                .any(|f| f["message"].as_str().unwrap().contains(contains)),
             "{j:#}"
         );
+    };
+
+    // A target older than the database.
+    let (code, stdout, stderr) = plan(&["--to", "4.17.0.0", "--json"]);
+    assert_eq!(code, Some(2), "{stderr}{stdout}");
+    assert!(
+        stderr.is_empty(),
+        "an error instead of the report: {stderr}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    sane_fails(&j, "cannot downgrade");
+
+    // Rows, none Complete.
+    let mut conn = cs_lab::DbUrlExt::connect(&db.url()).expect("connect");
+    conn.query_drop("UPDATE version SET step = 'Upgrade'")
+        .expect("update");
+    for json in [true, false] {
+        let mut args = vec!["--to", "4.19.0.0"];
+        if json {
+            args.push("--json");
+        }
+        let (code, stdout, stderr) = plan(&args);
+        assert_eq!(code, Some(2), "{stderr}{stdout}");
+        assert!(
+            stderr.is_empty(),
+            "an error instead of the report: {stderr}"
+        );
+        assert!(!stdout.contains(&url));
+        if !json {
+            assert!(stdout.contains("db.version.sane"), "{stdout}");
+            continue;
+        }
+        let j: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        sane_fails(&j, "`Complete`");
         assert_eq!(j["steps"], serde_json::json!([]));
         assert_eq!(j["exit_code"], 2);
-        assert!(!stdout.contains(&url));
     }
 }

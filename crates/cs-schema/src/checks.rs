@@ -1111,6 +1111,35 @@ fn systemvm_templates_ready(cx: &DbContext, s: &SchemaState) -> Vec<Finding> {
             );
         }
     }
+    // apache/cloudstack #4502: after 4.14 -> 4.15, system VMs with the 4.15 template do not
+    // start on XenServer 7.0, 7.1 and 7.4 hosts. UNCONFIRMED: which later release, if any, made
+    // the template start there again; so every target from 4.15 is warned.
+    if cx.target >= CsVersion::new3(4, 15, 0) {
+        for (hv, version) in &s.host_hypervisor_versions {
+            let old_xen = hv.eq_ignore_ascii_case("XenServer")
+                && ["7.0", "7.1", "7.4"]
+                    .iter()
+                    .any(|v| version == v || version.starts_with(&format!("{v}.")));
+            if old_xen {
+                out.push(
+                    Finding::new(
+                        id,
+                        Severity::Warn,
+                        format!("{} XenServer {version}", table(cx, "host")),
+                        format!(
+                            "XenServer {version} hosts: system VMs with the template of {} may not start there \
+                             (seen from 4.15 on XenServer 7.0/7.1/7.4, apache/cloudstack #4502)",
+                            cx.target
+                        ),
+                    )
+                    .with_remedy(
+                        "upgrade those XenServer hosts (7.5 or later) before the upgrade, or test the \
+                         target's system VM template on one of them first",
+                    ),
+                );
+            }
+        }
+    }
     if out.is_empty() {
         out.push(Finding::new(
             id,

@@ -241,6 +241,8 @@ pub struct SchemaState {
     pub customisations: Vec<CustomRow>,
     /// Hypervisor types of live Routing hosts.
     pub hypervisors_in_use: Vec<String>,
+    /// `(hypervisor type, hypervisor version)` of live Routing hosts, distinct.
+    pub host_hypervisor_versions: Vec<(String, String)>,
     /// Hypervisor types of clusters not removed, which is what the upgrade's system VM
     /// template registration counts as in use (`ClusterDao.getDistictAvailableHypervisorsAcrossClusters`
     /// in `SystemVmTemplateRegistration.updateSystemVmTemplates`), hosts or not.
@@ -418,6 +420,17 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     let cloud_tables = in_schema(cloud);
     let usage_tables = in_schema(usage);
     let has = |t: &str| cloud_tables.contains(t);
+    let cloud_columns: BTreeSet<(String, String)> = conn
+        .exec::<(String, String), _, _>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
+            (cloud,),
+        )
+        .map_err(q("list columns"))?
+        .into_iter()
+        .collect();
+    // Columns later releases added are read only where they exist, so that an older schema
+    // still gives every check its state (and a report) instead of a failed query.
+    let has_col = |t: &str, c: &str| cloud_columns.contains(&(t.to_string(), c.to_string()));
     let c = ident(cloud);
 
     let version = if has("version") {
@@ -462,7 +475,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
     let grants: Vec<String> = conn.query("SHOW GRANTS").map_err(q("SHOW GRANTS"))?;
 
     let mut customisations = Vec::new();
-    if has("guest_os") {
+    if has("guest_os") && has_col("guest_os", "is_user_defined") {
         let rows: Vec<(u64, String)> = conn
             .query(format!(
                 "SELECT id, display_name FROM {c}.`guest_os` WHERE is_user_defined = 1 AND removed IS NULL ORDER BY id"
@@ -474,7 +487,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
             name,
         }));
     }
-    if has("guest_os_hypervisor") {
+    if has("guest_os_hypervisor") && has_col("guest_os_hypervisor", "is_user_defined") {
         let rows: Vec<(u64, String, String)> = conn
             .query(format!(
                 "SELECT id, hypervisor_type, guest_os_name FROM {c}.`guest_os_hypervisor` \
@@ -522,6 +535,17 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
              AND hypervisor_type IS NOT NULL AND status <> 'Removed' ORDER BY hypervisor_type"
         ))
         .map_err(q("read host"))?
+    } else {
+        Vec::new()
+    };
+
+    let host_hypervisor_versions: Vec<(String, String)> = if has("host") {
+        conn.query(format!(
+            "SELECT DISTINCT hypervisor_type, hypervisor_version FROM {c}.`host` WHERE removed IS NULL \
+             AND type = 'Routing' AND hypervisor_type IS NOT NULL AND hypervisor_version IS NOT NULL \
+             AND status <> 'Removed' ORDER BY hypervisor_type, hypervisor_version"
+        ))
+        .map_err(q("read host versions"))?
     } else {
         Vec::new()
     };
@@ -635,15 +659,6 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         None
     };
 
-    let cloud_columns: BTreeSet<(String, String)> = conn
-        .exec::<(String, String), _, _>(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = ?",
-            (cloud,),
-        )
-        .map_err(q("list columns"))?
-        .into_iter()
-        .collect();
-
     Ok(SchemaState {
         server,
         cloud_exists: schemas.iter().any(|s| s == cloud),
@@ -657,6 +672,7 @@ fn read_state_blocking(t: &DbTarget) -> Result<SchemaState> {
         grants,
         customisations,
         hypervisors_in_use,
+        host_hypervisor_versions,
         cluster_hypervisors,
         systemvm_templates,
         templates_in_use,

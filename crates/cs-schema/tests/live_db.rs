@@ -396,6 +396,28 @@ async fn half_applied_ddl_of_a_later_schema_fails() {
 }
 
 #[tokio::test]
+async fn an_older_schema_without_later_columns_still_gives_every_check_its_report() {
+    // Before `is_user_defined` existed on the guest OS tables: the state is read without it.
+    let (db, target) = seeded("older", "4.18.0.0");
+    sql(
+        &db,
+        "ALTER TABLE guest_os DROP COLUMN is_user_defined; \
+         ALTER TABLE guest_os_hypervisor DROP COLUMN is_user_defined",
+    );
+    let cx = DbContext::new(target, v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[]).await;
+    assert!(report.broken.is_empty(), "{}", report.to_table());
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.id == ids::CUSTOMISATIONS && f.severity == Severity::Pass),
+        "{}",
+        report.to_table()
+    );
+}
+
+#[tokio::test]
 async fn systemvm_templates_must_be_registered_and_on_every_zone() {
     let (db, target) = scratch();
     let cx = DbContext::new(target.clone(), v("4.19.0.0"));
@@ -525,6 +547,30 @@ async fn systemvm_templates_must_be_registered_and_on_every_zone() {
         "{vmware:#?}"
     );
     sql(db, "DELETE FROM cluster WHERE id = 9");
+    // A XenServer 7.1 host the 4.15+ template does not start on (#4502).
+    sql(
+        db,
+        "INSERT INTO host (id, name, uuid, status, type, private_ip_address, data_center_id, \
+         hypervisor_type, hypervisor_version, resource_state, version, dom0_memory, last_ping, created) \
+         VALUES (99, 'xen71', UUID(), 'Up', 'Routing', '192.0.2.71', 1, 'XenServer', '7.1.2', \
+         'Enabled', '4.18.0.0', 0, 0, UTC_TIMESTAMP())",
+    );
+    let cx = DbContext::new(target.clone(), v("4.19.0.0")).bundled_systemvm_files(vec![]);
+    let findings = run(&cx, ids::SYSTEMVM_TEMPLATES_READY).await;
+    assert!(
+        findings.iter().any(|f| f.severity == Severity::Warn
+            && f.message.contains("XenServer 7.1.2 hosts")
+            && f.remedy.is_some()),
+        "{findings:#?}"
+    );
+    // Its template is missing too, and no bundled file is on the management servers.
+    assert!(
+        findings.iter().any(|f| f.severity == Severity::Fail
+            && f.message
+                .contains("systemvm-xenserver-4.19.0 (hypervisor XenServer, in use)")),
+        "{findings:#?}"
+    );
+    sql(db, "DELETE FROM host WHERE id = 99");
     // Missing from the second zone's image store.
     sql(
         db,
