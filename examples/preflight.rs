@@ -15,6 +15,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,7 +48,7 @@ async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     if args.list {
-        if args.json {
+        let text = if args.json {
             let list: Vec<serde_json::Value> = cs_upgrade::CATALOG
                 .iter()
                 .map(|c| {
@@ -61,11 +62,19 @@ async fn main() -> ExitCode {
                     })
                 })
                 .collect();
-            println!("{:#}", serde_json::Value::Array(list));
+            format!("{:#}\n", serde_json::Value::Array(list))
         } else {
-            print!("{}", cs_upgrade::list_table());
-        }
-        return ExitCode::SUCCESS;
+            cs_upgrade::list_table()
+        };
+        // A reader that stops early (`| head`) is not an error.
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("preflight: write the list: {e}");
+                ExitCode::from(2)
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     let Some(path) = args.config.as_ref() else {
         eprintln!("preflight: --config is required");

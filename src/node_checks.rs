@@ -238,22 +238,23 @@ impl Check<MsContext> for Deps {
         let family = packages::detect_family(host)
             .await
             .map_err(|e| CheckError::with_source("detect the package manager", e))?;
-        let python_ok = match family {
-            Family::Deb => packages::installed(host, family, &[DEB_PYTHON_CONNECTOR])
+        // The deb's dependency, else the wheel the el8 package carries, else another package
+        // of the connector or an import that works (newer debs may ship the wheel too).
+        let deb_package = family == Family::Deb
+            && packages::installed(host, family, &[DEB_PYTHON_CONNECTOR])
                 .await
                 .map_err(|e| CheckError::with_source("read the installed packages", e))?
                 .iter()
-                .any(|s| s.name == DEB_PYTHON_CONNECTOR && s.installed.is_some()),
-            _ => {
-                has_file(
-                    host,
-                    &rerooted(&root, EL_PYTHON_WHEEL_DIR),
-                    &["mysql_connector_python-"],
-                    ".whl",
-                )
-                .await?
-            }
-        };
+                .any(|s| s.name == DEB_PYTHON_CONNECTOR && s.installed.is_some());
+        let python_ok = deb_package
+            || has_file(
+                host,
+                &rerooted(&root, EL_PYTHON_WHEEL_DIR),
+                &["mysql_connector_python-"],
+                ".whl",
+            )
+            .await?
+            || other_connector_installed(host, family).await?;
         if !python_ok {
             let (what, fix) = match family {
                 Family::Deb => (
@@ -261,7 +262,9 @@ impl Check<MsContext> for Deps {
                     format!("apt-get install {DEB_PYTHON_CONNECTOR}"),
                 ),
                 _ => (
-                    format!("no mysql_connector_python wheel in {EL_PYTHON_WHEEL_DIR}"),
+                    format!(
+                        "no mysql_connector_python wheel in {EL_PYTHON_WHEEL_DIR}, no connector package, no importable mysql.connector"
+                    ),
                     "reinstall cloudstack-management (its %post installs the wheel with pip)"
                         .into(),
                 ),
@@ -285,6 +288,34 @@ impl Check<MsContext> for Deps {
             .map(|(sev, msg, fix)| Finding::new(self.id(), sev, &subject, msg).with_remedy(fix))
             .collect())
     }
+}
+
+/// The EL packages of MySQL's Python connector an operator (or an older spec) may have
+/// installed instead of the wheel. UNCONFIRMED: which of these names older el8 specs of
+/// apache/cloudstack required; each is a name EL repositories use.
+const EL_PYTHON_CONNECTOR_PACKAGES: &[&str] = &[
+    "mysql-connector-python3",
+    "python3-mysql-connector",
+    "mysql-connector-python",
+];
+
+/// Whether MySQL's Python connector is there without the deb's package or the el8 wheel: one
+/// of [`EL_PYTHON_CONNECTOR_PACKAGES`] installed (EL), or `python3` importing
+/// `mysql.connector` (what the database scripts do).
+async fn other_connector_installed(host: &dyn Host, family: Family) -> Result<bool, CheckError> {
+    let found = family == Family::Rpm
+        && packages::installed(host, family, EL_PYTHON_CONNECTOR_PACKAGES)
+            .await
+            .map_err(|e| CheckError::with_source("read the installed packages", e))?
+            .iter()
+            .any(|s| s.installed.is_some());
+    if found {
+        return Ok(true);
+    }
+    Ok(host
+        .run(&Cmd::new("python3").args(["-c", "import mysql.connector"]))
+        .await
+        .is_ok_and(|o| o.success()))
 }
 
 fn cx_post_only(cx: &MsContext) -> Severity {

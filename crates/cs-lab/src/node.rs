@@ -1,7 +1,8 @@
 //! What every simulated node shares, whatever its role: its directory (a re-rooted filesystem,
 //! the stand-ins and their state), its package-manager family, the stand-ins' common core
-//! (`data/node/core.sh`: `systemctl`, dpkg/apt and rpm/dnf, `java`, `ss`), its sshd, and reading
-//! back what the stand-ins recorded (packages, units, `systemctl` calls, faults).
+//! (`data/node/core.sh`: `systemctl`, dpkg/apt and rpm/dnf, `java`, `ss`, `df`, `python3`), its
+//! sshd, and reading back what the stand-ins recorded (packages, units, `systemctl` calls,
+//! faults).
 //! [`crate::KvmHost`] and [`crate::MgmtNode`] are both built on a [`NodeDir`].
 //!
 //! Directory of a node:
@@ -31,7 +32,7 @@ use crate::{LabError, Result};
 const CORE: &str = include_str!("../data/node/core.sh");
 const ABSENT: &str = "#!/bin/sh\necho \"$(basename \"$0\"): command not found\" >&2\nexit 127\n";
 /// The programs every node's stand-in answers, whatever the family and role.
-const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ss", "df"];
+const COMMON_TOOLS: &[&str] = &["systemctl", "java", "ss", "df", "python3"];
 const DEB_TOOLS: &[&str] = &["dpkg-query", "apt-get", "apt-cache", "apt-mark"];
 const RPM_TOOLS: &[&str] = &["rpm", "dnf"];
 

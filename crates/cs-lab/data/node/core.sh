@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # The core every cs-lab node stand-in shares, sourced by the role scripts (data/mgmt/standin.sh
 # for management servers, data/kvm/standin.sh for KVM hosts): the node's directories, state-file
-# helpers, `systemctl`, both package-manager families (dpkg/apt and rpm/dnf), `java`, `ss` and
-# `df`.
+# helpers, `systemctl`, both package-manager families (dpkg/apt and rpm/dnf), `java`, `ss`,
+# `df` and `python3`.
 # A behaviour both node kinds have is written here once; the role scripts keep only what their
 # role does, through these hooks (each has a no-op default below):
 #
@@ -646,6 +646,24 @@ core_df() {
   return 127
 }
 
+# python3: `-c "import mysql.connector"` succeeds where MySQL's Python connector is installed
+# (the deb's python3-mysql.connector, or the wheel the el8 package's %post installs with pip
+# from /usr/share/cloudstack-management/setup/wheel); anything else is the real python3.
+core_python3() {
+  local real w
+  if [ "${1:-}" = -c ] && [ "${2:-}" = "import mysql.connector" ]; then
+    installed python3-mysql.connector >/dev/null && return 0
+    for w in "$ROOT"/usr/share/cloudstack-management/setup/wheel/mysql_connector_python-*.whl; do
+      [ -e "$w" ] && return 0
+    done
+    echo "ModuleNotFoundError: No module named 'mysql'" >&2
+    return 1
+  fi
+  for real in /usr/bin/python3 /bin/python3; do [ -x "$real" ] && exec "$real" "$@"; done
+  echo "python3: command not found" >&2
+  return 127
+}
+
 # ---------------------------------------------------------------- dispatch
 
 core_main() {
@@ -660,6 +678,7 @@ core_main() {
   java) core_java "$@" ;;
   ss) core_ss "$@" ;;
   df) core_df "$@" ;;
+  python3) core_python3 "$@" ;;
   *) role_main "$self" "$@" ;;
   esac
 }
