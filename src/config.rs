@@ -803,6 +803,32 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_are_bounded_by_default_and_configurable() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.database.reply_timeout, Duration::from_secs(60));
+        assert_eq!(c.backup.snapshot_window, Duration::from_secs(30));
+        assert_eq!(c.ssh.reply_timeout, Duration::from_secs(60));
+        assert_eq!(c.ssh.command_timeout, Duration::from_secs(3600));
+        let text = EXAMPLE
+            .replacen("# reply_timeout = \"60s\"", "reply_timeout = \"20s\"", 1)
+            .replace("# snapshot_window = \"30s\"", "snapshot_window = \"5s\"")
+            .replacen("# reply_timeout = \"60s\"", "reply_timeout = \"7s\"", 1)
+            .replace("# command_timeout = \"1h\"", "command_timeout = \"2h\"");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.database.reply_timeout, Duration::from_secs(20));
+        assert_eq!(c.backup.snapshot_window, Duration::from_secs(5));
+        assert_eq!(c.ssh.reply_timeout, Duration::from_secs(7));
+        assert_eq!(c.ssh.command_timeout, Duration::from_secs(7200));
+        let mut c = c;
+        c.database.password = SecretSource {
+            value: Some(Secret::new("x")),
+            ..SecretSource::default()
+        };
+        let url = c.database_url().unwrap();
+        assert_eq!(url.deadlines.reply, Duration::from_secs(20));
+    }
+
+    #[test]
     fn the_older_cluster_entries_still_give_addresses() {
         let text = EXAMPLE.replace(
             "[policy]",

@@ -1148,6 +1148,49 @@ mod live_tests {
         db.exec("test setup", sql).unwrap();
     }
 
+    /// A statement that sends nothing for several reply periods but runs on the server (as a
+    /// key build does) is waited for; the same silence from a server nobody can reach is an
+    /// error within a reply period and a check; a short-statement driver connection gives up
+    /// after one reply period.
+    #[test]
+    fn silent_statements_are_waited_for_only_while_the_server_runs_them() {
+        let server = cs_lab::mariadb();
+        let test = server.database("wire_silence").unwrap();
+        let reply = Duration::from_secs(1);
+        let url = test.url().with_deadlines(cs_core::Deadlines::quick(reply));
+        let mut wire = connect_streaming(&url).unwrap();
+        assert!(wire.is_streaming());
+        let started = std::time::Instant::now();
+        assert_eq!(
+            wire.one("sleep", "SELECT SLEEP(4)").unwrap().as_deref(),
+            Some("0")
+        );
+        assert!(started.elapsed() >= Duration::from_secs(4));
+
+        let mut short = connect_short(&url).unwrap();
+        let e = short.one("sleep", "SELECT SLEEP(4)").unwrap_err();
+        assert!(matches!(e, Error::Database { .. }), "{e:?}");
+
+        let proxy =
+            cs_lab::TcpProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], server.port())))
+                .unwrap();
+        let mut wire = connect_streaming(&proxy.db_url(&url)).unwrap();
+        assert!(wire.is_streaming());
+        proxy.freeze();
+        let started = std::time::Instant::now();
+        let e = wire.one("sleep", "SELECT SLEEP(4)").unwrap_err();
+        let took = started.elapsed();
+        let text = cs_core::error_chain(&e);
+        assert!(text.contains("went silent"), "{text}");
+        assert!(
+            text.contains("a second connection could not ask the server"),
+            "{text}"
+        );
+        // One reply period, then the check's connect and login (half a period each, at least
+        // a second), and scheduling.
+        assert!(took < Duration::from_secs(4), "took {took:?}");
+    }
+
     #[test]
     fn streaming_errors_are_typed_and_recoverable() {
         let server = cs_lab::mariadb();

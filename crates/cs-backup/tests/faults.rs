@@ -431,6 +431,10 @@ async fn the_manifest_names_the_checksum_and_older_versions_still_restore() {
 // ---------------------------------------------------------------------------------------------
 // Peers that vanish: a database gone silent mid-dump, a global read lock held past its window.
 
+/// Held by the tests below: `FLUSH TABLES WITH READ LOCK` and the long statements they queue
+/// it behind are global to the shared server, so these tests take turns.
+static GLOBAL_LOCK_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A proxy in front of the lab server.
 fn proxy() -> cs_lab::TcpProxy {
     let port = cs_lab::mariadb().port();
@@ -450,13 +454,21 @@ fn spawn_backup(
 fn wait_for_row(root: &DbUrl, sql: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while query(root, sql).is_empty() {
-        assert!(Instant::now() < deadline, "never saw a row for {sql}");
+        assert!(
+            Instant::now() < deadline,
+            "never saw a row for {sql}; processes: {:?}",
+            query(
+                root,
+                "SELECT ID, COMMAND, STATE, INFO FROM information_schema.PROCESSLIST"
+            )
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_gone_silent_mid_dump_fails_within_the_bound() {
+    let _turn = GLOBAL_LOCK_TESTS.lock().await;
     let server = cs_lab::mariadb();
     let db = server.database("silent").unwrap();
     let root = server.root();
@@ -510,6 +522,7 @@ async fn a_database_gone_silent_mid_dump_fails_within_the_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
+    let _turn = GLOBAL_LOCK_TESTS.lock().await;
     let server = cs_lab::mariadb();
     let db = server.database("ftwrl").unwrap();
     let root = server.root();
@@ -522,8 +535,9 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
             "CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY)",
         ],
     );
-    // A long statement on a table: FLUSH TABLES WITH READ LOCK queues behind it, and every
-    // write of the server queues behind the flush (the classic pile-up).
+    // A long write: FLUSH TABLES WITH READ LOCK queues behind it, and every new write of the
+    // server queues behind the flush (the classic pile-up; MariaDB's FTWRL waits for running
+    // writes, not for reads).
     let marker = format!("long-{}", db.name());
     let sleeper = {
         let (url, schema, marker) = (root.clone(), db.name().to_string(), marker.clone());
@@ -532,7 +546,9 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
             use mysql::prelude::Queryable;
             let mut conn = url.with_database(&schema).connect().unwrap();
             // Cut short by the KILL QUERY at the end of the test.
-            let _ = conn.query_drop(format!("SELECT id, SLEEP(20), '{marker}' FROM held"));
+            let _ = conn.query_drop(format!(
+                "UPDATE held SET id = id WHERE SLEEP(20) = 0 AND '{marker}' <> ''"
+            ));
         })
     };
     wait_for_row(
@@ -553,7 +569,9 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
     let task = spawn_backup(url, dir.clone(), opts);
     wait_for_row(
         &root,
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+        // Queued behind the running write: new writes queue behind it from then on.
+        "SELECT ID FROM information_schema.PROCESSLIST \
+         WHERE INFO = 'FLUSH TABLES WITH READ LOCK' AND STATE LIKE 'Waiting%'",
     );
     let queued = Instant::now();
     // A write of the cloud: blocked by the lock until the watchdog kills it.
@@ -604,6 +622,7 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
 /// (`wait_timeout`) a second after the window; the backup fails saying so within its bounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() {
+    let _turn = GLOBAL_LOCK_TESTS.lock().await;
     let server = cs_lab::mariadb();
     let db = server.database("ftwrlnet").unwrap();
     let root = server.root();
@@ -616,8 +635,8 @@ async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() 
             "CREATE TABLE w (id INT AUTO_INCREMENT PRIMARY KEY)",
         ],
     );
-    // A long statement holds FTWRL back until the network is frozen; then it is cut, FTWRL
-    // takes the lock on the server, and its answer is stuck in the silent network.
+    // A long write holds FTWRL back until the network is frozen; then it is cut, FTWRL takes
+    // the lock on the server, and its answer is stuck in the silent network.
     let marker = format!("long-{}", db.name());
     let find_long = format!(
         "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
@@ -629,7 +648,9 @@ async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() 
             use cs_lab::DbUrlExt;
             use mysql::prelude::Queryable;
             let mut conn = url.with_database(&schema).connect().unwrap();
-            let _ = conn.query_drop(format!("SELECT id, SLEEP(20), '{marker}' FROM held"));
+            let _ = conn.query_drop(format!(
+                "UPDATE held SET id = id WHERE SLEEP(20) = 0 AND '{marker}' <> ''"
+            ));
         })
     };
     wait_for_row(&root, &find_long);
@@ -648,7 +669,9 @@ async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() 
     let task = spawn_backup(url, dir.clone(), opts);
     wait_for_row(
         &root,
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+        // Queued behind the running write: new writes queue behind it from then on.
+        "SELECT ID FROM information_schema.PROCESSLIST \
+         WHERE INFO = 'FLUSH TABLES WITH READ LOCK' AND STATE LIKE 'Waiting%'",
     );
     proxy.freeze();
     let long = scalar(&root, &find_long).unwrap();

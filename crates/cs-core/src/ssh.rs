@@ -160,7 +160,7 @@ impl SshHostBuilder {
 
     /// How long the node may stay silent (default [`Deadlines::default`]): TCP keepalive and
     /// `TCP_USER_TIMEOUT` on the socket, and, while a command runs, SSH keepalive requests
-    /// every quarter of [`Deadlines::reply`] (at least a second); a node that sends nothing,
+    /// every quarter of [`Deadlines::reply`] (at least two seconds); a node that sends nothing,
     /// answers included, for a whole [`Deadlines::reply`] counts as dead and the command fails
     /// naming it.
     pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
@@ -627,13 +627,15 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
     Ok((session, heard))
 }
 
-/// SSH keepalive requests go out every quarter of a reply period while a command is quiet
-/// (libssh2 counts in whole seconds), so that a live node answers several before the silence
-/// bound.
+/// SSH keepalive requests go out every quarter of a reply period while the session waits
+/// (libssh2 counts in whole seconds and makes 1 into 2), so that a live node answers several
+/// before the silence bound. libssh2's blocking calls (SFTP) also give up when a keepalive
+/// they sent goes unanswered for an interval (`_libssh2_wait_socket` in libssh2's
+/// `session.c`).
 fn keepalive_secs(d: &Deadlines) -> u32 {
     u32::try_from((d.reply / 4).as_secs())
         .unwrap_or(u32::MAX)
-        .max(1)
+        .max(2)
 }
 
 /// When a node last sent a byte, kept by [`relay`].

@@ -583,3 +583,38 @@ async fn revoked_host_keys_are_refused_and_hashed_entries_match() {
     let text = error_chain(&err);
     assert!(text.contains("@revoked") && text.contains(&entry), "{text}");
 }
+
+/// A file read from a node that goes silent fails within the reply bound, naming the node,
+/// and leaves no session behind that would wait on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_read_from_a_silent_node_fails_within_the_bound() {
+    let server = SshServer::start().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let reply = Duration::from_secs(3);
+    let host = server
+        .host_builder()
+        .name("kvm-quiet")
+        .deadlines(cs_core::Deadlines::quick(reply))
+        .connect()
+        .await
+        .expect("connect");
+    let path = server.root().join("etc-file");
+    std::fs::write(&path, b"content").unwrap();
+    assert_eq!(host.read(&path).await.expect("read"), b"content");
+    server
+        .freeze()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let frozen = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), host.read(&path)).await;
+    let took = frozen.elapsed();
+    server
+        .thaw()
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    let err = result
+        .expect("the read still waits on a silent node")
+        .expect_err("a silent node cannot send the file");
+    // At most one reply period (libssh2 gives up sooner: its blocking wait ends when a
+    // keepalive goes unanswered); the session is then cut, not waited on.
+    assert!(took < reply + Duration::from_secs(2), "took {took:?}");
+    let text = error_chain(&err);
+    assert!(text.contains("kvm-quiet"), "{text}");
+}
