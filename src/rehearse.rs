@@ -112,7 +112,8 @@ pub struct Rehearsal {
     pub kept: bool,
     /// Whether the live schemas' fingerprint is the same after the rehearsal as before.
     pub live_unchanged: bool,
-    /// The package the scripts came from: URL and SHA-256, when downloaded.
+    /// The package the scripts came from: URL (credentials masked) and SHA-256, when
+    /// downloaded.
     pub package: Option<(String, String)>,
     /// Where the record of this rehearsal was written.
     pub record: PathBuf,
@@ -256,9 +257,10 @@ async fn scripts(
             let body =
                 cs_repo::download_package(&loc, options.max_package_bytes, options.fetch_timeout)
                     .await?;
-            let source = loc.url.clone();
+            // Credentials in a mirror URL stay out of the report and the errors.
+            let source = loc.shown_url();
             let s = blocking(move || Scripts::from_package(&source, &body)).await?;
-            Ok((s, Some((loc.url, loc.sha256))))
+            Ok((s, Some((loc.shown_url(), loc.sha256))))
         }
     }
 }
