@@ -202,13 +202,18 @@ pub fn plan_for(db: &CsVersion, target: &CsVersion) -> Result<Plan, RehearseErro
     })
 }
 
-/// The newest backup under `dir` (by its manifest's `finished`) that verifies, if any.
-async fn newest_verified(dir: &Path) -> Option<PathBuf> {
+/// The newest backup under `dir` (by its manifest's `finished`) of both `schemas` that
+/// verifies, if any.
+async fn newest_verified(dir: &Path, schemas: &[String]) -> Option<PathBuf> {
     let mut found: Vec<(String, PathBuf)> = Vec::new();
     let entries = std::fs::read_dir(dir).ok()?;
     for e in entries.flatten() {
         let p = e.path();
-        if let Ok(m) = cs_backup::Manifest::load(&p) {
+        if let Ok(m) = cs_backup::Manifest::load(&p)
+            && schemas
+                .iter()
+                .all(|s| m.schemas.iter().any(|e| &e.name == s))
+        {
             found.push((m.finished.clone(), p));
         }
     }
@@ -301,7 +306,7 @@ pub async fn rehearse(
     };
     std::fs::create_dir_all(&options.backup_dir)
         .map_err(|e| other("create the backup directory", e))?;
-    let (backup, taken) = match newest_verified(&options.backup_dir).await {
+    let (backup, taken) = match newest_verified(&options.backup_dir, &schemas).await {
         Some(p) => (p, false),
         None => {
             let dir = options.backup_dir.join(format!("rehearsal-{}", unix_now()));

@@ -360,3 +360,47 @@ async fn the_example_prints_json_keeps_the_password_off_the_terminal_and_exits_b
     let (code, _, stderr) = tokio::task::block_in_place(|| run(&["--to", "nonsense"]));
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yum_repository_and_a_scratch_server_of_its_own() {
+    let repo = RepoServer::start(&["4.18.0.0", "4.19.0.0"]).await.unwrap();
+    let (db, usage) = seeded("rh_yum");
+    let other = tokio::task::spawn_blocking(cs_lab::MariaDb::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = repo.url();
+    let source = ScriptSource::Repository {
+        text: format!(
+            "[cloudstack]\nname=cloudstack\nbaseurl={url}/centos/$releasever/4.18/\nenabled=1\ngpgcheck=0\n"
+        ),
+        format: cs_repo::Format::Yum,
+        mirrors: vec![url.clone()],
+    };
+    let mut o = options(&db, &usage, source, dir.path());
+    o.scratch_db = Some(other.root());
+    o.keep_scratch = true;
+    let r = run(&o).await;
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    let (pkg, _) = r.package.clone().unwrap();
+    assert!(
+        pkg.ends_with("/centos/8/4.19/cloudstack-management-4.19.0.0-1.noarch.rpm"),
+        "{pkg}"
+    );
+    // The scratch copy lives on the other server only.
+    let mut c = other.root().connect().unwrap();
+    let there: Vec<String> = c
+        .exec(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?",
+            (format!("{}%__restore_%", db.name()),),
+        )
+        .unwrap();
+    assert_eq!(there.len(), 2, "{there:?}");
+    assert!(schemas_like(&format!("{}%__restore_%", db.name())).is_empty());
+    cs_rehearse::drop_scratch(&other.root(), &r.scratch).unwrap();
+    // Only scratch schemas are ever dropped.
+    let err = cs_rehearse::drop_scratch(&other.root(), &[db.name().to_string()]).unwrap_err();
+    assert!(err.to_string().contains("not a scratch schema"), "{err}");
+}
