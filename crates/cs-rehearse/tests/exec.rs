@@ -108,3 +108,54 @@ fn runs_steps_on_the_mapped_schemas_and_refuses_several_statements_in_one() {
         "{err}"
     );
 }
+
+#[test]
+fn procedures_run_first_and_views_last() {
+    let server = cs_lab::mariadb();
+    let mut db = server.database("rehearse_phases").unwrap();
+    let usage = db.extra("usage").unwrap();
+    let mut c = db.url().connect().unwrap();
+    c.query_drop(format!(
+        "CREATE TABLE version (id bigint unsigned NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+         version char(40) NOT NULL UNIQUE, updated datetime NOT NULL, step char(32) NOT NULL); \
+         CREATE TABLE `{usage}`.u (n int NOT NULL); INSERT INTO `{usage}`.u VALUES (0)"
+    ))
+    .unwrap();
+    let mut p = plan();
+    p.procedures_first = true;
+    p.views_last = true;
+    let mut s = scripts("CREATE TABLE `cloud`.`t` (a int);\nCALL `cloud`.`ADD_ROW`(7);\n");
+    s.files.insert(
+        "procedures/cloud.add_row.sql".into(),
+        "DROP PROCEDURE IF EXISTS `cloud`.`ADD_ROW`;\nCREATE PROCEDURE `cloud`.`ADD_ROW` (IN v INT)\nBEGIN\n    INSERT INTO `cloud`.`t` VALUES (v); END;\n".into(),
+    );
+    s.files.insert(
+        "views/cloud.t_view.sql".into(),
+        "CREATE OR REPLACE VIEW `cloud`.`t_view` AS SELECT a FROM `cloud`.`t`;\n".into(),
+    );
+    let map = SchemaMap {
+        cloud: db.name().to_string(),
+        usage,
+    };
+    let r = rehearse(&server.root(), &map, &p, &s, &Options::default()).unwrap();
+    assert!(r.passed, "{r}");
+    let order: Vec<(cs_rehearse::Phase, &str)> = r
+        .statements
+        .iter()
+        .map(|o| (o.phase, o.at.as_str()))
+        .collect();
+    use cs_rehearse::Phase::*;
+    assert_eq!(
+        order,
+        [
+            (Procedures, "procedures/cloud.add_row.sql#1"),
+            (Procedures, "procedures/cloud.add_row.sql#2"),
+            (Prepare, "schema-a.sql#1"),
+            (Prepare, "schema-a.sql#2"),
+            (Cleanup, "schema-a-cleanup.sql#1"),
+            (Views, "views/cloud.t_view.sql#1"),
+        ]
+    );
+    let v: Option<i32> = c.query_first("SELECT a FROM t_view").unwrap();
+    assert_eq!(v, Some(7));
+}
