@@ -24,7 +24,7 @@ pub use ms_checks::{MsContext, Phase, ms_checks};
 pub use preflight::{MAINTENANCE_CAPACITY, NODE_REACHABLE, REHEARSAL_RECENT, check_ids, preflight};
 pub use rehearse::{
     Rehearsal, RehearsalRecord, RehearseError, RehearseOptions, ScriptSource, last_passed,
-    plan_for, records_dir, rehearse,
+    plan_for, records_dir, rehearse, rehearse_configured,
 };
 pub use upgrade::{
     ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,

@@ -441,3 +441,67 @@ pub fn last_passed(backup_dir: &Path, target: &CsVersion) -> Option<RehearsalRec
         .filter(|r| r.passed && r.target == target.to_string())
         .max_by_key(|r| r.finished)
 }
+
+/// [`rehearse`] for the installation `config` describes: the target, database, schemas and
+/// backup directory from it; the scripts from the target's package in the repository the first
+/// management server is configured with (its repository files read over SSH, the entries
+/// `[repositories]` accepts); the session from that server's `db.properties` (CloudStack's
+/// packaged session when it cannot be read).
+///
+/// # Errors
+/// [`RehearseError::Other`] when the management server cannot be reached or has no
+/// CloudStack repository entry; what [`rehearse`] returns.
+pub async fn rehearse_configured(
+    config: &crate::UpgradeConfig,
+    keep_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<Rehearsal, RehearseError> {
+    let node = config
+        .management_servers
+        .first()
+        .ok_or_else(|| other("configuration", "no management server is configured"))?;
+    let handle = crate::upgrade::connect(config, node)
+        .await
+        .map_err(|e| other("reach the management server", cs_core::error_chain(&e)))?;
+    let rules = config.repo_rules();
+    let files = cs_repo::discover(handle.host.as_ref(), &handle.layout).await?;
+    let mut source = None;
+    for path in files {
+        let Some(format) = cs_repo::Format::from_path(&path) else {
+            continue;
+        };
+        let Ok(bytes) = handle.host.read(&path).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let cloudstack = cs_repo::scan(&text, format, &rules)
+            .map(|entries| entries.iter().any(|e| e.enabled))
+            .unwrap_or(false);
+        if cloudstack {
+            source = Some(ScriptSource::Repository {
+                text,
+                format,
+                mirrors: config.repositories.mirrors.clone(),
+            });
+            break;
+        }
+    }
+    let source = source.ok_or_else(|| {
+        other(
+            &format!("repositories of {}", handle.name),
+            "no enabled CloudStack repository entry",
+        )
+    })?;
+    let db = config
+        .database_url()
+        .map_err(|e| other("database", cs_core::error_chain(&e)))?;
+    let mut options = RehearseOptions::new(config.target, source, db, &config.backup.dir);
+    options.cloud_schema = config.database.cloud_schema.clone();
+    options.usage_schema = config.database.usage_schema.clone();
+    options.keep_scratch = keep_scratch;
+    let props = handle.layout.management_conf_dir.join("db.properties");
+    if let Ok(bytes) = handle.host.read(&props).await {
+        options.session = Session::from_db_properties(&String::from_utf8_lossy(&bytes))?;
+    }
+    rehearse(&options, progress).await
+}

@@ -404,3 +404,40 @@ async fn a_yum_repository_and_a_scratch_server_of_its_own() {
     let err = cs_rehearse::drop_scratch(&other.root(), &[db.name().to_string()]).unwrap_err();
     assert!(err.to_string().contains("not a scratch schema"), "{err}");
 }
+
+/// On the whole lab: the first management server's repository file and `db.properties` are
+/// read over SSH, the package comes from the lab's repository, and the gate's policy finds the
+/// passed rehearsal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_installation_is_rehearsed_from_its_management_server() {
+    let lab = tokio::task::spawn_blocking(|| {
+        cs_lab::Lab::builder()
+            .name("rehearse")
+            .management_servers(1)
+            .kvm_hosts(1)
+            .start()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
+    let t = target();
+    tokio::task::block_in_place(|| lab.prepare_upgrade(&t, false)).unwrap();
+    let path = lab.write_config(&t).unwrap();
+    let (config, _) = cs_upgrade::UpgradeConfig::load(&path).unwrap();
+    let before =
+        cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(120),
+        cs_upgrade::rehearse_configured(&config, false, Arc::new(NoProgress)),
+    )
+    .await
+    .expect("finishes")
+    .unwrap_or_else(|e| panic!("rehearse: {}", error_chain(&e)));
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    assert!(r.package.is_some());
+    let after =
+        cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
+    assert_eq!(before, after);
+    assert!(last_passed(&config.backup.dir, &t).is_some());
+}
