@@ -440,4 +440,25 @@ async fn the_configured_installation_is_rehearsed_from_its_management_server() {
         cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
     assert_eq!(before, after);
     assert!(last_passed(&config.backup.dir, &t).is_some());
+    // The example with the config: JSON, exit 0, no secret on the terminal.
+    let out = tokio::task::block_in_place(|| {
+        #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+        std::process::Command::new(example("rehearse"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--json")
+            .output()
+            .expect("run the example")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let password = lab.db_url().password.expose().to_string();
+    assert!(!stdout.contains(&password) && !stderr.contains(&password));
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["report"]["passed"], true);
+    assert_eq!(
+        v["backup_taken"], false,
+        "the newest verified backup is reused"
+    );
 }
