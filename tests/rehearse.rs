@@ -423,7 +423,23 @@ async fn the_configured_installation_is_rehearsed_from_its_management_server() {
     let t = target();
     tokio::task::block_in_place(|| lab.prepare_upgrade(&t, false)).unwrap();
     let path = lab.write_config(&t).unwrap();
-    let (config, _) = cs_upgrade::UpgradeConfig::load(&path).unwrap();
+    let (mut config, _) = cs_upgrade::UpgradeConfig::load(&path).unwrap();
+    // With `[policy.rehearsal]`, the gate's pre-flight wants a passed rehearsal first.
+    config.policy.rehearsal = Some(cs_upgrade::RehearsalPolicy {
+        within: Duration::from_secs(7 * 86400),
+    });
+    let recent = |config: &cs_upgrade::UpgradeConfig| {
+        let config = config.clone();
+        async move {
+            let report = cs_upgrade::preflight(&config, cs_upgrade::Phase::Pre, &[]).await;
+            report
+                .findings
+                .into_iter()
+                .find(|f| f.id == cs_upgrade::REHEARSAL_RECENT)
+                .expect("rehearsal.recent in the gate")
+        }
+    };
+    assert_eq!(recent(&config).await.severity, cs_core::Severity::Fail);
     let before =
         cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
     let r = tokio::time::timeout(
@@ -440,6 +456,8 @@ async fn the_configured_installation_is_rehearsed_from_its_management_server() {
         cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
     assert_eq!(before, after);
     assert!(last_passed(&config.backup.dir, &t).is_some());
+    let f = recent(&config).await;
+    assert_eq!(f.severity, cs_core::Severity::Pass, "{}", f.message);
     // The example with the config: JSON, exit 0, no secret on the terminal.
     let out = tokio::task::block_in_place(|| {
         #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
