@@ -5,7 +5,7 @@
 //! rehearse --config FILE [--keep-scratch] [--json]
 //! rehearse --db URL --to VERSION --backups DIR
 //!          (--repo-file PATH [--mirror URL]... | --package FILE | --sql-dir DIR)
-//!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL]
+//!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL] [--script-user URL]
 //!          [--db-properties PATH] [--keep-scratch] [--slow-ms N] [--json]
 //! ```
 //!
@@ -14,7 +14,8 @@
 //! server is configured with (with its `db.properties` session). Otherwise:
 //! the newest verified backup under `--backups` is restored into scratch schemas (one is taken
 //! first when there is none), the target's scripts are run there as the management server runs
-//! them, and the scratch copy is dropped. URLs can come from `CS_DB_URL` / `CS_SCRATCH_DB_URL`
+//! them, and the scratch copy is dropped. URLs can come from `CS_DB_URL`, `CS_SCRATCH_DB_URL`
+//! and `CS_SCRIPT_DB_URL`
 //! instead (keeps passwords out of `ps`); they are never printed. Exit 0 when the rehearsal
 //! passed, 1 when a statement failed, 2 when it could not run.
 
@@ -67,6 +68,10 @@ struct Args {
     /// Another server to restore the scratch copy on.
     #[arg(long, env = "CS_SCRATCH_DB_URL", hide_env_values = true)]
     scratch_db: Option<String>,
+    /// The management server's own database account, `mysql://cloud:pass@host:port`: the
+    /// statements run as it (granted on the scratch copy for the rehearsal only).
+    #[arg(long, env = "CS_SCRIPT_DB_URL", hide_env_values = true)]
+    script_user: Option<String>,
     /// The management server's `db.properties` (its session variables); default: as packaged.
     #[arg(long)]
     db_properties: Option<PathBuf>,
@@ -125,6 +130,15 @@ async fn main() -> ExitCode {
         Some(Ok(u)) => Some(u),
         None => None,
     };
+    let script_user = match args
+        .script_user
+        .as_deref()
+        .map(|raw| common::db_url("rehearse", raw))
+    {
+        Some(Err(code)) => return code,
+        Some(Ok(u)) => Some(u),
+        None => None,
+    };
     let target: CsVersion = match raw_target.parse() {
         Ok(v) => v,
         Err(e) => return common::fail("rehearse", &e),
@@ -155,6 +169,7 @@ async fn main() -> ExitCode {
     options.cloud_schema = args.cloud.clone();
     options.usage_schema = args.usage.clone();
     options.scratch_db = scratch;
+    options.script_user = script_user;
     options.keep_scratch = args.keep_scratch;
     options.slow = Duration::from_millis(args.slow_ms);
     if let Some(p) = &args.db_properties {

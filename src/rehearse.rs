@@ -54,6 +54,12 @@ pub struct RehearseOptions {
     pub backup_dir: PathBuf,
     /// The session of the management server (from `db.properties`).
     pub session: Session,
+    /// The management server's own database account (`db.cloud.username` / password of
+    /// `db.properties`): the statements run as it, given `ALL PRIVILEGES` on the scratch
+    /// schemas for the rehearsal and revoked after; it logs in on the scratch copy's server
+    /// (its URL's host and port are replaced by that server's). Default: the account of `db` /
+    /// `scratch_db`.
+    pub script_user: Option<DbUrl>,
     /// Keep the scratch schemas after the rehearsal (for a look at them).
     pub keep_scratch: bool,
     /// Statements at least this slow are reported.
@@ -84,6 +90,7 @@ impl RehearseOptions {
             scratch_db: None,
             backup_dir: backup_dir.into(),
             session: Session::packaged(),
+            script_user: None,
             keep_scratch: false,
             slow: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(6 * 3600),
@@ -366,10 +373,37 @@ pub async fn rehearse(
         slow: options.slow,
         statement_timeout: options.statement_timeout,
     };
+    let granted = match &options.script_user {
+        Some(user) => {
+            let (admin, user, names) = (scratch_db.clone(), user.clone(), scratch.clone());
+            match blocking(move || cs_rehearse::grant_scratch(&admin, &user, &names)).await {
+                Ok(account) => Some(account),
+                Err(e) => {
+                    let _ = drop_scratch(&scratch_db, &scratch).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let script_db = match &options.script_user {
+        // The script user logs in where the scratch copy is.
+        Some(user) => {
+            let mut u = user.clone();
+            u.host = scratch_db.host.clone();
+            u.port = scratch_db.port;
+            u
+        }
+        None => scratch_db.clone(),
+    };
     let run = {
-        let (db, map, plan, scripts) = (scratch_db.clone(), map, plan.clone(), scripts);
+        let (db, map, plan, scripts) = (script_db, map, plan.clone(), scripts);
         blocking(move || cs_rehearse::rehearse(&db, &map, &plan, &scripts, &ro)).await
     };
+    if let Some(account) = granted {
+        let (admin, names) = (scratch_db.clone(), scratch.clone());
+        blocking(move || cs_rehearse::revoke_scratch(&admin, &account, &names)).await?;
+    }
     if !options.keep_scratch {
         drop_scratch(&scratch_db, &scratch).await?;
     }

@@ -480,3 +480,49 @@ async fn the_configured_installation_is_rehearsed_from_its_management_server() {
         "the newest verified backup is reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_run_as_the_management_servers_user_granted_on_the_scratch_copy_only() {
+    let (db, usage) = seeded("rh_user");
+    let server = cs_lab::mariadb();
+    let user = server.create_user("rh_cloud_user", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir
+        .path()
+        .join("cloudstack-management-4.19.0.0-1.noarch.rpm");
+    std::fs::write(
+        &pkg,
+        cs_lab::packages::management_rpm(&target(), PackageCompression::Xz).unwrap(),
+    )
+    .unwrap();
+    let mut o = options(&db, &usage, ScriptSource::Package(pkg), dir.path());
+    o.script_user = Some(user.clone());
+    o.keep_scratch = true;
+    let r = run(&o).await;
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    // The objects the scripts created belong to that user, as on the management server.
+    let cloud_scratch = r
+        .scratch
+        .iter()
+        .find(|s| !s.starts_with(&usage))
+        .unwrap()
+        .clone();
+    let mut c = server.root().connect().unwrap();
+    let definer: Option<String> = c
+        .exec_first(
+            "SELECT definer FROM information_schema.views WHERE table_schema = ? AND table_name = 'lab_host_summary'",
+            (&cloud_scratch,),
+        )
+        .unwrap();
+    assert!(definer.unwrap().starts_with("rh_cloud_user@"));
+    // The grant is gone again; the user never had any on the live schemas.
+    let grants: Vec<String> = c.query("SHOW GRANTS FOR 'rh_cloud_user'@'%'").unwrap();
+    assert!(
+        grants
+            .iter()
+            .all(|g| !g.contains("__restore_") && !g.contains(db.name())),
+        "{grants:?}"
+    );
+    cs_rehearse::drop_scratch(&server.root(), &r.scratch).unwrap();
+}

@@ -44,6 +44,7 @@ fn help_hides_environment_values() {
         ("verify", "CS_DB_URL"),
         ("rehearse", "CS_DB_URL"),
         ("rehearse", "CS_SCRATCH_DB_URL"),
+        ("rehearse", "CS_SCRIPT_DB_URL"),
         ("probe", "CLOUDSTACK_SECRET"),
     ] {
         let (code, text) = run(example, &["--help"], &[(var, url.clone())]);

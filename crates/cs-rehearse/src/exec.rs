@@ -479,6 +479,79 @@ pub fn drop_scratch(url: &DbUrl, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The account (`'user'@'host'`) the server sees `user` log in as.
+fn account_of(user: &DbUrl) -> Result<String> {
+    let mut conn = connect(user, None, Duration::from_secs(60))?;
+    let who: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
+        .map_err(|e| db_err("read the account", user, e))?;
+    let who = who.unwrap_or_default();
+    let (name, host) = who.rsplit_once('@').ok_or_else(|| Error::Invalid {
+        what: "account".into(),
+        detail: "the server names no account for the script user".into(),
+    })?;
+    Ok(format!(
+        "'{}'@'{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'"),
+        host.replace('\\', "\\\\").replace('\'', "\\'")
+    ))
+}
+
+/// `GRANT`/`REVOKE` target for one schema: backquoted, with `_` and `%` escaped (they are
+/// wildcards in a grant's database name).
+fn grant_target(schema: &str) -> String {
+    format!(
+        "`{}`.*",
+        schema
+            .replace('`', "``")
+            .replace('_', "\\_")
+            .replace('%', "\\%")
+    )
+}
+
+/// Lets the account `user` logs in as (the management server's, from `db.properties`) work on
+/// the scratch schemas, as the management server works on `cloud`: `GRANT ALL PRIVILEGES` on
+/// each, given by `admin`. Only scratch schemas (`…__restore_…`) are granted. Returns the
+/// account, for [`revoke_scratch`].
+///
+/// # Errors
+/// [`Error::Invalid`] for a name that is not a scratch schema's; [`Error::Database`] when the
+/// login or the grant fails.
+pub fn grant_scratch(admin: &DbUrl, user: &DbUrl, schemas: &[String]) -> Result<String> {
+    if let Some(bad) = schemas.iter().find(|n| !n.contains("__restore_")) {
+        return Err(Error::Invalid {
+            what: "scratch schema".into(),
+            detail: format!("`{bad}` is not a scratch schema; not granting on it"),
+        });
+    }
+    let account = account_of(user)?;
+    let mut conn = connect(admin, None, Duration::from_secs(60))?;
+    for s in schemas {
+        conn.query_drop(format!(
+            "GRANT ALL PRIVILEGES ON {} TO {account}",
+            grant_target(s)
+        ))
+        .map_err(|e| db_err("grant the script user the scratch schema", admin, e))?;
+    }
+    Ok(account)
+}
+
+/// Takes back what [`grant_scratch`] gave.
+///
+/// # Errors
+/// [`Error::Database`] when a revoke fails.
+pub fn revoke_scratch(admin: &DbUrl, account: &str, schemas: &[String]) -> Result<()> {
+    let mut conn = connect(admin, None, Duration::from_secs(60))?;
+    for s in schemas {
+        conn.query_drop(format!(
+            "REVOKE ALL PRIVILEGES ON {} FROM {account}",
+            grant_target(s)
+        ))
+        .map_err(|e| db_err("revoke the script user's scratch grant", admin, e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::several_statements;
