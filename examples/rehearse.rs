@@ -2,15 +2,20 @@
 //! maintenance window.
 //!
 //! ```text
+//! rehearse --config FILE [--keep-scratch] [--json]
 //! rehearse --db URL --to VERSION --backups DIR
 //!          (--repo-file PATH [--mirror URL]... | --package FILE | --sql-dir DIR)
-//!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL]
+//!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL] [--script-user URL]
 //!          [--db-properties PATH] [--keep-scratch] [--slow-ms N] [--json]
 //! ```
 //!
-//! The newest verified backup under `--backups` is restored into scratch schemas (one is taken
+//! With `--config`, everything comes from the upgrade's configuration: the target, the
+//! database, the backup directory, and the package from the repository the first management
+//! server is configured with (with its `db.properties` session). Otherwise:
+//! the newest verified backup under `--backups` is restored into scratch schemas (one is taken
 //! first when there is none), the target's scripts are run there as the management server runs
-//! them, and the scratch copy is dropped. URLs can come from `CS_DB_URL` / `CS_SCRATCH_DB_URL`
+//! them, and the scratch copy is dropped. URLs can come from `CS_DB_URL`, `CS_SCRATCH_DB_URL`
+//! and `CS_SCRIPT_DB_URL`
 //! instead (keeps passwords out of `ps`); they are never printed. Exit 0 when the rehearsal
 //! passed, 1 when a statement failed, 2 when it could not run.
 
@@ -29,15 +34,18 @@ use cs_upgrade::{RehearseOptions, ScriptSource, rehearse};
 /// Rehearse the schema migration on a scratch copy.
 #[derive(Debug, Parser)]
 struct Args {
+    /// The upgrade's configuration file (instead of the options below).
+    #[arg(long, conflicts_with_all = ["db", "target", "backups", "repo_file", "package", "sql_dir"])]
+    config: Option<PathBuf>,
     /// Database URL of the live server, `mysql://user:pass@host:port`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
-    db: String,
+    db: Option<String>,
     /// The version the upgrade goes to.
     #[arg(long = "to")]
-    target: String,
+    target: Option<String>,
     /// The backup directory (the newest verified backup there is restored).
     #[arg(long)]
-    backups: PathBuf,
+    backups: Option<PathBuf>,
     /// A node's repository file (`.list`, `.sources`, `.repo`): the target's package is
     /// downloaded from the repository it names.
     #[arg(long, conflicts_with_all = ["package", "sql_dir"])]
@@ -60,6 +68,10 @@ struct Args {
     /// Another server to restore the scratch copy on.
     #[arg(long, env = "CS_SCRATCH_DB_URL", hide_env_values = true)]
     scratch_db: Option<String>,
+    /// The management server's own database account, `mysql://cloud:pass@host:port`: the
+    /// statements run as it (granted on the scratch copy for the rehearsal only).
+    #[arg(long, env = "CS_SCRIPT_DB_URL", hide_env_values = true)]
+    script_user: Option<String>,
     /// The management server's `db.properties` (its session variables); default: as packaged.
     #[arg(long)]
     db_properties: Option<PathBuf>,
@@ -86,7 +98,26 @@ fn usage(msg: &str) -> ExitCode {
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
-    let db = match common::db_url("rehearse", &args.db) {
+    let progress: Arc<dyn cs_core::Progress> = if args.json {
+        Arc::new(cs_core::NoProgress)
+    } else {
+        Arc::new(common::Bars::new())
+    };
+    if let Some(path) = &args.config {
+        let config = match common::load("rehearse", path) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        return match cs_upgrade::rehearse_configured(&config, args.keep_scratch, progress).await {
+            Ok(r) => show(&args, &r),
+            Err(e) => common::fail("rehearse", &e),
+        };
+    }
+    let (Some(raw_db), Some(raw_target), Some(backups)) = (&args.db, &args.target, &args.backups)
+    else {
+        return usage("give --config FILE, or --db (or CS_DB_URL), --to and --backups");
+    };
+    let db = match common::db_url("rehearse", raw_db) {
         Ok(db) => db,
         Err(code) => return code,
     };
@@ -99,7 +130,16 @@ async fn main() -> ExitCode {
         Some(Ok(u)) => Some(u),
         None => None,
     };
-    let target: CsVersion = match args.target.parse() {
+    let script_user = match args
+        .script_user
+        .as_deref()
+        .map(|raw| common::db_url("rehearse", raw))
+    {
+        Some(Err(code)) => return code,
+        Some(Ok(u)) => Some(u),
+        None => None,
+    };
+    let target: CsVersion = match raw_target.parse() {
         Ok(v) => v,
         Err(e) => return common::fail("rehearse", &e),
     };
@@ -125,10 +165,11 @@ async fn main() -> ExitCode {
         (None, None, Some(d)) => ScriptSource::SqlDir(d.clone()),
         _ => return usage("give one of --repo-file, --package or --sql-dir"),
     };
-    let mut options = RehearseOptions::new(target, source, db, &args.backups);
+    let mut options = RehearseOptions::new(target, source, db, backups);
     options.cloud_schema = args.cloud.clone();
     options.usage_schema = args.usage.clone();
     options.scratch_db = scratch;
+    options.script_user = script_user;
     options.keep_scratch = args.keep_scratch;
     options.slow = Duration::from_millis(args.slow_ms);
     if let Some(p) = &args.db_properties {
@@ -141,15 +182,14 @@ async fn main() -> ExitCode {
             Err(e) => return common::fail("rehearse", &e),
         };
     }
-    let progress: Arc<dyn cs_core::Progress> = if args.json {
-        Arc::new(cs_core::NoProgress)
-    } else {
-        Arc::new(common::Bars::new())
-    };
-    let r = match rehearse(&options, progress).await {
-        Ok(r) => r,
-        Err(e) => return common::fail("rehearse", &e),
-    };
+    match rehearse(&options, progress).await {
+        Ok(r) => show(&args, &r),
+        Err(e) => common::fail("rehearse", &e),
+    }
+}
+
+/// Prints the rehearsal (text or JSON) and returns the exit code of its outcome.
+fn show(args: &Args, r: &cs_upgrade::Rehearsal) -> ExitCode {
     #[allow(clippy::print_stdout)] // The example owns the terminal.
     {
         if args.json {

@@ -35,7 +35,7 @@ pub use preflight::{
 };
 pub use rehearse::{
     Rehearsal, RehearsalRecord, RehearseError, RehearseOptions, ScriptSource, last_passed,
-    plan_for, records_dir, rehearse,
+    plan_for, records_dir, rehearse, rehearse_configured,
 };
 pub use upgrade::{
     ApplyOptions, MANAGEMENT_PACKAGES, MANAGEMENT_UNIT, NodeHandle, PostFlightEvidence,

@@ -54,6 +54,12 @@ pub struct RehearseOptions {
     pub backup_dir: PathBuf,
     /// The session of the management server (from `db.properties`).
     pub session: Session,
+    /// The management server's own database account (`db.cloud.username` / password of
+    /// `db.properties`): the statements run as it, given `ALL PRIVILEGES` on the scratch
+    /// schemas for the rehearsal and revoked after; it logs in on the scratch copy's server
+    /// (its URL's host and port are replaced by that server's). Default: the account of `db` /
+    /// `scratch_db`.
+    pub script_user: Option<DbUrl>,
     /// Keep the scratch schemas after the rehearsal (for a look at them).
     pub keep_scratch: bool,
     /// Statements at least this slow are reported.
@@ -84,6 +90,7 @@ impl RehearseOptions {
             scratch_db: None,
             backup_dir: backup_dir.into(),
             session: Session::packaged(),
+            script_user: None,
             keep_scratch: false,
             slow: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(6 * 3600),
@@ -112,7 +119,8 @@ pub struct Rehearsal {
     pub kept: bool,
     /// Whether the live schemas' fingerprint is the same after the rehearsal as before.
     pub live_unchanged: bool,
-    /// The package the scripts came from: URL and SHA-256, when downloaded.
+    /// The package the scripts came from: URL (credentials masked) and SHA-256, when
+    /// downloaded.
     pub package: Option<(String, String)>,
     /// Where the record of this rehearsal was written.
     pub record: PathBuf,
@@ -201,13 +209,18 @@ pub fn plan_for(db: &CsVersion, target: &CsVersion) -> Result<Plan, RehearseErro
     })
 }
 
-/// The newest backup under `dir` (by its manifest's `finished`) that verifies, if any.
-async fn newest_verified(dir: &Path) -> Option<PathBuf> {
+/// The newest backup under `dir` (by its manifest's `finished`) of both `schemas` that
+/// verifies, if any.
+async fn newest_verified(dir: &Path, schemas: &[String]) -> Option<PathBuf> {
     let mut found: Vec<(String, PathBuf)> = Vec::new();
     let entries = std::fs::read_dir(dir).ok()?;
     for e in entries.flatten() {
         let p = e.path();
-        if let Ok(m) = cs_backup::Manifest::load(&p) {
+        if let Ok(m) = cs_backup::Manifest::load(&p)
+            && schemas
+                .iter()
+                .all(|s| m.schemas.iter().any(|e| &e.name == s))
+        {
             found.push((m.finished.clone(), p));
         }
     }
@@ -256,9 +269,10 @@ async fn scripts(
             let body =
                 cs_repo::download_package(&loc, options.max_package_bytes, options.fetch_timeout)
                     .await?;
-            let source = loc.url.clone();
+            // Credentials in a mirror URL stay out of the report and the errors.
+            let source = loc.shown_url();
             let s = blocking(move || Scripts::from_package(&source, &body)).await?;
-            Ok((s, Some((loc.url, loc.sha256))))
+            Ok((s, Some((loc.shown_url(), loc.sha256))))
         }
     }
 }
@@ -299,7 +313,7 @@ pub async fn rehearse(
     };
     std::fs::create_dir_all(&options.backup_dir)
         .map_err(|e| other("create the backup directory", e))?;
-    let (backup, taken) = match newest_verified(&options.backup_dir).await {
+    let (backup, taken) = match newest_verified(&options.backup_dir, &schemas).await {
         Some(p) => (p, false),
         None => {
             let dir = options.backup_dir.join(format!("rehearsal-{}", unix_now()));
@@ -359,10 +373,37 @@ pub async fn rehearse(
         slow: options.slow,
         statement_timeout: options.statement_timeout,
     };
+    let granted = match &options.script_user {
+        Some(user) => {
+            let (admin, user, names) = (scratch_db.clone(), user.clone(), scratch.clone());
+            match blocking(move || cs_rehearse::grant_scratch(&admin, &user, &names)).await {
+                Ok(account) => Some(account),
+                Err(e) => {
+                    let _ = drop_scratch(&scratch_db, &scratch).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    let script_db = match &options.script_user {
+        // The script user logs in where the scratch copy is.
+        Some(user) => {
+            let mut u = user.clone();
+            u.host = scratch_db.host.clone();
+            u.port = scratch_db.port;
+            u
+        }
+        None => scratch_db.clone(),
+    };
     let run = {
-        let (db, map, plan, scripts) = (scratch_db.clone(), map, plan.clone(), scripts);
+        let (db, map, plan, scripts) = (script_db, map, plan.clone(), scripts);
         blocking(move || cs_rehearse::rehearse(&db, &map, &plan, &scripts, &ro)).await
     };
+    if let Some(account) = granted {
+        let (admin, names) = (scratch_db.clone(), scratch.clone());
+        blocking(move || cs_rehearse::revoke_scratch(&admin, &account, &names)).await?;
+    }
     if !options.keep_scratch {
         drop_scratch(&scratch_db, &scratch).await?;
     }
@@ -433,4 +474,68 @@ pub fn last_passed(backup_dir: &Path, target: &CsVersion) -> Option<RehearsalRec
         .filter_map(|b| serde_json::from_slice::<RehearsalRecord>(&b).ok())
         .filter(|r| r.passed && r.target == target.to_string())
         .max_by_key(|r| r.finished)
+}
+
+/// [`rehearse`] for the installation `config` describes: the target, database, schemas and
+/// backup directory from it; the scripts from the target's package in the repository the first
+/// management server is configured with (its repository files read over SSH, the entries
+/// `[repositories]` accepts); the session from that server's `db.properties` (CloudStack's
+/// packaged session when it cannot be read).
+///
+/// # Errors
+/// [`RehearseError::Other`] when the management server cannot be reached or has no
+/// CloudStack repository entry; what [`rehearse`] returns.
+pub async fn rehearse_configured(
+    config: &crate::UpgradeConfig,
+    keep_scratch: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<Rehearsal, RehearseError> {
+    let node = config
+        .management_servers
+        .first()
+        .ok_or_else(|| other("configuration", "no management server is configured"))?;
+    let handle = crate::upgrade::connect(config, node)
+        .await
+        .map_err(|e| other("reach the management server", cs_core::error_chain(&e)))?;
+    let rules = config.repo_rules();
+    let files = cs_repo::discover(handle.host.as_ref(), &handle.layout).await?;
+    let mut source = None;
+    for path in files {
+        let Some(format) = cs_repo::Format::from_path(&path) else {
+            continue;
+        };
+        let Ok(bytes) = handle.host.read(&path).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let cloudstack = cs_repo::scan(&text, format, &rules)
+            .map(|entries| entries.iter().any(|e| e.enabled))
+            .unwrap_or(false);
+        if cloudstack {
+            source = Some(ScriptSource::Repository {
+                text,
+                format,
+                mirrors: config.repositories.mirrors.clone(),
+            });
+            break;
+        }
+    }
+    let source = source.ok_or_else(|| {
+        other(
+            &format!("repositories of {}", handle.name),
+            "no enabled CloudStack repository entry",
+        )
+    })?;
+    let db = config
+        .database_url()
+        .map_err(|e| other("database", cs_core::error_chain(&e)))?;
+    let mut options = RehearseOptions::new(config.target, source, db, &config.backup.dir);
+    options.cloud_schema = config.database.cloud_schema.clone();
+    options.usage_schema = config.database.usage_schema.clone();
+    options.keep_scratch = keep_scratch;
+    let props = handle.layout.management_conf_dir.join("db.properties");
+    if let Ok(bytes) = handle.host.read(&props).await {
+        options.session = Session::from_db_properties(&String::from_utf8_lossy(&bytes))?;
+    }
+    rehearse(&options, progress).await
 }

@@ -360,3 +360,169 @@ async fn the_example_prints_json_keeps_the_password_off_the_terminal_and_exits_b
     let (code, _, stderr) = tokio::task::block_in_place(|| run(&["--to", "nonsense"]));
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yum_repository_and_a_scratch_server_of_its_own() {
+    let repo = RepoServer::start(&["4.18.0.0", "4.19.0.0"]).await.unwrap();
+    let (db, usage) = seeded("rh_yum");
+    let other = tokio::task::spawn_blocking(cs_lab::MariaDb::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = repo.url();
+    let source = ScriptSource::Repository {
+        text: format!(
+            "[cloudstack]\nname=cloudstack\nbaseurl={url}/centos/$releasever/4.18/\nenabled=1\ngpgcheck=0\n"
+        ),
+        format: cs_repo::Format::Yum,
+        mirrors: vec![url.clone()],
+    };
+    let mut o = options(&db, &usage, source, dir.path());
+    o.scratch_db = Some(other.root());
+    o.keep_scratch = true;
+    let r = run(&o).await;
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    let (pkg, _) = r.package.clone().unwrap();
+    assert!(
+        pkg.ends_with("/centos/8/4.19/cloudstack-management-4.19.0.0-1.noarch.rpm"),
+        "{pkg}"
+    );
+    // The scratch copy lives on the other server only.
+    let mut c = other.root().connect().unwrap();
+    let there: Vec<String> = c
+        .exec(
+            "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?",
+            (format!("{}%__restore_%", db.name()),),
+        )
+        .unwrap();
+    assert_eq!(there.len(), 2, "{there:?}");
+    assert!(schemas_like(&format!("{}%__restore_%", db.name())).is_empty());
+    cs_rehearse::drop_scratch(&other.root(), &r.scratch).unwrap();
+    // Only scratch schemas are ever dropped.
+    let err = cs_rehearse::drop_scratch(&other.root(), &[db.name().to_string()]).unwrap_err();
+    assert!(err.to_string().contains("not a scratch schema"), "{err}");
+}
+
+/// On the whole lab: the first management server's repository file and `db.properties` are
+/// read over SSH, the package comes from the lab's repository, and the gate's policy finds the
+/// passed rehearsal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_installation_is_rehearsed_from_its_management_server() {
+    let lab = tokio::task::spawn_blocking(|| {
+        cs_lab::Lab::builder()
+            .name("rehearse")
+            .management_servers(1)
+            .kvm_hosts(1)
+            .start()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("start the lab: {}", error_chain(&e)));
+    let t = target();
+    tokio::task::block_in_place(|| lab.prepare_upgrade(&t, false)).unwrap();
+    let path = lab.write_config(&t).unwrap();
+    let (mut config, _) = cs_upgrade::UpgradeConfig::load(&path).unwrap();
+    // With `[policy.rehearsal]`, the gate's pre-flight wants a passed rehearsal first.
+    config.policy.rehearsal = Some(cs_upgrade::RehearsalPolicy {
+        within: Duration::from_secs(7 * 86400),
+    });
+    let recent = |config: &cs_upgrade::UpgradeConfig| {
+        let config = config.clone();
+        async move {
+            let report = cs_upgrade::preflight(&config, cs_upgrade::Phase::Pre, &[]).await;
+            report
+                .findings
+                .into_iter()
+                .find(|f| f.id == cs_upgrade::REHEARSAL_RECENT)
+                .expect("rehearsal.recent in the gate")
+        }
+    };
+    assert_eq!(recent(&config).await.severity, cs_core::Severity::Fail);
+    let before =
+        cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(120),
+        cs_upgrade::rehearse_configured(&config, false, Arc::new(NoProgress)),
+    )
+    .await
+    .expect("finishes")
+    .unwrap_or_else(|e| panic!("rehearse: {}", error_chain(&e)));
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    assert!(r.package.is_some());
+    let after =
+        cs_rehearse::fingerprint(&lab.db_url(), &[lab.cloud_schema(), lab.usage_schema()]).unwrap();
+    assert_eq!(before, after);
+    assert!(last_passed(&config.backup.dir, &t).is_some());
+    let f = recent(&config).await;
+    assert_eq!(f.severity, cs_core::Severity::Pass, "{}", f.message);
+    // The example with the config: JSON, exit 0, no secret on the terminal.
+    let out = tokio::task::block_in_place(|| {
+        #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+        std::process::Command::new(example("rehearse"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--json")
+            .output()
+            .expect("run the example")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let password = lab.db_url().password.expose().to_string();
+    assert!(!stdout.contains(&password) && !stderr.contains(&password));
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["report"]["passed"], true);
+    assert_eq!(
+        v["backup_taken"], false,
+        "the newest verified backup is reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_run_as_the_management_servers_user_granted_on_the_scratch_copy_only() {
+    let (db, usage) = seeded("rh_user");
+    let server = cs_lab::mariadb();
+    let user = server.create_user("rh_cloud_user", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir
+        .path()
+        .join("cloudstack-management-4.19.0.0-1.noarch.rpm");
+    std::fs::write(
+        &pkg,
+        cs_lab::packages::management_rpm(&target(), PackageCompression::Xz).unwrap(),
+    )
+    .unwrap();
+    let mut o = options(&db, &usage, ScriptSource::Package(pkg), dir.path());
+    o.script_user = Some(user.clone());
+    o.keep_scratch = true;
+    let r = run(&o).await;
+    assert!(r.report.passed, "{}", r.report);
+    assert!(r.live_unchanged);
+    // The objects the scripts created belong to that user, as on the management server.
+    let cloud_scratch = r
+        .scratch
+        .iter()
+        .find(|s| !s.starts_with(&usage))
+        .unwrap()
+        .clone();
+    let mut c = server.root().connect().unwrap();
+    let definer: Option<String> = c
+        .exec_first(
+            "SELECT definer FROM information_schema.views WHERE table_schema = ? AND table_name = 'lab_host_summary'",
+            (&cloud_scratch,),
+        )
+        .unwrap();
+    assert!(definer.unwrap().starts_with("rh_cloud_user@"));
+    // The grant is gone again; the user never had any on the live schemas.
+    let grants: Vec<String> = c.query("SHOW GRANTS FOR 'rh_cloud_user'@'%'").unwrap();
+    assert!(
+        grants
+            .iter()
+            .all(|g| !g.contains("__restore_") && !g.contains(db.name())),
+        "{grants:?}"
+    );
+    cs_rehearse::drop_scratch(&server.root(), &r.scratch).unwrap();
+}

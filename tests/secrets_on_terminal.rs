@@ -42,6 +42,9 @@ fn help_hides_environment_values() {
         ("backup", "CS_DB_URL"),
         ("restore", "CS_DB_URL"),
         ("verify", "CS_DB_URL"),
+        ("rehearse", "CS_DB_URL"),
+        ("rehearse", "CS_SCRATCH_DB_URL"),
+        ("rehearse", "CS_SCRIPT_DB_URL"),
         ("probe", "CLOUDSTACK_SECRET"),
     ] {
         let (code, text) = run(example, &["--help"], &[(var, url.clone())]);
@@ -69,6 +72,19 @@ fn database_urls_that_do_not_parse_are_not_echoed() {
             ("restore", vec!["--db", url, "--from", out]),
             ("verify", vec!["--deep", "--db", url, out]),
             ("plan", vec!["--to", "4.19.0.0", "--db", url]),
+            (
+                "rehearse",
+                vec![
+                    "--to",
+                    "4.19.0.0",
+                    "--backups",
+                    out,
+                    "--sql-dir",
+                    out,
+                    "--db",
+                    url,
+                ],
+            ),
         ] {
             let (code, text) = run(example, &args, &[]);
             assert_ne!(code, 0, "{example} accepted {url}: {text}");

@@ -102,6 +102,13 @@ impl MariaDb {
         let data = dir.path().join("data");
         let sock = dir.path().join("s");
         let log = dir.path().join("error.log");
+        // A tmpdir of its own: a starting server (and `mariadb-install-db`'s bootstrap)
+        // deletes every `#sql*` file in its tmpdir (`mysql_rm_tmp_tables()` in
+        // `sql/sql_base.cc`, called from `mysqld.cc` at start-up), which in a shared /tmp are
+        // other servers' live temporary tables ("Error on delete of
+        // '/tmp/#sql-temptable-…'" in a query of a server already running).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| LabError::io("create MariaDB tmpdir", e))?;
         let me = current_user();
 
         let install_log = dir.path().join("install.log");
@@ -109,6 +116,7 @@ impl MariaDb {
             .arg("--no-defaults")
             .arg(format!("--user={me}"))
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--skip-test-db",
                 "--auth-root-authentication-method=normal",
@@ -133,6 +141,7 @@ impl MariaDb {
                 .arg("--no-defaults")
                 .arg(format!("--user={me}"))
                 .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--port={port}"))
                 .arg(format!("--socket={}", sock.display()))

@@ -9,8 +9,8 @@
 //! (`DatabaseUpgradeChecker.executeViewScripts`/`executeProcedureScripts`) of
 //! `engine/schema/src/main/resources`. A `.deb` is `debian-binary`, `control.tar.*` and
 //! `data.tar.*` in an `ar` archive; an `.rpm` a lead, a signature header, a header and a
-//! compressed `cpio` (newc) payload. UNCONFIRMED: the jar's name (`cloudstack-<version>.jar`
-//! here).
+//! compressed `cpio` (newc) payload. The scripts travel in the one application jar,
+//! `lib/cloudstack-<version>.jar` (UNCONFIRMED for every upstream release).
 
 use std::collections::BTreeMap;
 use std::io::Write;

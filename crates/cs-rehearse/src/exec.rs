@@ -167,7 +167,17 @@ impl Run<'_> {
         for s in split.statements {
             let sql = self.map.rewrite(&s.text);
             let t = Instant::now();
-            let res = self.conn.query_drop(&sql);
+            // CloudStack's connections do not allow several statements in one (Connector/J's
+            // `allowMultiQueries` is off by default and `db.properties` does not set it;
+            // UNCONFIRMED that no deployment sets it): such text reaches the server as one
+            // statement and is refused. The `mysql` crate always asks for multi-statements,
+            // so that text goes through the prepared-statement protocol, where the server
+            // parses it as one statement and refuses it as Connector/J's server would.
+            let res = if several_statements(&sql) {
+                self.conn.exec_drop(&sql, ())
+            } else {
+                self.conn.query_drop(&sql)
+            };
             let elapsed = t.elapsed();
             let at = format!("{name}#{}", s.index);
             self.report.statements.push(Outcome {
@@ -219,10 +229,58 @@ impl Run<'_> {
     }
 }
 
+/// Whether `sql` holds a `;` followed by more text outside quotes and comments, and is not a
+/// compound statement (`CREATE PROCEDURE` / `FUNCTION` / `TRIGGER` / `EVENT`, `BEGIN`) whose
+/// body may hold `;`s.
+fn several_statements(sql: &str) -> bool {
+    let head: Vec<String> = sql
+        .split_whitespace()
+        .take(6)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let compound = head.first().is_some_and(|w| w == "BEGIN")
+        || (head.first().is_some_and(|w| w == "CREATE")
+            && head
+                .iter()
+                .any(|w| ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"].contains(&w.as_str())));
+    if compound {
+        return false;
+    }
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    if b[i] == b'\\' && q != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = sql[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 1);
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = sql[i..].find('\n').map_or(b.len(), |e| i + e);
+            }
+            b'#' => {
+                i = sql[i..].find('\n').map_or(b.len(), |e| i + e);
+            }
+            b';' if !sql[i + 1..].trim().is_empty() => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Rehearses `plan` on the scratch schemas `map` names (the server `url` points at), with the
 /// scripts of `scripts`, as `DatabaseUpgradeChecker` runs them (see [`crate::plan`]): one
 /// connection, `autocommit` off, the session of [`Options::session`], statements split by
-/// [`crate::split()`], the first failing statement stopping the run (`stopOnError = true`),
+/// [`crate::split()`] and sent one at a time (text holding several statements is refused, as
+/// on CloudStack's connections), the first failing statement stopping the run (`stopOnError = true`),
 /// and the `version` rows written as the upgrade writes them. Only the scratch schemas are
 /// written to: every `cloud` / `cloud_usage` name is rewritten to them.
 ///
@@ -419,4 +477,102 @@ pub fn drop_scratch(url: &DbUrl, names: &[String]) -> Result<()> {
         .map_err(|e| db_err("drop the scratch schema", url, e))?;
     }
     Ok(())
+}
+
+/// The account (`'user'@'host'`) the server sees `user` log in as.
+fn account_of(user: &DbUrl) -> Result<String> {
+    let mut conn = connect(user, None, Duration::from_secs(60))?;
+    let who: Option<String> = conn
+        .query_first("SELECT CURRENT_USER()")
+        .map_err(|e| db_err("read the account", user, e))?;
+    let who = who.unwrap_or_default();
+    let (name, host) = who.rsplit_once('@').ok_or_else(|| Error::Invalid {
+        what: "account".into(),
+        detail: "the server names no account for the script user".into(),
+    })?;
+    Ok(format!(
+        "'{}'@'{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'"),
+        host.replace('\\', "\\\\").replace('\'', "\\'")
+    ))
+}
+
+/// `GRANT`/`REVOKE` target for one schema: backquoted, with `_` and `%` escaped (they are
+/// wildcards in a grant's database name).
+fn grant_target(schema: &str) -> String {
+    format!(
+        "`{}`.*",
+        schema
+            .replace('`', "``")
+            .replace('_', "\\_")
+            .replace('%', "\\%")
+    )
+}
+
+/// Lets the account `user` logs in as (the management server's, from `db.properties`) work on
+/// the scratch schemas, as the management server works on `cloud`: `GRANT ALL PRIVILEGES` on
+/// each, given by `admin`. Only scratch schemas (`…__restore_…`) are granted. Returns the
+/// account, for [`revoke_scratch`].
+///
+/// # Errors
+/// [`Error::Invalid`] for a name that is not a scratch schema's; [`Error::Database`] when the
+/// login or the grant fails.
+pub fn grant_scratch(admin: &DbUrl, user: &DbUrl, schemas: &[String]) -> Result<String> {
+    if let Some(bad) = schemas.iter().find(|n| !n.contains("__restore_")) {
+        return Err(Error::Invalid {
+            what: "scratch schema".into(),
+            detail: format!("`{bad}` is not a scratch schema; not granting on it"),
+        });
+    }
+    let account = account_of(user)?;
+    let mut conn = connect(admin, None, Duration::from_secs(60))?;
+    for s in schemas {
+        conn.query_drop(format!(
+            "GRANT ALL PRIVILEGES ON {} TO {account}",
+            grant_target(s)
+        ))
+        .map_err(|e| db_err("grant the script user the scratch schema", admin, e))?;
+    }
+    Ok(account)
+}
+
+/// Takes back what [`grant_scratch`] gave.
+///
+/// # Errors
+/// [`Error::Database`] when a revoke fails.
+pub fn revoke_scratch(admin: &DbUrl, account: &str, schemas: &[String]) -> Result<()> {
+    let mut conn = connect(admin, None, Duration::from_secs(60))?;
+    for s in schemas {
+        conn.query_drop(format!(
+            "REVOKE ALL PRIVILEGES ON {} FROM {account}",
+            grant_target(s)
+        ))
+        .map_err(|e| db_err("revoke the script user's scratch grant", admin, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::several_statements;
+
+    #[test]
+    fn several_statements_are_told_from_compound_ones() {
+        assert!(several_statements("SELECT 1;  SELECT 2 "));
+        assert!(!several_statements("SELECT 1 "));
+        assert!(!several_statements("SELECT 1; "));
+        assert!(!several_statements(
+            "UPDATE t SET v = 'a;b' WHERE c = \"x;y\" "
+        ));
+        assert!(!several_statements("SELECT `a;b` /* ; */ FROM t "));
+        assert!(!several_statements(
+            "CREATE PROCEDURE `cloud`.`P` () BEGIN DECLARE CONTINUE HANDLER FOR 1060 BEGIN END; SELECT 1; END "
+        ));
+        assert!(!several_statements(
+            "CREATE DEFINER=`root`@`%` TRIGGER x BEFORE INSERT ON t FOR EACH ROW BEGIN SET NEW.a = 1; END "
+        ));
+        assert!(several_statements(
+            "INSERT INTO t VALUES ('it''s'); DELETE FROM t "
+        ));
+    }
 }

@@ -22,7 +22,10 @@ mod rewrite;
 mod split;
 
 pub use error::{BoxError, Error, Result};
-pub use exec::{Options, PACKAGED_SQL_MODE, Session, drop_scratch, fingerprint, rehearse};
+pub use exec::{
+    Options, PACKAGED_SQL_MODE, Session, drop_scratch, fingerprint, grant_scratch, rehearse,
+    revoke_scratch,
+};
 pub use package::{Scripts, sha256_hex};
 pub use plan::{Plan, PlanStep};
 pub use report::{Failure, KNOWN_CAUSES, KnownCause, Outcome, Phase, Report, known_cause};

@@ -8,8 +8,10 @@
 //! `/usr/share/cloudstack-management/*`; `packaging/el8/cloud.spec` installs the same tree).
 //! A `.deb` is an `ar` archive whose `data.tar[.gz|.xz|.zst]` holds that tree; an `.rpm` is a
 //! lead, a signature header and a header followed by a compressed `cpio` (newc) payload.
-//! UNCONFIRMED: which jar carries the resources differs between releases (the shaded client
-//! jar, or `cloud-engine-schema-*.jar` beside it), so every jar under that directory is read.
+//! The resources travel in the one application jar, `lib/cloudstack-<version>.jar` (a
+//! downstream build's packaging check asserts exactly that jar carries
+//! `META-INF/db/views/*.sql` and no `cloud-engine-schema-*.jar` sits beside it). UNCONFIRMED
+//! for every upstream release, so every jar under that directory is read.
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read};

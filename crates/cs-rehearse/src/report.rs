@@ -198,6 +198,20 @@ pub const KNOWN_CAUSES: &[KnownCause] = &[
         check: Some("db.routines.present"),
     },
     KnownCause {
+        code: 1142,
+        statement_contains: None,
+        cause: "the management server's database user lacks a privilege this statement needs",
+        remedy: "grant the `cloud` user what CloudStack's install guide grants (ALL on cloud.* and cloud_usage.*), then rehearse again",
+        check: Some("db.usage.present"),
+    },
+    KnownCause {
+        code: 1044,
+        statement_contains: None,
+        cause: "the management server's database user is denied access to a schema this statement uses",
+        remedy: "grant the `cloud` user what CloudStack's install guide grants (ALL on cloud.* and cloud_usage.*), then rehearse again",
+        check: Some("db.usage.present"),
+    },
+    KnownCause {
         code: 1064,
         statement_contains: None,
         cause: "the server does not understand the statement: it may need a newer MySQL/MariaDB (apache/cloudstack #10048)",

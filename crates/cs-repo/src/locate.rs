@@ -19,7 +19,7 @@ pub struct PackageLocation {
     pub package: String,
     /// The version as the index writes it (`4.19.0.0`, `4.19.0.0-1`).
     pub version: String,
-    /// Where to download it.
+    /// Where to download it (may carry credentials: show [`PackageLocation::shown_url`]).
     pub url: String,
     /// Its size in bytes, as the index says.
     pub size: u64,
@@ -27,6 +27,13 @@ pub struct PackageLocation {
     pub sha256: String,
     /// The index it was found in.
     pub index_url: String,
+}
+
+impl PackageLocation {
+    /// The download URL with any `user:password@` masked, for messages and reports.
+    pub fn shown_url(&self) -> String {
+        redact(&self.url)
+    }
 }
 
 /// How to look for a package.

@@ -54,6 +54,7 @@ async fn finds_downloads_and_checks_the_management_package_in_every_form() {
         .await
         .unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(loc.url, want_url);
+        assert_eq!(loc.shown_url(), want_url);
         assert_eq!(loc.sha256.len(), 64);
         let body = download_package(&loc, 64 << 20, Duration::from_secs(10))
             .await
@@ -96,4 +97,17 @@ async fn finds_downloads_and_checks_the_management_package_in_every_form() {
         ),
         "{missing}"
     );
+}
+
+#[test]
+fn credentials_in_a_package_url_are_masked_when_shown() {
+    let loc = cs_repo::PackageLocation {
+        package: "cloudstack-management".into(),
+        version: "4.19.0.0".into(),
+        url: "https://user:s3cret@mirror.example/pool/x.deb".into(),
+        size: 1,
+        sha256: "0".repeat(64),
+        index_url: String::new(),
+    };
+    assert_eq!(loc.shown_url(), "https://***@mirror.example/pool/x.deb");
 }
