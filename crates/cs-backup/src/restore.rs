@@ -1941,6 +1941,18 @@ mod tests {
     }
 
     #[test]
+    fn sequence_defaults_call_the_loaded_schemas_sequences() {
+        let map = BTreeMap::from([("cloud".to_string(), "cloud__restore_1".to_string())]);
+        let create = "CREATE TABLE `t` (\n  `id` bigint(20) NOT NULL DEFAULT nextval(`cloud`.`s`),\n  \
+            `o` bigint(20) DEFAULT nextval(`other`.`s`)\n) ENGINE=InnoDB";
+        assert_eq!(
+            sequences_in(create, &map),
+            create.replace("nextval(`cloud`.", "nextval(`cloud__restore_1`.")
+        );
+        assert!(sequences_in(create, &map).contains("nextval(`other`.`s`)"));
+    }
+
+    #[test]
     fn foreign_key_targets_are_found() {
         let mut refs = Referenced::new();
         fk_references(
