@@ -834,6 +834,55 @@ fn names_schema(stmt: &[u8]) -> bool {
         || upper.contains("DROP DATABASE")
 }
 
+/// A `CREATE TABLE` whose column defaults call `NEXTVAL` of sequences of the backup's schemas
+/// (the server shows them qualified: `` nextval(`cloud`.`s`) ``), calling those of the schemas
+/// it loads into instead: the server only creates the table once the sequence exists, and the
+/// restored one is in the scratch schema. [`swap`] points them back at the live names.
+fn sequences_in(text: &str, map: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (from, to) in map {
+        out = out.replace(
+            &format!("nextval({}.", ident(from)),
+            &format!("nextval({}.", ident(to)),
+        );
+    }
+    out
+}
+
+/// Points column defaults that call `NEXTVAL` of a scratch schema's sequence, in tables just
+/// renamed into `live`, at the live schema's sequence of the same name (see [`sequences_in`]).
+fn sequence_defaults_to_live(db: &mut Db, load: &str, live: &str) -> Result<()> {
+    let what = format!("point sequence defaults of `{live}` at its own sequences");
+    let rows = db.strings(
+        &what,
+        &format!(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = {} AND COLUMN_DEFAULT LIKE {}",
+            literal(live),
+            literal(&format!(
+                "%nextval({}.%",
+                ident(load).replace('%', "\\%").replace('_', "\\_")
+            ))
+        ),
+    )?;
+    for r in rows {
+        let default = r[2].replace(
+            &format!("nextval({}.", ident(load)),
+            &format!("nextval({}.", ident(live)),
+        );
+        db.exec(
+            &what,
+            &format!(
+                "ALTER TABLE {}.{} ALTER COLUMN {} SET DEFAULT {default}",
+                ident(live),
+                ident(&r[0]),
+                ident(&r[1])
+            ),
+        )?;
+    }
+    Ok(())
+}
+
 /// Whether a statement is mariadb-dump's `LOCK TABLES … WRITE` or `UNLOCK TABLES` around a
 /// table's rows. The restore skips them: nobody else uses the scratch schemas, and a locked
 /// session cannot read tables it did not lock, such as the sequence a column's default calls
@@ -903,6 +952,9 @@ pub(crate) fn run_file(
             file: rel.to_string(),
             reason: format!("statement {n} (line {}) is not UTF-8", stmt.line),
         })?;
+        if text.starts_with("CREATE TABLE") && text.contains("nextval(`") {
+            text = sequences_in(&text, map);
+        }
         if names_schema(text.as_bytes()) {
             for (from, to) in map {
                 text = text.replace(&ident(from), &ident(to));
@@ -1531,6 +1583,9 @@ fn swap(db: &mut Db, targets: &[Target]) -> Result<()> {
         )
         .map_err(fail(stage, false))?;
     }
+    for t in targets {
+        sequence_defaults_to_live(db, &t.load, &t.live).map_err(fail(stage, false))?;
+    }
 
     let stage = "recreate views, triggers, routines and events";
     let renamed: Vec<(String, String)> = targets
@@ -1883,6 +1938,18 @@ mod tests {
             "{stmt}"
         );
         assert!(split_keys("DROP TABLE IF EXISTS `t`", &none).is_none());
+    }
+
+    #[test]
+    fn sequence_defaults_call_the_loaded_schemas_sequences() {
+        let map = BTreeMap::from([("cloud".to_string(), "cloud__restore_1".to_string())]);
+        let create = "CREATE TABLE `t` (\n  `id` bigint(20) NOT NULL DEFAULT nextval(`cloud`.`s`),\n  \
+            `o` bigint(20) DEFAULT nextval(`other`.`s`)\n) ENGINE=InnoDB";
+        assert_eq!(
+            sequences_in(create, &map),
+            create.replace("nextval(`cloud`.", "nextval(`cloud__restore_1`.")
+        );
+        assert!(sequences_in(create, &map).contains("nextval(`other`.`s`)"));
     }
 
     #[test]

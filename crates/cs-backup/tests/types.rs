@@ -1,6 +1,6 @@
 //! Every MariaDB 10.6–11.x column type and schema object through three round trips against
-//! one real server: native dump → stock `mariadb` client, native dump → own restore (swap),
-//! and `mariadb-dump` → own restore (swap). Each case is a schema of its own; after every
+//! one real server: native dump → stock `mariadb` client, native dump → own restore (into a
+//! dropped schema), and `mariadb-dump` → own restore (swapped over the live schema). Each case is a schema of its own; after every
 //! round trip its fingerprint (a native backup's per-table rows and checksums), every table's
 //! and sequence's `SHOW CREATE TABLE` text, the object inventory and the case's own probes
 //! (history rows, sequence state, values read back as text) must equal those taken before.
@@ -117,7 +117,8 @@ async fn round_trips(case: &str, setup: &[&str], probes: &[&str]) {
     let after = state(&root, &schema, probes, &tmp.path().join("after-stock")).await;
     assert_eq!(after, before, "{case}: native dump → stock client");
 
-    // 2. Native dump → own restore, swapped over the live schema.
+    // 2. Native dump → own restore, into a dropped schema (a fresh server).
+    server.exec(&format!("DROP DATABASE `{schema}`")).unwrap();
     let report = restore(&native, &root, &RestoreOptions::default(), &NoProgress)
         .await
         .unwrap_or_else(|e| {
@@ -131,7 +132,10 @@ async fn round_trips(case: &str, setup: &[&str], probes: &[&str]) {
     }
     drop_parked(&root, &report).await.unwrap();
     let after = state(&root, &schema, probes, &tmp.path().join("after-own")).await;
-    assert_eq!(after, before, "{case}: native dump → own restore");
+    assert_eq!(
+        after, before,
+        "{case}: native dump → own restore into a dropped schema"
+    );
 
     // 3. mariadb-dump → own restore, swapped over the live schema.
     let dumped = tmp.path().join("mysqldump");
