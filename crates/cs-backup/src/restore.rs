@@ -455,7 +455,10 @@ impl Job {
         let map = self.map(targets);
         match self.manifest.layout {
             Layout::SingleFile => {
-                let mut db = db::connect(&self.url)?;
+                // Statements of backup files go over the streaming client where the server
+                // allows it: it does not ask for multi-statement support, so one call is one
+                // statement.
+                let mut db = db::connect_streaming(&self.url)?;
                 for f in self
                     .manifest
                     .files
@@ -493,7 +496,7 @@ impl Job {
                 let t = std::time::Instant::now();
                 self.parallel(ddl, &map)?;
                 tracing::debug!(secs = t.elapsed().as_secs_f64(), "tables created");
-                let mut db = db::connect(&self.url)?;
+                let mut db = db::connect_streaming(&self.url)?;
                 let mut cats: BTreeMap<String, Catalog> = BTreeMap::new();
                 for t in targets {
                     let cat = db::catalog(&mut db, &t.load)?;

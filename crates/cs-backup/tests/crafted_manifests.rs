@@ -287,6 +287,22 @@ async fn crafted_manifests_are_refused_and_live_cloud_is_untouched() {
             "{text}: {msg}"
         );
     }
+    // Two statements in one (the delimiter changed): the connection that runs backup files
+    // takes one statement per call, so the server refuses the pair as a syntax error.
+    let text = format!(
+        "USE `{}`;\nDELIMITER ;;\nCREATE PROCEDURE p2() SELECT 1; CREATE TABLE pwn2 (a INT);;\nDELIMITER ;\n",
+        db.name()
+    );
+    let dir = crafted(&|dir, m| rewrite_hashed(dir, m, &routines, &text));
+    refused(&root, &dir, false, |e| {
+        cs_core::error_chain(e).contains("You have an error in your SQL syntax")
+    })
+    .await;
+    let left: Vec<_> = query(
+        &root,
+        "SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = 'pwn2'",
+    );
+    assert!(left.is_empty(), "a second statement ran: {left:?}");
     let left: Vec<_> = query(
         &root,
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
