@@ -189,6 +189,31 @@ pub enum Error {
         #[source]
         source: Option<Box<Error>>,
     },
+    /// A manifest field names something a restore or verify must not use: a path leaving the
+    /// backup directory or not listed (and hashed) in `files`, or a schema, table, charset or
+    /// collation name outside its grammar. Refused before any file is read or statement run.
+    #[error("manifest {} refused: `{field}` {reason}; nothing was read or run", path.display())]
+    UnsafeManifest {
+        /// The manifest's path.
+        path: PathBuf,
+        /// The field, as a JSON path (`schemas[0].tables[3].files[1]`).
+        field: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// A statement of a dump file names a schema the restore does not load into (a live or a
+    /// system schema); it was refused before it ran.
+    #[error("{file}: statement {statement} (line {line}) refused: {reason}")]
+    UnsafeStatement {
+        /// The file, relative to the backup directory.
+        file: String,
+        /// 1-based statement number in the file.
+        statement: u64,
+        /// 1-based line where the statement starts.
+        line: u64,
+        /// What it names.
+        reason: String,
+    },
     /// The operation was cancelled (its future was dropped) or a worker thread died.
     #[error("{what} was interrupted")]
     Interrupted {

@@ -225,7 +225,12 @@ impl Unsynced {
 
 /// Opens a dump file for reading, decompressing `.zst` files.
 pub(crate) fn open_reader(path: &Path) -> Result<Box<dyn std::io::BufRead + Send>> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    // `O_NOFOLLOW`: a file swapped for a symbolic link after the checks is not followed.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
     if path.extension().is_some_and(|e| e == "zst") {
         let dec = zstd::Decoder::new(file).map_err(|e| Error::io("decompress", path, e))?;
         Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, dec)))

@@ -252,15 +252,74 @@ impl Manifest {
                 reason: format!("unknown checksum algorithm `{}`", m.checksum),
             });
         }
-        for f in &m.files {
+        m.check_fields()
+            .map_err(|(field, reason)| Error::UnsafeManifest {
+                path: path.to_path_buf(),
+                field,
+                reason,
+            })?;
+        Ok(m)
+    }
+
+    /// Checks every field a restore or verify uses to name a file or an SQL identifier: each
+    /// path relative, normalised and inside the directory, and (except `files` itself) listed
+    /// in `files`, so that its SHA-256 is checked before it is read; schema and table names,
+    /// charsets and collations within their grammars; no system schema. Returns the field and
+    /// what is wrong.
+    fn check_fields(&self) -> std::result::Result<(), (String, String)> {
+        let listed: std::collections::BTreeSet<&str> =
+            self.files.iter().map(|f| f.path.as_str()).collect();
+        for (i, f) in self.files.iter().enumerate() {
             if !is_safe_relative(&f.path) {
-                return Err(Error::BadManifest {
-                    path: path.to_path_buf(),
-                    reason: format!("file path `{}` leaves the backup directory", f.path),
-                });
+                return Err((
+                    format!("files[{i}].path"),
+                    format!("= `{}` leaves the backup directory", f.path),
+                ));
             }
         }
-        Ok(m)
+        let named = |field: String, p: &str| -> std::result::Result<(), (String, String)> {
+            if !is_safe_relative(p) {
+                return Err((field, format!("= `{p}` leaves the backup directory")));
+            }
+            if !listed.contains(p) {
+                return Err((
+                    field,
+                    format!("= `{p}` is not listed (with its SHA-256) in `files`"),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(g) = &self.grants_file {
+            named("grants_file".into(), g)?;
+        }
+        for (i, s) in self.schemas.iter().enumerate() {
+            let at = format!("schemas[{i}]");
+            check_name(&s.name).map_err(|r| (format!("{at}.name"), r))?;
+            if is_system_schema(&s.name) {
+                return Err((
+                    format!("{at}.name"),
+                    format!("= `{}` is a system schema, never restored", s.name),
+                ));
+            }
+            check_charset_name(&s.charset, 32).map_err(|r| (format!("{at}.charset"), r))?;
+            check_charset_name(&s.collation, 64).map_err(|r| (format!("{at}.collation"), r))?;
+            for (kind, f) in [
+                ("schema", &s.files.schema),
+                ("views", &s.files.views),
+                ("routines", &s.files.routines),
+            ] {
+                if let Some(f) = f {
+                    named(format!("{at}.files.{kind}"), f)?;
+                }
+            }
+            for (j, t) in s.tables.iter().enumerate() {
+                check_name(&t.name).map_err(|r| (format!("{at}.tables[{j}].name"), r))?;
+                for (k, f) in t.files.iter().enumerate() {
+                    named(format!("{at}.tables[{j}].files[{k}]"), f)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The manifest as pretty JSON.
@@ -299,6 +358,43 @@ pub(crate) fn is_safe_relative(p: &str) -> bool {
     !p.is_empty()
         && !p.starts_with('/')
         && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Schemas of the server itself, which a backup never restores into.
+pub(crate) fn is_system_schema(name: &str) -> bool {
+    ["mysql", "information_schema", "performance_schema", "sys"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(name))
+}
+
+/// A schema or table name: 1 to 64 characters, no control character, not ending in a space
+/// (the server's own limits), so that [`crate::sql::ident`] can quote it.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 {
+        return Err(format!("has {n} characters; a name has 1 to 64"));
+    }
+    if name.chars().any(char::is_control) || name.ends_with(' ') {
+        return Err(format!(
+            "= {name:?} holds a control character or ends in a space"
+        ));
+    }
+    Ok(())
+}
+
+/// A character set or collation name: ASCII letters, digits and `_`, at most `max` long
+/// (`utf8mb4`, `utf8mb4_general_ci`, `utf8mb4_uca1400_ai_ci`).
+fn check_charset_name(name: &str, max: usize) -> std::result::Result<(), String> {
+    if name.is_empty()
+        || name.len() > max
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "= {name:?} is not a character set or collation name (letters, digits and `_`, \
+             at most {max})"
+        ));
+    }
+    Ok(())
 }
 
 /// Now, as RFC 3339 UTC.

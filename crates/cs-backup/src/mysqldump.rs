@@ -36,8 +36,10 @@ pub const MYSQLDUMP_FLAGS: &[&str] = &[
 /// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on. The output
 /// is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
 ///
-/// The password goes in a `0600` option file passed with `--defaults-extra-file` and removed
-/// afterwards; it is never in the command line. Per-table row counts and checksums are computed
+/// The password goes in a `0600` option file in a private `mktemp -d` directory (never in the
+/// backup directory), passed with `--defaults-extra-file` and removed afterwards, also when
+/// the backup fails or is cancelled (its future dropped, which also kills the dump program on
+/// a local host); it is never in the command line. Per-table row counts and checksums are computed
 /// by parsing the dump file (read from the host in pieces), so they describe exactly the rows in
 /// the file.
 #[derive(Debug, Clone)]
@@ -116,6 +118,80 @@ impl MysqldumpEngine {
 /// table and the program knows the flag.
 pub(crate) const DUMP_HISTORY: &str = "--dump-history";
 
+/// A private (`0700`) directory on the host for the option file, made by `mktemp -d`, removed
+/// with everything in it by [`OptionDir::remove`] or, when the dump is dropped half-way (the
+/// backup was cancelled or failed), by a task the drop starts on the current runtime.
+struct OptionDir {
+    host: Arc<dyn Host>,
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl OptionDir {
+    async fn create(host: Arc<dyn Host>) -> Result<OptionDir> {
+        let out = host
+            .run_ok(&Cmd::new("mktemp").args(["-d", "-t", "cs-backup-cnf.XXXXXXXXXX"]))
+            .await
+            .map_err(|e| Error::host("create a private directory for the option file", e))?;
+        let dir = PathBuf::from(out.stdout_lossy().trim());
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("cs-backup-cnf."));
+        if !dir.is_absolute() || !ours {
+            return Err(Error::invalid(format!(
+                "mktemp -d on {} printed {:?}, not a directory",
+                host.name(),
+                dir
+            )));
+        }
+        Ok(OptionDir {
+            host,
+            dir,
+            armed: true,
+        })
+    }
+
+    /// The removal command: the directory and everything in it (the option file, a
+    /// temporary file of an interrupted write).
+    fn remove_cmd(&self) -> Cmd {
+        Cmd::new("rm")
+            .args(["-rf", "--"])
+            .arg(self.dir.to_string_lossy().into_owned())
+    }
+
+    async fn remove(mut self) {
+        self.armed = false;
+        remove_now(self.host.as_ref(), &self.dir, self.remove_cmd()).await;
+    }
+}
+
+/// Removes the option file and its directory, logging (never returning) a failure.
+async fn remove_now(host: &dyn Host, dir: &Path, rm: Cmd) {
+    if let Err(e) = host.run_ok(&rm).await {
+        tracing::warn!(dir = %dir.display(), error = %cs_core::error_chain(&e), "could not remove the option file's directory");
+    }
+}
+
+impl Drop for OptionDir {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let host = self.host.clone();
+        let dir = self.dir.clone();
+        let rm = self.remove_cmd();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { remove_now(host.as_ref(), &dir, rm).await });
+            }
+            Err(_) => {
+                tracing::warn!(dir = %dir.display(), "no runtime to remove the option file's directory");
+            }
+        }
+    }
+}
+
 /// The option file holding the credentials (values quoted, `\` and `"` escaped).
 pub(crate) fn option_file(url: &DbUrl) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
@@ -188,7 +264,10 @@ impl Engine for MysqldumpEngine {
             .await?
         };
 
-        let cnf = job.dir.join(".cs-backup-client.cnf");
+        // The option file lives in a private directory of its own, outside the backup, and
+        // the guard removes it on every way out: success, error, or the future dropped.
+        let private = OptionDir::create(self.host.clone()).await?;
+        let cnf = private.dir.join("client.cnf");
         let result = job.dir.join("dump.sql");
         let write = |p: PathBuf, data: Vec<u8>| async move {
             self.host
@@ -198,10 +277,7 @@ impl Engine for MysqldumpEngine {
         };
         write(cnf.clone(), option_file(&host_url).into_bytes()).await?;
         // Created 0600 first: the dump program truncates it and keeps the mode.
-        if let Err(e) = write(result.clone(), Vec::new()).await {
-            let _ = self.host.remove_file(&cnf).await;
-            return Err(e);
-        }
+        write(result.clone(), Vec::new()).await?;
         let versioned = job
             .catalogs
             .iter()
@@ -219,8 +295,10 @@ impl Engine for MysqldumpEngine {
             history,
         );
         tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
+        // Dropping this future (a cancelled backup) drops the running command, which kills the
+        // dump program (`LocalHost` spawns with `kill_on_drop`; cs-core's host.rs).
         let out = self.host.run(&cmd).await;
-        let _ = self.host.remove_file(&cnf).await;
+        private.remove().await;
         let out = out.map_err(|e| Error::host(format!("run {program}"), e))?;
         if !out.success() {
             let stderr = out.stderr_lossy();

@@ -143,6 +143,7 @@ pub async fn restore(
         manifest,
         counters: counters.clone(),
         stamp: stamp(),
+        confine: std::sync::OnceLock::new(),
     };
     let total_rows = job.manifest.total_rows();
     with_progress(
@@ -216,6 +217,66 @@ struct Job {
     manifest: Manifest,
     counters: Arc<Counters>,
     stamp: String,
+    /// The schemas statements may name, set once the targets are known.
+    confine: std::sync::OnceLock<Confine>,
+}
+
+/// The schemas the statements of a restore may name: it loads into `allowed`; `forbidden`
+/// holds every other schema of the server and the system schemas. Names are lower-cased, so
+/// that a name differing only in case is refused too.
+#[derive(Debug, Default)]
+pub(crate) struct Confine {
+    allowed: BTreeSet<String>,
+    forbidden: BTreeSet<String>,
+}
+
+impl Confine {
+    /// `allowed` plus every schema on the server (and the system ones) as forbidden.
+    fn new(db: &mut Db, allowed: impl IntoIterator<Item = String>) -> Result<Confine> {
+        let allowed: BTreeSet<String> = allowed.into_iter().map(|s| s.to_lowercase()).collect();
+        let mut forbidden: BTreeSet<String> =
+            ["mysql", "information_schema", "performance_schema", "sys"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+        for row in db.strings(
+            "list the schemas",
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA",
+        )? {
+            if let Some(name) = row.into_iter().next() {
+                forbidden.insert(name.to_lowercase());
+            }
+        }
+        forbidden.retain(|s| !allowed.contains(s));
+        Ok(Confine { allowed, forbidden })
+    }
+
+    /// Refuses a statement that names a schema other than those loaded into: after `USE`,
+    /// `DATABASE` or `SCHEMA`, any schema not loaded into; as a qualifier (`` `cloud`.`t` ``),
+    /// a schema of the server that is not loaded into (see [`crate::sql::schema_names`]).
+    fn check(&self, stmt: &str) -> std::result::Result<(), String> {
+        let names = crate::sql::schema_names(stmt.as_bytes());
+        for d in &names.databases {
+            if !self.allowed.contains(&d.to_lowercase()) {
+                return Err(format!(
+                    "it names schema `{d}`, which this restore does not load into"
+                ));
+            }
+        }
+        for q in &names.qualifiers {
+            if self.forbidden.contains(&q.to_lowercase()) {
+                return Err(format!(
+                    "it names schema `{q}`, which this restore must not touch (only {} are loaded)",
+                    self.allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where one schema goes.
@@ -262,7 +323,21 @@ impl Job {
                 }
             })
             .collect();
+        if let Some(t) = targets
+            .iter()
+            .find(|t| crate::manifest::is_system_schema(&t.live))
+        {
+            return Err(fail("choose the target schemas", true)(Error::invalid(
+                format!(
+                    "`{}` is a system schema; a backup is never restored into it",
+                    t.live
+                ),
+            )));
+        }
         let mut db = db::connect(&self.url).map_err(fail("connect", true))?;
+        let confine = Confine::new(&mut db, targets.iter().map(|t| t.load.clone()))
+            .map_err(fail("connect", true))?;
+        let _ = self.confine.set(confine);
 
         if reload {
             for t in &targets {
@@ -277,12 +352,7 @@ impl Job {
         for t in &targets {
             let r = db.exec(
                 &format!("create schema `{}`", t.load),
-                &format!(
-                    "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
-                    ident(&t.load),
-                    t.entry.charset,
-                    t.entry.collation
-                ),
+                &create_database(&t.load, &t.entry),
             );
             if let Err(e) = r {
                 if !reload {
@@ -354,6 +424,11 @@ impl Job {
         Ok(report)
     }
 
+    /// The schemas statements may name (nothing before [`Job::run`] set them).
+    fn confine(&self) -> &Confine {
+        self.confine.get_or_init(Confine::default)
+    }
+
     /// Drops the scratch schemas after a failure (best effort).
     fn cleanup(&self, db: &mut Db, targets: &[Target]) {
         for t in targets {
@@ -380,14 +455,25 @@ impl Job {
         let map = self.map(targets);
         match self.manifest.layout {
             Layout::SingleFile => {
-                let mut db = db::connect(&self.url)?;
+                // Statements of backup files go over the streaming client where the server
+                // allows it: it does not ask for multi-statement support, so one call is one
+                // statement.
+                let mut db = db::connect_streaming(&self.url)?;
                 for f in self
                     .manifest
                     .files
                     .iter()
                     .filter(|f| f.path.starts_with("dump"))
                 {
-                    run_file(&mut db, &self.dir, &f.path, &map, &self.counters, None)?;
+                    run_file(
+                        &mut db,
+                        &self.dir,
+                        &f.path,
+                        &map,
+                        self.confine(),
+                        &self.counters,
+                        None,
+                    )?;
                 }
                 Ok(None)
             }
@@ -421,7 +507,7 @@ impl Job {
                 self.parallel(sequences.into_iter().map(|f| (f, None)).collect(), &map)?;
                 self.parallel(ddl, &map)?;
                 tracing::debug!(secs = t.elapsed().as_secs_f64(), "tables created");
-                let mut db = db::connect(&self.url)?;
+                let mut db = db::connect_streaming(&self.url)?;
                 let mut cats: BTreeMap<String, Catalog> = BTreeMap::new();
                 for t in targets {
                     let cat = db::catalog(&mut db, &t.load)?;
@@ -436,12 +522,28 @@ impl Job {
                 );
                 for t in targets {
                     if let Some(v) = &t.entry.files.views {
-                        run_file(&mut db, &self.dir, v, &map, &self.counters, None)?;
+                        run_file(
+                            &mut db,
+                            &self.dir,
+                            v,
+                            &map,
+                            self.confine(),
+                            &self.counters,
+                            None,
+                        )?;
                     }
                 }
                 for t in targets {
                     if let Some(r) = &t.entry.files.routines {
-                        run_file(&mut db, &self.dir, r, &map, &self.counters, None)?;
+                        run_file(
+                            &mut db,
+                            &self.dir,
+                            r,
+                            &map,
+                            self.confine(),
+                            &self.counters,
+                            None,
+                        )?;
                     }
                 }
                 Ok(Some(sums))
@@ -643,7 +745,15 @@ impl Job {
         }
         let referenced = self.referenced.get_or_init(Referenced::new);
         let defer = target.is_none().then_some((&self.deferred, referenced));
-        run_file(db, &self.dir, file, map, &self.counters, defer)
+        run_file(
+            db,
+            &self.dir,
+            file,
+            map,
+            self.confine(),
+            &self.counters,
+            defer,
+        )
     }
 
     /// Compares the loaded schemas with the manifest: tables (rows and checksums, computed on
@@ -928,6 +1038,7 @@ pub(crate) fn run_file(
     dir: &Path,
     rel: &str,
     map: &BTreeMap<String, String>,
+    confine: &Confine,
     counters: &Counters,
     defer: Option<(&Deferred, &Referenced)>,
 ) -> Result<()> {
@@ -963,6 +1074,22 @@ pub(crate) fn run_file(
                 current = Some(db);
             }
         }
+        // Names of the backup's schemas that qualify others (a view of one schema on a table
+        // of another) go to their load schemas too, like the `USE` above.
+        let quals = crate::sql::schema_names(text.as_bytes()).qualifiers;
+        for (from, to) in map {
+            if from != to && quals.iter().any(|q| q == from) {
+                text = text.replace(&format!("{}.", ident(from)), &format!("{}.", ident(to)));
+            }
+        }
+        confine
+            .check(&text)
+            .map_err(|reason| Error::UnsafeStatement {
+                file: rel.to_string(),
+                statement: n,
+                line: stmt.line,
+                reason,
+            })?;
         if let (Some((defer, referenced)), Some(db)) = (defer, &current)
             && let Some((create, table, keys)) = split_keys(&text, referenced)
         {
@@ -1486,8 +1613,8 @@ fn create_with(db: &mut Db, what: &str, def: &Definition, sql: &str) -> Result<(
         &format!(
             "SET SESSION sql_mode = {}, character_set_client = {}, collation_connection = {}",
             literal(&def.sql_mode),
-            def.charset_client,
-            def.collation_connection
+            literal(&def.charset_client),
+            literal(&def.collation_connection)
         ),
     )?;
     if let Some(tz) = &def.time_zone {
@@ -1501,6 +1628,17 @@ fn create_with(db: &mut Db, what: &str, def: &Definition, sql: &str) -> Result<(
     r
 }
 
+/// `CREATE DATABASE` for `name` with the backup schema's charset and collation, every name
+/// quoted (the manifest's names were checked against their grammars when it was read).
+fn create_database(name: &str, entry: &SchemaEntry) -> String {
+    format!(
+        "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
+        ident(name),
+        ident(&entry.charset),
+        ident(&entry.collation)
+    )
+}
+
 /// Swaps the verified scratch schemas in: parks the live tables and object definitions,
 /// renames every table in one statement, recreates views, triggers, routines and events.
 fn swap(db: &mut Db, targets: &[Target]) -> Result<()> {
@@ -1510,23 +1648,13 @@ fn swap(db: &mut Db, targets: &[Target]) -> Result<()> {
         if !db.schema_exists(&t.live).map_err(fail(before, true))? {
             db.exec(
                 "create the live schema",
-                &format!(
-                    "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
-                    ident(&t.live),
-                    t.entry.charset,
-                    t.entry.collation
-                ),
+                &create_database(&t.live, &t.entry),
             )
             .map_err(fail(before, true))?;
         }
         db.exec(
             "create the parking schema",
-            &format!(
-                "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
-                ident(&t.parked),
-                t.entry.charset,
-                t.entry.collation
-            ),
+            &create_database(&t.parked, &t.entry),
         )
         .map_err(fail(before, true))?;
         let live_cat = db::catalog(db, &t.live).map_err(fail(before, true))?;

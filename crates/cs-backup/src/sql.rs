@@ -343,6 +343,190 @@ fn has_content(text: &[u8]) -> bool {
     !rest.is_empty()
 }
 
+/// Names a statement may use as schemas, for confining restores: every identifier that
+/// qualifies another (`a` in `` `a`.`b` ``, `a` and `b` in `a.b.c`), the name after a leading
+/// `USE`, and the name after a bare `DATABASE` or `SCHEMA` keyword (`CREATE DATABASE IF NOT
+/// EXISTS x`). Conservative: `/*! … */` comments, which the server runs, are read as code,
+/// `"…"` is read as an identifier (as under `ANSI_QUOTES`), and table aliases (`t.col`) are
+/// listed too; callers only refuse names of schemas the restore must not touch. String
+/// literals (`'…'`, backslash escapes) are skipped.
+pub(crate) fn schema_names(stmt: &[u8]) -> SchemaNames {
+    /// Identifiers are byte ranges (inside the quotes when quoted), made text only when
+    /// kept, so that the rows of an `INSERT` cost no allocation.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tok {
+        Ident(usize, usize, bool),
+        Dot,
+        Other,
+    }
+    let text = |start: usize, end: usize, quoted: bool| -> String {
+        let raw = String::from_utf8_lossy(&stmt[start..end]);
+        if !quoted {
+            return raw.into_owned();
+        }
+        let q = stmt[start - 1] as char;
+        let doubled = format!("{q}{q}");
+        let mut t = raw.replace(&doubled, &q.to_string());
+        if q == '"' {
+            t = t.replace("\\\"", "\"");
+        }
+        t
+    };
+    let s = stmt;
+    let mut out = SchemaNames::default();
+    let mut i = 0;
+    let mut prev2: Option<Tok> = None;
+    let mut prev: Option<Tok> = None;
+    let mut first = true;
+    let mut use_next = false;
+    let mut db_next = false;
+    while i < s.len() {
+        let b = s[i];
+        let tok = match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0c => {
+                i += 1;
+                continue;
+            }
+            b'\'' => {
+                i += 1;
+                while i < s.len() {
+                    match s[i] {
+                        b'\\' => i += 2,
+                        b'\'' if s.get(i + 1) == Some(&b'\'') => i += 2,
+                        b'\'' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+                Tok::Other
+            }
+            b'`' | b'"' => {
+                let q = b;
+                i += 1;
+                let start = i;
+                while i < s.len() {
+                    if s[i] == q {
+                        if s.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    if q == b'"' && s[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                let end = i.min(s.len());
+                i += 1;
+                Tok::Ident(start, end, true)
+            }
+            b'-' if s.get(i + 1) == Some(&b'-')
+                && s.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                while i < s.len() && s[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'#' => {
+                while i < s.len() && s[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'/' if s.get(i + 1) == Some(&b'*') => {
+                let rest = &s[i + 2..];
+                let kept = rest.starts_with(b"!") || rest.starts_with(b"M!");
+                if kept {
+                    // The comment's content runs: skip only the marker and its version.
+                    i += 2 + if rest[0] == b'M' { 2 } else { 1 };
+                    while i < s.len() && s[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                } else {
+                    i += 2;
+                    while i < s.len() && !(s[i] == b'*' && s.get(i + 1) == Some(&b'/')) {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                continue;
+            }
+            b'*' if s.get(i + 1) == Some(&b'/') => {
+                i += 2;
+                continue;
+            }
+            b'.' => {
+                i += 1;
+                Tok::Dot
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 => {
+                let start = i;
+                while i < s.len()
+                    && (s[i].is_ascii_alphanumeric()
+                        || s[i] == b'_'
+                        || s[i] == b'$'
+                        || s[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                Tok::Ident(start, i, false)
+            }
+            _ => {
+                i += 1;
+                Tok::Other
+            }
+        };
+        // `a . b`: `a` qualifies `b`.
+        if let (Some(Tok::Ident(a, b, q)), Some(Tok::Dot), Tok::Ident(..)) = (prev2, prev, tok) {
+            out.qualifiers.push(text(a, b, q));
+        }
+        if let Tok::Ident(start, end, quoted) = tok {
+            let bare = !quoted;
+            let word = &stmt[start..end];
+            let name = || text(start, end, quoted);
+            if use_next {
+                out.databases.push(name());
+                use_next = false;
+            } else if db_next {
+                let is = |ks: &[&str]| {
+                    bare && ks.iter().any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
+                };
+                if is(&["DEFAULT", "CHARACTER", "CHARSET", "COLLATE"]) {
+                    // `ALTER DATABASE DEFAULT CHARACTER SET …`: the default schema.
+                    db_next = false;
+                } else if !is(&["IF", "NOT", "EXISTS"]) {
+                    out.databases.push(name());
+                    db_next = false;
+                }
+            } else if bare && first && word.eq_ignore_ascii_case(b"USE") {
+                use_next = true;
+            } else if bare
+                && (word.eq_ignore_ascii_case(b"DATABASE") || word.eq_ignore_ascii_case(b"SCHEMA"))
+            {
+                db_next = true;
+            }
+        } else {
+            use_next = false;
+            db_next = false;
+        }
+        first = false;
+        prev2 = prev.take();
+        prev = Some(tok);
+    }
+    out
+}
+
+/// What [`schema_names`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SchemaNames {
+    /// Identifiers that qualify another one (schemas, or tables and aliases).
+    pub(crate) qualifiers: Vec<String>,
+    /// Names after `USE`, `DATABASE` or `SCHEMA`: schemas for sure.
+    pub(crate) databases: Vec<String>,
+}
+
 /// The schema of a `USE` statement.
 pub(crate) fn use_target(stmt: &[u8]) -> Option<String> {
     let mut p = Parser { s: stmt, i: 0 };
@@ -940,6 +1124,27 @@ fn decode_bits(bits: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_names_find_qualifiers_and_database_names() {
+        let n = schema_names(b"CREATE TABLE `cloud`.`x` (a int)");
+        assert_eq!(n.qualifiers, ["cloud"]);
+        let n = schema_names(b"insert into cloud . t values ('a.b', \"q\".c)");
+        assert_eq!(n.qualifiers, ["cloud", "q"]);
+        let n = schema_names(b"CREATE DATABASE /*!32312 IF NOT EXISTS*/ `cloud` /*!40100 DEFAULT CHARACTER SET utf8mb4 */");
+        assert_eq!(n.databases, ["cloud"]);
+        let n = schema_names(b"USE `x``y`");
+        assert_eq!(n.databases, ["x`y"]);
+        let n =
+            schema_names(b"/*!50001 CREATE VIEW `v` AS select `a`.`b`.`c` AS `c` from `a`.`b` */");
+        assert_eq!(n.qualifiers, ["a", "b", "a"]);
+        let n = schema_names(b"select 'USE mysql', 'x.y' /* mysql.user */ -- mysql.db\n");
+        assert_eq!(n, SchemaNames::default());
+        let n = schema_names(b"ALTER DATABASE DEFAULT CHARACTER SET utf8mb4");
+        assert_eq!(n, SchemaNames::default());
+        let n = schema_names(b"DROP SCHEMA IF EXISTS mysql");
+        assert_eq!(n.databases, ["mysql"]);
+    }
 
     #[track_caller]
     fn split(input: &str, expected: &[&str]) {

@@ -62,6 +62,20 @@ pub(crate) fn check_local(dir: &Path, manifest: &Manifest) -> Result<()> {
 
 fn check_one(dir: &Path, f: &FileEntry) -> Option<Problem> {
     let path = dir.join(&f.path);
+    // A directory on the way that is a symbolic link could lead out of the backup.
+    let mut at = dir.to_path_buf();
+    let parts: Vec<&str> = f.path.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(Problem::new(
+                &f.path,
+                format!(
+                    "`{part}` on its path is a symbolic link (it could lead out of the backup)"
+                ),
+            ));
+        }
+    }
     match std::fs::symlink_metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Some(Problem::new(&f.path, "missing"));

@@ -1,6 +1,7 @@
 //! Faults and bad input: a backup killed mid-way, a full disk, truncated and altered files,
 //! a restore without privileges, a restore that fails half-way through loading, manifests
-//! naming the first checksum algorithm or an unknown one.
+//! naming the first checksum algorithm or an unknown one, a `mysqldump` backup cancelled
+//! mid-dump.
 
 mod common;
 
@@ -707,4 +708,109 @@ async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() 
         "{text}"
     );
     assert!(!dir.join("manifest.json").exists());
+}
+
+/// A process whose command line holds `needle`: its pid and its arguments.
+fn find_process(needle: &str) -> Option<(u32, Vec<String>)> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a.contains(needle)) && alive(pid) {
+            return Some((pid, args));
+        }
+    }
+    None
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mysqldump_backup_leaves_no_option_file_and_no_dump_running() {
+    let server = cs_lab::mariadb();
+    let db = server.database("cancel_dump").unwrap();
+    let root = server.root();
+    exec(
+        &root,
+        db.name(),
+        &[
+            "CREATE TABLE big (id INT PRIMARY KEY, v VARCHAR(200))",
+            "INSERT INTO big SELECT seq, REPEAT('x', 150) FROM seq_1_to_600000",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backup");
+    let engine = cs_backup::MysqldumpEngine::new(std::sync::Arc::new(LocalHost::new()));
+    let opts = options(&[db.name()]);
+    let (url, d) = (root.clone(), dir.clone());
+    let task = tokio::spawn(async move { backup(&engine, &url, &d, &opts, &NoProgress).await });
+
+    // Wait (bounded) for the dump program, then cancel the backup while it runs.
+    let marker = format!("--result-file={}", dir.join("dump.sql").display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (pid, args) = loop {
+        if let Some(found) = find_process(&marker) {
+            break found;
+        }
+        assert!(
+            !task.is_finished(),
+            "the backup ended before its dump was seen"
+        );
+        assert!(Instant::now() < deadline, "the dump program never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let cnf = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--defaults-extra-file="))
+        .map(PathBuf::from)
+        .expect("the dump reads an option file");
+    assert!(cnf.exists(), "the option file exists while the dump runs");
+    assert!(
+        !cnf.starts_with(&dir),
+        "the option file is outside the backup directory: {}",
+        cnf.display()
+    );
+    task.abort();
+    let joined = task.await;
+    assert!(
+        joined.as_ref().is_err_and(|e| e.is_cancelled()),
+        "the backup was cancelled mid-dump, not finished: {joined:?}"
+    );
+
+    // Within a bounded time: the dump program is gone and so is the option file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (alive(pid) || cnf.exists() || cnf.parent().unwrap().exists())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(pid), "the dump program {pid} still runs");
+    assert!(!cnf.exists(), "the option file {} is left", cnf.display());
+    assert!(
+        !cnf.parent().unwrap().exists(),
+        "its private directory is left"
+    );
+    // Nothing holding the password is in the backup directory.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read(e.path()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            !text.contains(root.password.expose()),
+            "{} holds the password",
+            e.path().display()
+        );
+    }
 }

@@ -233,8 +233,14 @@ pub fn rewrite(text: &str, format: Format, target: &str, rules: &Rules) -> Resul
     let old_lines = &doc.lines;
     let new_lines = text::lines(&out);
     let mut changes: Vec<Change> = Vec::new();
+    // The tokens are sorted by offset: walk the lines once beside them instead of counting
+    // the newlines before each token again (which made a rewrite quadratic in its entries).
+    let mut line_idx = 0;
     for t in &tokens {
-        let n = text::line_of(text, t.start);
+        while line_idx + 1 < old_lines.len() && old_lines[line_idx + 1].start <= t.start {
+            line_idx += 1;
+        }
+        let n = line_idx + 1;
         if changes.last().is_some_and(|c| c.line == n) {
             continue;
         }

@@ -87,15 +87,6 @@ pub(crate) fn refuse_binary(lines: &[Line<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// The 1-based line of byte offset `offset` in `text`.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
 /// Whitespace-separated words of `s` with their byte offsets in `s`.
 pub(crate) fn words(s: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
