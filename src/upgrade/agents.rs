@@ -62,20 +62,21 @@ impl Agents {
         let maintenance = cx.config.policy.agent_refresh == AgentRefresh::Maintenance;
         // Under maintenance one host of a cluster at a time: CloudStack refuses a second one
         // while another of its cluster prepares ("There are other servers attempting
-        // migrations for maintenance", ResourceManagerImpl.maintain).
-        let parallel = if maintenance {
-            1
+        // migrations for maintenance", ResourceManagerImpl.maintain). Clusters still move
+        // side by side.
+        let policy = &cx.config.policy;
+        let batch = if maintenance {
+            cs_agent::fleet::BatchSize::Count(1)
         } else {
-            cx.config
-                .policy
-                .batch_size
-                .min(cx.config.policy.parallelism)
+            policy.batch_size
         };
         let options = cs_agent::fleet::FleetOptions {
-            parallel,
-            max_fail_pct: (cx.config.policy.max_fail_percent > 0)
-                .then_some(f64::from(cx.config.policy.max_fail_percent)),
-            canary: true,
+            batch,
+            parallel: policy.parallelism,
+            max_fail_pct: (policy.max_fail_percent > 0)
+                .then_some(f64::from(policy.max_fail_percent)),
+            cluster_max_fail_pct: policy.cluster_max_fail_percent.map(f64::from),
+            canary: policy.canary,
             journal: Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))),
         };
         let report = cs_agent::fleet::run_fleet(&targets, &options, cx.progress.as_ref(), |t| {

@@ -37,6 +37,7 @@ pub mod fleet;
 pub mod keystore;
 pub mod packages;
 mod refresh;
+mod schedule;
 
 pub use error::{Error, Result};
 pub use facts::{AgentFacts, Node, agent_packages, collect_facts};
