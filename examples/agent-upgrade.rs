@@ -109,6 +109,7 @@ impl HostStatus for FromHost {
             .into(),
             resource_state: None,
             version,
+            address: None,
         }))
     }
 }
@@ -177,7 +178,13 @@ async fn main() -> ExitCode {
         }
         // Each lab sshd has its own client key and known_hosts: `connect` picks them.
         let st = cs_lab::LabStatus::of(&lab);
-        status = st.clone();
+        // Every host waiting to be Up is answered from one listing per interval.
+        status = cs_agent::HostPoller::new(
+            st.clone(),
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
         maintenance = Some(st);
         repo = Some(cs_lab::LabRepoSwitch::of(&lab));
         let text: String = lab

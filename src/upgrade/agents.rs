@@ -79,8 +79,18 @@ impl Agents {
             canary: policy.canary,
             journal: Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))),
         };
+        // One listing of all hypervisors per interval answers every host waiting to be Up
+        // (instead of a `listHosts` per waiting host): fast while hosts are expected back,
+        // slow for those late beyond three minutes.
+        let status: Arc<dyn cs_core::HostStatus> = cs_agent::HostPoller::new(
+            Arc::new(cx.client.clone()),
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+            Duration::from_secs(180),
+        );
         let report = cs_agent::fleet::run_fleet(&targets, &options, cx.progress.as_ref(), |t| {
             let entry = by_label.get(&t.label()).cloned();
+            let status = status.clone();
             async move {
                 let Some(host) = entry else {
                     return Err(format!("{}: not in the run's host list", t.label()));
@@ -101,7 +111,7 @@ impl Agents {
                 options.up_deadline = cx.config.policy.host_up_deadline;
                 options.poll = Duration::from_millis(200);
                 let deps = cs_agent::Deps {
-                    status: Arc::new(cx.client.clone()),
+                    status,
                     maintenance: maintenance
                         .then(|| Arc::new(cx.client.clone()) as Arc<dyn cs_core::HostMaintenance>),
                     repo: Some(repo),

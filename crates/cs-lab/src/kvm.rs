@@ -672,6 +672,7 @@ fn read_status(name: &str, state: &Path) -> HypervisorState {
             .into(),
         ),
         version,
+        address: None,
     }
 }
 
@@ -707,6 +708,15 @@ impl HostStatus for LabStatus {
         key: &str,
     ) -> std::result::Result<Option<HypervisorState>, BoxError> {
         Ok(self.states.get(key).map(|s| read_status(key, s)))
+    }
+
+    async fn hypervisors(&self) -> std::result::Result<Option<Vec<HypervisorState>>, BoxError> {
+        Ok(Some(
+            self.states
+                .iter()
+                .map(|(name, s)| read_status(name, s))
+                .collect(),
+        ))
     }
 }
 
