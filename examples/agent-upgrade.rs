@@ -2,10 +2,15 @@
 //! failure budget), a per-host result table, resumable through journals.
 //!
 //! ```text
-//! agent-upgrade --hosts FILE --to VERSION [--parallel N] [--max-fail PCT] [--dry-run]
+//! agent-upgrade --hosts FILE --to VERSION [--batch N|PCT%] [--parallel N] [--max-fail PCT]
+//!               [--cluster-max-fail PCT] [--canary one|per-cluster|none] [--dry-run]
 //!               [--identity KEY] [--known-hosts FILE] [--journal-dir DIR]
 //! agent-upgrade --lab N --to 4.19.1.0 [--fault kvm3=install-fails]   # on lab hosts
 //! ```
+//!
+//! Clusters (the hosts file's `cluster=`) are refreshed side by side, each `--batch` hosts at
+//! once, the fleet at most `--parallel` at once. `--dry-run` prints the waves (which hosts
+//! start together, in a deterministic order), then what each host would do.
 //!
 //! Whether a host is Up again comes from the management server in a real upgrade (cs-api's
 //! `HostStatus`, wired in by the orchestrator). This example, outside the lab, judges it from
@@ -44,12 +49,21 @@ struct Args {
     /// The version to install (`4.19.1.0`).
     #[arg(long)]
     to: String,
-    /// Hosts refreshed at once (a batch).
-    #[arg(long, default_value_t = 5)]
+    /// Hosts of one cluster refreshed at once: a count or a percentage of the cluster (`25%`).
+    #[arg(long, default_value = "1")]
+    batch: fleet::BatchSize,
+    /// Hosts refreshed at once across all clusters (the global cap).
+    #[arg(long, default_value_t = 8)]
     parallel: usize,
     /// Go on until more than this percentage of hosts failed (default: stop on the first).
     #[arg(long)]
     max_fail: Option<f64>,
+    /// Stop a cluster once more than this percentage of its hosts failed.
+    #[arg(long)]
+    cluster_max_fail: Option<f64>,
+    /// The canary: `one` host first, `per-cluster` (each cluster's first host), or `none`.
+    #[arg(long, default_value = "one", value_parser = parse_canary)]
+    canary: fleet::Canary,
     /// Show what each host would do, change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -95,7 +109,17 @@ impl HostStatus for FromHost {
             .into(),
             resource_state: None,
             version,
+            address: None,
         }))
+    }
+}
+
+fn parse_canary(s: &str) -> Result<fleet::Canary, String> {
+    match s {
+        "one" => Ok(fleet::Canary::One),
+        "per-cluster" => Ok(fleet::Canary::PerCluster),
+        "none" => Ok(fleet::Canary::None),
+        _ => Err("expected one, per-cluster or none".into()),
     }
 }
 
@@ -154,7 +178,13 @@ async fn main() -> ExitCode {
         }
         // Each lab sshd has its own client key and known_hosts: `connect` picks them.
         let st = cs_lab::LabStatus::of(&lab);
-        status = st.clone();
+        // Every host waiting to be Up is answered from one listing per interval.
+        status = cs_agent::HostPoller::new(
+            st.clone(),
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
         maintenance = Some(st);
         repo = Some(cs_lab::LabRepoSwitch::of(&lab));
         let text: String = lab
@@ -220,7 +250,22 @@ async fn main() -> ExitCode {
         ))
     };
 
+    let opts = FleetOptions {
+        batch: args.batch,
+        parallel: args.parallel,
+        max_fail_pct: args.max_fail,
+        cluster_max_fail_pct: args.cluster_max_fail,
+        canary: args.canary,
+        journal: Some(args.journal_dir.join("fleet.jsonl")),
+    };
     if args.dry_run {
+        match fleet::plan_waves(&targets, &opts) {
+            Ok(waves) => print!("{}", fleet::waves_table(&targets, &waves, &opts)),
+            Err(e) => {
+                eprintln!("agent-upgrade: {}", cs_core::error_chain(&e));
+                return ExitCode::from(2);
+            }
+        }
         let results = fleet::for_each(&targets, args.parallel, &cs_core::NoProgress, |t| {
             let (connect, make_cx, journal) = (&connect, &make_cx, &journal);
             async move {
@@ -253,12 +298,6 @@ async fn main() -> ExitCode {
         };
     }
 
-    let opts = FleetOptions {
-        parallel: args.parallel,
-        max_fail_pct: args.max_fail,
-        canary: true,
-        journal: Some(args.journal_dir.join("fleet.jsonl")),
-    };
     let bar = common::Bars::new();
     let report = fleet::run_fleet(&targets, &opts, &bar, |t| {
         let (connect, make_cx, journal) = (&connect, &make_cx, &journal);

@@ -1,8 +1,28 @@
-//! Benchmark: agent facts from many lab KVM hosts, three ways, in one run.
+//! Benchmark: agent facts from many lab KVM hosts, three ways, in one run; the rolling
+//! refresh's scheduler and shared poller on lab hosts and on a thousand simulated ones; the
+//! first operation of a fresh SSH session.
 //!
 //! ```text
 //! cargo run --release --example bench-fleet -- --hosts 100 [--parallel 10] [--runs 3]
+//! cargo run --release --example bench-fleet -- --mode refresh --hosts 200 --clusters 10 \
+//!     --refresh-secs 2 [--batch 1] [--cap N] [--poll-ms 100]
+//! cargo run --release --example bench-fleet -- --mode sim --hosts 1000 --clusters 40 \
+//!     --refresh-secs 2 [--batch 1] [--cap N] [--poll-ms 50] [--runs 3]
+//! cargo run --release --example bench-fleet -- --mode first-op --hosts 10 [--runs 3]
 //! ```
+//!
+//! `--mode refresh` starts `--hosts` lab hosts in `--clusters` clusters whose agent comes back
+//! Up `--refresh-secs` after its restart (the stand-ins sleep for it), refreshes them all with
+//! `run_fleet` + `refresh_host` over SSH, every wait answered by one `HostPoller`, and prints
+//! the wall time against the ideal `ceil(largest cluster / batch) x one host's refresh` plus
+//! the canary (one host's refresh measured alone on three more lab hosts), with the status
+//! requests made. `--mode sim` runs the same scheduler and poller over `--hosts` in-process
+//! hosts (a simulated management server whose hosts come back `--refresh-secs` after their
+//! refresh starts, listed 500 to a page): the scheduler's and poller's own overhead, where a
+//! thousand real sshds do not fit on the machine. `--mode first-op` times the first and
+//! second command of fresh SSH sessions with `TCP_NODELAY` off and on.
+//!
+//! Default mode (`facts`):
 //!
 //! Starts `--hosts` lab hosts (each its own sshd, stand-ins and a real keystore), then collects
 //! the same facts (package versions, `agent.properties`, keystore files, Java major, jars):
@@ -33,9 +53,40 @@ use cs_agent::Node;
 use cs_core::{Cmd, Host, LocalHost, NoProgress};
 use cs_lab::KvmHost;
 
-/// Agent-facts benchmark against lab hosts.
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Agent facts: cs-agent against Ansible and an ssh loop.
+    Facts,
+    /// A rolling refresh of lab hosts with a simulated refresh time.
+    Refresh,
+    /// The scheduler and shared poller over in-process hosts.
+    Sim,
+    /// The first command of a fresh SSH session, TCP_NODELAY off and on.
+    FirstOp,
+}
+
+/// Fleet benchmarks against lab hosts.
 #[derive(Debug, Parser)]
 struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "facts")]
+    mode: Mode,
+    /// Clusters the hosts are spread over (refresh, sim).
+    #[arg(long, default_value_t = 10)]
+    clusters: usize,
+    /// Simulated time of one host's refresh, seconds (refresh, sim).
+    #[arg(long, default_value_t = 2.0)]
+    refresh_secs: f64,
+    /// Hosts of a cluster at once: a count or a percentage (refresh, sim).
+    #[arg(long, default_value = "1")]
+    batch: cs_agent::fleet::BatchSize,
+    /// Hosts at once across the fleet (refresh, sim; default: no cap).
+    #[arg(long)]
+    cap: Option<usize>,
+    /// The shared poller's fast interval, milliseconds (refresh, sim).
+    #[arg(long)]
+    poll_ms: Option<u64>,
     /// Lab hosts to start.
     #[arg(long, default_value_t = 100)]
     hosts: usize,
@@ -327,6 +378,16 @@ async fn main() -> ExitCode {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 async fn bench(args: &Args) -> Result<(), String> {
+    match args.mode {
+        Mode::Facts => facts_bench(args).await,
+        Mode::Refresh => fleet_bench::lab(args).await,
+        Mode::Sim => fleet_bench::sim(args).await,
+        Mode::FirstOp => fleet_bench::first_op(args).await,
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
+async fn facts_bench(args: &Args) -> Result<(), String> {
     let t0 = Instant::now();
     let lab = cs_lab::start_kvm_hosts(args.hosts, 10, |_| {}).map_err(|e| e.to_string())?;
     eprintln!(
@@ -456,4 +517,419 @@ async fn bench(args: &Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The rolling refresh's benchmarks: scheduler, shared poller, SSH session set-up.
+#[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
+mod fleet_bench {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use async_trait::async_trait;
+    use cs_agent::HostPoller;
+    use cs_agent::fleet::{Canary, FleetOptions, Target};
+    use cs_core::{BoxError, Cmd, CsVersion, Host, HostStatus, HypervisorState, NoProgress};
+    use cs_lab::KvmHost;
+
+    use super::{Args, median, target};
+
+    const TARGET: &str = "4.19.1.0";
+
+    /// Counts what the refresh asks the (lab) management server: listings and point queries.
+    #[derive(Debug)]
+    struct Counting {
+        inner: Arc<dyn HostStatus>,
+        listings: AtomicU64,
+        points: AtomicU64,
+    }
+
+    #[async_trait]
+    impl HostStatus for Counting {
+        async fn hypervisor(&self, key: &str) -> Result<Option<HypervisorState>, BoxError> {
+            self.points.fetch_add(1, Ordering::Relaxed);
+            self.inner.hypervisor(key).await
+        }
+
+        async fn hypervisors(&self) -> Result<Option<Vec<HypervisorState>>, BoxError> {
+            self.listings.fetch_add(1, Ordering::Relaxed);
+            self.inner.hypervisors().await
+        }
+    }
+
+    fn options(args: &Args, hosts: usize) -> FleetOptions {
+        FleetOptions {
+            batch: args.batch,
+            parallel: args.cap.unwrap_or(hosts).max(1),
+            max_fail_pct: None,
+            cluster_max_fail_pct: None,
+            canary: Canary::One,
+            journal: None,
+        }
+    }
+
+    /// `ceil(largest cluster / batch)` rounds plus the canary's, in host refreshes.
+    fn ideal_rounds(targets: &[Target], opts: &FleetOptions) -> usize {
+        let mut sizes = std::collections::BTreeMap::new();
+        for t in targets {
+            *sizes.entry(t.cluster.clone()).or_insert(0usize) += 1;
+        }
+        let rounds = sizes
+            .values()
+            .map(|&n| n.div_ceil(opts.batch.of(n)))
+            .max()
+            .unwrap_or(0);
+        rounds + usize::from(opts.canary != Canary::None)
+    }
+
+    async fn refresh_one(
+        h: &KvmHost,
+        status: Arc<dyn HostStatus>,
+        repo: Arc<dyn cs_core::RepoSwitch>,
+        journal: &std::path::Path,
+        poll: Duration,
+    ) -> Result<String, String> {
+        let ssh = h.connect().await.map_err(|e| cs_core::error_chain(&e))?;
+        let node = cs_agent::Node::new(Arc::new(ssh))
+            .rerooted(h.root())
+            .in_cluster(h.cluster());
+        let mut o =
+            cs_agent::RefreshOptions::new(CsVersion::parse(TARGET).map_err(|e| e.to_string())?);
+        o.up_deadline = Duration::from_secs(300);
+        o.poll = poll;
+        let deps = cs_agent::Deps {
+            status,
+            maintenance: None,
+            repo: Some(repo),
+        };
+        let cx = cs_agent::RefreshContext::new(node, o, deps);
+        cs_agent::refresh_host(&cx, journal, false, &NoProgress)
+            .await
+            .map(|r| r.summary())
+            .map_err(|e| cs_core::error_chain(&e))
+    }
+
+    /// A rolling refresh of lab hosts whose agents come back `--refresh-secs` after a restart.
+    pub(super) async fn lab(args: &Args) -> Result<(), String> {
+        let t0 = Instant::now();
+        let per_cluster = args.hosts.div_ceil(args.clusters.max(1)).max(1);
+        let delay = Duration::from_secs_f64(args.refresh_secs);
+        let lab =
+            cs_lab::start_kvm_hosts(args.hosts, per_cluster, |_| {}).map_err(|e| e.to_string())?;
+        let solo = cs_lab::start_kvm_hosts(3, 3, |o| {
+            o.name = format!("solo-{}", o.name);
+            o.cluster = "solo".into();
+        })
+        .map_err(|e| e.to_string())?;
+        for h in lab.iter().chain(&solo) {
+            h.set_up_delay(Some(delay)).map_err(|e| e.to_string())?;
+        }
+        eprintln!(
+            "started {} lab hosts in {:.1}s",
+            lab.len() + solo.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        let fast = Duration::from_millis(args.poll_ms.unwrap_or(100));
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let repo: Arc<dyn cs_core::RepoSwitch> = cs_lab::LabRepoSwitch::of(lab.iter().chain(&solo));
+        let counting = Arc::new(Counting {
+            inner: cs_lab::LabStatus::of(lab.iter().chain(&solo)),
+            listings: AtomicU64::new(0),
+            points: AtomicU64::new(0),
+        });
+        let poller = HostPoller::new(
+            counting.clone(),
+            fast,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
+
+        // One host alone, three times: the per-host time the ideal is made of.
+        let mut singles = Vec::new();
+        for h in &solo {
+            let start = Instant::now();
+            refresh_one(
+                h,
+                poller.clone(),
+                repo.clone(),
+                &dir.path().join(format!("{}.jsonl", h.name())),
+                fast,
+            )
+            .await?;
+            singles.push(start.elapsed());
+        }
+        let single = median(singles.clone());
+        let (l0, p0) = (
+            counting.listings.load(Ordering::Relaxed),
+            counting.points.load(Ordering::Relaxed),
+        );
+
+        let targets: Vec<Target> = lab.iter().map(target).collect();
+        let opts = options(args, targets.len());
+        let lab_ref = &lab;
+        let (poller_ref, repo_ref, dir_ref) = (&poller, &repo, dir.path());
+        let start = Instant::now();
+        let report = cs_agent::fleet::run_fleet(&targets, &opts, &NoProgress, |t| async move {
+            let h = lab_ref
+                .iter()
+                .find(|h| h.ssh().map(|s| s.port()) == Some(t.port))
+                .ok_or("no host")?;
+            let journal = dir_ref.join(format!("{}.jsonl", h.name()));
+            refresh_one(h, poller_ref.clone(), repo_ref.clone(), &journal, fast).await
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let wall = start.elapsed();
+        if !report.all_ok() {
+            return Err(format!("the refresh failed:\n{}", report.to_table()));
+        }
+        let listings = counting.listings.load(Ordering::Relaxed) - l0;
+        let points = counting.points.load(Ordering::Relaxed) - p0;
+        let rounds = ideal_rounds(&targets, &opts);
+        let ideal = single.as_secs_f64() * rounds as f64;
+        println!(
+            "lab refresh: hosts {}, clusters {}, batch {}, cap {}, simulated refresh {:.1} s, poll {} ms",
+            targets.len(),
+            args.clusters,
+            opts.batch,
+            opts.parallel,
+            args.refresh_secs,
+            fast.as_millis()
+        );
+        println!(
+            "one host alone                 {:>8.3} s   runs: {}",
+            single.as_secs_f64(),
+            singles
+                .iter()
+                .map(|d| format!("{:.3}", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!(
+            "fleet                          {:>8.3} s   ideal {rounds} x one host = {ideal:.3} s: {:.3}x (target <= 1.2x)",
+            wall.as_secs_f64(),
+            wall.as_secs_f64() / ideal
+        );
+        println!(
+            "status requests: {listings} listings ({:.2} per {} ms interval), {points} point queries \
+             ({:.2} per host); one request per waiting host per interval would be ~{:.0}",
+            listings as f64 / (wall.as_secs_f64() / fast.as_secs_f64()),
+            fast.as_millis(),
+            points as f64 / targets.len() as f64,
+            targets.len() as f64 * args.refresh_secs / fast.as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// A simulated management server: hosts Up at 4.18 until their refresh, `Disconnected`
+    /// while it runs, Up at the target once it is over; listed 500 to a page.
+    #[derive(Debug)]
+    struct SimCloud {
+        names: Vec<String>,
+        /// When each host is back Up at the target, once its refresh started.
+        back_at: Mutex<Vec<Option<Instant>>>,
+        listings: AtomicU64,
+        pages: AtomicU64,
+        points: AtomicU64,
+    }
+
+    impl SimCloud {
+        fn states(&self) -> Vec<HypervisorState> {
+            let now = Instant::now();
+            let back = self.back_at.lock().map(|b| b.clone()).unwrap_or_default();
+            let (old, new) = (
+                CsVersion::parse("4.18.0.0").ok(),
+                CsVersion::parse(TARGET).ok(),
+            );
+            self.names
+                .iter()
+                .zip(back)
+                .map(|(n, b)| {
+                    let (state, version) = match b {
+                        None => ("Up", old),
+                        Some(t) if now >= t => ("Up", new),
+                        Some(_) => ("Disconnected", old),
+                    };
+                    HypervisorState {
+                        id: format!("id-{n}"),
+                        name: n.clone(),
+                        state: state.into(),
+                        resource_state: Some("Enabled".into()),
+                        version,
+                        address: None,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl HostStatus for SimCloud {
+        async fn hypervisor(&self, key: &str) -> Result<Option<HypervisorState>, BoxError> {
+            self.points.fetch_add(1, Ordering::Relaxed);
+            Ok(self.states().into_iter().find(|h| h.matches(key)))
+        }
+
+        async fn hypervisors(&self) -> Result<Option<Vec<HypervisorState>>, BoxError> {
+            self.listings.fetch_add(1, Ordering::Relaxed);
+            self.pages
+                .fetch_add(self.names.len().div_ceil(500) as u64, Ordering::Relaxed);
+            Ok(Some(self.states()))
+        }
+    }
+
+    /// The scheduler and the shared poller over in-process hosts.
+    pub(super) async fn sim(args: &Args) -> Result<(), String> {
+        let per_cluster = args.hosts.div_ceil(args.clusters.max(1)).max(1);
+        let text: String = (0..args.hosts)
+            .map(|i| format!("root@sim{i} cluster=c{}\n", i / per_cluster))
+            .collect();
+        let targets = cs_agent::fleet::parse_hosts(&text).map_err(|e| e.to_string())?;
+        let opts = options(args, targets.len());
+        let per_host = Duration::from_secs_f64(args.refresh_secs);
+        let fast = Duration::from_millis(args.poll_ms.unwrap_or(50));
+        let rounds = ideal_rounds(&targets, &opts);
+        let ideal = per_host.as_secs_f64() * rounds as f64;
+        let target_v = CsVersion::parse(TARGET).map_err(|e| e.to_string())?;
+        let (mut walls, mut listings, mut pages, mut points) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.runs.max(1) {
+            let cloud = Arc::new(SimCloud {
+                names: targets.iter().map(|t| t.host.clone()).collect(),
+                back_at: Mutex::new(vec![None; targets.len()]),
+                listings: AtomicU64::new(0),
+                pages: AtomicU64::new(0),
+                points: AtomicU64::new(0),
+            });
+            let poller = HostPoller::new(
+                cloud.clone(),
+                fast,
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+            );
+            let (cloud_ref, poller_ref) = (&cloud, &poller);
+            let start = Instant::now();
+            let report = cs_agent::fleet::run_fleet(&targets, &opts, &NoProgress, |t| async move {
+                // Half the refresh on the host (install, restart), half waiting for the agent
+                // to come back, as the lab's stand-ins do it.
+                tokio::time::sleep(per_host / 2).await;
+                let i = cloud_ref
+                    .names
+                    .iter()
+                    .position(|n| *n == t.host)
+                    .ok_or("no such host")?;
+                if let Ok(mut b) = cloud_ref.back_at.lock() {
+                    b[i] = Some(Instant::now() + per_host / 2);
+                }
+                let up = |h: Option<&HypervisorState>| {
+                    h.is_some_and(|h| h.is_up() && h.version == Some(target_v))
+                };
+                let h = poller_ref
+                    .wait_for(&t.host, &up, Duration::from_secs(60), fast)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if up(h.as_ref()) {
+                    Ok("up".to_string())
+                } else {
+                    Err("not up".to_string())
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let wall = start.elapsed();
+            if !report.all_ok() {
+                return Err(format!(
+                    "the simulated refresh failed: {:?}",
+                    report.stopped
+                ));
+            }
+            walls.push(wall);
+            listings.push(cloud.listings.load(Ordering::Relaxed));
+            pages.push(cloud.pages.load(Ordering::Relaxed));
+            points.push(cloud.points.load(Ordering::Relaxed));
+        }
+        let wall = median(walls.clone());
+        let med = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        let (l, p, q) = (med(listings), med(pages), med(points));
+        println!(
+            "simulated refresh: hosts {}, clusters {}, batch {}, cap {}, per host {:.1} s, poll {} ms, runs {} (medians)",
+            targets.len(),
+            args.clusters,
+            opts.batch,
+            opts.parallel,
+            per_host.as_secs_f64(),
+            fast.as_millis(),
+            walls.len()
+        );
+        println!(
+            "fleet {:.3} s   ideal {rounds} x {:.1} s = {ideal:.3} s: {:.4}x, overhead {:.2}% (target <= 5%)   runs: {}",
+            wall.as_secs_f64(),
+            per_host.as_secs_f64(),
+            wall.as_secs_f64() / ideal,
+            (wall.as_secs_f64() / ideal - 1.0) * 100.0,
+            walls
+                .iter()
+                .map(|d| format!("{:.3}", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let intervals = wall.as_secs_f64() / fast.as_secs_f64();
+        println!(
+            "status requests: {l} listings ({p} pages of 500) in {intervals:.0} intervals: {:.2} \
+             listings per interval (target <= 1), {q} point queries; one request per waiting host \
+             per interval would be ~{:.0}",
+            l as f64 / intervals,
+            targets.len() as f64 * per_host.as_secs_f64() / 2.0 / fast.as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The first and second command of fresh SSH sessions, TCP_NODELAY off and on.
+    pub(super) async fn first_op(args: &Args) -> Result<(), String> {
+        let lab = cs_lab::start_kvm_hosts(args.hosts.clamp(1, 20), 10, |_| {})
+            .map_err(|e| e.to_string())?;
+        println!(
+            "first-op: {} lab hosts x {} runs (medians)",
+            lab.len(),
+            args.runs.max(1)
+        );
+        for nodelay in [false, true] {
+            let (mut connect, mut first, mut second) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..args.runs.max(1) {
+                for h in &lab {
+                    let s = h.ssh().ok_or("lab host without sshd")?;
+                    let t = Instant::now();
+                    let ssh = s
+                        .host_builder()
+                        .tcp_nodelay(nodelay)
+                        .connect()
+                        .await
+                        .map_err(|e| cs_core::error_chain(&e))?;
+                    connect.push(t.elapsed());
+                    for v in [&mut first, &mut second] {
+                        let t = Instant::now();
+                        let out = ssh
+                            .run(&Cmd::new("true"))
+                            .await
+                            .map_err(|e| cs_core::error_chain(&e))?;
+                        if !out.success() {
+                            return Err("`true` failed".into());
+                        }
+                        v.push(t.elapsed());
+                    }
+                }
+            }
+            println!(
+                "TCP_NODELAY {:<3}  connect {:>7.1} ms   first command {:>6.1} ms   second {:>6.1} ms",
+                if nodelay { "on" } else { "off" },
+                median(connect).as_secs_f64() * 1e3,
+                median(first).as_secs_f64() * 1e3,
+                median(second).as_secs_f64() * 1e3
+            );
+        }
+        Ok(())
+    }
 }

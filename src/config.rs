@@ -356,9 +356,10 @@ pub enum SystemVmRefresh {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Hosts refreshed at once within a cluster.
-    #[serde(default = "one")]
-    pub batch_size: usize,
+    /// Hosts refreshed at once within a cluster: a count (`2`) or a percentage of the
+    /// cluster's hosts (`"25%"`, rounded down, at least one). Clusters move side by side.
+    #[serde(default)]
+    pub batch_size: cs_agent::fleet::BatchSize,
     /// Hosts refreshed at once across all clusters, and system VMs and routers refreshed at
     /// once.
     #[serde(default = "default_parallelism")]
@@ -366,6 +367,15 @@ pub struct Policy {
     /// Stop the refresh when more than this percentage of hosts failed (0: on the first).
     #[serde(default)]
     pub max_fail_percent: u8,
+    /// Stop refreshing a cluster when more than this percentage of its hosts failed (the
+    /// other clusters go on within `max_fail_percent`); unset: only the fleet's budget.
+    #[serde(default)]
+    pub cluster_max_fail_percent: Option<u8>,
+    /// Which hosts are refreshed first, alone: `one` (default: the first host; the run
+    /// stops if it fails), `per_cluster` (each cluster's first host before the rest of its
+    /// cluster) or `none`.
+    #[serde(default)]
+    pub canary: cs_agent::fleet::Canary,
     /// How long the first management server may take to migrate the schema.
     #[serde(
         default = "default_migration_deadline",
@@ -437,9 +447,6 @@ fn default_template_deadline() -> Duration {
     Duration::from_secs(60 * 60)
 }
 
-fn one() -> usize {
-    1
-}
 fn default_parallelism() -> usize {
     8
 }
@@ -453,9 +460,11 @@ fn default_host_deadline() -> Duration {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            batch_size: one(),
+            batch_size: cs_agent::fleet::BatchSize::default(),
             parallelism: default_parallelism(),
             max_fail_percent: 0,
+            cluster_max_fail_percent: None,
+            canary: cs_agent::fleet::Canary::default(),
             migration_deadline: default_migration_deadline(),
             host_up_deadline: default_host_deadline(),
             direct_path: false,
@@ -603,14 +612,19 @@ impl UpgradeConfig {
         if !matches!(self.backup.engine.as_str(), "native" | "mysqldump") {
             return Err(self.invalid("backup.engine", "expected `native` or `mysqldump`"));
         }
-        if self.backup.threads == 0 || self.policy.batch_size == 0 || self.policy.parallelism == 0 {
-            return Err(self.invalid(
-                "backup.threads / policy.batch_size / policy.parallelism",
-                "must be at least 1",
-            ));
+        if self.backup.threads == 0 || self.policy.parallelism == 0 {
+            return Err(self.invalid("backup.threads / policy.parallelism", "must be at least 1"));
         }
         if self.policy.max_fail_percent > 100 {
             return Err(self.invalid("policy.max_fail_percent", "a percentage: 0 to 100"));
+        }
+        if self
+            .policy
+            .cluster_max_fail_percent
+            .is_some_and(|p| p > 100)
+        {
+            let key = "policy.cluster_max_fail_percent";
+            return Err(self.invalid(key, "a percentage: 0 to 100"));
         }
         if let Some(t) = &self.policy.system_template {
             let key = "policy.system_template.url";
@@ -858,6 +872,31 @@ mod tests {
                 .unwrap()
                 .repo_rules()
                 .matches("http://mirror.example.com/cloudstack/ubuntu")
+        );
+    }
+
+    #[test]
+    fn the_fleet_policy_takes_a_count_or_a_percentage() {
+        use cs_agent::fleet::{BatchSize, Canary};
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.policy.batch_size, BatchSize::Count(1));
+        assert_eq!(c.policy.canary, Canary::One);
+        assert_eq!(c.policy.cluster_max_fail_percent, None);
+        let text = EXAMPLE.replace(
+            "batch_size = 1",
+            "batch_size = \"25%\"\ncanary = \"per_cluster\"\ncluster_max_fail_percent = 20",
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.policy.batch_size, BatchSize::Percent(25));
+        assert_eq!(c.policy.canary, Canary::PerCluster);
+        assert_eq!(c.policy.cluster_max_fail_percent, Some(20));
+        invalid(
+            &EXAMPLE.replace("batch_size = 1", "batch_size = \"0%\""),
+            "batch_size",
+        );
+        invalid(
+            &EXAMPLE.replace("batch_size = 1", "cluster_max_fail_percent = 101"),
+            "cluster_max_fail_percent",
         );
     }
 

@@ -62,24 +62,35 @@ impl Agents {
         let maintenance = cx.config.policy.agent_refresh == AgentRefresh::Maintenance;
         // Under maintenance one host of a cluster at a time: CloudStack refuses a second one
         // while another of its cluster prepares ("There are other servers attempting
-        // migrations for maintenance", ResourceManagerImpl.maintain).
-        let parallel = if maintenance {
-            1
+        // migrations for maintenance", ResourceManagerImpl.maintain). Clusters still move
+        // side by side.
+        let policy = &cx.config.policy;
+        let batch = if maintenance {
+            cs_agent::fleet::BatchSize::Count(1)
         } else {
-            cx.config
-                .policy
-                .batch_size
-                .min(cx.config.policy.parallelism)
+            policy.batch_size
         };
         let options = cs_agent::fleet::FleetOptions {
-            parallel,
-            max_fail_pct: (cx.config.policy.max_fail_percent > 0)
-                .then_some(f64::from(cx.config.policy.max_fail_percent)),
-            canary: true,
+            batch,
+            parallel: policy.parallelism,
+            max_fail_pct: (policy.max_fail_percent > 0)
+                .then_some(f64::from(policy.max_fail_percent)),
+            cluster_max_fail_pct: policy.cluster_max_fail_percent.map(f64::from),
+            canary: policy.canary,
             journal: Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))),
         };
+        // One listing of all hypervisors per interval answers every host waiting to be Up
+        // (instead of a `listHosts` per waiting host): fast while hosts are expected back,
+        // slow for those late beyond three minutes.
+        let status: Arc<dyn cs_core::HostStatus> = cs_agent::HostPoller::new(
+            Arc::new(cx.client.clone()),
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+            Duration::from_secs(180),
+        );
         let report = cs_agent::fleet::run_fleet(&targets, &options, cx.progress.as_ref(), |t| {
             let entry = by_label.get(&t.label()).cloned();
+            let status = status.clone();
             async move {
                 let Some(host) = entry else {
                     return Err(format!("{}: not in the run's host list", t.label()));
@@ -100,7 +111,7 @@ impl Agents {
                 options.up_deadline = cx.config.policy.host_up_deadline;
                 options.poll = Duration::from_millis(200);
                 let deps = cs_agent::Deps {
-                    status: Arc::new(cx.client.clone()),
+                    status,
                     maintenance: maintenance
                         .then(|| Arc::new(cx.client.clone()) as Arc<dyn cs_core::HostMaintenance>),
                     repo: Some(repo),

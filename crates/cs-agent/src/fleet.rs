@@ -1,5 +1,6 @@
-//! Many hosts at once: a hosts file, bounded concurrency, cluster batches with a canary, a
-//! failure budget, a journal to resume from, and a per-host result table.
+//! Many hosts at once: a hosts file, clusters side by side in batches under a global cap, a
+//! canary, failure budgets for the fleet and each cluster, a journal to resume from, a wave plan
+//! for dry runs, and a per-host result table.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -12,6 +13,8 @@ use cs_core::{Progress, ProgressUpdate, Unit};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+pub use crate::schedule::{BatchSize, Canary};
+use crate::schedule::{Limits, Scheduler};
 use crate::{Error, Result};
 
 /// One host of a hosts file: `user@host[:port] [cluster=NAME]`.
@@ -113,13 +116,18 @@ pub fn parse_hosts(text: &str) -> Result<Vec<Target>> {
 /// How a fleet run goes.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    /// Hosts worked on at once (a batch's size).
+    /// Hosts of one cluster worked on at once (a count or a percentage of the cluster).
+    pub batch: BatchSize,
+    /// Hosts worked on at once across the fleet (the global cap).
     pub parallel: usize,
-    /// Stop once failed hosts exceed this percentage of all hosts; `None` stops on the first
-    /// failure.
+    /// Stop starting hosts once failed hosts exceed this percentage of all hosts; `None` stops
+    /// on the first failure. Hosts already running finish.
     pub max_fail_pct: Option<f64>,
-    /// Run the first host alone before any other, and stop if it fails.
-    pub canary: bool,
+    /// Stop starting hosts of a cluster once its failed hosts exceed this percentage of the
+    /// cluster; `None`: only the fleet's budget applies.
+    pub cluster_max_fail_pct: Option<f64>,
+    /// Which hosts go first, alone.
+    pub canary: Canary,
     /// A JSON-lines journal: hosts it records as done are skipped, results are appended.
     pub journal: Option<PathBuf>,
 }
@@ -127,10 +135,24 @@ pub struct FleetOptions {
 impl Default for FleetOptions {
     fn default() -> Self {
         FleetOptions {
-            parallel: 5,
+            batch: BatchSize::Count(1),
+            parallel: 8,
             max_fail_pct: None,
-            canary: true,
+            cluster_max_fail_pct: None,
+            canary: Canary::One,
             journal: None,
+        }
+    }
+}
+
+impl FleetOptions {
+    fn limits(&self) -> Limits {
+        Limits {
+            batch: self.batch,
+            cap: self.parallel,
+            canary: self.canary,
+            max_fail_pct: self.max_fail_pct,
+            cluster_max_fail_pct: self.cluster_max_fail_pct,
         }
     }
 }
@@ -310,9 +332,95 @@ fn append(path: &Path, r: &HostResult) -> Result<()> {
     f.sync_data().map_err(|e| err("sync", e))
 }
 
-/// Runs `work` on every target: the canary first, then cluster by cluster in batches of
-/// `parallel`, checking the failure budget after each batch. `work` returns a one-line summary,
-/// or the error as one line (an unreachable host is an error).
+/// The order a run would take if every host took as long as every other and none failed:
+/// wave by wave, the hosts that start together, in hosts-file order (the canary alone first). Hosts the journal
+/// records as done are left out. What `--dry-run` prints.
+///
+/// ```
+/// use cs_agent::fleet::{BatchSize, FleetOptions, parse_hosts, plan_waves};
+/// let t = parse_hosts("a cluster=x\nb cluster=y\nc cluster=x\nd cluster=y\ne cluster=x\n")?;
+/// let waves = plan_waves(&t, &FleetOptions::default())?;
+/// let names: Vec<Vec<&str>> = waves
+///     .iter()
+///     .map(|w| w.iter().map(|&i| t[i].host.as_str()).collect())
+///     .collect();
+/// assert_eq!(names, [vec!["a"], vec!["b", "c"], vec!["d", "e"]]);
+/// # Ok::<(), cs_agent::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Journal`] when the journal cannot be read.
+pub fn plan_waves(targets: &[Target], options: &FleetOptions) -> Result<Vec<Vec<usize>>> {
+    let done = done_indices(targets, options)?;
+    let mut sched = Scheduler::new(targets, &done, options.limits());
+    let mut waves = Vec::new();
+    loop {
+        let mut wave = sched.next();
+        wave.sort_unstable();
+        if wave.is_empty() {
+            return Ok(waves);
+        }
+        for &i in &wave {
+            sched.finish(i, true);
+        }
+        waves.push(wave);
+    }
+}
+
+/// [`plan_waves`]'s plan as text: one line a wave, its hosts grouped by cluster; `options`
+/// says whether the first wave is the canary.
+///
+/// ```
+/// use cs_agent::fleet::{FleetOptions, parse_hosts, plan_waves, waves_table};
+/// let t = parse_hosts("a cluster=x\nb cluster=y\nc cluster=x\n")?;
+/// let o = FleetOptions::default();
+/// let text = waves_table(&t, &plan_waves(&t, &o)?, &o);
+/// assert_eq!(text, "wave 1 (canary): x: root@a:22\nwave 2: x: root@c:22 | y: root@b:22\n");
+/// # Ok::<(), cs_agent::Error>(())
+/// ```
+pub fn waves_table(targets: &[Target], waves: &[Vec<usize>], options: &FleetOptions) -> String {
+    let mut out = String::new();
+    for (n, wave) in waves.iter().enumerate() {
+        let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for &i in wave {
+            if let Some(t) = targets.get(i) {
+                by.entry(t.cluster.as_deref().unwrap_or("-"))
+                    .or_default()
+                    .push(t.label());
+            }
+        }
+        let groups: Vec<String> = by
+            .iter()
+            .map(|(c, hosts)| format!("{c}: {}", hosts.join(" ")))
+            .collect();
+        let canary = if n == 0 && options.canary == Canary::One {
+            " (canary)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "wave {}{canary}: {}", n + 1, groups.join(" | "));
+    }
+    out
+}
+
+fn done_indices(targets: &[Target], options: &FleetOptions) -> Result<BTreeSet<usize>> {
+    let done = match &options.journal {
+        Some(p) => read_done(p)?,
+        None => BTreeSet::new(),
+    };
+    Ok(targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| done.contains(&t.label()))
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// Runs `work` on every target: the canary first, then the clusters side by side, each at most
+/// its batch at once and the fleet at most `parallel` at once, a host starting as soon as a
+/// slot frees. A failure over a budget stops new work at once; hosts already running finish.
+/// `work` returns a one-line summary, or the error as one line (an unreachable host is an
+/// error).
 ///
 /// # Errors
 /// [`Error::Journal`] when the journal cannot be read or written; host failures are in the
@@ -327,124 +435,77 @@ where
     F: Fn(Target) -> Fut,
     Fut: Future<Output = std::result::Result<String, String>>,
 {
-    let done = match &options.journal {
-        Some(p) => read_done(p)?,
-        None => BTreeSet::new(),
-    };
+    let done = done_indices(targets, options)?;
     let total = targets.len() as u64;
     let mut results: BTreeMap<usize, HostResult> = BTreeMap::new();
-    let mut pending: Vec<usize> = Vec::new();
-    for (i, t) in targets.iter().enumerate() {
-        if done.contains(&t.label()) {
-            results.insert(
-                i,
-                HostResult {
-                    host: t.label(),
-                    cluster: t.cluster.clone(),
-                    outcome: Outcome::AlreadyDone,
-                    detail: "done by an earlier run".into(),
-                    elapsed: Duration::ZERO,
-                },
-            );
-        } else {
-            pending.push(i);
-        }
-    }
-    // Batches: the canary alone, then each cluster (in order of first appearance) in chunks.
-    let mut batches: Vec<Vec<usize>> = Vec::new();
-    let mut rest = pending.as_slice();
-    if options.canary
-        && let Some((first, tail)) = pending.split_first()
-    {
-        batches.push(vec![*first]);
-        rest = tail;
-    }
-    // Cluster order is the order of first appearance, the canary's cluster first.
-    let mut clusters: Vec<(Option<String>, Vec<usize>)> = Vec::new();
-    for &i in &pending {
-        let c = targets[i].cluster.clone();
-        if !clusters.iter().any(|(k, _)| *k == c) {
-            clusters.push((c, Vec::new()));
-        }
-    }
-    for &i in rest {
-        let c = targets[i].cluster.clone();
-        if let Some((_, v)) = clusters.iter_mut().find(|(k, _)| *k == c) {
-            v.push(i);
-        }
-    }
-    let parallel = options.parallel.max(1);
-    for (_, hosts) in clusters {
-        batches.extend(hosts.chunks(parallel).map(<[usize]>::to_vec));
-    }
-    let mut failed = 0usize;
-    let mut stopped = None;
-    let mut finished = results.len() as u64;
-    let canary_index = options.canary.then(|| pending.first().copied()).flatten();
-    for batch in batches {
-        let runs = batch.iter().map(|&i| {
-            let t = targets[i].clone();
-            let fut = work(t.clone());
-            async move {
-                let start = Instant::now();
-                let r = fut.await;
-                (i, t, r, start.elapsed())
-            }
-        });
-        let outcomes = futures::future::join_all(runs).await;
-        for (i, t, r, elapsed) in outcomes {
-            let (outcome, detail) = match r {
-                Ok(d) => (Outcome::Ok, d),
-                Err(e) => {
-                    failed += 1;
-                    (Outcome::Failed, e)
-                }
-            };
-            let hr = HostResult {
+    for &i in &done {
+        let t = &targets[i];
+        results.insert(
+            i,
+            HostResult {
                 host: t.label(),
                 cluster: t.cluster.clone(),
-                outcome,
-                detail,
-                elapsed,
-            };
-            if let Some(p) = &options.journal {
-                append(p, &hr)?;
+                outcome: Outcome::AlreadyDone,
+                detail: "done by an earlier run".into(),
+                elapsed: Duration::ZERO,
+            },
+        );
+    }
+    let mut sched = Scheduler::new(targets, &done, options.limits());
+    let mut finished = results.len() as u64;
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut journal_error = None;
+    loop {
+        if journal_error.is_none() {
+            for i in sched.next() {
+                let t = targets[i].clone();
+                let fut = work(t.clone());
+                running.push(async move {
+                    let start = Instant::now();
+                    let r = fut.await;
+                    (i, t, r, start.elapsed())
+                });
             }
-            finished += 1;
-            progress.update(
-                ProgressUpdate::new("fleet", finished, Some(total), Unit::Hosts).message(format!(
-                    "{} {}",
-                    hr.host,
-                    if outcome == Outcome::Ok {
-                        "ok"
-                    } else {
-                        "failed"
-                    }
-                )),
-            );
-            results.insert(i, hr);
         }
-        let canary_failed = canary_index.is_some_and(|c| {
-            batch == [c]
-                && results
-                    .get(&c)
-                    .is_some_and(|r| r.outcome == Outcome::Failed)
-        });
-        if canary_failed {
-            stopped = Some("the canary host failed".to_string());
+        let Some((i, t, r, elapsed)) = running.next().await else {
             break;
-        }
-        let over = match options.max_fail_pct {
-            None => failed > 0,
-            Some(pct) => failed as f64 * 100.0 / total.max(1) as f64 > pct,
         };
-        if over {
-            stopped = Some(match options.max_fail_pct {
-                None => format!("{failed} host(s) failed (stop on first failure)"),
-                Some(p) => format!("{failed} of {total} hosts failed, over {p}%"),
-            });
-            break;
+        sched.finish(i, r.is_ok());
+        let (outcome, detail) = match r {
+            Ok(d) => (Outcome::Ok, d),
+            Err(e) => (Outcome::Failed, e),
+        };
+        let hr = HostResult {
+            host: t.label(),
+            cluster: t.cluster.clone(),
+            outcome,
+            detail,
+            elapsed,
+        };
+        if let Some(p) = &options.journal
+            && journal_error.is_none()
+        {
+            // A journal that cannot be written stops new work; running hosts still finish.
+            if let Err(e) = append(p, &hr) {
+                journal_error = Some(e);
+            }
         }
+        finished += 1;
+        progress.update(
+            ProgressUpdate::new("fleet", finished, Some(total), Unit::Hosts).message(format!(
+                "{} {}",
+                hr.host,
+                if outcome == Outcome::Ok {
+                    "ok"
+                } else {
+                    "failed"
+                }
+            )),
+        );
+        results.insert(i, hr);
+    }
+    if let Some(e) = journal_error {
+        return Err(e);
     }
     let hosts = targets
         .iter()
@@ -460,7 +521,10 @@ where
         })
         .collect();
     progress.update(ProgressUpdate::new("fleet", finished, Some(total), Unit::Hosts).finished());
-    Ok(FleetReport { hosts, stopped })
+    Ok(FleetReport {
+        hosts,
+        stopped: sched.stopped(),
+    })
 }
 
 /// Runs `work` on every target with at most `parallel` at once, in no particular order, and
@@ -529,14 +593,144 @@ mod tests {
         );
     }
 
-    async fn run(spec: &str, opts: FleetOptions, fail: &[&str]) -> (FleetReport, Vec<Vec<String>>) {
+    fn names(t: &[Target], waves: &[Vec<usize>]) -> Vec<String> {
+        waves
+            .iter()
+            .map(|w| {
+                w.iter()
+                    .map(|&i| t[i].host.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect()
+    }
+
+    /// `n` hosts named `c<k>h<j>` in `clusters` clusters of sizes `sizes`.
+    fn fleet(sizes: &[usize]) -> String {
+        let mut s = String::new();
+        for (k, n) in sizes.iter().enumerate() {
+            for j in 0..*n {
+                s.push_str(&format!("c{k}h{j} cluster=c{k}\n"));
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn clusters_move_side_by_side_in_batches() {
+        let t = targets(&fleet(&[3, 2]));
+        let opts = FleetOptions {
+            batch: BatchSize::Count(2),
+            ..Default::default()
+        };
+        let w = plan_waves(&t, &opts).unwrap();
+        assert_eq!(names(&t, &w), ["c0h0", "c0h1,c0h2,c1h0,c1h1"]);
+        // Batch 1: the canary, then one host of each cluster at a time.
+        let opts = FleetOptions::default();
+        let w = plan_waves(&t, &opts).unwrap();
+        assert_eq!(names(&t, &w), ["c0h0", "c0h1,c1h0", "c0h2,c1h1"]);
+        // The same plan every time.
+        assert_eq!(plan_waves(&t, &opts).unwrap(), w);
+    }
+
+    #[test]
+    fn the_global_cap_serves_the_largest_cluster_first() {
+        let t = targets(&fleet(&[2, 4, 4]));
+        let opts = FleetOptions {
+            parallel: 2,
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let w = plan_waves(&t, &opts).unwrap();
+        assert!(w.iter().all(|w| w.len() <= 2));
+        // c1 and c2 (4 queued each) go first; c0 joins once they are down to 2.
+        assert_eq!(
+            names(&t, &w),
+            [
+                "c1h0,c2h0",
+                "c1h1,c2h1",
+                "c0h0,c1h2",
+                "c0h1,c2h2",
+                "c1h3,c2h3"
+            ]
+        );
+        assert_eq!(w.len(), 10_usize.div_ceil(2));
+    }
+
+    #[test]
+    fn a_percentage_batch_is_of_each_cluster() {
+        let t = targets(&fleet(&[10, 4]));
+        let opts = FleetOptions {
+            batch: "30%".parse().unwrap(),
+            parallel: 100,
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let w = plan_waves(&t, &opts).unwrap();
+        // 30% of 10 is 3; 30% of 4 rounds down to 1.
+        assert_eq!(w[0].len(), 4);
+        assert_eq!(w.len(), 4);
+        assert!("0".parse::<BatchSize>().is_err());
+        assert!("101%".parse::<BatchSize>().is_err());
+        assert_eq!("7".parse::<BatchSize>().unwrap(), BatchSize::Count(7));
+    }
+
+    #[test]
+    fn a_canary_per_cluster_goes_alone_in_its_cluster() {
+        let t = targets(&fleet(&[3, 3]));
+        let opts = FleetOptions {
+            batch: BatchSize::Count(2),
+            canary: Canary::PerCluster,
+            ..Default::default()
+        };
+        let w = plan_waves(&t, &opts).unwrap();
+        assert_eq!(names(&t, &w), ["c0h0,c1h0", "c0h1,c0h2,c1h1,c1h2"]);
+    }
+
+    /// Runs `spec` with each host taking `ms` milliseconds (a host named in `slow` five times
+    /// as long); returns the report, the start order, and the most hosts seen running at once
+    /// in all and per cluster.
+    async fn run_timed(
+        spec: &str,
+        opts: FleetOptions,
+        fail: &[&str],
+        slow: &[&str],
+        ms: u64,
+    ) -> (FleetReport, Vec<String>, usize, BTreeMap<String, usize>) {
         let t = targets(spec);
-        let order = Mutex::new(Vec::new());
-        let fail: Vec<String> = fail.iter().map(|s| s.to_string()).collect();
+        #[derive(Default)]
+        struct Seen {
+            order: Vec<String>,
+            now: usize,
+            max: usize,
+            per: BTreeMap<String, (usize, usize)>,
+        }
+        let seen = Mutex::new(Seen::default());
         let r = run_fleet(&t, &opts, &NoProgress, |t| {
-            order.lock().unwrap().push(t.host.clone());
-            let bad = fail.contains(&t.host);
+            let bad = fail.contains(&t.host.as_str());
+            let wait = if slow.contains(&t.host.as_str()) {
+                ms * 5
+            } else {
+                ms
+            };
+            let c = t.cluster.clone().unwrap_or_default();
+            {
+                let mut s = seen.lock().unwrap();
+                s.order.push(t.host.clone());
+                s.now += 1;
+                s.max = s.max.max(s.now);
+                let e = s.per.entry(c.clone()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            }
+            let seen = &seen;
             async move {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                let mut s = seen.lock().unwrap();
+                s.now -= 1;
+                if let Some(e) = s.per.get_mut(&c) {
+                    e.0 -= 1;
+                }
                 if bad {
                     Err("boom".to_string())
                 } else {
@@ -546,33 +740,46 @@ mod tests {
         })
         .await
         .unwrap();
-        let o = order.into_inner().unwrap();
-        (r, vec![o])
+        let s = seen.into_inner().unwrap();
+        let per = s.per.into_iter().map(|(k, (_, m))| (k, m)).collect();
+        (r, s.order, s.max, per)
     }
 
     #[tokio::test]
-    async fn canary_then_clusters_in_batches() {
+    async fn a_run_keeps_to_the_batches_and_the_cap() {
         let opts = FleetOptions {
-            parallel: 2,
+            batch: BatchSize::Count(2),
+            parallel: 5,
             ..Default::default()
         };
-        let (r, order) = run(
-            "a cluster=x\nb cluster=y\nc cluster=x\nd cluster=y\ne cluster=x\n",
-            opts,
-            &[],
-        )
-        .await;
+        let (r, order, max, per) = run_timed(&fleet(&[6, 6, 6]), opts, &[], &[], 5).await;
         assert!(r.all_ok());
-        assert_eq!(order[0], ["a", "c", "e", "b", "d"]);
+        assert_eq!(order.len(), 18);
+        assert_eq!(order[0], "c0h0");
+        assert_eq!(max, 5);
+        assert!(per.values().all(|&m| m == 2), "{per:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_refilled_without_waiting_for_the_wave() {
+        // c0h1 is slow: c1's hosts go on meanwhile instead of waiting for it.
+        let opts = FleetOptions {
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let (r, order, _, _) = run_timed(&fleet(&[2, 4]), opts, &[], &["c0h0"], 10).await;
+        assert!(r.all_ok());
+        let pos = |h: &str| order.iter().position(|o| o == h).unwrap();
+        assert!(pos("c1h3") < pos("c0h1"), "{order:?}");
     }
 
     #[tokio::test]
     async fn stops_on_the_first_failure_by_default() {
         let opts = FleetOptions {
-            parallel: 1,
+            canary: Canary::None,
             ..Default::default()
         };
-        let (r, _) = run("a\nb\nc\nd\n", opts, &["b"]).await;
+        let (r, _, _, _) = run_timed("a\nb\nc\nd\n", opts, &["b"], &[], 1).await;
         let outcomes: Vec<Outcome> = r.hosts.iter().map(|h| h.outcome).collect();
         assert_eq!(
             outcomes,
@@ -587,12 +794,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn running_hosts_finish_when_the_budget_stops_the_run() {
+        // c0h1 fails fast while c1h0 (slow) runs: nothing new starts, c1h0 still finishes.
+        let opts = FleetOptions {
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let (r, order, _, _) = run_timed(&fleet(&[3, 2]), opts, &["c0h0"], &["c1h0"], 10).await;
+        assert_eq!(order, ["c0h0", "c1h0"]);
+        assert_eq!(r.hosts[0].outcome, Outcome::Failed);
+        assert_eq!(r.hosts[3].outcome, Outcome::Ok);
+        assert_eq!(r.hosts[1].outcome, Outcome::NotStarted);
+        assert!(r.stopped.unwrap().contains("stop on first failure"));
+    }
+
+    #[tokio::test]
     async fn a_failed_canary_stops_even_with_a_budget() {
         let opts = FleetOptions {
             max_fail_pct: Some(50.0),
             ..Default::default()
         };
-        let (r, _) = run("a\nb\nc\n", opts, &["a"]).await;
+        let (r, order, _, _) = run_timed("a\nb\nc\n", opts, &["a"], &[], 1).await;
+        assert_eq!(order, ["a"]);
         assert_eq!(r.stopped.as_deref(), Some("the canary host failed"));
         assert_eq!(r.hosts[1].outcome, Outcome::NotStarted);
     }
@@ -600,11 +823,10 @@ mod tests {
     #[tokio::test]
     async fn a_failure_budget_lets_the_run_go_on() {
         let opts = FleetOptions {
-            parallel: 1,
             max_fail_pct: Some(30.0),
             ..Default::default()
         };
-        let (r, _) = run("a\nb\nc\nd\ne\nf\n", opts, &["b", "d"]).await;
+        let (r, _, _, _) = run_timed("a\nb\nc\nd\ne\nf\n", opts, &["b", "d"], &[], 1).await;
         // 2 of 6 = 33% > 30%: stops after d.
         let outcomes: Vec<Outcome> = r.hosts.iter().map(|h| h.outcome).collect();
         assert_eq!(
@@ -612,20 +834,76 @@ mod tests {
             [Outcome::Ok, Outcome::Failed, Outcome::Ok, Outcome::Failed]
         );
         assert_eq!(outcomes[4], Outcome::NotStarted);
+        assert!(r.stopped.unwrap().contains("2 of 6 hosts failed, over 30%"));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_over_its_budget_stops_alone() {
+        // Two failures in c0 (of 4: 50% > 25%) stop c0; c1 goes on to the end.
+        let opts = FleetOptions {
+            max_fail_pct: Some(50.0),
+            cluster_max_fail_pct: Some(25.0),
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let (r, _, _, _) = run_timed(&fleet(&[4, 4]), opts, &["c0h0", "c0h1"], &[], 1).await;
+        let of = |c: &str| -> Vec<Outcome> {
+            r.hosts
+                .iter()
+                .filter(|h| h.cluster.as_deref() == Some(c))
+                .map(|h| h.outcome)
+                .collect()
+        };
+        assert_eq!(
+            of("c0"),
+            [
+                Outcome::Failed,
+                Outcome::Failed,
+                Outcome::NotStarted,
+                Outcome::NotStarted
+            ]
+        );
+        assert!(of("c1").iter().all(|o| *o == Outcome::Ok));
+        let why = r.stopped.unwrap();
+        assert!(
+            why.contains("cluster c0 stopped: 2 of its 4 hosts failed"),
+            "{why}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_cluster_canary_stops_its_cluster_only() {
+        let opts = FleetOptions {
+            max_fail_pct: Some(40.0),
+            canary: Canary::PerCluster,
+            ..Default::default()
+        };
+        let (r, order, _, _) = run_timed(&fleet(&[3, 3]), opts, &["c1h0"], &[], 1).await;
+        assert!(!order.contains(&"c1h1".to_string()));
+        assert_eq!(
+            r.hosts.iter().filter(|h| h.outcome == Outcome::Ok).count(),
+            3
+        );
+        assert!(
+            r.stopped
+                .unwrap()
+                .contains("cluster c1 stopped: its canary")
+        );
     }
 
     #[tokio::test]
     async fn the_journal_resumes_where_the_last_run_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let opts = FleetOptions {
-            parallel: 1,
             journal: Some(dir.path().join("fleet.jsonl")),
             ..Default::default()
         };
-        let (r, _) = run("a\nb\nc\n", opts.clone(), &["b"]).await;
+        let (r, _, _, _) = run_timed("a\nb\nc\n", opts.clone(), &["b"], &[], 1).await;
         assert_eq!(r.failed().count(), 1);
-        let (r, order) = run("a\nb\nc\n", opts, &[]).await;
-        assert_eq!(order[0], ["b", "c"]);
+        let t = targets("a\nb\nc\n");
+        assert_eq!(names(&t, &plan_waves(&t, &opts).unwrap()), ["b", "c"]);
+        let (r, order, _, _) = run_timed("a\nb\nc\n", opts, &[], &[], 1).await;
+        assert_eq!(order, ["b", "c"]);
         assert_eq!(r.hosts[0].outcome, Outcome::AlreadyDone);
         assert!(r.all_ok());
     }

@@ -9,7 +9,9 @@
 //! - [`collect_facts`] for one [`Node`]; [`checks`] for the `agent.*`, `node.*` and `net.*`
 //!   checks of a KVM host.
 //! - [`refresh_steps`]: one host's refresh as idempotent [`cs_core::Step`]s;
-//!   [`fleet::run_fleet`] runs many hosts in cluster batches with a canary and a failure budget.
+//!   [`fleet::run_fleet`] runs many hosts, clusters side by side in batches under a global
+//!   cap, with a canary and failure budgets; [`HostPoller`] answers every host waiting to be
+//!   Up from one shared listing per interval.
 //!
 //! ```
 //! use cs_agent::{IDENTITY_KEYS, Properties, diff};
@@ -36,12 +38,15 @@ pub mod checks;
 pub mod fleet;
 pub mod keystore;
 pub mod packages;
+mod poller;
 mod refresh;
+mod schedule;
 
 pub use error::{Error, Result};
 pub use facts::{AgentFacts, Node, agent_packages, collect_facts};
 pub use keys::{KeyInfo, KeyKind, known_keys};
 pub use keystore::verify_native;
+pub use poller::HostPoller;
 pub use properties::{
     ChangeKind, Duplicate, IDENTITY_KEYS, KeyChange, Properties, SECRET_KEYS, Value, diff,
     is_secret_key,

@@ -881,29 +881,32 @@ impl Step<RefreshContext> for WaitUp {
     }
 
     async fn apply(&self, cx: &RefreshContext) -> Result<(), StepError> {
-        let deadline = tokio::time::Instant::now() + cx.options.up_deadline;
-        loop {
-            let h = cx.hypervisor().await?;
-            if h.as_ref()
-                .is_some_and(|h| h.is_up() && h.version == Some(cx.options.target))
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let seen = h.map_or("unknown to the management server".to_string(), |h| {
-                    format!(
-                        "{} at {}",
-                        h.state,
-                        h.version.map_or("no version".into(), |v| v.to_string())
-                    )
-                });
-                return Err(StepError::new(format!(
-                    "host not Up at {} within {:?} (last seen: {seen})",
-                    cx.options.target, cx.options.up_deadline
-                )));
-            }
-            tokio::time::sleep(cx.options.poll).await;
+        let target = cx.options.target;
+        let up = move |h: Option<&HypervisorState>| {
+            h.is_some_and(|h| h.is_up() && h.version == Some(target))
+        };
+        // Through the status's own wait: a shared poller answers every waiting host from one
+        // listing per interval.
+        let h = cx
+            .deps
+            .status
+            .wait_for(&cx.node.key, &up, cx.options.up_deadline, cx.options.poll)
+            .await
+            .map_err(|e| StepError::with_source("ask the management server for the host", e))?;
+        if up(h.as_ref()) {
+            return Ok(());
         }
+        let seen = h.map_or("unknown to the management server".to_string(), |h| {
+            format!(
+                "{} at {}",
+                h.state,
+                h.version.map_or("no version".into(), |v| v.to_string())
+            )
+        });
+        Err(StepError::new(format!(
+            "host not Up at {} within {:?} (last seen: {seen})",
+            cx.options.target, cx.options.up_deadline
+        )))
     }
 
     async fn rollback(&self, _cx: &RefreshContext) -> Result<(), StepError> {

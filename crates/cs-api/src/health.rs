@@ -531,6 +531,7 @@ fn to_state(h: HostResponse) -> HypervisorState {
         id: h.id,
         state: h.state.unwrap_or_else(|| "Unknown".into()),
         resource_state: h.resourcestate,
+        address: h.ipaddress,
     }
 }
 
@@ -541,6 +542,13 @@ impl HostStatus for Client {
         key: &str,
     ) -> std::result::Result<Option<HypervisorState>, BoxError> {
         Ok(self.find_host(key).await?.map(to_state))
+    }
+
+    /// One `listHosts type=Routing`, every page of it (`pagesize` from the config): what a
+    /// shared poller answers all waiting hosts from.
+    async fn hypervisors(&self) -> std::result::Result<Option<Vec<HypervisorState>>, BoxError> {
+        let hosts = self.list_hosts(&[("type", "Routing")]).await?;
+        Ok(Some(hosts.into_iter().map(to_state).collect()))
     }
 }
 

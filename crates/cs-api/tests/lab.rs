@@ -378,6 +378,33 @@ async fn host_status_finds_hosts_by_id_name_or_address() {
 }
 
 #[tokio::test]
+async fn every_hypervisor_comes_from_one_paged_listing() {
+    let lab = lab();
+    let c = client_with(
+        &lab,
+        ClientConfig {
+            page_size: 3,
+            ..fast_config()
+        },
+    );
+    lab.set_host_state("kvm0002", "Disconnected");
+    let all = c
+        .hypervisors()
+        .await
+        .unwrap()
+        .expect("cs-api lists in bulk");
+    assert_eq!(all.len(), 4);
+    // Two pages of `listHosts`, nothing else.
+    assert_eq!(commands(&lab), ["listHosts", "listHosts"]);
+    let h2 = all.iter().find(|h| h.matches("kvm0002")).unwrap();
+    assert!(!h2.is_up());
+    // The address is a key too, as for `hypervisor`.
+    let addr = h2.address.clone().expect("listHosts gives ipaddress");
+    assert!(all.iter().filter(|h| h.matches(&addr)).count() == 1);
+    assert_eq!(c.hypervisor(&addr).await.unwrap().unwrap().name, "kvm0002");
+}
+
+#[tokio::test]
 async fn health_report_reflects_the_cloud() {
     let lab = lab();
     lab.add_management_server("ms2", "PreparingToShutDown", "4.20.0.0");

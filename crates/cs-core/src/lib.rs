@@ -55,7 +55,9 @@ pub use secret::{Secret, SecretFileError};
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
 #[cfg(feature = "ssh")]
 pub use ssh::{SshHost, SshHostBuilder};
-pub use status::{HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport};
+pub use status::{
+    HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport, StatePredicate,
+};
 pub use step::{Step, StepError, StepState};
 pub use version::{CsVersion, FIRST_NEW_SCHEME_MAJOR, VersionError};
 

@@ -23,6 +23,9 @@ pub struct HypervisorState {
     pub resource_state: Option<String>,
     /// The agent version the host reports, when it parses.
     pub version: Option<CsVersion>,
+    /// The host's IP address, when reported.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl HypervisorState {
@@ -30,7 +33,15 @@ impl HypervisorState {
     pub fn is_up(&self) -> bool {
         self.state == "Up"
     }
+
+    /// Whether `key` names this host: its id, name or IP address (the [`HostStatus`] contract).
+    pub fn matches(&self, key: &str) -> bool {
+        self.id == key || self.name == key || self.address.as_deref() == Some(key)
+    }
 }
+
+/// What a waiter for a hypervisor's state is satisfied by (see [`HostStatus::wait_for`]).
+pub type StatePredicate<'a> = &'a (dyn Fn(Option<&HypervisorState>) -> bool + Send + Sync);
 
 /// "Is this hypervisor Up, and which version does it report?" (implemented by cs-api).
 ///
@@ -43,6 +54,43 @@ pub trait HostStatus: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the management server cannot be asked (unreachable, refused).
     async fn hypervisor(&self, key: &str) -> Result<Option<HypervisorState>, BoxError>;
+
+    /// Every hypervisor the management server knows, from one listing (paged by the
+    /// implementation). `Ok(None)` when this implementation cannot list in bulk: ask
+    /// [`HostStatus::hypervisor`] host by host. The default is `Ok(None)`.
+    ///
+    /// # Errors
+    /// When the management server cannot be asked.
+    async fn hypervisors(&self) -> Result<Option<Vec<HypervisorState>>, BoxError> {
+        Ok(None)
+    }
+
+    /// Waits until `until` holds for the hypervisor `key` (given `None` when there is no such
+    /// host), or `deadline` has passed; returns the state last seen either way. The default
+    /// asks [`HostStatus::hypervisor`] every `poll`; a shared poller (cs-agent's
+    /// `HostPoller`) answers every waiter from one listing per interval instead.
+    ///
+    /// # Errors
+    /// When the management server cannot be asked.
+    async fn wait_for(
+        &self,
+        key: &str,
+        until: StatePredicate<'_>,
+        deadline: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Result<Option<HypervisorState>, BoxError> {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let h = self.hypervisor(key).await?;
+            if until(h.as_ref()) || tokio::time::Instant::now() >= end {
+                return Ok(h);
+            }
+            tokio::time::sleep(
+                poll.min(end.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
+        }
+    }
 }
 
 /// Maintenance mode of a hypervisor (implemented by cs-api).

@@ -557,6 +557,24 @@ impl KvmHost {
         self.node.clear_fault(fault.file())
     }
 
+    /// How long the agent takes to come back Up after a start (`None`: at once), as a real
+    /// agent's reconnect does: the start returns, the host reads `Disconnected` meanwhile. For
+    /// benchmarks that simulate a real refresh's time.
+    ///
+    /// # Errors
+    /// IO errors.
+    pub fn set_up_delay(&self, delay: Option<std::time::Duration>) -> Result<()> {
+        let path = self.state().join("up-delay");
+        let r = match delay {
+            Some(d) => std::fs::write(&path, format!("{:.3}\n", d.as_secs_f64())),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            },
+        };
+        r.map_err(|e| LabError::io(format!("write {}", path.display()), e))
+    }
+
     /// Whether a fault is on.
     pub fn has_fault(&self, fault: KvmFault) -> bool {
         self.node.has_fault(fault.file())
@@ -680,6 +698,7 @@ fn read_status(name: &str, state: &Path) -> HypervisorState {
             .into(),
         ),
         version,
+        address: None,
     }
 }
 
@@ -715,6 +734,15 @@ impl HostStatus for LabStatus {
         key: &str,
     ) -> std::result::Result<Option<HypervisorState>, BoxError> {
         Ok(self.states.get(key).map(|s| read_status(key, s)))
+    }
+
+    async fn hypervisors(&self) -> std::result::Result<Option<Vec<HypervisorState>>, BoxError> {
+        Ok(Some(
+            self.states
+                .iter()
+                .map(|(name, s)| read_status(name, s))
+                .collect(),
+        ))
     }
 }
 

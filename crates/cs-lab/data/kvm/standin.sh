@@ -27,6 +27,14 @@ agent_start() {
   elif ! grep -q '^guid=..*' "$PROPS"; then
     agent_log "ERROR [cloud.agent.AgentShell] Unable to start agent: guid is not set"
     echo "Disconnected $v" >"$ST/agent.status"
+  elif [ -s "$ST/up-delay" ]; then
+    # KvmHost::set_up_delay: the agent reconnects after a while, the start returns at once.
+    echo "Disconnected $v" >"$ST/agent.status"
+    (
+      sleep "$(cat "$ST/up-delay")"
+      agent_log "INFO  [cloud.agent.Agent] Connected to the management server, version $v"
+      echo "Up $v" >"$ST/agent.status"
+    ) </dev/null >/dev/null 2>&1 &
   else
     agent_log "INFO  [cloud.agent.Agent] Connected to the management server, version $v"
     echo "Up $v" >"$ST/agent.status"
