@@ -16,6 +16,10 @@
 //! all of it as a [`cs_core::RepoSwitch`]; [`TargetConfigured`] and [`TargetResolvable`] are the
 //! `repo.target.*` checks.
 //!
+//! Features: `checks` (default) adds the `repo.target.*` checks and [`locate_package`] /
+//! [`download_package`], which fetch and decompress repository indexes over HTTP. Without it
+//! the crate is pure text plus the file IO over a `Host`: no HTTP client, no compression.
+//!
 //! ```
 //! use cs_repo::{Format, Rules, rewrite};
 //! let rules = Rules::default().with_mirror("https://mirror.local/cloudstack/upstream")?;
@@ -41,12 +45,15 @@
 //! ```
 
 mod apt;
+#[cfg(feature = "checks")]
 mod check;
 mod deb822;
 mod doc;
 mod error;
 mod files;
+#[cfg(feature = "checks")]
 mod index;
+#[cfg(feature = "checks")]
 mod locate;
 #[cfg(test)]
 mod proptests;
@@ -56,9 +63,11 @@ mod switch;
 mod text;
 mod yum;
 
+#[cfg(feature = "checks")]
 pub use check::{TARGET_CONFIGURED, TARGET_RESOLVABLE, TargetConfigured, TargetResolvable};
 pub use error::{Error, Result};
 pub use files::{Applied, FilePlan, Plan, apply, backups, discover, plan, revert};
+#[cfg(feature = "checks")]
 pub use locate::{LocateOptions, PackageLocation, download_package, locate_package};
 pub use rewrite::{Change, Entry, Format, Rewrite, rewrite, scan};
 pub use rules::{OFFICIAL_HOST, Rules};
