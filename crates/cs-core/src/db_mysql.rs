@@ -1,0 +1,84 @@
+//! [`DbUrl`] to the `mysql` crate's options (feature `mysql`): the one place where its host,
+//! credentials, [`crate::Deadlines`] and [`crate::DbTls`] become connection options, so every
+//! crate that connects with the `mysql` crate encrypts, verifies and times out alike.
+
+use std::time::Duration;
+
+use mysql::{ClientIdentity, Conn, OptsBuilder, SslOpts};
+
+use crate::{DbUrl, TlsMode};
+
+impl DbUrl {
+    /// The `mysql` crate's options: host, port, user, password and default schema, TCP (never
+    /// the Unix socket), the connect timeout, TCP keepalive and `TCP_USER_TIMEOUT` from
+    /// [`DbUrl::deadlines`], a write timeout of [`crate::Deadlines::reply`], and TLS from
+    /// [`DbUrl::tls`]. No read timeout: callers add one for short statements only (a client
+    /// that gives up on a long statement does not stop it on the server).
+    ///
+    /// TLS (rustls): `REQUIRED` and `PREFERRED` accept any certificate, `VERIFY_CA` checks
+    /// the chain against `ssl-ca` but not the name, `VERIFY_IDENTITY` checks both. The crate
+    /// also trusts the public web CAs it carries (`webpki-roots`) next to `ssl-ca`.
+    /// [`DbUrl::mysql_connect`] carries out `PREFERRED`'s fallback to clear.
+    pub fn mysql_opts(&self) -> OptsBuilder {
+        let d = self.deadlines;
+        let opts = OptsBuilder::new()
+            .ip_or_hostname(Some(self.host.clone()))
+            .tcp_port(self.port)
+            .user(Some(self.user.clone()))
+            .pass(Some(self.password.expose().to_string()))
+            .db_name(self.database.clone())
+            .prefer_socket(false)
+            .tcp_connect_timeout(Some(d.connect))
+            .write_timeout(Some(d.reply))
+            .tcp_keepalive_time_ms(Some(ms(d.keepalive)))
+            .tcp_keepalive_probe_interval_secs(Some(
+                u32::try_from(d.keepalive_interval().as_secs()).unwrap_or(u32::MAX),
+            ))
+            .tcp_keepalive_probe_count(Some(crate::Deadlines::KEEPALIVE_PROBES))
+            .tcp_user_timeout_ms(Some(ms(d.reply)));
+        opts.ssl_opts(self.ssl_opts())
+    }
+
+    fn ssl_opts(&self) -> Option<SslOpts> {
+        let tls = &self.tls;
+        let mut ssl = match tls.mode {
+            TlsMode::Disabled => return None,
+            TlsMode::Preferred | TlsMode::Required => {
+                SslOpts::default().with_danger_accept_invalid_certs(true)
+            }
+            TlsMode::VerifyCa => SslOpts::default().with_danger_skip_domain_validation(true),
+            TlsMode::VerifyIdentity => SslOpts::default(),
+        };
+        if let Some(ca) = &tls.ca {
+            ssl = ssl.with_root_cert_path(Some(ca.clone()));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            ssl = ssl.with_client_identity(Some(ClientIdentity::new(cert.clone(), key.clone())));
+        }
+        Some(ssl)
+    }
+
+    /// Connects with `opts` (built from [`DbUrl::mysql_opts`]). With `ssl-mode=PREFERRED` a
+    /// server that offers no TLS is connected to again in clear, as MySQL's client does; every
+    /// other mode gets exactly what it asked for.
+    ///
+    /// # Errors
+    /// The crate's error. A server that demands TLS from a client that has it disabled
+    /// answers with its own reason (MariaDB: "Connections using insecure transport are
+    /// prohibited while --require_secure_transport=ON").
+    pub fn mysql_connect(&self, opts: OptsBuilder) -> Result<Conn, mysql::Error> {
+        match Conn::new(opts.clone()) {
+            Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported))
+                if self.tls.mode == TlsMode::Preferred =>
+            {
+                tracing::debug!(addr = %self.addr(), "server offers no TLS; ssl-mode=PREFERRED continues in clear");
+                Conn::new(opts.ssl_opts(None::<SslOpts>))
+            }
+            other => other,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
