@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use mysql::{ClientIdentity, Conn, OptsBuilder, SslOpts};
 
-use crate::{DbUrl, TlsMode};
+use crate::{DbTls, DbUrl, TlsMode};
+
+/// What a refused login in clear means when the server takes the same login over TLS.
+pub const TLS_REQUIRED: &str = "the server requires TLS (require_secure_transport=ON) and \
+     ssl-mode is DISABLED: set ssl-mode=VERIFY_CA with ssl-ca (or at least REQUIRED)";
+
+/// MySQL's and MariaDB's `ER_ACCESS_DENIED_ERROR`.
+pub const ER_ACCESS_DENIED: u16 = 1045;
 
 impl DbUrl {
     /// The `mysql` crate's options: host, port, user, password and default schema, TCP (never
@@ -64,10 +71,21 @@ impl DbUrl {
     ///
     /// # Errors
     /// The crate's error. A server that demands TLS from a client that has it disabled
-    /// answers with its own reason (MariaDB: "Connections using insecure transport are
-    /// prohibited while --require_secure_transport=ON").
+    /// refuses the login: MySQL says why ("Connections using insecure transport are
+    /// prohibited while --require_secure_transport=ON", error 3159), MariaDB (10.11:
+    /// `require_secure_transport` in `acl_authenticate`, tried on this lab's server) only
+    /// answers "Access denied". Such an error is checked with [`DbUrl::mysql_requires_tls`]
+    /// and, when TLS is what is missing, begins with [`TLS_REQUIRED`].
     pub fn mysql_connect(&self, opts: OptsBuilder) -> Result<Conn, mysql::Error> {
         match Conn::new(opts.clone()) {
+            Err(mysql::Error::MySqlError(e))
+                if e.code == ER_ACCESS_DENIED && self.mysql_requires_tls() =>
+            {
+                Err(mysql::Error::MySqlError(mysql::MySqlError {
+                    message: format!("{TLS_REQUIRED}; the server answered: {}", e.message),
+                    ..e
+                }))
+            }
             Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported))
                 if self.tls.mode == TlsMode::Preferred =>
             {
@@ -76,6 +94,31 @@ impl DbUrl {
             }
             other => other,
         }
+    }
+}
+
+impl DbUrl {
+    /// After a login in clear was refused with "Access denied": whether the server takes the
+    /// same login over TLS (`REQUIRED`, certificate not checked), that is, whether TLS and not
+    /// the password is what it wants. The probe connection runs no statement and is closed at
+    /// once. False when TLS is already on.
+    ///
+    /// The probe sends nothing a login in clear did not: the crate never sends a cleartext
+    /// password unless asked (`enable_cleartext_plugin`), and MySQL 8's full authentication
+    /// in clear already encrypts it to a key the unauthenticated peer sent.
+    pub fn mysql_requires_tls(&self) -> bool {
+        if self.tls.enabled() {
+            return false;
+        }
+        let probe = self.with_tls(DbTls {
+            mode: TlsMode::Required,
+            ..DbTls::default()
+        });
+        let opts = probe
+            .mysql_opts()
+            .db_name(None::<String>)
+            .read_timeout(Some(self.deadlines.reply));
+        Conn::new(opts).is_ok()
     }
 }
 

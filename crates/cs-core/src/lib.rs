@@ -41,6 +41,8 @@ mod step;
 mod version;
 
 pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_checks};
+#[cfg(feature = "mysql")]
+pub use db_mysql::{ER_ACCESS_DENIED, TLS_REQUIRED};
 pub use db_url::{DbTls, DbUrl, DbUrlError, TlsMode};
 pub use host::{
     BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,

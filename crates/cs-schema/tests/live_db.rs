@@ -606,6 +606,7 @@ async fn server_compat_fails_on_only_full_group_by() {
     let server = tokio::task::spawn_blocking(|| {
         cs_lab::MariaDb::start_with(&cs_lab::MariaDbOptions {
             server_args: vec!["--sql-mode=ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES".into()],
+            ..cs_lab::MariaDbOptions::default()
         })
         .unwrap()
     })
