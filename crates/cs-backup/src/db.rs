@@ -1207,6 +1207,31 @@ mod live_tests {
     }
 
     #[test]
+    fn preferred_tls_falls_back_to_clear_only_on_a_server_without_tls() {
+        // The shared lab server has no certificate: it offers no TLS.
+        let url = cs_lab::mariadb().root();
+        let with = |mode| {
+            url.with_tls(cs_core::DbTls {
+                mode,
+                ..cs_core::DbTls::default()
+            })
+        };
+        let mut db = connect_streaming(&with(cs_core::TlsMode::Preferred)).unwrap();
+        assert!(!db.is_streaming(), "PREFERRED must not use the wire client");
+        let cipher = db
+            .one(
+                "cipher",
+                "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+                 WHERE VARIABLE_NAME = 'SSL_CIPHER'",
+            )
+            .unwrap();
+        assert_eq!(cipher.as_deref(), Some(""));
+        let e = connect_short(&with(cs_core::TlsMode::Required)).unwrap_err();
+        let text = cs_core::error_chain(&e);
+        assert!(text.contains("secure connection"), "{text}");
+    }
+
+    #[test]
     fn streaming_errors_are_typed_and_recoverable() {
         let server = cs_lab::mariadb();
         let test = server.database("wire_errors").unwrap();
