@@ -187,6 +187,20 @@ async fn a_client_certificate_is_presented_when_configured() {
         ..url.tls.clone()
     });
     assert_eq!(scalar(&with, "SELECT 1").as_deref(), Some("1"));
+    // VERIFY_IDENTITY: the server's certificate names 127.0.0.1, the address connected to.
+    let identity = with.with_tls(DbTls {
+        mode: TlsMode::VerifyIdentity,
+        ..with.tls.clone()
+    });
+    let cipher = query(
+        &identity,
+        "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'SSL_CIPHER'",
+    );
+    assert!(
+        cipher[0][0].as_deref().is_some_and(|c| !c.is_empty()),
+        "{cipher:?}"
+    );
 }
 
 fn query_err(url: &DbUrl) -> String {
