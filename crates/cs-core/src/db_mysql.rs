@@ -125,3 +125,31 @@ impl DbUrl {
 fn ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssl(url: &str) -> Option<SslOpts> {
+        let url: DbUrl = url.parse().unwrap();
+        mysql::Opts::from(url.mysql_opts()).get_ssl_opts().cloned()
+    }
+
+    #[test]
+    fn each_mode_gets_the_checks_it_names() {
+        assert!(ssl("mysql://u:p@h").is_none());
+        assert!(ssl("mysql://u:p@h?ssl-mode=DISABLED").is_none());
+        for mode in ["PREFERRED", "REQUIRED"] {
+            let s = ssl(&format!("mysql://u:p@h?ssl-mode={mode}")).unwrap();
+            assert!(s.accept_invalid_certs(), "{mode}");
+        }
+        let ca = ssl("mysql://u:p@h?ssl-mode=VERIFY_CA&ssl-ca=/ca.pem").unwrap();
+        assert!(!ca.accept_invalid_certs() && ca.skip_domain_validation());
+        assert_eq!(ca.root_cert_path(), Some(std::path::Path::new("/ca.pem")));
+        let id =
+            ssl("mysql://u:p@h?ssl-mode=VERIFY_IDENTITY&ssl-ca=/ca.pem&ssl-cert=/c&ssl-key=/k")
+                .unwrap();
+        assert!(!id.accept_invalid_certs() && !id.skip_domain_validation());
+        assert!(id.client_identity().is_some());
+    }
+}
