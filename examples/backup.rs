@@ -36,7 +36,7 @@ enum CompressArg {
 /// Back up CloudStack's databases.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Database URL, `mysql://user:pass@host:port`.
+    /// Database URL, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: String,
     /// Output directory (must not exist or be empty).

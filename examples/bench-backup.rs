@@ -418,6 +418,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
             format!("--innodb-buffer-pool-size={}", args.buffer_pool),
             "--innodb-log-file-size=512M".into(),
         ],
+        ..MariaDbOptions::default()
     })?;
     let url = server.root();
     let cnf = work.path().join("client.cnf");

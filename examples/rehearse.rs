@@ -37,7 +37,7 @@ struct Args {
     /// The upgrade's configuration file (instead of the options below).
     #[arg(long, conflicts_with_all = ["db", "target", "backups", "repo_file", "package", "sql_dir"])]
     config: Option<PathBuf>,
-    /// Database URL of the live server, `mysql://user:pass@host:port`.
+    /// Database URL of the live server, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
     /// The version the upgrade goes to.

@@ -24,7 +24,7 @@ struct Args {
     /// The backup directory.
     #[arg(long)]
     from: PathBuf,
-    /// Database URL, `mysql://user:pass@host:port`.
+    /// Database URL, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: String,
     /// Parallel connections.

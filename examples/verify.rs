@@ -22,7 +22,7 @@ struct Args {
     /// Also restore into scratch schemas and compare checksums (needs --db).
     #[arg(long, requires = "db")]
     deep: bool,
-    /// Database URL for --deep, `mysql://user:pass@host:port`.
+    /// Database URL for --deep, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
     /// Parallel connections for --deep.

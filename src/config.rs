@@ -126,6 +126,42 @@ pub struct DatabaseConfig {
     /// the `TCP_USER_TIMEOUT` (see [`cs_core::Deadlines`]).
     #[serde(default = "default_reply_timeout", with = "humantime_serde_compat")]
     pub reply_timeout: Duration,
+    /// TLS, as MySQL's `--ssl-mode` (`DISABLED`, `PREFERRED`, `REQUIRED`, `VERIFY_CA`,
+    /// `VERIFY_IDENTITY`; `ssl-mode` also accepted). Unset: `VERIFY_CA` when `ssl_ca` is set,
+    /// else `DISABLED`.
+    #[serde(default, alias = "ssl-mode")]
+    pub ssl_mode: Option<String>,
+    /// The CA file (PEM) that signs the server's certificate (`ssl-ca`).
+    #[serde(default, alias = "ssl-ca")]
+    pub ssl_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that ask for one (`ssl-cert`).
+    #[serde(default, alias = "ssl-cert")]
+    pub ssl_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; `ssl-key`).
+    #[serde(default, alias = "ssl-key")]
+    pub ssl_key: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// The TLS settings ([`cs_core::DbTls::new`]'s rules).
+    ///
+    /// # Errors
+    /// The key at fault (`database.ssl_mode` for a value that is not a mode) and the reason.
+    pub fn tls(&self) -> Result<cs_core::DbTls, (&'static str, String)> {
+        let mode = self
+            .ssl_mode
+            .as_deref()
+            .map(str::parse::<cs_core::TlsMode>)
+            .transpose()
+            .map_err(|e| ("database.ssl_mode", e))?;
+        cs_core::DbTls::new(
+            mode,
+            self.ssl_ca.clone(),
+            self.ssl_cert.clone(),
+            self.ssl_key.clone(),
+        )
+        .map_err(|e| ("database.ssl_*", e))
+    }
 }
 
 fn default_reply_timeout() -> Duration {
@@ -609,6 +645,9 @@ impl UpgradeConfig {
                 return Err(self.invalid(key, "set `env`, `file` or `value`"));
             }
         }
+        if let Err((key, reason)) = self.database.tls() {
+            return Err(self.invalid(key, reason));
+        }
         if !matches!(self.backup.engine.as_str(), "native" | "mysqldump") {
             return Err(self.invalid("backup.engine", "expected `native` or `mysqldump`"));
         }
@@ -698,7 +737,12 @@ impl UpgradeConfig {
         .with_deadlines(cs_core::Deadlines {
             reply: self.database.reply_timeout,
             ..cs_core::Deadlines::default()
-        }))
+        })
+        .with_tls(
+            self.database
+                .tls()
+                .map_err(|(key, reason)| self.invalid(key, reason))?,
+        ))
     }
 
     /// Every KVM host entry, `hosts` then the older `clusters` ones, in config order.
@@ -814,6 +858,49 @@ mod tests {
         assert_eq!(c.policy.migration_deadline, Duration::from_secs(45 * 60));
         assert_eq!(c.database.password.env.as_deref(), Some("CS_DB_PASSWORD"));
         assert!(c.repositories.mirrors.is_empty());
+    }
+
+    #[test]
+    fn tls_keys_reach_the_database_url_and_bad_ones_are_named() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert_eq!(c.database.tls().unwrap(), cs_core::DbTls::default());
+        let text = EXAMPLE
+            .replace(
+                "# ssl_mode = \"VERIFY_CA\"",
+                "ssl-mode = \"verify_identity\"",
+            )
+            .replace("# ssl_ca = ", "ssl_ca = ");
+        let mut c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        c.database.password = SecretSource {
+            value: Some(Secret::new("x")),
+            ..SecretSource::default()
+        };
+        let url = c.database_url().unwrap();
+        assert_eq!(url.tls.mode, cs_core::TlsMode::VerifyIdentity);
+        assert_eq!(
+            url.tls.ca.as_deref(),
+            Some(Path::new("/etc/cloudstack/db-ca.pem"))
+        );
+        for (bad, key, reason) in [
+            (
+                "ssl_mode = \"sometimes\"",
+                "database.ssl_mode",
+                "ssl-mode `sometimes`",
+            ),
+            ("ssl_mode = \"VERIFY_CA\"", "database.ssl_*", "needs ssl-ca"),
+            ("ssl_cert = \"/c.pem\"", "database.ssl_*", "without ssl-key"),
+        ] {
+            let text = EXAMPLE.replace("# ssl_mode = \"VERIFY_CA\"", bad);
+            match UpgradeConfig::parse(&text, Path::new("t.toml")) {
+                Err(ConfigError::Invalid {
+                    key: k, reason: r, ..
+                }) => {
+                    assert_eq!(k, key, "{bad}");
+                    assert!(r.contains(reason), "{bad}: {r}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -254,35 +254,16 @@ impl BulkInsert<'_> {
     }
 }
 
-/// The `mysql` crate's options for `url`: TCP keepalive and `TCP_USER_TIMEOUT` from its
-/// [`cs_core::Deadlines`] always (a dead path or host is noticed by the kernel), and with
-/// `short` a read and write timeout of [`cs_core::Deadlines::reply`] too.
+/// The `mysql` crate's options for `url` ([`DbUrl::mysql_opts`]: TCP keepalive and
+/// `TCP_USER_TIMEOUT` from its [`cs_core::Deadlines`], its TLS settings), without a default
+/// schema, and with `short` a read timeout of [`cs_core::Deadlines::reply`] too.
 ///
 /// The read timeout goes only on connections for catalog and other short queries: the
 /// crate cannot ask the server whether a silent statement still runs (as [`crate::wire`]
 /// does), and a client that gives up on a statement does not stop it on the server.
 pub(crate) fn driver_opts(url: &DbUrl, short: bool) -> OptsBuilder {
-    let d = url.deadlines;
-    let reply = short.then_some(d.reply);
-    OptsBuilder::new()
-        .ip_or_hostname(Some(url.host.clone()))
-        .tcp_port(url.port)
-        .user(Some(url.user.clone()))
-        .pass(Some(url.password.expose().to_string()))
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(d.connect))
-        .read_timeout(reply)
-        .write_timeout(Some(d.reply))
-        .tcp_keepalive_time_ms(Some(ms(d.keepalive)))
-        .tcp_keepalive_probe_interval_secs(Some(
-            u32::try_from(d.keepalive_interval().as_secs()).unwrap_or(u32::MAX),
-        ))
-        .tcp_keepalive_probe_count(Some(cs_core::Deadlines::KEEPALIVE_PROBES))
-        .tcp_user_timeout_ms(Some(ms(d.reply)))
-}
-
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+    let reply = short.then_some(url.deadlines.reply);
+    url.mysql_opts().db_name(None::<String>).read_timeout(reply)
 }
 
 /// Connects through the `mysql` crate for catalog reads and other short statements: a
@@ -307,7 +288,7 @@ pub(crate) fn connect(url: &DbUrl) -> Result<Db> {
 
 fn connect_with(url: &DbUrl, opts: OptsBuilder) -> Result<Db> {
     let opts = opts.init(INIT.to_vec());
-    let conn = Conn::new(opts).map_err(|e| Error::Connect {
+    let conn = url.mysql_connect(opts).map_err(|e| Error::Connect {
         addr: url.addr(),
         user: url.user.clone(),
         source: Box::new(e),
@@ -319,12 +300,23 @@ fn connect_with(url: &DbUrl, opts: OptsBuilder) -> Result<Db> {
     })
 }
 
+/// Whether [`crate::wire`] may carry a connection to `url`: only when TLS is disabled. The
+/// wire client speaks no TLS, so any `ssl-mode` but `DISABLED` (`PREFERRED` included, which
+/// encrypts whenever the server can) goes through the `mysql` crate, and a connection the user
+/// asked to encrypt is never carried in clear.
+pub(crate) fn wire_allowed(url: &DbUrl) -> bool {
+    !url.tls.enabled()
+}
+
 /// Connects through [`crate::wire`] (which reads big results and sends `LOAD DATA LOCAL` files
 /// at a fraction of the crate's CPU time), or through the `mysql` crate when the server asks
 /// for something that client does not speak. Such a server and user are remembered for the
 /// rest of the process, so that the workers of a dump or restore do not each try (and abort)
 /// a login first.
 pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
+    if !wire_allowed(url) {
+        return connect(url);
+    }
     static DRIVER_ONLY: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
     let account = (url.addr(), url.user.clone());
     if DRIVER_ONLY.lock().is_ok_and(|set| set.contains(&account)) {
@@ -342,6 +334,15 @@ pub(crate) fn connect_streaming(url: &DbUrl) -> Result<Db> {
                 set.insert(account);
             }
             connect(url)
+        }
+        Err(WireError::Server(e))
+            if e.code == cs_core::ER_ACCESS_DENIED && url.mysql_requires_tls() =>
+        {
+            Err(Error::Connect {
+                addr: url.addr(),
+                user: url.user.clone(),
+                source: format!("{}; the server answered: {e}", cs_core::TLS_REQUIRED).into(),
+            })
         }
         Err(e) => Err(Error::Connect {
             addr: url.addr(),
@@ -1016,6 +1017,20 @@ pub(crate) fn show_create(db: &mut Db, schema: &str, kind: &str, name: &str) -> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_wire_client_never_carries_a_connection_asked_to_be_encrypted() {
+        let plain: DbUrl = "mysql://u:p@127.0.0.1:3306".parse().unwrap();
+        assert!(wire_allowed(&plain));
+        for mode in ["PREFERRED", "REQUIRED"] {
+            let url: DbUrl = format!("mysql://u:p@127.0.0.1:3306?ssl-mode={mode}")
+                .parse()
+                .unwrap();
+            assert!(!wire_allowed(&url), "{mode}");
+        }
+        let ca: DbUrl = "mysql://u:p@127.0.0.1:3306?ssl-ca=/ca.pem".parse().unwrap();
+        assert!(!wire_allowed(&ca));
+    }
+
     fn column(name: &str, data_type: &str, charset: Option<&str>, generated: bool) -> Column {
         Column {
             name: name.into(),
@@ -1192,6 +1207,31 @@ mod live_tests {
         // One reply period, then the check's connect and login (half a period each, at least
         // a second), and scheduling.
         assert!(took < Duration::from_secs(4), "took {took:?}");
+    }
+
+    #[test]
+    fn preferred_tls_falls_back_to_clear_only_on_a_server_without_tls() {
+        // The shared lab server has no certificate: it offers no TLS.
+        let url = cs_lab::mariadb().root();
+        let with = |mode| {
+            url.with_tls(cs_core::DbTls {
+                mode,
+                ..cs_core::DbTls::default()
+            })
+        };
+        let mut db = connect_streaming(&with(cs_core::TlsMode::Preferred)).unwrap();
+        assert!(!db.is_streaming(), "PREFERRED must not use the wire client");
+        let cipher = db
+            .one(
+                "cipher",
+                "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+                 WHERE VARIABLE_NAME = 'SSL_CIPHER'",
+            )
+            .unwrap();
+        assert_eq!(cipher.as_deref(), Some(""));
+        let e = connect_short(&with(cs_core::TlsMode::Required)).unwrap_err();
+        let text = cs_core::error_chain(&e);
+        assert!(text.contains("secure connection"), "{text}");
     }
 
     #[test]

@@ -192,16 +192,49 @@ impl Drop for OptionDir {
     }
 }
 
-/// The option file holding the credentials (values quoted, `\` and `"` escaped).
-pub(crate) fn option_file(url: &DbUrl) -> String {
+/// The option file holding the credentials and the TLS settings (values quoted, `\` and `"`
+/// escaped), in the dump client's dialect.
+///
+/// TLS follows [`DbUrl::tls`]. MySQL's client (`mariadb_client` false) takes `ssl-mode` as
+/// it is. MariaDB's has no `ssl-mode` (`mariadb-dump --help` lists `--ssl`,
+/// `--ssl-verify-server-cert`, `--ssl-ca`, `--ssl-cert`, `--ssl-key`): `PREFERRED` and `REQUIRED` become `ssl`
+/// without verification, `VERIFY_CA` and `VERIFY_IDENTITY` become `ssl` with
+/// `ssl-verify-server-cert`, which checks the name as well as the chain (MariaDB cannot
+/// check the chain alone, so `VERIFY_CA` is the stricter check there, never a weaker one).
+/// `ssl-ca`, `ssl-cert` and `ssl-key` are the same in both. `DISABLED` (the default) adds
+/// nothing. The paths name files on the host where the dump program runs.
+pub(crate) fn option_file(url: &DbUrl, mariadb_client: bool) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    format!(
+    let mut out = format!(
         "[client]\nuser={}\npassword={}\nhost={}\nport={}\nprotocol=TCP\n",
         q(&url.user),
         q(url.password.expose()),
         q(&url.host),
         url.port
-    )
+    );
+    let tls = &url.tls;
+    if tls.enabled() {
+        if mariadb_client {
+            out.push_str("ssl\n");
+            if tls.mode.verifies_ca() {
+                out.push_str("ssl-verify-server-cert\n");
+            } else {
+                out.push_str("skip-ssl-verify-server-cert\n");
+            }
+        } else {
+            out.push_str(&format!("ssl-mode={}\n", tls.mode));
+        }
+        for (name, path) in [
+            ("ssl-ca", &tls.ca),
+            ("ssl-cert", &tls.cert),
+            ("ssl-key", &tls.key),
+        ] {
+            if let Some(p) = path {
+                out.push_str(&format!("{name}={}\n", q(&p.to_string_lossy())));
+            }
+        }
+    }
+    out
 }
 
 /// The dump command (the option file must be the first argument).
@@ -275,7 +308,11 @@ impl Engine for MysqldumpEngine {
                 .await
                 .map_err(|e| Error::host(format!("write {}", p.display()), e))
         };
-        write(cnf.clone(), option_file(&host_url).into_bytes()).await?;
+        write(
+            cnf.clone(),
+            option_file(&host_url, mariadb_client).into_bytes(),
+        )
+        .await?;
         // Created 0600 first: the dump program truncates it and keeps the mode.
         write(result.clone(), Vec::new()).await?;
         let versioned = job
@@ -696,9 +733,35 @@ mod tests {
     use cs_core::Secret;
 
     #[test]
+    fn the_option_file_carries_tls_in_the_clients_dialect() {
+        let url: DbUrl =
+            "mysql://cloud:pw@db1/cloud?ssl-mode=VERIFY_CA&ssl-ca=/etc/ca.pem&ssl-cert=/c.pem&ssl-key=/k.pem"
+                .parse()
+                .unwrap();
+        let maria = option_file(&url, true);
+        for line in [
+            "\nssl\n",
+            "\nssl-verify-server-cert\n",
+            "\nssl-ca=\"/etc/ca.pem\"\n",
+            "\nssl-cert=\"/c.pem\"\n",
+            "\nssl-key=\"/k.pem\"\n",
+        ] {
+            assert!(maria.contains(line), "{line:?} in {maria}");
+        }
+        assert!(!maria.contains("ssl-mode"), "{maria}");
+        let mysql = option_file(&url, false);
+        assert!(mysql.contains("\nssl-mode=VERIFY_CA\n"), "{mysql}");
+        assert!(!mysql.contains("verify-server-cert"), "{mysql}");
+        let required: DbUrl = "mysql://cloud:pw@db1?ssl-mode=required".parse().unwrap();
+        assert!(option_file(&required, true).contains("\nskip-ssl-verify-server-cert\n"));
+        let plain = DbUrl::new("db1", 3306, "cloud", Secret::new("pw"));
+        assert!(!option_file(&plain, true).contains("ssl"));
+    }
+
+    #[test]
     fn the_password_is_in_the_option_file_never_in_argv() {
         let url = DbUrl::new("db1", 3306, "cloud", Secret::new("pa\"ss\\word"));
-        let cnf = option_file(&url);
+        let cnf = option_file(&url, true);
         assert!(cnf.contains("password=\"pa\\\"ss\\\\word\""), "{cnf}");
         let cmd = dump_command(
             "mariadb-dump",

@@ -1,6 +1,7 @@
-//! Where a database is: `mysql://user:password@host:port/schema`.
+//! Where a database is: `mysql://user:password@host:port/schema?ssl-mode=VERIFY_CA&ssl-ca=…`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::{Deadlines, Secret};
@@ -31,6 +32,163 @@ pub struct DbUrl {
     pub database: Option<String>,
     /// How long the server may stay silent ([`Deadlines::default`] unless set).
     pub deadlines: Deadlines,
+    /// Transport encryption ([`DbTls::default`], no TLS, unless set).
+    pub tls: DbTls,
+}
+
+/// How a connection uses TLS, with the values of MySQL's `--ssl-mode` (MariaDB's clients
+/// express the same with `--ssl`, `--ssl-verify-server-cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Never TLS (`DISABLED`). The default when neither `ssl-mode` nor `ssl-ca` is given.
+    #[default]
+    Disabled,
+    /// TLS when the server offers it, in clear otherwise; the certificate is not checked
+    /// (`PREFERRED`).
+    Preferred,
+    /// TLS or no connection; the certificate is not checked (`REQUIRED`).
+    Required,
+    /// TLS with a certificate signed by `ssl-ca`; the name in it is not checked
+    /// (`VERIFY_CA`). The default when `ssl-ca` is given without `ssl-mode`, as MySQL's client
+    /// does.
+    VerifyCa,
+    /// TLS with a certificate signed by `ssl-ca` and naming the host connected to
+    /// (`VERIFY_IDENTITY`).
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    /// The `ssl-mode` value (`VERIFY_CA`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disabled => "DISABLED",
+            TlsMode::Preferred => "PREFERRED",
+            TlsMode::Required => "REQUIRED",
+            TlsMode::VerifyCa => "VERIFY_CA",
+            TlsMode::VerifyIdentity => "VERIFY_IDENTITY",
+        }
+    }
+
+    /// Whether a connection in clear is refused (every mode but `DISABLED` and `PREFERRED`).
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            TlsMode::Required | TlsMode::VerifyCa | TlsMode::VerifyIdentity
+        )
+    }
+
+    /// Whether the server's certificate is checked against `ssl-ca`.
+    pub fn verifies_ca(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyIdentity)
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+    /// Case-insensitive, `-` or `_`: `verify-ca`, `VERIFY_CA`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('-', "_").as_str() {
+            "DISABLED" => Ok(TlsMode::Disabled),
+            "PREFERRED" => Ok(TlsMode::Preferred),
+            "REQUIRED" => Ok(TlsMode::Required),
+            "VERIFY_CA" => Ok(TlsMode::VerifyCa),
+            "VERIFY_IDENTITY" => Ok(TlsMode::VerifyIdentity),
+            _ => Err(format!(
+                "ssl-mode `{s}` is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, \
+                 VERIFY_IDENTITY"
+            )),
+        }
+    }
+}
+
+/// TLS settings of a database connection, named as MySQL's and MariaDB's clients name them:
+/// `ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`. Only paths: the files are read when a
+/// connection is made, never printed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DbTls {
+    /// `ssl-mode`.
+    pub mode: TlsMode,
+    /// `ssl-ca`: the PEM file of the CA(s) that sign the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// `ssl-cert`: the client's certificate (PEM), for servers that ask for one.
+    pub cert: Option<PathBuf>,
+    /// `ssl-key`: the client certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl DbTls {
+    /// Settings from the `ssl-*` keys, checked together: `ssl-ca` without a mode means
+    /// `VERIFY_CA`; the verifying modes need `ssl-ca`; `ssl-cert` and `ssl-key` go together
+    /// and need a mode that uses TLS.
+    ///
+    /// # Errors
+    /// The reason, naming the key, when the combination cannot be honoured.
+    pub fn new(
+        mode: Option<TlsMode>,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<DbTls, String> {
+        let mode = mode.unwrap_or(if ca.is_some() {
+            TlsMode::VerifyCa
+        } else {
+            TlsMode::Disabled
+        });
+        if mode.verifies_ca() && ca.is_none() {
+            return Err(format!(
+                "ssl-mode={mode} needs ssl-ca (the CA file to check against)"
+            ));
+        }
+        match (&cert, &key) {
+            (Some(_), None) => return Err("ssl-cert is given without ssl-key".into()),
+            (None, Some(_)) => return Err("ssl-key is given without ssl-cert".into()),
+            _ => {}
+        }
+        if mode == TlsMode::Disabled && (cert.is_some() || ca.is_some()) {
+            return Err("ssl-ca/ssl-cert are given with ssl-mode=DISABLED".into());
+        }
+        for (name, p) in [("ssl-ca", &ca), ("ssl-cert", &cert), ("ssl-key", &key)] {
+            if p.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(format!("{name} is empty"));
+            }
+        }
+        Ok(DbTls {
+            mode,
+            ca,
+            cert,
+            key,
+        })
+    }
+
+    /// Whether any TLS is asked for (a mode other than `DISABLED`).
+    pub fn enabled(&self) -> bool {
+        self.mode != TlsMode::Disabled
+    }
+
+    /// The settings as URL query parameters (`ssl-mode=VERIFY_CA&ssl-ca=%2Fetc%2Fca.pem`),
+    /// empty when TLS is disabled.
+    fn query(&self) -> String {
+        if !self.enabled() {
+            return String::new();
+        }
+        let mut q = format!("ssl-mode={}", self.mode);
+        for (name, p) in [
+            ("ssl-ca", &self.ca),
+            ("ssl-cert", &self.cert),
+            ("ssl-key", &self.key),
+        ] {
+            if let Some(p) = p {
+                q.push_str(&format!("&{name}={}", encode(&p.to_string_lossy())));
+            }
+        }
+        q
+    }
 }
 
 /// A string that is not a database URL.
@@ -58,11 +216,15 @@ impl DbUrl {
             password,
             database: None,
             deadlines: Deadlines::default(),
+            tls: DbTls::default(),
         }
     }
 
-    /// Parses `mysql://user[:password]@host[:port][/schema]` (`mariadb://` also accepted).
-    /// User and password may be percent-encoded.
+    /// Parses `mysql://user[:password]@host[:port][/schema][?ssl-mode=…&ssl-ca=…]`
+    /// (`mariadb://` also accepted). User, password and query values may be
+    /// percent-encoded. The query keys are MySQL's client options: `ssl-mode`
+    /// (`DISABLED`, `PREFERRED`, `REQUIRED`, `VERIFY_CA`, `VERIFY_IDENTITY`), `ssl-ca`,
+    /// `ssl-cert`, `ssl-key` (`_` for `-` also accepted); see [`DbTls::new`].
     ///
     /// # Errors
     /// [`DbUrlError`] saying what is wrong; the password is never part of it.
@@ -78,6 +240,14 @@ impl DbUrl {
         let (auth, hostpart) = rest
             .rsplit_once('@')
             .ok_or_else(|| err("missing user@ before the host"))?;
+        let (hostpart, query) = match hostpart.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (hostpart, None),
+        };
+        let tls = match query {
+            Some(q) => parse_tls(q).map_err(|r| err(&r))?,
+            None => DbTls::default(),
+        };
         let (user, password) = match auth.split_once(':') {
             Some((u, p)) => (u, p),
             None => (auth, ""),
@@ -115,6 +285,7 @@ impl DbUrl {
             password: Secret::new(password),
             database,
             deadlines: Deadlines::default(),
+            tls,
         })
     }
 
@@ -142,6 +313,15 @@ impl DbUrl {
         }
     }
 
+    /// The same server and user with other [`DbTls`] settings.
+    #[must_use]
+    pub fn with_tls(&self, tls: DbTls) -> DbUrl {
+        DbUrl {
+            tls,
+            ..self.clone()
+        }
+    }
+
     /// `host:port`, for messages.
     pub fn addr(&self) -> String {
         if self.host.contains(':') {
@@ -157,12 +337,46 @@ impl DbUrl {
             .as_deref()
             .map(|d| format!("/{d}"))
             .unwrap_or_default();
+        let query = self.tls.query();
+        let query = if query.is_empty() {
+            query
+        } else {
+            format!("?{query}")
+        };
         format!(
-            "mysql://{}:{password}@{}{db}",
+            "mysql://{}:{password}@{}{db}{query}",
             encode(&self.user),
             self.addr()
         )
     }
+}
+
+/// The `ssl-*` query parameters of a URL.
+fn parse_tls(query: &str) -> Result<DbTls, String> {
+    let (mut mode, mut ca, mut cert, mut key) = (None, None, None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("query parameter `{}` has no value", pair))?;
+        let canon = name.to_ascii_lowercase().replace('_', "-");
+        let value = decode(value).ok_or_else(|| format!("bad percent-encoding in {canon}"))?;
+        let slot = match canon.as_str() {
+            "ssl-mode" => {
+                mode = Some(value.parse::<TlsMode>()?);
+                continue;
+            }
+            "ssl-ca" => &mut ca,
+            "ssl-cert" => &mut cert,
+            "ssl-key" => &mut key,
+            _ => {
+                return Err(format!(
+                    "unknown query parameter `{name}` (known: ssl-mode, ssl-ca, ssl-cert, ssl-key)"
+                ));
+            }
+        };
+        *slot = Some(PathBuf::from(value));
+    }
+    DbTls::new(mode, ca, cert, key)
 }
 
 /// The input with everything that may be a password hidden: between the user and the last
@@ -272,5 +486,74 @@ mod tests {
         let e = DbUrl::parse("mysql://root:hunter2@host:x").unwrap_err();
         assert_eq!(e.shown, "mysql://root:***@host:x");
         assert!(e.reason.contains("port"));
+    }
+
+    #[test]
+    fn tls_settings_parse_and_round_trip() {
+        let u = DbUrl::parse(
+            "mysql://cloud:pw@db:3306/cloud?ssl-mode=verify-ca&ssl-ca=%2Fetc%2Fca.pem&ssl_cert=/c.pem&SSL-KEY=/k.pem",
+        )
+        .unwrap();
+        assert_eq!(u.database.as_deref(), Some("cloud"));
+        assert_eq!(u.tls.mode, TlsMode::VerifyCa);
+        assert_eq!(
+            u.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(u.tls.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(DbUrl::parse(&u.expose()).unwrap(), u);
+        assert_eq!(
+            u.to_string(),
+            "mysql://cloud:***@db:3306/cloud?ssl-mode=VERIFY_CA&ssl-ca=%2Fetc%2Fca.pem\
+             &ssl-cert=%2Fc.pem&ssl-key=%2Fk.pem"
+        );
+        // `ssl-ca` alone means VERIFY_CA, as MySQL's client reads it; nothing means DISABLED.
+        let ca = DbUrl::parse("mysql://u:p@h?ssl-ca=/ca.pem").unwrap();
+        assert_eq!(ca.tls.mode, TlsMode::VerifyCa);
+        let plain = DbUrl::parse("mysql://u:p@h/cloud").unwrap();
+        assert!(!plain.tls.enabled());
+        assert_eq!(plain.to_string(), "mysql://u:***@h:3306/cloud");
+        let req = DbUrl::parse("mysql://u:p@h?ssl-mode=REQUIRED").unwrap();
+        assert!(req.tls.mode.requires_tls() && !req.tls.mode.verifies_ca());
+    }
+
+    #[test]
+    fn bad_tls_settings_are_typed_errors_naming_the_key() {
+        for (bad, names) in [
+            (
+                "mysql://u:hunter2@h?ssl-mode=sometimes",
+                "ssl-mode `sometimes`",
+            ),
+            (
+                "mysql://u:hunter2@h?ssl-mode=VERIFY_IDENTITY",
+                "needs ssl-ca",
+            ),
+            (
+                "mysql://u:hunter2@h?ssl-mode=REQUIRED&ssl-cert=/c",
+                "without ssl-key",
+            ),
+            (
+                "mysql://u:hunter2@h?ssl-mode=REQUIRED&ssl-key=/k",
+                "without ssl-cert",
+            ),
+            (
+                "mysql://u:hunter2@h?ssl-mode=DISABLED&ssl-ca=/ca",
+                "DISABLED",
+            ),
+            (
+                "mysql://u:hunter2@h?sslmode=require",
+                "unknown query parameter `sslmode`",
+            ),
+            ("mysql://u:hunter2@h?ssl-ca", "`ssl-ca` has no value"),
+            ("mysql://u:hunter2@h?ssl-ca=", "ssl-ca is empty"),
+            (
+                "mysql://u:hunter2@h?ssl-ca=%zz",
+                "percent-encoding in ssl-ca",
+            ),
+        ] {
+            let e = DbUrl::parse(bad).unwrap_err();
+            assert!(e.reason.contains(names), "{bad}: {e}");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
     }
 }

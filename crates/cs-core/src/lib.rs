@@ -16,11 +16,14 @@
 //! # });
 //! ```
 //!
-//! Features: `ssh` adds `SshHost` (libssh2); `conformance` adds the host conformance suite.
+//! Features: `ssh` adds `SshHost` (libssh2); `mysql` adds [`DbUrl::mysql_opts`] (the `mysql`
+//! crate's options for a URL, TLS included); `conformance` adds the host conformance suite.
 
 mod check;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "mysql")]
+mod db_mysql;
 mod db_url;
 pub mod fake;
 mod host;
@@ -38,7 +41,9 @@ mod step;
 mod version;
 
 pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_checks};
-pub use db_url::{DbUrl, DbUrlError};
+#[cfg(feature = "mysql")]
+pub use db_mysql::{ER_ACCESS_DENIED, TLS_REQUIRED};
+pub use db_url::{DbTls, DbUrl, DbUrlError, TlsMode};
 pub use host::{
     BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,
     shell_quote,

@@ -73,7 +73,7 @@ pub use kvm::{
     StoreKind, start_kvm_hosts,
 };
 pub use lab::{Lab, LabBuilder};
-pub use mariadb::{DbUrlExt, MariaDb, MariaDbOptions, TestDb, mariadb};
+pub use mariadb::{DbUrlExt, LabTls, MariaDb, MariaDbOptions, TestDb, mariadb, mariadb_tls};
 pub use mgmt::{
     MANAGEMENT_UNIT, MGMT_PACKAGES, MgmtFault, MgmtNode, MgmtNodeBuilder, MgmtStartup, MsHostRow,
     USAGE_UNIT, migration_table,

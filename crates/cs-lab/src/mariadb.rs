@@ -6,7 +6,7 @@ use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cs_core::{DbUrl, Secret};
+use cs_core::{DbTls, DbUrl, Secret, TlsMode};
 use mysql::prelude::Queryable;
 
 use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready, watchdog};
@@ -26,21 +26,15 @@ pub trait DbUrlExt {
 
 impl DbUrlExt for DbUrl {
     fn opts(&self) -> mysql::Opts {
-        mysql::OptsBuilder::new()
-            .ip_or_hostname(Some(self.host.clone()))
-            .tcp_port(self.port)
-            .user(Some(self.user.clone()))
-            .pass(Some(self.password.expose().to_string()))
-            .db_name(self.database.clone())
-            .prefer_socket(false)
-            .into()
+        self.mysql_opts().into()
     }
 
     fn connect(&self) -> Result<mysql::Conn> {
-        mysql::Conn::new(self.opts()).map_err(|e| LabError::Database {
-            what: format!("connect to {self}"),
-            source: Box::new(e),
-        })
+        self.mysql_connect(self.mysql_opts())
+            .map_err(|e| LabError::Database {
+                what: format!("connect to {self}"),
+                source: Box::new(e),
+            })
     }
 }
 
@@ -57,6 +51,20 @@ pub struct MariaDb {
     root_password: Secret,
     cloud_password: Secret,
     version: String,
+    tls: Option<LabTls>,
+}
+
+/// The files of a TLS server started with [`MariaDbOptions::tls`]: its own CA, the server's
+/// certificate (for `127.0.0.1` and `localhost`) and a client certificate, all PEM, made
+/// with `rcgen` in the server's directory.
+#[derive(Debug, Clone)]
+pub struct LabTls {
+    /// The CA certificate (`ssl-ca`).
+    pub ca: PathBuf,
+    /// A client certificate signed by the CA (`ssl-cert`).
+    pub client_cert: PathBuf,
+    /// Its private key (`ssl-key`, mode 0600).
+    pub client_key: PathBuf,
 }
 
 impl fmt::Debug for MariaDb {
@@ -74,6 +82,10 @@ impl fmt::Debug for MariaDb {
 pub struct MariaDbOptions {
     /// Extra `mariadbd` options (`--sql-mode=ONLY_FULL_GROUP_BY`, `--log-bin`, …).
     pub server_args: Vec<String>,
+    /// A server with a CA of its own and `require_secure_transport=ON`: TCP connections
+    /// without TLS are refused (the Unix socket counts as secure, as MariaDB rules it). Its
+    /// [`MariaDb::root`] and [`MariaDb::cloud`] URLs carry `ssl-mode=VERIFY_CA` and the CA.
+    pub tls: bool,
 }
 
 impl MariaDb {
@@ -110,6 +122,24 @@ impl MariaDb {
         let tmp = dir.path().join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| LabError::io("create MariaDB tmpdir", e))?;
         let me = current_user();
+        let tls = if options.tls {
+            Some(write_certs(dir.path())?)
+        } else {
+            None
+        };
+        let tls_args: Vec<String> = match &tls {
+            // `require_secure_transport` (MariaDB 10.5.2+) refuses TCP logins in clear.
+            Some(_) => vec![
+                format!("--ssl-ca={}", dir.path().join("ca.pem").display()),
+                format!(
+                    "--ssl-cert={}",
+                    dir.path().join("server-cert.pem").display()
+                ),
+                format!("--ssl-key={}", dir.path().join("server-key.pem").display()),
+                "--require-secure-transport=ON".into(),
+            ],
+            None => Vec::new(),
+        };
 
         let install_log = dir.path().join("install.log");
         let out = command(&install_db)
@@ -158,6 +188,7 @@ impl MariaDb {
                     "--innodb-flush-log-at-trx-commit=2",
                     "--event-scheduler=OFF",
                 ])
+                .args(&tls_args)
                 .args(&options.server_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -223,6 +254,7 @@ impl MariaDb {
                         root_password,
                         cloud_password,
                         version: String::new(),
+                        tls: tls.clone(),
                     };
                     let v: Option<String> = db
                         .root()
@@ -279,8 +311,22 @@ impl MariaDb {
         self.url("cloud", &self.cloud_password)
     }
 
+    /// The CA and client certificate of a server started with [`MariaDbOptions::tls`].
+    pub fn tls(&self) -> Option<&LabTls> {
+        self.tls.as_ref()
+    }
+
     fn url(&self, user: &str, password: &Secret) -> DbUrl {
-        DbUrl::new("127.0.0.1", self.port, user, password.clone())
+        let url = DbUrl::new("127.0.0.1", self.port, user, password.clone());
+        match &self.tls {
+            Some(t) => url.with_tls(DbTls {
+                mode: TlsMode::VerifyCa,
+                ca: Some(t.ca.clone()),
+                cert: None,
+                key: None,
+            }),
+            None => url,
+        }
     }
 
     /// Runs statements as root (several, separated by `;`).
@@ -425,6 +471,90 @@ pub fn mariadb() -> &'static MariaDb {
     SHARED.get_or_init(|| match MariaDb::start() {
         Ok(db) => db,
         Err(e) => panic!("cannot start the lab MariaDB: {}", cs_core::error_chain(&e)),
+    })
+}
+
+/// The MariaDB server with TLS required ([`MariaDbOptions::tls`]) shared by every test of
+/// this test binary, started on first use.
+///
+/// # Panics
+/// As [`mariadb()`].
+pub fn mariadb_tls() -> &'static MariaDb {
+    static SHARED: OnceLock<MariaDb> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let options = MariaDbOptions {
+            tls: true,
+            ..MariaDbOptions::default()
+        };
+        match MariaDb::start_with(&options) {
+            Ok(db) => db,
+            Err(e) => panic!(
+                "cannot start the lab MariaDB with TLS: {}",
+                cs_core::error_chain(&e)
+            ),
+        }
+    })
+}
+
+/// Writes a CA, a server certificate for 127.0.0.1 and `localhost` and a client certificate
+/// (with their keys, 0600) into `dir`.
+fn write_certs(dir: &Path) -> Result<LabTls> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let fail = |e: rcgen::Error| LabError::Start {
+        what: "lab TLS certificates".into(),
+        detail: e.to_string(),
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "cs-lab test CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().map_err(fail)?).map_err(fail)?;
+    let leaf = |cn: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(sans).map_err(fail)?;
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().map_err(fail)?;
+        let cert = p.signed_by(&key, &ca).map_err(fail)?;
+        Ok::<_, LabError>((cert.pem(), key.serialize_pem()))
+    };
+    let (server_cert, server_key) = leaf(
+        "127.0.0.1",
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    let (client_cert, client_key) = leaf(
+        "cs-lab client",
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let path = dir.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| LabError::io(format!("write {name}"), e))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .map_err(|e| LabError::io(format!("write {name}"), e))?;
+        Ok(path)
+    };
+    let ca_path = write("ca.pem", &ca.pem())?;
+    write("server-cert.pem", &server_cert)?;
+    write("server-key.pem", &server_key)?;
+    Ok(LabTls {
+        ca: ca_path,
+        client_cert: write("client-cert.pem", &client_cert)?,
+        client_key: write("client-key.pem", &client_key)?,
     })
 }
 

@@ -129,17 +129,15 @@ impl Default for Options {
 }
 
 fn connect(url: &DbUrl, db: Option<&str>, timeout: Duration) -> Result<mysql::Conn> {
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some(url.host.clone()))
-        .tcp_port(url.port)
-        .user(Some(url.user.clone()))
-        .pass(Some(url.password.expose().to_string()))
+    // Host, credentials, keepalive and TLS from the URL (`DbUrl::mysql_opts`); statements may
+    // run up to `timeout`.
+    let opts = url
+        .mysql_opts()
         .db_name(db.map(str::to_string))
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(Duration::from_secs(15)))
         .read_timeout(Some(timeout))
         .write_timeout(Some(timeout));
-    mysql::Conn::new(opts).map_err(|e| db_err("connect", url, e))
+    url.mysql_connect(opts)
+        .map_err(|e| db_err("connect", url, e))
 }
 
 fn db_err(what: &str, url: &DbUrl, e: mysql::Error) -> Error {

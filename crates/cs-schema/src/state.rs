@@ -1,7 +1,6 @@
 //! A live schema's state, read over the `mysql` crate (blocking, inside `spawn_blocking`).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use cs_core::{CsVersion, DbUrl};
 use mysql::prelude::Queryable;
@@ -293,32 +292,12 @@ pub async fn read_state(target: &DbTarget) -> Result<SchemaState> {
         .map_err(|e| Error::Task(Box::new(e)))?
 }
 
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
-}
-
 pub(crate) fn connect(url: &DbUrl) -> Result<mysql::Conn> {
-    let d = url.deadlines;
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some(url.host.clone()))
-        .tcp_port(url.port)
-        .user(Some(url.user.clone()))
-        .pass(Some(url.password.expose().to_string()))
-        .db_name(url.database.clone())
-        .prefer_socket(false)
-        .tcp_connect_timeout(Some(d.connect))
-        // Version rows, catalog and check queries: short statements, so a server silent for
-        // a reply period is an error rather than a hang. Keepalive and TCP_USER_TIMEOUT catch
-        // a dead path or host.
-        .read_timeout(Some(d.reply))
-        .write_timeout(Some(d.reply))
-        .tcp_keepalive_time_ms(Some(ms(d.keepalive)))
-        .tcp_keepalive_probe_interval_secs(Some(
-            u32::try_from(d.keepalive_interval().as_secs()).unwrap_or(u32::MAX),
-        ))
-        .tcp_keepalive_probe_count(Some(cs_core::Deadlines::KEEPALIVE_PROBES))
-        .tcp_user_timeout_ms(Some(ms(d.reply)));
-    mysql::Conn::new(opts).map_err(|e| Error::Connect {
+    // Version rows, catalog and check queries: short statements, so a server silent for a
+    // reply period is an error rather than a hang. Keepalive, TCP_USER_TIMEOUT and TLS come
+    // from the URL (`DbUrl::mysql_opts`).
+    let opts = url.mysql_opts().read_timeout(Some(url.deadlines.reply));
+    url.mysql_connect(opts).map_err(|e| Error::Connect {
         addr: url.addr(),
         source: Box::new(e),
     })

@@ -606,6 +606,7 @@ async fn server_compat_fails_on_only_full_group_by() {
     let server = tokio::task::spawn_blocking(|| {
         cs_lab::MariaDb::start_with(&cs_lab::MariaDbOptions {
             server_args: vec!["--sql-mode=ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES".into()],
+            ..cs_lab::MariaDbOptions::default()
         })
         .unwrap()
     })
@@ -758,4 +759,48 @@ async fn changes_since_counts_what_a_restore_would_discard() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("yesterday"), "{e}");
+}
+
+#[tokio::test]
+async fn the_checks_work_over_verify_ca_and_say_when_tls_is_required() {
+    // A server of its own with a CA and require_secure_transport=ON.
+    let server = tokio::task::spawn_blocking(|| {
+        cs_lab::MariaDb::start_with(&cs_lab::MariaDbOptions {
+            tls: true,
+            ..cs_lab::MariaDbOptions::default()
+        })
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    cs_lab::seed(
+        &server.root(),
+        &SeedOptions::new(v("4.18.0.0"), "cloud", "cloud_usage"),
+    )
+    .unwrap();
+    let url = server.cloud();
+    assert_eq!(url.tls.mode, cs_core::TlsMode::VerifyCa);
+    let cx = DbContext::new(DbTarget::cloudstack(url.clone()), v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[]).await;
+    assert!(report.broken.is_empty(), "{}", report.to_table());
+    assert_eq!(report.exit_code(), 0, "{}", report.to_table());
+    let state = read_state(&DbTarget::cloudstack(url.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        state.version.as_ref().unwrap().current(),
+        Some(v("4.18.0.0"))
+    );
+
+    // ssl-mode=DISABLED: every check is broken, saying that the server requires TLS.
+    let clear = url.with_tls(cs_core::DbTls::default());
+    let cx = DbContext::new(DbTarget::cloudstack(clear), v("4.19.0.0"));
+    let report = run_db_checks(&cx, &[]).await;
+    assert_eq!(report.exit_code(), 255);
+    let text = report.to_table();
+    assert!(
+        text.contains("the server requires TLS (require_secure_transport=ON)"),
+        "{text}"
+    );
+    assert!(!text.contains(url.password.expose()), "{text}");
 }
