@@ -109,6 +109,28 @@ pub struct RestoredSchema {
 /// [`Error::Restore`] naming the stage that failed and whether the live schemas are untouched;
 /// its source is the cause ([`Error::Privilege`] for a missing privilege, [`Error::Verify`]
 /// for data that differs from the manifest).
+///
+/// # Examples
+///
+/// Restores a backup over the live schemas: loaded into scratch schemas and verified first,
+/// then swapped in with one `RENAME TABLE`; the replaced tables are dropped once the caller is
+/// satisfied (`no_run`: it needs a server; `tests/roundtrip.rs` runs the same code against a
+/// real MariaDB):
+///
+/// ```no_run
+/// use cs_backup::{DbUrl, NoProgress, RestoreOptions, drop_parked, restore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = DbUrl::parse("mysql://root:secret@127.0.0.1:3306")?;
+/// let dir = std::path::Path::new("/var/backups/cloudstack/before-4.19");
+/// let report = restore(dir, &url, &RestoreOptions::default(), &NoProgress).await?;
+/// println!("{} tables, {} rows restored and verified", report.tables, report.rows);
+/// for parked in report.parked() {
+///     println!("replaced tables kept in {parked}");
+/// }
+/// drop_parked(&url, &report).await?;
+/// # Ok(()) }
+/// ```
 pub async fn restore(
     dir: &Path,
     url: &DbUrl,
