@@ -2,11 +2,15 @@
 //! (the replaced tables are kept in parking schemas), or the documented drop-and-reload.
 //!
 //! ```text
-//! restore --from DIR --db URL [--threads N] [--replace] [--scratch-only] [--drop-parked]
+//! restore --from DIR --db URL [--threads N] [--replace] [--scratch-only] [--drop-parked] [--yes]
 //! ```
 //!
 //! `--replace` is the destructive drop-and-reload: the live schemas are dropped and loaded
 //! straight from the backup, with no parking. The URL can come from `CS_DB_URL`.
+//!
+//! A swap and `--replace` change the live schemas: each says which and asks `[y/N]` on a
+//! terminal; without a terminal it refuses unless `--yes` is given. `--scratch-only` never
+//! asks. Exit codes: 0 restored, 2 failed, refused or not confirmed (one line on stderr).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use cs_backup::{RestoreMode, RestoreOptions, drop_parked, restore};
+use cs_backup::{Manifest, RestoreMode, RestoreOptions, drop_parked, restore};
 
 /// Restore CloudStack's databases from a backup.
 #[derive(Debug, Parser)]
@@ -39,6 +43,36 @@ struct Args {
     /// After a swap, drop the parking schemas with the replaced tables.
     #[arg(long)]
     drop_parked: bool,
+    /// Go ahead without asking (a swap or `--replace` asks `[y/N]` on a terminal and refuses
+    /// without one unless this is given).
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// What a swap or a drop-and-reload is about to do to the live schemas, for the question.
+fn announcement(manifest: &Manifest, db: &cs_backup::DbUrl, args: &Args) -> String {
+    let schemas: Vec<String> = manifest
+        .schemas
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect();
+    let on = format!("{}:{}", db.host, db.port);
+    if args.replace {
+        format!(
+            "restore: about to DROP the live schemas {} on {on} and reload them from {}; no \
+             copy of them is kept. CloudStack's management and usage servers must be stopped.",
+            schemas.join(", "),
+            args.from.display()
+        )
+    } else {
+        format!(
+            "restore: about to replace the tables of the live schemas {} on {on} with the \
+             backup in {} (after it is loaded and verified; the replaced tables are parked). \
+             CloudStack's management and usage servers must be stopped.",
+            schemas.join(", "),
+            args.from.display()
+        )
+    }
 }
 
 #[tokio::main]
@@ -60,6 +94,17 @@ async fn main() -> ExitCode {
         },
         ..RestoreOptions::default()
     };
+    if !args.scratch_only {
+        let manifest = match Manifest::load(&args.from) {
+            Ok(m) => m,
+            Err(e) => return common::fail("restore", &e),
+        };
+        if let Err(code) =
+            common::confirm("restore", &announcement(&manifest, &db, &args), args.yes)
+        {
+            return code;
+        }
+    }
     let bars = common::Bars::new();
     let started = Instant::now();
     let report = match restore(&args.from, &db, &options, &bars).await {
