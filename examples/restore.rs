@@ -8,8 +8,9 @@
 //! `--replace` is the destructive drop-and-reload: the live schemas are dropped and loaded
 //! straight from the backup, with no parking. The URL can come from `CS_DB_URL`.
 //!
-//! A swap and `--replace` change the live schemas: each says which and asks `[y/N]` on a
-//! terminal; without a terminal it refuses unless `--yes` is given. `--scratch-only` never
+//! A swap and `--replace` change the live schemas: each says which (and which other
+//! connections use them now: a running CloudStack) and asks `[y/N]` on a terminal; without a
+//! terminal it refuses unless `--yes` is given. `--scratch-only` never
 //! asks. Exit codes: 0 restored, 2 failed, refused or not confirmed (one line on stderr).
 
 #[path = "common/mod.rs"]
@@ -20,7 +21,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use cs_backup::{Manifest, RestoreMode, RestoreOptions, drop_parked, restore};
+use cs_backup::{
+    Manifest, RestoreMode, RestoreOptions, Session, drop_parked, restore, sessions_using,
+};
 
 /// Restore CloudStack's databases from a backup.
 #[derive(Debug, Parser)]
@@ -47,6 +50,25 @@ struct Args {
     /// without one unless this is given).
     #[arg(long, short = 'y')]
     yes: bool,
+}
+
+/// The line on the connections that use the live schemas now (none: empty).
+fn in_use(sessions: &[Session]) -> String {
+    if sessions.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = sessions
+        .iter()
+        .take(3)
+        .map(|s| format!("{}@{} on `{}`", s.user, s.host, s.schema))
+        .collect();
+    let more = if sessions.len() > 3 { ", …" } else { "" };
+    format!(
+        "\n  {} other connections use them now ({}{more}): CloudStack looks to be running; \
+         stop its management and usage servers first",
+        sessions.len(),
+        shown.join(", ")
+    )
 }
 
 /// What a swap or a drop-and-reload is about to do to the live schemas, for the question.
@@ -99,9 +121,17 @@ async fn main() -> ExitCode {
             Ok(m) => m,
             Err(e) => return common::fail("restore", &e),
         };
-        if let Err(code) =
-            common::confirm("restore", &announcement(&manifest, &db, &args), args.yes)
-        {
+        let names: Vec<String> = manifest.schemas.iter().map(|s| s.name.clone()).collect();
+        let sessions = match sessions_using(&db, &names).await {
+            Ok(s) => s,
+            Err(e) => return common::fail("restore", &e),
+        };
+        let what = format!(
+            "{}{}",
+            announcement(&manifest, &db, &args),
+            in_use(&sessions)
+        );
+        if let Err(code) = common::confirm("restore", &what, args.yes) {
             return code;
         }
     }

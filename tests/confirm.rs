@@ -93,8 +93,17 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     let url = format!("mysql://{}:{}@{}", root.user, password, root.addr());
     let env = [("CS_DB_URL", url.as_str())];
     let from = dir.to_str().unwrap();
+    // A connection on the live schema, as a running management server holds: the question
+    // says so.
+    let cloudstack = root.with_database(&schema).connect().expect("connect");
     for args in [vec!["--from", from], vec!["--from", from, "--replace"]] {
         let result = run("restore", &args, &env);
+        assert!(
+            result.2.contains("1 other connections use them now")
+                && result.2.contains("CloudStack looks to be running"),
+            "{}",
+            result.2
+        );
         assert_refused(&format!("restore {args:?}"), &result);
         assert!(
             result.2.contains(&format!("`{schema}`")),
@@ -108,6 +117,8 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
             "restore {args:?} changed the database without --yes"
         );
     }
+
+    drop(cloudstack);
 
     // A scratch-only restore leaves the live schema alone: it does not ask.
     let (code, out, err) = run("restore", &["--from", from, "--scratch-only"], &env);

@@ -113,7 +113,8 @@ pub use manifest::{
 pub use mysqldump::{MYSQLDUMP_FLAGS, MysqldumpEngine};
 pub use native::NativeEngine;
 pub use restore::{
-    RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, drop_parked, restore,
+    RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, Session, drop_parked, restore,
+    sessions_using,
 };
 pub use verify::{verify, verify_deep, verify_on};
 

@@ -187,6 +187,63 @@ pub async fn drop_parked(url: &DbUrl, report: &RestoreReport) -> Result<()> {
     drop_schemas(url, &names).await
 }
 
+/// Another connection whose default schema is one a restore would replace, as
+/// `information_schema.PROCESSLIST` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The connection id (`KILL` takes it).
+    pub id: u64,
+    /// The account's user name.
+    pub user: String,
+    /// Where it connects from (`host:port`).
+    pub host: String,
+    /// Its default schema.
+    pub schema: String,
+}
+
+/// The other connections whose default schema is one of `schemas`: a running management or
+/// usage server holds several on `cloud` and `cloud_usage` (its connection pool), so a caller
+/// can warn or refuse before a swap or a drop-and-reload. Without the `PROCESS` privilege the
+/// server lists only the connecting account's own sessions (MariaDB's `fill_schema_processlist`
+/// in `sql/sql_show.cc`), so an empty answer then proves less.
+///
+/// # Errors
+/// [`Error::Connect`] and database errors.
+pub async fn sessions_using(url: &DbUrl, schemas: &[String]) -> Result<Vec<Session>> {
+    if schemas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let url = url.clone();
+    let list = schemas
+        .iter()
+        .map(|s| literal(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    blocking(move || {
+        let mut db = db::connect_short(&url)?;
+        let rows = db.rows(
+            "list the sessions on the schemas",
+            &format!(
+                "SELECT ID, USER, HOST, DB FROM information_schema.PROCESSLIST \
+                 WHERE DB IN ({list}) AND ID <> CONNECTION_ID() ORDER BY ID"
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                Session {
+                    id: text(0).parse().unwrap_or(0),
+                    user: text(1),
+                    host: text(2),
+                    schema: text(3),
+                }
+            })
+            .collect())
+    })
+    .await
+}
+
 pub(crate) async fn drop_schemas(url: &DbUrl, names: &[String]) -> Result<()> {
     let url = url.clone();
     let names = names.to_vec();

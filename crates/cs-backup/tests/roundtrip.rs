@@ -412,6 +412,20 @@ async fn the_backup_verify_and_restore_doc_examples_run_against_a_real_server() 
         Err(e) => panic!("the fresh backup does not verify: {e}"),
     }
 
+    // A connection on the schema (a running CloudStack's) shows before a restore.
+    let held = root.with_database(&main);
+    let held = tokio::task::block_in_place(|| {
+        use cs_lab::DbUrlExt;
+        held.connect().unwrap()
+    });
+    let sessions = cs_backup::sessions_using(&url, &[main.clone(), usage.clone()])
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].schema, main);
+    assert_eq!(sessions[0].user, url.user);
+    drop(held);
+
     // `restore`'s example, after a change the restore must undo.
     exec(
         &root,
