@@ -63,10 +63,13 @@ fn in_use(sessions: &[Session]) -> String {
         .map(|s| format!("{}@{} on `{}`", s.user, s.host, s.schema))
         .collect();
     let more = if sessions.len() > 3 { ", …" } else { "" };
+    let count = match sessions.len() {
+        1 => "1 other connection uses".to_string(),
+        n => format!("{n} other connections use"),
+    };
     format!(
-        "\n  {} other connections use them now ({}{more}): CloudStack looks to be running; \
-         stop its management and usage servers first",
-        sessions.len(),
+        "\n  {count} them now ({}{more}): CloudStack looks to be running; stop its management \
+         and usage servers first",
         shown.join(", ")
     )
 }

@@ -99,7 +99,7 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     for args in [vec!["--from", from], vec!["--from", from, "--replace"]] {
         let result = run("restore", &args, &env);
         assert!(
-            result.2.contains("1 other connections use them now")
+            result.2.contains("1 other connection uses them now")
                 && result.2.contains("CloudStack looks to be running"),
             "{}",
             result.2
