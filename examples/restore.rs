@@ -2,11 +2,16 @@
 //! (the replaced tables are kept in parking schemas), or the documented drop-and-reload.
 //!
 //! ```text
-//! restore --from DIR --db URL [--threads N] [--replace] [--scratch-only] [--drop-parked]
+//! restore --from DIR --db URL [--threads N] [--replace] [--scratch-only] [--drop-parked] [--yes]
 //! ```
 //!
 //! `--replace` is the destructive drop-and-reload: the live schemas are dropped and loaded
 //! straight from the backup, with no parking. The URL can come from `CS_DB_URL`.
+//!
+//! A swap and `--replace` change the live schemas: each says which (and which other
+//! connections use them now: a running CloudStack) and asks `[y/N]` on a terminal; without a
+//! terminal it refuses unless `--yes` is given. `--scratch-only` never
+//! asks. Exit codes: 0 restored, 2 failed, refused or not confirmed (one line on stderr).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,7 +21,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use cs_backup::{RestoreMode, RestoreOptions, drop_parked, restore};
+use cs_backup::{
+    Manifest, RestoreMode, RestoreOptions, Session, drop_parked, restore, sessions_using,
+};
 
 /// Restore CloudStack's databases from a backup.
 #[derive(Debug, Parser)]
@@ -39,6 +46,58 @@ struct Args {
     /// After a swap, drop the parking schemas with the replaced tables.
     #[arg(long)]
     drop_parked: bool,
+    /// Go ahead without asking (a swap or `--replace` asks `[y/N]` on a terminal and refuses
+    /// without one unless this is given).
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// The line on the connections that use the live schemas now (none: empty).
+fn in_use(sessions: &[Session]) -> String {
+    if sessions.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = sessions
+        .iter()
+        .take(3)
+        .map(|s| format!("{}@{} on `{}`", s.user, s.host, s.schema))
+        .collect();
+    let more = if sessions.len() > 3 { ", …" } else { "" };
+    let count = match sessions.len() {
+        1 => "1 other connection uses".to_string(),
+        n => format!("{n} other connections use"),
+    };
+    format!(
+        "\n  {count} them now ({}{more}): CloudStack looks to be running; stop its management \
+         and usage servers first",
+        shown.join(", ")
+    )
+}
+
+/// What a swap or a drop-and-reload is about to do to the live schemas, for the question.
+fn announcement(manifest: &Manifest, db: &cs_backup::DbUrl, args: &Args) -> String {
+    let schemas: Vec<String> = manifest
+        .schemas
+        .iter()
+        .map(|s| format!("`{}`", s.name))
+        .collect();
+    let on = format!("{}:{}", db.host, db.port);
+    if args.replace {
+        format!(
+            "restore: about to DROP the live schemas {} on {on} and reload them from {}; no \
+             copy of them is kept. CloudStack's management and usage servers must be stopped.",
+            schemas.join(", "),
+            args.from.display()
+        )
+    } else {
+        format!(
+            "restore: about to replace the tables of the live schemas {} on {on} with the \
+             backup in {} (after it is loaded and verified; the replaced tables are parked). \
+             CloudStack's management and usage servers must be stopped.",
+            schemas.join(", "),
+            args.from.display()
+        )
+    }
 }
 
 #[tokio::main]
@@ -60,6 +119,25 @@ async fn main() -> ExitCode {
         },
         ..RestoreOptions::default()
     };
+    if !args.scratch_only {
+        let manifest = match Manifest::load(&args.from) {
+            Ok(m) => m,
+            Err(e) => return common::fail("restore", &e),
+        };
+        let names: Vec<String> = manifest.schemas.iter().map(|s| s.name.clone()).collect();
+        let sessions = match sessions_using(&db, &names).await {
+            Ok(s) => s,
+            Err(e) => return common::fail("restore", &e),
+        };
+        let what = format!(
+            "{}{}",
+            announcement(&manifest, &db, &args),
+            in_use(&sessions)
+        );
+        if let Err(code) = common::confirm("restore", &what, args.yes) {
+            return code;
+        }
+    }
     let bars = common::Bars::new();
     let started = Instant::now();
     let report = match restore(&args.from, &db, &options, &bars).await {

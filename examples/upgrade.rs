@@ -9,17 +9,22 @@
 //! the cloud wrote since (it says what first).
 //!
 //! ```text
-//! upgrade --config upgrade.toml              # run (or resume) the upgrade
+//! upgrade --config upgrade.toml              # run (or resume) the upgrade; asks first
 //! upgrade --config upgrade.toml --dry-run    # the plan: hops, hosts, step states, the gate
 //! upgrade --config upgrade.toml --resume     # resume a run that was interrupted or stopped
 //! upgrade --config upgrade.toml --rollback   # undo every applied step, newest first
 //! upgrade --config upgrade.toml --rollback --discard-changes-since '2026-12-07 10:15:00'
 //! upgrade --config upgrade.toml --skip ms.heap --skip node.resources
+//! upgrade --config upgrade.toml --yes        # no question (scripts, no terminal)
 //! ```
 //!
+//! A run, a resume and a rollback change the cloud: each says what it is about to do and asks
+//! `[y/N]` on a terminal; without a terminal it refuses unless `--yes` is given. `--dry-run`
+//! never asks.
+//!
 //! Exit codes: 0 done (or already done), 2 the upgrade (or rollback) failed or was refused (one
-//! line, then the steps' outcomes), or the config cannot be used. Progress goes to stderr
-//! (bars on a terminal, lines otherwise); no secret is printed.
+//! line, then the steps' outcomes), not confirmed, or the config cannot be used. Progress goes
+//! to stderr (bars on a terminal, lines otherwise); no secret is printed.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -54,6 +59,46 @@ struct Args {
     /// A pre-flight check id the gate skips (repeatable).
     #[arg(long, value_name = "ID")]
     skip: Vec<String>,
+    /// Go ahead without asking (a run, resume or rollback asks `[y/N]` on a terminal and
+    /// refuses without one unless this is given).
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// What a run or a rollback is about to do, for the question before it.
+fn announcement(config: &cs_upgrade::UpgradeConfig, args: &Args) -> String {
+    let servers: Vec<&str> = config
+        .management_servers
+        .iter()
+        .map(|m| m.address.as_str())
+        .collect();
+    if args.rollback {
+        let discard = args
+            .discard_changes_since
+            .as_deref()
+            .map(|t| {
+                format!(
+                    "\n  restoring the database backup discards what the cloud wrote since {t} UTC"
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "upgrade: about to roll back every applied step of the upgrade to {}, newest first \
+             (management servers {}){discard}",
+            config.target,
+            servers.join(", ")
+        )
+    } else {
+        format!(
+            "upgrade: about to upgrade the cloud to {}: back up database {} on {}, stop the \
+             management servers {} (the downtime starts), switch repositories, upgrade packages, \
+             migrate the schema, start them, refresh the KVM agents, system VMs and routers",
+            config.target,
+            config.database.cloud_schema,
+            config.database.host,
+            servers.join(", ")
+        )
+    }
 }
 
 /// The steps' outcomes, one a line.
@@ -145,6 +190,9 @@ async fn main() -> ExitCode {
             seal.target, seal.finished_at
         );
         return ExitCode::SUCCESS;
+    }
+    if let Err(code) = common::confirm("upgrade", &announcement(&config, &args), args.yes) {
+        return code;
     }
     let progress = Arc::new(common::Bars::new());
     let result = if args.rollback {

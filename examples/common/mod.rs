@@ -152,3 +152,43 @@ pub(crate) fn init_tracing() {
         )
         .try_init();
 }
+
+/// Asks before a destructive action. `what` says what is about to happen (one or more lines).
+/// With `yes` (the `--yes` flag) it goes ahead at once. On a terminal (stdin and stderr) it
+/// asks `Go ahead? [y/N]` on stderr and goes ahead on `y` or `yes` only. Without a terminal it
+/// refuses: nobody can answer, and a script must say `--yes` to destroy. A refusal prints one
+/// line saying nothing changed and returns exit code 2.
+pub(crate) fn confirm(program: &str, what: &str, yes: bool) -> Result<(), ExitCode> {
+    use std::io::{BufRead, Write};
+    if yes {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        #[allow(clippy::print_stderr)] // The example owns the terminal.
+        {
+            eprintln!("{program}: {why}; nothing changed");
+        }
+        ExitCode::from(2)
+    };
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        #[allow(clippy::print_stderr)] // The example owns the terminal.
+        {
+            eprintln!("{what}");
+        }
+        return Err(refuse(
+            "not confirmed: no terminal to ask on (pass --yes to go ahead without asking)",
+        ));
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{what}\nGo ahead? [y/N] ");
+    let _ = err.flush();
+    drop(err);
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return Err(refuse("not confirmed (no answer)"));
+    }
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(refuse("not confirmed")),
+    }
+}

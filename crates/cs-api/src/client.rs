@@ -216,15 +216,28 @@ struct Inner {
 
 /// A CloudStack API client. Cheap to clone; clones share connections and the session.
 ///
+/// # Examples
+///
+/// The KVM hosts and the cloud's health, signed with an API key whose secret comes from the
+/// environment (`no_run`: it needs a management server; `tests/lab.rs` runs the same code
+/// against the lab's API endpoint):
+///
 /// ```no_run
-/// # async fn demo() -> cs_api::Result<()> {
-/// use cs_api::{Client, ClientConfig, Credentials};
+/// use cs_api::{Client, ClientConfig, Credentials, HealthExpectations, HealthReport, Secret};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let secret = Secret::new(std::env::var("CLOUDSTACK_SECRET")?);
 /// let client = Client::new(
 ///     "https://ms1.example.org:8443/client/api",
-///     Credentials::api_key("KEY", "SECRET"),
+///     Credentials::api_key("KEY", secret),
 ///     ClientConfig::default(),
 /// )?;
-/// let hosts = client.list_hosts(&[("type", "Routing")]).await?;
+/// let version = client.list_capabilities().await?.cloudstackversion;
+/// let hosts = client.list_hosts(&[("type", "Routing"), ("hypervisor", "KVM")]).await?;
+/// let up = hosts.iter().filter(|h| h.state.as_deref() == Some("Up")).count();
+/// println!("CloudStack {version:?}: {up} of {} KVM hosts Up", hosts.len());
+/// let health = HealthReport::collect(&client).await?;
+/// println!("{}", health.report(&HealthExpectations::default()).to_table());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -14,7 +14,7 @@
 //! Signing is a pure function:
 //!
 //! ```
-//! use cs_core::Secret;
+//! use cs_api::Secret;
 //! let params = [("command", "listZones"), ("apiKey", "KEY"), ("response", "json")];
 //! assert_eq!(cs_api::canonical_string(&params), "apikey=key&command=listzones&response=json");
 //! let signature = cs_api::sign(&params, &Secret::new("SECRET"));
@@ -23,6 +23,10 @@
 //!
 //! Secrets stay secret: the secret key, password and session key are [`cs_core::Secret`]s,
 //! signed URLs are never logged, and transport errors are stripped of their URL.
+//!
+//! The [`cs_core`] types this crate's API takes or returns are re-exported here ([`Secret`],
+//! [`Progress`], [`NoProgress`], [`CsVersion`], [`Finding`], [`Report`], …), so a program that
+//! only talks to CloudStack needs no dependency on `cs-core` of its own.
 
 mod client;
 mod envelope;
@@ -36,6 +40,10 @@ mod types;
 pub use client::{
     Client, ClientConfig, Credentials, HttpMethod, JobPolicy, Params, RetryPolicy, SignatureMode,
     TlsConfig, is_idempotent,
+};
+pub use cs_core::{
+    BoxError, Check, CsVersion, Finding, HostMaintenance, HostStatus, HypervisorState, NoProgress,
+    Progress, ProgressUpdate, Report, Secret, Severity, Unit,
 };
 pub use error::{Error, Result};
 pub use health::{

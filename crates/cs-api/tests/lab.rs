@@ -598,3 +598,36 @@ async fn an_endless_reply_ends_at_the_cap() {
     let err = c.list_capabilities().await.unwrap_err();
     assert!(err.to_string().contains("the reply goes on"), "{err}");
 }
+
+/// The example on [`Client`] (its doc comment), with the lab's endpoint and keys: the secret
+/// as a [`cs_api::Secret`] (re-exported), the KVM hosts all Up and a health report without
+/// failures.
+#[tokio::test]
+async fn the_client_doc_example_runs_against_the_lab() {
+    use cs_api::Secret as ReExported;
+    let lab = lab();
+    let secret = ReExported::new(lab.secret_key().expose());
+    let client = Client::new(
+        &lab.endpoint(),
+        Credentials::api_key(lab.api_key(), secret),
+        ClientConfig::default(),
+    )
+    .unwrap();
+    let version = client.list_capabilities().await.unwrap().cloudstackversion;
+    let hosts = client
+        .list_hosts(&[("type", "Routing"), ("hypervisor", "KVM")])
+        .await
+        .unwrap();
+    let up = hosts
+        .iter()
+        .filter(|h| h.state.as_deref() == Some("Up"))
+        .count();
+    assert_eq!(version.as_deref(), Some("4.20.0.0"));
+    assert_eq!((up, hosts.len()), (4, 4));
+    let health = HealthReport::collect(&client).await.unwrap();
+    let report = health.report(&HealthExpectations::default());
+    let table = report.to_table();
+    assert!(table.contains("api."), "{table}");
+    assert!(report.worst() < Severity::Fail, "{table}");
+    assert!(lab.take_panics().is_empty());
+}

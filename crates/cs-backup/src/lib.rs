@@ -77,6 +77,13 @@
 //!
 //! Blocking database work runs on tokio's blocking pool or on dedicated threads, never on async
 //! workers. Progress (rows and bytes of an estimated total) goes to a [`cs_core::Progress`].
+//!
+//! # Types from cs-core
+//!
+//! The [`cs_core`] types this crate's API takes are re-exported here ([`DbUrl`], [`Secret`],
+//! [`Progress`], [`NoProgress`], [`Host`], [`LocalHost`], …), so a program that only backs up
+//! and restores needs no dependency on `cs-core` of its own. With the `ssh` feature,
+//! `SshHost` too (for a [`MysqldumpEngine`] or [`verify_on`] on a remote node).
 
 mod backup;
 mod bundle;
@@ -106,6 +113,14 @@ pub use manifest::{
 pub use mysqldump::{MYSQLDUMP_FLAGS, MysqldumpEngine};
 pub use native::NativeEngine;
 pub use restore::{
-    RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, drop_parked, restore,
+    RestoreMode, RestoreOptions, RestoreReport, RestoredSchema, Session, drop_parked, restore,
+    sessions_using,
 };
 pub use verify::{verify, verify_deep, verify_on};
+
+#[cfg(feature = "ssh")]
+pub use cs_core::SshHost;
+pub use cs_core::{
+    Check, DbUrl, DbUrlError, Deadlines, Finding, Host, HostError, LocalHost, NoProgress, Progress,
+    ProgressUpdate, Secret, Severity, Unit,
+};

@@ -109,6 +109,28 @@ pub struct RestoredSchema {
 /// [`Error::Restore`] naming the stage that failed and whether the live schemas are untouched;
 /// its source is the cause ([`Error::Privilege`] for a missing privilege, [`Error::Verify`]
 /// for data that differs from the manifest).
+///
+/// # Examples
+///
+/// Restores a backup over the live schemas: loaded into scratch schemas and verified first,
+/// then swapped in with one `RENAME TABLE`; the replaced tables are dropped once the caller is
+/// satisfied (`no_run`: it needs a server; `tests/roundtrip.rs` runs the same code against a
+/// real MariaDB):
+///
+/// ```no_run
+/// use cs_backup::{DbUrl, NoProgress, RestoreOptions, drop_parked, restore};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = DbUrl::parse("mysql://root:secret@127.0.0.1:3306")?;
+/// let dir = std::path::Path::new("/var/backups/cloudstack/before-4.19");
+/// let report = restore(dir, &url, &RestoreOptions::default(), &NoProgress).await?;
+/// println!("{} tables, {} rows restored and verified", report.tables, report.rows);
+/// for parked in report.parked() {
+///     println!("replaced tables kept in {parked}");
+/// }
+/// drop_parked(&url, &report).await?;
+/// # Ok(()) }
+/// ```
 pub async fn restore(
     dir: &Path,
     url: &DbUrl,
@@ -163,6 +185,63 @@ pub async fn restore(
 pub async fn drop_parked(url: &DbUrl, report: &RestoreReport) -> Result<()> {
     let names: Vec<String> = report.parked().into_iter().map(String::from).collect();
     drop_schemas(url, &names).await
+}
+
+/// Another connection whose default schema is one a restore would replace, as
+/// `information_schema.PROCESSLIST` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The connection id (`KILL` takes it).
+    pub id: u64,
+    /// The account's user name.
+    pub user: String,
+    /// Where it connects from (`host:port`).
+    pub host: String,
+    /// Its default schema.
+    pub schema: String,
+}
+
+/// The other connections whose default schema is one of `schemas`: a running management or
+/// usage server holds several on `cloud` and `cloud_usage` (its connection pool), so a caller
+/// can warn or refuse before a swap or a drop-and-reload. Without the `PROCESS` privilege the
+/// server lists only the connecting account's own sessions (MariaDB's `fill_schema_processlist`
+/// in `sql/sql_show.cc`), so an empty answer then proves less.
+///
+/// # Errors
+/// [`Error::Connect`] and database errors.
+pub async fn sessions_using(url: &DbUrl, schemas: &[String]) -> Result<Vec<Session>> {
+    if schemas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let url = url.clone();
+    let list = schemas
+        .iter()
+        .map(|s| literal(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    blocking(move || {
+        let mut db = db::connect_short(&url)?;
+        let rows = db.rows(
+            "list the sessions on the schemas",
+            &format!(
+                "SELECT ID, USER, HOST, DB FROM information_schema.PROCESSLIST \
+                 WHERE DB IN ({list}) AND ID <> CONNECTION_ID() ORDER BY ID"
+            ),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                Session {
+                    id: text(0).parse().unwrap_or(0),
+                    user: text(1),
+                    host: text(2),
+                    schema: text(3),
+                }
+            })
+            .collect())
+    })
+    .await
 }
 
 pub(crate) async fn drop_schemas(url: &DbUrl, names: &[String]) -> Result<()> {

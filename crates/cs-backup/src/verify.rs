@@ -19,6 +19,22 @@ use crate::{Error, Problem, Result};
 /// [`Error::Incomplete`] when `manifest.json` is missing (an interrupted backup),
 /// [`Error::BadManifest`], and [`Error::Verify`] listing every missing, truncated or altered
 /// file by name.
+///
+/// # Examples
+///
+/// Checks a backup's files before trusting it (`no_run`: it needs a backup; `tests/roundtrip.rs`
+/// runs the same code on one it makes):
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::path::Path::new("/var/backups/cloudstack/before-4.19");
+/// match cs_backup::verify(dir).await {
+///     Ok(manifest) => println!("{} files intact", manifest.files.len()),
+///     Err(e) if e.is_incomplete() => println!("an interrupted backup: {e}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(()) }
+/// ```
 pub async fn verify(dir: &Path) -> Result<Manifest> {
     let dir = dir.to_path_buf();
     blocking(move || {

@@ -1,0 +1,307 @@
+//! The destructive commands ask first: fed no `--yes` and no terminal (stdin from /dev/null, as
+//! under cron or CI), `upgrade` (a run and `--rollback`) and `restore` (a swap and `--replace`)
+//! refuse with a clear message and exit code 2, and change nothing; with `--yes` they go ahead.
+//! `restore --scratch-only` and `upgrade --dry-run` never ask.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use cs_backup::{BackupOptions, NativeEngine, backup};
+use cs_core::NoProgress;
+use cs_lab::DbUrlExt;
+use mysql::prelude::Queryable;
+
+/// Runs an example with stdin from /dev/null; its exit code, stdout and stderr.
+fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binaries
+    let out = std::process::Command::new(common::example(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts a refusal for want of `--yes`: exit 2, the reason and the way out on stderr.
+fn assert_refused(what: &str, (code, out, err): &(i32, String, String)) {
+    assert_eq!(*code, 2, "{what}: {out}{err}");
+    assert!(
+        err.contains("not confirmed: no terminal to ask on (pass --yes"),
+        "{what}: {err}"
+    );
+    assert!(err.contains("nothing changed"), "{what}: {err}");
+}
+
+/// Every row of `schema.parent`, and the schemas whose name starts with `prefix`.
+fn state(url: &cs_core::DbUrl, schema: &str, prefix: &str) -> (Vec<(i64, String)>, Vec<String>) {
+    let mut conn = url.connect().expect("connect");
+    let rows: Vec<(i64, String)> = conn
+        .query(format!(
+            "SELECT id, name FROM `{schema}`.parent ORDER BY id"
+        ))
+        .expect("read parent");
+    let schemas: Vec<String> = conn
+        .exec(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+            (format!("{prefix}%"),),
+        )
+        .expect("list schemas");
+    (rows, schemas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_nothing() {
+    let server = cs_lab::mariadb();
+    let mut db = server.database("confirm_restore").unwrap();
+    let schema = db.name().to_string();
+    let root = server.root();
+    {
+        let mut conn = root.with_database(&schema).connect().expect("connect");
+        conn.query_drop("CREATE TABLE parent (id BIGINT PRIMARY KEY, name VARCHAR(20))")
+            .unwrap();
+        conn.query_drop("INSERT INTO parent VALUES (1, 'backed up'), (2, 'two')")
+            .unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    let options = BackupOptions {
+        databases: vec![schema.clone()],
+        threads: 1,
+        ..BackupOptions::default()
+    };
+    backup(&NativeEngine::new(), &root, &dir, &options, &NoProgress)
+        .await
+        .expect("backup");
+    root.with_database(&schema)
+        .connect()
+        .unwrap()
+        .query_drop("UPDATE parent SET name = 'changed since' WHERE id = 1")
+        .unwrap();
+    let before = state(&root, &schema, &format!("{schema}__"));
+    assert_eq!(before.0[0].1, "changed since");
+    assert!(before.1.is_empty(), "{:?}", before.1);
+
+    let password = root.password.expose().to_string();
+    let url = format!("mysql://{}:{}@{}", root.user, password, root.addr());
+    let env = [("CS_DB_URL", url.as_str())];
+    let from = dir.to_str().unwrap();
+    // A connection on the live schema, as a running management server holds: the question
+    // says so.
+    let cloudstack = root.with_database(&schema).connect().expect("connect");
+    for args in [vec!["--from", from], vec!["--from", from, "--replace"]] {
+        let result = run("restore", &args, &env);
+        assert!(
+            result.2.contains("1 other connection uses them now")
+                && result.2.contains("CloudStack looks to be running"),
+            "{}",
+            result.2
+        );
+        assert_refused(&format!("restore {args:?}"), &result);
+        assert!(
+            result.2.contains(&format!("`{schema}`")),
+            "names the schema: {}",
+            result.2
+        );
+        assert!(!result.2.contains(&password), "{}", result.2);
+        assert_eq!(
+            state(&root, &schema, &format!("{schema}__")),
+            before,
+            "restore {args:?} changed the database without --yes"
+        );
+    }
+
+    drop(cloudstack);
+
+    // A scratch-only restore leaves the live schema alone: it does not ask.
+    let (code, out, err) = run("restore", &["--from", from, "--scratch-only"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let after_scratch = state(&root, &schema, &format!("{schema}__"));
+    for s in &after_scratch.1 {
+        db.adopt(s);
+    }
+    assert_eq!(after_scratch.0, before.0);
+    assert_eq!(after_scratch.1.len(), 1, "{:?}", after_scratch.1);
+    assert!(after_scratch.1[0].contains("__restore_"));
+    // Scratch names carry the second: drop it, so the swap below may start within the same one.
+    root.connect()
+        .unwrap()
+        .query_drop(format!("DROP DATABASE `{}`", after_scratch.1[0]))
+        .unwrap();
+
+    // With --yes the swap goes ahead: the row is back, the replaced table parked.
+    let (code, out, err) = run("restore", &["--from", from, "--yes"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("parked in"), "{out}");
+    let after = state(&root, &schema, &format!("{schema}__"));
+    for s in &after.1 {
+        db.adopt(s);
+    }
+    assert_eq!(after.0[0].1, "backed up");
+    assert!(
+        after.1.iter().any(|s| s.contains("__parked_")),
+        "{:?}",
+        after.1
+    );
+}
+
+/// A config for an installation that is nowhere (every address refuses at once), with its
+/// backups under `dir`.
+fn nowhere_config(dir: &Path) -> std::path::PathBuf {
+    let text = include_str!("../examples/upgrade.toml")
+        .replace(
+            "/var/backups/cloudstack",
+            dir.join("backups").to_str().unwrap(),
+        )
+        .replace("10.0.0.5", "127.0.0.1")
+        .replace("port = 3306", "port = 1")
+        .replace("http://10.0.0.10:8080", "http://127.0.0.1:1")
+        .replace("/root/.ssh/id_ed25519", dir.join("id").to_str().unwrap())
+        .replace(
+            "/root/.ssh/known_hosts",
+            dir.join("known_hosts").to_str().unwrap(),
+        )
+        // Nodes on port 1 of the loopback: nothing listens there.
+        .replace(
+            "address = \"10.0.0.10\"",
+            "address = \"127.0.0.1\"\nport = 1",
+        )
+        .replace(
+            "address = \"10.0.0.11\"",
+            "address = \"127.0.0.1\"\nport = 1",
+        )
+        .replace("10.0.2.21", "127.0.0.1")
+        .replace("port = 2222", "port = 1")
+        .replace("connect_timeout = \"10s\"", "connect_timeout = \"1s\"");
+    assert!(!text.contains("10.0."), "an address left: {text}");
+    let path = dir.join("upgrade.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Every file under `dir`, relative.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = nowhere_config(tmp.path());
+    let config = config.to_str().unwrap();
+    let env = [
+        ("CS_DB_PASSWORD", "planted-db-secret"),
+        ("CLOUDSTACK_KEY", "key"),
+        ("CLOUDSTACK_SECRET", "planted-api-secret"),
+    ];
+    let backups = tmp.path().join("backups");
+    let before = files(tmp.path());
+
+    // The dry run never asks (here it fails for want of the servers, not of an answer).
+    let (code, out, err) = run("upgrade", &["--config", config, "--dry-run"], &env);
+    assert!(
+        !err.contains("not confirmed") && !err.contains("about to"),
+        "exit {code}: {out}{err}"
+    );
+    assert!(err.contains("cannot reach"), "exit {code}: {out}{err}");
+
+    for args in [
+        vec!["--config", config],
+        vec!["--config", config, "--rollback"],
+        vec![
+            "--config",
+            config,
+            "--rollback",
+            "--discard-changes-since",
+            "2026-12-07 10:15:00",
+        ],
+    ] {
+        let result = run("upgrade", &args, &env);
+        assert_refused(&format!("upgrade {args:?}"), &result);
+        let err = &result.2;
+        assert!(err.contains("upgrade: about to"), "{err}");
+        assert!(!err.contains("planted"), "a secret on the terminal: {err}");
+        assert!(
+            !err.contains("cannot reach"),
+            "it tried the nodes first: {err}"
+        );
+        if args.contains(&"--rollback") {
+            assert!(err.contains("roll back every applied step"), "{err}");
+        } else {
+            assert!(err.contains("the downtime starts"), "{err}");
+        }
+        if args.contains(&"--discard-changes-since") {
+            assert!(err.contains("discards what the cloud wrote since"), "{err}");
+        }
+        assert_eq!(
+            files(tmp.path()),
+            before,
+            "upgrade {args:?} wrote under {} without --yes",
+            backups.display()
+        );
+    }
+
+    // With --yes the run goes ahead, and fails at once: no node is there.
+    let (code, out, err) = run("upgrade", &["--config", config, "--yes"], &env);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!err.contains("not confirmed"), "{err}");
+    assert!(err.contains("cannot reach mgmt1"), "{err}");
+    assert!(!err.contains("planted"), "a secret on the terminal: {err}");
+}
+
+/// On a lab cloud ready to upgrade: `upgrade` and `upgrade --rollback` without `--yes` and
+/// without a terminal refuse, and the cloud is as it was (databases, packages, hosts, guests:
+/// the e2e snapshot), with no run journal written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
+    let (lab, config, path) = common::lab_for_upgrade("confirm").await;
+    let before = common::snapshot(&lab).await;
+    let config_path = path.to_str().unwrap();
+    for args in [
+        vec!["--config", config_path],
+        vec!["--config", config_path, "--resume"],
+        vec!["--config", config_path, "--rollback"],
+    ] {
+        let result = run("upgrade", &args, &[]);
+        if args.contains(&"--resume") {
+            // Nothing to resume is said before anything is asked.
+            assert_eq!(result.0, 2, "{}{}", result.1, result.2);
+            assert!(result.2.contains("nothing to resume"), "{}", result.2);
+        } else {
+            assert_refused(&format!("upgrade {args:?}"), &result);
+        }
+        assert!(
+            !result.2.contains(lab.db_url().password.expose()),
+            "{}",
+            result.2
+        );
+    }
+    assert!(
+        !cs_upgrade::run_dir(&config).join("journal.jsonl").exists(),
+        "a journal was written"
+    );
+    common::assert_same(&before, &common::snapshot(&lab).await);
+}
