@@ -33,8 +33,9 @@ pub const MYSQLDUMP_FLAGS: &[&str] = &[
 /// The `mysqldump` engine: runs `mariadb-dump` (or `mysqldump`) on a [`Host`] — this machine
 /// or the database server over SSH — with `--single-transaction --quick --routines --triggers
 /// --events --hex-blob`, one invocation for all schemas (`--databases`), and
-/// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on. The output
-/// is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
+/// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on, and
+/// a `--net-buffer-length` that fits where the server's `max_allowed_packet` is below the
+/// program's default (so that its `INSERT`s load back into that server). The output is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
 ///
 /// The password goes in a `0600` option file in a private `mktemp -d` directory (never in the
 /// backup directory), passed with `--defaults-extra-file` and removed afterwards, also when

@@ -1190,6 +1190,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn infile_packets_fit_the_servers_limit() {
+        assert_eq!(infile_chunk(16 * 1024 * 1024), INFILE_CHUNK);
+        assert_eq!(infile_chunk(96 * 1024), 95 * 1024);
+        // The server's minimum, and nonsense.
+        assert_eq!(infile_chunk(1024), 512);
+        assert_eq!(infile_chunk(0), 512);
+    }
+
+    #[test]
     fn scrambles_match_independent_computations() {
         // Pinned values computed independently with Python's hashlib.
         let scramble = b"abcdefghijklmnopqrst";

@@ -1,9 +1,13 @@
 //! Every MariaDB 10.6–11.x column type and schema object through three round trips against
 //! one real server: native dump → stock `mariadb` client, native dump → own restore (into a
-//! dropped schema), and `mariadb-dump` → own restore (swapped over the live schema). Each case is a schema of its own; after every
-//! round trip its fingerprint (a native backup's per-table rows and checksums), every table's
-//! and sequence's `SHOW CREATE TABLE` text, the object inventory and the case's own probes
-//! (history rows, sequence state, values read back as text) must equal those taken before.
+//! dropped schema), and `mariadb-dump` → own restore (swapped over the live schema). Each case
+//! is a schema of its own; after every round trip its fingerprint (a native backup's per-table
+//! rows and checksums), every table's and sequence's `SHOW CREATE TABLE` text, the object
+//! inventory and the case's own probes (history rows, sequence state, values read back as
+//! text or hex) must equal those taken before. A case needing a newer server asserts the
+//! version (it never skips). Every case runs again on two servers whose packet limit leaves
+//! the restore no bulk inserts, one with `LOCAL` loads and one without, so the fallbacks
+//! (`LOAD DATA LOCAL`, the dump's `INSERT` statements) carry every type too.
 
 mod common;
 
