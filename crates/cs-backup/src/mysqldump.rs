@@ -35,7 +35,8 @@ pub const MYSQLDUMP_FLAGS: &[&str] = &[
 /// --events --hex-blob`, one invocation for all schemas (`--databases`), and
 /// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on, and
 /// a `--net-buffer-length` that fits where the server's `max_allowed_packet` is below the
-/// program's default (so that its `INSERT`s load back into that server). The output is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
+/// program's default (so that its `INSERT`s load back into that server). The output is one
+/// file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
 ///
 /// The password goes in a `0600` option file in a private `mktemp -d` directory (never in the
 /// backup directory), passed with `--defaults-extra-file` and removed afterwards, also when
