@@ -57,7 +57,8 @@ pub struct BackupOptions {
     /// this many rows, dumped in parallel. Default 500 000.
     pub chunk_rows: u64,
     /// Upper size of one multi-row `INSERT` in bytes (a single bigger row still makes one
-    /// statement). Default 1 MiB.
+    /// statement). Default 1 MiB; the native engine makes it smaller where the server's
+    /// `max_allowed_packet` is, so that every statement loads back.
     pub statement_bytes: usize,
     /// Accounts whose `CREATE USER` and grants are recorded in `grants/users.sql` (every host of
     /// each user name). Default `cloud`. Unreadable grants become a manifest note, not an error.

@@ -434,9 +434,17 @@ impl Db {
     ) -> Result<bool> {
         /// "LOCAL is disabled" on MariaDB and MySQL.
         const REFUSED: [u16; 3] = [1148, 3948, 4166];
+        // Packets of the file must fit the server's limit (the `mysql` crate's are 4 KiB).
+        let chunk = if matches!(self.link, Link::Wire(_)) {
+            self.one(what, "SELECT @@max_allowed_packet")?
+                .and_then(|v| v.parse().ok())
+                .map_or(4096, wire::infile_chunk)
+        } else {
+            0
+        };
         let user = &self.user;
         match &mut self.link {
-            Link::Wire(conn) => match conn.load_local(sql, |w| feed(w)) {
+            Link::Wire(conn) => match conn.load_local(sql, chunk, |w| feed(w)) {
                 Ok(()) => Ok(true),
                 Err(WireError::Server(e)) if REFUSED.contains(&e.code) => Ok(false),
                 Err(e) => Err(wire_err(user, what, e)),

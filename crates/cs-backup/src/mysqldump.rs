@@ -33,8 +33,10 @@ pub const MYSQLDUMP_FLAGS: &[&str] = &[
 /// The `mysqldump` engine: runs `mariadb-dump` (or `mysqldump`) on a [`Host`] — this machine
 /// or the database server over SSH — with `--single-transaction --quick --routines --triggers
 /// --events --hex-blob`, one invocation for all schemas (`--databases`), and
-/// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on. The output
-/// is one file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
+/// `--set-gtid-purged=OFF` when MySQL's client dumps a MySQL server with GTIDs on, and
+/// a `--net-buffer-length` that fits where the server's `max_allowed_packet` is below the
+/// program's default (so that its `INSERT`s load back into that server). The output is one
+/// file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
 ///
 /// The password goes in a `0600` option file in a private `mktemp -d` directory (never in the
 /// backup directory), passed with `--defaults-extra-file` and removed afterwards, also when
@@ -237,7 +239,23 @@ pub(crate) fn option_file(url: &DbUrl, mariadb_client: bool) -> String {
     out
 }
 
-/// The dump command (the option file must be the first argument).
+/// The dump program's default `net_buffer_length`, the size up to which it joins rows into
+/// one `INSERT` (`1024*1024-1025` rounded to its 1 KiB blocks; `mysqldump.c`'s option table,
+/// `mariadb-dump --help --verbose` prints 1046528).
+const DEFAULT_NET_BUFFER: u64 = 1_046_528;
+
+/// The `--net-buffer-length` a dump of a server with this `max_allowed_packet` needs, if
+/// the default is too big: the dump program joins rows into `INSERT`s of up to that length,
+/// and a statement longer than the server's packet limit cannot be loaded back into it (by
+/// the stock client or the own restore: `ERROR 1153`). 2 KiB stay free for the command byte
+/// and the statement's head; the program's minimum is 4096.
+pub(crate) fn net_buffer_for(max_allowed_packet: u64) -> Option<u64> {
+    let fits = max_allowed_packet.saturating_sub(2048) / 1024 * 1024;
+    (fits < DEFAULT_NET_BUFFER).then_some(fits.max(4096))
+}
+
+/// The dump command (the option file must be the first argument); `net_buffer` from
+/// [`net_buffer_for`].
 pub(crate) fn dump_command(
     program: &str,
     cnf: &str,
@@ -245,12 +263,16 @@ pub(crate) fn dump_command(
     databases: &[String],
     gtid_off: bool,
     history: bool,
+    net_buffer: Option<u64>,
 ) -> Cmd {
     let mut cmd = Cmd::new(program)
         .arg(format!("--defaults-extra-file={cnf}"))
         .args(MYSQLDUMP_FLAGS.iter().copied());
     if gtid_off {
         cmd = cmd.arg("--set-gtid-purged=OFF");
+    }
+    if let Some(n) = net_buffer {
+        cmd = cmd.arg(format!("--net-buffer-length={n}"));
     }
     if history {
         cmd = cmd.arg(DUMP_HISTORY);
@@ -275,8 +297,8 @@ impl Engine for MysqldumpEngine {
         let host_url = self.url.clone().unwrap_or_else(|| job.url.clone());
         let dbs = job.options.databases.clone();
 
-        // GTID and the CloudStack version rows, read before the dump.
-        let (gtid_on, versions) = {
+        // GTID, the packet limit and the CloudStack version rows, read before the dump.
+        let (gtid_on, net_buffer, versions) = {
             let url = job.url.clone();
             let catalogs = job.catalogs.clone();
             let mysql_server = job.server.vendor == "mysql";
@@ -288,11 +310,14 @@ impl Engine for MysqldumpEngine {
                         .ok()
                         .flatten()
                         .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
+                let packet = db
+                    .one("read max_allowed_packet", "SELECT @@max_allowed_packet")?
+                    .and_then(|v| v.parse::<u64>().ok());
                 let mut versions = Vec::new();
                 for (s, c) in &catalogs {
                     versions.push(db::version_row(&mut db, s, c)?);
                 }
-                Ok((gtid, versions))
+                Ok((gtid, packet.and_then(net_buffer_for), versions))
             })
             .await?
         };
@@ -330,6 +355,7 @@ impl Engine for MysqldumpEngine {
             &dbs,
             gtid_on && !mariadb_client,
             history,
+            net_buffer,
         );
         tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
         // Dropping this future (a cancelled backup) drops the running command, which kills the
@@ -759,6 +785,17 @@ mod tests {
     }
 
     #[test]
+    fn statements_fit_the_servers_packet_limit() {
+        // MariaDB's default 16 MiB and 1 MiB: the dump program's default fits.
+        assert_eq!(net_buffer_for(16 * 1024 * 1024), None);
+        assert_eq!(net_buffer_for(1024 * 1024), None);
+        assert_eq!(net_buffer_for(1024 * 1024 - 1), Some(1_045_504));
+        assert_eq!(net_buffer_for(96 * 1024), Some(94 * 1024));
+        // Below the program's minimum: its minimum.
+        assert_eq!(net_buffer_for(1024), Some(4096));
+    }
+
+    #[test]
     fn the_password_is_in_the_option_file_never_in_argv() {
         let url = DbUrl::new("db1", 3306, "cloud", Secret::new("pa\"ss\\word"));
         let cnf = option_file(&url, true);
@@ -770,6 +807,7 @@ mod tests {
             &["cloud".into(), "cloud_usage".into()],
             false,
             false,
+            None,
         );
         let argv: Vec<&str> = cmd.argv().collect();
         assert_eq!(argv[0], "--defaults-extra-file=/b/.cnf");
@@ -790,9 +828,19 @@ mod tests {
         assert!(!argv.iter().any(|a| a.contains("pa\"ss")));
         assert!(!argv.contains(&"--set-gtid-purged=OFF"));
         assert!(!argv.contains(&DUMP_HISTORY));
-        let gtid = dump_command("mysqldump", "/c", "/r", &["cloud".into()], true, true);
+        assert!(!argv.iter().any(|a| a.starts_with("--net-buffer-length")));
+        let gtid = dump_command(
+            "mysqldump",
+            "/c",
+            "/r",
+            &["cloud".into()],
+            true,
+            true,
+            Some(4096),
+        );
         assert!(gtid.argv().any(|a| a == "--set-gtid-purged=OFF"));
         assert!(gtid.argv().any(|a| a == DUMP_HISTORY));
+        assert!(gtid.argv().any(|a| a == "--net-buffer-length=4096"));
     }
 
     #[test]

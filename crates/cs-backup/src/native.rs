@@ -256,12 +256,23 @@ fn kill(url: &DbUrl, id: u32, window: Duration) -> String {
 }
 
 impl Plan {
-    fn run(self) -> Result<Dumped> {
+    fn run(mut self) -> Result<Dumped> {
         let threads = self.options.threads.max(1);
         let mut notes = Vec::new();
         let mut workers = Vec::with_capacity(threads);
         for _ in 0..threads {
             workers.push(db::connect_streaming(&self.url)?);
+        }
+        // Every statement must load back into this server (by the stock client too): none
+        // longer than its packet limit, less 1 KiB for the command byte and headers.
+        let packet: Option<usize> = workers[0]
+            .one("read max_allowed_packet", "SELECT @@max_allowed_packet")?
+            .and_then(|v| v.parse().ok());
+        if let Some(p) = packet {
+            self.options.statement_bytes = self
+                .options
+                .statement_bytes
+                .min(p.saturating_sub(1024).max(1024));
         }
         let window = self.options.snapshot_window.max(Duration::from_millis(100));
         // FTWRL may wait the whole window for running statements; the watchdog, not a read
@@ -617,14 +628,21 @@ impl Plan {
         let mut pending_rows = 0u64;
         let mut bytes_reported = 0u64;
         db.select_rows(&what, schema, table, part.filter.as_deref(), |row| {
-            buf.extend_from_slice(if buf.is_empty() {
-                prefix.as_bytes()
-            } else {
-                b","
-            });
+            let start = buf.len();
+            buf.extend_from_slice(if start == 0 { prefix.as_bytes() } else { b"," });
             push_row(&mut buf, &kinds, &row);
             row.add_to(&mut sum);
             pending_rows += 1;
+            if buf.len() > limit && start > 0 {
+                // The row does not fit: the statement ends before it, and it starts the next.
+                let row_text = buf.split_off(start + 1);
+                buf.truncate(start);
+                buf.extend_from_slice(b";\n");
+                f.write(&buf)?;
+                buf.clear();
+                buf.extend_from_slice(prefix.as_bytes());
+                buf.extend_from_slice(&row_text);
+            }
             if buf.len() >= limit {
                 buf.extend_from_slice(b";\n");
                 f.write(&buf)?;

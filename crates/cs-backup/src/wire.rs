@@ -31,10 +31,18 @@ const MAX_PAYLOAD: usize = 0xFF_FFFF;
 const MAX_PACKET: usize = 1 << 30;
 /// The read buffer: packets up to this size are parsed where they land.
 const BUF_SIZE: usize = 1 << 20;
-/// The payload of each packet of a `LOAD DATA LOCAL` stream: far below any server's
-/// `max_allowed_packet` (at least 1 MiB by default since MySQL 5.5), and large enough that
-/// per-packet costs vanish (the `mysql` crate sends 4 KiB packets).
+/// The payload of each packet of a `LOAD DATA LOCAL` stream: below the default
+/// `max_allowed_packet` of every server (at least 1 MiB since MySQL 5.5), and large enough
+/// that per-packet costs vanish (the `mysql` crate sends 4 KiB packets). A server set lower
+/// gets packets that fit ([`infile_chunk`]): it resets the connection on a bigger one.
 const INFILE_CHUNK: usize = 256 * 1024;
+
+/// The payload size of `LOAD DATA LOCAL` packets to a server with this
+/// `max_allowed_packet`: [`INFILE_CHUNK`], or what fits with 1 KiB to spare (at least 512
+/// bytes; the server's minimum is 1024).
+pub(crate) fn infile_chunk(max_allowed_packet: usize) -> usize {
+    INFILE_CHUNK.min(max_allowed_packet.saturating_sub(1024).max(512))
+}
 
 const CLIENT_LONG_PASSWORD: u32 = 0x1;
 const CLIENT_LONG_FLAG: u32 = 0x4;
@@ -515,6 +523,7 @@ impl Conn {
     pub(crate) fn load_local<E>(
         &mut self,
         sql: &str,
+        chunk: usize,
         feed: impl FnOnce(&mut dyn Write) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), WireError<E>> {
         let at = self.command(sql).map_err(WireError::widen)?;
@@ -533,9 +542,11 @@ impl Conn {
                 ));
             }
         }
+        let chunk = chunk.clamp(1, INFILE_CHUNK);
         let mut file = InfileWriter {
             conn: self,
-            packet: Vec::with_capacity(INFILE_CHUNK + 4),
+            packet: Vec::with_capacity(chunk + 4),
+            chunk,
         };
         file.packet.extend_from_slice(&[0; 4]);
         let fed = feed(&mut file);
@@ -897,11 +908,13 @@ pub(crate) fn bulk_value_end(out: &mut Vec<u8>, start: usize) {
     }
 }
 
-/// The file of a `LOAD DATA LOCAL` statement, sent in [`INFILE_CHUNK`]-sized packets.
+/// The file of a `LOAD DATA LOCAL` statement, sent in packets of `chunk` bytes.
 struct InfileWriter<'c> {
     conn: &'c mut Conn,
     /// The next packet: a 4-byte header, then the payload.
     packet: Vec<u8>,
+    /// The payload of a full packet.
+    chunk: usize,
 }
 
 impl InfileWriter<'_> {
@@ -919,10 +932,10 @@ impl InfileWriter<'_> {
 
 impl Write for InfileWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = INFILE_CHUNK + 4 - self.packet.len();
+        let room = self.chunk + 4 - self.packet.len();
         let n = buf.len().min(room);
         self.packet.extend_from_slice(&buf[..n]);
-        if self.packet.len() == INFILE_CHUNK + 4 {
+        if self.packet.len() == self.chunk + 4 {
             self.send_packet()?;
         }
         Ok(n)
@@ -1175,6 +1188,15 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn infile_packets_fit_the_servers_limit() {
+        assert_eq!(infile_chunk(16 * 1024 * 1024), INFILE_CHUNK);
+        assert_eq!(infile_chunk(96 * 1024), 95 * 1024);
+        // The server's minimum, and nonsense.
+        assert_eq!(infile_chunk(1024), 512);
+        assert_eq!(infile_chunk(0), 512);
+    }
 
     #[test]
     fn scrambles_match_independent_computations() {
