@@ -92,6 +92,7 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     let repo = LabRepoSwitch::of(&lab);
     let dir = tempfile::tempdir().unwrap();
     let opts = FleetOptions {
+        batch: fleet::BatchSize::Count(2),
         parallel: 2,
         journal: Some(dir.path().join("fleet.jsonl")),
         ..FleetOptions::default()
@@ -120,12 +121,14 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     };
     let report = run().await.unwrap();
     let outcomes: Vec<Outcome> = report.hosts.iter().map(|h| h.outcome).collect();
-    // Canary kvm1 (c1), then c1's kvm2, then c2 (kvm3 fails) in a batch with kvm4.
+    // Canary kvm1 (c1); then the cap of 2 goes to c2, the cluster with the most queued: kvm3
+    // (fails) and kvm4 in one batch. The failure stops new work (kvm2, the unreachable host);
+    // kvm4, already running, finishes.
     assert_eq!(
         outcomes,
         [
             Outcome::Ok,
-            Outcome::Ok,
+            Outcome::NotStarted,
             Outcome::Failed,
             Outcome::Ok,
             Outcome::NotStarted
@@ -145,11 +148,12 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     lab[2].clear(KvmFault::InstallFails).unwrap();
     let report = run().await.unwrap();
     let outcomes: Vec<Outcome> = report.hosts.iter().map(|h| h.outcome).collect();
+    // The journal skips kvm1 and kvm4; kvm2 is the canary, then kvm3 and the unreachable host.
     assert_eq!(
         outcomes,
         [
             Outcome::AlreadyDone,
-            Outcome::AlreadyDone,
+            Outcome::Ok,
             Outcome::Ok,
             Outcome::AlreadyDone,
             Outcome::Failed
