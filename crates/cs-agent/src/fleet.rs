@@ -809,6 +809,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn over_the_fleet_budget_nothing_starts_and_every_running_host_finishes() {
+        // Batch 2 in three clusters: c0h0 and c0h1 fail fast while c1's and c2's first two
+        // run long. The first failure (1 of 12) is within 10%: c0h2 takes its slot. The
+        // second (2 of 12) is over: nothing else starts, the four long hosts and c0h2 finish.
+        let opts = FleetOptions {
+            batch: BatchSize::Count(2),
+            max_fail_pct: Some(10.0),
+            canary: Canary::None,
+            ..Default::default()
+        };
+        let (r, order, _, _) = run_timed(
+            &fleet(&[4, 4, 4]),
+            opts,
+            &["c0h0", "c0h1"],
+            &["c1h0", "c1h1", "c2h0", "c2h1"],
+            20,
+        )
+        .await;
+        assert_eq!(
+            order,
+            // The most queued cluster first, ties in hosts-file order.
+            ["c0h0", "c1h0", "c2h0", "c0h1", "c1h1", "c2h1", "c0h2"]
+        );
+        let outcome = |h: &str| {
+            r.hosts
+                .iter()
+                .find(|x| x.host == format!("root@{h}:22"))
+                .map(|x| x.outcome)
+        };
+        for h in ["c1h0", "c1h1", "c2h0", "c2h1", "c0h2"] {
+            assert_eq!(outcome(h), Some(Outcome::Ok), "{h}");
+        }
+        for h in ["c0h3", "c1h2", "c1h3", "c2h2", "c2h3"] {
+            assert_eq!(outcome(h), Some(Outcome::NotStarted), "{h}");
+        }
+        assert!(
+            r.stopped
+                .unwrap()
+                .contains("2 of 12 hosts failed, over 10%")
+        );
+    }
+
+    #[tokio::test]
     async fn a_failed_canary_stops_even_with_a_budget() {
         let opts = FleetOptions {
             max_fail_pct: Some(50.0),

@@ -329,6 +329,87 @@ mod tests {
         assert_eq!(s.listings.load(Ordering::Relaxed), 0);
     }
 
+    /// One host whose state the test sets; counts listings.
+    #[derive(Debug, Default)]
+    struct Switch {
+        up: std::sync::atomic::AtomicBool,
+        listings: AtomicU64,
+    }
+
+    #[async_trait]
+    impl HostStatus for Switch {
+        async fn hypervisor(&self, _key: &str) -> Result<Option<HypervisorState>, BoxError> {
+            Err("the poller must not ask host by host".into())
+        }
+
+        async fn hypervisors(&self) -> Result<Option<Vec<HypervisorState>>, BoxError> {
+            self.listings.fetch_add(1, Ordering::Relaxed);
+            let up = self.up.load(Ordering::Relaxed);
+            Ok(Some(vec![HypervisorState {
+                id: "id-0".into(),
+                name: "kvm0".into(),
+                state: if up { "Up" } else { "Disconnected" }.into(),
+                resource_state: None,
+                version: None,
+                address: None,
+            }]))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_from_before_the_wait_is_not_used() {
+        let s = Arc::new(Switch::default());
+        s.up.store(true, Ordering::Relaxed);
+        let p = HostPoller::new(
+            s.clone(),
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        let h = p
+            .wait_for("kvm0", &up, Duration::from_secs(1), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(up(h.as_ref()));
+        // The host restarts: a new wait must not be answered by the listing that saw it Up.
+        s.up.store(false, Ordering::Relaxed);
+        let h = p
+            .wait_for("kvm0", &up, Duration::from_millis(100), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(h.map(|h| h.state).as_deref(), Some("Disconnected"));
+        assert!(s.listings.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_waiter_makes_the_interval_fast_again() {
+        // kvm0 never comes back: its waiter is past `expect` after 100 ms and the poller
+        // slows to one listing per 400 ms. A second waiter arriving at 300 ms is within
+        // `expect`: listings come every 20 ms again while it waits.
+        let s = Arc::new(Switch::default());
+        let p = HostPoller::new(
+            s.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(400),
+            Duration::from_millis(100),
+        );
+        let first = p.wait_for("kvm0", &up, Duration::from_millis(800), Duration::ZERO);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = s.listings.load(Ordering::Relaxed);
+            p.wait_for("kvm0", &up, Duration::from_millis(200), Duration::ZERO)
+                .await
+                .unwrap();
+            (before, s.listings.load(Ordering::Relaxed))
+        };
+        let (a, (before, after)) = futures::join!(first, second);
+        assert!(!up(a.unwrap().as_ref()));
+        // 100 ms fast (about 5 listings), then slow: at most one more by 300 ms.
+        assert!(before <= 7, "{before} listings before the second waiter");
+        // 200 ms at the fast interval: about 10; the slow one would allow at most 1.
+        assert!(after - before >= 4, "{} listings", after - before);
+    }
+
     #[tokio::test]
     async fn an_unknown_host_is_none_at_the_deadline() {
         let s = sim(2, Duration::from_millis(10), true);

@@ -92,6 +92,7 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     let repo = LabRepoSwitch::of(&lab);
     let dir = tempfile::tempdir().unwrap();
     let opts = FleetOptions {
+        batch: fleet::BatchSize::Count(2),
         parallel: 2,
         journal: Some(dir.path().join("fleet.jsonl")),
         ..FleetOptions::default()
@@ -120,16 +121,16 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     };
     let report = run().await.unwrap();
     let outcomes: Vec<Outcome> = report.hosts.iter().map(|h| h.outcome).collect();
-    // Canary kvm1 (c1) alone, then the clusters side by side, one host each: c1's kvm2 beside
-    // c2's kvm3, which fails. No budget: nothing new starts (kvm4 and the unreachable host wait
-    // for c2's slot), the running kvm2 finishes.
+    // Canary kvm1 (c1); then the cap of 2 goes to c2, the cluster with the most queued: kvm3
+    // (fails) and kvm4 in one batch. The failure stops new work (kvm2, the unreachable host);
+    // kvm4, already running, finishes.
     assert_eq!(
         outcomes,
         [
             Outcome::Ok,
-            Outcome::Ok,
-            Outcome::Failed,
             Outcome::NotStarted,
+            Outcome::Failed,
+            Outcome::Ok,
             Outcome::NotStarted
         ],
         "{}",
@@ -147,13 +148,14 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     lab[2].clear(KvmFault::InstallFails).unwrap();
     let report = run().await.unwrap();
     let outcomes: Vec<Outcome> = report.hosts.iter().map(|h| h.outcome).collect();
+    // The journal skips kvm1 and kvm4; kvm2 is the canary, then kvm3 and the unreachable host.
     assert_eq!(
         outcomes,
         [
             Outcome::AlreadyDone,
+            Outcome::Ok,
+            Outcome::Ok,
             Outcome::AlreadyDone,
-            Outcome::Ok,
-            Outcome::Ok,
             Outcome::Failed
         ],
         "{}",

@@ -72,6 +72,7 @@ pub struct SshHostBuilder {
     command_timeout: Option<Duration>,
     deadlines: Deadlines,
     nodelay: bool,
+    quickack: bool,
 }
 
 impl SshHostBuilder {
@@ -178,6 +179,19 @@ impl SshHostBuilder {
         self
     }
 
+    /// Whether what the node sends is acknowledged at once (`TCP_QUICKACK` after every read,
+    /// Linux; default on). OpenSSH's sshd turns Nagle's algorithm off on its side only when
+    /// the first session starts (`ssh_packet_set_interactive` in its `packet.c`); until then
+    /// it holds a small packet (the channel-open confirmation) back until our ACK of the one
+    /// before it (the `hostkeys-00@openssh.com` notice it sends after authentication), which a
+    /// delayed ACK keeps back for about 40 ms: the first command of every fresh session
+    /// stalls that long even with [`SshHostBuilder::tcp_nodelay`] on (the benchmark
+    /// `bench-fleet --mode first-op` measures it).
+    pub fn tcp_quickack(mut self, on: bool) -> Self {
+        self.quickack = on;
+        self
+    }
+
     /// The name used in messages (default `user@addr`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -270,6 +284,7 @@ impl SshHost {
             command_timeout: Some(COMMAND_TIMEOUT),
             deadlines: Deadlines::default(),
             nodelay: true,
+            quickack: true,
         }
     }
 
@@ -611,7 +626,7 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
     // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
     // while busy).
     let _ = cfg.deadlines.apply(&tcp);
-    let (local, heard) = relay(tcp, name).map_err(|e| connect_err(Box::new(e)))?;
+    let (local, heard) = relay(tcp, name, cfg.quickack).map_err(|e| connect_err(Box::new(e)))?;
 
     let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
     session.set_tcp_stream(local);
@@ -683,10 +698,14 @@ impl Heard {
 /// (OpenSSH's `ServerAliveCountMax` does), and a node whose kernel still acknowledges while
 /// `sshd` is hung (a stopped process, a stalled VM device) is otherwise never noticed. Two
 /// threads copy between the socket and one end of a local socket pair; libssh2 gets the other
-/// end. They end when the session closes its end (or the node closes the connection).
+/// end. They end when the session closes its end (or the node closes the connection). With
+/// `quickack`, every read is acknowledged at once (see [`SshHostBuilder::tcp_quickack`]).
+/// Each thread blocks in `read` and writes what it got at once: the relay adds a thread
+/// wake-up per packet (microseconds), no buffering delay.
 fn relay(
     tcp: TcpStream,
     name: &str,
+    quickack: bool,
 ) -> std::io::Result<(std::os::unix::net::UnixStream, Arc<Heard>)> {
     use std::net::Shutdown;
     use std::os::unix::net::UnixStream;
@@ -710,6 +729,9 @@ fn relay(
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         for_down.now();
+                        if quickack {
+                            quick_ack(&tcp_in);
+                        }
                         if local_out.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -738,6 +760,16 @@ fn relay(
         })?;
     Ok((theirs, heard))
 }
+
+/// Acknowledges what was received at once and keeps the socket in quick-ACK mode for what
+/// comes next (Linux resets the mode by itself, hence after every read).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quick_ack(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quick_ack(_tcp: &TcpStream) {}
 
 /// Restricts the host key algorithms to the types recorded for this host, so a host with
 /// several keys presents one that can be checked (plain-text entries only).
