@@ -645,6 +645,7 @@ async fn fallback(local_infile: bool) {
             "--max-allowed-packet=96K".into(),
             format!("--local-infile={}", u8::from(local_infile)),
         ],
+        ..MariaDbOptions::default()
     })
     .unwrap_or_else(|e| panic!("cannot start a MariaDB: {}", cs_core::error_chain(&e)));
     let root = server.root();
