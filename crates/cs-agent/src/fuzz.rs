@@ -97,9 +97,13 @@ mod tests {
             })
     }
 
+    /// `cases` cases, or `FUZZ_CASES` (longer runs by hand).
     fn config(cases: u32) -> ProptestConfig {
         ProptestConfig {
-            cases,
+            cases: std::env::var("FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cases),
             failure_persistence: None,
             ..ProptestConfig::default()
         }

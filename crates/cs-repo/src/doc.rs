@@ -52,7 +52,7 @@ impl<'a> Document<'a> {
     }
 
     /// The text again, byte for byte.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn print(&self) -> String {
         text::print(&self.lines)
     }
