@@ -8,7 +8,9 @@
 //! tests at the end of this file). Not part of the crate's API.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,43 +24,41 @@ pub fn wire_packets(data: &[u8]) {
     wire::fuzz_parse_packet(data);
 }
 
-/// A whole conversation of the wire client with a server that sends `data[1..]` (over a
-/// loopback socket) and then closes: the login, queries and their result sets, a prepared
-/// statement and a bulk insert, or a `LOAD DATA LOCAL` exchange, as `data[0]` chooses. The
-/// client must end with an answer or an error, and never hold more than its packet cap.
+/// A whole conversation of the wire client with a server that sends `data[1..]` and then
+/// closes: the login, queries and their result sets, a prepared statement and a bulk insert,
+/// or a `LOAD DATA LOCAL` exchange, as `data[0]` chooses. The client must end with an answer
+/// or an error, and never hold more than its packet cap.
 pub fn wire_conversation(data: &[u8]) {
     let Some((&mode, script)) = data.split_first() else {
         return;
     };
-    let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+    let Ok((mut conn, server)) = serve(script.to_vec()) else {
         return;
     };
-    let Ok(addr) = listener.local_addr() else {
-        return;
-    };
-    let script = script.to_vec();
-    // The server: everything at once, then the end of its side; it reads whatever the client
-    // sends until the client hangs up, so that closing never resets the connection early.
-    let server = std::thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        let _ = s.write_all(&script);
-        let _ = s.shutdown(Shutdown::Write);
-        let mut sink = [0u8; 4096];
-        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
-    });
-    let Ok(stream) = TcpStream::connect(addr) else {
-        let _ = server.join();
-        return;
-    };
-    // A bound on each read: a client waiting past it is reported as a hang.
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut conn = Conn::over(stream);
     // Errors are what a hostile server is answered with; only panics count.
     let _ = wire::fuzz_conversation(&mut conn, mode);
     drop(conn);
     let _ = server.join();
+}
+
+/// A client connection to a server that sends `script` at once, then ends its side and reads
+/// whatever the client sends until the client hangs up.
+///
+/// The connection is one end of a Unix socket pair handed to the client as its `TcpStream`
+/// (reads, writes and timeouts behave the same): no port per run, so a fuzzer running
+/// thousands a second never runs out of them.
+fn serve(script: Vec<u8>) -> std::io::Result<(Conn, std::thread::JoinHandle<()>)> {
+    let (client, mut server) = UnixStream::pair()?;
+    // A bound on each read: a client waiting past it is reported as a hang.
+    client.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let handle = std::thread::spawn(move || {
+        let _ = server.write_all(&script);
+        let _ = server.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        while matches!(server.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let stream = TcpStream::from(OwnedFd::from(client));
+    Ok((Conn::over(stream), handle))
 }
 
 /// A backup's `manifest.json`: parsed and checked as a restore does; a manifest that passes
@@ -356,7 +356,7 @@ mod tests {
     }
 
     proptest! {
-        // A loopback connection and a thread per case.
+        // A socket pair and a thread per case.
         #![proptest_config(config(128))]
 
         #[test]
@@ -374,8 +374,10 @@ mod tests {
     fn the_seeds_are_valid() {
         // The mutations start from conversations the client completes: each seed is accepted.
         for (mode, seed) in conversations().into_iter().enumerate() {
-            let mut conn = loopback_conn(&seed[1..]);
+            let (mut conn, server) = serve(seed[1..].to_vec()).unwrap();
             let outcome = wire::fuzz_conversation(&mut conn, seed[0]);
+            drop(conn);
+            server.join().unwrap();
             // Mode 1 ends with the server's refusal of its second query.
             assert!(
                 outcome.is_ok()
@@ -388,16 +390,5 @@ mod tests {
             let s = statements(&d[..]);
             assert!(s.len() >= 2, "{s:?}");
         }
-    }
-
-    fn loopback_conn(script: &[u8]) -> Conn {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        server.write_all(script).unwrap();
-        server.shutdown(Shutdown::Write).unwrap();
-        // Kept open for reading until the process ends: the client's writes must not fail.
-        std::mem::forget(server);
-        Conn::over(client)
     }
 }
