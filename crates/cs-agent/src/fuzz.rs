@@ -32,7 +32,15 @@ pub fn properties(data: &[u8]) {
     for key in ["fuzz.key", "guid"] {
         let mut edited = p.clone();
         edited.set(key, value);
-        let again = Properties::from_bytes(&edited.to_bytes());
+        let bytes = edited.to_bytes();
+        assert!(
+            Properties::from_bytes(&bytes).is_ok(),
+            "an edited file does not parse"
+        );
+        // Read back as text: `from_bytes` picks UTF-8 or ISO-8859-1 per file, and an edit that
+        // replaces the only bytes that are not UTF-8 changes its pick for the others (the
+        // agent reads ISO-8859-1 always, and their bytes are unchanged).
+        let again = Properties::parse(&edited.to_string());
         let Ok(again) = again else {
             panic!("an edited file does not parse: {again:?}");
         };
@@ -40,7 +48,7 @@ pub fn properties(data: &[u8]) {
             again.get(key),
             Some(value),
             "a set value does not read back from {:?}",
-            String::from_utf8_lossy(&edited.to_bytes())
+            String::from_utf8_lossy(&bytes)
         );
         let changed: Vec<String> = diff(&p, &again).into_iter().map(|c| c.key).collect();
         assert!(
@@ -48,7 +56,7 @@ pub fn properties(data: &[u8]) {
             "setting {key} changed {changed:?}"
         );
         edited.remove(key);
-        let again = Properties::from_bytes(&edited.to_bytes());
+        let again = Properties::parse(&edited.to_string());
         assert!(
             again.is_ok_and(|a| !a.contains(key)),
             "a removed key is still there"
