@@ -31,6 +31,9 @@
 mod batch;
 mod error;
 mod facts;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod keys;
 mod properties;
 

@@ -85,6 +85,9 @@ impl fmt::Debug for Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Properties {
     lines: Vec<Line>,
+    /// Read from bytes that are UTF-8 and not ASCII: written back as UTF-8, so that an
+    /// unedited file keeps its bytes.
+    utf8: bool,
 }
 
 /// A key given more than once; the last value wins.
@@ -313,7 +316,7 @@ impl Properties {
             }));
             i += 1;
         }
-        Ok(Properties { lines })
+        Ok(Properties { lines, utf8: false })
     }
 
     /// Parses a file's bytes: UTF-8 when valid, otherwise ISO-8859-1 (what Java reads).
@@ -322,7 +325,10 @@ impl Properties {
     /// As [`Properties::parse`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Properties> {
         match std::str::from_utf8(bytes) {
-            Ok(s) => Properties::parse(s),
+            Ok(s) => Ok(Properties {
+                utf8: !s.is_ascii(),
+                ..Properties::parse(s)?
+            }),
             Err(_) => Properties::parse(&bytes.iter().map(|&b| b as char).collect::<String>()),
         }
     }
@@ -398,12 +404,29 @@ impl Properties {
             let mut raw = e.raw[..e.value_start].to_string();
             // A value that started on a continuation line keeps its prefix as written.
             raw.push_str(&escaped);
+            // A key written without a separator (`guid` alone) needs one now.
+            let read = split_entry(&raw, e.line).ok().map(|(k, v, _)| (k, v));
+            if read.as_ref().is_none_or(|(k, v)| k != key || v != value) {
+                raw = format!("{}={escaped}", &e.raw[..e.value_start]);
+                e.value_start += 1;
+            }
             e.raw = raw;
             e.value = value.to_string();
             return;
         }
         let eol = self.dominant_eol();
         match self.lines.last_mut() {
+            // A last line ending in a continuation would take the new line in: an empty line
+            // ends it (as it ends it for `Properties.load`).
+            // The line's own terminator, so that a `\r` and the empty line's `\n` do not make
+            // one `\r\n`.
+            Some(Line::Entry(e)) if continues(&e.raw) => {
+                if e.eol.is_empty() {
+                    e.eol = eol.clone();
+                }
+                let blank = e.eol.clone();
+                self.lines.push(Line::Other(blank));
+            }
             Some(Line::Entry(e)) if e.eol.is_empty() => e.eol = eol.clone(),
             Some(Line::Other(s)) if !s.is_empty() && !s.ends_with(['\n', '\r']) => {
                 s.push_str(&eol);
@@ -461,11 +484,14 @@ impl Properties {
         Value::parse(key, kind, raw).map(Some)
     }
 
-    /// The file as bytes: ISO-8859-1 when every character fits (what the agent reads), UTF-8
+    /// The file as bytes: in the encoding it was read in ([`Properties::from_bytes`]: UTF-8
+    /// stays UTF-8, so an unedited file keeps every byte), else ISO-8859-1 when every
+    /// character fits (what the agent reads: `AgentShell.loadProperties` through
+    /// `PropertiesUtil.loadFromFile`, `Properties.load` of a `FileInputStream`), UTF-8
     /// otherwise.
     pub fn to_bytes(&self) -> Vec<u8> {
         let text = self.to_string();
-        if text.chars().all(|c| (c as u32) < 0x100) {
+        if !self.utf8 && text.chars().all(|c| (c as u32) < 0x100) {
             text.chars().map(|c| c as u8).collect()
         } else {
             text.into_bytes()

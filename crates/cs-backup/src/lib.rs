@@ -92,6 +92,9 @@ mod checksum;
 mod db;
 mod error;
 mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod manifest;
 mod mysqldump;
 mod native;

@@ -232,7 +232,7 @@ impl Manifest {
         }
     }
 
-    fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::BadManifest {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -1010,6 +1010,19 @@ fn inventory_problems(entry: &SchemaEntry, cat: &Catalog, problems: &mut Vec<Pro
     );
 }
 
+/// The restore's own readings of a dump statement, for [`crate::fuzz::dump_reader`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_statement(stmt: &[u8]) {
+    let _ = names_schema(stmt);
+    let Ok(text) = std::str::from_utf8(stmt) else {
+        return;
+    };
+    let map = BTreeMap::from([("cloud".to_string(), "cloud__restore_1".to_string())]);
+    let _ = sequences_in(text, &map);
+    let referenced: Referenced = [("t".to_string(), "id".to_string())].into();
+    let _ = split_keys(text, &referenced);
+}
+
 /// Whether a statement names schemas (`USE`, `CREATE DATABASE`, `ALTER DATABASE`), so that
 /// backup names must be mapped to load names.
 fn names_schema(stmt: &[u8]) -> bool {

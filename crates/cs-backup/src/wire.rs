@@ -198,7 +198,7 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// A connection over `stream`, before the login.
-    fn over(stream: TcpStream) -> Conn {
+    pub(crate) fn over(stream: TcpStream) -> Conn {
         Conn {
             stream,
             buf: vec![0; BUF_SIZE],
@@ -1182,6 +1182,134 @@ impl<'a> Reader<'a> {
         let mut le = [0u8; 8];
         le[..width].copy_from_slice(b);
         Ok(u64::from_le_bytes(le))
+    }
+}
+
+/// The packet parsers on one payload, for [`crate::fuzz::wire_packets`]: `data[0]` is the
+/// number of columns a row is split into.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_parse_packet(data: &[u8]) {
+    let Some((&columns, p)) = data.split_first() else {
+        return;
+    };
+    let _ = Handshake::parse(p);
+    let _ = parse_error(p);
+    let _ = column_name(p);
+    let _ = is_eof(p);
+    if !p.is_empty() {
+        let _ = ok_status(p);
+    }
+    let mut spans = Vec::new();
+    if let Ok(shortest) = parse_row(p, usize::from(columns), &mut spans) {
+        assert_eq!(
+            spans.len(),
+            usize::from(columns),
+            "a row of the wrong width"
+        );
+        for (a, b) in spans.iter().flatten() {
+            assert!(a <= b && *b <= p.len(), "a value outside its row");
+        }
+        let row = Row {
+            data: p,
+            spans: &spans,
+            names: &[],
+            shortest,
+        };
+        for i in 0..row.len() {
+            let _ = row.get(i);
+        }
+    }
+    for plugin in ["mysql_native_password", "caching_sha2_password", "other"] {
+        let _ = auth_response(plugin, b"pw", p);
+    }
+}
+
+/// The packet cap used by [`fuzz_conversation`]: small, so that a fuzzer reaches it.
+#[cfg(any(test, feature = "fuzzing"))]
+const FUZZ_MAX_PACKET: usize = 4 << 20;
+
+/// Runs the client over `conn` as `mode` says, for [`crate::fuzz::wire_conversation`]: 0 the
+/// login then a query and a statement, 1 two queries, 2 a prepare and a bulk insert, 3 a
+/// `LOAD DATA LOCAL`, 4 the login then a `LOAD DATA LOCAL`. Returns the first error; panics
+/// when the client holds more than its packet cap.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_conversation(conn: &mut Conn, mode: u8) -> WResult<()> {
+    conn.max_packet = FUZZ_MAX_PACKET;
+    let url = DbUrl::new(
+        "127.0.0.1",
+        3306,
+        "fuzz",
+        cs_core::Secret::new("secret".to_string()),
+    );
+    let bounded = |conn: &Conn| {
+        assert!(
+            conn.big.len() <= conn.max_packet && conn.big.capacity() <= 2 * conn.max_packet,
+            "{} bytes held past the packet cap",
+            conn.big.capacity()
+        );
+    };
+    let query = |conn: &mut Conn, sql: &str| -> WResult<()> {
+        let mut values = 0usize;
+        let r = conn.query::<std::convert::Infallible>(sql, |row| {
+            for i in 0..row.len() {
+                values += row.get(i).map_or(0, <[u8]>::len);
+            }
+            let _ = (row.packet(), row.position("id"));
+            Ok(())
+        });
+        bounded(conn);
+        r.map_err(|e| match e {
+            WireError::Callback(never) => match never {},
+            WireError::Unsupported(s) => WireError::Unsupported(s),
+            WireError::Server(e) => WireError::Server(e),
+            WireError::Protocol(s) => WireError::Protocol(s),
+            WireError::Io(e) => WireError::Io(e),
+        })
+    };
+    let load = |conn: &mut Conn| -> WResult<()> {
+        let r = conn.load_local::<io::Error>("LOAD DATA LOCAL INFILE 'f' INTO TABLE t", |w| {
+            w.write_all(b"1\t2\n")
+        });
+        bounded(conn);
+        match r {
+            Err(WireError::Callback(e)) => Err(WireError::Io(e)),
+            Err(WireError::Unsupported(s)) => Err(WireError::Unsupported(s)),
+            Err(WireError::Server(e)) => Err(WireError::Server(e)),
+            Err(WireError::Protocol(s)) => Err(WireError::Protocol(s)),
+            Err(WireError::Io(e)) => Err(WireError::Io(e)),
+            Ok(()) => Ok(()),
+        }
+    };
+    match mode % 5 {
+        0 => {
+            let r = conn.login(&url);
+            bounded(conn);
+            r?;
+            query(conn, "SELECT 1")?;
+            conn.exec("SET NAMES utf8mb4")
+        }
+        1 => {
+            let first = query(conn, "SELECT 1");
+            // A connection left out of step refuses the next statement; one in step runs it.
+            let second = query(conn, "SELECT 2");
+            first.and(second)
+        }
+        2 => {
+            let (id, params) = conn.prepare("INSERT INTO t VALUES (?)")?;
+            bounded(conn);
+            let mut cmd = BulkCommand::new(id, &vec![PARAM_BYTES; usize::from(params.min(8))]);
+            bulk_value(cmd.buf(), Some(b"x"));
+            let r = conn.bulk_execute(&mut cmd);
+            bounded(conn);
+            r.map(|_| ())
+        }
+        3 => load(conn),
+        _ => {
+            let r = conn.login(&url);
+            bounded(conn);
+            r?;
+            load(conn)
+        }
     }
 }
 

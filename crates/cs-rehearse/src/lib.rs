@@ -15,6 +15,9 @@
 
 mod error;
 mod exec;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod package;
 pub mod plan;
 mod report;

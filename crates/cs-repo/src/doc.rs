@@ -52,7 +52,7 @@ impl<'a> Document<'a> {
     }
 
     /// The text again, byte for byte.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn print(&self) -> String {
         text::print(&self.lines)
     }
@@ -107,17 +107,24 @@ pub(crate) fn locate(entry: &RawEntry, rules: &Rules) -> Release {
     }
     // A URL the rules do not know, in the same entry and naming the same release, would be
     // left behind at the old release: refuse rather than rewrite half an entry.
-    if let Some(stray) = entry.uris.iter().chain(&entry.mirrorlists).find(|u| {
+    if let Some(why) = stray(entry, rules, &first.text) {
+        return Release::Unknown(why);
+    }
+    Release::Found(tokens)
+}
+
+/// Why an entry cannot be at (or be moved to) `release`: a URL of it that the rules do not
+/// know names that release, and would be left behind by a rewrite (or hold one back).
+pub(crate) fn stray(entry: &RawEntry, rules: &Rules, release: &str) -> Option<String> {
+    let stray = entry.uris.iter().chain(&entry.mirrorlists).find(|u| {
         rules.match_len(&u.text).is_none()
             && u.text
                 .split(['/', '?', '#', '&', '='])
-                .any(|seg| seg == first.text)
-    }) {
-        return Release::Unknown(format!(
-            "it also lists {}, which names {} but is not a known CloudStack URL; add it as a \
-             mirror or remove it",
-            stray.text, first.text
-        ));
-    }
-    Release::Found(tokens)
+                .any(|seg| seg == release)
+    })?;
+    Some(format!(
+        "it also lists {}, which names {release} but is not a known CloudStack URL; add it as a \
+         mirror or remove it",
+        stray.text
+    ))
 }

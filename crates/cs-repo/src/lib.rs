@@ -51,6 +51,9 @@ mod deb822;
 mod doc;
 mod error;
 mod files;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 #[cfg(feature = "checks")]
 mod index;
 #[cfg(feature = "checks")]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::doc::{self, Document, Release};
+use crate::doc::{self, Document, RawEntry, Release};
 use crate::rules::{Rules, check_target};
 use crate::text;
 use crate::{Error, Result};
@@ -155,7 +155,10 @@ impl Rewrite {
 /// ```
 pub fn scan(text: &str, format: Format, rules: &Rules) -> Result<Vec<Entry>> {
     let doc = Document::parse(text, format)?;
-    Ok(located(&doc, rules).into_iter().map(|(e, _)| e).collect())
+    Ok(located(&doc, rules)
+        .into_iter()
+        .map(|(e, _, _)| e)
+        .collect())
 }
 
 /// Points every enabled CloudStack entry of `text` at release line `target` (`4.20`, `24.0`),
@@ -189,13 +192,23 @@ pub fn rewrite(text: &str, format: Format, target: &str, rules: &Rules) -> Resul
     let found = located(&doc, rules);
     let mut tokens: Vec<&doc::Tok> = Vec::new();
     let mut first: Option<(&str, usize)> = None;
-    for (entry, release) in &found {
+    for (entry, release, raw) in &found {
         if !entry.enabled {
             continue;
         }
         match release {
             Release::Found(toks) => {
                 let rel = toks[0].text.as_str();
+                // Moved to the target, the entry would be refused next time: a URL the rules
+                // do not know already names the target.
+                if rel != target
+                    && let Some(reason) = doc::stray(raw, rules, target)
+                {
+                    return Err(Error::NoRelease {
+                        line: entry.line,
+                        reason,
+                    });
+                }
                 match first {
                     None => first = Some((rel, entry.line)),
                     Some((f, fl)) if f != rel => {
@@ -255,12 +268,12 @@ pub fn rewrite(text: &str, format: Format, target: &str, rules: &Rules) -> Resul
     Ok(Rewrite {
         text: out,
         changes,
-        entries: found.into_iter().map(|(e, _)| e).collect(),
+        entries: found.into_iter().map(|(e, _, _)| e).collect(),
     })
 }
 
 /// The CloudStack entries of a document with where their release sits.
-fn located(doc: &Document<'_>, rules: &Rules) -> Vec<(Entry, Release)> {
+fn located<'d>(doc: &'d Document<'_>, rules: &Rules) -> Vec<(Entry, Release, &'d RawEntry)> {
     doc.entries
         .iter()
         .filter_map(|raw| {
@@ -293,7 +306,7 @@ fn located(doc: &Document<'_>, rules: &Rules) -> Vec<(Entry, Release)> {
                     _ => None,
                 },
             };
-            Some((entry, release))
+            Some((entry, release, raw))
         })
         .collect()
 }
@@ -373,6 +386,22 @@ mod tests {
             "[a]\nbaseurl=http://download.cloudstack.org/centos/4.18/4.19/\n",
             "line 1: cannot tell which CloudStack release this entry uses: it names both 4.18 and 4.19",
         );
+    }
+
+    #[test]
+    fn an_unknown_url_already_at_the_target_is_refused_before_the_move() {
+        // Found by the `repo_file` fuzz target: the rewrite moved the entry to 4.20 beside an
+        // unknown URL naming 4.20, and the next rewrite refused the file it had written.
+        let text = "[cloudstack]\nbaseurl=http://download.cloudstack.org/centos/$releasever/4.19/\n        http://fallback.example.net/centos/4.20/\n";
+        fails(
+            Format::Yum,
+            text,
+            "line 1: cannot tell which CloudStack release this entry uses: it also lists \
+             http://fallback.example.net/centos/4.20/, which names 4.20 but is not a known \
+             CloudStack URL; add it as a mirror or remove it",
+        );
+        let at_target = text.replace("4.19", "4.20");
+        assert!(rewrite(&at_target, Format::Yum, "4.20", &Rules::default()).is_err());
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub(crate) fn lines(text: &str) -> Vec<Line<'_>> {
 }
 
 /// Prints lines back (the inverse of [`lines`]).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn print(lines: &[Line<'_>]) -> String {
     let mut s = String::new();
     for l in lines {
