@@ -1267,9 +1267,11 @@ pub(crate) fn fuzz_conversation(conn: &mut Conn, mode: u8) -> WResult<()> {
         })
     };
     let load = |conn: &mut Conn| -> WResult<()> {
-        let r = conn.load_local::<io::Error>("LOAD DATA LOCAL INFILE 'f' INTO TABLE t", |w| {
-            w.write_all(b"1\t2\n")
-        });
+        let r = conn.load_local::<io::Error>(
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
+            INFILE_CHUNK,
+            |w| w.write_all(b"1\t2\n"),
+        );
         bounded(conn);
         match r {
             Err(WireError::Callback(e)) => Err(WireError::Io(e)),
