@@ -377,10 +377,10 @@ fn fail(stage: &str, live_untouched: bool) -> impl FnOnce(Error) -> Error + '_ {
 }
 
 impl Job {
-    fn run(self) -> Result<RestoreReport> {
+    /// The schemas to load into, park in and replace, named with `stamp`.
+    fn targets(&self, stamp: &str) -> Vec<Target> {
         let reload = self.options.mode == RestoreMode::DropAndReload;
-        let targets: Vec<Target> = self
-            .manifest
+        self.manifest
             .schemas
             .iter()
             .map(|s| {
@@ -395,13 +395,47 @@ impl Job {
                     load: if reload {
                         live.clone()
                     } else {
-                        derived_name(&live, "__restore_", &self.stamp)
+                        derived_name(&live, "__restore_", stamp)
                     },
-                    parked: derived_name(&live, "__parked_", &self.stamp),
+                    parked: derived_name(&live, "__parked_", stamp),
                     live,
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    /// Targets whose scratch and parking schemas do not exist yet: a restore started in the
+    /// same second as another (whose schemas are still there) takes the stamp with the next
+    /// free `_<n>` suffix instead of loading into, parking in or dropping the other's.
+    fn free_targets(&self, db: &mut Db) -> Result<Vec<Target>> {
+        if self.options.mode == RestoreMode::DropAndReload {
+            return Ok(self.targets(&self.stamp));
+        }
+        for n in 1..=99 {
+            let stamp = if n == 1 {
+                self.stamp.clone()
+            } else {
+                format!("{}_{n}", self.stamp)
+            };
+            let targets = self.targets(&stamp);
+            let mut taken = false;
+            for t in &targets {
+                taken |= db.schema_exists(&t.load)? || db.schema_exists(&t.parked)?;
+            }
+            if !taken {
+                return Ok(targets);
+            }
+        }
+        Err(Error::invalid(format!(
+            "99 restores' schemas named with stamp {} already exist; drop the old ones first",
+            self.stamp
+        )))
+    }
+
+    fn run(self) -> Result<RestoreReport> {
+        let reload = self.options.mode == RestoreMode::DropAndReload;
+        // Named before connecting, for the system-schema refusal; named for good below.
+        let targets = self.targets(&self.stamp);
         if let Some(t) = targets
             .iter()
             .find(|t| crate::manifest::is_system_schema(&t.live))
@@ -414,6 +448,9 @@ impl Job {
             )));
         }
         let mut db = db::connect(&self.url).map_err(fail("connect", true))?;
+        let targets = self
+            .free_targets(&mut db)
+            .map_err(fail("choose the scratch schemas' names", true))?;
         let confine = Confine::new(&mut db, targets.iter().map(|t| t.load.clone()))
             .map_err(fail("connect", true))?;
         let _ = self.confine.set(confine);
@@ -428,14 +465,16 @@ impl Job {
             }
         }
         let stage = "create the scratch schemas";
-        for t in &targets {
+        for (i, t) in targets.iter().enumerate() {
             let r = db.exec(
                 &format!("create schema `{}`", t.load),
                 &create_database(&t.load, &t.entry),
             );
             if let Err(e) = r {
                 if !reload {
-                    self.cleanup(&mut db, &targets);
+                    // Only the schemas this restore made: one that already existed (made by
+                    // another restore since the names were chosen) is not ours to drop.
+                    self.cleanup(&mut db, &targets[..i]);
                 }
                 return Err(fail(stage, !reload)(e));
             }

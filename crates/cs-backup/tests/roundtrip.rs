@@ -469,3 +469,48 @@ async fn the_backup_verify_and_restore_doc_examples_run_against_a_real_server() 
         );
     }
 }
+
+/// Restores started within the same second (their scratch names carry the second) each get
+/// schemas of their own: none loads into, parks in or drops another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_in_the_same_second_keep_to_their_own_schemas() {
+    let server = cs_lab::mariadb();
+    let mut db = server.database("same_second").unwrap();
+    let main = db.name().to_string();
+    let root = server.root();
+    exec(
+        &root,
+        &main,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        ],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    native_backup(&root, &dir, &options(&[&main])).await;
+    let scratch_only = RestoreOptions {
+        mode: RestoreMode::ScratchOnly,
+        ..RestoreOptions::default()
+    };
+    let mut names = Vec::new();
+    // Back to back: at least two of three share their second (a small restore takes well
+    // under half of one), so they would share names without the suffix.
+    for _ in 0..3 {
+        let report = restore(&dir, &root, &scratch_only, &NoProgress)
+            .await
+            .unwrap_or_else(|e| panic!("{}", cs_core::error_chain(&e)));
+        let scratch = report.schemas[0].scratch.clone().unwrap();
+        db.adopt(&scratch);
+        names.push(scratch);
+    }
+    let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(distinct.len(), 3, "{names:?}");
+    for s in &names {
+        assert_eq!(
+            scalar(&root, &format!("SELECT COUNT(*) FROM `{s}`.t")).as_deref(),
+            Some("2"),
+            "{s} holds its restore"
+        );
+    }
+}
