@@ -64,9 +64,8 @@ impl Fetcher {
         Ok(Some(body.to_vec()))
     }
 
-    /// Versions offered by an apt repository: `<uri>/dists/<suite>/<component>/binary-<arch>/`
-    /// or, for a flat repository (`component` `None`), `<uri>/<suite>`; `Packages.xz`,
-    /// `Packages.gz` then `Packages` are tried. Returns the index URL used.
+    /// Versions offered by an apt repository (the index [`Fetcher::apt_index`] finds). Returns
+    /// the index URL used.
     pub(crate) async fn apt(
         &self,
         uri: &str,
@@ -74,6 +73,21 @@ impl Fetcher {
         component: Option<&str>,
         arch: &str,
     ) -> Result<(String, Offered)> {
+        let (url, text) = self.apt_index(uri, suite, component, arch).await?;
+        Ok((url, parse_packages(&text)))
+    }
+
+    /// The `Packages` index of an apt repository, decompressed, and its URL:
+    /// `<uri>/dists/<suite>/<component>/binary-<arch>/` or, for a flat repository
+    /// (`component` `None`), `<uri>/<suite>`; `Packages.xz`, `Packages.gz` then `Packages`
+    /// are tried.
+    pub(crate) async fn apt_index(
+        &self,
+        uri: &str,
+        suite: &str,
+        component: Option<&str>,
+        arch: &str,
+    ) -> Result<(String, String)> {
         let dir = match component {
             Some(c) => join(uri, &format!("dists/{suite}/{c}/binary-{arch}/")),
             None => join(uri, suite),
@@ -87,7 +101,7 @@ impl Fetcher {
             let url = format!("{dir}{name}");
             if let Some(body) = self.get(&url).await? {
                 let text = decompress(&url, body)?;
-                return Ok((url, parse_packages(&text)));
+                return Ok((url, text));
             }
         }
         Err(Error::Fetch {

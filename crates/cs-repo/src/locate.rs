@@ -117,7 +117,7 @@ pub async fn locate_package(
                 };
                 for comp in comps {
                     for arch in &arches {
-                        let (url, text) = apt_index(&fetcher, uri, suite, comp, arch).await?;
+                        let (url, text) = fetcher.apt_index(uri, suite, comp, arch).await?;
                         looked.push(redact(&url));
                         // `Filename:` is relative to the archive root: the URI, or for a flat
                         // repository the directory it names.
@@ -138,34 +138,6 @@ pub async fn locate_package(
         } else {
             looked.join(", ")
         },
-    })
-}
-
-async fn apt_index(
-    f: &Fetcher,
-    uri: &str,
-    suite: &str,
-    component: Option<&str>,
-    arch: &str,
-) -> Result<(String, String)> {
-    let dir = match component {
-        Some(c) => join(uri, &format!("dists/{suite}/{c}/binary-{arch}/")),
-        None => join(uri, suite),
-    };
-    let dir = if dir.ends_with('/') {
-        dir
-    } else {
-        format!("{dir}/")
-    };
-    for name in ["Packages.xz", "Packages.gz", "Packages"] {
-        let url = format!("{dir}{name}");
-        if let Some(body) = f.get(&url).await? {
-            return Ok((url.clone(), index::decompress(&url, body)?));
-        }
-    }
-    Err(Error::Fetch {
-        url: redact(&dir),
-        source: "no Packages, Packages.gz or Packages.xz index there (HTTP 404)".into(),
     })
 }
 
