@@ -14,6 +14,7 @@ use crate::checksum::RowSum;
 use crate::db::{self, Catalog, TableKind};
 use crate::manifest::{FileEntry, Layout, SchemaFiles, TableEntry};
 use crate::native::compression_name;
+use crate::sql::backquoted;
 use crate::sql::{Splitter, for_each_row, insert_head, use_target};
 use crate::{Compression, Error, Result};
 
@@ -714,25 +715,6 @@ impl SequenceDef {
             ("cycle_count", "0".into()),
         ]
     }
-}
-
-/// A back-quoted name at the start of `s` and what follows it.
-fn backquoted(s: &str) -> Option<(String, &str)> {
-    let rest = s.strip_prefix('`')?;
-    let mut name = String::new();
-    let mut chars = rest.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == '`' {
-            if chars.peek().is_some_and(|&(_, n)| n == '`') {
-                chars.next();
-                name.push('`');
-                continue;
-            }
-            return Some((name, &rest[i + 1..]));
-        }
-        name.push(c);
-    }
-    None
 }
 
 /// `DO SETVAL(`s`, 110, 0)` (or `SELECT SETVAL(…)`, as older mariadb-dump writes it): the

@@ -1367,21 +1367,7 @@ fn split_keys(stmt: &str, referenced: &Referenced) -> Option<(String, String, Ve
 /// references (`REFERENCES [`schema`.]`table` (`column`, …)`).
 fn fk_references(text: &str, out: &mut Referenced) {
     let ident = |s: &str| -> Option<(String, usize)> {
-        let rest = s.strip_prefix('`')?;
-        let mut name = String::new();
-        let mut chars = rest.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '`' {
-                if chars.peek().is_some_and(|&(_, n)| n == '`') {
-                    chars.next();
-                    name.push('`');
-                    continue;
-                }
-                return Some((name, i + 2));
-            }
-            name.push(c);
-        }
-        None
+        crate::sql::backquoted(s).map(|(name, rest)| (name, s.len() - rest.len()))
     };
     for line in text.lines() {
         let Some(at) = line.find(" REFERENCES `") else {

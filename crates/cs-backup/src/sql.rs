@@ -77,6 +77,25 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// A back-quoted name at the start of `s` (`` `a``b` `` is ``a`b``) and what follows it.
+pub(crate) fn backquoted(s: &str) -> Option<(String, &str)> {
+    let rest = s.strip_prefix('`')?;
+    let mut name = String::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '`' {
+            if chars.peek().is_some_and(|&(_, n)| n == '`') {
+                chars.next();
+                name.push('`');
+                continue;
+            }
+            return Some((name, &rest[i + 1..]));
+        }
+        name.push(c);
+    }
+    None
+}
+
 /// A string literal for a value known to be text (`'…'` escaped).
 pub(crate) fn literal(s: &str) -> String {
     let mut out = Vec::new();
