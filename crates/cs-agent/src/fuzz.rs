@@ -80,45 +80,11 @@ mod tests {
 
     fn mutated() -> impl Strategy<Value = Vec<u8>> {
         let special = b"\\\n\r\t\x0c =:#!u0Ee\xe9\xc3\xa9".to_vec();
-        (
-            prop::sample::select(SEEDS),
-            prop::collection::vec(
-                (any::<usize>(), 0u8..4, prop::sample::select(special)),
-                0..6,
-            ),
-        )
-            .prop_map(|(seed, edits)| {
-                let mut seed = seed.as_bytes().to_vec();
-                for (at, op, b) in edits {
-                    let i = at % (seed.len() + 1);
-                    match op {
-                        0 if i < seed.len() => seed[i] = b,
-                        1 => seed.insert(i, b),
-                        2 if i < seed.len() => {
-                            seed.remove(i);
-                        }
-                        3 => seed.truncate(i),
-                        _ => {}
-                    }
-                }
-                seed
-            })
-    }
-
-    /// `cases` cases, or `FUZZ_CASES` (longer runs by hand).
-    fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("FUZZ_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(cases),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        cs_lab::fuzz::mutated(cs_lab::fuzz::seeds(SEEDS), prop::sample::select(special), 6)
     }
 
     proptest! {
-        #![proptest_config(config(512))]
+        #![proptest_config(cs_lab::fuzz::config(512))]
 
         #[test]
         fn properties_mutated(data in mutated()) {

@@ -138,27 +138,9 @@ mod tests {
 
     use super::*;
 
-    /// A valid seed with a few edits: bytes replaced, inserted or removed, or the end cut.
+    /// A valid seed with a few edits of any byte.
     fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-        (
-            prop::sample::select(seeds),
-            prop::collection::vec((any::<usize>(), 0u8..4, any::<u8>()), 0..6),
-        )
-            .prop_map(|(mut seed, edits)| {
-                for (at, op, b) in edits {
-                    let i = at % (seed.len() + 1);
-                    match op {
-                        0 if i < seed.len() => seed[i] = b,
-                        1 => seed.insert(i, b),
-                        2 if i < seed.len() => {
-                            seed.remove(i);
-                        }
-                        3 => seed.truncate(i),
-                        _ => {}
-                    }
-                }
-                seed
-            })
+        cs_lab::fuzz::mutated(seeds, any::<u8>(), 6)
     }
 
     /// A packet: 3-byte length, sequence number, payload.
@@ -308,20 +290,8 @@ mod tests {
         ]
     }
 
-    /// `cases` cases, or `FUZZ_CASES` (longer runs by hand).
-    fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
-            cases: std::env::var("FUZZ_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(cases),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     proptest! {
-        #![proptest_config(config(512))]
+        #![proptest_config(cs_lab::fuzz::config(512))]
 
         #[test]
         fn wire_packets_of_random_bytes(data in prop::collection::vec(any::<u8>(), 0..400)) {
@@ -357,7 +327,7 @@ mod tests {
 
     proptest! {
         // A socket pair and a thread per case.
-        #![proptest_config(config(128))]
+        #![proptest_config(cs_lab::fuzz::config(128))]
 
         #[test]
         fn wire_conversations_of_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {

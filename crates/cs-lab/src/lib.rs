@@ -50,6 +50,7 @@
 
 mod api;
 mod error;
+pub mod fuzz;
 mod kvm;
 mod lab;
 mod mariadb;
