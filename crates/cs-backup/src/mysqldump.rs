@@ -227,14 +227,8 @@ pub(crate) fn option_file(url: &DbUrl, mariadb_client: bool) -> String {
         } else {
             out.push_str(&format!("ssl-mode={}\n", tls.mode));
         }
-        for (name, path) in [
-            ("ssl-ca", &tls.ca),
-            ("ssl-cert", &tls.cert),
-            ("ssl-key", &tls.key),
-        ] {
-            if let Some(p) = path {
-                out.push_str(&format!("{name}={}\n", q(&p.to_string_lossy())));
-            }
+        for (name, p) in tls.files() {
+            out.push_str(&format!("{name}={}\n", q(&p.to_string_lossy())));
         }
     }
     out

@@ -1,7 +1,7 @@
 //! Where a database is: `mysql://user:password@host:port/schema?ssl-mode=VERIFY_CA&ssl-ca=…`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::{Deadlines, Secret};
@@ -123,6 +123,18 @@ pub struct DbTls {
 }
 
 impl DbTls {
+    /// The files set, under the option names MySQL's and MariaDB's clients use (`ssl-ca`,
+    /// `ssl-cert`, `ssl-key`), in that order.
+    pub fn files(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        [
+            ("ssl-ca", &self.ca),
+            ("ssl-cert", &self.cert),
+            ("ssl-key", &self.key),
+        ]
+        .into_iter()
+        .filter_map(|(name, p)| Some((name, p.as_deref()?)))
+    }
+
     /// Settings from the `ssl-*` keys, checked together: `ssl-ca` without a mode means
     /// `VERIFY_CA`; the verifying modes need `ssl-ca`; `ssl-cert` and `ssl-key` go together
     /// and need a mode that uses TLS.
@@ -178,14 +190,8 @@ impl DbTls {
             return String::new();
         }
         let mut q = format!("ssl-mode={}", self.mode);
-        for (name, p) in [
-            ("ssl-ca", &self.ca),
-            ("ssl-cert", &self.cert),
-            ("ssl-key", &self.key),
-        ] {
-            if let Some(p) = p {
-                q.push_str(&format!("&{name}={}", encode(&p.to_string_lossy())));
-            }
+        for (name, p) in self.files() {
+            q.push_str(&format!("&{name}={}", encode(&p.to_string_lossy())));
         }
         q
     }
