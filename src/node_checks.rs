@@ -437,32 +437,19 @@ impl Check<dyn Host> for DiskFree {
                 )));
             };
             let subject = format!("{}:{}", host.name(), need.path.display());
+            let message = format!(
+                "{}: {} free, {} needed",
+                need.what,
+                human(avail),
+                human(need.bytes)
+            );
             if avail < need.bytes {
                 out.push(
-                    Finding::new(
-                        self.id(),
-                        Severity::Fail,
-                        subject,
-                        format!(
-                            "{}: {} free, {} needed",
-                            need.what,
-                            human(avail),
-                            human(need.bytes)
-                        ),
-                    )
+                    Finding::new(self.id(), Severity::Fail, subject, message)
                     .with_remedy("free space there (old logs, packages in the cache: apt-get clean / dnf clean packages) or move it"),
                 );
             } else {
-                out.push(Finding::pass(
-                    self.id(),
-                    subject,
-                    format!(
-                        "{}: {} free, {} needed",
-                        need.what,
-                        human(avail),
-                        human(need.bytes)
-                    ),
-                ));
+                out.push(Finding::pass(self.id(), subject, message));
             }
         }
         Ok(out)
