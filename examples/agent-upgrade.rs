@@ -250,14 +250,13 @@ async fn main() -> ExitCode {
         ))
     };
 
-    let opts = FleetOptions {
-        batch: args.batch,
-        parallel: args.parallel,
-        max_fail_pct: args.max_fail,
-        cluster_max_fail_pct: args.cluster_max_fail,
-        canary: args.canary,
-        journal: Some(args.journal_dir.join("fleet.jsonl")),
-    };
+    let opts = FleetOptions::default()
+        .batch(args.batch)
+        .parallel(args.parallel)
+        .max_fail_pct(args.max_fail)
+        .cluster_max_fail_pct(args.cluster_max_fail)
+        .canary(args.canary)
+        .journal(Some(args.journal_dir.join("fleet.jsonl")));
     if args.dry_run {
         match fleet::plan_waves(&targets, &opts) {
             Ok(waves) => print!("{}", fleet::waves_table(&targets, &waves, &opts)),

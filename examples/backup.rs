@@ -68,15 +68,13 @@ async fn main() -> ExitCode {
         EngineArg::Native => Box::new(NativeEngine::new()),
         EngineArg::Mysqldump => Box::new(MysqldumpEngine::new(Arc::new(LocalHost::new()))),
     };
-    let options = BackupOptions {
-        databases: args.databases,
-        threads: args.threads,
-        compression: match args.compress {
+    let options = BackupOptions::default()
+        .databases(args.databases)
+        .threads(args.threads)
+        .compression(match args.compress {
             CompressArg::Zstd => Compression::ZSTD,
             CompressArg::None => Compression::None,
-        },
-        ..BackupOptions::default()
-    };
+        });
     let bars = common::Bars::new();
     let started = Instant::now();
     match backup(engine.as_ref(), &db, &args.out, &options, &bars).await {

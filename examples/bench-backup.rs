@@ -119,11 +119,9 @@ fn child_dump(dir: &Path, threads: usize) -> ExitCode {
         _ => return ExitCode::FAILURE,
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let options = BackupOptions {
-        databases: DBS.iter().map(|s| s.to_string()).collect(),
-        threads,
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .databases(DBS.iter().map(|s| s.to_string()).collect())
+        .threads(threads);
     let started = Instant::now();
     let result = rt.block_on(backup(
         &NativeEngine::new(),
@@ -674,11 +672,9 @@ fn run(args: &Args) -> Result<(), BoxError> {
 
     say("restore: native…".into());
     let rt = tokio::runtime::Runtime::new()?;
-    let options = RestoreOptions {
-        threads,
-        mode: RestoreMode::Swap,
-        ..RestoreOptions::default()
-    };
+    let options = RestoreOptions::default()
+        .threads(threads)
+        .mode(RestoreMode::Swap);
     let runs = time(
         &lab,
         (args.warmup, args.runs),

@@ -558,14 +558,13 @@ mod fleet_bench {
     }
 
     fn options(args: &Args, hosts: usize) -> FleetOptions {
-        FleetOptions {
-            batch: args.batch,
-            parallel: args.cap.unwrap_or(hosts).max(1),
-            max_fail_pct: None,
-            cluster_max_fail_pct: None,
-            canary: Canary::One,
-            journal: None,
-        }
+        FleetOptions::default()
+            .batch(args.batch)
+            .parallel(args.cap.unwrap_or(hosts).max(1))
+            .max_fail_pct(None)
+            .cluster_max_fail_pct(None)
+            .canary(Canary::One)
+            .journal(None)
     }
 
     /// `ceil(largest cluster / batch)` rounds plus the canary's, in host refreshes.

@@ -223,12 +223,10 @@ async fn main() -> std::process::ExitCode {
         Client::new(
             &lab.endpoint(),
             Credentials::api_key(lab.api_key(), lab.secret_key().clone()),
-            ClientConfig {
-                page_size: PAGE_SIZE as u32,
-                page_concurrency: concurrency,
-                timeout: Duration::from_secs(120),
-                ..ClientConfig::default()
-            },
+            ClientConfig::default()
+                .page_size(PAGE_SIZE as u32)
+                .page_concurrency(concurrency)
+                .timeout(Duration::from_secs(120)),
         )
         .expect("client")
     };

@@ -153,14 +153,11 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(255);
     };
-    let config = ClientConfig {
-        timeout: args.timeout,
-        tls: TlsConfig {
-            ca_bundle: args.ca_bundle.clone(),
-            danger_accept_invalid_certs: args.danger_accept_invalid_certs,
-        },
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default().timeout(args.timeout).tls(
+        TlsConfig::default()
+            .ca_bundle(args.ca_bundle.clone())
+            .danger_accept_invalid_certs(args.danger_accept_invalid_certs),
+    );
     if args.danger_accept_invalid_certs {
         eprintln!("probe: WARNING: TLS certificate verification is OFF");
     }

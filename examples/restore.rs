@@ -108,17 +108,15 @@ async fn main() -> ExitCode {
         Ok(db) => db,
         Err(code) => return code,
     };
-    let options = RestoreOptions {
-        threads: args.threads,
-        mode: if args.replace {
+    let options = RestoreOptions::default()
+        .threads(args.threads)
+        .mode(if args.replace {
             RestoreMode::DropAndReload
         } else if args.scratch_only {
             RestoreMode::ScratchOnly
         } else {
             RestoreMode::Swap
-        },
-        ..RestoreOptions::default()
-    };
+        });
     if !args.scratch_only {
         let manifest = match Manifest::load(&args.from) {
             Ok(m) => m,

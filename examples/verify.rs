@@ -41,10 +41,7 @@ async fn main() -> ExitCode {
     };
     let result = match (&db, args.deep) {
         (Some(db), true) => {
-            let options = RestoreOptions {
-                threads: args.threads,
-                ..RestoreOptions::default()
-            };
+            let options = RestoreOptions::default().threads(args.threads);
             verify_deep(&args.dir, db, &options, &common::Bars::new()).await
         }
         _ => verify(&args.dir).await,

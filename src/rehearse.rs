@@ -317,11 +317,9 @@ pub async fn rehearse(
         Some(p) => (p, false),
         None => {
             let dir = options.backup_dir.join(format!("rehearsal-{}", unix_now()));
-            let bo = cs_backup::BackupOptions {
-                databases: schemas.to_vec(),
-                threads: 1,
-                ..cs_backup::BackupOptions::default()
-            };
+            let bo = cs_backup::BackupOptions::default()
+                .databases(schemas.to_vec())
+                .threads(1);
             cs_backup::backup(
                 &cs_backup::NativeEngine::new(),
                 &options.db,
@@ -334,11 +332,9 @@ pub async fn rehearse(
         }
     };
     let scratch_db = options.scratch_db.clone().unwrap_or(options.db.clone());
-    let ro = cs_backup::RestoreOptions {
-        threads: 1,
-        mode: cs_backup::RestoreMode::ScratchOnly,
-        ..cs_backup::RestoreOptions::default()
-    };
+    let ro = cs_backup::RestoreOptions::default()
+        .threads(1)
+        .mode(cs_backup::RestoreMode::ScratchOnly);
     let restored = cs_backup::restore(&backup, &scratch_db, &ro, progress.as_ref()).await?;
     let scratch_of = |name: &str| {
         restored
@@ -368,11 +364,10 @@ pub async fn rehearse(
         ));
     };
     let map = SchemaMap { cloud, usage };
-    let ro = cs_rehearse::Options {
-        session: options.session.clone(),
-        slow: options.slow,
-        statement_timeout: options.statement_timeout,
-    };
+    let ro = cs_rehearse::Options::default()
+        .session(options.session.clone())
+        .slow(options.slow)
+        .statement_timeout(options.statement_timeout);
     let granted = match &options.script_user {
         Some(user) => {
             let (admin, user, names) = (scratch_db.clone(), user.clone(), scratch.clone());

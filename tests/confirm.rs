@@ -72,11 +72,9 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let options = BackupOptions {
-        databases: vec![schema.clone()],
-        threads: 1,
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .databases(vec![schema.clone()])
+        .threads(1);
     backup(&NativeEngine::new(), &root, &dir, &options, &NoProgress)
         .await
         .expect("backup");

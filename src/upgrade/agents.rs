@@ -70,15 +70,15 @@ impl Agents {
         } else {
             policy.batch_size
         };
-        let options = cs_agent::fleet::FleetOptions {
-            batch,
-            parallel: policy.parallelism,
-            max_fail_pct: (policy.max_fail_percent > 0)
-                .then_some(f64::from(policy.max_fail_percent)),
-            cluster_max_fail_pct: policy.cluster_max_fail_percent.map(f64::from),
-            canary: policy.canary,
-            journal: Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))),
-        };
+        let options = cs_agent::fleet::FleetOptions::default()
+            .batch(batch)
+            .parallel(policy.parallelism)
+            .max_fail_pct(
+                (policy.max_fail_percent > 0).then_some(f64::from(policy.max_fail_percent)),
+            )
+            .cluster_max_fail_pct(policy.cluster_max_fail_percent.map(f64::from))
+            .canary(policy.canary)
+            .journal(Some(cx.run_dir.join(format!("agents-{tag}.jsonl"))));
         // One listing of all hypervisors per interval answers every host waiting to be Up
         // (instead of a `listHosts` per waiting host): fast while hosts are expected back,
         // slow for those late beyond three minutes.

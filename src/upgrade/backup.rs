@@ -15,17 +15,15 @@ async fn dump_databases(cx: &UpgradeContext, dir: &Path) -> Result<(), StepError
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| step_err("clear the partial backup", e))?;
     }
-    let options = cs_backup::BackupOptions {
-        databases: vec![cx.db.cloud_schema.clone(), cx.db.usage_schema.clone()],
-        threads: cx.config.backup.threads,
-        compression: if cx.config.backup.compress {
+    let options = cs_backup::BackupOptions::default()
+        .databases(vec![cx.db.cloud_schema.clone(), cx.db.usage_schema.clone()])
+        .threads(cx.config.backup.threads)
+        .compression(if cx.config.backup.compress {
             cs_backup::Compression::ZSTD
         } else {
             cs_backup::Compression::None
-        },
-        snapshot_window: cx.config.backup.snapshot_window,
-        ..cs_backup::BackupOptions::default()
-    };
+        })
+        .snapshot_window(cx.config.backup.snapshot_window);
     // `backup.engine`: the parallel native dumper, or the stock client run here.
     let engine: Box<dyn cs_backup::Engine> = match cx.config.backup.engine.as_str() {
         "mysqldump" => Box::new(cs_backup::MysqldumpEngine::new(std::sync::Arc::new(

@@ -82,10 +82,7 @@ impl Step<UpgradeContext> for Migrate {
         let report = cs_backup::restore(
             &cx.backup_dir(),
             &cx.db.url,
-            &cs_backup::RestoreOptions {
-                threads: cx.config.backup.threads,
-                ..cs_backup::RestoreOptions::default()
-            },
+            &cs_backup::RestoreOptions::default().threads(cx.config.backup.threads),
             cx.progress.as_ref(),
         )
         .await

@@ -115,6 +115,7 @@ pub fn parse_hosts(text: &str) -> Result<Vec<Target>> {
 
 /// How a fleet run goes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FleetOptions {
     /// Hosts of one cluster worked on at once (a count or a percentage of the cluster).
     pub batch: BatchSize,
@@ -131,6 +132,15 @@ pub struct FleetOptions {
     /// A JSON-lines journal: hosts it records as done are skipped, results are appended.
     pub journal: Option<PathBuf>,
 }
+
+cs_core::setters!(FleetOptions {
+    batch: BatchSize,
+    parallel: usize,
+    max_fail_pct: Option<f64>,
+    cluster_max_fail_pct: Option<f64>,
+    canary: Canary,
+    journal: Option<PathBuf>,
+});
 
 impl Default for FleetOptions {
     fn default() -> Self {

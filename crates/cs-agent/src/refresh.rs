@@ -32,6 +32,7 @@ pub struct Deps {
 
 /// How one host is refreshed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RefreshOptions {
     /// The version to install.
     pub target: CsVersion,
@@ -42,6 +43,13 @@ pub struct RefreshOptions {
     /// Where the refresh keeps its snapshot on the host (under [`Node::root`]).
     pub state_dir: PathBuf,
 }
+
+cs_core::setters!(RefreshOptions {
+    target: CsVersion,
+    up_deadline: Duration,
+    poll: Duration,
+    state_dir: PathBuf,
+});
 
 impl RefreshOptions {
     /// Options for `target` with a 10-minute deadline, polling every 5 s.

@@ -91,12 +91,10 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
     let status = LabStatus::of(&lab);
     let repo = LabRepoSwitch::of(&lab);
     let dir = tempfile::tempdir().unwrap();
-    let opts = FleetOptions {
-        batch: fleet::BatchSize::Count(2),
-        parallel: 2,
-        journal: Some(dir.path().join("fleet.jsonl")),
-        ..FleetOptions::default()
-    };
+    let opts = FleetOptions::default()
+        .batch(fleet::BatchSize::Count(2))
+        .parallel(2)
+        .journal(Some(dir.path().join("fleet.jsonl")));
     let run = || {
         fleet::run_fleet(&targets, &opts, &NoProgress, |t| {
             let (lab, status, repo, dir) = (&lab, status.clone(), repo.clone(), dir.path());

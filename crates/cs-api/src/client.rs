@@ -99,6 +99,7 @@ pub enum HttpMethod {
 
 /// TLS settings. Certificates are verified against the system roots by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsConfig {
     /// A PEM bundle of extra trusted CA certificates (for a private CA).
     pub ca_bundle: Option<PathBuf>,
@@ -107,8 +108,14 @@ pub struct TlsConfig {
     pub danger_accept_invalid_certs: bool,
 }
 
+cs_core::setters!(TlsConfig {
+    ca_bundle: Option<PathBuf>,
+    danger_accept_invalid_certs: bool,
+});
+
 /// Retries of idempotent reads (`list*`, `query*`) after connection errors and 5xx replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub retries: u32,
@@ -117,6 +124,12 @@ pub struct RetryPolicy {
     /// Longest wait between retries.
     pub max_backoff: Duration,
 }
+
+cs_core::setters!(RetryPolicy {
+    retries: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+});
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -130,6 +143,7 @@ impl Default for RetryPolicy {
 
 /// Polling of async jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JobPolicy {
     /// First wait between polls; grows by half each time.
     pub initial_interval: Duration,
@@ -138,6 +152,12 @@ pub struct JobPolicy {
     /// Give up after this long.
     pub deadline: Duration,
 }
+
+cs_core::setters!(JobPolicy {
+    initial_interval: Duration,
+    max_interval: Duration,
+    deadline: Duration,
+});
 
 impl Default for JobPolicy {
     fn default() -> Self {
@@ -152,6 +172,7 @@ impl Default for JobPolicy {
 /// Client settings. `Default` gives 30 s timeouts, signature version 3 with 10 minutes'
 /// validity, GET, TLS verification on, 3 retries, pages of 500 fetched 4 at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Timeout of one HTTP request (connect to last byte).
     pub timeout: Duration,
@@ -179,6 +200,20 @@ pub struct ClientConfig {
     /// is a few MiB).
     pub max_reply_bytes: usize,
 }
+
+cs_core::setters!(ClientConfig {
+    timeout: Duration,
+    connect_timeout: Duration,
+    signature: SignatureMode,
+    method: HttpMethod,
+    post_above_bytes: usize,
+    tls: TlsConfig,
+    retry: RetryPolicy,
+    page_size: u32,
+    page_concurrency: usize,
+    job: JobPolicy,
+    max_reply_bytes: usize,
+});
 
 impl Default for ClientConfig {
     fn default() -> Self {

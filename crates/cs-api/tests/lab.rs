@@ -10,20 +10,20 @@ use cs_core::{HostMaintenance, HostStatus, RecordingProgress, Secret, Severity};
 use cs_lab::{CloudSpec, Fault, LabApi};
 
 fn fast_config() -> ClientConfig {
-    ClientConfig {
-        timeout: Duration::from_secs(5),
-        retry: RetryPolicy {
-            retries: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-        },
-        job: JobPolicy {
-            initial_interval: Duration::from_millis(10),
-            max_interval: Duration::from_millis(50),
-            deadline: Duration::from_secs(5),
-        },
-        ..ClientConfig::default()
-    }
+    ClientConfig::default()
+        .timeout(Duration::from_secs(5))
+        .retry(
+            RetryPolicy::default()
+                .retries(3)
+                .initial_backoff(Duration::from_millis(10))
+                .max_backoff(Duration::from_millis(50)),
+        )
+        .job(
+            JobPolicy::default()
+                .initial_interval(Duration::from_millis(10))
+                .max_interval(Duration::from_millis(50))
+                .deadline(Duration::from_secs(5)),
+        )
 }
 
 fn lab() -> LabApi {
@@ -77,10 +77,7 @@ async fn signed_requests_are_accepted_and_typed() {
 #[tokio::test]
 async fn legacy_signatures_and_special_values_verify() {
     let lab = lab();
-    let config = ClientConfig {
-        signature: SignatureMode::Legacy,
-        ..fast_config()
-    };
+    let config = fast_config().signature(SignatureMode::Legacy);
     let c = client_with(&lab, config);
     // The server signs values it decoded; every special character must survive the trip.
     for keyword in ["a b*c+d=e&f%g~h", "Ünïcödé ✓", "", "/?#[]@!$'()", "+++"] {
@@ -103,11 +100,7 @@ async fn pages_are_fetched_until_count() {
         vms: 1234,
         ..CloudSpec::default()
     });
-    let config = ClientConfig {
-        page_size: 100,
-        page_concurrency: 3,
-        ..fast_config()
-    };
+    let config = fast_config().page_size(100).page_concurrency(3);
     let c = client_with(&lab, config);
     let vms = c
         .list_virtual_machines(&[("listall", "true")])
@@ -170,10 +163,7 @@ async fn writes_are_never_retried() {
 #[tokio::test]
 async fn slow_replies_time_out() {
     let lab = lab();
-    let config = ClientConfig {
-        timeout: Duration::from_millis(200),
-        ..fast_config()
-    };
+    let config = fast_config().timeout(Duration::from_millis(200));
     let c = client_with(&lab, config);
     lab.inject(None, 1, Fault::Delay(Duration::from_secs(2)));
     let e = c.list_capabilities().await.unwrap_err();
@@ -380,13 +370,7 @@ async fn host_status_finds_hosts_by_id_name_or_address() {
 #[tokio::test]
 async fn every_hypervisor_comes_from_one_paged_listing() {
     let lab = lab();
-    let c = client_with(
-        &lab,
-        ClientConfig {
-            page_size: 3,
-            ..fast_config()
-        },
-    );
+    let c = client_with(&lab, fast_config().page_size(3));
     lab.set_host_state("kvm0002", "Disconnected");
     let all = c
         .hypervisors()
@@ -542,13 +526,7 @@ async fn handler_panics_are_surfaced() {
 #[tokio::test]
 async fn replies_longer_than_the_cap_are_refused() {
     let lab = lab();
-    let c = client_with(
-        &lab,
-        ClientConfig {
-            max_reply_bytes: 512,
-            ..fast_config()
-        },
-    );
+    let c = client_with(&lab, fast_config().max_reply_bytes(512));
     let err = c.list_hosts(&[]).await.unwrap_err();
     assert!(matches!(err, Error::Malformed { .. }), "{err}");
     assert!(err.to_string().contains("max_reply_bytes"), "{err}");
@@ -585,14 +563,9 @@ async fn an_endless_reply_ends_at_the_cap() {
     let c = Client::new(
         &endpoint,
         Credentials::api_key("k", Secret::new("s")),
-        ClientConfig {
-            max_reply_bytes: 4 << 20,
-            retry: RetryPolicy {
-                retries: 0,
-                ..RetryPolicy::default()
-            },
-            ..fast_config()
-        },
+        fast_config()
+            .max_reply_bytes(4 << 20)
+            .retry(RetryPolicy::default().retries(0)),
     )
     .unwrap();
     let err = c.list_capabilities().await.unwrap_err();

@@ -46,6 +46,7 @@ impl Compression {
 
 /// What to back up and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackupOptions {
     /// Schemas, dumped in one consistent snapshot. Default `cloud`, `cloud_usage`.
     pub databases: Vec<String>,
@@ -70,6 +71,16 @@ pub struct BackupOptions {
     /// `lock_wait_timeout`). Default 30 s.
     pub snapshot_window: std::time::Duration,
 }
+
+cs_core::setters!(BackupOptions {
+    databases: Vec<String>,
+    threads: usize,
+    compression: Compression,
+    chunk_rows: u64,
+    statement_bytes: usize,
+    grant_users: Vec<String>,
+    snapshot_window: std::time::Duration,
+});
 
 impl Default for BackupOptions {
     fn default() -> Self {

@@ -43,6 +43,7 @@ pub enum RestoreMode {
 
 /// How to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// Connections loading in parallel (per-table backups only). Default 4.
     pub threads: usize,
@@ -51,6 +52,12 @@ pub struct RestoreOptions {
     /// Restore a schema under another name (`cloud` → `cloud_copy`); others keep theirs.
     pub rename: BTreeMap<String, String>,
 }
+
+cs_core::setters!(RestoreOptions {
+    threads: usize,
+    mode: RestoreMode,
+    rename: BTreeMap<String, String>,
+});
 
 impl Default for RestoreOptions {
     fn default() -> Self {

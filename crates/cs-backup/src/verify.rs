@@ -198,10 +198,7 @@ pub async fn verify_deep(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<Manifest> {
-    let opts = RestoreOptions {
-        mode: RestoreMode::ScratchOnly,
-        ..options.clone()
-    };
+    let opts = options.clone().mode(RestoreMode::ScratchOnly);
     let report = restore(dir, url, &opts, progress).await?;
     let scratch: Vec<String> = report
         .schemas

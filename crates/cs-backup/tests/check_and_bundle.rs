@@ -23,10 +23,7 @@ async fn backup_complete_check_passes_then_catches_lost_routines_and_damage() {
         &NativeEngine::new(),
         &root,
         &dir,
-        &BackupOptions {
-            databases: vec![db.name().into()],
-            ..BackupOptions::default()
-        },
+        &BackupOptions::default().databases(vec![db.name().into()]),
         &NoProgress,
     )
     .await

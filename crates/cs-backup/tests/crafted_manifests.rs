@@ -96,10 +96,7 @@ async fn refused(
         .unwrap_err();
     assert!(expect(&e), "verify --deep: {e:?}");
     errors.push(e);
-    let opts = RestoreOptions {
-        mode: cs_backup::RestoreMode::ScratchOnly,
-        ..RestoreOptions::default()
-    };
+    let opts = RestoreOptions::default().mode(cs_backup::RestoreMode::ScratchOnly);
     let e = restore(dir, root, &opts, &NoProgress).await.unwrap_err();
     assert!(expect(&e), "restore: {e:?}");
     errors.push(e);
@@ -148,11 +145,9 @@ async fn crafted_manifests_are_refused_and_live_cloud_is_untouched() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good");
-    let opts = BackupOptions {
-        databases: vec![db.name().to_string()],
-        threads: 1,
-        ..BackupOptions::default()
-    };
+    let opts = BackupOptions::default()
+        .databases(vec![db.name().to_string()])
+        .threads(1);
     let m = native_backup(&root, &good, &opts).await;
     // The untouched backup verifies deeply.
     verify_deep(&good, &root, &RestoreOptions::default(), &NoProgress)

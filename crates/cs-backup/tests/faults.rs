@@ -13,12 +13,10 @@ use cs_backup::{BackupOptions, Error, NativeEngine, RestoreOptions, backup, rest
 use cs_core::{Cmd, DbUrl, Host, LocalHost, NoProgress, Secret};
 
 fn options(dbs: &[&str]) -> BackupOptions {
-    BackupOptions {
-        databases: dbs.iter().map(|s| s.to_string()).collect(),
-        threads: 2,
-        chunk_rows: 1000,
-        ..BackupOptions::default()
-    }
+    BackupOptions::default()
+        .databases(dbs.iter().map(|s| s.to_string()).collect())
+        .threads(2)
+        .chunk_rows(1000)
 }
 
 const CHILD_ENV: &str = "CS_BACKUP_TEST_CHILD";
@@ -38,11 +36,9 @@ fn child_backup_process() {
         Secret::new(v["password"].as_str().unwrap()),
     );
     let dir = PathBuf::from(v["dir"].as_str().unwrap());
-    let opts = BackupOptions {
-        threads: 1,
-        statement_bytes: 4096,
-        ..options(&[v["schema"].as_str().unwrap()])
-    };
+    let opts = options(&[v["schema"].as_str().unwrap()])
+        .threads(1)
+        .statement_bytes(4096);
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(backup(&NativeEngine::new(), &url, &dir, &opts, &NoProgress))
@@ -388,10 +384,7 @@ async fn the_manifest_names_the_checksum_and_older_versions_still_restore() {
     let rows = query(&root, &format!("SELECT id, s, d, n FROM `{}`.t", db.name()));
     let manifest_path = dir.join(cs_backup::MANIFEST_FILE);
     let write = |m: &cs_backup::Manifest| std::fs::write(&manifest_path, m.to_json()).unwrap();
-    let scratch_only = RestoreOptions {
-        mode: cs_backup::RestoreMode::ScratchOnly,
-        ..RestoreOptions::default()
-    };
+    let scratch_only = RestoreOptions::default().mode(cs_backup::RestoreMode::ScratchOnly);
 
     // Backups written with the earlier versions restore and verify with them.
     for (name, sum) in [
@@ -487,10 +480,7 @@ async fn a_database_gone_silent_mid_dump_fails_within_the_bound() {
     let url = proxy.db_url(&root).with_deadlines(deadlines);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let opts = BackupOptions {
-        statement_bytes: 4096,
-        ..options(&[db.name()])
-    };
+    let opts = options(&[db.name()]).statement_bytes(4096);
     let task = spawn_backup(url, dir.clone(), opts);
     let data = dir.join(format!("2-{}.big.00001.sql", db.name()));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -562,10 +552,7 @@ async fn a_global_read_lock_past_its_window_is_killed_and_writes_go_on() {
     let window = Duration::from_secs(2);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let opts = BackupOptions {
-        snapshot_window: window,
-        ..options(&[db.name()])
-    };
+    let opts = options(&[db.name()]).snapshot_window(window);
     let url = root.with_deadlines(cs_core::Deadlines::quick(Duration::from_secs(5)));
     let task = spawn_backup(url, dir.clone(), opts);
     wait_for_row(
@@ -663,10 +650,7 @@ async fn a_global_read_lock_behind_a_silent_network_is_released_by_the_server() 
         .with_deadlines(cs_core::Deadlines::quick(reply));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
-    let opts = BackupOptions {
-        snapshot_window: window,
-        ..options(&[db.name()])
-    };
+    let opts = options(&[db.name()]).snapshot_window(window);
     let task = spawn_backup(url, dir.clone(), opts);
     wait_for_row(
         &root,

@@ -15,13 +15,11 @@ use cs_backup::{
 use cs_core::{LocalHost, NoProgress, RecordingProgress, Unit};
 
 fn options(dbs: &[&str]) -> BackupOptions {
-    BackupOptions {
-        databases: dbs.iter().map(|s| s.to_string()).collect(),
-        threads: 3,
-        chunk_rows: 700,
-        statement_bytes: 16 * 1024,
-        ..BackupOptions::default()
-    }
+    BackupOptions::default()
+        .databases(dbs.iter().map(|s| s.to_string()).collect())
+        .threads(3)
+        .chunk_rows(700)
+        .statement_bytes(16 * 1024)
 }
 
 /// A swap restore on `threads` connections; `db` drops the parked schemas when it goes.
@@ -34,10 +32,7 @@ async fn swap_restore(
     let report = restore(
         dir,
         root,
-        &RestoreOptions {
-            threads,
-            ..RestoreOptions::default()
-        },
+        &RestoreOptions::default().threads(threads),
         &NoProgress,
     )
     .await
@@ -193,10 +188,7 @@ async fn swap_restore_parks_the_replaced_tables_and_keeps_every_object() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("zst");
-    let opts = BackupOptions {
-        compression: Compression::ZSTD,
-        ..options(&[&main, &usage])
-    };
+    let opts = options(&[&main, &usage]).compression(Compression::ZSTD);
     let m1 = backup(&NativeEngine::new(), &root, &dir, &opts, &NoProgress)
         .await
         .unwrap();
@@ -302,10 +294,7 @@ async fn swap_restore_parks_the_replaced_tables_and_keeps_every_object() {
     let report = restore(
         &dir,
         &root,
-        &RestoreOptions {
-            mode: RestoreMode::DropAndReload,
-            ..RestoreOptions::default()
-        },
+        &RestoreOptions::default().mode(RestoreMode::DropAndReload),
         &NoProgress,
     )
     .await
@@ -374,10 +363,7 @@ async fn the_backup_verify_and_restore_doc_examples_run_against_a_real_server() 
     let dir = tmp.path().join("before-4.19");
 
     // `backup`'s example.
-    let options = BackupOptions {
-        databases: vec![main.clone(), usage.clone()],
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default().databases(vec![main.clone(), usage.clone()]);
     let manifest = backup(
         &NativeEngine::new(),
         &url,
@@ -489,10 +475,7 @@ async fn restores_in_the_same_second_keep_to_their_own_schemas() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("b");
     native_backup(&root, &dir, &options(&[&main])).await;
-    let scratch_only = RestoreOptions {
-        mode: RestoreMode::ScratchOnly,
-        ..RestoreOptions::default()
-    };
+    let scratch_only = RestoreOptions::default().mode(RestoreMode::ScratchOnly);
     let mut names = Vec::new();
     // Back to back: at least two of three share their second (a small restore takes well
     // under half of one), so they would share names without the suffix.

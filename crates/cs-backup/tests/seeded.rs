@@ -28,13 +28,11 @@ async fn seeded_cloudstack_round_trips_through_both_engines() {
         "the seed has CloudStack's procedures"
     );
 
-    let options = BackupOptions {
-        databases: vec![cloud.clone(), usage.clone()],
-        threads: 2,
-        chunk_rows: 500,
-        compression: Compression::ZSTD,
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .databases(vec![cloud.clone(), usage.clone()])
+        .threads(2)
+        .chunk_rows(500)
+        .compression(Compression::ZSTD);
     let tmp = tempfile::tempdir().unwrap();
     let native = native_backup(&root, &tmp.path().join("n"), &options).await;
     assert_eq!(native.total_rows(), summary.rows);
@@ -151,12 +149,10 @@ async fn restored_cloudstack_tables_keep_their_exact_definitions() {
         );
     }
 
-    let options = BackupOptions {
-        databases: vec![cloud.clone(), usage.clone()],
-        threads: 2,
-        chunk_rows: 300,
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .databases(vec![cloud.clone(), usage.clone()])
+        .threads(2)
+        .chunk_rows(300);
     let tmp = tempfile::tempdir().unwrap();
     native_backup(&root, &tmp.path().join("n"), &options).await;
     let engine = MysqldumpEngine::new(Arc::new(LocalHost::new()));
@@ -169,10 +165,7 @@ async fn restored_cloudstack_tables_keep_their_exact_definitions() {
         let report = restore(
             &tmp.path().join(dir),
             &root,
-            &RestoreOptions {
-                mode: cs_backup::RestoreMode::ScratchOnly,
-                ..RestoreOptions::default()
-            },
+            &RestoreOptions::default().mode(cs_backup::RestoreMode::ScratchOnly),
             &NoProgress,
         )
         .await

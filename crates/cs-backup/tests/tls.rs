@@ -20,12 +20,10 @@ use cs_core::{DbTls, DbUrl, LocalHost, NoProgress, TlsMode};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn options(dbs: &[&str]) -> BackupOptions {
-    BackupOptions {
-        databases: dbs.iter().map(|s| s.to_string()).collect(),
-        threads: 3,
-        chunk_rows: 700,
-        ..BackupOptions::default()
-    }
+    BackupOptions::default()
+        .databases(dbs.iter().map(|s| s.to_string()).collect())
+        .threads(3)
+        .chunk_rows(700)
 }
 
 /// `(Connections, Ssl_accepts)`, read on a TLS connection of its own.

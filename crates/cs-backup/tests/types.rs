@@ -24,13 +24,11 @@ use cs_lab::{MariaDb, MariaDbOptions};
 
 /// Small statements (many per table) unless `statement_bytes` says otherwise.
 fn options(schema: &str, statement_bytes: Option<usize>) -> BackupOptions {
-    BackupOptions {
-        databases: vec![schema.to_string()],
-        threads: 2,
-        chunk_rows: 400,
-        statement_bytes: statement_bytes.unwrap_or(8 * 1024),
-        ..BackupOptions::default()
-    }
+    BackupOptions::default()
+        .databases(vec![schema.to_string()])
+        .threads(2)
+        .chunk_rows(400)
+        .statement_bytes(statement_bytes.unwrap_or(8 * 1024))
 }
 
 /// What must come back: fingerprint, definitions, inventory and probes.

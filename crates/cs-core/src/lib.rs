@@ -19,6 +19,26 @@
 //! Features: `ssh` adds `SshHost` (libssh2); `mysql` adds [`DbUrl::mysql_opts`] (the `mysql`
 //! crate's options for a URL, TLS included); `conformance` adds the host conformance suite.
 
+/// Chaining setters for an options struct that is `#[non_exhaustive]` (so that a new field is
+/// not a breaking change): `setters!(Options { threads: usize, mode: Mode })` gives
+/// `Options::default().threads(8).mode(Mode::X)`. For this workspace's crates; not a stable API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! setters {
+    ($t:ty { $($field:ident: $ft:ty),* $(,)? }) => {
+        impl $t {
+            $(
+                #[doc = concat!("Sets the `", stringify!($field), "` field.")]
+                #[must_use]
+                pub fn $field(mut self, $field: $ft) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 mod check;
 #[cfg(feature = "conformance")]
 pub mod conformance;

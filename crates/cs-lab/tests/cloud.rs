@@ -12,20 +12,20 @@ use cs_core::{HostMaintenance, HostStatus};
 use cs_lab::{CloudSpec, HostCapacity, LabApi, TenantOptions, Timings};
 
 fn client(lab: &LabApi) -> Client {
-    let config = ClientConfig {
-        timeout: Duration::from_secs(5),
-        retry: RetryPolicy {
-            retries: 0,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-        },
-        job: JobPolicy {
-            initial_interval: Duration::from_millis(20),
-            max_interval: Duration::from_millis(50),
-            deadline: Duration::from_secs(10),
-        },
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .timeout(Duration::from_secs(5))
+        .retry(
+            RetryPolicy::default()
+                .retries(0)
+                .initial_backoff(Duration::from_millis(10))
+                .max_backoff(Duration::from_millis(50)),
+        )
+        .job(
+            JobPolicy::default()
+                .initial_interval(Duration::from_millis(20))
+                .max_interval(Duration::from_millis(50))
+                .deadline(Duration::from_secs(10)),
+        );
     Client::new(
         &lab.endpoint(),
         Credentials::api_key(lab.api_key(), lab.secret_key().clone()),

@@ -109,6 +109,7 @@ impl Session {
 
 /// How to rehearse.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// The session to run on.
     pub session: Session,
@@ -117,6 +118,12 @@ pub struct Options {
     /// The longest a statement may run (the connection's read timeout). Default 6 h.
     pub statement_timeout: Duration,
 }
+
+cs_core::setters!(Options {
+    session: Session,
+    slow: Duration,
+    statement_timeout: Duration,
+});
 
 impl Default for Options {
     fn default() -> Self {

@@ -58,10 +58,7 @@ fn runs_steps_on_the_mapped_schemas_and_refuses_several_statements_in_one() {
         cloud: db.name().to_string(),
         usage: usage.clone(),
     };
-    let options = Options {
-        slow: Duration::from_millis(200),
-        ..Options::default()
-    };
+    let options = Options::default().slow(Duration::from_millis(200));
     let good = "CREATE TABLE `cloud`.`t` (\n  a int -- a column\n);\nINSERT INTO cloud.t VALUES (1);\nSELECT SLEEP(0.3);\n";
     let r = rehearse(&server.root(), &map, &plan(), &scripts(good), &options).unwrap();
     assert!(r.passed, "{r}");

@@ -50,6 +50,13 @@ pub struct LocateOptions {
     pub timeout: Duration,
 }
 
+cs_core::setters!(LocateOptions {
+    rules: Rules,
+    apt_arch: String,
+    vars: BTreeMap<String, String>,
+    timeout: Duration,
+});
+
 impl Default for LocateOptions {
     fn default() -> Self {
         LocateOptions {
