@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Shared by several examples; each uses part of it.
 
+pub(crate) mod cli;
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
