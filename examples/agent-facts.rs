@@ -44,7 +44,7 @@ struct Args {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;
     let targets = match agent_common::read_hosts(&args.hosts) {

@@ -152,7 +152,7 @@ fn fault(name: &str) -> Option<cs_lab::KvmFault> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;
     let Ok(target) = CsVersion::parse(&args.to) else {

@@ -63,7 +63,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let db = match common::db_url("backup", &args.db) {
         Ok(db) => db,

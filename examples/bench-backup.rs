@@ -94,7 +94,7 @@ struct Args {
 const DBS: [&str; 2] = ["cloud", "cloud_usage"];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     if let Some(dir) = &args.child_dump {
         return child_dump(dir, args.dump_threads);

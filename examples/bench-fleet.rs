@@ -372,7 +372,7 @@ async fn ssh_loop(lab: &[KvmHost]) -> Result<Duration, String> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     match bench(&args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -213,7 +213,7 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let lab = LabApi::start().expect("lab API starts");
     let clusters = args.hosts.div_ceil(20);

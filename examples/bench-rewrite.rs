@@ -67,7 +67,7 @@ fn median_time(text: &str, runs: usize) -> Duration {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let mut per_entry = Vec::new();
     for n in [args.small, args.large] {

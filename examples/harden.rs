@@ -44,7 +44,7 @@ struct Args {
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let config = match common::load("harden", &args.config) {
         Ok(c) => c,

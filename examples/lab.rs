@@ -218,7 +218,7 @@ async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
 #[allow(clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let bars = Arc::new(common::Bars::new());
     match demo(&bars).await {

@@ -59,7 +59,7 @@ struct Args {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     match run(&args).await {
         Ok((text, code)) => {

@@ -119,7 +119,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;
     if let Some(files) = &args.diff {

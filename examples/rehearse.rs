@@ -99,7 +99,7 @@ fn usage(msg: &str) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let progress: Arc<dyn cs_core::Progress> = if args.output.json {
         Arc::new(cs_core::NoProgress)

@@ -107,7 +107,7 @@ fn announcement(manifest: &Manifest, db: &cs_backup::DbUrl, args: &Args) -> Stri
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let db = match common::db_url("restore", &args.db) {
         Ok(db) => db,

@@ -92,7 +92,7 @@ impl From<&str> for Stop {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -158,7 +158,7 @@ fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;
     let config = match common::load("upgrade", &args.config) {

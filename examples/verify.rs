@@ -44,7 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
     args.verbosity.init();
     let Some(dir) = args.from.clone().or_else(|| args.dir.clone()) else {
         return common::fail("verify", &std::io::Error::other("give --from DIR"));

@@ -247,7 +247,7 @@ async fn hardening_report_and_fix(lab: &Lab, config: &UpgradeConfig, path: &Path
     );
 
     let config_path = path.to_str().expect("a UTF-8 path");
-    let (code, out, err) = run_example(lab, "harden", &["--config", config_path, "--fix"]);
+    let (code, out, err) = run_example(lab, "harden", &["--config", config_path, "--fix", "--yes"]);
     // The integration port is reported, not changed: still a warning.
     assert_eq!(code, 1, "{out}{err}");
     assert!(

@@ -7,6 +7,55 @@ use std::time::Duration;
 
 use clap::ArgAction;
 
+/// Parses the command line. `--help` and `--version` print and exit 0; any other problem (an
+/// unknown flag, a missing or bad value) prints one line, `<tool>: <what>` with the way to the
+/// help, and exits 2 (clap's own rendering spans several lines).
+pub(crate) fn parse<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            let program = std::env::args_os()
+                .next()
+                .map(std::path::PathBuf::from)
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "cs-upgrade".into());
+            #[allow(clippy::print_stderr)] // The example owns the terminal.
+            {
+                eprintln!(
+                    "{program}: {} (see --help)",
+                    one_line(&e.render().to_string())
+                );
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Clap's error text as one line: the message and its details, without the usage and tips.
+fn one_line(text: &str) -> String {
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || line.starts_with("tip:") {
+            continue;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    parts.join(" ")
+}
+
 /// `-v` (repeatable) and `-q`, flattened into every example's arguments.
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub(crate) struct Verbosity {
@@ -87,8 +136,7 @@ pub(crate) const REPORT: &str = after_help!(
 /// Tools that do one job (backup, verify, restore, upgrade, rewrite-repo, lab).
 pub(crate) const ACTION: &str = after_help!(
     "  0    done\n  \
-     2    an error, a refusal or no confirmation (one line on stderr); nothing is half-done \
-     that the line does not name"
+     2    an error, a refusal or no confirmation (one line on stderr)"
 );
 
 /// Tools that work on many hosts (agent-facts, agent-upgrade).
@@ -194,5 +242,11 @@ mod tests {
         assert_eq!(release_line("4.19").as_deref(), Ok("4.19"));
         assert_eq!(release_line("4.19.0.0").as_deref(), Ok("4.19"));
         assert!(release_line("four").is_err());
+        assert_eq!(
+            one_line(
+                "error: the following required arguments were not provided:\n  --to <TO>\n\nUsage: plan --to <TO>\n\nFor more information, try '--help'.\n"
+            ),
+            "the following required arguments were not provided: --to <TO>"
+        );
     }
 }

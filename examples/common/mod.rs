@@ -143,18 +143,6 @@ pub(crate) fn load(program: &str, path: &Path) -> Result<UpgradeConfig, ExitCode
     }
 }
 
-/// Logs to stderr at `RUST_LOG` (default warn).
-pub(crate) fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
-}
-
 /// Asks before a destructive action. `what` says what is about to happen (one or more lines).
 /// With `yes` (the `--yes` flag) it goes ahead at once. On a terminal (stdin and stderr) it
 /// asks `Go ahead? [y/N]` on stderr and goes ahead on `y` or `yes` only. Without a terminal it

@@ -1,0 +1,231 @@
+//! One interface for every tool: each example binary answers `--help` with exit code 0, lists
+//! `-v`, `-q`, its exit codes and `RUST_LOG` (the operator tools `--json` too); an unknown flag
+//! exits 2 with one line; and `--json` output of the cheap tools is exactly one JSON document.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+/// Every example, and whether it is an operator tool (must take `--json`; a benchmark may). The test below checks
+/// this list against `examples/*.rs`, so a new tool cannot be left out.
+const EXAMPLES: &[(&str, bool)] = &[
+    ("agent-facts", true),
+    ("agent-upgrade", true),
+    ("backup", true),
+    ("bench-backup", false),
+    ("bench-fleet", false),
+    ("bench-inventory", false),
+    ("bench-rewrite", false),
+    ("diagnose", true),
+    ("harden", true),
+    ("lab", false),
+    ("plan", true),
+    ("preflight", true),
+    ("probe", true),
+    ("rehearse", true),
+    ("restore", true),
+    ("rewrite-repo", true),
+    ("upgrade", true),
+    ("verify", true),
+];
+
+/// Runs an example with stdin from /dev/null and no `RUST_LOG`; exit code, stdout, stderr.
+fn run(name: &str, args: &[&str]) -> (i32, String, String) {
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binaries
+    let out = std::process::Command::new(common::example(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("CS_DB_URL")
+        .env_remove("CS_PLAN_DB")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_list_is_every_example() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    found.sort();
+    let listed: Vec<&str> = EXAMPLES.iter().map(|(n, _)| *n).collect();
+    assert_eq!(found, listed);
+    // The README's table names every tool.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    for name in listed {
+        assert!(readme.contains(&format!("`{name}")), "README misses {name}");
+    }
+}
+
+#[test]
+fn every_example_has_help_with_the_shared_flags_and_exit_codes() {
+    for &(name, operator) in EXAMPLES {
+        let (code, out, err) = run(name, &["--help"]);
+        assert_eq!(code, 0, "{name} --help: {out}{err}");
+        assert!(err.is_empty(), "{name} --help wrote to stderr: {err}");
+        assert!(out.contains("Usage:"), "{name} --help: {out}");
+        for flag in ["-v, --verbose", "-q, --quiet", "Exit codes:", "RUST_LOG"] {
+            assert!(out.contains(flag), "{name} --help lacks {flag}: {out}");
+        }
+        assert!(out.contains("  0 "), "{name}: no exit code 0: {out}");
+        assert!(out.contains("  2 "), "{name}: no exit code 2: {out}");
+        if operator {
+            assert!(out.contains("--json"), "{name} --help lacks --json: {out}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_flag_exits_2_with_one_line() {
+    for &(name, _) in EXAMPLES {
+        let (code, out, err) = run(name, &["--no-such-flag"]);
+        assert_eq!(code, 2, "{name}: {out}{err}");
+        assert!(out.is_empty(), "{name}: {out}");
+        assert_eq!(err.lines().count(), 1, "{name}: not one line: {err}");
+        assert!(
+            err.starts_with(&format!("{name}: ")) && err.contains("--no-such-flag"),
+            "{name}: {err}"
+        );
+    }
+    // A bad value is one line too, naming the flag.
+    let (code, _, err) = run("probe", &["--wait", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--wait") && err.contains("soon"), "{err}");
+    // -v and -q together are refused.
+    let (code, _, err) = run(
+        "plan",
+        &["-v", "-q", "--from", "4.18.0.0", "--to", "4.19.0.0"],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+/// Parses `text` as exactly one JSON value (trailing whitespace allowed, nothing else).
+fn one_json(what: &str, text: &str) -> serde_json::Value {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    let first = values
+        .next()
+        .unwrap_or_else(|| panic!("{what}: no JSON: {text}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+    assert!(
+        values.next().is_none(),
+        "{what}: more than one value: {text}"
+    );
+    first
+}
+
+#[test]
+fn json_output_is_one_document() {
+    // plan, offline.
+    let (code, out, err) = run(
+        "plan",
+        &["--from", "4.18.0.0", "--to", "4.19.0.0", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let j = one_json("plan", &out);
+    assert!(j["steps"].as_array().is_some_and(|s| !s.is_empty()), "{j}");
+
+    // -v and -q are accepted anywhere and change nothing on stdout.
+    let (code, quiet, _) = run(
+        "plan",
+        &["-q", "--from", "4.18.0.0", "--to", "4.19.0.0", "--json"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(quiet, out);
+
+    // The check list.
+    let (code, out, err) = run("preflight", &["--list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j = one_json("preflight --list", &out);
+    assert!(j.as_array().is_some_and(|l| l.len() > 10), "{j}");
+
+    // probe on two snapshot files: one VM moved is a finding.
+    let tmp = tempfile::tempdir().unwrap();
+    let snapshot = |host: &str| {
+        serde_json::json!({
+            "taken_at": "2026-12-07T10:00:00Z",
+            "endpoint": "http://127.0.0.1:1/client/api",
+            "hosts": [
+                {"id": "h1", "name": "kvm1", "state": "Up"},
+                {"id": "h2", "name": "kvm2", "state": "Up"},
+            ],
+            "vms": [{"id": "v1", "name": "web", "state": "Running",
+                     "host_id": host, "host_name": host}],
+        })
+        .to_string()
+    };
+    let (before, after) = (
+        tmp.path().join("before.json"),
+        tmp.path().join("after.json"),
+    );
+    std::fs::write(&before, snapshot("h1")).unwrap();
+    std::fs::write(&after, snapshot("h2")).unwrap();
+    let (code, out, err) = run(
+        "probe",
+        &[
+            "--diff",
+            before.to_str().unwrap(),
+            after.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(code == 1 || code == 2, "exit {code}: {out}{err}");
+    let j = one_json("probe --diff", &out);
+    assert!(
+        j["findings"].as_array().is_some_and(|f| !f.is_empty()),
+        "{j}"
+    );
+    assert!(j["diff"].is_object(), "{j}");
+
+    // rewrite-repo's dry run on a file.
+    let list = tmp.path().join("cloudstack.list");
+    std::fs::write(
+        &list,
+        "deb https://download.cloudstack.org/ubuntu noble 4.18\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        "rewrite-repo",
+        &[
+            "--to",
+            "4.19.0.0",
+            "--dry-run",
+            "--json",
+            list.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let j = one_json("rewrite-repo --dry-run", &out);
+    assert_eq!(j["to"], "4.19", "a version means its line: {j}");
+    assert!(
+        j["diff"].as_str().is_some_and(|d| d.contains("+deb")),
+        "{j}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&list).unwrap(),
+        "deb https://download.cloudstack.org/ubuntu noble 4.18\n"
+    );
+
+    // verify on a directory that is no backup: an error, one line, nothing on stdout.
+    let (code, out, err) = run(
+        "verify",
+        &["--from", tmp.path().to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("verify: "), "{err}");
+}
