@@ -229,3 +229,53 @@ fn json_output_is_one_document() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("verify: "), "{err}");
 }
+
+/// Pre-flight of an installation that is nowhere: the database checks all break on the same
+/// unreachable server, shown once with their count; the `mysql` crate's error reads as the
+/// driver's message, not as `DriverError { .. }`; `--json` is one document with every check.
+#[test]
+fn one_unreachable_database_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::nowhere_config(tmp.path());
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+    let output = |json: bool| {
+        let mut cmd = std::process::Command::new(common::example("preflight"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("CS_DB_PASSWORD", "planted-db-secret")
+            .env("CLOUDSTACK_KEY", "key")
+            .env("CLOUDSTACK_SECRET", "planted-api-secret")
+            .stdin(Stdio::null());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run preflight");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, table) = output(false);
+    assert_eq!(code, 255, "{table}");
+    let broken: Vec<&str> = table.lines().filter(|l| l.starts_with("ERR")).collect();
+    assert_eq!(broken.len(), 1, "{table}");
+    assert!(broken[0].contains("the same for"), "{table}");
+    assert!(broken[0].contains("127.0.0.1:1"), "{table}");
+    for debug in ["DriverError {", "MySqlError {", "IoError {"] {
+        assert!(!table.contains(debug), "{table}");
+    }
+    assert!(!table.contains("planted"), "{table}");
+
+    let (code, out) = output(true);
+    assert_eq!(code, 255, "{out}");
+    let j = one_json("preflight --json", &out);
+    let listed = j["broken"].as_array().map_or(0, Vec::len);
+    let counted = broken[0]
+        .split("the same for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .expect("a count");
+    assert_eq!(listed, counted, "{out}");
+}

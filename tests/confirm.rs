@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 
 use cs_backup::{BackupOptions, NativeEngine, backup};
@@ -154,65 +153,10 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     );
 }
 
-/// A config for an installation that is nowhere (every address refuses at once), with its
-/// backups under `dir`.
-fn nowhere_config(dir: &Path) -> std::path::PathBuf {
-    let text = include_str!("../examples/upgrade.toml")
-        .replace(
-            "/var/backups/cloudstack",
-            dir.join("backups").to_str().unwrap(),
-        )
-        .replace("10.0.0.5", "127.0.0.1")
-        .replace("port = 3306", "port = 1")
-        .replace("http://10.0.0.10:8080", "http://127.0.0.1:1")
-        .replace("/root/.ssh/id_ed25519", dir.join("id").to_str().unwrap())
-        .replace(
-            "/root/.ssh/known_hosts",
-            dir.join("known_hosts").to_str().unwrap(),
-        )
-        // Nodes on port 1 of the loopback: nothing listens there.
-        .replace(
-            "address = \"10.0.0.10\"",
-            "address = \"127.0.0.1\"\nport = 1",
-        )
-        .replace(
-            "address = \"10.0.0.11\"",
-            "address = \"127.0.0.1\"\nport = 1",
-        )
-        .replace("10.0.2.21", "127.0.0.1")
-        .replace("port = 2222", "port = 1")
-        .replace("connect_timeout = \"10s\"", "connect_timeout = \"1s\"");
-    assert!(!text.contains("10.0."), "an address left: {text}");
-    let path = dir.join("upgrade.toml");
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    path
-}
-
-/// Every file under `dir`, relative.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = nowhere_config(tmp.path());
+    let config = common::nowhere_config(tmp.path());
     let config = config.to_str().unwrap();
     let env = [
         ("CS_DB_PASSWORD", "planted-db-secret"),
@@ -220,7 +164,7 @@ fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
         ("CLOUDSTACK_SECRET", "planted-api-secret"),
     ];
     let backups = tmp.path().join("backups");
-    let before = files(tmp.path());
+    let before = common::files(tmp.path());
 
     // The dry run never asks (here it fails for want of the servers, not of an answer).
     let (code, out, err) = run("upgrade", &["--config", config, "--dry-run"], &env);
@@ -259,7 +203,7 @@ fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
             assert!(err.contains("discards what the cloud wrote since"), "{err}");
         }
         assert_eq!(
-            files(tmp.path()),
+            common::files(tmp.path()),
             before,
             "upgrade {args:?} wrote under {} without --yes",
             backups.display()
@@ -287,7 +231,7 @@ async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
             .iter()
             .flat_map(|m| {
                 let root = m.root().to_path_buf();
-                files(&root)
+                common::files(&root)
                     .into_iter()
                     .filter_map(move |f| {
                         let meta = std::fs::metadata(root.join(&f)).ok()?;
@@ -302,7 +246,7 @@ async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
     };
     // Open a secret file up, as the hardening report flags: `harden --fix` would tighten it.
     let first = lab.management_servers()[0].root().to_path_buf();
-    let secret = files(&first)
+    let secret = common::files(&first)
         .into_iter()
         .find(|f| f.ends_with("db.properties"))
         .expect("db.properties in the lab");
@@ -354,19 +298,19 @@ async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
 #[test]
 fn harden_fix_refuses_without_yes_before_reaching_any_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = nowhere_config(tmp.path());
+    let config = common::nowhere_config(tmp.path());
     let config = config.to_str().unwrap();
     let env = [
         ("CS_DB_PASSWORD", "planted-db-secret"),
         ("CLOUDSTACK_KEY", "key"),
         ("CLOUDSTACK_SECRET", "planted-api-secret"),
     ];
-    let before = files(tmp.path());
+    let before = common::files(tmp.path());
     let result = run("harden", &["--config", config, "--fix"], &env);
     assert_refused("harden --fix", &result);
     assert!(!result.2.contains("cannot reach"), "{}", result.2);
     assert!(!result.2.contains("planted"), "{}", result.2);
-    assert_eq!(files(tmp.path()), before);
+    assert_eq!(common::files(tmp.path()), before);
     // `--yes` without `--fix` means nothing: refused as a usage error.
     let (code, _, err) = run("harden", &["--config", config, "--yes"], &env);
     assert_eq!(code, 2, "{err}");
@@ -382,7 +326,7 @@ fn rewrite_repo_refuses_to_write_without_yes_and_writes_with_it() {
     let list = tmp.path().join("cloudstack.list");
     std::fs::write(&list, LIST).unwrap();
     let path = list.to_str().unwrap();
-    let before = files(tmp.path());
+    let before = common::files(tmp.path());
 
     // The dry run and --stdout never ask and write nothing.
     for extra in [&["--dry-run"][..], &["--stdout"][..]] {
@@ -393,7 +337,7 @@ fn rewrite_repo_refuses_to_write_without_yes_and_writes_with_it() {
         assert!(!err.contains("not confirmed"), "{err}");
         assert!(out.contains("4.19"), "{out}");
     }
-    assert_eq!(files(tmp.path()), before);
+    assert_eq!(common::files(tmp.path()), before);
 
     let result = run("rewrite-repo", &["--to", "4.19.0.0", path], &[]);
     assert_refused("rewrite-repo", &result);
@@ -403,7 +347,11 @@ fn rewrite_repo_refuses_to_write_without_yes_and_writes_with_it() {
         result.2
     );
     assert_eq!(std::fs::read_to_string(&list).unwrap(), LIST);
-    assert_eq!(files(tmp.path()), before, "a backup copy was written");
+    assert_eq!(
+        common::files(tmp.path()),
+        before,
+        "a backup copy was written"
+    );
 
     let (code, out, err) = run("rewrite-repo", &["--to", "4.19.0.0", path, "--yes"], &[]);
     assert_eq!(code, 0, "{out}{err}");
@@ -413,7 +361,11 @@ fn rewrite_repo_refuses_to_write_without_yes_and_writes_with_it() {
             .contains("noble 4.19"),
         "{out}{err}"
     );
-    assert_eq!(files(tmp.path()).len(), 2, "the file and its backup copy");
+    assert_eq!(
+        common::files(tmp.path()).len(),
+        2,
+        "the file and its backup copy"
+    );
 }
 
 #[test]

@@ -213,8 +213,11 @@ pub(crate) fn table(report: &cs_core::Report) -> String {
             .cloned()
             .unwrap_or_else(|| report.broken[0].clone());
         if ids.len() > 1 {
-            b.error = format!("{error} ({} checks: {})", ids.len(), ids.join(", "));
-            b.id = format!("{} (+{})", ids[0], ids.len() - 1);
+            b.error = format!(
+                "{error} (the same for {} checks: {})",
+                ids.len(),
+                ids.join(", ")
+            );
         }
         shown.broken.push(b);
     }
