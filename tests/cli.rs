@@ -238,26 +238,29 @@ fn one_unreachable_database_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let config = common::nowhere_config(tmp.path());
     #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
-    let output = |json: bool| {
+    let output = |extra: &[&str], rust_log: Option<&str>| {
         let mut cmd = std::process::Command::new(common::example("preflight"));
         cmd.arg("--config")
             .arg(&config)
+            .args(extra)
             .env_remove("RUST_LOG")
             .env("CS_DB_PASSWORD", "planted-db-secret")
             .env("CLOUDSTACK_KEY", "key")
             .env("CLOUDSTACK_SECRET", "planted-api-secret")
             .stdin(Stdio::null());
-        if json {
-            cmd.arg("--json");
+        if let Some(filter) = rust_log {
+            cmd.env("RUST_LOG", filter);
         }
         let out = cmd.output().expect("run preflight");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, table) = output(false);
+    let (code, table, err) = output(&[], None);
     assert_eq!(code, 255, "{table}");
+    assert!(err.is_empty(), "the default log is warnings and up: {err}");
     let broken: Vec<&str> = table.lines().filter(|l| l.starts_with("ERR")).collect();
     assert_eq!(broken.len(), 1, "{table}");
     assert!(broken[0].contains("the same for"), "{table}");
@@ -267,7 +270,7 @@ fn one_unreachable_database_is_one_line() {
     }
     assert!(!table.contains("planted"), "{table}");
 
-    let (code, out) = output(true);
+    let (code, out, _) = output(&["--json"], None);
     assert_eq!(code, 255, "{out}");
     let j = one_json("preflight --json", &out);
     let listed = j["broken"].as_array().map_or(0, Vec::len);
@@ -278,4 +281,19 @@ fn one_unreachable_database_is_one_line() {
         .and_then(|n| n.parse::<usize>().ok())
         .expect("a count");
     assert_eq!(listed, counted, "{out}");
+
+    // -vv logs at debug; RUST_LOG, when set, decides instead; the report is the same.
+    let (code, again, err) = output(&["-vv"], None);
+    assert_eq!(code, 255);
+    assert!(err.contains(" DEBUG "), "{err}");
+    assert!(!err.contains("planted"), "a secret in the log: {err}");
+    assert_eq!(again.lines().count(), table.lines().count());
+    let (_, _, err) = output(&["-vv"], Some("off"));
+    assert!(err.is_empty(), "RUST_LOG=off did not win over -vv: {err}");
+    let (_, _, err) = output(&["-q"], Some("cs_api=debug"));
+    assert!(
+        err.contains("cs_api::client"),
+        "RUST_LOG did not win over -q: {err}"
+    );
+    assert!(!err.contains("reqwest"), "{err}");
 }

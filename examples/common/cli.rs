@@ -62,7 +62,8 @@ pub(crate) struct Verbosity {
     /// More detail on stderr: `-v` info, `-vv` debug, `-vvv` trace.
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
-    /// Only errors on stderr: no progress, no warnings, no log below error.
+    /// Quiet: no progress and no log below error on stderr (errors, refusals and the config's
+    /// own warnings still show).
     #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: bool,
 }
