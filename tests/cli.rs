@@ -297,3 +297,50 @@ fn one_unreachable_database_is_one_line() {
     );
     assert!(!err.contains("reqwest"), "{err}");
 }
+
+/// `agent-facts --json` (JSON Lines before) is one document: every host, the failed one with
+/// its error, and the count; a failed host is exit code 1.
+#[test]
+fn agent_facts_json_is_one_document() {
+    let lab = cs_lab::start_kvm_hosts(1, 1, |_| {}).expect("a lab KVM host");
+    let ssh = lab[0].ssh().expect("the host's sshd");
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "{}\nroot@127.0.0.1:1 cluster=c9\n",
+            lab[0].hosts_line().expect("a hosts line")
+        ),
+    )
+    .unwrap();
+    let (key, known) = (ssh.client_key(), ssh.known_hosts());
+    let (code, out, err) = run(
+        "agent-facts",
+        &[
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--identity",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            known.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let j = one_json("agent-facts --json", &out);
+    assert_eq!(j["failed"], 1, "{j}");
+    let hosts = j["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 2, "{j}");
+    assert!(
+        hosts.iter().any(|h| h["elapsed_ms"].is_u64()),
+        "the lab host's facts: {j}"
+    );
+    assert!(
+        hosts
+            .iter()
+            .any(|h| h["host"] == "root@127.0.0.1:1" && h["error"].is_string()),
+        "{j}"
+    );
+    assert!(!out.contains(lab[0].passphrase().expose()), "{out}");
+}
