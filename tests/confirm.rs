@@ -122,8 +122,21 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     drop(cloudstack);
 
     // A scratch-only restore leaves the live schema alone: it does not ask.
-    let (code, out, err) = run("restore", &["--from", from, "--scratch-only"], &env);
+    // With --json its answer is one JSON document.
+    let (code, out, err) = run(
+        "restore",
+        &["--from", from, "--scratch-only", "--json"],
+        &env,
+    );
     assert_eq!(code, 0, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(j["schemas"][0]["source"], schema.as_str(), "{j}");
+    assert!(
+        j["schemas"][0]["scratch"]
+            .as_str()
+            .is_some_and(|s| s.contains("__restore_")),
+        "{j}"
+    );
     let after_scratch = state(&root, &schema, &format!("{schema}__"));
     for s in &after_scratch.1 {
         db.adopt(s);
