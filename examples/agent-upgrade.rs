@@ -224,7 +224,8 @@ async fn main() -> ExitCode {
     if !args.dry_run && args.lab.is_none() {
         let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
         let what = format!(
-            "agent-upgrade: about to upgrade cloudstack-agent to {target} and restart it on {}              host(s): {}",
+            "agent-upgrade: about to upgrade cloudstack-agent to {target} and restart it on {} \
+             host(s): {}",
             names.len(),
             names.join(", ")
         );
