@@ -96,7 +96,7 @@ fn versions(lab: &Lab) -> String {
 }
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
-async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
+async fn demo(bars: &Arc<dyn cs_core::Progress>) -> DemoResult<()> {
     let started = Instant::now();
     let v4190: CsVersion = "4.19.0.0".parse().map_err(|e| format!("{e}"))?;
     let v4191: CsVersion = "4.19.1.0".parse().map_err(|e| format!("{e}"))?;
@@ -220,7 +220,7 @@ async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
 async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
-    let bars = Arc::new(common::Bars::new());
+    let bars = args.verbosity.progress();
     match demo(&bars).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
