@@ -5,7 +5,9 @@
 //! agent-facts --hosts FILE [--identity KEY] [--known-hosts FILE] [--parallel N] [--json]
 //! ```
 //!
-//! FILE has one `user@host[:port] [cluster=NAME] [root=DIR]` a line. Exits 1 when a host failed.
+//! FILE has one `user@host[:port] [cluster=NAME] [root=DIR]` a line. `--json` prints one JSON
+//! document: `{"hosts": [...], "failed": N}`, each host its facts (with `elapsed_ms`) or
+//! `{"host", "error"}`. Exits 1 when a host failed, 2 on an error.
 
 #[path = "agent_common/mod.rs"]
 mod agent_common;
@@ -19,6 +21,7 @@ use clap::Parser;
 
 /// Collect KVM agent facts from many hosts.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::FLEET)]
 struct Args {
     /// Hosts file: `user@host[:port] [cluster=NAME]` a line.
     #[arg(long)]
@@ -32,15 +35,18 @@ struct Args {
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 10)]
     parallel: usize,
-    /// JSON lines instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let json = args.output.json;
     let targets = match agent_common::read_hosts(&args.hosts) {
         Ok(t) => t,
         Err(e) => {
@@ -52,8 +58,8 @@ async fn main() -> ExitCode {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
     };
-    let bar = common::Bars::new();
-    let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {
+    let progress = args.verbosity.progress();
+    let results = cs_agent::fleet::for_each(&targets, args.parallel, progress.as_ref(), |t| {
         let ssh = &ssh;
         async move {
             let node = ssh.node(&t).await?;
@@ -64,7 +70,8 @@ async fn main() -> ExitCode {
     })
     .await;
     let mut failed = 0;
-    if !args.json {
+    let mut docs = Vec::new();
+    if !json {
         println!(
             "{:<28} {:<8} {:<12} {:<12} {:<5} {:<10} {:<8} STATUS",
             "HOST", "CLUSTER", "AGENT", "COMMON", "JAVA", "KEYSTORE", "CRT DAYS"
@@ -76,10 +83,10 @@ async fn main() -> ExitCode {
     for (t, r, elapsed) in results {
         match r {
             Ok(f) => {
-                if args.json {
+                if json {
                     let mut v = serde_json::to_value(&f).unwrap_or_default();
                     v["elapsed_ms"] = (elapsed.as_millis() as u64).into();
-                    println!("{v}");
+                    docs.push(v);
                     continue;
                 }
                 let ver = |i: usize| {
@@ -124,13 +131,16 @@ async fn main() -> ExitCode {
             }
             Err(e) => {
                 failed += 1;
-                if args.json {
-                    println!("{}", serde_json::json!({"host": t.label(), "error": e}));
+                if json {
+                    docs.push(serde_json::json!({"host": t.label(), "error": e}));
                 } else {
                     println!("{:<28} FAILED: {e}", t.label());
                 }
             }
         }
+    }
+    if json {
+        common::cli::print_json(&serde_json::json!({ "hosts": docs, "failed": failed }));
     }
     if failed > 0 {
         eprintln!("agent-facts: {failed} host(s) failed");

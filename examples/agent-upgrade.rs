@@ -14,8 +14,12 @@
 //!
 //! Whether a host is Up again comes from the management server in a real upgrade (cs-api's
 //! `HostStatus`, wired in by the orchestrator). This example, outside the lab, judges it from
-//! the host itself: `cloudstack-agent` active and installed at the version. Exits 1 when any
-//! host failed.
+//! the host itself: `cloudstack-agent` active and installed at the version.
+//!
+//! A run (not `--dry-run`, not `--lab`) upgrades packages and restarts agents: it says which
+//! hosts and asks `[y/N]` on a terminal; without one it refuses (exit 2, no host contacted, no
+//! journal written) unless `--yes` is given. `--json` prints one JSON document (the waves and
+//! what each host would do, or the fleet report). Exits 1 when any host failed, 2 on an error.
 
 #[path = "agent_common/mod.rs"]
 mod agent_common;
@@ -35,6 +39,7 @@ use cs_core::{BoxError, CsVersion, Host, HostStatus, HypervisorState, Runner};
 
 /// Refresh KVM agents across a fleet.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::FLEET)]
 struct Args {
     /// Hosts file: `user@host[:port] [cluster=NAME] [root=DIR]` a line.
     #[arg(long, required_unless_present = "lab")]
@@ -43,8 +48,8 @@ struct Args {
     #[arg(long)]
     lab: Option<usize>,
     /// Lab faults, `NAME=FAULT` (install-fails, never-up, overwrite-identity, drop-passphrase,
-    /// mixed-jars); repeatable.
-    #[arg(long)]
+    /// mixed-jars); repeatable, or comma-separated.
+    #[arg(long, value_delimiter = ',')]
     fault: Vec<String>,
     /// The version to install (`4.19.1.0`).
     #[arg(long)]
@@ -76,9 +81,18 @@ struct Args {
     /// Where the fleet and per-host journals go (resume by running again with the same dir).
     #[arg(long, default_value = "agent-upgrade-journal")]
     journal_dir: PathBuf,
-    /// Seconds to wait for each host to be Up at the target after its restart.
-    #[arg(long, default_value_t = 600)]
-    up_deadline: u64,
+    /// How long to wait for each host to be Up at the target after its restart (`10m`,
+    /// `90s`; plain seconds too).
+    #[arg(long, value_parser = common::cli::duration, default_value = "10m")]
+    up_deadline: Duration,
+    /// Go ahead without asking (a run asks `[y/N]` on a terminal and refuses without one unless
+    /// this is given; `--dry-run` and `--lab` never ask).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 /// Outside the lab: Up when the agent's unit is active, at the installed package's version.
@@ -138,7 +152,9 @@ fn fault(name: &str) -> Option<cs_lab::KvmFault> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let json = args.output.json;
     let Ok(target) = CsVersion::parse(&args.to) else {
         eprintln!(
             "agent-upgrade: --to {} is not a CloudStack version",
@@ -205,6 +221,18 @@ async fn main() -> ExitCode {
             }
         }
     };
+    if !args.dry_run && args.lab.is_none() {
+        let names: Vec<String> = targets.iter().map(|t| t.label()).collect();
+        let what = format!(
+            "agent-upgrade: about to upgrade cloudstack-agent to {target} and restart it on {} \
+             host(s): {}",
+            names.len(),
+            names.join(", ")
+        );
+        if let Err(code) = common::confirm("agent-upgrade", &what, args.yes) {
+            return code;
+        }
+    }
     if let Err(e) = std::fs::create_dir_all(&args.journal_dir) {
         eprintln!("agent-upgrade: {}: {e}", args.journal_dir.display());
         return ExitCode::from(2);
@@ -232,7 +260,7 @@ async fn main() -> ExitCode {
             m.insert(node.key.clone(), node.host.clone());
         }
         let mut o = RefreshOptions::new(target);
-        o.up_deadline = Duration::from_secs(args.up_deadline);
+        o.up_deadline = args.up_deadline;
         o.poll = Duration::from_secs(if args.lab.is_some() { 1 } else { 5 });
         let deps = Deps {
             status: status.clone(),
@@ -258,12 +286,15 @@ async fn main() -> ExitCode {
         .canary(args.canary)
         .journal(Some(args.journal_dir.join("fleet.jsonl")));
     if args.dry_run {
-        match fleet::plan_waves(&targets, &opts) {
-            Ok(waves) => print!("{}", fleet::waves_table(&targets, &waves, &opts)),
+        let waves = match fleet::plan_waves(&targets, &opts) {
+            Ok(waves) => waves,
             Err(e) => {
                 eprintln!("agent-upgrade: {}", cs_core::error_chain(&e));
                 return ExitCode::from(2);
             }
+        };
+        if !json {
+            print!("{}", fleet::waves_table(&targets, &waves, &opts));
         }
         let results = fleet::for_each(&targets, args.parallel, &cs_core::NoProgress, |t| {
             let (connect, make_cx, journal) = (&connect, &make_cx, &journal);
@@ -280,15 +311,30 @@ async fn main() -> ExitCode {
         })
         .await;
         let mut failed = false;
+        let mut hosts = Vec::new();
         for (t, r, _) in results {
             match r {
+                Ok(steps) if json => {
+                    hosts.push(serde_json::json!({ "host": t.label(), "would_apply": steps }));
+                }
                 Ok(steps) if steps.is_empty() => println!("{:<28} nothing to do", t.label()),
                 Ok(steps) => println!("{:<28} would apply: {steps}", t.label()),
                 Err(e) => {
                     failed = true;
-                    println!("{:<28} FAILED: {e}", t.label());
+                    if json {
+                        hosts.push(serde_json::json!({ "host": t.label(), "error": e }));
+                    } else {
+                        println!("{:<28} FAILED: {e}", t.label());
+                    }
                 }
             }
+        }
+        if json {
+            let waves: Vec<Vec<String>> = waves
+                .iter()
+                .map(|w| w.iter().map(|&i| targets[i].label()).collect())
+                .collect();
+            common::cli::print_json(&serde_json::json!({ "waves": waves, "hosts": hosts }));
         }
         return if failed {
             ExitCode::from(1)
@@ -297,8 +343,8 @@ async fn main() -> ExitCode {
         };
     }
 
-    let bar = common::Bars::new();
-    let report = fleet::run_fleet(&targets, &opts, &bar, |t| {
+    let progress = args.verbosity.progress();
+    let report = fleet::run_fleet(&targets, &opts, progress.as_ref(), |t| {
         let (connect, make_cx, journal) = (&connect, &make_cx, &journal);
         async move {
             let node = connect(t.clone()).await?;
@@ -312,7 +358,11 @@ async fn main() -> ExitCode {
     .await;
     match report {
         Ok(r) => {
-            print!("{}", r.to_table());
+            if json {
+                common::cli::print_json(&serde_json::to_value(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.to_table());
+            }
             if r.all_ok() {
                 ExitCode::SUCCESS
             } else {

@@ -6,8 +6,8 @@
 //! ```
 //!
 //! The URL can come from `CS_DB_URL` instead (keeps the password out of `ps`). Progress bars on
-//! a terminal, plain lines otherwise; one line and exit 1 on failure; the password is never
-//! printed.
+//! a terminal, plain lines otherwise (none with `-q`); one line and exit 2 on failure; the
+//! password is never printed.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -35,6 +35,7 @@ enum CompressArg {
 
 /// Back up CloudStack's databases.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::ACTION)]
 struct Args {
     /// Database URL, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
@@ -51,15 +52,19 @@ struct Args {
     /// File compression.
     #[arg(long, value_enum, default_value = "none")]
     compress: CompressArg,
-    /// Schemas, comma separated.
+    /// Schemas: repeatable, or comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "cloud,cloud_usage")]
     databases: Vec<String>,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     let db = match common::db_url("backup", &args.db) {
         Ok(db) => db,
         Err(code) => return code,
@@ -69,15 +74,32 @@ async fn main() -> ExitCode {
         EngineArg::Mysqldump => Box::new(MysqldumpEngine::new(Arc::new(LocalHost::new()))),
     };
     let options = BackupOptions::default()
-        .databases(args.databases)
+        .databases(args.databases.clone())
         .threads(args.threads)
         .compression(match args.compress {
             CompressArg::Zstd => Compression::ZSTD,
             CompressArg::None => Compression::None,
         });
-    let bars = common::Bars::new();
+    let progress = args.verbosity.progress();
     let started = Instant::now();
-    match backup(engine.as_ref(), &db, &args.out, &options, &bars).await {
+    match backup(engine.as_ref(), &db, &args.out, &options, progress.as_ref()).await {
+        Ok(m) if args.output.json => {
+            common::cli::print_json(&serde_json::json!({
+                "dir": args.out,
+                "databases": options.databases,
+                "seconds": started.elapsed().as_secs_f64(),
+                "engine": &m.engine,
+                "tables": m.schemas.iter().map(|s| s.tables.len()).sum::<usize>(),
+                "rows": m.total_rows(),
+                "files": m.files.len(),
+                "bytes": m.total_bytes(),
+                "versions": m.schemas.iter()
+                    .filter_map(|s| Some((s.name.clone(), serde_json::json!(s.cloudstack_version()?.to_string()))))
+                    .collect::<serde_json::Map<_, _>>(),
+                "notes": &m.notes,
+            }));
+            ExitCode::SUCCESS
+        }
         Ok(m) => {
             #[allow(clippy::print_stdout)] // The example owns the terminal.
             {

@@ -33,6 +33,9 @@
 //! The data comes from `cs_lab::seed` (CloudStack 4.18 schema subset, real procedures,
 //! version rows up to 4.19.1.0, `--rows` generated rows in the big tables).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -48,7 +51,10 @@ use cs_lab::{MariaDb, MariaDbOptions};
 
 /// Backup/restore benchmark.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::BENCH)]
 struct Args {
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
     /// Approximate rows to seed across the big tables.
     #[arg(long, default_value_t = 5_000_000)]
     rows: u64,
@@ -88,13 +94,8 @@ struct Args {
 const DBS: [&str; 2] = ["cloud", "cloud_usage"];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .try_init();
-    }
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     if let Some(dir) = &args.child_dump {
         return child_dump(dir, args.dump_threads);
     }
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
             {
                 eprintln!("error: {e}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -116,7 +117,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn child_dump(dir: &Path, threads: usize) -> ExitCode {
     let url: DbUrl = match std::env::var("CS_DB_URL").map(|u| u.parse()) {
         Ok(Ok(u)) => u,
-        _ => return ExitCode::FAILURE,
+        _ => return ExitCode::from(2),
     };
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let options = BackupOptions::default()
@@ -152,7 +153,7 @@ fn child_dump(dir: &Path, threads: usize) -> ExitCode {
         }
         Err(e) => {
             eprintln!("native dump failed: {}", cs_core::error_chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -43,6 +43,9 @@
 //! and how much CPU other processes took during each measurement (a shared machine stretches
 //! both one host's time and the runs).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,7 +71,10 @@ enum Mode {
 
 /// Fleet benchmarks against lab hosts.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::BENCH)]
 struct Args {
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
     /// What to measure.
     #[arg(long, value_enum, default_value = "facts")]
     mode: Mode,
@@ -366,12 +372,13 @@ async fn ssh_loop(lab: &[KvmHost]) -> Result<Duration, String> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     match bench(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-fleet: {e}");
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
     }
 }

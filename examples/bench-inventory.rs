@@ -10,6 +10,9 @@
 //! `$CS_PY_VENV`); `--skip-cs` leaves it out.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,7 +26,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Time inventory snapshots against the lab.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::BENCH)]
 struct Args {
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
     /// Runs of each variant (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -207,7 +213,8 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     let lab = LabApi::start().expect("lab API starts");
     let clusters = args.hosts.div_ceil(20);
     lab.populate(&CloudSpec {

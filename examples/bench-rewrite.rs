@@ -7,6 +7,9 @@
 //! ```
 #![allow(clippy::print_stdout)] // An example owns its terminal.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -14,7 +17,10 @@ use cs_repo::{Format, Rules, rewrite};
 
 /// Time repository rewrites of two sizes.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::BENCH)]
 struct Args {
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
     /// Runs at each size (the median is reported).
     #[arg(long, default_value_t = 7)]
     runs: usize,
@@ -61,7 +67,8 @@ fn median_time(text: &str, runs: usize) -> Duration {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     let mut per_entry = Vec::new();
     for n in [args.small, args.large] {
         let text = apt_file(n);

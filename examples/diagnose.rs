@@ -5,8 +5,8 @@
 //! diagnose --config upgrade.toml [--json]
 //! ```
 //!
-//! Exit codes follow the report: 0 nothing found, 1 warnings, 2 failures, 255 a log could not
-//! be read. A config that cannot be read or a node that cannot be reached prints one line and
+//! Exit codes follow the report: 0 nothing found, 1 warnings, 2 failures or an error, 255 a
+//! log could not be read. A config that cannot be read or a node that cannot be reached prints one line and
 //! exits 2.
 
 #[path = "common/mod.rs"]
@@ -19,20 +19,22 @@ use clap::Parser;
 
 /// Explain the known failures in CloudStack's logs.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::REPORT)]
 struct Args {
     /// The upgrade configuration (TOML).
     #[arg(long)]
     config: PathBuf,
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     let config = match common::load("diagnose", &args.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -42,10 +44,10 @@ async fn main() -> ExitCode {
         Err(e) => return common::fail("diagnose", &e),
     };
     let report = cs_upgrade::diagnose(&sources, cs_upgrade::DEFAULT_TAIL_BYTES).await;
-    if args.json {
-        println!("{:#}", report.to_json());
+    if args.output.json {
+        common::cli::print_json(&report.to_json());
     } else {
-        print!("{}", report.to_table());
+        print!("{}", common::cli::table(&report));
     }
     ExitCode::from(report.exit_code())
 }

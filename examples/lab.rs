@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use cs_core::{CsVersion, RunReport, StepOutcome};
 use cs_lab::{Lab, MgmtFault};
 use cs_upgrade::{Phase, UpgradeConfig};
@@ -34,6 +35,16 @@ use cs_upgrade::{Phase, UpgradeConfig};
 const VOLATILE_TABLES: &[&str] = &["mshost"];
 
 type DemoResult<T> = Result<T, String>;
+
+/// The end-to-end demo on a throwaway local lab: pre-flight, an upgrade 4.18.0.0 -> 4.19.0.0
+/// while tenants work, then a failed upgrade rolled back automatically. Needs `mariadb-server`
+/// and `openssh-server` installed (nothing needs to run); everything is cleaned up after.
+#[derive(Debug, Parser)]
+#[command(after_help = common::cli::ACTION)]
+struct Args {
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
+}
 
 fn outcomes(report: &RunReport) -> String {
     report
@@ -49,7 +60,7 @@ fn outcomes(report: &RunReport) -> String {
                 .as_deref()
                 .map(|e| format!("\n      {e}"))
                 .unwrap_or_default();
-            format!("  {:<22} {:?}{time}{error}\n", s.id, s.outcome)
+            format!("  {:<22} {}{time}{error}\n", s.id, s.outcome)
         })
         .collect()
 }
@@ -85,7 +96,7 @@ fn versions(lab: &Lab) -> String {
 }
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
-async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
+async fn demo(bars: &Arc<dyn cs_core::Progress>) -> DemoResult<()> {
     let started = Instant::now();
     let v4190: CsVersion = "4.19.0.0".parse().map_err(|e| format!("{e}"))?;
     let v4191: CsVersion = "4.19.1.0".parse().map_err(|e| format!("{e}"))?;
@@ -207,8 +218,9 @@ async fn demo(bars: &Arc<common::Bars>) -> DemoResult<()> {
 #[allow(clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let bars = Arc::new(common::Bars::new());
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let bars = args.verbosity.progress();
     match demo(&bars).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {

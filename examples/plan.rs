@@ -17,6 +17,9 @@
 //! input (a version that does not parse, an unreachable database) prints one line and exits 2.
 //! The password is never printed.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
@@ -26,6 +29,7 @@ use cs_schema::{DbContext, DbTarget, Hop, PathPlan, PathStep, ReleaseLine};
 
 /// Print the upgrade plan between two CloudStack versions.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::REPORT)]
 struct Args {
     /// The version the database is at (not needed with --db).
     #[arg(long)]
@@ -43,18 +47,20 @@ struct Args {
     /// Name of the `cloud_usage` schema.
     #[arg(long, default_value = "cloud_usage")]
     usage_schema: String,
-    /// Skip a check by id (repeatable).
-    #[arg(long)]
+    /// Check ids to skip: repeatable, or comma-separated (`--skip db.size,db.engine`).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
     skip: Vec<String>,
-    /// JSON instead of tables.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     match run(&args).await {
         Ok((text, code)) => {
             print!("{text}");
@@ -126,7 +132,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
         },
         None => None,
     };
-    let text = if args.json {
+    let text = if args.output.json {
         let mut j = serde_json::json!({
             "from": from,
             "to": to,
@@ -164,7 +170,7 @@ async fn run(args: &Args) -> Result<(String, u8), String> {
             Some(p) => tables(p, report.as_ref()),
             None => format!(
                 "{no_path}\n\nDatabase checks:\n{}",
-                report.as_ref().map(Report::to_table).unwrap_or_default()
+                report.as_ref().map(common::cli::table).unwrap_or_default()
             ),
         }
     };
@@ -346,7 +352,7 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
         let _ = writeln!(out, "System VM templates for {to}: {}", names.join(", "));
     }
     if let Some(r) = report {
-        let _ = writeln!(out, "\nDatabase checks:\n{}", r.to_table());
+        let _ = writeln!(out, "\nDatabase checks:\n{}", common::cli::table(r));
     }
     out
 }

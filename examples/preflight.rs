@@ -6,7 +6,8 @@
 //! preflight --list [--json]
 //! ```
 //!
-//! Exit codes follow the report: 0 all passed, 1 warnings, 2 failures, 255 a check broke. A
+//! Exit codes follow the report (`--help` lists them): 0 all passed, 1 warnings, 2 failures
+//! or an error, 255 a check broke; checks broken by the same error are one line. A
 //! config that cannot be read, or a check id to skip that no check has (`--skip` or
 //! `policy.skip_checks`; the message names the nearest known id), prints one line and exits 2.
 //! `--list` prints every check: id, severity, what it reads and the real failure it prevents
@@ -24,6 +25,7 @@ use cs_upgrade::Phase;
 
 /// Run the pre-flight (or post-flight) checks of an upgrade.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::REPORT)]
 struct Args {
     /// The upgrade configuration (TOML).
     #[arg(long, required_unless_present = "list")]
@@ -34,21 +36,22 @@ struct Args {
     /// Post-flight: expect the target release everywhere.
     #[arg(long)]
     post: bool,
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Check ids to skip, comma-separated.
-    #[arg(long, value_delimiter = ',')]
+    #[command(flatten)]
+    output: common::cli::Json,
+    /// Check ids to skip: repeatable, or comma-separated (`--skip ms.heap,node.resources`).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
     skip: Vec<String>,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     if args.list {
-        let text = if args.json {
+        let text = if args.output.json {
             let list: Vec<serde_json::Value> = cs_upgrade::CATALOG
                 .iter()
                 .map(|c| {
@@ -92,10 +95,10 @@ async fn main() -> ExitCode {
     let phase = if args.post { Phase::Post } else { Phase::Pre };
     let skip: Vec<&str> = args.skip.iter().map(String::as_str).collect();
     let report = cs_upgrade::preflight(&config, phase, &skip).await;
-    if args.json {
-        println!("{:#}", report.to_json());
+    if args.output.json {
+        common::cli::print_json(&report.to_json());
     } else {
-        print!("{}", report.to_table());
+        print!("{}", common::cli::table(&report));
     }
     ExitCode::from(report.exit_code())
 }

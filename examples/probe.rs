@@ -9,9 +9,12 @@
 //! cargo run --example probe -- --diff before.json after.json
 //! ```
 //!
-//! Exit codes follow `Report`: 0 all pass, 1 warnings, 2 failures, 255 when the probe itself
-//! could not run (unreachable endpoint, refused signature, malformed reply), printed as one line.
+//! Exit codes follow `Report`: 0 all pass, 1 warnings, 2 failures, or the probe itself could
+//! not run (unreachable endpoint, refused signature, malformed reply: one line on stderr).
 #![allow(clippy::print_stderr)] // An example owns its terminal.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +29,7 @@ use cs_core::{CsVersion, Progress, ProgressUpdate, Report, Secret};
 
 /// Probe a CloudStack API endpoint.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = common::cli::REPORT)]
 struct Args {
     /// API endpoint, e.g. https://ms1.example.org:8443/client/api.
     #[arg(long, env = "CLOUDSTACK_ENDPOINT")]
@@ -37,11 +40,12 @@ struct Args {
     /// Secret key (prefer the environment variable: arguments show up in `ps`).
     #[arg(long, env = "CLOUDSTACK_SECRET", hide_env_values = true)]
     secret_key: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
     /// Wait up to this long for a healthy cloud (`90s`, `15m`, `1h`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = common::cli::duration)]
     wait: Option<Duration>,
     /// The version management servers, agents and system VMs must run.
     #[arg(long)]
@@ -64,25 +68,9 @@ struct Args {
     /// Do not verify TLS certificates at all. Insecure: for throwaway labs only.
     #[arg(long)]
     danger_accept_invalid_certs: bool,
-    /// Timeout of each request.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    /// Timeout of each request (`30s`, `2m`).
+    #[arg(long, value_parser = common::cli::duration, default_value = "30s")]
     timeout: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s or 15m"))?;
-    let mult = match unit.trim() {
-        "" | "s" | "sec" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        _ => return Err(format!("unknown unit in `{s}` (use s, m or h)")),
-    };
-    Ok(Duration::from_secs(n * mult))
 }
 
 /// Progress on stderr, one line per update.
@@ -111,7 +99,7 @@ fn out(text: &str) {
 
 fn fail(what: &str, e: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("probe: {what}: {}", cs_core::error_chain(e));
-    ExitCode::from(255)
+    ExitCode::from(2)
 }
 
 fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
@@ -125,13 +113,15 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
             serde_json::to_string_pretty(&v).unwrap_or_default()
         ));
     } else {
-        out(&report.to_table());
+        out(&common::cli::table(report));
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let json = args.output.json;
     if let Some(files) = &args.diff {
         let (before, after) = match (Inventory::load(&files[0]), Inventory::load(&files[1])) {
             (Ok(b), Ok(a)) => (b, a),
@@ -142,7 +132,7 @@ async fn main() -> ExitCode {
             findings: d.findings(),
             broken: Vec::new(),
         };
-        print_report(&report, args.json, serde_json::json!({ "diff": d }));
+        print_report(&report, json, serde_json::json!({ "diff": d }));
         return ExitCode::from(report.exit_code());
     }
     let (Some(endpoint), Some(key), Some(secret)) =
@@ -151,7 +141,7 @@ async fn main() -> ExitCode {
         eprintln!(
             "probe: give --endpoint, --api-key and --secret-key (or CLOUDSTACK_ENDPOINT, CLOUDSTACK_KEY, CLOUDSTACK_SECRET)"
         );
-        return ExitCode::from(255);
+        return ExitCode::from(2);
     };
     let config = ClientConfig::default().timeout(args.timeout).tls(
         TlsConfig::default()
@@ -177,12 +167,20 @@ async fn main() -> ExitCode {
         if let Err(e) = inv.save(path) {
             return fail("cannot save the inventory", &e);
         }
-        eprintln!(
-            "probe: saved {} VMs on {} hosts to {}",
-            inv.vms.len(),
-            inv.hosts.len(),
-            path.display()
-        );
+        if json {
+            common::cli::print_json(&serde_json::json!({
+                "inventory": path,
+                "vms": inv.vms.len(),
+                "hosts": inv.hosts.len(),
+            }));
+        } else if !args.verbosity.quiet {
+            eprintln!(
+                "probe: saved {} VMs on {} hosts to {}",
+                inv.vms.len(),
+                inv.hosts.len(),
+                path.display()
+            );
+        }
         return ExitCode::SUCCESS;
     }
     if args.ansible {
@@ -202,7 +200,18 @@ async fn main() -> ExitCode {
         version: args.expect_version,
     };
     let health = match args.wait {
-        Some(deadline) => match wait_healthy(&client, &expect, deadline, &Lines).await {
+        Some(deadline) => match wait_healthy(
+            &client,
+            &expect,
+            deadline,
+            if args.verbosity.quiet {
+                &cs_core::NoProgress as &dyn Progress
+            } else {
+                &Lines
+            },
+        )
+        .await
+        {
             Ok(h) => h,
             Err(cs_api::Error::NotHealthy {
                 report: Some(last),
@@ -220,7 +229,7 @@ async fn main() -> ExitCode {
         },
     };
     let report = health.report(&expect);
-    if !args.json {
+    if !json {
         out(&format!(
             "{}  CloudStack {}  {} management server(s), {} of {} hypervisors Up, {} system VM(s)\n\n",
             health.endpoint,
@@ -231,6 +240,6 @@ async fn main() -> ExitCode {
             health.system_vms.len()
         ));
     }
-    print_report(&report, args.json, serde_json::json!({ "health": health }));
+    print_report(&report, json, serde_json::json!({ "health": health }));
     ExitCode::from(report.exit_code())
 }

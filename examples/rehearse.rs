@@ -6,7 +6,7 @@
 //! rehearse --db URL --to VERSION --backups DIR
 //!          (--repo-file PATH [--mirror URL]... | --package FILE | --sql-dir DIR)
 //!          [--cloud cloud] [--usage cloud_usage] [--scratch-db URL] [--script-user URL]
-//!          [--db-properties PATH] [--keep-scratch] [--slow-ms N] [--json]
+//!          [--db-properties PATH] [--keep-scratch] [--slow 1s] [--json]
 //! ```
 //!
 //! With `--config`, everything comes from the upgrade's configuration: the target, the
@@ -33,6 +33,7 @@ use cs_upgrade::{RehearseOptions, ScriptSource, rehearse};
 
 /// Rehearse the schema migration on a scratch copy.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::REHEARSE)]
 struct Args {
     /// The upgrade's configuration file (instead of the options below).
     #[arg(long, conflicts_with_all = ["db", "target", "backups", "repo_file", "package", "sql_dir"])]
@@ -50,8 +51,9 @@ struct Args {
     /// downloaded from the repository it names.
     #[arg(long, conflicts_with_all = ["package", "sql_dir"])]
     repo_file: Option<PathBuf>,
-    /// Mirrors to accept as CloudStack repositories besides the official one.
-    #[arg(long)]
+    /// Mirrors to accept as CloudStack repositories besides the official one: repeatable, or
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',')]
     mirror: Vec<String>,
     /// The target's `cloudstack-management` package file (`.deb` or `.rpm`).
     #[arg(long, conflicts_with = "sql_dir")]
@@ -78,12 +80,13 @@ struct Args {
     /// Keep the scratch schemas afterwards.
     #[arg(long)]
     keep_scratch: bool,
-    /// Report statements that take at least this many milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    slow_ms: u64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
+    /// Report statements that take at least this long (`1s`, `500ms`, `2m`; plain seconds too).
+    #[arg(long, value_parser = common::cli::duration, default_value = "1s")]
+    slow: Duration,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -96,12 +99,12 @@ fn usage(msg: &str) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
-    let progress: Arc<dyn cs_core::Progress> = if args.json {
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let progress: Arc<dyn cs_core::Progress> = if args.output.json {
         Arc::new(cs_core::NoProgress)
     } else {
-        Arc::new(common::Bars::new())
+        args.verbosity.progress()
     };
     if let Some(path) = &args.config {
         let config = match common::load("rehearse", path) {
@@ -171,7 +174,7 @@ async fn main() -> ExitCode {
     options.scratch_db = scratch;
     options.script_user = script_user;
     options.keep_scratch = args.keep_scratch;
-    options.slow = Duration::from_millis(args.slow_ms);
+    options.slow = args.slow;
     if let Some(p) = &args.db_properties {
         let text = match std::fs::read_to_string(p) {
             Ok(t) => t,
@@ -192,7 +195,7 @@ async fn main() -> ExitCode {
 fn show(args: &Args, r: &cs_upgrade::Rehearsal) -> ExitCode {
     #[allow(clippy::print_stdout)] // The example owns the terminal.
     {
-        if args.json {
+        if args.output.json {
             match serde_json::to_string_pretty(&r) {
                 Ok(s) => println!("{s}"),
                 Err(e) => return common::fail("rehearse", &e),

@@ -27,6 +27,7 @@ use cs_backup::{
 
 /// Restore CloudStack's databases from a backup.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::ACTION)]
 struct Args {
     /// The backup directory.
     #[arg(long)]
@@ -50,6 +51,10 @@ struct Args {
     /// without one unless this is given).
     #[arg(long, short = 'y')]
     yes: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 /// The line on the connections that use the live schemas now (none: empty).
@@ -102,8 +107,8 @@ fn announcement(manifest: &Manifest, db: &cs_backup::DbUrl, args: &Args) -> Stri
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     let db = match common::db_url("restore", &args.db) {
         Ok(db) => db,
         Err(code) => return code,
@@ -136,12 +141,31 @@ async fn main() -> ExitCode {
             return code;
         }
     }
-    let bars = common::Bars::new();
+    let progress = args.verbosity.progress();
     let started = Instant::now();
-    let report = match restore(&args.from, &db, &options, &bars).await {
+    let report = match restore(&args.from, &db, &options, progress.as_ref()).await {
         Ok(r) => r,
         Err(e) => return common::fail("restore", &e),
     };
+    if args.output.json {
+        let dropped = args.drop_parked && !report.parked().is_empty();
+        if dropped && let Err(e) = drop_parked(&db, &report).await {
+            return common::fail("restore", &e);
+        }
+        common::cli::print_json(&serde_json::json!({
+            "tables": report.tables,
+            "rows": report.rows,
+            "seconds": started.elapsed().as_secs_f64(),
+            "schemas": report.schemas.iter().map(|s| serde_json::json!({
+                "source": s.source,
+                "target": s.target,
+                "scratch": s.scratch,
+                "parked": s.parked,
+            })).collect::<Vec<_>>(),
+            "parked_dropped": dropped,
+        }));
+        return ExitCode::SUCCESS;
+    }
     #[allow(clippy::print_stdout)] // The example owns the terminal.
     {
         println!(

@@ -10,12 +10,18 @@
 //! Without FILEs it discovers `sources.list`, `sources.list.d/*.list|*.sources`,
 //! `yum.repos.d/*.repo` and `zypp/repos.d/*.repo` (under `--root` when given). `--dry-run`
 //! prints the unified diff and writes nothing; `--stdout` prints the rewritten text of the
-//! single FILE and writes nothing. Otherwise each changed file gets a timestamped backup copy
-//! beside it and is replaced atomically. Any error ends the program with exit status 1 and one
-//! line on standard error.
+//! single FILE and writes nothing. Otherwise it says which files it is about to rewrite and asks
+//! `[y/N]` on a terminal (without one it refuses, exit 2, nothing written, unless `--yes`);
+//! each changed file gets a timestamped backup copy beside it and is replaced atomically.
+//! `--to` takes the line (`4.20`) or any version on it (`4.20.0.0`). `--json` prints one JSON
+//! document (the diff and summaries, or the files rewritten). Any error ends the program with
+//! exit status 2 and one line on standard error.
 
 // An example owns the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -27,10 +33,10 @@ use cs_repo::{Format, Rules};
 
 /// Rewrites CloudStack apt/yum repository entries to a target release line.
 #[derive(Debug, Parser)]
-#[command(name = "rewrite-repo")]
+#[command(name = "rewrite-repo", after_help = common::cli::ACTION)]
 struct Args {
-    /// Target release line (`4.20`, `24.0`).
-    #[arg(long, value_name = "LINE")]
+    /// Target release line (`4.20`, `24.0`), or a version on it (`4.20.0.0`).
+    #[arg(long, value_name = "LINE", value_parser = common::cli::release_line)]
     to: String,
     /// Print the unified diff; write nothing.
     #[arg(long, conflicts_with = "stdout")]
@@ -47,8 +53,8 @@ struct Args {
     /// known_hosts file for `--host` (default `~/.ssh/known_hosts`; unknown hosts are refused).
     #[arg(long, value_name = "FILE", requires = "host")]
     known_hosts: Option<PathBuf>,
-    /// A mirror URL prefix whose entries are CloudStack's too (repeatable).
-    #[arg(long, value_name = "PREFIX")]
+    /// A mirror URL prefix whose entries are CloudStack's too: repeatable, or comma-separated.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
     mirror: Vec<String>,
     /// Look for repository files under this root instead of `/`.
     #[arg(long, value_name = "DIR")]
@@ -56,16 +62,44 @@ struct Args {
     /// Repository files (`*.list`, `*.sources`, `*.repo`); discovered when none is given.
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Go ahead without asking (writing asks `[y/N]` on a terminal and refuses without one
+    /// unless this is given; `--dry-run` and `--stdout` never ask).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
+}
+
+/// Why the run ended early: an error (one line), or a refusal already printed.
+enum Stop {
+    Error(String),
+    Refused(ExitCode),
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Error(e)
+    }
+}
+
+impl From<&str> for Stop {
+    fn from(e: &str) -> Self {
+        Stop::Error(e.to_string())
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stop::Refused(code)) => code,
+        Err(Stop::Error(e)) => {
             eprintln!("rewrite-repo: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -75,7 +109,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     cs_core::error_chain(e)
 }
 
-async fn run(args: &Args) -> Result<(), String> {
+async fn run(args: &Args) -> Result<(), Stop> {
     let mut rules = Rules::default();
     for m in &args.mirror {
         rules = rules.with_mirror(m).map_err(|e| chain(&e))?;
@@ -99,6 +133,13 @@ async fn run(args: &Args) -> Result<(), String> {
         let text = host.read_to_string(file).await.map_err(|e| chain(&e))?;
         let out = cs_repo::rewrite(&text, format, &args.to, &rules)
             .map_err(|e| format!("{}: {}", file.display(), chain(&e)))?;
+        if args.output.json {
+            common::cli::print_json(&serde_json::json!({
+                "file": file,
+                "text": out.text,
+            }));
+            return Ok(());
+        }
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(out.text.as_bytes())
@@ -112,7 +153,7 @@ async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| chain(&e))?;
     if !plan.has_cloudstack_entries() {
         let searched: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        return Err(format!(
+        return Err(Stop::Error(format!(
             "{}: no CloudStack repository entry in {}",
             host.name(),
             if searched.is_empty() {
@@ -120,7 +161,17 @@ async fn run(args: &Args) -> Result<(), String> {
             } else {
                 searched.join(", ")
             }
-        ));
+        )));
+    }
+    let summaries: Vec<String> = plan.files.iter().flat_map(|f| f.summary()).collect();
+    if args.dry_run && args.output.json {
+        common::cli::print_json(&serde_json::json!({
+            "to": args.to,
+            "diff": plan.diff(),
+            "summary": summaries,
+            "noop": plan.is_noop(),
+        }));
+        return Ok(());
     }
     if args.dry_run {
         print!("{}", plan.diff());
@@ -134,11 +185,30 @@ async fn run(args: &Args) -> Result<(), String> {
         }
         return Ok(());
     }
+    if !plan.is_noop() {
+        let what = format!(
+            "rewrite-repo: about to point the CloudStack entries on {} at {} (a backup copy of \
+             each file is kept beside it):\n  {}",
+            host.name(),
+            args.to,
+            summaries.join("\n  ")
+        );
+        common::confirm("rewrite-repo", &what, args.yes).map_err(Stop::Refused)?;
+    }
     let applied = cs_repo::apply(host, &plan).await.map_err(|e| chain(&e))?;
-    for f in &plan.files {
-        for line in f.summary() {
-            println!("{line}");
-        }
+    if args.output.json {
+        common::cli::print_json(&serde_json::json!({
+            "to": args.to,
+            "summary": summaries,
+            "rewritten": applied.iter().map(|a| serde_json::json!({
+                "path": a.path,
+                "backup": a.backup,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    for line in &summaries {
+        println!("{line}");
     }
     for a in &applied {
         println!(

@@ -14,7 +14,7 @@
 //! upgrade --config upgrade.toml --resume     # resume a run that was interrupted or stopped
 //! upgrade --config upgrade.toml --rollback   # undo every applied step, newest first
 //! upgrade --config upgrade.toml --rollback --discard-changes-since '2026-12-07 10:15:00'
-//! upgrade --config upgrade.toml --skip ms.heap --skip node.resources
+//! upgrade --config upgrade.toml --skip ms.heap --skip node.resources   # or --skip ms.heap,node.resources
 //! upgrade --config upgrade.toml --yes        # no question (scripts, no terminal)
 //! ```
 //!
@@ -24,21 +24,24 @@
 //!
 //! Exit codes: 0 done (or already done), 2 the upgrade (or rollback) failed or was refused (one
 //! line, then the steps' outcomes), not confirmed, or the config cannot be used. Progress goes
-//! to stderr (bars on a terminal, lines otherwise); no secret is printed.
+//! to stderr (bars on a terminal, lines otherwise, none with `-q`); with `--json` stdout is one
+//! JSON document (the plan, or the run's report); no secret is printed.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use cs_core::RunReport;
 
 /// Upgrade (or roll back) a CloudStack installation.
 #[derive(Debug, Parser)]
-#[command(group(clap::ArgGroup::new("mode").args(["dry_run", "resume", "rollback"])))]
+#[command(
+    group(clap::ArgGroup::new("mode").args(["dry_run", "resume", "rollback"])),
+    after_help = common::cli::ACTION
+)]
 struct Args {
     /// The upgrade configuration (TOML).
     #[arg(long)]
@@ -56,13 +59,17 @@ struct Args {
     /// this time (UTC, `YYYY-MM-DD hh:mm:ss`; not later than the backup restored).
     #[arg(long, value_name = "TIME", requires = "rollback")]
     discard_changes_since: Option<String>,
-    /// A pre-flight check id the gate skips (repeatable).
-    #[arg(long, value_name = "ID")]
+    /// Pre-flight check ids the gate skips: repeatable, or comma-separated.
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
     skip: Vec<String>,
     /// Go ahead without asking (a run, resume or rollback asks `[y/N]` on a terminal and
     /// refuses without one unless this is given).
     #[arg(long, short = 'y')]
     yes: bool,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 /// What a run or a rollback is about to do, for the question before it.
@@ -113,7 +120,7 @@ fn outcomes(report: &RunReport) -> String {
                 .or(s.rollback_error.as_deref())
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default();
-            format!("  {:<22} {:?}{error}\n", s.id, s.outcome)
+            format!("  {:<22} {}{error}\n", s.id, s.outcome)
         })
         .collect()
 }
@@ -151,8 +158,9 @@ fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let json = args.output.json;
     let config = match common::load("upgrade", &args.config) {
         Ok(c) => c,
         Err(code) => return code,
@@ -161,6 +169,22 @@ async fn main() -> ExitCode {
     let options = cs_upgrade::ApplyOptions::skipping(&skip);
     if args.dry_run {
         return match cs_upgrade::plan_with(&config, &options).await {
+            Ok(plan) if json => {
+                common::cli::print_json(&serde_json::json!({
+                    "from": plan.record.from,
+                    "target": plan.record.target,
+                    "run": plan.record,
+                    "schema_steps": plan.schema_steps,
+                    "steps": plan.plan.steps,
+                    "would_apply": plan.plan.would_apply(),
+                    "applied": plan.plan.applied,
+                    "interrupted": plan.plan.interrupted,
+                    "gate": plan.gate.as_ref().map(cs_core::Report::to_json),
+                    "point_of_no_return": plan.point_of_no_return,
+                    "sealed": plan.sealed,
+                }));
+                ExitCode::SUCCESS
+            }
             Ok(plan) => {
                 print!("{}", plan.to_text());
                 ExitCode::SUCCESS
@@ -171,10 +195,14 @@ async fn main() -> ExitCode {
     if args.resume {
         let journal = cs_upgrade::run_dir(&config).join("journal.jsonl");
         if let Some(seal) = cs_upgrade::sealed(&config) {
-            println!(
-                "upgrade: already done: reached {} at {} (nothing to resume)",
-                seal.target, seal.finished_at
-            );
+            if json {
+                common::cli::print_json(&serde_json::json!({ "already_done": seal }));
+            } else {
+                println!(
+                    "upgrade: already done: reached {} at {} (nothing to resume)",
+                    seal.target, seal.finished_at
+                );
+            }
             return ExitCode::SUCCESS;
         }
         if let Some(why) = nothing_to_resume(&journal) {
@@ -185,16 +213,20 @@ async fn main() -> ExitCode {
     if !args.rollback
         && let Some(seal) = cs_upgrade::sealed(&config)
     {
-        println!(
-            "upgrade: already done: reached {} at {}; nothing changed",
-            seal.target, seal.finished_at
-        );
+        if json {
+            common::cli::print_json(&serde_json::json!({ "already_done": seal }));
+        } else {
+            println!(
+                "upgrade: already done: reached {} at {}; nothing changed",
+                seal.target, seal.finished_at
+            );
+        }
         return ExitCode::SUCCESS;
     }
     if let Err(code) = common::confirm("upgrade", &announcement(&config, &args), args.yes) {
         return code;
     }
-    let progress = Arc::new(common::Bars::new());
+    let progress = args.verbosity.progress();
     let result = if args.rollback {
         let mut options = cs_upgrade::RollbackOptions::default();
         options.discard_changes_since = args.discard_changes_since.clone();
@@ -202,7 +234,20 @@ async fn main() -> ExitCode {
     } else {
         cs_upgrade::apply_with(&config, &options, progress).await
     };
+    let action = if args.rollback { "rollback" } else { "upgrade" };
     match result {
+        Ok(report) if json => {
+            common::cli::print_json(&serde_json::json!({
+                "action": action,
+                "target": config.target,
+                "ok": true,
+                "report": report,
+                "postflight": cs_upgrade::postflight_evidence(&cs_upgrade::run_dir(&config))
+                    .filter(|_| !args.rollback)
+                    .map(|e| e.summary),
+            }));
+            ExitCode::SUCCESS
+        }
         Ok(report) => {
             print!("{}", outcomes(&report));
             if !args.rollback
@@ -227,7 +272,15 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             let code = common::fail("upgrade", &e);
-            if let Some(report) = &e.report {
+            if json {
+                common::cli::print_json(&serde_json::json!({
+                    "action": action,
+                    "target": config.target,
+                    "ok": false,
+                    "error": cs_core::error_chain(&e),
+                    "report": e.report,
+                }));
+            } else if let Some(report) = &e.report {
                 eprint!("{}", outcomes(report));
             }
             if let cs_upgrade::UpgradeErrorKind::Run(cs_core::RunError::Stopped { .. }) = &e.kind {

@@ -2,8 +2,11 @@
 //! compared table by table with the manifest.
 //!
 //! ```text
-//! verify DIR [--deep --db URL] [--threads N]
+//! verify --from DIR [--deep --db URL] [--threads N] [--json]
 //! ```
+//!
+//! `DIR` alone (without `--from`) is still accepted. Exit codes: 0 verified, 2 not (the first
+//! problem on one line, the others as `also:` lines) or an error.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -16,9 +19,14 @@ use cs_backup::{RestoreOptions, verify, verify_deep};
 
 /// Verify a backup.
 #[derive(Debug, Parser)]
+#[command(after_help = common::cli::ACTION)]
 struct Args {
     /// The backup directory.
-    dir: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "dir")]
+    from: Option<PathBuf>,
+    /// The backup directory (the older spelling of --from).
+    #[arg(value_name = "DIR", hide = true, conflicts_with = "from")]
+    dir: Option<PathBuf>,
     /// Also restore into scratch schemas and compare checksums (needs --db).
     #[arg(long, requires = "db")]
     deep: bool,
@@ -28,12 +36,19 @@ struct Args {
     /// Parallel connections for --deep.
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    #[command(flatten)]
+    output: common::cli::Json,
+    #[command(flatten)]
+    verbosity: common::cli::Verbosity,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    common::init_tracing();
-    let args = Args::parse();
+    let args: Args = common::cli::parse();
+    args.verbosity.init();
+    let Some(dir) = args.from.clone().or_else(|| args.dir.clone()) else {
+        return common::fail("verify", &std::io::Error::other("give --from DIR"));
+    };
     let db = match args.db.as_deref().map(|raw| common::db_url("verify", raw)) {
         Some(Err(code)) => return code,
         Some(Ok(db)) => Some(db),
@@ -42,22 +57,36 @@ async fn main() -> ExitCode {
     let result = match (&db, args.deep) {
         (Some(db), true) => {
             let options = RestoreOptions::default().threads(args.threads);
-            verify_deep(&args.dir, db, &options, &common::Bars::new()).await
+            let progress = args.verbosity.progress();
+            verify_deep(&dir, db, &options, progress.as_ref()).await
         }
-        _ => verify(&args.dir).await,
+        _ => verify(&dir).await,
     };
     match result {
         Ok(m) => {
+            let tables = m.schemas.iter().map(|s| s.tables.len()).sum::<usize>();
+            if args.output.json {
+                common::cli::print_json(&serde_json::json!({
+                    "dir": dir,
+                    "verified": if args.deep { "deep" } else { "files" },
+                    "engine": &m.engine,
+                    "files": m.files.len(),
+                    "bytes": m.total_bytes(),
+                    "tables": tables,
+                    "rows": m.total_rows(),
+                    "finished": &m.finished,
+                }));
+                return ExitCode::SUCCESS;
+            }
             #[allow(clippy::print_stdout)] // The example owns the terminal.
             {
                 println!(
-                    "{}: {} verified ({} engine, {} files, {} bytes, {} tables, {} rows, taken {})",
-                    args.dir.display(),
+                    "{}: {} verified ({} engine, {} files, {} bytes, {tables} tables, {} rows, taken {})",
+                    dir.display(),
                     if args.deep { "deeply" } else { "files" },
                     m.engine,
                     m.files.len(),
                     m.total_bytes(),
-                    m.schemas.iter().map(|s| s.tables.len()).sum::<usize>(),
                     m.total_rows(),
                     m.finished
                 );

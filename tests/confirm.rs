@@ -1,11 +1,12 @@
 //! The destructive commands ask first: fed no `--yes` and no terminal (stdin from /dev/null, as
-//! under cron or CI), `upgrade` (a run and `--rollback`) and `restore` (a swap and `--replace`)
-//! refuse with a clear message and exit code 2, and change nothing; with `--yes` they go ahead.
-//! `restore --scratch-only` and `upgrade --dry-run` never ask.
+//! under cron or CI), `upgrade` (a run and `--rollback`), `restore` (a swap and `--replace`),
+//! `agent-upgrade` (a run), `rewrite-repo` (when it would write) and `harden --fix` refuse with
+//! a clear message and exit code 2, and change nothing; with `--yes` they go ahead.
+//! `restore --scratch-only`, `upgrade --dry-run`, `agent-upgrade --dry-run`, `rewrite-repo
+//! --dry-run` and `harden` without `--fix` never ask.
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 
 use cs_backup::{BackupOptions, NativeEngine, backup};
@@ -119,8 +120,21 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     drop(cloudstack);
 
     // A scratch-only restore leaves the live schema alone: it does not ask.
-    let (code, out, err) = run("restore", &["--from", from, "--scratch-only"], &env);
+    // With --json its answer is one JSON document.
+    let (code, out, err) = run(
+        "restore",
+        &["--from", from, "--scratch-only", "--json"],
+        &env,
+    );
     assert_eq!(code, 0, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(j["schemas"][0]["source"], schema.as_str(), "{j}");
+    assert!(
+        j["schemas"][0]["scratch"]
+            .as_str()
+            .is_some_and(|s| s.contains("__restore_")),
+        "{j}"
+    );
     let after_scratch = state(&root, &schema, &format!("{schema}__"));
     for s in &after_scratch.1 {
         db.adopt(s);
@@ -150,65 +164,10 @@ async fn restore_swap_and_replace_refuse_without_yes_and_a_terminal_and_change_n
     );
 }
 
-/// A config for an installation that is nowhere (every address refuses at once), with its
-/// backups under `dir`.
-fn nowhere_config(dir: &Path) -> std::path::PathBuf {
-    let text = include_str!("../examples/upgrade.toml")
-        .replace(
-            "/var/backups/cloudstack",
-            dir.join("backups").to_str().unwrap(),
-        )
-        .replace("10.0.0.5", "127.0.0.1")
-        .replace("port = 3306", "port = 1")
-        .replace("http://10.0.0.10:8080", "http://127.0.0.1:1")
-        .replace("/root/.ssh/id_ed25519", dir.join("id").to_str().unwrap())
-        .replace(
-            "/root/.ssh/known_hosts",
-            dir.join("known_hosts").to_str().unwrap(),
-        )
-        // Nodes on port 1 of the loopback: nothing listens there.
-        .replace(
-            "address = \"10.0.0.10\"",
-            "address = \"127.0.0.1\"\nport = 1",
-        )
-        .replace(
-            "address = \"10.0.0.11\"",
-            "address = \"127.0.0.1\"\nport = 1",
-        )
-        .replace("10.0.2.21", "127.0.0.1")
-        .replace("port = 2222", "port = 1")
-        .replace("connect_timeout = \"10s\"", "connect_timeout = \"1s\"");
-    assert!(!text.contains("10.0."), "an address left: {text}");
-    let path = dir.join("upgrade.toml");
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    path
-}
-
-/// Every file under `dir`, relative.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p.strip_prefix(dir).unwrap().display().to_string());
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = nowhere_config(tmp.path());
+    let config = common::nowhere_config(tmp.path());
     let config = config.to_str().unwrap();
     let env = [
         ("CS_DB_PASSWORD", "planted-db-secret"),
@@ -216,7 +175,7 @@ fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
         ("CLOUDSTACK_SECRET", "planted-api-secret"),
     ];
     let backups = tmp.path().join("backups");
-    let before = files(tmp.path());
+    let before = common::files(tmp.path());
 
     // The dry run never asks (here it fails for want of the servers, not of an answer).
     let (code, out, err) = run("upgrade", &["--config", config, "--dry-run"], &env);
@@ -255,7 +214,7 @@ fn upgrade_and_rollback_refuse_without_yes_and_a_terminal_and_write_nothing() {
             assert!(err.contains("discards what the cloud wrote since"), "{err}");
         }
         assert_eq!(
-            files(tmp.path()),
+            common::files(tmp.path()),
             before,
             "upgrade {args:?} wrote under {} without --yes",
             backups.display()
@@ -278,6 +237,49 @@ async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
     let (lab, config, path) = common::lab_for_upgrade("confirm").await;
     let before = common::snapshot(&lab).await;
     let config_path = path.to_str().unwrap();
+    let modes = |lab: &cs_lab::Lab| -> Vec<String> {
+        lab.management_servers()
+            .iter()
+            .flat_map(|m| {
+                let root = m.root().to_path_buf();
+                common::files(&root)
+                    .into_iter()
+                    .filter_map(move |f| {
+                        let meta = std::fs::metadata(root.join(&f)).ok()?;
+                        Some(format!(
+                            "{f} {:o}",
+                            std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // Open a secret file up, as the hardening report flags: `harden --fix` would tighten it.
+    let first = lab.management_servers()[0].root().to_path_buf();
+    let secret = common::files(&first)
+        .into_iter()
+        .find(|f| f.ends_with("db.properties"))
+        .expect("db.properties in the lab");
+    let original = std::fs::metadata(first.join(&secret))
+        .unwrap()
+        .permissions();
+    std::fs::set_permissions(
+        first.join(&secret),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let modes_before = modes(&lab);
+    let result = run("harden", &["--config", config_path, "--fix"], &[]);
+    assert_refused("harden --fix", &result);
+    assert!(
+        result.2.contains("harden: about to tighten"),
+        "{}",
+        result.2
+    );
+    assert!(!result.1.contains("fixed"), "{}", result.1);
+    assert_eq!(modes(&lab), modes_before, "harden --fix changed a mode");
+    std::fs::set_permissions(first.join(&secret), original).unwrap();
     for args in [
         vec!["--config", config_path],
         vec!["--config", config_path, "--resume"],
@@ -302,4 +304,137 @@ async fn upgrade_refuses_on_a_lab_and_the_cloud_is_unchanged() {
         "a journal was written"
     );
     common::assert_same(&before, &common::snapshot(&lab).await);
+}
+
+#[test]
+fn harden_fix_refuses_without_yes_before_reaching_any_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::nowhere_config(tmp.path());
+    let config = config.to_str().unwrap();
+    let env = [
+        ("CS_DB_PASSWORD", "planted-db-secret"),
+        ("CLOUDSTACK_KEY", "key"),
+        ("CLOUDSTACK_SECRET", "planted-api-secret"),
+    ];
+    let before = common::files(tmp.path());
+    let result = run("harden", &["--config", config, "--fix"], &env);
+    assert_refused("harden --fix", &result);
+    assert!(!result.2.contains("cannot reach"), "{}", result.2);
+    assert!(!result.2.contains("planted"), "{}", result.2);
+    assert_eq!(common::files(tmp.path()), before);
+    // `--yes` without `--fix` means nothing: refused as a usage error.
+    let (code, _, err) = run("harden", &["--config", config, "--yes"], &env);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A repository file pointed at 4.18: what `rewrite-repo` would rewrite.
+const LIST: &str = "# CloudStack\ndeb https://download.cloudstack.org/ubuntu noble 4.18\n";
+
+#[test]
+fn rewrite_repo_refuses_to_write_without_yes_and_writes_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let list = tmp.path().join("cloudstack.list");
+    std::fs::write(&list, LIST).unwrap();
+    let path = list.to_str().unwrap();
+    let before = common::files(tmp.path());
+
+    // The dry run and --stdout never ask and write nothing.
+    for extra in [&["--dry-run"][..], &["--stdout"][..]] {
+        let mut args = vec!["--to", "4.19", path];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run("rewrite-repo", &args, &[]);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(!err.contains("not confirmed"), "{err}");
+        assert!(out.contains("4.19"), "{out}");
+    }
+    assert_eq!(common::files(tmp.path()), before);
+
+    let result = run("rewrite-repo", &["--to", "4.19.0.0", path], &[]);
+    assert_refused("rewrite-repo", &result);
+    assert!(
+        result.2.contains("rewrite-repo: about to point") && result.2.contains(path),
+        "{}",
+        result.2
+    );
+    assert_eq!(std::fs::read_to_string(&list).unwrap(), LIST);
+    assert_eq!(
+        common::files(tmp.path()),
+        before,
+        "a backup copy was written"
+    );
+
+    let (code, out, err) = run("rewrite-repo", &["--to", "4.19.0.0", path, "--yes"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        std::fs::read_to_string(&list)
+            .unwrap()
+            .contains("noble 4.19"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        common::files(tmp.path()).len(),
+        2,
+        "the file and its backup copy"
+    );
+}
+
+#[test]
+fn agent_upgrade_refuses_without_yes_and_leaves_the_host_alone() {
+    let lab = cs_lab::start_kvm_hosts(1, 1, |_| {}).expect("a lab KVM host");
+    let host = &lab[0];
+    let ssh = host.ssh().expect("the host's sshd");
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = tmp.path().join("hosts");
+    std::fs::write(&hosts, host.hosts_line().expect("a hosts line") + "\n").unwrap();
+    let journal = tmp.path().join("journal");
+    let (key, known) = (ssh.client_key(), ssh.known_hosts());
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--hosts",
+            hosts.to_str().unwrap(),
+            "--to",
+            "4.19.1.0",
+            "--identity",
+            key.to_str().unwrap(),
+            "--known-hosts",
+            known.to_str().unwrap(),
+            "--journal-dir",
+            journal.to_str().unwrap(),
+            "--up-deadline",
+            "20s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let installed = host.installed("cloudstack-agent");
+    let log = host.systemctl_log();
+
+    // The dry run does not ask.
+    let a = args(&["--dry-run"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, out, err) = run("agent-upgrade", &a, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("would apply"), "{out}");
+    assert!(!err.contains("not confirmed"), "{err}");
+    let _ = std::fs::remove_dir_all(&journal);
+
+    let a = args(&[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let result = run("agent-upgrade", &a, &[]);
+    assert_refused("agent-upgrade", &result);
+    assert!(
+        result
+            .2
+            .contains("about to upgrade cloudstack-agent to 4.19.1.0")
+            && result.2.contains(&ssh.addr().to_string()),
+        "{}",
+        result.2
+    );
+    assert_eq!(host.installed("cloudstack-agent"), installed);
+    assert_eq!(host.systemctl_log(), log, "the agent was touched");
+    assert!(!journal.exists(), "a journal was written");
 }

@@ -167,6 +167,18 @@ fn examples_on_the_lab(lab: &Lab, path: &Path) {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("upgrade 4.18.0.0 -> 4.19.0.0"), "{out}");
 
+    // The same plan as one JSON document.
+    let (code, out, err) =
+        run_example(lab, "upgrade", &["--config", config, "--dry-run", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(plan["from"], "4.18.0.0", "{plan:#}");
+    assert_eq!(plan["target"], "4.19.0.0", "{plan:#}");
+    assert!(
+        plan["steps"].as_array().is_some_and(|s| !s.is_empty()),
+        "{plan:#}"
+    );
+
     let (code, out, err) = run_example(lab, "upgrade", &["--config", config, "--resume"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(
@@ -187,6 +199,15 @@ fn examples_on_the_lab(lab: &Lab, path: &Path) {
     let (code, out, err) = run_example(lab, "diagnose", &["--config", config]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("diagnose.db.upgrade.failed"), "{out}");
+    let (code, out, err) = run_example(lab, "diagnose", &["--config", config, "--json"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert!(
+        found["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["id"] == "diagnose.db.upgrade.failed")),
+        "{found:#}"
+    );
 }
 
 /// The hardening report on a stock lab has nothing above information; with secret files
@@ -247,7 +268,7 @@ async fn hardening_report_and_fix(lab: &Lab, config: &UpgradeConfig, path: &Path
     );
 
     let config_path = path.to_str().expect("a UTF-8 path");
-    let (code, out, err) = run_example(lab, "harden", &["--config", config_path, "--fix"]);
+    let (code, out, err) = run_example(lab, "harden", &["--config", config_path, "--fix", "--yes"]);
     // The integration port is reported, not changed: still a warning.
     assert_eq!(code, 1, "{out}{err}");
     assert!(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // Shared by several examples; each uses part of it.
 
+pub(crate) mod cli;
+
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -139,18 +141,6 @@ pub(crate) fn load(program: &str, path: &Path) -> Result<UpgradeConfig, ExitCode
         }
         Err(e) => Err(fail(program, &e)),
     }
-}
-
-/// Logs to stderr at `RUST_LOG` (default warn).
-pub(crate) fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
 }
 
 /// Asks before a destructive action. `what` says what is about to happen (one or more lines).

@@ -122,9 +122,28 @@ fn describe_failures(report: &cs_core::Report) -> String {
         .iter()
         .filter(|f| f.severity == cs_core::Severity::Fail)
         .map(|f| format!("{} {}: {}", f.id, f.subject, f.message))
-        .chain(report.broken.iter().map(|b| format!("{b:?}")))
+        .chain(broken_once(report))
         .collect();
     format!("{} failure(s): {}", fails.len(), fails.join("; "))
+}
+
+/// The checks that broke, each distinct error once with the checks it broke (an unreachable
+/// database breaks every database check on the same error).
+fn broken_once(report: &cs_core::Report) -> Vec<String> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for b in &report.broken {
+        match groups.iter_mut().find(|(e, _)| *e == b.error) {
+            Some((_, ids)) => ids.push(&b.id),
+            None => groups.push((&b.error, vec![&b.id])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(error, ids)| match ids.len() {
+            1 => format!("{} broke: {error}", ids[0]),
+            n => format!("{n} checks ({}) broke: {error}", ids.join(", ")),
+        })
+        .collect()
 }
 
 /// One line of what a restore would discard.

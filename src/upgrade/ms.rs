@@ -77,6 +77,20 @@ pub(super) async fn systemctl(
         .map_err(|e| step_err(&format!("{}: systemctl {verb} {unit}", n.name), e))
 }
 
+/// The `mshost` rows that are Up, for a message: `ms1 at 4.19.0.0, ms2`, or `none`.
+fn up_list(rows: &[(String, Option<String>)]) -> String {
+    if rows.is_empty() {
+        return "none".into();
+    }
+    rows.iter()
+        .map(|(name, version)| match version {
+            Some(v) => format!("{name} at {v}"),
+            None => name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) async fn mshosts_up(
     cx: &UpgradeContext,
 ) -> Result<Vec<(String, Option<String>)>, StepError> {
@@ -106,7 +120,9 @@ pub(super) async fn wait_mshosts(
         }
         if start.elapsed() >= deadline {
             return Err(StepError::new(format!(
-                "timed out after {deadline:?} waiting for {what} (Up: {rows:?})"
+                "timed out after {} waiting for {what} (Up: {})",
+                humantime::format_duration(deadline),
+                up_list(&rows)
             )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -176,8 +192,10 @@ pub(super) async fn start_all(cx: &UpgradeContext, version: &CsVersion) -> Resul
             }
             if start.elapsed() >= deadline {
                 return Err(StepError::new(format!(
-                    "{}: not Up at {version} after {deadline:?} (Up: {rows:?})",
-                    m.name
+                    "{}: not Up at {version} after {} (Up: {})",
+                    m.name,
+                    humantime::format_duration(deadline),
+                    up_list(&rows)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

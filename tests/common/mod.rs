@@ -298,3 +298,58 @@ pub(crate) fn example(name: &str) -> PathBuf {
     );
     path
 }
+
+/// A config for an installation that is nowhere (every address refuses at once), with its
+/// backups under `dir`.
+pub(crate) fn nowhere_config(dir: &Path) -> std::path::PathBuf {
+    let text = include_str!("../../examples/upgrade.toml")
+        .replace(
+            "/var/backups/cloudstack",
+            dir.join("backups").to_str().unwrap(),
+        )
+        .replace("10.0.0.5", "127.0.0.1")
+        .replace("port = 3306", "port = 1")
+        .replace("http://10.0.0.10:8080", "http://127.0.0.1:1")
+        .replace("/root/.ssh/id_ed25519", dir.join("id").to_str().unwrap())
+        .replace(
+            "/root/.ssh/known_hosts",
+            dir.join("known_hosts").to_str().unwrap(),
+        )
+        // Nodes on port 1 of the loopback: nothing listens there.
+        .replace(
+            "address = \"10.0.0.10\"",
+            "address = \"127.0.0.1\"\nport = 1",
+        )
+        .replace(
+            "address = \"10.0.0.11\"",
+            "address = \"127.0.0.1\"\nport = 1",
+        )
+        .replace("10.0.2.21", "127.0.0.1")
+        .replace("port = 2222", "port = 1")
+        .replace("connect_timeout = \"10s\"", "connect_timeout = \"1s\"");
+    assert!(!text.contains("10.0."), "an address left: {text}");
+    let path = dir.join("upgrade.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Every file under `dir`, relative.
+pub(crate) fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}

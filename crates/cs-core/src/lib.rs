@@ -92,6 +92,15 @@ pub use version::{CsVersion, FIRST_NEW_SCHEME_MAJOR, VersionError};
 /// let e = cs_core::StepError::with_source("backup failed", std::io::Error::other("disk full"));
 /// assert_eq!(cs_core::error_chain(&e), "backup failed: disk full");
 /// ```
+///
+/// The `mysql` crate's errors display as `MySqlError { ERROR 1045 (28000): ... }` (and
+/// `DriverError { .. }`, `IoError { .. }`, ...), which reads like a Debug dump: the wrapper is
+/// removed wherever it appears, leaving the server's or driver's own message.
+///
+/// ```
+/// let e = std::io::Error::other("connect: MySqlError { ERROR 1045 (28000): Access denied }");
+/// assert_eq!(cs_core::error_chain(&e), "connect: ERROR 1045 (28000): Access denied");
+/// ```
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -103,5 +112,51 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = s.source();
     }
-    out
+    unwrap_driver_errors(&out)
+}
+
+/// Removes the `mysql` crate's `KindError { ... }` wrappers from an error text.
+fn unwrap_driver_errors(text: &str) -> String {
+    const WRAPPERS: &[&str] = &[
+        "MySqlError { ",
+        "DriverError { ",
+        "IoError { ",
+        "CodecError { ",
+        "UrlError { ",
+        "TlsError { ",
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = WRAPPERS
+            .iter()
+            .filter_map(|w| rest.find(w).map(|at| (at, w.len())))
+            .min_by_key(|&(at, _)| at);
+        let Some((at, len)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        // The closing brace that balances the wrapper's opening one.
+        let inner = &rest[at + len..];
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    close = Some(i);
+                    break;
+                }
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        let Some(close) = close else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(&unwrap_driver_errors(inner[..close].trim_end()));
+        rest = &inner[close + 1..];
+    }
 }
