@@ -17,7 +17,11 @@
 //! input (a version that does not parse, an unreachable database) prints one line and exits 2.
 //! The password is never printed.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -37,6 +41,11 @@ struct Args {
     /// (mysql://user:password@host:port).
     #[arg(long, env = "CS_PLAN_DB", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// Name of the `cloud` schema.
     #[arg(long, default_value = "cloud")]
     cloud_schema: String,
@@ -55,7 +64,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args).await {
+    let url = match (&args.db, &args.defaults_file) {
+        (None, None) => None,
+        (raw, file) => match common::database("plan", raw.as_deref(), file.as_deref()) {
+            Ok(url) => Some(url),
+            Err(code) => return code,
+        },
+    };
+    match run(&args, url).await {
         Ok((text, code)) => {
             print!("{text}");
             ExitCode::from(code)
@@ -67,12 +83,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args) -> Result<(String, u8), String> {
+async fn run(args: &Args, url: Option<DbUrl>) -> Result<(String, u8), String> {
     let to = CsVersion::parse(&args.to).map_err(|e| e.to_string())?;
     let mut unread = None;
-    let (from, report) = match &args.db {
-        Some(raw) => {
-            let url = DbUrl::parse(raw).map_err(|e| e.to_string())?;
+    let (from, report) = match url {
+        Some(url) => {
             let target = DbTarget::new(url, &args.cloud_schema, &args.usage_schema);
             let mut cx = DbContext::new(target.clone(), to);
             let from = match cs_schema::read_state(&target).await {

@@ -40,6 +40,11 @@ struct Args {
     /// Database URL of the live server, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// The version the upgrade goes to.
     #[arg(long = "to")]
     target: Option<String>,
@@ -117,7 +122,7 @@ async fn main() -> ExitCode {
     else {
         return usage("give --config FILE, or --db (or CS_DB_URL), --to and --backups");
     };
-    let db = match common::db_url("rehearse", raw_db) {
+    let db = match common::database("rehearse", Some(raw_db), args.defaults_file.as_deref()) {
         Ok(db) => db,
         Err(code) => return code,
     };

@@ -19,12 +19,17 @@ use cs_backup::{RestoreOptions, verify, verify_deep};
 struct Args {
     /// The backup directory.
     dir: PathBuf,
-    /// Also restore into scratch schemas and compare checksums (needs --db).
-    #[arg(long, requires = "db")]
+    /// Also restore into scratch schemas and compare checksums (needs --db or --defaults-file).
+    #[arg(long)]
     deep: bool,
     /// Database URL for --deep, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// Parallel connections for --deep.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -34,10 +39,13 @@ struct Args {
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
-    let db = match args.db.as_deref().map(|raw| common::db_url("verify", raw)) {
-        Some(Err(code)) => return code,
-        Some(Ok(db)) => Some(db),
-        None => None,
+    let db = if args.deep {
+        match common::database("verify", args.db.as_deref(), args.defaults_file.as_deref()) {
+            Err(code) => return code,
+            Ok(db) => Some(db),
+        }
+    } else {
+        None
     };
     let result = match (&db, args.deep) {
         (Some(db), true) => {
