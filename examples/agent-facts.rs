@@ -39,7 +39,7 @@ struct Args {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args = Args::parse();
     let targets = match agent_common::read_hosts(&args.hosts) {
         Ok(t) => t,

@@ -67,7 +67,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     let db = match common::database("backup", args.db.as_deref(), args.defaults_file.as_deref()) {

@@ -35,7 +35,7 @@ struct Args {
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     let config = match common::load("harden", &args.config) {

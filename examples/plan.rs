@@ -62,7 +62,7 @@ struct Args {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args = Args::parse();
     let url = match (&args.db, &args.defaults_file) {
         (None, None) => None,

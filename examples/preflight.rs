@@ -44,7 +44,7 @@ struct Args {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     if args.list {

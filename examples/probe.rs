@@ -130,7 +130,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(files) = &args.diff {
         let (before, after) = match (Inventory::load(&files[0]), Inventory::load(&files[1])) {

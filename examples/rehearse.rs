@@ -100,7 +100,7 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     let progress: Arc<dyn cs_core::Progress> = if args.json {

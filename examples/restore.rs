@@ -111,7 +111,7 @@ fn announcement(manifest: &Manifest, db: &cs_backup::DbUrl, args: &Args) -> Stri
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     let db = match common::database("restore", args.db.as_deref(), args.defaults_file.as_deref()) {

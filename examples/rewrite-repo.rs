@@ -59,7 +59,7 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -150,7 +150,7 @@ fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     common::init_tracing();
     let args = Args::parse();
     let config = match common::load("upgrade", &args.config) {
