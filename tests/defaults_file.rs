@@ -146,3 +146,70 @@ fn backup_takes_credentials_from_option_files_and_says_how_when_none() {
         "{err}"
     );
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux's `script`), a missing password is
+/// asked for, read without echo, and used.
+#[test]
+fn a_missing_password_is_asked_for_on_a_terminal_without_echo() {
+    use std::io::{Read, Write};
+    let server = cs_lab::mariadb();
+    let db = server.database("prompt").unwrap();
+    let schema = db.name().to_string();
+    let password = server.root().password.expose().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let line = format!(
+        "{} --db mysql://root@127.0.0.1:{} --out {} --databases {schema}",
+        common::example("backup").display(),
+        server.port(),
+        out.display()
+    );
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binary on a terminal
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("HOME", tmp.path())
+        .env_remove("CS_DB_URL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+                }
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let text = rx.recv_timeout(left).expect("the prompt never came");
+        if text.contains("password for root@127.0.0.1") {
+            break;
+        }
+    }
+    // Typed as a person types, after the prompt: the prompt is printed just before echo is
+    // turned off, so input sent in that very instant would be echoed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let text = reader.join().unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("backup of"), "{text}");
+    assert!(!text.contains(&password), "the password was echoed: {text}");
+    assert!(out.join("manifest.json").exists() || out.exists(), "{text}");
+}
