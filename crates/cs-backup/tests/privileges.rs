@@ -90,7 +90,7 @@ async fn the_listed_privileges_are_enough_for_backup_verify_and_restore() {
     .await
     .unwrap_or_else(|e| panic!("native backup: {}", cs_core::error_chain(&e)));
     assert!(
-        m.notes.iter().all(|n| !n.contains("RELOAD")),
+        m.notes.iter().all(|n| !n.contains("lacks")),
         "{:?}",
         m.notes
     );
@@ -154,6 +154,44 @@ async fn the_listed_privileges_are_enough_for_backup_verify_and_restore() {
         nr.notes.iter().any(|n| n.contains("lacks RELOAD")),
         "{:?}",
         nr.notes
+    );
+
+    // Without TRIGGER the backup has no triggers and no error from the server: a note says so.
+    let no_trigger = server
+        .create_user(
+            "cs_priv_notrigger",
+            &[
+                &format!("GRANT SELECT, SHOW VIEW, EVENT ON {pattern} TO {{user}}"),
+                BACKUP_PROC,
+            ],
+        )
+        .unwrap();
+    let nt = backup(
+        &NativeEngine::new(),
+        &no_trigger,
+        &tmp.path().join("notrigger"),
+        &BackupOptions {
+            grant_users: vec![],
+            ..options(&schemas)
+        },
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    assert!(nt.schema(&main).unwrap().triggers.is_empty());
+    for s in &schemas {
+        assert!(
+            nt.notes
+                .iter()
+                .any(|n| n.contains("lacks TRIGGER") && n.contains(&format!("`{s}`"))),
+            "{:?}",
+            nt.notes
+        );
+    }
+    assert!(
+        nt.notes.iter().all(|n| !n.contains("lacks EVENT")),
+        "{:?}",
+        nt.notes
     );
 
     // verify --deep and a swap restore with the restore's privileges.
