@@ -38,8 +38,18 @@ enum CompressArg {
 #[command(after_help = common::cli::ACTION)]
 struct Args {
     /// Database URL, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
-    #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
-    db: String,
+    #[arg(
+        long,
+        env = "CS_DB_URL",
+        hide_env_values = true,
+        required_unless_present = "defaults_file"
+    )]
+    db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// Output directory (must not exist or be empty).
     #[arg(long)]
     out: PathBuf,
@@ -62,10 +72,10 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
-    let db = match common::db_url("backup", &args.db) {
+    let db = match common::database("backup", args.db.as_deref(), args.defaults_file.as_deref()) {
         Ok(db) => db,
         Err(code) => return code,
     };

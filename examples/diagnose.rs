@@ -32,7 +32,7 @@ struct Args {
 
 #[allow(clippy::print_stdout)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     let config = match common::load("diagnose", &args.config) {

@@ -21,6 +21,7 @@
 mod common;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -41,6 +42,11 @@ struct Args {
     /// (mysql://user:password@host:port).
     #[arg(long, env = "CS_PLAN_DB", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// Name of the `cloud` schema.
     #[arg(long, default_value = "cloud")]
     cloud_schema: String,
@@ -58,10 +64,17 @@ struct Args {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
-    match run(&args).await {
+    let url = match (&args.db, &args.defaults_file) {
+        (None, None) => None,
+        (raw, file) => match common::database("plan", raw.as_deref(), file.as_deref()) {
+            Ok(url) => Some(url),
+            Err(code) => return code,
+        },
+    };
+    match run(&args, url).await {
         Ok((text, code)) => {
             print!("{text}");
             ExitCode::from(code)
@@ -73,12 +86,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args) -> Result<(String, u8), String> {
+async fn run(args: &Args, url: Option<DbUrl>) -> Result<(String, u8), String> {
     let to = CsVersion::parse(&args.to).map_err(|e| e.to_string())?;
     let mut unread = None;
-    let (from, report) = match &args.db {
-        Some(raw) => {
-            let url = DbUrl::parse(raw).map_err(|e| e.to_string())?;
+    let (from, report) = match url {
+        Some(url) => {
             let target = DbTarget::new(url, &args.cloud_schema, &args.usage_schema);
             let mut cx = DbContext::new(target.clone(), to);
             let from = match cs_schema::read_state(&target).await {

@@ -118,7 +118,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;

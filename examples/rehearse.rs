@@ -41,6 +41,11 @@ struct Args {
     /// Database URL of the live server, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// The version the upgrade goes to.
     #[arg(long = "to")]
     target: Option<String>,
@@ -98,7 +103,7 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     let progress: Arc<dyn cs_core::Progress> = if args.output.json {
@@ -120,7 +125,7 @@ async fn main() -> ExitCode {
     else {
         return usage("give --config FILE, or --db (or CS_DB_URL), --to and --backups");
     };
-    let db = match common::db_url("rehearse", raw_db) {
+    let db = match common::database("rehearse", Some(raw_db), args.defaults_file.as_deref()) {
         Ok(db) => db,
         Err(code) => return code,
     };

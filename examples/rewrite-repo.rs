@@ -91,7 +91,7 @@ impl From<&str> for Stop {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     match run(&args).await {

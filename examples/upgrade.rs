@@ -157,7 +157,7 @@ fn nothing_to_resume(journal: &std::path::Path) -> Option<String> {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     let json = args.output.json;

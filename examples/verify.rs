@@ -27,12 +27,17 @@ struct Args {
     /// The backup directory (the older spelling of --from).
     #[arg(value_name = "DIR", hide = true, conflicts_with = "from")]
     dir: Option<PathBuf>,
-    /// Also restore into scratch schemas and compare checksums (needs --db).
-    #[arg(long, requires = "db")]
+    /// Also restore into scratch schemas and compare checksums (needs --db or --defaults-file).
+    #[arg(long)]
     deep: bool,
     /// Database URL for --deep, `mysql://user:pass@host:port[?ssl-mode=VERIFY_CA&ssl-ca=FILE]`.
     #[arg(long, env = "CS_DB_URL", hide_env_values = true)]
     db: Option<String>,
+    /// MySQL option file (`[client]` user, password, host, port, ssl-*) that gives what the URL
+    /// leaves out, or the whole connection without one; read instead of `~/.my.cnf`, which is
+    /// read when the URL has no password. Still no password: asked on a terminal.
+    #[arg(long, value_name = "PATH")]
+    defaults_file: Option<PathBuf>,
     /// Parallel connections for --deep.
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -43,16 +48,19 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub(crate) async fn main() -> ExitCode {
     let args: Args = common::cli::parse();
     args.verbosity.init();
     let Some(dir) = args.from.clone().or_else(|| args.dir.clone()) else {
         return common::fail("verify", &std::io::Error::other("give --from DIR"));
     };
-    let db = match args.db.as_deref().map(|raw| common::db_url("verify", raw)) {
-        Some(Err(code)) => return code,
-        Some(Ok(db)) => Some(db),
-        None => None,
+    let db = if args.deep {
+        match common::database("verify", args.db.as_deref(), args.defaults_file.as_deref()) {
+            Err(code) => return code,
+            Ok(db) => Some(db),
+        }
+    } else {
+        None
     };
     let result = match (&db, args.deep) {
         (Some(db), true) => {

@@ -113,8 +113,14 @@ pub struct DatabaseConfig {
     pub port: u16,
     /// User (CloudStack's is `cloud`; a backup needs privileges to read routines and events).
     pub user: String,
-    /// The password.
+    /// The password. May be left out when `defaults_file` holds it.
+    #[serde(default)]
     pub password: SecretSource,
+    /// A MySQL/MariaDB option file (`~/.my.cnf` style) whose client groups give the password
+    /// and the `ssl-*` settings this section leaves unset ([`cs_core::ClientOptions`]). With a
+    /// password it must be private (mode 0600, the running user's or root's).
+    #[serde(default)]
+    pub defaults_file: Option<PathBuf>,
     /// The main schema.
     #[serde(default = "default_cloud")]
     pub cloud_schema: String,
@@ -636,8 +642,13 @@ impl UpgradeConfig {
                 return Err(self.invalid("repositories.mirrors", e.to_string()));
             }
         }
+        if !self.database.password.is_set() && self.database.defaults_file.is_none() {
+            return Err(self.invalid(
+                "database.password",
+                "set `env`, `file` or `value`, or `database.defaults_file`",
+            ));
+        }
         for (key, src) in [
-            ("database.password", &self.database.password),
             ("api.api_key", &self.api.api_key),
             ("api.secret_key", &self.api.secret_key),
         ] {
@@ -719,15 +730,47 @@ impl UpgradeConfig {
         &self.path
     }
 
-    /// The database URL with its password resolved.
+    /// The database URL with its password resolved: from `database.password`, else from
+    /// `database.defaults_file` (which also gives the `ssl-*` settings the section leaves
+    /// unset).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] when the password cannot be read.
+    /// [`ConfigError::Invalid`] when the password cannot be read or the option file cannot be
+    /// used (unreadable, bad syntax, readable by others while holding a password).
     pub fn database_url(&self) -> Result<DbUrl, ConfigError> {
-        let password = self
+        let cnf = match &self.database.defaults_file {
+            Some(f) => Some(
+                cs_core::ClientOptions::read(f)
+                    .map_err(|e| self.invalid("database.defaults_file", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let password = if self.database.password.is_set() {
+            self.database
+                .password
+                .resolve(&self.path, "database.password")?
+        } else {
+            cnf.as_ref()
+                .and_then(|c| c.password.clone())
+                .ok_or_else(|| {
+                    self.invalid(
+                        "database.password",
+                        "not set, and `database.defaults_file` has no password in its client groups",
+                    )
+                })?
+        };
+        let mut tls = self
             .database
-            .password
-            .resolve(&self.path, "database.password")?;
+            .tls()
+            .map_err(|(key, reason)| self.invalid(key, reason))?;
+        if tls == cs_core::DbTls::default()
+            && let Some(c) = &cnf
+            && let Some(file_tls) = c
+                .tls()
+                .map_err(|r| self.invalid("database.defaults_file", r))?
+        {
+            tls = file_tls;
+        }
         Ok(DbUrl::new(
             self.database.host.clone(),
             self.database.port,
@@ -738,11 +781,7 @@ impl UpgradeConfig {
             reply: self.database.reply_timeout,
             ..cs_core::Deadlines::default()
         })
-        .with_tls(
-            self.database
-                .tls()
-                .map_err(|(key, reason)| self.invalid(key, reason))?,
-        ))
+        .with_tls(tls))
     }
 
     /// Every KVM host entry, `hosts` then the older `clusters` ones, in config order.
@@ -1123,5 +1162,37 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (_, warnings) = UpgradeConfig::load(&path).unwrap();
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn defaults_file_gives_the_password_and_tls_the_section_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let cnf = dir.path().join("my.cnf");
+        std::fs::write(
+            &cnf,
+            "[client]\npassword = \"from-cnf\"\nssl-ca = /etc/db-ca.pem\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&cnf, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = EXAMPLE.replace(
+            "password = { env = \"CS_DB_PASSWORD\" }",
+            &format!("defaults_file = \"{}\"", cnf.display()),
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("u.toml")).unwrap();
+        let url = c.database_url().unwrap();
+        assert_eq!(url.password.expose(), "from-cnf");
+        assert_eq!(url.tls.mode, cs_core::TlsMode::VerifyCa);
+        // A readable option file with a password is refused, naming the key and the file.
+        std::fs::set_permissions(&cnf, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = c.database_url().unwrap_err().to_string();
+        assert!(
+            e.contains("database.defaults_file") && e.contains("my.cnf"),
+            "{e}"
+        );
+        assert!(!e.contains("from-cnf"), "{e}");
+        // Neither a password nor an option file: refused when loading.
+        let none = EXAMPLE.replace("password = { env = \"CS_DB_PASSWORD\" }", "");
+        let e = UpgradeConfig::parse(&none, Path::new("u.toml")).unwrap_err();
+        assert!(e.to_string().contains("defaults_file"), "{e}");
     }
 }

@@ -110,21 +110,92 @@ impl Progress for Bars {
     }
 }
 
-/// Prints one line (`<program>: <error and its causes>`) and returns exit code 2.
+/// Prints one line (`<program>: <error and its causes>`) and returns exit code 2. A login
+/// refused while no password was given adds a line saying how to give one.
 pub(crate) fn fail(program: &str, e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let line = cs_core::error_chain(e);
     #[allow(clippy::print_stderr)] // The example owns the terminal.
     {
-        eprintln!("{program}: {}", cs_core::error_chain(e));
+        eprintln!("{program}: {line}");
+        if NO_PASSWORD.load(std::sync::atomic::Ordering::Relaxed) && line.contains("Access denied")
+        {
+            eprintln!(
+                "{program}: no database password was given and there is no terminal to ask \
+                 on: give it {PASSWORD_SOURCES}"
+            );
+        }
     }
     ExitCode::from(2)
 }
 
-/// Parses a database URL given on the command line or in the environment. It is taken as a
-/// plain string and parsed here rather than by clap, whose errors would echo the value with
-/// its password; this error masks it.
-#[allow(dead_code)] // Not every example that includes this module takes a database.
+/// Set when a database URL is used without a password and no terminal could ask for one:
+/// [`fail`] then says how to give one when the server refuses the login.
+static NO_PASSWORD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The ways to give a database password, for `--help` texts and the refusal.
+pub(crate) const PASSWORD_SOURCES: &str = "in the URL, in the [client] group of --defaults-file      or ~/.my.cnf, or typed at the prompt on a terminal";
+
+/// Parses a database URL given on the command line or in the environment (see [`database`]).
 pub(crate) fn db_url(program: &str, raw: &str) -> Result<cs_core::DbUrl, ExitCode> {
-    cs_core::DbUrl::parse(raw).map_err(|e| fail(program, &e))
+    database(program, Some(raw), None)
+}
+
+/// The database to use: the URL (`raw`, taken as a plain string and parsed here rather than
+/// by clap, whose errors would echo the value with its password; this error masks it), with
+/// what it leaves out (password, port, `ssl-*`) filled from the MySQL option file
+/// `defaults_file`, or from `~/.my.cnf` when the URL has no password; the option file alone
+/// when there is no URL. With no password after that and a terminal on stdin, it asks for one
+/// without echo.
+pub(crate) fn database(
+    program: &str,
+    raw: Option<&str>,
+    defaults_file: Option<&Path>,
+) -> Result<cs_core::DbUrl, ExitCode> {
+    use cs_core::{ClientOptions, DbUrl};
+    let parsed = match raw {
+        Some(raw) => Some(DbUrl::parse(raw).map_err(|e| fail(program, &e))?),
+        None => None,
+    };
+    let cnf = match defaults_file {
+        Some(f) => Some(ClientOptions::read(f).map_err(|e| fail(program, &e))?),
+        None if parsed.as_ref().is_none_or(|u| u.password.is_empty()) => {
+            ClientOptions::read_user_default().map_err(|e| fail(program, &e))?
+        }
+        None => None,
+    };
+    for w in cnf.iter().flat_map(|c| &c.warnings) {
+        #[allow(clippy::print_stderr)] // The example owns the terminal.
+        {
+            eprintln!("{program}: warning: {w}");
+        }
+    }
+    let mut url = match (raw, &cnf) {
+        (Some(raw), Some(cnf)) => DbUrl::parse_under(raw, cnf).map_err(|e| fail(program, &e))?,
+        (Some(_), None) => parsed.unwrap_or_else(|| unreachable!("parsed above")),
+        (None, Some(cnf)) => DbUrl::from_option_file(cnf).map_err(|e| fail(program, &e))?,
+        (None, None) => {
+            #[allow(clippy::print_stderr)] // The example owns the terminal.
+            {
+                eprintln!(
+                    "{program}: no database: give --db URL (or its environment variable) or \
+                     --defaults-file FILE (no ~/.my.cnf found)"
+                );
+            }
+            return Err(ExitCode::from(2));
+        }
+    };
+    if url.password.is_empty() {
+        if std::io::stdin().is_terminal() {
+            let prompt = format!("{program}: password for {}@{}: ", url.user, url.addr());
+            match rpassword::prompt_password(prompt) {
+                Ok(p) => url.password = cs_core::Secret::new(p),
+                Err(e) => return Err(fail(program, &e)),
+            }
+        } else {
+            NO_PASSWORD.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(url)
 }
 
 /// Loads the config; its warnings (readable file, inline secrets) go to stderr.

@@ -273,10 +273,12 @@ pub async fn backup(
                 shapes.push(db::catalog(&mut db, d)?.shape());
             }
             let grants = read_grants(&mut db, &users, &dbs);
-            Ok((shapes, grants))
+            let hidden = hidden_objects(&mut db, &url.user, &dbs);
+            Ok((shapes, (grants, hidden)))
         })
         .await?
     };
+    let (grants, hidden) = grants;
     if let Some(i) = (0..before.len()).find(|&i| before[i] != after[i]) {
         return Err(Error::Changed {
             what: format!("schema `{}`", options.databases[i]),
@@ -284,6 +286,7 @@ pub async fn backup(
     }
 
     let mut notes = std::mem::take(&mut dumped.notes);
+    notes.extend(hidden);
     let mut grants_file = None;
     match grants {
         Ok(Some(sql)) => {
@@ -344,6 +347,49 @@ pub async fn backup(
             .finished(),
     );
     Ok(manifest)
+}
+
+/// Notes for the kinds of objects MariaDB hides from this account in a schema, so that a
+/// backup may lack them without any error: triggers without `TRIGGER`, events without `EVENT`
+/// (`information_schema` lists only what the account may see). Privileges are read from
+/// `information_schema`'s `USER_PRIVILEGES` and `SCHEMA_PRIVILEGES` (grants to the account
+/// and its enabled roles; a schema grant given as a pattern such as `cloud%` matches as the
+/// server matches it, with `LIKE`). A failure to read them is a note too.
+fn hidden_objects(db: &mut db::Db, user: &str, dbs: &[String]) -> Vec<String> {
+    const GRANTEES: &str = "GRANTEE IN (CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), \
+         '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), ''''), \
+         (SELECT CONCAT('''', ROLE_NAME, '''') FROM information_schema.ENABLED_ROLES))";
+    let mut notes = Vec::new();
+    for d in dbs {
+        let sql = format!(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE {GRANTEES} \
+             UNION SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES \
+             WHERE {GRANTEES} AND {} LIKE TABLE_SCHEMA",
+            literal(d)
+        );
+        let held = match db.strings("read the account's privileges", &sql) {
+            Ok(rows) => rows
+                .into_iter()
+                .filter_map(|r| r.into_iter().next())
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                notes.push(format!(
+                    "privileges of `{user}` not checked: {}",
+                    cs_core::error_chain(&e)
+                ));
+                return notes;
+            }
+        };
+        for (privilege, objects) in [("TRIGGER", "triggers"), ("EVENT", "events")] {
+            if !held.iter().any(|p| p.eq_ignore_ascii_case(privilege)) {
+                notes.push(format!(
+                    "user `{user}` lacks {privilege} on `{d}`: the server hides its {objects} \
+                     from it, so any there are missing from this backup (docs/ACCESS.md)"
+                ));
+            }
+        }
+    }
+    notes
 }
 
 /// `CREATE USER` and `GRANT` statements for every account of the given user names, or `None`

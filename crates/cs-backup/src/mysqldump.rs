@@ -40,7 +40,10 @@ pub const MYSQLDUMP_FLAGS: &[&str] = &[
 /// file, `dump.sql` (or `dump.sql.zst`), in the backup directory on that host.
 ///
 /// The password goes in a `0600` option file in a private `mktemp -d` directory (never in the
-/// backup directory), passed with `--defaults-extra-file` and removed afterwards, also when
+/// backup directory), passed with `--defaults-file` (the only option file the program then reads:
+/// with `--defaults-extra-file`, the `~/.my.cnf` of the account running it would be read after
+/// it, as MariaDB's and MySQL's clients order them, and its `[client]` user and password would
+/// replace the URL's) and removed afterwards, also when
 /// the backup fails or is cancelled (its future dropped, which also kills the dump program on
 /// a local host); it is never in the command line. Per-table row counts and checksums are computed
 /// by parsing the dump file (read from the host in pieces), so they describe exactly the rows in
@@ -261,7 +264,7 @@ pub(crate) fn dump_command(
     net_buffer: Option<u64>,
 ) -> Cmd {
     let mut cmd = Cmd::new(program)
-        .arg(format!("--defaults-extra-file={cnf}"))
+        .arg(format!("--defaults-file={cnf}"))
         .args(MYSQLDUMP_FLAGS.iter().copied());
     if gtid_off {
         cmd = cmd.arg("--set-gtid-purged=OFF");
@@ -786,7 +789,7 @@ mod tests {
             None,
         );
         let argv: Vec<&str> = cmd.argv().collect();
-        assert_eq!(argv[0], "--defaults-extra-file=/b/.cnf");
+        assert_eq!(argv[0], "--defaults-file=/b/.cnf");
         for flag in [
             "--single-transaction",
             "--quick",

@@ -758,7 +758,7 @@ async fn a_cancelled_mysqldump_backup_leaves_no_option_file_and_no_dump_running(
     };
     let cnf = args
         .iter()
-        .find_map(|a| a.strip_prefix("--defaults-extra-file="))
+        .find_map(|a| a.strip_prefix("--defaults-file="))
         .map(PathBuf::from)
         .expect("the dump reads an option file");
     assert!(cnf.exists(), "the option file exists while the dump runs");

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::{Deadlines, Secret};
+use crate::{ClientOptions, Deadlines, Secret};
 
 /// How to reach a MySQL/MariaDB server: host, port, user, password and an optional default
 /// schema. Pure data (no driver here); the crates that talk to databases connect with it.
@@ -235,6 +235,90 @@ impl DbUrl {
     /// # Errors
     /// [`DbUrlError`] saying what is wrong; the password is never part of it.
     pub fn parse(input: &str) -> Result<Self, DbUrlError> {
+        DbUrl::parse_parts(input).map(|(url, _)| url)
+    }
+
+    /// Parses `input` as [`DbUrl::parse`] and fills what it leaves out from an option file's
+    /// client settings ([`ClientOptions`], `~/.my.cnf` or `--defaults-file`): the password when
+    /// the URL has none, the port when it names none, the TLS settings when it has no `ssl-*`
+    /// parameter. What the URL says wins.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// let cnf = cs_core::ClientOptions::parse(
+    ///     "[client]\npassword = \"s3cret\"\nport = 3307\n", Path::new("my.cnf"))?;
+    /// let url = cs_core::DbUrl::parse_under("mysql://backup@db", &cnf)?;
+    /// assert_eq!((url.password.expose(), url.port), ("s3cret", 3307));
+    /// let url = cs_core::DbUrl::parse_under("mysql://backup:other@db:3306", &cnf)?;
+    /// assert_eq!((url.password.expose(), url.port), ("other", 3306));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`DbUrlError`] as [`DbUrl::parse`], or naming the option file's TLS settings when they
+    /// do not go together.
+    pub fn parse_under(input: &str, defaults: &ClientOptions) -> Result<Self, DbUrlError> {
+        let (mut url, explicit_port) = DbUrl::parse_parts(input)?;
+        if url.password.is_empty()
+            && let Some(p) = &defaults.password
+        {
+            url.password = p.clone();
+        }
+        if !explicit_port && let Some(port) = defaults.port {
+            url.port = port;
+        }
+        if url.tls == DbTls::default()
+            && let Some(tls) = defaults.tls().map_err(|reason| DbUrlError {
+                shown: mask(input),
+                reason: format!("the option file's TLS settings: {reason}"),
+            })?
+        {
+            url.tls = tls;
+        }
+        Ok(url)
+    }
+
+    /// A URL from an option file's client settings alone, as MariaDB's clients fill the
+    /// gaps: host `localhost`, port 3306, the login name (`$USER`) as user, no password.
+    ///
+    /// # Errors
+    /// [`DbUrlError`] when no user is set and `$USER` is unset, or the TLS settings do not go
+    /// together.
+    pub fn from_option_file(defaults: &ClientOptions) -> Result<Self, DbUrlError> {
+        let shown = format!(
+            "option file {}",
+            defaults
+                .files
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+        let err = |reason: String| DbUrlError {
+            shown: shown.clone(),
+            reason,
+        };
+        let user = defaults
+            .user
+            .clone()
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .ok_or_else(|| err("no `user` in its client groups and $USER is unset".into()))?;
+        let mut url = DbUrl::new(
+            defaults.host.clone().unwrap_or_else(|| "localhost".into()),
+            defaults.port.unwrap_or(3306),
+            user,
+            defaults.password.clone().unwrap_or_default(),
+        );
+        if let Some(tls) = defaults
+            .tls()
+            .map_err(|r| err(format!("its TLS settings: {r}")))?
+        {
+            url.tls = tls;
+        }
+        Ok(url)
+    }
+
+    /// The URL and whether it names its port.
+    fn parse_parts(input: &str) -> Result<(Self, bool), DbUrlError> {
         let err = |reason: &str| DbUrlError {
             shown: mask(input),
             reason: reason.to_string(),
@@ -269,13 +353,14 @@ impl DbUrl {
             Some((h, _)) => (h, None),
             None => (hostpart, None),
         };
-        let (host, port) = match hostport.rsplit_once(':') {
+        let (host, port, explicit_port) = match hostport.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
                 h,
                 p.parse::<u16>()
                     .map_err(|_| err("the port must be a number from 1 to 65535"))?,
+                true,
             ),
-            _ => (hostport, 3306),
+            _ => (hostport, 3306, false),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -284,15 +369,18 @@ impl DbUrl {
         if port == 0 {
             return Err(err("the port must be a number from 1 to 65535"));
         }
-        Ok(DbUrl {
-            host: host.to_string(),
-            port,
-            user,
-            password: Secret::new(password),
-            database,
-            deadlines: Deadlines::default(),
-            tls,
-        })
+        Ok((
+            DbUrl {
+                host: host.to_string(),
+                port,
+                user,
+                password: Secret::new(password),
+                database,
+                deadlines: Deadlines::default(),
+                tls,
+            },
+            explicit_port,
+        ))
     }
 
     /// The URL with the password in it, percent-encoded. Only for handing to a program that
@@ -521,6 +609,41 @@ mod tests {
         assert_eq!(plain.to_string(), "mysql://u:***@h:3306/cloud");
         let req = DbUrl::parse("mysql://u:p@h?ssl-mode=REQUIRED").unwrap();
         assert!(req.tls.mode.requires_tls() && !req.tls.mode.verifies_ca());
+    }
+
+    #[test]
+    fn option_file_fills_only_what_the_url_leaves_out() {
+        let cnf = ClientOptions::parse(
+            "[client]\nuser=fileuser\npassword=filepw\nhost=filehost\nport=3307\n\
+             ssl-ca=/ca.pem\n",
+            Path::new("my.cnf"),
+        )
+        .unwrap();
+        let u = DbUrl::parse_under("mysql://cloud@db/cloud", &cnf).unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port),
+            ("cloud", "db", 3307)
+        );
+        assert_eq!(u.password.expose(), "filepw");
+        assert_eq!(u.tls.mode, TlsMode::VerifyCa);
+        let u = DbUrl::parse_under("mysql://cloud:urlpw@db:3306?ssl-mode=REQUIRED", &cnf).unwrap();
+        assert_eq!((u.password.expose(), u.port), ("urlpw", 3306));
+        assert_eq!(u.tls.mode, TlsMode::Required);
+        assert_eq!(u.tls.ca, None);
+        let u = DbUrl::from_option_file(&cnf).unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port),
+            ("fileuser", "filehost", 3307)
+        );
+        assert_eq!(u.password.expose(), "filepw");
+        let bare = ClientOptions::parse("[client]\nuser=u\n", Path::new("x")).unwrap();
+        let u = DbUrl::from_option_file(&bare).unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("localhost", 3306));
+        assert!(u.password.is_empty());
+        let bad = ClientOptions::parse("[client]\nssl-mode=VERIFY_CA\n", Path::new("x")).unwrap();
+        let e = DbUrl::parse_under("mysql://u:hunter2@h", &bad).unwrap_err();
+        assert!(e.reason.contains("needs ssl-ca"), "{e}");
+        assert!(!e.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod fake;
 mod host;
 mod layout;
 mod local;
+mod my_cnf;
 mod net;
 mod progress;
 mod runner;
@@ -70,6 +71,7 @@ pub use host::{
 };
 pub use layout::Layout;
 pub use local::LocalHost;
+pub use my_cnf::{CLIENT_GROUPS, ClientOptions, OptionFileError};
 pub use net::Deadlines;
 pub use progress::{NoProgress, Progress, ProgressUpdate, RecordingProgress, Unit};
 pub use runner::{
