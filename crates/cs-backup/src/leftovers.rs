@@ -147,28 +147,46 @@ pub async fn leftover_schemas(url: &DbUrl) -> Result<Vec<LeftoverSchema>> {
     blocking(move || {
         let mut db = db::connect_short(&url)?;
         // Narrowed by the server to the two tags' names, then matched exactly here.
-        let rows = db.rows(
+        const LIKE: &str = "LIKE '%\\_\\_parked\\_%' OR {} LIKE '%\\_\\_restore\\_%'";
+        let names = db.rows(
             "list the parking and scratch schemas",
-            "SELECT s.SCHEMA_NAME, COALESCE(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0), \
-             COUNT(t.TABLE_NAME) \
-             FROM information_schema.SCHEMATA s LEFT JOIN information_schema.TABLES t \
-             ON t.TABLE_SCHEMA = s.SCHEMA_NAME \
-             WHERE s.SCHEMA_NAME LIKE '%\\_\\_parked\\_%' OR s.SCHEMA_NAME LIKE '%\\_\\_restore\\_%' \
-             GROUP BY s.SCHEMA_NAME",
+            &format!(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME {}",
+                LIKE.replace("{}", "SCHEMA_NAME")
+            ),
         )?;
-        let mut out: Vec<LeftoverSchema> = rows
-            .into_iter()
+        // Summed here, not by the server: information_schema compares names without regard
+        // to case, and `cloud__parked_…t…` and a look-alike `…T…` are two schemas.
+        let tables = db.rows(
+            "read the parking and scratch schemas' sizes",
+            &format!(
+                "SELECT TABLE_SCHEMA, COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) \
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA {}",
+                LIKE.replace("{}", "TABLE_SCHEMA")
+            ),
+        )?;
+        let text =
+            |r: &Vec<Option<String>>, i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let mut sizes: std::collections::HashMap<String, (u64, u64)> =
+            std::collections::HashMap::new();
+        for r in &tables {
+            let e = sizes.entry(text(r, 0)).or_default();
+            e.0 += text(r, 1).parse::<u64>().unwrap_or(0);
+            e.1 += 1;
+        }
+        let mut out: Vec<LeftoverSchema> = names
+            .iter()
             .filter_map(|r| {
-                let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-                let name = text(0);
+                let name = text(r, 0);
                 let (kind, live, created) = parse_leftover_name(&name)?;
+                let (bytes, tables) = sizes.get(&name).copied().unwrap_or_default();
                 Some(LeftoverSchema {
                     name,
                     kind,
                     live,
                     created,
-                    bytes: text(1).parse().unwrap_or(0),
-                    tables: text(2).parse().unwrap_or(0),
+                    bytes,
+                    tables,
                 })
             })
             .collect();
