@@ -21,6 +21,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -313,7 +315,7 @@ async fn main() -> ExitCode {
     .await;
     match report {
         Ok(r) => {
-            print!("{}", r.to_table());
+            print!("{}", table::fleet(&r));
             if r.all_ok() {
                 ExitCode::SUCCESS
             } else {

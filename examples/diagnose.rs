@@ -11,6 +11,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,7 +47,7 @@ async fn main() -> ExitCode {
     if args.json {
         println!("{:#}", report.to_json());
     } else {
-        print!("{}", report.to_table());
+        print!("{}", table::report(&report));
     }
     ExitCode::from(report.exit_code())
 }

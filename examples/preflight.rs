@@ -14,6 +14,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -95,7 +97,7 @@ async fn main() -> ExitCode {
     if args.json {
         println!("{:#}", report.to_json());
     } else {
-        print!("{}", report.to_table());
+        print!("{}", table::report(&report));
     }
     ExitCode::from(report.exit_code())
 }

@@ -13,6 +13,9 @@
 //! could not run (unreachable endpoint, refused signature, malformed reply), printed as one line.
 #![allow(clippy::print_stderr)] // An example owns its terminal.
 
+#[path = "common/table.rs"]
+mod table;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -125,7 +128,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
             serde_json::to_string_pretty(&v).unwrap_or_default()
         ));
     } else {
-        out(&report.to_table());
+        out(&table::report(report));
     }
 }
 

@@ -57,17 +57,33 @@ pub(crate) fn verdict(label: &str) -> Cell {
         return cell;
     }
     match label {
-        "FAIL" | "ERR" | "FAILED" | "ERROR" => cell.fg(Color::Red).add_attribute(Attribute::Bold),
+        "FAIL" | "ERR" | "FAILED" | "ERROR" | "BAD PASS" | "Failed" | "RollbackFailed" => {
+            cell.fg(Color::Red).add_attribute(Attribute::Bold)
+        }
         "WARN" => cell.fg(Color::Yellow),
-        "PASS" | "OK" | "ok" => cell.fg(Color::Green),
+        "PASS" | "OK" | "ok" | "Applied" => cell.fg(Color::Green),
         _ => cell,
     }
+}
+
+/// A cell of text that reports a failure: red when stdout gets colour.
+pub(crate) fn bad(text: &str) -> Cell {
+    let cell = Cell::new(text);
+    if colour() { cell.fg(Color::Red) } else { cell }
 }
 
 /// Renders a table to print with `println!` (its lines without trailing blanks).
 pub(crate) fn render(t: &Table) -> String {
     t.lines()
         .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` with `prefix` before each line.
+pub(crate) fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|l| format!("{prefix}{l}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -112,4 +128,41 @@ pub(crate) fn report(r: &Report) -> String {
         count(Severity::Skip),
         r.broken.len()
     )
+}
+
+/// A fleet refresh's report as a table (host, cluster, result, time, detail), the count line
+/// and why it stopped: the content of `FleetReport::to_table`, aligned and coloured.
+pub(crate) fn fleet(r: &cs_agent::fleet::FleetReport) -> String {
+    use cs_agent::fleet::Outcome;
+    let mut t = new_table(&["HOST", "CLUSTER", "RESULT", "TIME", "DETAIL"]);
+    for h in &r.hosts {
+        let result = match h.outcome {
+            Outcome::Ok => verdict("ok"),
+            Outcome::Failed => verdict("FAILED"),
+            Outcome::AlreadyDone => Cell::new("already done"),
+            Outcome::NotStarted => Cell::new("not started"),
+            other => Cell::new(format!("{other:?}")),
+        };
+        t.add_row(vec![
+            Cell::new(&h.host),
+            Cell::new(h.cluster.as_deref().unwrap_or("-")),
+            result,
+            Cell::new(format!("{:.1}s", h.elapsed.as_secs_f64()))
+                .set_alignment(comfy_table::CellAlignment::Right),
+            Cell::new(&h.detail),
+        ]);
+    }
+    let count = |o| r.hosts.iter().filter(|h| h.outcome == o).count();
+    let mut out = format!(
+        "{}\n{} ok, {} failed, {} already done, {} not started\n",
+        render(&t),
+        count(Outcome::Ok),
+        count(Outcome::Failed),
+        count(Outcome::AlreadyDone),
+        count(Outcome::NotStarted)
+    );
+    if let Some(s) = &r.stopped {
+        out.push_str(&format!("stopped: {s}\n"));
+    }
+    out
 }
