@@ -89,6 +89,7 @@ fn rate(per_sec: f64, unit: Unit) -> String {
 /// The rate and time left of a plain line: `, 12.5 MiB/s, 40s left` (empty before the rate
 /// can be told: less than half a second in, or nothing done yet).
 fn plain_rate(p: &Plain, done: u64, total: Option<u64>, unit: Unit) -> String {
+    // The time left only while the task runs (a finished task's estimate may overshoot).
     let secs = p.first.elapsed().as_secs_f64();
     let moved = done.saturating_sub(p.first_done);
     if secs < 0.5 || moved == 0 {
@@ -153,7 +154,7 @@ impl Progress for Bars {
                     .total
                     .map(|t| format!(" of {}", amount(t, u.unit)))
                     .unwrap_or_default();
-                let speed = plain_rate(p, u.done, u.total, u.unit);
+                let speed = plain_rate(p, u.done, u.total.filter(|_| !u.finished), u.unit);
                 let message = u
                     .message
                     .as_ref()

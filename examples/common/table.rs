@@ -29,8 +29,16 @@ pub(crate) fn new_table(header: &[&str]) -> Table {
     t.load_style(presets::NOTHING);
     if colour() {
         t.enforce_styling();
+    }
+    // Wrapped to the terminal's width where it has a usable one (a pseudo-terminal may say 0).
+    if let Some(w) = t
+        .width()
+        .filter(|w| *w >= 40 && std::io::stdout().is_terminal())
+    {
+        t.set_width(w);
         t.set_content_arrangement(ContentArrangement::Dynamic);
-    } else {
+    }
+    if !colour() {
         t.force_no_tty();
     }
     let bold = colour();

@@ -329,15 +329,17 @@ pub(crate) fn dump_position(tail: &[u8]) -> (Option<String>, Option<String>) {
 }
 
 impl MysqldumpEngine {
-    /// Reports the dump file's size every 200 ms (as the native engine's counters), with the table the dump is at as the
-    /// message; never returns (dropped when the dump ends). A failed look is skipped: the
-    /// progress is a view, the dump's own result decides.
+    /// Reports the dump file's size every 200 ms (as the native engine's counters), with the
+    /// table the dump is at as the message (also kept in `at`, for the closing update); never
+    /// returns (dropped when the dump ends). A failed look is skipped: the progress is a view,
+    /// the dump's own result decides.
     async fn watch_dump(
         &self,
         file: &Path,
         first_schema: Option<String>,
         estimate: Option<u64>,
         progress: &dyn Progress,
+        at: &std::sync::Mutex<Option<String>>,
     ) {
         let Ok(path) = path_str(file) else {
             return std::future::pending().await;
@@ -372,12 +374,16 @@ impl MysqldumpEngine {
                 estimate.map(|e| e.max(meta.size)),
                 Unit::Bytes,
             );
-            match (&db, &table) {
-                (Some(d), Some(t)) => u = u.message(format!("{d}.{t}")),
-                (None, Some(t)) => u = u.message(t.clone()),
-                (Some(d), None) => u = u.message(d.clone()),
-                (None, None) => {}
+            let message = match (&db, &table) {
+                (Some(d), Some(t)) => Some(format!("{d}.{t}")),
+                (None, Some(t)) => Some(t.clone()),
+                (Some(d), None) => Some(d.clone()),
+                (None, None) => None,
+            };
+            if let Some(m) = &message {
+                u = u.message(m.clone());
             }
+            *at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = message;
             progress.update(u);
         }
     }
@@ -471,9 +477,10 @@ impl Engine for MysqldumpEngine {
         tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
         // Dropping this future (a cancelled backup) drops the running command, which kills the
         // dump program (`LocalHost` spawns with `kill_on_drop`; cs-core's host.rs).
+        let at = std::sync::Mutex::new(None);
         let out = {
             let run = self.host.run(&cmd);
-            let watch = self.watch_dump(&result, dbs.first().cloned(), estimate, job.progress);
+            let watch = self.watch_dump(&result, dbs.first().cloned(), estimate, job.progress, &at);
             tokio::pin!(run, watch);
             // Both polled together: the watch never ends, the dump does.
             tokio::select! {
@@ -482,15 +489,20 @@ impl Engine for MysqldumpEngine {
             }
         };
         if let Ok(meta) = self.host.stat(&result).await {
-            job.progress.update(
-                ProgressUpdate::new(
-                    DUMP_TASK,
-                    meta.size,
-                    estimate.map(|e| e.max(meta.size)),
-                    Unit::Bytes,
-                )
-                .finished(),
-            );
+            let mut u = ProgressUpdate::new(
+                DUMP_TASK,
+                meta.size,
+                estimate.map(|e| e.max(meta.size)),
+                Unit::Bytes,
+            )
+            .finished();
+            if let Some(m) = at
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                u = u.message(m);
+            }
+            job.progress.update(u);
         }
         private.remove().await;
         let out = out.map_err(|e| Error::host(format!("run {program}"), e))?;
