@@ -97,8 +97,7 @@ fn a_mysqldump_backup_prints_progress_with_a_rate() {
     // The dump's last line: its size, the estimate, the rate and the table it was at.
     let line = err
         .lines()
-        .filter(|l| l.starts_with("[mysqldump bytes] "))
-        .last()
+        .rfind(|l| l.starts_with("[mysqldump bytes] "))
         .unwrap_or_else(|| panic!("no mysqldump progress: {err}"));
     assert!(line.contains(" MiB of "), "{line}");
     assert!(line.contains("MiB/s"), "a rate: {line}");
