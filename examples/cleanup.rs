@@ -104,7 +104,10 @@ fn tables(schemas: &[LeftoverSchema], files: &[BackupFile], now: SystemTime) -> 
             t.add_row(vec![
                 Cell::new("repo-backup"),
                 Cell::new(f.path.display()),
-                Cell::new(f.original.display()),
+                Cell::new(f.original.file_name().map_or_else(
+                    || f.original.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )),
                 Cell::new(size(f.bytes)),
                 Cell::new(age(f.age(now))),
             ]);
@@ -138,6 +141,12 @@ async fn main() -> ExitCode {
         Some(Err(code)) => return code,
         None => None,
     };
+    if url.is_none() {
+        #[allow(clippy::print_stderr)] // The example owns the terminal.
+        {
+            eprintln!("{NAME}: no --db (or CS_DB_URL): schemas not looked at");
+        }
+    }
     let now = SystemTime::now();
     let old_enough = |created: Duration| args.older_than.is_none_or(|min| created >= min);
 
