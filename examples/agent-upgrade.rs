@@ -262,7 +262,7 @@ async fn main() -> ExitCode {
     };
     if args.dry_run {
         match fleet::plan_waves(&targets, &opts) {
-            Ok(waves) => print!("{}", fleet::waves_table(&targets, &waves, &opts)),
+            Ok(waves) => print!("{}", table::waves(&targets, &waves, &opts)),
             Err(e) => {
                 eprintln!("agent-upgrade: {}", cs_core::error_chain(&e));
                 return ExitCode::from(2);
@@ -283,16 +283,19 @@ async fn main() -> ExitCode {
         })
         .await;
         let mut failed = false;
+        let mut rows = table::new_table(&["HOST", "WOULD"]);
         for (t, r, _) in results {
-            match r {
-                Ok(steps) if steps.is_empty() => println!("{:<28} nothing to do", t.label()),
-                Ok(steps) => println!("{:<28} would apply: {steps}", t.label()),
+            let would = match r {
+                Ok(steps) if steps.is_empty() => comfy_table::Cell::new("nothing to do"),
+                Ok(steps) => comfy_table::Cell::new(format!("apply: {steps}")),
                 Err(e) => {
                     failed = true;
-                    println!("{:<28} FAILED: {e}", t.label());
+                    table::bad(&format!("FAILED: {e}"))
                 }
-            }
+            };
+            rows.add_row(vec![comfy_table::Cell::new(t.label()), would]);
         }
+        println!("\n{}", table::render(&rows));
         return if failed {
             ExitCode::from(1)
         } else {

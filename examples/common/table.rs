@@ -174,3 +174,33 @@ pub(crate) fn fleet(r: &cs_agent::fleet::FleetReport) -> String {
     }
     out
 }
+
+/// A fleet refresh's waves (`--dry-run`) as a table: one row per wave and cluster, with the
+/// hosts in it; the content of `fleet::waves_table`, aligned.
+pub(crate) fn waves(
+    targets: &[cs_agent::fleet::Target],
+    waves: &[Vec<usize>],
+    options: &cs_agent::fleet::FleetOptions,
+) -> String {
+    let mut t = new_table(&["WAVE", "CLUSTER", "HOSTS"]);
+    for (n, wave) in waves.iter().enumerate() {
+        let mut by: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for &i in wave {
+            if let Some(target) = targets.get(i) {
+                by.entry(target.cluster.as_deref().unwrap_or("-"))
+                    .or_default()
+                    .push(target.label());
+            }
+        }
+        let canary = n == 0 && options.canary == cs_agent::fleet::Canary::One;
+        for (j, (cluster, hosts)) in by.iter().enumerate() {
+            let wave = match (j, canary) {
+                (0, true) => format!("{} (canary)", n + 1),
+                (0, false) => (n + 1).to_string(),
+                _ => String::new(),
+            };
+            t.add_row(vec![wave, (*cluster).to_string(), hosts.join(" ")]);
+        }
+    }
+    format!("{}\n", render(&t))
+}
