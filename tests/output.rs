@@ -1,6 +1,6 @@
 //! Output as operators see it: tables in colour on a terminal only (and never with `NO_COLOR`
-//! set), and progress lines with a rate, here for a `mysqldump` backup, which reports the bytes
-//! it writes.
+//! set), and progress with a rate (lines without a terminal, bars with the time left on one),
+//! here for a `mysqldump` backup, which reports the bytes it writes.
 
 mod common;
 
@@ -102,4 +102,27 @@ fn a_mysqldump_backup_prints_progress_with_a_rate() {
     assert!(line.contains(" MiB of "), "{line}");
     assert!(line.contains("MiB/s"), "a rate: {line}");
     assert!(line.ends_with(&format!(": {schema}.wide")), "{line}");
+
+    // On a terminal: bars with the rate and the time left.
+    let cmd = format!(
+        "{} --engine mysqldump --databases {schema} --out {}",
+        common::example("backup").display(),
+        out_dir.path().join("on-a-terminal").display()
+    );
+    #[allow(clippy::disallowed_methods)] // the test runs the operator's binary
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("CS_DB_URL", &url)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("mysqldump bytes"), "{screen}");
+    assert!(screen.contains("MiB/s"), "a rate on the bar: {screen}");
+    assert!(
+        screen.contains(" eta "),
+        "the time left on the bar: {screen}"
+    );
 }
