@@ -13,6 +13,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,12 +73,9 @@ pub(crate) async fn main() -> ExitCode {
     .await;
     let mut failed = 0;
     let mut docs = Vec::new();
-    if !json {
-        println!(
-            "{:<28} {:<8} {:<12} {:<12} {:<5} {:<10} {:<8} STATUS",
-            "HOST", "CLUSTER", "AGENT", "COMMON", "JAVA", "KEYSTORE", "CRT DAYS"
-        );
-    }
+    let mut rows = table::new_table(&[
+        "HOST", "CLUSTER", "AGENT", "COMMON", "JAVA", "KEYSTORE", "CRT DAYS", "STATUS",
+    ]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -113,34 +112,38 @@ pub(crate) async fn main() -> ExitCode {
                 for d in &f.duplicates {
                     status.push(format!("{} set {}x", d.key, d.lines.len()));
                 }
-                println!(
-                    "{:<28} {:<8} {:<12} {:<12} {:<5} {:<10} {:<8} {}",
-                    t.label(),
-                    t.cluster.as_deref().unwrap_or("-"),
-                    ver(1),
-                    ver(0),
-                    f.java_major.map_or("-".into(), |j| j.to_string()),
-                    ks,
-                    days,
+                rows.add_row(vec![
+                    comfy_table::Cell::new(t.label()),
+                    comfy_table::Cell::new(t.cluster.as_deref().unwrap_or("-")),
+                    comfy_table::Cell::new(ver(1)),
+                    comfy_table::Cell::new(ver(0)),
+                    comfy_table::Cell::new(f.java_major.map_or("-".into(), |j| j.to_string())),
+                    table::verdict(ks),
+                    comfy_table::Cell::new(days),
                     if status.is_empty() {
-                        "ok".into()
+                        table::verdict("ok")
                     } else {
-                        status.join("; ")
-                    }
-                );
+                        comfy_table::Cell::new(status.join("; "))
+                    },
+                ]);
             }
             Err(e) => {
                 failed += 1;
                 if json {
                     docs.push(serde_json::json!({"host": t.label(), "error": e}));
                 } else {
-                    println!("{:<28} FAILED: {e}", t.label());
+                    let mut row = vec![comfy_table::Cell::new(t.label())];
+                    row.extend((0..6).map(|_| comfy_table::Cell::new("-")));
+                    row.push(table::bad(&format!("FAILED: {e}")));
+                    rows.add_row(row);
                 }
             }
         }
     }
     if json {
         common::cli::print_json(&serde_json::json!({ "hosts": docs, "failed": failed }));
+    } else {
+        println!("{}", table::render(&rows));
     }
     if failed > 0 {
         eprintln!("agent-facts: {failed} host(s) failed");

@@ -25,6 +25,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -294,7 +296,7 @@ async fn main() -> ExitCode {
             }
         };
         if !json {
-            print!("{}", fleet::waves_table(&targets, &waves, &opts));
+            print!("{}", table::waves(&targets, &waves, &opts));
         }
         let results = fleet::for_each(&targets, args.parallel, &cs_core::NoProgress, |t| {
             let (connect, make_cx, journal) = (&connect, &make_cx, &journal);
@@ -312,22 +314,25 @@ async fn main() -> ExitCode {
         .await;
         let mut failed = false;
         let mut hosts = Vec::new();
+        let mut rows = table::new_table(&["HOST", "WOULD"]);
         for (t, r, _) in results {
-            match r {
+            let would = match r {
                 Ok(steps) if json => {
                     hosts.push(serde_json::json!({ "host": t.label(), "would_apply": steps }));
+                    continue;
                 }
-                Ok(steps) if steps.is_empty() => println!("{:<28} nothing to do", t.label()),
-                Ok(steps) => println!("{:<28} would apply: {steps}", t.label()),
+                Ok(steps) if steps.is_empty() => comfy_table::Cell::new("nothing to do"),
+                Ok(steps) => comfy_table::Cell::new(format!("apply: {steps}")),
                 Err(e) => {
                     failed = true;
                     if json {
                         hosts.push(serde_json::json!({ "host": t.label(), "error": e }));
-                    } else {
-                        println!("{:<28} FAILED: {e}", t.label());
+                        continue;
                     }
+                    table::bad(&format!("FAILED: {e}"))
                 }
-            }
+            };
+            rows.add_row(vec![comfy_table::Cell::new(t.label()), would]);
         }
         if json {
             let waves: Vec<Vec<String>> = waves
@@ -335,6 +340,8 @@ async fn main() -> ExitCode {
                 .map(|w| w.iter().map(|&i| targets[i].label()).collect())
                 .collect();
             common::cli::print_json(&serde_json::json!({ "waves": waves, "hosts": hosts }));
+        } else {
+            println!("\n{}", table::render(&rows));
         }
         return if failed {
             ExitCode::from(1)
@@ -361,7 +368,7 @@ async fn main() -> ExitCode {
             if json {
                 common::cli::print_json(&serde_json::to_value(&r).unwrap_or_default());
             } else {
-                print!("{}", r.to_table());
+                print!("{}", table::fleet(&r));
             }
             if r.all_ok() {
                 ExitCode::SUCCESS

@@ -11,6 +11,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +49,7 @@ pub(crate) async fn main() -> ExitCode {
     if args.output.json {
         common::cli::print_json(&report.to_json());
     } else {
-        print!("{}", common::cli::table(&report));
+        print!("{}", table::report(&common::cli::grouped(&report)));
     }
     ExitCode::from(report.exit_code())
 }

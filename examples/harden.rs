@@ -16,6 +16,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,7 +99,7 @@ pub(crate) async fn main() -> ExitCode {
         }
         common::cli::print_json(&doc);
     } else {
-        print!("{}", common::cli::table(&report));
+        print!("{}", table::report(&common::cli::grouped(&report)));
     }
     ExitCode::from(report.exit_code())
 }

@@ -20,6 +20,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,22 +49,20 @@ struct Args {
 }
 
 fn outcomes(report: &RunReport) -> String {
-    report
-        .steps
-        .iter()
-        .map(|s| {
-            let time = s
-                .apply_time
-                .map(|t| format!(" in {:.1} s", t.as_secs_f64()))
-                .unwrap_or_default();
-            let error = s
-                .error
-                .as_deref()
-                .map(|e| format!("\n      {e}"))
-                .unwrap_or_default();
-            format!("  {:<22} {}{time}{error}\n", s.id, s.outcome)
-        })
-        .collect()
+    let mut t = table::new_table(&["STEP", "OUTCOME", "TIME", "ERROR"]);
+    for s in &report.steps {
+        let time = s
+            .apply_time
+            .map(|t| format!("{:.1} s", t.as_secs_f64()))
+            .unwrap_or_default();
+        t.add_row(vec![
+            comfy_table::Cell::new(&s.id),
+            table::verdict(&s.outcome.to_string()),
+            comfy_table::Cell::new(time),
+            comfy_table::Cell::new(s.error.as_deref().unwrap_or_default()),
+        ]);
+    }
+    format!("{}\n", table::indent(&table::render(&t), "  "))
 }
 
 fn lab_config(lab: &Lab, target: &CsVersion) -> DemoResult<UpgradeConfig> {
@@ -124,7 +124,7 @@ async fn demo(bars: &Arc<dyn cs_core::Progress>) -> DemoResult<()> {
 
     println!("\n== pre-flight (the upgrade runs it again as its gate)");
     let report = cs_upgrade::preflight(&config, Phase::Pre, &[]).await;
-    print!("{}", report.to_table());
+    print!("{}", table::report(&report));
     if report.exit_code() > 1 {
         return Err("pre-flight found failures".into());
     }

@@ -19,6 +19,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -182,7 +184,10 @@ async fn run(args: &Args, url: Option<DbUrl>) -> Result<(String, u8), String> {
             Some(p) => tables(p, report.as_ref()),
             None => format!(
                 "{no_path}\n\nDatabase checks:\n{}",
-                report.as_ref().map(common::cli::table).unwrap_or_default()
+                report
+                    .as_ref()
+                    .map(|r| table::report(&common::cli::grouped(r)))
+                    .unwrap_or_default()
             ),
         }
     };
@@ -265,17 +270,7 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
     if steps.is_empty() {
         let _ = writeln!(out, "  none: the database is at the target");
     } else {
-        let w = steps
-            .iter()
-            .map(|s| s.class.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
-        let _ = writeln!(
-            out,
-            "  {:>2}  {:<w$}  {:<10}  {:<10}  SQL",
-            "#", "CLASS", "FROM", "TO"
-        );
+        let mut t = table::new_table(&["#", "CLASS", "FROM", "TO", "SQL"]);
         for (i, s) in steps.iter().enumerate() {
             let sql = if s.noop {
                 "(no SQL: version row only)".to_string()
@@ -287,15 +282,15 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
                     .join(", ")
             };
             let mark = if s.verified { "" } else { "  [unverified]" };
-            let _ = writeln!(
-                out,
-                "  {:>2}  {:<w$}  {:<10}  {:<10}  {sql}{mark}",
-                i + 1,
-                s.class,
+            t.add_row(vec![
+                (i + 1).to_string(),
+                s.class.clone(),
                 s.from.to_string(),
-                s.to.to_string()
-            );
+                s.to.to_string(),
+                format!("{sql}{mark}"),
+            ]);
         }
+        let _ = writeln!(out, "{}", table::indent(&table::render(&t), "  "));
     }
     if !p.path.is_verified() {
         let _ = writeln!(out, "\nUnverified:");
@@ -304,11 +299,9 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
         }
     }
     let _ = writeln!(out, "\nHops (LTS stepping stones):");
-    let _ = writeln!(
-        out,
-        "  {:<10}  {:<10}  {:<5}  {:<7}  {:<5}  {:<14}  {:<8}  NOTE",
-        "FROM", "TO", "STEPS", "LTS", "JAVA", "MYSQL", "MARIADB"
-    );
+    let mut t = table::new_table(&[
+        "FROM", "TO", "STEPS", "LTS", "JAVA", "MYSQL", "MARIADB", "NOTE",
+    ]);
     for h in hops {
         let mut note = Vec::new();
         if h.java_change {
@@ -317,13 +310,12 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
         if !h.verified {
             note.push(format!("unverified ({})", h.hierarchy));
         }
-        let row = format!(
-            "  {:<10}  {:<10}  {:<5}  {:<7}  {:<5}  {:<14}  {:<8}  {}",
+        t.add_row(vec![
             h.from.to_string(),
             h.to.to_string(),
-            h.steps.len(),
+            h.steps.len().to_string(),
             h.release.lts.to_string(),
-            h.release.java,
+            h.release.java.to_string(),
             if h.release.mysql.is_empty() {
                 "?".to_string()
             } else {
@@ -334,10 +326,10 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
                 .as_deref()
                 .map(|m| format!(">= {m}"))
                 .unwrap_or_else(|| "?".into()),
-            note.join("; ")
-        );
-        let _ = writeln!(out, "{}", row.trim_end());
+            note.join("; "),
+        ]);
     }
+    let _ = writeln!(out, "{}", table::indent(&table::render(&t), "  "));
     {
         let l = &p.release;
         let _ = writeln!(
@@ -364,7 +356,11 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
         let _ = writeln!(out, "System VM templates for {to}: {}", names.join(", "));
     }
     if let Some(r) = report {
-        let _ = writeln!(out, "\nDatabase checks:\n{}", common::cli::table(r));
+        let _ = writeln!(
+            out,
+            "\nDatabase checks:\n{}",
+            table::report(&common::cli::grouped(r))
+        );
     }
     out
 }

@@ -15,6 +15,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,7 +115,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
             serde_json::to_string_pretty(&v).unwrap_or_default()
         ));
     } else {
-        out(&common::cli::table(report));
+        out(&table::report(&common::cli::grouped(report)));
     }
 }
 

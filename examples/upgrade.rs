@@ -29,6 +29,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/table.rs"]
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,19 +112,16 @@ fn announcement(config: &cs_upgrade::UpgradeConfig, args: &Args) -> String {
 
 /// The steps' outcomes, one a line.
 fn outcomes(report: &RunReport) -> String {
-    report
-        .steps
-        .iter()
-        .map(|s| {
-            let error = s
-                .error
-                .as_deref()
-                .or(s.rollback_error.as_deref())
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default();
-            format!("  {:<22} {}{error}\n", s.id, s.outcome)
-        })
-        .collect()
+    let mut t = table::new_table(&["STEP", "OUTCOME", "ERROR"]);
+    for s in &report.steps {
+        let error = s.error.as_deref().or(s.rollback_error.as_deref());
+        t.add_row(vec![
+            comfy_table::Cell::new(&s.id),
+            table::verdict(&s.outcome.to_string()),
+            comfy_table::Cell::new(error.unwrap_or_default()),
+        ]);
+    }
+    format!("{}\n", table::indent(&table::render(&t), "  "))
 }
 
 /// Why there is no interrupted run in `journal` to resume (`None`: there is one).

@@ -11,6 +11,7 @@ use std::process::Command;
 const TOOLS: &[&str] = &[
     "agent-facts",
     "backup",
+    "cleanup",
     "diagnose",
     "harden",
     "plan",

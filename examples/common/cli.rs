@@ -193,10 +193,10 @@ pub(crate) fn release_line(raw: &str) -> Result<String, String> {
     }
 }
 
-/// The report as the text table, each distinct broken-check error shown once: checks that broke
-/// on the same error (an unreachable database breaks every database check) are one line naming
-/// how many and which.
-pub(crate) fn table(report: &cs_core::Report) -> String {
+/// The report with each distinct broken-check error shown once: checks that broke on the same
+/// error (an unreachable database breaks every database check) become one entry naming how many
+/// and which.
+pub(crate) fn grouped(report: &cs_core::Report) -> cs_core::Report {
     let mut shown = report.clone();
     shown.broken.clear();
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -222,7 +222,7 @@ pub(crate) fn table(report: &cs_core::Report) -> String {
         }
         shown.broken.push(b);
     }
-    shown.to_table()
+    shown
 }
 
 /// Prints `value` as one pretty JSON document on stdout (a closed pipe is not an error).

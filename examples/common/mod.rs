@@ -16,12 +16,26 @@ use cs_core::{Progress, ProgressUpdate, Unit};
 use cs_upgrade::UpgradeConfig;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
-/// Progress bars on a terminal (stderr), a plain line per message otherwise (at most one every
-/// two seconds per task, except messages of the run's steps, which all print).
+/// Progress bars on a terminal (stderr), with rate and time left; a plain line per task
+/// otherwise (at most one every two seconds per task, except messages of the run's steps, which
+/// all print), with the rate since the task's first update and the time left when a total is
+/// known.
 pub(crate) struct Bars {
     multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-    last: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    /// Each task's bar and whether its style already shows a total (bar and ETA).
+    bars: Mutex<HashMap<String, (ProgressBar, bool)>>,
+    last: Mutex<HashMap<String, Plain>>,
+}
+
+/// What the plain-line mode remembers of a task.
+struct Plain {
+    /// When the last line printed (never yet: `None`), and its message.
+    printed: Option<Instant>,
+    message: Option<String>,
+    /// When the task was first seen, with the amount done then (the rate's origin).
+    first: Instant,
+    first_done: u64,
+    last_done: u64,
 }
 
 impl std::fmt::Debug for Bars {
@@ -61,43 +75,119 @@ fn amount(n: u64, unit: Unit) -> String {
     }
 }
 
+/// `rate` units a second, as the plain line shows it (`12.5 MiB/s`, `3400 rows/s`).
+fn rate(per_sec: f64, unit: Unit) -> String {
+    match unit {
+        // Whole bytes: HumanBytes scales them.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Unit::Bytes => format!("{}/s", HumanBytes(per_sec as u64)),
+        Unit::Rows => format!("{per_sec:.0} rows/s"),
+        Unit::Hosts => format!("{per_sec:.2} hosts/s"),
+        Unit::Steps => format!("{per_sec:.2} steps/s"),
+        _ => format!("{per_sec:.1}/s"),
+    }
+}
+
+/// The rate and time left of a plain line: `, 12.5 MiB/s, 40s left` (empty before the rate
+/// can be told: less than half a second in, or nothing done yet).
+fn plain_rate(p: &Plain, done: u64, total: Option<u64>, unit: Unit) -> String {
+    // The time left only while the task runs (a finished task's estimate may overshoot).
+    let secs = p.first.elapsed().as_secs_f64();
+    let moved = done.saturating_sub(p.first_done);
+    if secs < 0.5 || moved == 0 {
+        return String::new();
+    }
+    #[allow(clippy::cast_precision_loss)] // A rate to show, not to count with.
+    let per_sec = moved as f64 / secs;
+    let left = total
+        .filter(|t| *t > done)
+        .map(|t| {
+            #[allow(clippy::cast_precision_loss)]
+            let secs = (t - done) as f64 / per_sec;
+            let left = Duration::from_secs(secs.round().clamp(0.0, 1e9) as u64);
+            format!(", {} left", humantime::format_duration(left))
+        })
+        .unwrap_or_default();
+    format!(", {}{left}", rate(per_sec, unit))
+}
+
+/// The bar's template: with a total, a bar, the rate and the time left; without one, a
+/// spinner, the amount and the rate.
+fn bar_style(unit: Unit, with_total: bool) -> ProgressStyle {
+    let tpl = match (unit, with_total) {
+        (Unit::Bytes, true) => {
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}"
+        }
+        (Unit::Bytes, false) => "{prefix:>12} {spinner} {bytes} {bytes_per_sec} {msg}",
+        (Unit::Rows, true) => {
+            "{prefix:>12} [{bar:30}] {human_pos}/{human_len} rows {per_sec} eta {eta} {msg}"
+        }
+        (Unit::Rows, false) => "{prefix:>12} {spinner} {human_pos} rows {per_sec} {msg}",
+        (_, true) => "{prefix:>12} [{bar:30}] {pos}/{len} eta {eta} {msg}",
+        (_, false) => "{prefix:>12} {spinner} {pos} {msg}",
+    };
+    ProgressStyle::with_template(tpl)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 impl Progress for Bars {
     fn update(&self, u: ProgressUpdate) {
         let Some(multi) = &self.multi else {
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            let prev = last.get(&u.task);
-            let new_message = prev.is_none_or(|(_, m)| *m != u.message);
-            let due = prev.is_none_or(|(t, _)| t.elapsed() > Duration::from_secs(2));
-            if (new_message && (due || u.unit == Unit::Steps)) || u.finished {
-                last.insert(u.task.clone(), (Instant::now(), u.message.clone()));
+            let now = Instant::now();
+            let p = last.entry(u.task.clone()).or_insert_with(|| Plain {
+                printed: None,
+                message: None,
+                first: now,
+                first_done: u.done,
+                last_done: u.done,
+            });
+            let new_message = p.message != u.message;
+            let moved = p.last_done != u.done;
+            let due = p
+                .printed
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(2));
+            if (due && (p.printed.is_none() || new_message || moved))
+                || (new_message && u.unit == Unit::Steps)
+                || u.finished
+            {
                 let total = u
                     .total
                     .map(|t| format!(" of {}", amount(t, u.unit)))
                     .unwrap_or_default();
-                let message = u.message.map(|m| format!(": {m}")).unwrap_or_default();
+                let speed = plain_rate(p, u.done, u.total.filter(|_| !u.finished), u.unit);
+                let message = u
+                    .message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
                 #[allow(clippy::print_stderr)] // The example owns the terminal.
                 {
-                    eprintln!("[{}] {}{total}{message}", u.task, amount(u.done, u.unit));
+                    eprintln!(
+                        "[{}] {}{total}{speed}{message}",
+                        u.task,
+                        amount(u.done, u.unit)
+                    );
                 }
+                p.printed = Some(now);
+                p.message = u.message;
+                p.last_done = u.done;
             }
             return;
         };
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
-        let bar = bars.entry(u.task.clone()).or_insert_with(|| {
+        let (bar, with_total) = bars.entry(u.task.clone()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new(u.total.unwrap_or(0)));
-            let tpl = match u.unit {
-                Unit::Bytes => "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}",
-                _ => "{prefix:>12} [{bar:30}] {pos}/{len} {msg}",
-            };
-            bar.set_style(
-                ProgressStyle::with_template(tpl)
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
+            bar.set_style(bar_style(u.unit, u.total.is_some()));
             bar.set_prefix(u.task.clone());
-            bar
+            (bar, u.total.is_some())
         });
         if let Some(t) = u.total {
+            if !*with_total {
+                bar.set_style(bar_style(u.unit, true));
+                *with_total = true;
+            }
             bar.set_length(t.max(u.done));
         }
         bar.set_position(u.done);

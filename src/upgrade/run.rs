@@ -101,6 +101,15 @@ impl UpgradePlan {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        // Aligned on the longest step id (at least 22 columns, the usual ids' width).
+        let w = self
+            .plan
+            .steps
+            .iter()
+            .map(|p| p.id.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(22);
         for p in &self.plan.steps {
             let state = match (&p.state, &p.error) {
                 (_, Some(e)) => format!("check failed: {e}"),
@@ -115,7 +124,7 @@ impl UpgradePlan {
             } else {
                 ""
             };
-            s.push_str(&format!("  {:<22} {state}{point}\n", p.id));
+            s.push_str(&format!("  {:<w$} {state}{point}\n", p.id));
         }
         if let Some(gate) = &self.gate {
             let fails = gate

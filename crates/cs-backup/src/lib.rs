@@ -95,6 +95,7 @@ mod files;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
+mod leftovers;
 mod manifest;
 mod mysqldump;
 mod native;
@@ -109,6 +110,9 @@ pub use bundle::{
 };
 pub use check::BackupCompleteCheck;
 pub use error::{Error, Problem, Result};
+pub use leftovers::{
+    LeftoverKind, LeftoverSchema, drop_leftover_schemas, leftover_schemas, parse_leftover_name,
+};
 pub use manifest::{
     CHECKSUM_ALGORITHM, FORMAT_VERSION, FileEntry, Layout, MANIFEST_FILE, Manifest, RoutineEntry,
     SchemaEntry, SchemaFiles, ServerInfo, TableEntry, TriggerEntry,

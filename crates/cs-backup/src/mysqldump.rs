@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use cs_core::{Cmd, DbUrl, Host, HostError, HostExt};
+use cs_core::{Cmd, DbUrl, Host, HostError, HostExt, Progress, ProgressUpdate, Unit};
 
 use crate::backup::{Counters, DumpJob, Dumped, Engine, path_str, schema_entry, with_progress};
 use crate::checksum::RowSum;
@@ -280,6 +280,118 @@ pub(crate) fn dump_command(
         .args(databases.iter().cloned())
 }
 
+/// The progress task of the running dump (bytes written to the dump file).
+pub(crate) const DUMP_TASK: &str = "mysqldump bytes";
+
+/// The bytes of the dump file's end searched to tell which table the dump is at: more than
+/// one `INSERT` (at most `--net-buffer-length` long, 1 MiB by default) so that one starts in
+/// it. Only the matching lines' heads leave the host (`grep` and `cut` run there).
+const TAIL: u64 = 2 << 20;
+
+/// Runs on the dump's host: the heads of the lines of the file's end that name a schema or a
+/// table (`$1` the size to search, `$2` the file).
+const POSITION_SCRIPT: &str = "tail -c \"$1\" \"$2\" | grep -a -E \
+    '^(-- Current Database: |-- Dumping data for table |-- Table structure for table |INSERT INTO )' \
+    | cut -c1-300 | tail -n 50";
+
+/// `SELECT` of the summed `data_length` of `schemas`' tables.
+fn estimate_sql(schemas: &[String]) -> String {
+    let list: Vec<String> = schemas.iter().map(|s| crate::sql::literal(s)).collect();
+    format!(
+        "SELECT COALESCE(SUM(data_length), 0) FROM information_schema.tables \
+         WHERE table_schema IN ({}) AND table_type = 'BASE TABLE'",
+        list.join(", ")
+    )
+}
+
+/// Where a dump is, from the end of its file: the schema (`-- Current Database: `…``) and
+/// the table (`-- Dumping data for table `…``, `-- Table structure for table `…`` or
+/// `INSERT INTO `…``) named last, as mysqldump's comments (on by default; `dump_table` and
+/// `print_comment` in client/mysqldump.c) and its extended inserts announce them. `None`
+/// where the end names none.
+pub(crate) fn dump_position(tail: &[u8]) -> (Option<String>, Option<String>) {
+    const DB: &str = "-- Current Database: ";
+    const TABLE: [&str; 3] = [
+        "-- Dumping data for table ",
+        "-- Table structure for table ",
+        "INSERT INTO ",
+    ];
+    let tail = String::from_utf8_lossy(tail);
+    let mut db = None;
+    let mut table = None;
+    for line in tail.lines() {
+        let name = |rest: &str| backquoted(rest).map(|(n, _)| n);
+        if let Some(rest) = line.strip_prefix(DB) {
+            db = name(rest).or(db);
+            table = None;
+        } else if let Some(rest) = TABLE.iter().find_map(|p| line.strip_prefix(p)) {
+            table = name(rest).or(table);
+        }
+    }
+    (db, table)
+}
+
+impl MysqldumpEngine {
+    /// Reports the dump file's size every 200 ms (as the native engine's counters), with the
+    /// table the dump is at as the message (also kept in `at`, for the closing update); never
+    /// returns (dropped when the dump ends). A failed look is skipped: the progress is a view,
+    /// the dump's own result decides.
+    async fn watch_dump(
+        &self,
+        file: &Path,
+        first_schema: Option<String>,
+        estimate: Option<u64>,
+        progress: &dyn Progress,
+        at: &std::sync::Mutex<Option<String>>,
+    ) {
+        let Ok(path) = path_str(file) else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // `--databases` dumps in the order given (`dump_databases` in client/mysqldump.c):
+        // the first until the file names another.
+        let (mut last_size, mut db, mut table) = (None, first_schema, None);
+        loop {
+            tick.tick().await;
+            let Ok(meta) = self.host.stat(file).await else {
+                continue;
+            };
+            // Where the dump is: looked up when the file grew.
+            if last_size != Some(meta.size) {
+                last_size = Some(meta.size);
+                let look =
+                    Cmd::new("sh").args(["-c", POSITION_SCRIPT, "sh", &TAIL.to_string(), path]);
+                if let Ok(out) = self.host.run(&look).await {
+                    let (d, t) = dump_position(&out.stdout);
+                    if d.is_some() {
+                        db = d;
+                        table = None;
+                    }
+                    table = t.or(table);
+                }
+            }
+            let mut u = ProgressUpdate::new(
+                DUMP_TASK,
+                meta.size,
+                estimate.map(|e| e.max(meta.size)),
+                Unit::Bytes,
+            );
+            let message = match (&db, &table) {
+                (Some(d), Some(t)) => Some(format!("{d}.{t}")),
+                (None, Some(t)) => Some(t.clone()),
+                (Some(d), None) => Some(d.clone()),
+                (None, None) => None,
+            };
+            if let Some(m) = &message {
+                u = u.message(m.clone());
+            }
+            *at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = message;
+            progress.update(u);
+        }
+    }
+}
+
 #[async_trait]
 impl Engine for MysqldumpEngine {
     fn name(&self) -> &str {
@@ -296,10 +408,11 @@ impl Engine for MysqldumpEngine {
         let dbs = job.options.databases.clone();
 
         // GTID, the packet limit and the CloudStack version rows, read before the dump.
-        let (gtid_on, net_buffer, versions) = {
+        let (gtid_on, net_buffer, versions, estimate) = {
             let url = job.url.clone();
             let catalogs = job.catalogs.clone();
             let mysql_server = job.server.vendor == "mysql";
+            let schemas = dbs.clone();
             crate::backup::blocking(move || {
                 let mut db = db::connect_short(&url)?;
                 let gtid = mysql_server
@@ -315,7 +428,16 @@ impl Engine for MysqldumpEngine {
                 for (s, c) in &catalogs {
                     versions.push(db::version_row(&mut db, s, c)?);
                 }
-                Ok((gtid, packet.and_then(net_buffer_for), versions))
+                // The progress total: the tables' data length, an estimate of the dump's
+                // size (text runs larger than InnoDB's pages for numbers, smaller for sparse
+                // pages); one cheap read of information_schema, none if it fails.
+                let estimate = db
+                    .one("estimate the dump's size", &estimate_sql(&schemas))
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|n| *n > 0);
+                Ok((gtid, packet.and_then(net_buffer_for), versions, estimate))
             })
             .await?
         };
@@ -358,7 +480,33 @@ impl Engine for MysqldumpEngine {
         tracing::debug!(cmd = %cmd, host = self.host.name(), "running the dump");
         // Dropping this future (a cancelled backup) drops the running command, which kills the
         // dump program (`LocalHost` spawns with `kill_on_drop`; cs-core's host.rs).
-        let out = self.host.run(&cmd).await;
+        let at = std::sync::Mutex::new(None);
+        let out = {
+            let run = self.host.run(&cmd);
+            let watch = self.watch_dump(&result, dbs.first().cloned(), estimate, job.progress, &at);
+            tokio::pin!(run, watch);
+            // Both polled together: the watch never ends, the dump does.
+            tokio::select! {
+                out = &mut run => out,
+                () = &mut watch => unreachable!("the dump watch loops until dropped"),
+            }
+        };
+        if let Ok(meta) = self.host.stat(&result).await {
+            let mut u = ProgressUpdate::new(
+                DUMP_TASK,
+                meta.size,
+                estimate.map(|e| e.max(meta.size)),
+                Unit::Bytes,
+            )
+            .finished();
+            if let Some(m) = at
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+            {
+                u = u.message(m);
+            }
+            job.progress.update(u);
+        }
         private.remove().await;
         let out = out.map_err(|e| Error::host(format!("run {program}"), e))?;
         if !out.success() {
@@ -857,5 +1005,24 @@ mod tests {
             Some(("s".to_string(), "110".to_string()))
         );
         assert_eq!(setval(b"DO SLEEP(1)"), None);
+    }
+
+    #[test]
+    fn the_dump_position_is_the_last_schema_and_table_named() {
+        let tail = b"INSERT INTO `a` VALUES (1);\n--\n-- Current Database: `cloud`\n--\n\n\
+            -- Table structure for table `host`\n--\nCREATE TABLE `host` (\n\
+            -- Dumping data for table `vm``x`\n--\nINSERT INTO";
+        assert_eq!(
+            dump_position(tail),
+            (Some("cloud".to_string()), Some("vm`x".to_string()))
+        );
+        // A new schema forgets the previous schema's table.
+        let tail = b"-- Dumping data for table `a`\n-- Current Database: `cloud_usage`\n";
+        assert_eq!(dump_position(tail), (Some("cloud_usage".to_string()), None));
+        // The cut first line of a tail names nothing.
+        assert_eq!(
+            dump_position(b"ping data for table `a`\nINSERT"),
+            (None, None)
+        );
     }
 }

@@ -176,6 +176,70 @@ async fn mysqldump_dump_restores_natively_exactly() {
     drop_parked(&root, &report).await.unwrap();
 }
 
+/// The mysqldump engine reports the dump file's growing size while the dump runs, with the
+/// table it is at, against a total estimated from `information_schema`, and ends with the
+/// file's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysqldump_reports_bytes_written_while_it_runs() {
+    let server = cs_lab::mariadb();
+    let db = server.database("mysqldump_progress").unwrap();
+    let main = db.name().to_string();
+    let root = server.root();
+    // About 80 MB of dump text: long enough to be seen several times at 5 looks a second.
+    exec(
+        &root,
+        &main,
+        &[
+            "CREATE TABLE wide (id INT PRIMARY KEY, a VARCHAR(255), b VARCHAR(255)) ENGINE=InnoDB",
+            "INSERT INTO wide SELECT seq, REPEAT(MD5(seq), 7), REPEAT(SHA1(seq), 6) \
+             FROM seq_1_to_200000",
+            // Fresh statistics, as a server that has run a while has: the estimate's source.
+            "ANALYZE TABLE wide",
+        ],
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dump");
+    let progress = RecordingProgress::default();
+    let engine = MysqldumpEngine::new(Arc::new(LocalHost::new()));
+    backup(&engine, &root, &dir, &options(&[&main]), &progress)
+        .await
+        .unwrap();
+    let file = std::fs::metadata(dir.join("dump.sql")).unwrap().len();
+    let ups: Vec<_> = progress
+        .updates()
+        .into_iter()
+        .filter(|u| u.task == "mysqldump bytes")
+        .collect();
+    assert!(ups.iter().all(|u| u.unit == Unit::Bytes));
+    let last = ups.last().expect("the dump reported progress");
+    assert!(last.finished, "{last:?}");
+    assert_eq!(last.done, file, "the last update is the dump's size");
+    // Counts never shrink, and several distinct sizes were seen before the end.
+    assert!(ups.windows(2).all(|w| w[0].done <= w[1].done), "{ups:?}");
+    let mut running: Vec<u64> = ups
+        .iter()
+        .filter(|u| !u.finished && u.done > 0 && u.done < file)
+        .map(|u| u.done)
+        .collect();
+    running.dedup();
+    assert!(
+        running.len() >= 2,
+        "growing sizes while the dump ran: {running:?}"
+    );
+    // The estimate from data_length is there, and of the dump's order of magnitude.
+    let total = last
+        .total
+        .expect("a total estimated from information_schema");
+    assert!(total >= file && total < file * 4, "{total} for {file}");
+    // The table being dumped is named.
+    assert!(
+        ups.iter()
+            .any(|u| u.message.as_deref() == Some(&format!("{main}.wide"))),
+        "{ups:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swap_restore_parks_the_replaced_tables_and_keeps_every_object() {
     let server = cs_lab::mariadb();

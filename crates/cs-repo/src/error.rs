@@ -52,6 +52,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A path given for removal that is not a backup copy's (`<name>.<stamp>.cs-upgrade.bak`).
+    #[error("{}: not a backup copy of a repository file (`<name>.<YYYYMMDDTHHMMSSZ>.cs-upgrade.bak`); not removing it", path.display())]
+    NotBackup {
+        /// The path.
+        path: PathBuf,
+    },
     /// A file name that is not a repository file (`.list`, `.sources`, `.repo`).
     #[error("{}: not a repository file (expected sources.list, *.list, *.sources or *.repo)", path.display())]
     UnknownFormat {

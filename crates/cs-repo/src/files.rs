@@ -346,3 +346,175 @@ pub async fn revert(host: &dyn Host, path: &Path, backup: &Path) -> Result<()> {
     tracing::info!(path = %path.display(), backup = %backup.display(), "repository file reverted");
     Ok(())
 }
+
+/// A backup copy [`apply`] left beside a repository file
+/// (`<name>.<YYYYMMDDTHHMMSSZ>[-<n>].cs-upgrade.bak`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BackupFile {
+    /// The copy.
+    pub path: PathBuf,
+    /// The file it is a copy of.
+    pub original: PathBuf,
+    /// When it was made: the UTC stamp in its name.
+    #[serde(serialize_with = "unix_seconds")]
+    pub created: std::time::SystemTime,
+    /// Its size.
+    pub bytes: u64,
+}
+
+impl BackupFile {
+    /// How long ago it was made (zero for a stamp in the future).
+    pub fn age(&self, now: std::time::SystemTime) -> std::time::Duration {
+        now.duration_since(self.created).unwrap_or_default()
+    }
+}
+
+fn unix_seconds<S: serde::Serializer>(
+    t: &std::time::SystemTime,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    s.serialize_u64(secs)
+}
+
+/// The original's name and the time of a backup copy's name, as [`apply`] names it (the
+/// stamp `YYYYMMDDTHHMMSSZ` in UTC, maybe followed by `-<n>`); `None` for any other name.
+pub fn parse_backup_name(name: &str) -> Option<(String, std::time::SystemTime)> {
+    let stem = name.strip_suffix(BACKUP_SUFFIX)?;
+    let (original, tail) = stem.rsplit_once('.')?;
+    if original.is_empty() {
+        return None;
+    }
+    let stamp = match tail.split_once('-') {
+        Some((s, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => s,
+        Some(_) => return None,
+        None => tail,
+    };
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let at = time::PrimitiveDateTime::parse(stamp, &fmt)
+        .ok()?
+        .assume_utc();
+    let secs = u64::try_from(at.unix_timestamp()).ok()?;
+    Some((
+        original.to_string(),
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+    ))
+}
+
+/// The directories [`apply`] writes backup copies into: those of the repository files.
+fn backup_dirs(layout: &Layout) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = layout
+        .apt_sources_list
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain([
+            layout.apt_sources_dir.clone(),
+            layout.yum_repos_dir.clone(),
+            layout.zypp_repos_dir.clone(),
+        ])
+        .collect();
+    dirs.dedup();
+    dirs
+}
+
+/// Every backup copy [`apply`] left in the repository directories of `layout` (`sources.list`'s
+/// directory, `sources.list.d`, `yum.repos.d`, `zypp/repos.d`), oldest first. apt warns about
+/// each on every update (`Ignoring file … invalid filename extension`). Files of other names
+/// are never listed.
+///
+/// # Errors
+/// Host errors other than "not found".
+pub async fn backup_files(host: &dyn Host, layout: &Layout) -> Result<Vec<BackupFile>> {
+    let mut out = Vec::new();
+    for dir in backup_dirs(layout) {
+        let entries = match host.list_dir(&dir).await {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for e in entries {
+            if e.meta.kind != FileKind::File {
+                continue;
+            }
+            let Some((original, created)) = parse_backup_name(&e.name) else {
+                continue;
+            };
+            out.push(BackupFile {
+                path: dir.join(&e.name),
+                original: dir.join(original),
+                created,
+                bytes: e.meta.size,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.path.cmp(&b.path)));
+    Ok(out)
+}
+
+/// Removes backup copies. Every path is checked first: one whose name is not a backup copy's
+/// (see [`parse_backup_name`]) is refused and nothing is removed.
+///
+/// # Errors
+/// [`Error::NotBackup`] naming such a path; host errors (a failed removal: the ones before it
+/// are gone).
+pub async fn remove_backup_files(host: &dyn Host, paths: &[PathBuf]) -> Result<()> {
+    if let Some(bad) = paths.iter().find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_backup_name)
+            .is_none()
+    }) {
+        return Err(Error::NotBackup { path: bad.clone() });
+    }
+    for p in paths {
+        match host.remove_file(p).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(path = %p.display(), "repository backup copy removed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_apply_gives_are_backup_copies() {
+        // The name `apply` gives now parses back to now (to the second).
+        let now = std::time::SystemTime::now();
+        let name = format!("cloudstack.list.{}{BACKUP_SUFFIX}", timestamp());
+        let (original, at) = parse_backup_name(&name).unwrap();
+        assert_eq!(original, "cloudstack.list");
+        assert!(now.duration_since(at).unwrap() < std::time::Duration::from_secs(2));
+        let (original, at) =
+            parse_backup_name("sources.list.20260124T070102Z-3.cs-upgrade.bak").unwrap();
+        assert_eq!(original, "sources.list");
+        assert_eq!(
+            at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            1_769_238_062
+        );
+        for other in [
+            "cloudstack.list",
+            "cloudstack.list.bak",
+            "cloudstack.list.cs-upgrade.bak",
+            "cloudstack.list.old.cs-upgrade.bak",
+            "cloudstack.list.20260124T070102Z-.cs-upgrade.bak",
+            "cloudstack.list.20260124T070102Z-x.cs-upgrade.bak",
+            "cloudstack.list.20260124T070102.cs-upgrade.bak",
+            "cloudstack.list.20260124T070102Z.cs-upgrade.bak~",
+            ".20260124T070102Z.cs-upgrade.bak",
+        ] {
+            assert_eq!(parse_backup_name(other), None, "{other}");
+        }
+    }
+}

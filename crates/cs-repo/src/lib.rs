@@ -69,7 +69,10 @@ mod yum;
 #[cfg(feature = "checks")]
 pub use check::{TARGET_CONFIGURED, TARGET_RESOLVABLE, TargetConfigured, TargetResolvable};
 pub use error::{Error, Result};
-pub use files::{Applied, FilePlan, Plan, apply, backups, discover, plan, revert};
+pub use files::{
+    Applied, BackupFile, FilePlan, Plan, apply, backup_files, backups, discover, parse_backup_name,
+    plan, remove_backup_files, revert,
+};
 #[cfg(feature = "checks")]
 pub use locate::{LocateOptions, PackageLocation, download_package, locate_package};
 pub use rewrite::{Change, Entry, Format, Rewrite, rewrite, scan};
