@@ -45,8 +45,8 @@ pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_
 pub use db_mysql::{ER_ACCESS_DENIED, TLS_REQUIRED};
 pub use db_url::{DbTls, DbUrl, DbUrlError, TlsMode};
 pub use host::{
-    BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,
-    shell_quote,
+    BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, SudoRefusal,
+    reroot, shell_quote,
 };
 pub use layout::Layout;
 pub use local::LocalHost;
@@ -59,7 +59,7 @@ pub use runner::{
 pub use secret::{Secret, SecretFileError};
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
 #[cfg(feature = "ssh")]
-pub use ssh::{SshHost, SshHostBuilder};
+pub use ssh::{SshHost, SshHostBuilder, Sudo};
 pub use status::{
     HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport, StatePredicate,
 };

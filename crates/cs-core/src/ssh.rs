@@ -21,6 +21,10 @@ use crate::host::{DirEntry, FileKind, FileMeta, tail};
 use crate::local::temp_path_for;
 use crate::{BoxError, Cmd, Deadlines, Host, HostError, Output, Secret, shell_quote};
 
+#[path = "ssh_sudo.rs"]
+mod ssh_sudo;
+pub use ssh_sudo::Sudo;
+
 /// The deadline of the `mv` that completes an atomic write.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a killed command's channel to close after a timeout.
@@ -73,6 +77,7 @@ pub struct SshHostBuilder {
     deadlines: Deadlines,
     nodelay: bool,
     quickack: bool,
+    sudo: Option<Sudo>,
 }
 
 impl SshHostBuilder {
@@ -192,6 +197,15 @@ impl SshHostBuilder {
         self
     }
 
+    /// Runs every command, and every file operation, as root through `sudo` on the host, for a
+    /// [`SshHostBuilder::user`] that is not root (default: none, the user's own rights). File
+    /// operations then go through commands under sudo instead of SFTP, with the same
+    /// guarantees; sudo's refusals are [`HostError::Sudo`].
+    pub fn sudo(mut self, sudo: Sudo) -> Self {
+        self.sudo = Some(sudo);
+        self
+    }
+
     /// The name used in messages (default `user@addr`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -285,6 +299,7 @@ impl SshHost {
             deadlines: Deadlines::default(),
             nodelay: true,
             quickack: true,
+            sudo: None,
         }
     }
 
@@ -1181,8 +1196,9 @@ fn exec(
             };
             session.set_timeout(millis(KILL_GRACE));
             if let Some(pid) = marked_pid(&stderr) {
-                let kill = format!("kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}");
+                let (kill, input) = ssh_sudo::kill_line(inner.cfg.sudo.as_ref(), pid);
                 if let Ok(mut k) = open_exec(session, &kill) {
+                    let _ = k.write_all(&input);
                     let _ = k.send_eof();
                     let _ = k.wait_eof();
                     let _ = k.wait_close();
@@ -1574,6 +1590,9 @@ impl Host for SshHost {
     }
 
     async fn run(&self, cmd: &Cmd) -> Result<Output, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_run(sudo, cmd).await;
+        }
         let line = cmd.to_shell();
         let shown = cmd.to_string();
         let stdin = cmd.stdin_data().map(<[u8]>::to_vec).unwrap_or_default();
@@ -1586,6 +1605,9 @@ impl Host for SshHost {
     }
 
     async fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_read(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1608,6 +1630,9 @@ impl Host for SshHost {
         data: &[u8],
         mode: Option<u32>,
     ) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_write_atomic(sudo, path, data, mode).await;
+        }
         let path = path.to_path_buf();
         let data = data.to_vec();
         self.call(move |inner| {
@@ -1617,6 +1642,9 @@ impl Host for SshHost {
     }
 
     async fn stat(&self, path: &Path) -> Result<FileMeta, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_stat(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1630,6 +1658,9 @@ impl Host for SshHost {
     }
 
     async fn list_dir(&self, path: &Path) -> Result<Vec<DirEntry>, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_list_dir(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1655,12 +1686,18 @@ impl Host for SshHost {
     }
 
     async fn create_dir_all(&self, path: &Path, mode: u32) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_create_dir_all(sudo, path, mode).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| inner.with_conn(|conn| create_dir_all_on(inner, conn, &path, mode)))
             .await
     }
 
     async fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_remove_file(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {

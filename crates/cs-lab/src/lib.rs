@@ -83,4 +83,7 @@ pub use node::LabFamily;
 pub use proxy::TcpProxy;
 pub use repo_server::{REPO_APT_SUITES, REPO_PACKAGES, REPO_YUM_RELEASES, RepoServer};
 pub use seed::{SeedOptions, SeedSummary, seed, version_history};
-pub use sshd::{SshServer, SshServerBuilder, sshd};
+pub use sshd::{
+    LabOperator, NO_SUDO_USER, OPERATOR_USER, SshServer, SshServerBuilder, operator,
+    operator_without_sudo, sshd,
+};

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cs_core::{HostError, Secret, SshHost, SshHostBuilder};
+use cs_core::{HostError, Secret, SshHost, SshHostBuilder, Sudo};
 
 use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready};
 use crate::{LabError, Result};
@@ -199,6 +199,20 @@ impl SshServer {
             .known_hosts(self.known_hosts())
             .connect_timeout(Duration::from_secs(10))
             .name(format!("lab-ssh:{}", self.port))
+    }
+
+    /// A builder for an [`SshHost`] on this server logged in as the lab's operator account
+    /// ([`operator`]: `cs-lab-op`, the client key) that runs everything as root through
+    /// `sudo` with the operator's password, named `lab-ssh:PORT`.
+    ///
+    /// # Errors
+    /// What [`operator`] returns.
+    pub fn sudo_host_builder(&self) -> Result<SshHostBuilder> {
+        let op = operator()?;
+        Ok(self
+            .host_builder()
+            .user(op.user())
+            .sudo(Sudo::with_password(op.password().clone())))
     }
 
     /// Connects as root with the client key and strict host-key checking.
@@ -668,6 +682,196 @@ fn set_password(user: &str) -> Result<Secret> {
         Some(&format!("{user}:{}\n", password.expose())),
     )?;
     Ok(password)
+}
+
+/// A login account of this machine for lab nodes reached as an operator would reach them:
+/// not root, `sudo` to root with its password. See [`operator`].
+pub struct LabOperator {
+    user: String,
+    password: Secret,
+    password_file: PathBuf,
+}
+
+impl fmt::Debug for LabOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabOperator")
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LabOperator {
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Its login and sudo password.
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    /// A file holding the password (mode 0600, owned by root), for configs that name a
+    /// secret file.
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
+    }
+}
+
+/// The user every lab node can be reached as instead of root.
+pub const OPERATOR_USER: &str = "cs-lab-op";
+/// A user with a password but no sudoers entry, for tests of sudo's refusal.
+pub const NO_SUDO_USER: &str = "cs-lab-nosudo";
+/// Where the lab keeps its accounts' passwords (root only).
+const ACCOUNTS_DIR: &str = "/var/lib/cs-lab";
+
+/// The lab's operator account [`OPERATOR_USER`] (`cs-lab-op`): created if missing
+/// (`useradd`), its password random, set once (`chpasswd`) and kept in a root-only file, and a
+/// sudoers entry (`/etc/sudoers.d/cs-lab-op`, checked with `visudo`) that lets it run anything
+/// as root after giving that password. The entry also keeps `PATH` and `CS_LAB_ROOT` through
+/// sudo (`env_keep`, no `secure_path`), so the stand-ins of a lab node win under sudo as they
+/// do for root over SSH. This changes the machine's users and sudoers and needs root.
+///
+/// Idempotent, and safe from parallel test binaries: the work is done under an exclusive
+/// lock, and an existing account keeps its password (a test binary running never sees it
+/// change). Done once per process.
+///
+/// # Errors
+/// [`LabError::MissingBinary`] naming `sudo` or `passwd`; [`LabError::Start`] when not root or
+/// a tool fails; IO errors.
+pub fn operator() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| account(OPERATOR_USER, true).map_err(|e| cs_core::error_chain(&e)))
+        .as_ref()
+        .map_err(|e| LabError::Start {
+            what: format!("the lab operator account `{OPERATOR_USER}`"),
+            detail: e.clone(),
+        })
+}
+
+/// Like [`operator`], for [`NO_SUDO_USER`] (`cs-lab-nosudo`): an account with a password and
+/// no sudoers entry (one left from elsewhere is removed).
+///
+/// # Errors
+/// As [`operator`].
+pub fn operator_without_sudo() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| account(NO_SUDO_USER, false).map_err(|e| cs_core::error_chain(&e)))
+        .as_ref()
+        .map_err(|e| LabError::Start {
+            what: format!("the lab account `{NO_SUDO_USER}`"),
+            detail: e.clone(),
+        })
+}
+
+/// The sudoers entry of a lab operator.
+fn sudoers_text(user: &str) -> String {
+    format!(
+        "# cs-lab: the lab's operator account (written by cs_lab::operator).\n\
+         {user} ALL=(ALL:ALL) ALL\n\
+         Defaults:{user} !secure_path, !lecture, env_keep += \"PATH CS_LAB_ROOT\"\n"
+    )
+}
+
+fn account(user: &str, sudoer: bool) -> Result<LabOperator> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !is_root() {
+        return Err(LabError::Start {
+            what: format!("the lab account `{user}`"),
+            detail: "creating users and sudoers entries needs root".into(),
+        });
+    }
+    find_binary("sudo", "sudo")?;
+    let visudo = find_binary("visudo", "sudo")?;
+    let dir = Path::new(ACCOUNTS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    // Held until the end of this function (dropping the file releases it).
+    lock.lock().map_err(io("lock", &lock_path))?;
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let exists = passwd.lines().any(|l| l.split(':').next() == Some(user));
+    if !exists {
+        let useradd = find_binary("useradd", "passwd")?;
+        run_tool(
+            "useradd",
+            command(&useradd).args(["-m", "-s", "/bin/sh", user]),
+            None,
+        )?;
+    }
+    let password_file = dir.join(format!("{user}.password"));
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(text) if exists && !text.trim().is_empty() => Secret::new(text.trim_end()),
+        _ => {
+            let password = Secret::new(token(24));
+            let chpasswd = find_binary("chpasswd", "passwd")?;
+            run_tool(
+                "chpasswd",
+                &mut command(&chpasswd),
+                Some(&format!("{user}:{}\n", password.expose())),
+            )?;
+            let tmp = dir.join(format!(".{user}.password.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            f.write_all(password.expose().as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io("write", &tmp))?;
+            std::fs::rename(&tmp, &password_file).map_err(io("rename", &password_file))?;
+            password
+        }
+    };
+
+    let sudoers_dir = Path::new("/etc/sudoers.d");
+    let entry = sudoers_dir.join(user);
+    if sudoer {
+        let text = sudoers_text(user);
+        if std::fs::read_to_string(&entry).ok().as_deref() != Some(text.as_str()) {
+            std::fs::create_dir_all(sudoers_dir).map_err(io("create", sudoers_dir))?;
+            // sudo skips files whose names contain a dot: the temporary file is never read.
+            let tmp = sudoers_dir.join(format!(".{user}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o440)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(io("write", &tmp))?;
+            if let Err(e) = run_tool("visudo -c", command(&visudo).arg("-cqf").arg(&tmp), None) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &entry).map_err(io("rename", &entry))?;
+        }
+    } else {
+        match std::fs::remove_file(&entry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(format!("remove {}", entry.display()), e)),
+        }
+    }
+    Ok(LabOperator {
+        user: user.to_string(),
+        password,
+        password_file,
+    })
 }
 
 #[cfg(test)]

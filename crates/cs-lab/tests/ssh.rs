@@ -618,3 +618,191 @@ async fn a_file_read_from_a_silent_node_fails_within_the_bound() {
     let text = error_chain(&err);
     assert!(text.contains("kvm-quiet"), "{text}");
 }
+
+/// The operator account's SSH host on the shared server: logged in as `cs-lab-op`, root
+/// through sudo with its password.
+async fn sudo_host() -> SshHost {
+    let server = sshd();
+    let builder = server
+        .sudo_host_builder()
+        .unwrap_or_else(|e| panic!("lab operator: {}", error_chain(&e)));
+    builder.connect().await.expect("connect as the operator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_host_with_sudo_conforms_as_root() {
+    let server = sshd();
+    let host = sudo_host().await;
+    assert_eq!(host.user(), cs_lab::OPERATOR_USER);
+    // Commands run as root, in the operator's own login.
+    let id = host.run_ok(&Cmd::new("id").arg("-u")).await.expect("id -u");
+    assert_eq!(id.stdout_lossy().trim(), "0");
+    let who = host
+        .run_ok(&Cmd::new("sh").arg("-c").arg("echo $SUDO_USER"))
+        .await
+        .expect("SUDO_USER");
+    assert_eq!(who.stdout_lossy().trim(), cs_lab::OPERATOR_USER);
+    // A directory only root may enter: SFTP as the operator could not write there.
+    let scratch = server.root().join("conformance-sudo");
+    host.create_dir_all(&scratch, 0o700)
+        .await
+        .expect("mkdir as root");
+    let meta = host.stat(&scratch).await.expect("stat");
+    assert_eq!((meta.uid, meta.mode), (0, 0o700));
+    conformance::run_all(&host, &scratch.join("suite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sudo_keeps_the_commands_stdin_and_never_shows_the_password() {
+    let host = sudo_host().await;
+    let op = cs_lab::operator().expect("operator");
+    let out = host
+        .run_ok(&Cmd::new("cat").stdin(&b"first line\nsecond\n"[..]))
+        .await
+        .expect("cat");
+    assert_eq!(out.stdout, b"first line\nsecond\n");
+    assert!(out.stderr.is_empty(), "{}", out.stderr_lossy());
+    // Twice on one connection: a cached sudo credential must not leave the password line on
+    // the command's standard input.
+    let again = host.run_ok(&Cmd::new("cat")).await.expect("cat");
+    assert!(again.stdout.is_empty(), "{}", again.stdout_lossy());
+    // Not on any command line root can see while the command runs.
+    let ps = host
+        .run_ok(&Cmd::new("ps").args(["-eo", "args"]))
+        .await
+        .expect("ps");
+    assert!(!ps.stdout_lossy().contains(op.password().expose()));
+    assert!(!format!("{host:?}").contains(op.password().expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_sudo_password_is_a_typed_error_in_time() {
+    let server = sshd();
+    let op = cs_lab::operator().expect("operator");
+    let host = server
+        .host_builder()
+        .user(op.user())
+        .sudo(cs_core::Sudo::with_password(Secret::new(
+            "not-the-password",
+        )))
+        .connect()
+        .await
+        .expect("login works: only sudo is refused");
+    let started = Instant::now();
+    let err = host
+        .run(
+            &Cmd::new("cat")
+                .stdin(&b"data\nmore\n"[..])
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect_err("a wrong password must be refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo { reason: cs_core::SudoRefusal::IncorrectPassword, user, .. }
+                if user == cs_lab::OPERATOR_USER
+        ),
+        "{err:?}"
+    );
+    let text = error_chain(&err);
+    assert!(text.contains("incorrect password"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    // File operations too.
+    let err = host
+        .read(Path::new("/etc/hostname"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, HostError::Sudo { .. }), "{err:?}");
+
+    // No password where the sudoers rule asks for one: `sudo -n` says so at once.
+    let host = server
+        .host_builder()
+        .user(op.user())
+        .sudo(cs_core::Sudo::without_password())
+        .connect()
+        .await
+        .expect("login");
+    let err = host.run(&Cmd::new("true")).await.expect_err("refused");
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo {
+                reason: cs_core::SudoRefusal::PasswordRequired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("a password is required"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_not_in_sudoers_is_a_typed_error() {
+    let server = sshd();
+    let nosudo = cs_lab::operator_without_sudo().expect("account without sudo");
+    let host = server
+        .host_builder()
+        .user(nosudo.user())
+        .sudo(cs_core::Sudo::with_password(nosudo.password().clone()))
+        .connect()
+        .await
+        .expect("login works: only sudo is refused");
+    let started = Instant::now();
+    let err = host
+        .stat(Path::new("/etc"))
+        .await
+        .expect_err("not in sudoers");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo {
+                reason: cs_core::SudoRefusal::NotInSudoers,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not in the sudoers file"), "{err}");
+    assert!(!error_chain(&err).contains(nosudo.password().expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_command_under_sudo_is_killed_as_root() {
+    let server = sshd();
+    let host = sudo_host().await;
+    let pid_file = server.root().join("sudo-timeout.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let err = host
+        .run(
+            &Cmd::new("sh")
+                .arg("-c")
+                .arg(script)
+                .timeout(Duration::from_secs(2)),
+        )
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid written by the command");
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    // The command ran as root: only a kill through sudo ends it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !proc_dir.exists(),
+        "the root `sleep` ({}) still runs",
+        pid.trim()
+    );
+}
