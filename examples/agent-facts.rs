@@ -29,6 +29,8 @@ struct Args {
     /// known_hosts file for strict host-key checking (default: ~/.ssh/known_hosts).
     #[arg(long)]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 10)]
     parallel: usize,
@@ -48,9 +50,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let sudo = match args.sudo.sudo() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agent-facts: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ssh = agent_common::Ssh {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
+        sudo,
     };
     let bar = common::Bars::new();
     let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {

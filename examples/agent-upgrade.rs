@@ -73,6 +73,8 @@ struct Args {
     /// known_hosts file (default: ~/.ssh/known_hosts).
     #[arg(long)]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
     /// Where the fleet and per-host journals go (resume by running again with the same dir).
     #[arg(long, default_value = "agent-upgrade-journal")]
     journal_dir: PathBuf,
@@ -148,9 +150,17 @@ async fn main() -> ExitCode {
     };
     // Lab mode: start hosts, and answer status / maintenance / repository from the lab.
     let mut lab = Vec::new();
+    let sudo = match args.sudo.sudo() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agent-upgrade: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ssh = agent_common::Ssh {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
+        sudo,
     };
     let from_host = Arc::new(FromHost::default());
     let status: Arc<dyn HostStatus>;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --example rewrite-repo -- --to 4.20 [--dry-run] [--stdout]
-//!     [--host ssh://user@host:port [--key FILE] [--known-hosts FILE]]
+//!     [--host ssh://user@host:port [--key FILE] [--known-hosts FILE]
+//!      [--sudo] [--sudo-password-file FILE]]
 //!     [--mirror PREFIX]... [--root DIR] [FILE...]
 //! ```
 //!
@@ -22,6 +23,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[path = "common/mod.rs"]
+mod common;
 use cs_core::{Host, HostExt, Layout, LocalHost, SshHost};
 use cs_repo::{Format, Rules};
 
@@ -47,6 +51,8 @@ struct Args {
     /// known_hosts file for `--host` (default `~/.ssh/known_hosts`; unknown hosts are refused).
     #[arg(long, value_name = "FILE", requires = "host")]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
     /// A mirror URL prefix whose entries are CloudStack's too (repeatable).
     #[arg(long, value_name = "PREFIX")]
     mirror: Vec<String>,
@@ -215,6 +221,9 @@ async fn connect(url: &str, args: &Args) -> Result<SshHost, String> {
     };
     if let Some(kh) = &args.known_hosts {
         b = b.known_hosts(kh);
+    }
+    if let Some(sudo) = args.sudo.sudo()? {
+        b = b.sudo(sudo);
     }
     b.connect().await.map_err(|e| chain(&e))
 }

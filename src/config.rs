@@ -248,6 +248,14 @@ pub struct SshConfig {
     /// The deadline of a command that sets none of its own.
     #[serde(default = "default_command_timeout", with = "humantime_serde_compat")]
     pub command_timeout: Duration,
+    /// Run every command and file operation as root through `sudo`, for a login `user` that
+    /// is not root (see [`cs_core::SshHostBuilder::sudo`]).
+    #[serde(default)]
+    pub sudo: bool,
+    /// sudo's password, when the sudoers rule asks for one (`env` or `file`, as every secret
+    /// here); without it sudo runs with `-n` and needs a `NOPASSWD` rule. Needs `sudo = true`.
+    #[serde(default)]
+    pub sudo_password: Option<SecretSource>,
 }
 
 fn default_command_timeout() -> Duration {
@@ -270,6 +278,8 @@ impl Default for SshConfig {
             connect_timeout: default_connect_timeout(),
             reply_timeout: default_reply_timeout(),
             command_timeout: default_command_timeout(),
+            sudo: false,
+            sudo_password: None,
         }
     }
 }
@@ -645,6 +655,17 @@ impl UpgradeConfig {
                 return Err(self.invalid(key, "set `env`, `file` or `value`"));
             }
         }
+        if self.ssh.sudo_password.is_some() && !self.ssh.sudo {
+            return Err(self.invalid(
+                "ssh.sudo_password",
+                "set `sudo = true` too: the password is only used for sudo",
+            ));
+        }
+        if let Some(src) = &self.ssh.sudo_password
+            && !src.is_set()
+        {
+            return Err(self.invalid("ssh.sudo_password", "set `env`, `file` or `value`"));
+        }
         if let Err((key, reason)) = self.database.tls() {
             return Err(self.invalid(key, reason));
         }
@@ -696,11 +717,13 @@ impl UpgradeConfig {
 
     fn secret_warnings(&self) -> Vec<Finding> {
         [
-            ("database.password", &self.database.password),
-            ("api.api_key", &self.api.api_key),
-            ("api.secret_key", &self.api.secret_key),
+            ("database.password", Some(&self.database.password)),
+            ("api.api_key", Some(&self.api.api_key)),
+            ("api.secret_key", Some(&self.api.secret_key)),
+            ("ssh.sudo_password", self.ssh.sudo_password.as_ref()),
         ]
         .into_iter()
+        .filter_map(|(key, s)| Some((key, s?)))
         .filter(|(_, s)| s.value.is_some())
         .map(|(key, _)| {
             Finding::new(
@@ -717,6 +740,23 @@ impl UpgradeConfig {
     /// The file this config came from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How nodes become root: `None` for `ssh.sudo = false` (the login user's own rights),
+    /// otherwise sudo with the password resolved (`sudo -n` without one).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the sudo password cannot be read.
+    pub fn sudo(&self) -> Result<Option<cs_core::Sudo>, ConfigError> {
+        if !self.ssh.sudo {
+            return Ok(None);
+        }
+        Ok(Some(match &self.ssh.sudo_password {
+            Some(src) => {
+                cs_core::Sudo::with_password(src.resolve(&self.path, "ssh.sudo_password")?)
+            }
+            None => cs_core::Sudo::without_password(),
+        }))
     }
 
     /// The database URL with its password resolved.
@@ -858,6 +898,62 @@ mod tests {
         assert_eq!(c.policy.migration_deadline, Duration::from_secs(45 * 60));
         assert_eq!(c.database.password.env.as_deref(), Some("CS_DB_PASSWORD"));
         assert!(c.repositories.mirrors.is_empty());
+    }
+
+    #[test]
+    fn sudo_comes_with_its_password_from_a_secret_source() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert!(!c.ssh.sudo);
+        assert!(c.sudo().unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("sudo-password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = EXAMPLE
+            .replace("# sudo = true", "sudo = true")
+            .replace(
+                "# sudo_password = { file = \"/etc/cs-upgrade/sudo-password\" }",
+                &format!(
+                    "sudo_password = {{ file = {:?} }}",
+                    pw.display().to_string()
+                ),
+            )
+            .replace("user = \"root\"", "user = \"ops\"");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let sudo = c.sudo().unwrap().expect("sudo on");
+        assert_eq!(sudo.password().map(Secret::expose), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        // A password file others can read is refused, naming the key.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        match c.sudo() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "ssh.sudo_password"),
+            other => panic!("{other:?}"),
+        }
+        // Without a password: `sudo -n`.
+        let text = EXAMPLE.replace("# sudo = true", "sudo = true");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(c.sudo().unwrap().expect("sudo on").password().is_none());
+        // A password without `sudo = true` is a mistake, named.
+        let text = EXAMPLE.replace("# sudo_password = { file", "sudo_password = { file");
+        match UpgradeConfig::parse(&text, Path::new("t.toml")) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "ssh.sudo_password"),
+            other => panic!("{other:?}"),
+        }
+        // An inline one is a warning, as for the other secrets.
+        let text = EXAMPLE.replace(
+            "# sudo = true",
+            "sudo = true\nsudo_password = { value = \"x\" }",
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(
+            c.secret_warnings()
+                .iter()
+                .any(|f| f.subject == "ssh.sudo_password"),
+            "{:?}",
+            c.secret_warnings()
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(crate) struct Ssh {
     pub(crate) identity: Option<PathBuf>,
     /// known_hosts file (else `~/.ssh/known_hosts`).
     pub(crate) known_hosts: Option<PathBuf>,
+    /// Root through sudo, for a login user that is not root.
+    pub(crate) sudo: Option<cs_core::Sudo>,
 }
 
 impl Ssh {
@@ -34,6 +36,9 @@ impl Ssh {
         });
         if let Some(kh) = kh {
             b = b.known_hosts(kh);
+        }
+        if let Some(sudo) = &self.sudo {
+            b = b.sudo(sudo.clone());
         }
         let host: Arc<dyn Host> =
             Arc::new(b.connect().await.map_err(|e| cs_core::error_chain(&e))?);

@@ -301,6 +301,12 @@ pub(crate) async fn connect(
     if let Some(k) = &config.ssh.known_hosts {
         b = b.known_hosts(k.clone());
     }
+    if let Some(sudo) = config
+        .sudo()
+        .map_err(|e| UpgradeError::new(UpgradeErrorKind::Config(e)))?
+    {
+        b = b.sudo(sudo);
+    }
     let host = b.connect().await.map_err(|source| {
         UpgradeError::new(UpgradeErrorKind::Connect {
             node: node.display_name().to_string(),
