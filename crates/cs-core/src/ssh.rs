@@ -83,6 +83,11 @@ pub struct SshHostBuilder {
     /// The passphrase of identity files named by the ssh config (and of bastions' inherited
     /// keys).
     pub(crate) identity_passphrase: Option<Secret>,
+    /// Whether `auth` was inherited from the host a bastion leads to (the ssh config's
+    /// `IdentityFile`s for the bastion then come first).
+    pub(crate) auth_inherited: bool,
+    /// How many bastions lead to this one (a loop in an ssh config ends at a bound).
+    pub(crate) depth: u8,
 }
 
 impl SshHostBuilder {
@@ -367,6 +372,8 @@ impl SshHost {
             jumps: Vec::new(),
             ssh_config: None,
             identity_passphrase: None,
+            auth_inherited: false,
+            depth: 0,
         }
     }
 
@@ -474,12 +481,13 @@ impl Inner {
             };
             conn.session.set_blocking(true);
             conn.session.set_timeout(millis(self.cfg.deadlines.reply));
+            let heard = Arc::clone(&conn.heard);
             match op(conn) {
                 Ok(v) => return Ok(v),
-                Err(Fail::Host(e)) => return Err(e),
+                Err(Fail::Host(e)) => return Err(self.blame_bastion(&heard, e)),
                 Err(Fail::Broken(e)) => {
                     drop_conn(&mut guard);
-                    return Err(e);
+                    return Err(self.blame_bastion(&heard, e));
                 }
                 Err(Fail::Retry(e)) => {
                     drop_conn(&mut guard);
@@ -493,6 +501,41 @@ impl Inner {
                     tracing::debug!(host = %self.name, error = %e, "SSH session died; reconnecting");
                 }
             }
+        }
+    }
+
+    /// Through a bastion, a timeout or a lost connection may be the bastion's doing: the
+    /// bastion is given one keepalive period (and a second) to show it is alive, and named
+    /// first if it does not. A live bastion answers the relay's keepalive requests within
+    /// that time even while nothing else moves.
+    fn blame_bastion(&self, heard: &Heard, e: HostError) -> HostError {
+        let Some(via) = heard.via.as_ref() else {
+            return e;
+        };
+        if !matches!(e, HostError::Timeout { .. } | HostError::Protocol { .. })
+            || e.to_string().contains(via.name.as_str())
+        {
+            return e;
+        }
+        let start = Instant::now();
+        let patience = via.patience + Duration::from_secs(1);
+        while start.elapsed() < patience {
+            if via.heard.silent_for() < start.elapsed() {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let bastion = heard
+            .silent_bastion(patience)
+            .unwrap_or(via.name.as_str())
+            .to_string();
+        HostError::Protocol {
+            host: self.name.clone(),
+            what: format!(
+                "the bastion {bastion} on the way to {} stopped answering",
+                self.cfg.addr
+            ),
+            source: Some(Box::new(e)),
         }
     }
 
@@ -782,6 +825,17 @@ pub(crate) fn keepalive_secs(d: &Deadlines) -> u32 {
         .max(2)
 }
 
+/// The bastion a connection goes through.
+#[derive(Debug)]
+pub(crate) struct Via {
+    /// Its name in messages.
+    pub(crate) name: String,
+    /// When it last sent a byte.
+    pub(crate) heard: Arc<Heard>,
+    /// How often its keepalive requests go out.
+    pub(crate) patience: Duration,
+}
+
 /// When a node last sent a byte, kept by [`relay`] (or, through a bastion, by the channel
 /// relay of `ssh_jump`).
 #[derive(Debug)]
@@ -792,14 +846,14 @@ pub(crate) struct Heard {
     start: Instant,
     /// Milliseconds from `start` to the last byte received.
     last: std::sync::atomic::AtomicU64,
-    /// The bastion this connection goes through, and when it last sent a byte.
-    via: Option<(String, Arc<Heard>)>,
+    /// The bastion this connection goes through.
+    via: Option<Via>,
     /// A clone of the socket libssh2 runs the session on, to wait on it (`ssh_jump`).
     pub(crate) session_end: std::sync::OnceLock<std::os::unix::net::UnixStream>,
 }
 
 impl Heard {
-    pub(crate) fn new(sock: socket2::Socket, via: Option<(String, Arc<Heard>)>) -> Heard {
+    pub(crate) fn new(sock: socket2::Socket, via: Option<Via>) -> Heard {
         Heard {
             sock,
             start: Instant::now(),
@@ -816,10 +870,10 @@ impl Heard {
 
     /// The first bastion on the way that has been silent longer than `bound`, if any.
     fn silent_bastion(&self, bound: Duration) -> Option<&str> {
-        let (name, heard) = self.via.as_ref()?;
-        heard
+        let via = self.via.as_ref()?;
+        via.heard
             .silent_bastion(bound)
-            .or_else(|| (heard.silent_for() > bound).then_some(name.as_str()))
+            .or_else(|| (via.heard.silent_for() > bound).then_some(via.name.as_str()))
     }
 
     pub(crate) fn cut(&self) {
@@ -1368,7 +1422,7 @@ fn exec(
             // Cut first: closing the channel must not wait for a node that answers nothing.
             heard.cut();
             session.set_timeout(millis(KILL_GRACE));
-            let who = match heard.silent_bastion(silence) {
+            let who = match heard.silent_bastion(silence / 2) {
                 Some(bastion) => format!("the bastion {bastion} on the way to {name}"),
                 None => format!("{name} ({})", inner.cfg.addr),
             };

@@ -303,16 +303,21 @@ pub(crate) fn resolve(
         b.user = u;
         b.user_set = true;
     }
-    if b.auth.is_empty() && !e.identity_files.is_empty() {
+    if (b.auth.is_empty() || b.auth_inherited) && !e.identity_files.is_empty() {
+        let inherited = std::mem::take(&mut b.auth);
         for f in e.identity_files.iter().filter(|f| f.is_file()) {
             b.auth.push(crate::ssh::Auth::KeyFile {
                 path: f.clone(),
                 passphrase: b.identity_passphrase.clone(),
             });
         }
-        // As without any method: the agent too, where there is one.
-        if std::env::var_os("SSH_AUTH_SOCK").is_some() || b.auth.is_empty() {
-            b.auth.push(crate::ssh::Auth::Agent { socket: None });
+        if inherited.is_empty() {
+            // As without any method: the agent too, where there is one.
+            if std::env::var_os("SSH_AUTH_SOCK").is_some() || b.auth.is_empty() {
+                b.auth.push(crate::ssh::Auth::Agent { socket: None });
+            }
+        } else {
+            b.auth.extend(inherited);
         }
     }
     if b.jumps.is_empty()

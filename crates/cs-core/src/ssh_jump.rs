@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ssh2::{BlockDirections, Channel, Session};
 
-use crate::ssh::{Heard, connect_blocking, millis};
+use crate::ssh::{Heard, Via, connect_blocking, keepalive_secs, millis};
 use crate::{HostError, JumpSpec, SshHostBuilder};
 
 /// One hop on the way to a host.
@@ -44,6 +44,7 @@ fn hop_builder(cfg: &SshHostBuilder, left: Duration) -> SshHostBuilder {
             b.addr = spec.addr();
             b.name = None;
             b.jumps = Vec::new();
+            b.auth_inherited = true;
             // The spec's user, else the ssh config's for the bastion, else the target's.
             match &spec.user {
                 Some(u) => {
@@ -59,8 +60,13 @@ fn hop_builder(cfg: &SshHostBuilder, left: Duration) -> SshHostBuilder {
     if b.jumps.is_empty() {
         b.jumps = before.to_vec();
     }
+    b.depth = cfg.depth.saturating_add(1);
     b
 }
+
+/// More bastions than this on the way is taken for a loop (an ssh config whose `ProxyJump`
+/// host matches its own `Host` pattern).
+const MAX_HOPS: u8 = 8;
 
 /// Connects to the last bastion of `cfg`'s chain (through the ones before it) and opens a
 /// channel from it to `host:port`; returns the local end libssh2 runs the target's session
@@ -80,6 +86,15 @@ pub(crate) fn transport(
         addr: format!("{} through the bastion {hop_name}", cfg.addr),
         source,
     };
+    if hop.depth > MAX_HOPS {
+        return Err(through(
+            format!(
+                "more than {MAX_HOPS} bastions on the way; does a ProxyJump host match its own \
+                 Host pattern in the ssh config?"
+            )
+            .into(),
+        ));
+    }
     let hop = crate::ssh_config::resolve(hop, &hop_name).map_err(|e| through(Box::new(e)))?;
     let (session, hop_heard) =
         connect_blocking(&hop, &hop_name).map_err(|e| through(Box::new(e)))?;
@@ -116,7 +131,11 @@ pub(crate) fn transport(
     let (ours, theirs) = UnixStream::pair().map_err(io)?;
     let heard = Arc::new(Heard::new(
         socket2::Socket::from(std::os::fd::OwnedFd::from(ours.try_clone().map_err(io)?)),
-        Some((hop_name.clone(), Arc::clone(&hop_heard))),
+        Some(Via {
+            name: hop_name.clone(),
+            heard: Arc::clone(&hop_heard),
+            patience: Duration::from_secs(u64::from(keepalive_secs(&hop.deadlines))),
+        }),
     ));
     let reply = hop.deadlines.reply;
     let for_relay = Arc::clone(&heard);
