@@ -11,6 +11,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,9 @@ struct Args {
     /// known_hosts file for strict host-key checking (default: ~/.ssh/known_hosts).
     #[arg(long)]
     known_hosts: Option<PathBuf>,
+    /// Passphrase, bastions, ssh config.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 10)]
     parallel: usize,
@@ -51,6 +56,7 @@ async fn main() -> ExitCode {
     let ssh = agent_common::Ssh {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
+        options: args.ssh.clone(),
     };
     let bar = common::Bars::new();
     let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {
