@@ -11,6 +11,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,9 @@ struct Args {
     known_hosts: Option<PathBuf>,
     #[command(flatten)]
     sudo: common::SudoArgs,
+    /// Passphrase, bastions, ssh config.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 10)]
     parallel: usize,
@@ -61,6 +66,7 @@ async fn main() -> ExitCode {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
         sudo,
+        options: args.ssh.clone(),
     };
     let bar = common::Bars::new();
     let results = cs_agent::fleet::for_each(&targets, args.parallel, &bar, |t| {

@@ -21,6 +21,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,9 @@ struct Args {
     known_hosts: Option<PathBuf>,
     #[command(flatten)]
     sudo: common::SudoArgs,
+    /// Passphrase, bastions, ssh config.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// Where the fleet and per-host journals go (resume by running again with the same dir).
     #[arg(long, default_value = "agent-upgrade-journal")]
     journal_dir: PathBuf,
@@ -161,6 +166,7 @@ async fn main() -> ExitCode {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
         sudo,
+        options: args.ssh.clone(),
     };
     let from_host = Arc::new(FromHost::default());
     let status: Arc<dyn HostStatus>;

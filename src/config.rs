@@ -256,6 +256,43 @@ pub struct SshConfig {
     /// here); without it sudo runs with `-n` and needs a `NOPASSWD` rule. Needs `sudo = true`.
     #[serde(default)]
     pub sudo_password: Option<SecretSource>,
+    /// Bastions every node is reached through (OpenSSH's `ProxyJump`): `[user@]host[:port]`,
+    /// comma-separated for a chain, first hop first. A bastion inherits the identity, its
+    /// passphrase, known_hosts and timeouts; its user is the one given, else `user`.
+    #[serde(default)]
+    pub proxy_jump: Option<String>,
+    /// The passphrase of `identity` (and of identity files the ssh config names).
+    #[serde(default)]
+    pub identity_passphrase: Option<SecretSource>,
+    /// An OpenSSH client configuration (`~/.ssh/config`; a leading `~/` is the running user's
+    /// home) whose `Host`, `HostName`, `User`, `Port`, `IdentityFile` and `ProxyJump` entries
+    /// apply to each node's address. Off unless set: a run does what its own file says, not
+    /// what a user's personal file happens to hold. What this file sets wins: a node's
+    /// `port` other than 22, a `user` other than `root` (the default), `identity`,
+    /// `proxy_jump`.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+impl SshConfig {
+    /// The bastions of `proxy_jump`, first hop first.
+    ///
+    /// # Errors
+    /// A message naming the bad hop (checked when the file is loaded).
+    pub fn jumps(&self) -> Result<Vec<cs_core::JumpSpec>, String> {
+        self.proxy_jump
+            .as_deref()
+            .map_or_else(|| Ok(Vec::new()), cs_core::JumpSpec::parse_list)
+    }
+
+    /// `config` with a leading `~/` expanded.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        let p = self.config.as_ref()?;
+        match (p.strip_prefix("~").ok(), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => Some(PathBuf::from(home).join(rest)),
+            _ => Some(p.clone()),
+        }
+    }
 }
 
 fn default_command_timeout() -> Duration {
@@ -280,6 +317,9 @@ impl Default for SshConfig {
             command_timeout: default_command_timeout(),
             sudo: false,
             sudo_password: None,
+            proxy_jump: None,
+            identity_passphrase: None,
+            config: None,
         }
     }
 }
@@ -666,6 +706,14 @@ impl UpgradeConfig {
         {
             return Err(self.invalid("ssh.sudo_password", "set `env`, `file` or `value`"));
         }
+        if let Err(reason) = self.ssh.jumps() {
+            return Err(self.invalid("ssh.proxy_jump", reason));
+        }
+        if let Some(src) = &self.ssh.identity_passphrase
+            && !src.is_set()
+        {
+            return Err(self.invalid("ssh.identity_passphrase", "set `env`, `file` or `value`"));
+        }
         if let Err((key, reason)) = self.database.tls() {
             return Err(self.invalid(key, reason));
         }
@@ -997,6 +1045,44 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ssh_bastions_passphrases_and_ssh_config_are_read_and_checked() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert!(c.ssh.jumps().unwrap().is_empty());
+        assert_eq!(c.ssh.config_path(), None);
+        let text = EXAMPLE
+            .replace("# identity_passphrase = ", "identity_passphrase = ")
+            .replace("# proxy_jump = ", "proxy_jump = ")
+            .replace("# config = ", "config = ");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let hops = c.ssh.jumps().unwrap();
+        assert_eq!(hops.len(), 1);
+        assert_eq!(hops[0].to_string(), "jump@bastion.example.org:22");
+        assert_eq!(
+            c.ssh
+                .identity_passphrase
+                .as_ref()
+                .and_then(|s| s.file.clone()),
+            Some(PathBuf::from("/root/.cs-upgrade/key-passphrase"))
+        );
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        assert_eq!(c.ssh.config_path(), Some(home.join(".ssh/config")));
+        invalid(
+            &EXAMPLE.replace(
+                "# proxy_jump = \"jump@bastion.example.org:22\"",
+                "proxy_jump = \"jump@bastion:twenty\"",
+            ),
+            "ssh.proxy_jump",
+        );
+        invalid(
+            &EXAMPLE.replace(
+                "# identity_passphrase = { file = \"/root/.cs-upgrade/key-passphrase\" }",
+                "identity_passphrase = {}",
+            ),
+            "ssh.identity_passphrase",
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(crate) struct Ssh {
     pub(crate) known_hosts: Option<PathBuf>,
     /// Root through sudo, for a login user that is not root.
     pub(crate) sudo: Option<cs_core::Sudo>,
+    /// Passphrase, bastions, ssh config.
+    pub(crate) options: crate::ssh_common::SshOptions,
 }
 
 impl Ssh {
@@ -27,10 +29,7 @@ impl Ssh {
             .user(t.user.clone())
             .name(t.label())
             .connect_timeout(Duration::from_secs(10));
-        b = match &self.identity {
-            Some(k) => b.key_file(k),
-            None => b.agent(),
-        };
+        b = self.options.apply(b, self.identity.as_deref())?;
         let kh = self.known_hosts.clone().or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
         });

@@ -387,6 +387,27 @@ pub enum HostError {
         /// Why, as sudo said it.
         reason: SudoRefusal,
     },
+    /// A private key file cannot be used: its passphrase is wrong or missing, or its cipher is
+    /// not one libssh2 decrypts. Never carries the passphrase.
+    #[error("{host}: {problem} for {}", path.display())]
+    Key {
+        /// Host name.
+        host: String,
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong (`wrong passphrase`, `no passphrase given`, …).
+        problem: String,
+    },
+    /// An OpenSSH client configuration file (`~/.ssh/config`) cannot be read or parsed.
+    #[error("{host}: ssh config {}: {reason}", path.display())]
+    SshConfig {
+        /// Host name.
+        host: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line where known.
+        reason: String,
+    },
     /// The connection broke or the remote side misbehaved.
     #[error("{host}: {what}")]
     Protocol {

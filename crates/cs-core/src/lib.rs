@@ -36,6 +36,12 @@ mod secret;
 mod signatures;
 #[cfg(feature = "ssh")]
 mod ssh;
+#[cfg(feature = "ssh")]
+mod ssh_config;
+#[cfg(feature = "ssh")]
+mod ssh_jump;
+#[cfg(feature = "ssh")]
+mod ssh_keyfile;
 mod status;
 mod step;
 mod version;
@@ -60,6 +66,8 @@ pub use secret::{Secret, SecretFileError};
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
 #[cfg(feature = "ssh")]
 pub use ssh::{SshHost, SshHostBuilder, Sudo};
+#[cfg(feature = "ssh")]
+pub use ssh_config::{JumpSpec, SshConfig, SshConfigEntry, SshConfigError};
 pub use status::{
     HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport, StatePredicate,
 };

@@ -36,6 +36,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 // libssh2 error codes (`LIBSSH2_ERROR_*`, `LIBSSH2_FX_*`).
 const ERR_SOCKET_NONE: i32 = -1;
 const ERR_SOCKET_SEND: i32 = -7;
+const ERR_FILE: i32 = -16;
 const ERR_TIMEOUT: i32 = -9;
 const ERR_SOCKET_DISCONNECT: i32 = -13;
 const ERR_SOCKET_TIMEOUT: i32 = -30;
@@ -49,7 +50,7 @@ const FX_NO_SUCH_PATH: i32 = 10;
 
 /// One way to authenticate, tried in the order they were added to the builder.
 #[derive(Debug, Clone)]
-enum Auth {
+pub(crate) enum Auth {
     KeyFile {
         path: PathBuf,
         passphrase: Option<Secret>,
@@ -66,17 +67,31 @@ enum Auth {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SshHostBuilder {
-    addr: String,
-    user: String,
-    name: Option<String>,
-    auth: Vec<Auth>,
-    known_hosts: Option<PathBuf>,
-    accept_new: bool,
-    connect_timeout: Duration,
+    pub(crate) addr: String,
+    pub(crate) user: String,
+    /// Whether [`SshHostBuilder::user`] was called (it wins over an ssh config `User`).
+    pub(crate) user_set: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) auth: Vec<Auth>,
+    pub(crate) known_hosts: Option<PathBuf>,
+    pub(crate) accept_new: bool,
+    pub(crate) connect_timeout: Duration,
     command_timeout: Option<Duration>,
-    deadlines: Deadlines,
-    nodelay: bool,
-    quickack: bool,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) nodelay: bool,
+    pub(crate) quickack: bool,
+    /// The bastions to go through, first hop first (OpenSSH `ProxyJump`).
+    pub(crate) jumps: Vec<crate::ssh_jump::Hop>,
+    /// The OpenSSH client configuration to honour, if any.
+    pub(crate) ssh_config: Option<PathBuf>,
+    /// The passphrase of identity files named by the ssh config (and of bastions' inherited
+    /// keys).
+    pub(crate) identity_passphrase: Option<Secret>,
+    /// Whether `auth` was inherited from the host a bastion leads to (the ssh config's
+    /// `IdentityFile`s for the bastion then come first).
+    pub(crate) auth_inherited: bool,
+    /// How many bastions lead to this one (a loop in an ssh config ends at a bound).
+    pub(crate) depth: u8,
     sudo: Option<Sudo>,
 }
 
@@ -84,10 +99,12 @@ impl SshHostBuilder {
     /// The user to log in as (default `root`).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = user.into();
+        self.user_set = true;
         self
     }
 
-    /// Authenticates with a private key file (OpenSSH or PEM format, no passphrase).
+    /// Authenticates with a private key file (OpenSSH or PEM format, no passphrase; a
+    /// protected key fails with [`HostError::Key`]).
     pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.auth.push(Auth::KeyFile {
             path: path.into(),
@@ -96,7 +113,10 @@ impl SshHostBuilder {
         self
     }
 
-    /// Authenticates with a private key file protected by a passphrase.
+    /// Authenticates with a private key file protected by a passphrase (OpenSSH format with
+    /// `ssh-keygen`'s default cipher `aes256-ctr`, or PEM). A wrong passphrase fails with
+    /// [`HostError::Key`] naming the file, once no other method was accepted. For a key in
+    /// ssh-agent, use [`SshHostBuilder::agent`] instead.
     pub fn key_file_with_passphrase(
         mut self,
         path: impl Into<PathBuf>,
@@ -212,21 +232,77 @@ impl SshHostBuilder {
         self
     }
 
+    /// Connects through a bastion (OpenSSH's `ProxyJump`): the bastion is reached with its own
+    /// builder (user, port, keys, known_hosts), a `direct-tcpip` channel is opened from it to
+    /// this host's address, and this host's SSH session runs over that channel, its key still
+    /// checked against this builder's known_hosts under this host's own name. Called more than
+    /// once, the hops chain, first call first (`ProxyJump a,b`). The connect timeout covers
+    /// every hop together; the bastion's keepalives and silence bound are its own builder's.
+    /// A bastion that cannot be reached fails the connection with an error naming it.
+    pub fn proxy_jump(mut self, bastion: SshHostBuilder) -> Self {
+        self.jumps
+            .push(crate::ssh_jump::Hop::Builder(Box::new(bastion)));
+        self
+    }
+
+    /// Connects through a bastion given as `[user@]host[:port]` (see
+    /// [`SshHostBuilder::proxy_jump`]). The bastion inherits this builder's authentication,
+    /// known_hosts file and its policy, timeouts, deadlines and ssh config; its user is the
+    /// one in `spec`, else the ssh config's `User` for it, else this builder's user.
+    pub fn proxy_jump_via(mut self, spec: crate::JumpSpec) -> Self {
+        self.jumps.push(crate::ssh_jump::Hop::Spec(spec));
+        self
+    }
+
+    /// Honours the `Host`, `HostName`, `User`, `Port`, `IdentityFile` and `ProxyJump` entries
+    /// of an OpenSSH client configuration file for this host (the builder's address, without
+    /// its port, is the name matched against `Host` patterns) and its bastions; see
+    /// [`crate::SshConfig`]. What is set on the builder wins: an explicit port in the address,
+    /// [`SshHostBuilder::user`], any authentication method (then no `IdentityFile` is used),
+    /// [`SshHostBuilder::proxy_jump`]. The file is read at connect time; identity files that
+    /// do not exist are skipped, as `ssh` does.
+    pub fn ssh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssh_config = Some(path.into());
+        self
+    }
+
+    /// [`SshHostBuilder::ssh_config`] with `~/.ssh/config`, when that file exists.
+    pub fn use_ssh_config(mut self) -> Self {
+        if let Some(p) = crate::SshConfig::default_path().filter(|p| p.is_file()) {
+            self.ssh_config = Some(p);
+        }
+        self
+    }
+
+    /// The passphrase for identity files that come from the ssh config
+    /// ([`SshHostBuilder::ssh_config`]); keys given with [`SshHostBuilder::key_file`] or
+    /// [`SshHostBuilder::key_file_with_passphrase`] keep their own.
+    pub fn identity_passphrase(mut self, passphrase: Secret) -> Self {
+        self.identity_passphrase = Some(passphrase);
+        self
+    }
+
     /// Connects, checks the host key and authenticates.
     ///
     /// # Errors
     /// [`HostError::Connect`] or [`HostError::Timeout`] (both naming the address) when the host
     /// cannot be reached or does not speak SSH within the connect timeout,
     /// [`HostError::HostKey`] when its key is unknown or changed, [`HostError::Auth`] when no
-    /// method was accepted.
+    /// method was accepted, [`HostError::Key`] when a key's passphrase is wrong or missing,
+    /// [`HostError::SshConfig`] when the ssh config cannot be read. Through a bastion,
+    /// [`HostError::Connect`] naming the bastion, with the bastion's own error as its source.
     pub async fn connect(self) -> Result<SshHost, HostError> {
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}@{}", self.user, self.addr));
+        let name = self.display_name();
+        let cfg = {
+            let name = name.clone();
+            spawn(&name.clone(), move || {
+                crate::ssh_config::resolve(self, &name)
+            })
+            .await?
+        };
         let inner = Arc::new(Inner {
             name,
-            cfg: self,
+            cfg,
             conn: Mutex::new(None),
         });
         let task = inner.clone();
@@ -241,6 +317,13 @@ impl SshHostBuilder {
         })
         .await?;
         Ok(SshHost { inner })
+    }
+
+    /// The name in messages: [`SshHostBuilder::name`], else `user@addr`.
+    pub(crate) fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", self.user, self.addr))
     }
 
     fn known_hosts_path(&self) -> PathBuf {
@@ -290,6 +373,7 @@ impl SshHost {
         SshHostBuilder {
             addr: addr.into(),
             user: "root".into(),
+            user_set: false,
             name: None,
             auth: Vec::new(),
             known_hosts: None,
@@ -300,6 +384,11 @@ impl SshHost {
             nodelay: true,
             quickack: true,
             sudo: None,
+            jumps: Vec::new(),
+            ssh_config: None,
+            identity_passphrase: None,
+            auth_inherited: false,
+            depth: 0,
         }
     }
 
@@ -407,12 +496,13 @@ impl Inner {
             };
             conn.session.set_blocking(true);
             conn.session.set_timeout(millis(self.cfg.deadlines.reply));
+            let heard = Arc::clone(&conn.heard);
             match op(conn) {
                 Ok(v) => return Ok(v),
-                Err(Fail::Host(e)) => return Err(e),
+                Err(Fail::Host(e)) => return Err(self.blame_bastion(&heard, e)),
                 Err(Fail::Broken(e)) => {
                     drop_conn(&mut guard);
-                    return Err(e);
+                    return Err(self.blame_bastion(&heard, e));
                 }
                 Err(Fail::Retry(e)) => {
                     drop_conn(&mut guard);
@@ -426,6 +516,41 @@ impl Inner {
                     tracing::debug!(host = %self.name, error = %e, "SSH session died; reconnecting");
                 }
             }
+        }
+    }
+
+    /// Through a bastion, a timeout or a lost connection may be the bastion's doing: the
+    /// bastion is given one keepalive period (and a second) to show it is alive, and named
+    /// first if it does not. A live bastion answers the relay's keepalive requests within
+    /// that time even while nothing else moves.
+    fn blame_bastion(&self, heard: &Heard, e: HostError) -> HostError {
+        let Some(via) = heard.via.as_ref() else {
+            return e;
+        };
+        if !matches!(e, HostError::Timeout { .. } | HostError::Protocol { .. })
+            || e.to_string().contains(via.name.as_str())
+        {
+            return e;
+        }
+        let start = Instant::now();
+        let patience = via.patience + Duration::from_secs(1);
+        while start.elapsed() < patience {
+            if via.heard.silent_for() < start.elapsed() {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let bastion = heard
+            .silent_bastion(patience)
+            .unwrap_or(via.name.as_str())
+            .to_string();
+        HostError::Protocol {
+            host: self.name.clone(),
+            what: format!(
+                "the bastion {bastion} on the way to {} stopped answering",
+                self.cfg.addr
+            ),
+            source: Some(Box::new(e)),
         }
     }
 
@@ -496,7 +621,7 @@ fn drop_conn(guard: &mut Option<Conn>) {
     }
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
@@ -526,7 +651,7 @@ fn is_dead_or_timeout(e: &HostError) -> bool {
     }
 }
 
-fn is_timeout(e: &ssh2::Error) -> bool {
+pub(crate) fn is_timeout(e: &ssh2::Error) -> bool {
     matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT))
 }
 
@@ -561,7 +686,7 @@ fn sftp_error(host: &str, op: &'static str, path: &Path, e: ssh2::Error) -> Host
 // Connecting.
 
 /// Splits `host:port`, `[v6]:port` or `host` into host and port.
-fn split_addr(addr: &str) -> (String, u16) {
+pub(crate) fn split_addr(addr: &str) -> (String, u16) {
     if let Some(rest) = addr.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')
     {
@@ -589,7 +714,10 @@ fn known_hosts_entry(host: &str, port: u16) -> String {
     }
 }
 
-fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<Heard>), HostError> {
+pub(crate) fn connect_blocking(
+    cfg: &SshHostBuilder,
+    name: &str,
+) -> Result<(Session, Arc<Heard>), HostError> {
     let addr = cfg.addr.as_str();
     let start = Instant::now();
     let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
@@ -604,7 +732,64 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
         source,
     };
     let (host, port) = split_addr(addr);
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+    let (local, heard) = if cfg.jumps.is_empty() {
+        tcp_transport(cfg, name, &host, port, start)?
+    } else {
+        crate::ssh_jump::transport(cfg, name, &host, port, start)?
+    };
+
+    if let Ok(end) = local.try_clone() {
+        let _ = heard.session_end.set(end);
+    }
+    let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
+    session.set_tcp_stream(local);
+    session.set_timeout(millis(left()));
+    let known_hosts = cfg.known_hosts_path();
+    let entry = known_hosts_entry(&host, port);
+    prefer_known_key_types(&session, &known_hosts, &entry);
+    session.handshake().map_err(|e| {
+        if is_timeout(&e) || start.elapsed() >= cfg.connect_timeout {
+            timeout(format!("SSH handshake with {addr}"))
+        } else {
+            connect_err(Box::new(e))
+        }
+    })?;
+    verify_host_key(&session, cfg, name, &host, port, &known_hosts)?;
+    session.set_timeout(millis(left()));
+    authenticate(&session, cfg, name).map_err(|e| match e {
+        HostError::Auth { .. } if start.elapsed() >= cfg.connect_timeout => {
+            timeout(format!("SSH authentication with {addr}"))
+        }
+        e => e,
+    })?;
+    session.set_timeout(0);
+    // Only now: configured before the handshake, libssh2 fails the key exchange.
+    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
+    tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
+    Ok((session, heard))
+}
+
+/// A TCP connection to `host:port` behind a [`relay`].
+fn tcp_transport(
+    cfg: &SshHostBuilder,
+    name: &str,
+    host: &str,
+    port: u16,
+    start: Instant,
+) -> Result<(std::os::unix::net::UnixStream, Arc<Heard>), HostError> {
+    let addr = cfg.addr.as_str();
+    let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
+    let timeout = |what: String| HostError::Timeout {
+        host: name.to_string(),
+        what,
+        after: cfg.connect_timeout,
+    };
+    let connect_err = |source: BoxError| HostError::Connect {
+        host: name.to_string(),
+        addr: addr.to_string(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| connect_err(Box::new(e)))?
         .collect();
@@ -641,34 +826,7 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
     // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
     // while busy).
     let _ = cfg.deadlines.apply(&tcp);
-    let (local, heard) = relay(tcp, name, cfg.quickack).map_err(|e| connect_err(Box::new(e)))?;
-
-    let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
-    session.set_tcp_stream(local);
-    session.set_timeout(millis(left()));
-    let known_hosts = cfg.known_hosts_path();
-    let entry = known_hosts_entry(&host, port);
-    prefer_known_key_types(&session, &known_hosts, &entry);
-    session.handshake().map_err(|e| {
-        if is_timeout(&e) || start.elapsed() >= cfg.connect_timeout {
-            timeout(format!("SSH handshake with {addr}"))
-        } else {
-            connect_err(Box::new(e))
-        }
-    })?;
-    verify_host_key(&session, cfg, name, &host, port, &known_hosts)?;
-    session.set_timeout(millis(left()));
-    authenticate(&session, cfg, name).map_err(|e| match e {
-        HostError::Auth { .. } if start.elapsed() >= cfg.connect_timeout => {
-            timeout(format!("SSH authentication with {addr}"))
-        }
-        e => e,
-    })?;
-    session.set_timeout(0);
-    // Only now: configured before the handshake, libssh2 fails the key exchange.
-    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
-    tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
-    Ok((session, heard))
+    relay(tcp, name, cfg.quickack).map_err(|e| connect_err(Box::new(e)))
 }
 
 /// SSH keepalive requests go out every quarter of a reply period while the session waits
@@ -676,33 +834,68 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
 /// before the silence bound. libssh2's blocking calls (SFTP) also give up when a keepalive
 /// they sent goes unanswered for an interval (`_libssh2_wait_socket` in libssh2's
 /// `session.c`).
-fn keepalive_secs(d: &Deadlines) -> u32 {
+pub(crate) fn keepalive_secs(d: &Deadlines) -> u32 {
     u32::try_from((d.reply / 4).as_secs())
         .unwrap_or(u32::MAX)
         .max(2)
 }
 
-/// When a node last sent a byte, kept by [`relay`].
+/// The bastion a connection goes through.
 #[derive(Debug)]
-struct Heard {
-    /// The node's socket, to cut a dead connection.
-    tcp: TcpStream,
+pub(crate) struct Via {
+    /// Its name in messages.
+    pub(crate) name: String,
+    /// When it last sent a byte.
+    pub(crate) heard: Arc<Heard>,
+    /// How often its keepalive requests go out.
+    pub(crate) patience: Duration,
+}
+
+/// When a node last sent a byte, kept by [`relay`] (or, through a bastion, by the channel
+/// relay of `ssh_jump`).
+#[derive(Debug)]
+pub(crate) struct Heard {
+    /// The node's socket (a TCP connection, or the socket pair end of a bastion's channel
+    /// relay), to cut a dead connection.
+    sock: socket2::Socket,
     start: Instant,
     /// Milliseconds from `start` to the last byte received.
     last: std::sync::atomic::AtomicU64,
+    /// The bastion this connection goes through.
+    via: Option<Via>,
+    /// A clone of the socket libssh2 runs the session on, to wait on it (`ssh_jump`).
+    pub(crate) session_end: std::sync::OnceLock<std::os::unix::net::UnixStream>,
 }
 
 impl Heard {
-    fn silent_for(&self) -> Duration {
+    pub(crate) fn new(sock: socket2::Socket, via: Option<Via>) -> Heard {
+        Heard {
+            sock,
+            start: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            via,
+            session_end: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }
 
-    fn cut(&self) {
-        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    /// The first bastion on the way that has been silent longer than `bound`, if any.
+    fn silent_bastion(&self, bound: Duration) -> Option<&str> {
+        let via = self.via.as_ref()?;
+        via.heard
+            .silent_bastion(bound)
+            .or_else(|| (via.heard.silent_for() > bound).then_some(via.name.as_str()))
     }
 
-    fn now(&self) {
+    pub(crate) fn cut(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    pub(crate) fn now(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
@@ -725,11 +918,10 @@ fn relay(
     use std::net::Shutdown;
     use std::os::unix::net::UnixStream;
     let (ours, theirs) = UnixStream::pair()?;
-    let heard = Arc::new(Heard {
-        tcp: tcp.try_clone()?,
-        start: Instant::now(),
-        last: std::sync::atomic::AtomicU64::new(0),
-    });
+    let heard = Arc::new(Heard::new(
+        socket2::Socket::from(std::os::fd::OwnedFd::from(tcp.try_clone()?)),
+        None,
+    ));
     let (tcp_in, mut tcp_out) = (tcp.try_clone()?, tcp);
     let (mut local_out, mut local_in) = (ours.try_clone()?, ours);
     let for_down = Arc::clone(&heard);
@@ -1058,6 +1250,8 @@ fn authenticate(session: &Session, cfg: &SshHostBuilder, name: &str) -> Result<(
     };
     let user = cfg.user.as_str();
     let mut tried = Vec::new();
+    // A protected key libssh2 could not load: reported as such when nothing else worked.
+    let mut key_problem: Option<(PathBuf, String)> = None;
     for method in methods {
         let result = match method {
             Auth::KeyFile { path, passphrase } => {
@@ -1092,11 +1286,37 @@ fn authenticate(session: &Session, cfg: &SshHostBuilder, name: &str) -> Result<(
                     source: Box::new(e),
                 });
             }
+            if let Auth::KeyFile { path, passphrase } = method
+                && matches!(e.code(), ErrorCode::Session(ERR_FILE))
+                && key_problem.is_none()
+            {
+                let prot = crate::ssh_keyfile::protection(path);
+                if prot != crate::ssh_keyfile::Protection::None {
+                    let ciphers = session
+                        .supported_algs(MethodType::CryptCs)
+                        .unwrap_or_default();
+                    let given = passphrase.as_ref().is_some_and(|p| !p.is_empty());
+                    let problem = crate::ssh_keyfile::problem(&prot, given, &ciphers);
+                    if let Some(last) = tried.last_mut() {
+                        last.push_str(&format!(": {problem}"));
+                    }
+                    key_problem = Some((path.clone(), problem));
+                    continue;
+                }
+            }
             // libssh2's messages name no secrets; keep them for the diagnosis.
             if let Some(last) = tried.last_mut() {
                 last.push_str(&format!(": {}", e.message()));
             }
         }
+    }
+    if let Some((path, problem)) = key_problem {
+        tracing::debug!(host = %name, tried = %tried.join("; "), "authentication failed");
+        return Err(HostError::Key {
+            host: name.to_string(),
+            path,
+            problem,
+        });
     }
     Err(HostError::Auth {
         host: name.to_string(),
@@ -1218,12 +1438,13 @@ fn exec(
             // Cut first: closing the channel must not wait for a node that answers nothing.
             heard.cut();
             session.set_timeout(millis(KILL_GRACE));
+            let who = match heard.silent_bastion(silence / 2) {
+                Some(bastion) => format!("the bastion {bastion} on the way to {name}"),
+                None => format!("{name} ({})", inner.cfg.addr),
+            };
             return Err(Fail::Broken(HostError::Timeout {
                 host: name.clone(),
-                what: format!(
-                    "`{shown}`: {name} ({}) stopped answering, keepalives included",
-                    inner.cfg.addr
-                ),
+                what: format!("`{shown}`: {who} stopped answering, keepalives included"),
                 after: silence,
             }));
         }

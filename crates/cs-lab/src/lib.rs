@@ -49,6 +49,7 @@
 //! `publish = false`: only dev-dependencies, examples and the root crate's tests use it.
 
 mod api;
+mod bastion;
 mod error;
 pub mod fuzz;
 mod kvm;
@@ -67,6 +68,7 @@ pub use api::{
     CloudSpec, Fault, HostCapacity, LabApi, LabEvent, LabVm, RecordedRequest,
     TEMPLATE_DOWNLOAD_ERROR, Tenant, TenantActor, TenantChange, TenantOptions, Timings,
 };
+pub use bastion::BastionAccess;
 pub use cs_core::DbUrl;
 pub use error::{LabError, Result};
 pub use kvm::{

@@ -46,6 +46,8 @@ pub struct SshServer {
     root: PathBuf,
     bin: PathBuf,
     password_login: Option<(String, Secret)>,
+    bastion: bool,
+    locked_key: bool,
 }
 
 impl fmt::Debug for SshServer {
@@ -69,6 +71,8 @@ pub struct SshServerBuilder {
     root: Option<PathBuf>,
     path_prefix: Option<PathBuf>,
     password_user: Option<String>,
+    bastion: bool,
+    locked_key: bool,
 }
 
 impl SshServerBuilder {
@@ -93,6 +97,22 @@ impl SshServerBuilder {
     /// each server sets a new password.
     pub fn password_login(mut self, user: impl Into<String>) -> Self {
         self.password_user = Some(user.into());
+        self
+    }
+
+    /// Makes the server a bastion (a jump host): it only forwards TCP connections to
+    /// 127.0.0.1 (`ssh -J`, `direct-tcpip` channels); every command and SFTP session is refused
+    /// (`ForceCommand` of a program that prints a refusal and exits 1).
+    pub fn bastion(mut self) -> Self {
+        self.bastion = true;
+        self
+    }
+
+    /// Also authorizes an ed25519 client key protected by a random passphrase
+    /// ([`SshServer::locked_key`]), the passphrase in a file of its own (mode 0600,
+    /// [`SshServer::locked_key_passphrase_file`]).
+    pub fn locked_key(mut self) -> Self {
+        self.locked_key = true;
         self
     }
 
@@ -134,6 +154,24 @@ impl SshServer {
     /// The private key authorized for every user (ed25519, no passphrase).
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("id_ed25519")
+    }
+
+    /// The passphrase-protected client key, when the server was built with
+    /// [`SshServerBuilder::locked_key`].
+    pub fn locked_key(&self) -> Option<PathBuf> {
+        self.locked_key
+            .then(|| self.dir.path().join("id_ed25519_locked"))
+    }
+
+    /// The file holding [`SshServer::locked_key`]'s passphrase (mode 0600, no newline).
+    pub fn locked_key_passphrase_file(&self) -> Option<PathBuf> {
+        self.locked_key
+            .then(|| self.dir.path().join("id_ed25519_locked.passphrase"))
+    }
+
+    /// Whether the server is a bastion ([`SshServerBuilder::bastion`]).
+    pub fn is_bastion(&self) -> bool {
+        self.bastion
     }
 
     /// A known_hosts file holding this server's key as `[127.0.0.1]:PORT`.
@@ -478,6 +516,33 @@ fn keygen(keygen: &Path, file: &Path, comment: &str) -> Result<()> {
     )
 }
 
+/// A passphrase-protected ed25519 key (`ssh-keygen -N`: OpenSSH format, aes256-ctr, bcrypt)
+/// with its passphrase in `<file>.passphrase` (mode 0600).
+fn keygen_locked(keygen: &Path, file: &Path) -> Result<()> {
+    let passphrase = token(24);
+    let pass_file = file.with_extension("passphrase");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pass_file)
+            .map_err(io("create", &pass_file))?;
+        f.write_all(passphrase.as_bytes())
+            .map_err(io("write", &pass_file))?;
+    }
+    run_tool(
+        "ssh-keygen",
+        command(keygen)
+            .args(["-q", "-t", "ed25519", "-C", "cs-lab-locked", "-N"])
+            .arg(&passphrase)
+            .arg("-f")
+            .arg(file),
+        None,
+    )
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
@@ -497,6 +562,18 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
     keygen(&keygen_bin, &d.join("id_ed25519"), "cs-lab-client")?;
     let authorized = d.join("authorized_keys");
     std::fs::copy(d.join("id_ed25519.pub"), &authorized).map_err(io("copy", &authorized))?;
+    if opts.locked_key {
+        let locked = d.join("id_ed25519_locked");
+        keygen_locked(&keygen_bin, &locked)?;
+        let line = std::fs::read_to_string(locked.with_extension("pub"))
+            .map_err(io("read", &locked.with_extension("pub")))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&authorized)
+            .map_err(io("open", &authorized))?;
+        f.write_all(line.as_bytes())
+            .map_err(io("write", &authorized))?;
+    }
     set_mode(&authorized, 0o644)?;
 
     let root = opts.root.clone().unwrap_or_else(|| d.join("root"));
@@ -521,7 +598,13 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
     let mut last_err = None;
     for _ in 0..5 {
         let port = free_port()?;
-        let text = config_text(&d, port, &root, &bin, password_login.is_some());
+        let mut text = config_text(&d, port, &root, &bin, password_login.is_some());
+        if opts.bastion {
+            // DEBUG1 logs each forward (`server_request_direct_tcpip: … target 127.0.0.1 port
+            // N`); sshd takes the first LogLevel it reads.
+            text = text.replace("LogLevel VERBOSE", "LogLevel DEBUG1");
+            text.push_str(&bastion_text(&d)?);
+        }
         std::fs::write(&config, text).map_err(io("write", &config))?;
         // By default sshd execs itself afresh for every connection (new address-space layout
         // per connection), which costs an exec of sshd and its libraries each time. A lab
@@ -587,6 +670,8 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
                     root,
                     bin,
                     password_login,
+                    bastion: opts.bastion,
+                    locked_key: opts.locked_key,
                 });
             }
             Err(e) => {
@@ -643,6 +728,27 @@ fn config_text(d: &Path, port: u16, root: &Path, bin: &Path, password: bool) -> 
         bin = bin.display(),
         root = root.display(),
     )
+}
+
+/// The lines that make a server a bastion: TCP forwarding to 127.0.0.1 only, nothing else.
+/// `ForceCommand` also replaces the SFTP subsystem (`sshd_config(5)`), so no file is served.
+/// Written as a script of its own: `ForceCommand` runs through the user's shell.
+fn bastion_text(d: &Path) -> Result<String> {
+    let refuse = d.join("bastion-refuse");
+    std::fs::write(
+        &refuse,
+        "#!/bin/sh\necho 'this bastion only forwards connections' >&2\nexit 1\n",
+    )
+    .map_err(io("write", &refuse))?;
+    set_mode(&refuse, 0o755)?;
+    Ok(format!(
+        "AllowTcpForwarding local\n\
+         PermitOpen 127.0.0.1:*\n\
+         X11Forwarding no\n\
+         PermitTTY no\n\
+         ForceCommand {}\n",
+        refuse.display()
+    ))
 }
 
 /// Creates `user` if missing and gives it a new random password.

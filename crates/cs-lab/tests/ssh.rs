@@ -219,14 +219,19 @@ async fn key_with_passphrase_authenticates() {
     host.run_ok(&Cmd::new("true")).await.expect("run");
 
     let err = SshHost::builder(server.addr())
-        .key_file_with_passphrase(&key, Secret::new("wrong passphrase"))
+        .key_file_with_passphrase(&key, Secret::new("battery staple"))
         .known_hosts(server.known_hosts())
         .connect()
         .await
         .expect_err("wrong passphrase");
-    assert!(matches!(err, HostError::Auth { .. }), "{err:?}");
+    assert!(matches!(err, HostError::Key { .. }), "{err:?}");
     assert!(
-        !format!("{err} {err:?}").contains("wrong passphrase"),
+        err.to_string()
+            .ends_with(&format!("wrong passphrase for {}", key.display())),
+        "{err}"
+    );
+    assert!(
+        !format!("{err} {err:?}").contains("battery staple"),
         "{err:?}"
     );
 }

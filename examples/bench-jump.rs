@@ -1,0 +1,150 @@
+//! Benchmark: what going through a bastion (ProxyJump) costs an `SshHost`, against the same
+//! lab node reached directly in the same run: connecting, a small command's round trip, and
+//! SFTP throughput both ways. Prints medians and the ratio jump / direct.
+//!
+//! ```text
+//! cargo run --release --example bench-jump [-- --runs 7 --commands 200 --mib 32 --json]
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)] // An example owns its terminal.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cs_core::{Cmd, Host, HostExt, SshHost, error_chain};
+use cs_lab::SshServer;
+
+/// Time SshHost direct and through a lab bastion.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Runs of each measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Commands per round-trip run.
+    #[arg(long, default_value_t = 100)]
+    commands: usize,
+    /// MiB written and read back per SFTP run.
+    #[arg(long, default_value_t = 16)]
+    mib: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn connect(target: &SshServer, bastion: Option<&SshServer>) -> Result<SshHost, String> {
+    let mut b = target.host_builder();
+    if let Some(j) = bastion {
+        b = b.proxy_jump(j.host_builder());
+    }
+    b.connect().await.map_err(|e| error_chain(&e))
+}
+
+/// Medians of: connect, one small command, SFTP write + read of `mib` MiB.
+async fn measure(
+    args: &Args,
+    target: &SshServer,
+    bastion: Option<&SshServer>,
+) -> Result<[Duration; 3], String> {
+    let mut connects = Vec::new();
+    let mut commands = Vec::new();
+    let mut transfers = Vec::new();
+    let data: Vec<u8> = (0..args.mib * 1024 * 1024)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let file = target.root().join("bench-jump.bin");
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let host = connect(target, bastion).await?;
+        connects.push(started.elapsed());
+        host.run_ok(&Cmd::new("true"))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let started = Instant::now();
+        for _ in 0..args.commands {
+            host.run_ok(&Cmd::new("true"))
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        commands.push(started.elapsed() / u32::try_from(args.commands.max(1)).unwrap_or(1));
+        let started = Instant::now();
+        host.write_atomic(&file, &data, None)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let back = host.read(&file).await.map_err(|e| error_chain(&e))?;
+        transfers.push(started.elapsed());
+        if back != data {
+            return Err("SFTP read back other bytes than written".into());
+        }
+    }
+    Ok([median(connects), median(commands), median(transfers)])
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let servers = SshServer::start().and_then(|t| Ok((t, SshServer::builder().bastion().start()?)));
+    let (target, bastion) = match servers {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench-jump: {}", error_chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let direct = measure(&args, &target, None).await;
+    let jump = measure(&args, &target, Some(&bastion)).await;
+    let (direct, jump) = match (direct, jump) {
+        (Ok(d), Ok(j)) => (d, j),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("bench-jump: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let names = ["connect", "command round trip", "SFTP write+read"];
+    let mib = args.mib as f64;
+    if args.json {
+        let rows: Vec<_> = names
+            .iter()
+            .zip(direct.iter().zip(jump.iter()))
+            .map(|(n, (d, j))| {
+                serde_json::json!({
+                    "measure": n,
+                    "direct_ms": d.as_secs_f64() * 1e3,
+                    "jump_ms": j.as_secs_f64() * 1e3,
+                    "ratio": j.as_secs_f64() / d.as_secs_f64().max(1e-9),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"runs": args.runs, "commands": args.commands, "mib": args.mib, "results": rows})
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "medians of {} runs ({} commands, {} MiB each way per run)",
+        args.runs, args.commands, args.mib
+    );
+    println!(
+        "{:<20} {:>12} {:>12} {:>8}",
+        "", "direct", "via bastion", "ratio"
+    );
+    for (n, (d, j)) in names.iter().zip(direct.iter().zip(jump.iter())) {
+        println!(
+            "{n:<20} {:>10.2}ms {:>10.2}ms {:>7.2}x",
+            d.as_secs_f64() * 1e3,
+            j.as_secs_f64() * 1e3,
+            j.as_secs_f64() / d.as_secs_f64().max(1e-9)
+        );
+    }
+    println!(
+        "SFTP throughput: direct {:.1} MiB/s, via bastion {:.1} MiB/s",
+        2.0 * mib / direct[2].as_secs_f64().max(1e-9),
+        2.0 * mib / jump[2].as_secs_f64().max(1e-9)
+    );
+    ExitCode::SUCCESS
+}
