@@ -1,7 +1,8 @@
 //! End to end as operators reach their nodes: the lab's upgrade (2 management servers, 3 KVM
-//! hosts, 4.18.0.0 to 4.19.0.0) with every node reached as the lab's operator account
-//! `cs-lab-op`, not root, everything done as root through `sudo` with the password from a
-//! secret file; then `rewrite-repo` on a node the same way (`--sudo-password-file`).
+//! hosts, 4.18.0.0 to 4.19.0.0) with every node reached through a bastion that only forwards,
+//! with a passphrase-protected key whose passphrase is in a secret file, as the lab's operator
+//! account `cs-lab-op`, not root, everything done as root through `sudo` with its password
+//! from a secret file; then `rewrite-repo` on a node as the operator (`--sudo-password-file`).
 
 mod common;
 
@@ -51,12 +52,33 @@ async fn upgrade_as_a_non_root_operator_with_sudo() {
     let path = lab
         .write_operator_config(&target)
         .unwrap_or_else(|e| panic!("operator config: {}", error_chain(&e)));
+    let access = lab
+        .bastion_access(&path)
+        .unwrap_or_else(|e| panic!("bastion: {}", error_chain(&e)));
     let (config, warnings) = UpgradeConfig::load(&path).expect("config");
     assert_eq!(config.ssh.user, OPERATOR_USER);
     assert!(config.ssh.sudo);
+    assert_eq!(config.ssh.identity.as_deref(), Some(access.key.as_path()));
+    assert!(config.ssh.identity_passphrase.is_some());
+    assert!(config.ssh.proxy_jump.is_some());
     assert!(
-        warnings.iter().all(|w| w.subject != "ssh.sudo_password"),
-        "the password comes from a file: {warnings:?}"
+        warnings
+            .iter()
+            .all(|w| w.subject != "ssh.sudo_password" && w.subject != "ssh.identity_passphrase"),
+        "the secrets come from files: {warnings:?}"
+    );
+    // The key really is locked: without its passphrase it opens nothing.
+    let locked = cs_core::SshHost::builder(lab.kvm_hosts()[0].ssh().expect("sshd").addr())
+        .user(OPERATOR_USER)
+        .key_file(&access.key)
+        .known_hosts(lab.dir().join("known_hosts"))
+        .connect()
+        .await
+        .expect_err("a protected key without its passphrase");
+    assert!(
+        matches!(locked, cs_core::HostError::Key { .. }),
+        "{}",
+        error_chain(&locked)
     );
 
     let marks = log_marks(&lab);
@@ -71,6 +93,24 @@ async fn upgrade_as_a_non_root_operator_with_sudo() {
         "every node was reached as {OPERATOR_USER}: {operator} logins"
     );
     assert_eq!(root, 0, "no node was logged in to as root by the upgrade");
+    // Every node through the bastion (its log names each forward's target).
+    let log = std::fs::read_to_string(access.bastion.log()).expect("bastion log");
+    let ports = lab
+        .management_servers()
+        .iter()
+        .map(|m| m.ssh().port())
+        .chain(
+            lab.kvm_hosts()
+                .iter()
+                .filter_map(|h| h.ssh())
+                .map(|s| s.port()),
+        );
+    for port in ports {
+        assert!(
+            log.contains(&format!("target 127.0.0.1 port {port}")),
+            "no forward to {port} in the bastion's log"
+        );
+    }
     // What the upgrade wrote on the nodes is root's, as before.
     for h in lab.kvm_hosts() {
         let props = h.root().join("etc/cloudstack/agent/agent.properties");
