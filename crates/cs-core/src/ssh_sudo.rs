@@ -1,9 +1,11 @@
 //! `SshHost` logged in as an operator account that becomes root through `sudo`
 //! ([`SshHostBuilder::sudo`](super::SshHostBuilder::sudo)).
 //!
-//! Every command runs as `sudo … -- sh -c 'printf OK >&2; exec COMMAND'`: the root shell's
-//! first line on standard error tells sudo's own refusals (wrong password, not in sudoers)
-//! apart from the command's failures, and is removed from what the caller sees. With a
+//! Every command runs as `sudo … -- sh -c SCRIPT`, a fixed script that reads the command line
+//! from its standard input (base64, one line: never on a command line sudo logs), writes an
+//! OK line to standard error and `exec`s the command. That first line on standard error tells
+//! sudo's own refusals (wrong password, not in sudoers) apart from the command's failures, and
+//! is removed from what the caller sees. With a
 //! password, sudo reads it from standard input (`-S -p ''`, never from argv, `-k` so that a
 //! cached credential never lets the password line through to the command), followed by a
 //! sentinel line: the root shell reads lines up to the sentinel, so the command's own
@@ -77,26 +79,38 @@ impl Sudo {
     }
 
     /// The shell line that runs `line` as root, and what goes first on its standard input.
+    ///
+    /// The command line itself goes on standard input too (base64, one line), never on sudo's
+    /// command line: sudo logs the command it runs (`COMMAND=` in the auth log), and a
+    /// command's arguments may hold a secret ([`Cmd::secret_arg`]). sudo logs only the fixed
+    /// script.
     fn wrap(&self, line: &str) -> (String, Vec<u8>) {
-        let ok = format!("printf '%s\\n' {OK_MARKER} >&2; exec {line}");
-        match &self.password {
-            None => (format!("sudo -n -- sh -c {}", shell_quote(&ok)), Vec::new()),
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(line);
+        let run = format!(
+            "IFS= read -r c || exit 125; c=$(printf '%s' \"$c\" | base64 -d) || exit 125; \
+             printf '%s\\n' {OK_MARKER} >&2; eval \"exec $c\""
+        );
+        let mut stdin = Vec::with_capacity(line.len() * 4 / 3 + 64);
+        let (sudo, script) = match &self.password {
+            None => ("sudo -n", run),
             Some(pw) => {
-                let script = format!(
-                    "IFS= read -r l || exit 125; [ \"$l\" = {SENTINEL} ] || IFS= read -r l || \
-                     exit 125; [ \"$l\" = {SENTINEL} ] || exit 125; l=; {ok}"
-                );
-                let mut stdin = Vec::with_capacity(pw.expose().len() + SENTINEL.len() + 2);
                 stdin.extend_from_slice(pw.expose().as_bytes());
                 stdin.push(b'\n');
                 stdin.extend_from_slice(SENTINEL.as_bytes());
                 stdin.push(b'\n');
                 (
-                    format!("sudo -k -S -p '' -- sh -c {}", shell_quote(&script)),
-                    stdin,
+                    "sudo -k -S -p ''",
+                    format!(
+                        "IFS= read -r l || exit 125; [ \"$l\" = {SENTINEL} ] || IFS= read -r l || \
+                         exit 125; [ \"$l\" = {SENTINEL} ] || exit 125; l=; {run}"
+                    ),
                 )
             }
-        }
+        };
+        stdin.extend_from_slice(encoded.as_bytes());
+        stdin.push(b'\n');
+        (format!("{sudo} -- sh -c {}", shell_quote(&script)), stdin)
     }
 }
 
@@ -528,15 +542,22 @@ mod tests {
     #[test]
     fn the_password_goes_to_stdin_never_to_the_line() {
         let s = Sudo::with_password(Secret::new("pa ss'word"));
-        let (line, stdin) = s.wrap("'cat'");
-        assert!(!line.contains("pa ss"), "{line}");
+        let (line, stdin) = s.wrap("cat secret-arg");
+        assert!(
+            !line.contains("pa ss") && !line.contains("secret-arg"),
+            "{line}"
+        );
         assert!(line.starts_with("sudo -k -S -p '' -- sh -c "), "{line}");
-        assert_eq!(stdin, format!("pa ss'word\n{SENTINEL}\n").as_bytes());
-        let (line, stdin) = Sudo::without_password().wrap("'true'");
+        // "cat secret-arg" in base64.
+        assert_eq!(
+            stdin,
+            format!("pa ss'word\n{SENTINEL}\nY2F0IHNlY3JldC1hcmc=\n").as_bytes()
+        );
+        let (line, stdin) = Sudo::without_password().wrap("cat secret-arg");
         assert!(line.starts_with("sudo -n -- sh -c "), "{line}");
-        assert!(stdin.is_empty());
-        let (kill, stdin) = kill_line(Some(&s), 42);
-        assert!(kill.contains("kill -9 -42"), "{kill}");
+        assert!(!line.contains("secret-arg"), "{line}");
+        assert_eq!(stdin, b"Y2F0IHNlY3JldC1hcmc=\n");
+        let (_, stdin) = kill_line(Some(&s), 42);
         assert!(stdin.starts_with(b"pa ss'word\n"));
         assert_eq!(kill_line(None, 42).1, b"");
     }

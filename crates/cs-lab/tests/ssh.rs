@@ -678,6 +678,24 @@ async fn sudo_keeps_the_commands_stdin_and_never_shows_the_password() {
         .expect("ps");
     assert!(!ps.stdout_lossy().contains(op.password().expose()));
     assert!(!format!("{host:?}").contains(op.password().expose()));
+    // sudo's own command line (which it logs) holds neither the command nor its secret
+    // arguments: the command's parent is sudo.
+    let sudo_args = host
+        .run_ok(
+            &Cmd::new("sh")
+                .arg("-c")
+                .arg("ps -o args= -p $PPID")
+                .arg("sh")
+                .secret_arg(&Secret::new("secret-argument-42")),
+        )
+        .await
+        .expect("ps of sudo");
+    let text = sudo_args.stdout_lossy();
+    assert!(text.starts_with("sudo "), "{text}");
+    assert!(
+        !text.contains("secret-argument-42") && !text.contains("ps -o"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
