@@ -5,13 +5,12 @@
 //! from its standard input (base64, one line: never on a command line sudo logs), writes an
 //! OK line to standard error and `exec`s the command. That first line on standard error tells
 //! sudo's own refusals (wrong password, not in sudoers) apart from the command's failures, and
-//! is removed from what the caller sees. With a
-//! password, sudo reads it from standard input (`-S -p ''`, never from argv, `-k` so that a
-//! cached credential never lets the password line through to the command), followed by a
-//! sentinel line: the root shell reads lines up to the sentinel, so the command's own
-//! standard input starts right after it whether sudo asked for the password or not
-//! (a `NOPASSWD` rule). `sh`'s `read` takes one byte at a time from a pipe, so nothing of the
-//! command's input is lost.
+//! is removed from what the caller sees. With a password, sudo reads it from standard input
+//! (`-S -p ''`, never from argv), followed by a sentinel line: the root shell reads lines up
+//! to the sentinel, so the command's own input starts right after it whether sudo asked for
+//! the password or not (a `NOPASSWD` rule, or the credential sudo caches for the session's
+//! later commands, which spares each of them the password check). `sh`'s `read` takes one
+//! byte at a time from a pipe, so nothing of the command's input is lost.
 //!
 //! SFTP would run as the login user, so file operations are small `sh` scripts under sudo with
 //! the guarantees of the SFTP path: `write_atomic` writes a temporary file beside the target
@@ -100,7 +99,7 @@ impl Sudo {
                 stdin.extend_from_slice(SENTINEL.as_bytes());
                 stdin.push(b'\n');
                 (
-                    "sudo -k -S -p ''",
+                    "sudo -S -p ''",
                     format!(
                         "IFS= read -r l || exit 125; [ \"$l\" = {SENTINEL} ] || IFS= read -r l || \
                          exit 125; [ \"$l\" = {SENTINEL} ] || exit 125; l=; {run}"
@@ -547,7 +546,7 @@ mod tests {
             !line.contains("pa ss") && !line.contains("secret-arg"),
             "{line}"
         );
-        assert!(line.starts_with("sudo -k -S -p '' -- sh -c "), "{line}");
+        assert!(line.starts_with("sudo -S -p '' -- sh -c "), "{line}");
         // "cat secret-arg" in base64.
         assert_eq!(
             stdin,
