@@ -262,6 +262,34 @@ async fn a_dead_bastion_fails_in_bounded_time_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_target_behind_a_live_bastion_is_not_blamed_on_it() {
+    let bastion = bastion();
+    let target = start(SshServer::builder());
+    let quick = Deadlines::quick(Duration::from_secs(3));
+    let host = target
+        .host_builder()
+        .name("kvm-silent")
+        .deadlines(quick)
+        .proxy_jump(bastion.host_builder().deadlines(quick).name("bastion-fine"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    host.run_ok(&Cmd::new("true")).await.expect("first command");
+    target.freeze().expect("freeze");
+    let started = Instant::now();
+    let err = host
+        .run_ok(&Cmd::new("sleep").arg("30"))
+        .await
+        .expect_err("target silent");
+    let took = started.elapsed();
+    target.thaw().expect("thaw");
+    let text = error_chain(&err);
+    assert!(text.contains("kvm-silent"), "{text}");
+    assert!(!text.contains("bastion-fine"), "{text}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_two_bastions() {
     let outer = bastion();
     let inner = bastion();
