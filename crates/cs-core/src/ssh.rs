@@ -723,7 +723,13 @@ pub(crate) fn connect_blocking(
         crate::ssh_jump::transport(cfg, name, &host, port, start)?
     };
 
-    if let Ok(end) = local.try_clone() {
+    // A bastion's session is driven by the channel relay, which waits on its socket. Only
+    // there: the clone keeps the socket open, so the relay threads of a session that was simply
+    // dropped would wait for an end of file that never comes (a bastion's are ended by the
+    // channel relay cutting its connection).
+    if cfg.depth > 0
+        && let Ok(end) = local.try_clone()
+    {
         let _ = heard.session_end.set(end);
     }
     let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
