@@ -541,7 +541,7 @@ impl Inner {
             std::thread::sleep(Duration::from_millis(50));
         }
         let bastion = heard
-            .silent_bastion(patience)
+            .silent_bastion()
             .unwrap_or(via.name.as_str())
             .to_string();
         HostError::Protocol {
@@ -738,7 +738,13 @@ pub(crate) fn connect_blocking(
         crate::ssh_jump::transport(cfg, name, &host, port, start)?
     };
 
-    if let Ok(end) = local.try_clone() {
+    // A bastion's session is driven by the channel relay, which waits on its socket. Only
+    // there: the clone keeps the socket open, so the relay threads of a session that was simply
+    // dropped would wait for an end of file that never comes (a bastion's are ended by the
+    // channel relay cutting its connection).
+    if cfg.depth > 0
+        && let Ok(end) = local.try_clone()
+    {
         let _ = heard.session_end.set(end);
     }
     let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
@@ -883,12 +889,14 @@ impl Heard {
         self.start.elapsed().saturating_sub(last)
     }
 
-    /// The first bastion on the way that has been silent longer than `bound`, if any.
-    fn silent_bastion(&self, bound: Duration) -> Option<&str> {
+    /// The first bastion on the way that has been silent for longer than a live one can be
+    /// (its keepalive period and a second), if any.
+    fn silent_bastion(&self) -> Option<&str> {
         let via = self.via.as_ref()?;
-        via.heard
-            .silent_bastion(bound)
-            .or_else(|| (via.heard.silent_for() > bound).then_some(via.name.as_str()))
+        via.heard.silent_bastion().or_else(|| {
+            (via.heard.silent_for() > via.patience + Duration::from_secs(1))
+                .then_some(via.name.as_str())
+        })
     }
 
     pub(crate) fn cut(&self) {
@@ -1438,7 +1446,7 @@ fn exec(
             // Cut first: closing the channel must not wait for a node that answers nothing.
             heard.cut();
             session.set_timeout(millis(KILL_GRACE));
-            let who = match heard.silent_bastion(silence / 2) {
+            let who = match heard.silent_bastion() {
                 Some(bastion) => format!("the bastion {bastion} on the way to {name}"),
                 None => format!("{name} ({})", inner.cfg.addr),
             };
@@ -2074,8 +2082,14 @@ mod tests {
     fn builder_debug_hides_secrets() {
         let b = SshHost::builder("h:22")
             .password(Secret::new("hunter2"))
-            .key_file_with_passphrase("/k", Secret::new("pass-phrase"));
+            .key_file_with_passphrase("/k", Secret::new("pass-phrase"))
+            .identity_passphrase(Secret::new("config-phrase"))
+            .proxy_jump(SshHost::builder("b:22").password(Secret::new("jump-secret")));
         let text = format!("{b:?}");
+        assert!(
+            !text.contains("config-phrase") && !text.contains("jump-secret"),
+            "{text}"
+        );
         assert!(
             !text.contains("hunter2") && !text.contains("pass-phrase"),
             "{text}"

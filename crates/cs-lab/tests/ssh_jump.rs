@@ -262,6 +262,34 @@ async fn a_dead_bastion_fails_in_bounded_time_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_target_behind_a_live_bastion_is_not_blamed_on_it() {
+    let bastion = bastion();
+    let target = start(SshServer::builder());
+    let quick = Deadlines::quick(Duration::from_secs(3));
+    let host = target
+        .host_builder()
+        .name("kvm-silent")
+        .deadlines(quick)
+        .proxy_jump(bastion.host_builder().deadlines(quick).name("bastion-fine"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    host.run_ok(&Cmd::new("true")).await.expect("first command");
+    target.freeze().expect("freeze");
+    let started = Instant::now();
+    let err = host
+        .run_ok(&Cmd::new("sleep").arg("30"))
+        .await
+        .expect_err("target silent");
+    let took = started.elapsed();
+    target.thaw().expect("thaw");
+    let text = error_chain(&err);
+    assert!(text.contains("kvm-silent"), "{text}");
+    assert!(!text.contains("bastion-fine"), "{text}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_of_two_bastions() {
     let outer = bastion();
     let inner = bastion();
@@ -374,4 +402,50 @@ async fn ssh_config_aliases_with_proxy_jump_and_a_locked_identity() {
         .expect_err("bad config");
     assert!(matches!(err, HostError::SshConfig { .. }), "{err:?}");
     assert!(err.to_string().contains("bad_config"), "{err}");
+}
+
+/// This process's threads whose name contains `part` (`/proc/self/task/*/comm`).
+fn threads_named(part: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.contains(part)))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_hosts_leave_no_relay_threads_behind() {
+    let bastion = bastion();
+    let target = start(SshServer::builder());
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        hosts.push(
+            target
+                .host_builder()
+                .name(format!("leakd{i}"))
+                .connect()
+                .await
+                .expect("direct"),
+        );
+        hosts.push(
+            target
+                .host_builder()
+                .name(format!("leakj{i}"))
+                .proxy_jump(bastion.host_builder().name(format!("leakb{i}")))
+                .connect()
+                .await
+                .expect("jump"),
+        );
+    }
+    for h in &hosts {
+        h.run_ok(&Cmd::new("true")).await.expect("run");
+    }
+    // Two relay threads per TCP connection (3 direct, 3 to the bastion), one per channel.
+    assert_eq!(threads_named("leak"), 15);
+    drop(hosts);
+    let started = Instant::now();
+    while threads_named("leak") > 0 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(threads_named("leak"), 0, "relay threads left behind");
 }
