@@ -1,8 +1,9 @@
 //! Benchmark: what `sudo` costs per operation on an `SshHost`. On one lab sshd, the same
 //! operations as root (exec channel, SFTP) and as the lab's operator account through `sudo`
-//! with its password (`SshHostBuilder::sudo`): a command (`true`), a 4 KiB `write_atomic`, its
-//! `read` and a `stat`. Prints the median of each and the ratio sudo / root, measured in the
-//! same run. Needs root (the operator account is created as `cs_lab::operator` does).
+//! with its password (`SshHostBuilder::sudo`), and as an account with a `NOPASSWD` rule
+//! (`sudo -n`): a command (`true`), a 4 KiB `write_atomic`, its `read` and a `stat`. Prints
+//! the median of each and the ratios to root, measured in the same run. Needs root (the
+//! accounts are created as `cs_lab::operator` does).
 //!
 //! ```text
 //! cargo run --release --example bench-sudo [-- --runs 50]
@@ -75,24 +76,36 @@ async fn run(args: &Args) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| cs_core::error_chain(&e))?;
+    let np = cs_lab::operator_nopasswd().map_err(|e| cs_core::error_chain(&e))?;
+    let nopasswd = server
+        .host_builder()
+        .user(np.user())
+        .sudo(cs_core::Sudo::without_password())
+        .connect()
+        .await
+        .map_err(|e| cs_core::error_chain(&e))?;
     let dir = server.root().to_path_buf();
     let runs = args.runs.max(1);
     let base = measure(&root, &dir, runs).await?;
     let with = measure(&sudo, &dir, runs).await?;
+    let np = measure(&nopasswd, &dir, runs).await?;
     println!("bench-sudo: {runs} runs each, medians (root = exec channel / SFTP as root)");
     println!(
-        "{:<14} {:>12} {:>12} {:>8}",
-        "operation", "root", "sudo", "ratio"
+        "{:<14} {:>12} {:>14} {:>8} {:>14} {:>8}",
+        "operation", "root", "sudo password", "ratio", "sudo NOPASSWD", "ratio"
     );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (i, name) in ["command", "write_atomic", "read", "stat"]
         .iter()
         .enumerate()
     {
         println!(
-            "{name:<14} {:>9.2} ms {:>9.2} ms {:>7.1}x",
-            base[i].as_secs_f64() * 1e3,
-            with[i].as_secs_f64() * 1e3,
-            with[i].as_secs_f64() / base[i].as_secs_f64()
+            "{name:<14} {:>9.2} ms {:>11.2} ms {:>7.1}x {:>11.2} ms {:>7.1}x",
+            ms(base[i]),
+            ms(with[i]),
+            with[i].as_secs_f64() / base[i].as_secs_f64(),
+            ms(np[i]),
+            np[i].as_secs_f64() / base[i].as_secs_f64()
         );
     }
     Ok(())

@@ -86,6 +86,6 @@ pub use proxy::TcpProxy;
 pub use repo_server::{REPO_APT_SUITES, REPO_PACKAGES, REPO_YUM_RELEASES, RepoServer};
 pub use seed::{SeedOptions, SeedSummary, seed, version_history};
 pub use sshd::{
-    LabOperator, NO_SUDO_USER, OPERATOR_USER, SshServer, SshServerBuilder, operator,
-    operator_without_sudo, sshd,
+    LabOperator, NO_SUDO_USER, NOPASSWD_USER, OPERATOR_USER, SshServer, SshServerBuilder, operator,
+    operator_nopasswd, operator_without_sudo, sshd,
 };

@@ -827,6 +827,8 @@ impl LabOperator {
 
 /// The user every lab node can be reached as instead of root.
 pub const OPERATOR_USER: &str = "cs-lab-op";
+/// A user whose sudoers rule needs no password (`NOPASSWD`), for `sudo -n`.
+pub const NOPASSWD_USER: &str = "cs-lab-op-np";
 /// A user with a password but no sudoers entry, for tests of sudo's refusal.
 pub const NO_SUDO_USER: &str = "cs-lab-nosudo";
 /// Where the lab keeps its accounts' passwords (root only).
@@ -848,7 +850,7 @@ const ACCOUNTS_DIR: &str = "/var/lib/cs-lab";
 /// a tool fails; IO errors.
 pub fn operator() -> Result<&'static LabOperator> {
     static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
-    OP.get_or_init(|| account(OPERATOR_USER, true).map_err(|e| cs_core::error_chain(&e)))
+    OP.get_or_init(|| account(OPERATOR_USER, Some("ALL")).map_err(|e| cs_core::error_chain(&e)))
         .as_ref()
         .map_err(|e| LabError::Start {
             what: format!("the lab operator account `{OPERATOR_USER}`"),
@@ -863,7 +865,7 @@ pub fn operator() -> Result<&'static LabOperator> {
 /// As [`operator`].
 pub fn operator_without_sudo() -> Result<&'static LabOperator> {
     static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
-    OP.get_or_init(|| account(NO_SUDO_USER, false).map_err(|e| cs_core::error_chain(&e)))
+    OP.get_or_init(|| account(NO_SUDO_USER, None).map_err(|e| cs_core::error_chain(&e)))
         .as_ref()
         .map_err(|e| LabError::Start {
             what: format!("the lab account `{NO_SUDO_USER}`"),
@@ -871,16 +873,33 @@ pub fn operator_without_sudo() -> Result<&'static LabOperator> {
         })
 }
 
-/// The sudoers entry of a lab operator.
-fn sudoers_text(user: &str) -> String {
+/// Like [`operator`], for [`NOPASSWD_USER`] (`cs-lab-op-np`): sudo to root without a
+/// password (a `NOPASSWD` rule), for `sudo -n`.
+///
+/// # Errors
+/// As [`operator`].
+pub fn operator_nopasswd() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| {
+        account(NOPASSWD_USER, Some("NOPASSWD: ALL")).map_err(|e| cs_core::error_chain(&e))
+    })
+    .as_ref()
+    .map_err(|e| LabError::Start {
+        what: format!("the lab account `{NOPASSWD_USER}`"),
+        detail: e.clone(),
+    })
+}
+
+/// The sudoers entry of a lab operator; `rule` is what it may run (`ALL`, `NOPASSWD: ALL`).
+fn sudoers_text(user: &str, rule: &str) -> String {
     format!(
         "# cs-lab: the lab's operator account (written by cs_lab::operator).\n\
-         {user} ALL=(ALL:ALL) ALL\n\
+         {user} ALL=(ALL:ALL) {rule}\n\
          Defaults:{user} !secure_path, !lecture, env_keep += \"PATH CS_LAB_ROOT\"\n"
     )
 }
 
-fn account(user: &str, sudoer: bool) -> Result<LabOperator> {
+fn account(user: &str, rule: Option<&str>) -> Result<LabOperator> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if !is_root() {
         return Err(LabError::Start {
@@ -946,8 +965,8 @@ fn account(user: &str, sudoer: bool) -> Result<LabOperator> {
 
     let sudoers_dir = Path::new("/etc/sudoers.d");
     let entry = sudoers_dir.join(user);
-    if sudoer {
-        let text = sudoers_text(user);
+    if let Some(rule) = rule {
+        let text = sudoers_text(user, rule);
         if std::fs::read_to_string(&entry).ok().as_deref() != Some(text.as_str()) {
             std::fs::create_dir_all(sudoers_dir).map_err(io("create", sudoers_dir))?;
             // sudo skips files whose names contain a dot: the temporary file is never read.

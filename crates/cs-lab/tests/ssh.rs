@@ -829,3 +829,44 @@ async fn a_timed_out_command_under_sudo_is_killed_as_root() {
         pid.trim()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nopasswd_rule_works_with_and_without_a_password() {
+    let server = sshd();
+    let np = cs_lab::operator_nopasswd().expect("NOPASSWD account");
+    let dir = server.root().join("nopasswd");
+    for sudo in [
+        cs_core::Sudo::without_password(),
+        // sudo asks for nothing: the root shell takes the password line off the command's
+        // input itself.
+        cs_core::Sudo::with_password(np.password().clone()),
+    ] {
+        let with_password = sudo.password().is_some();
+        let host = server
+            .host_builder()
+            .user(np.user())
+            .sudo(sudo)
+            .connect()
+            .await
+            .expect("login");
+        let id = host.run_ok(&Cmd::new("id").arg("-u")).await.expect("id");
+        assert_eq!(id.stdout_lossy().trim(), "0");
+        let out = host
+            .run_ok(&Cmd::new("cat").stdin(&b"only this\n"[..]))
+            .await
+            .expect("cat");
+        assert_eq!(
+            out.stdout, b"only this\n",
+            "password given: {with_password}"
+        );
+        host.create_dir_all(&dir, 0o700).await.expect("mkdir");
+        let f = dir.join(format!("f-{with_password}"));
+        host.write_atomic(&f, b"root's", Some(0o600))
+            .await
+            .expect("write");
+        assert_eq!(host.read(&f).await.expect("read"), b"root's");
+        assert_eq!(host.stat(&f).await.expect("stat").uid, 0);
+        host.remove_file(&f).await.expect("remove");
+        assert!(host.stat(&f).await.expect_err("gone").is_not_found());
+    }
+}
