@@ -13,6 +13,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
 #[path = "common/table.rs"]
 mod table;
 
@@ -34,6 +36,11 @@ struct Args {
     /// known_hosts file for strict host-key checking (default: ~/.ssh/known_hosts).
     #[arg(long)]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
+    /// Passphrase, bastions, ssh config.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// Hosts worked on at once.
     #[arg(long, default_value_t = 10)]
     parallel: usize,
@@ -56,9 +63,18 @@ pub(crate) async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let sudo = match args.sudo.sudo() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agent-facts: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ssh = agent_common::Ssh {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
+        sudo,
+        options: args.ssh.clone(),
     };
     let progress = args.verbosity.progress();
     let results = cs_agent::fleet::for_each(&targets, args.parallel, progress.as_ref(), |t| {

@@ -25,6 +25,8 @@
 mod agent_common;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
 #[path = "common/table.rs"]
 mod table;
 
@@ -80,6 +82,11 @@ struct Args {
     /// known_hosts file (default: ~/.ssh/known_hosts).
     #[arg(long)]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
+    /// Passphrase, bastions, ssh config.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// Where the fleet and per-host journals go (resume by running again with the same dir).
     #[arg(long, default_value = "agent-upgrade-journal")]
     journal_dir: PathBuf,
@@ -166,9 +173,18 @@ async fn main() -> ExitCode {
     };
     // Lab mode: start hosts, and answer status / maintenance / repository from the lab.
     let mut lab = Vec::new();
+    let sudo = match args.sudo.sudo() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agent-upgrade: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let ssh = agent_common::Ssh {
         identity: args.identity.clone(),
         known_hosts: args.known_hosts.clone(),
+        sudo,
+        options: args.ssh.clone(),
     };
     let from_host = Arc::new(FromHost::default());
     let status: Arc<dyn HostStatus>;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --example rewrite-repo -- --to 4.20 [--dry-run] [--stdout]
-//!     [--host ssh://user@host:port [--key FILE] [--known-hosts FILE]]
+//!     [--host ssh://user@host:port [--key FILE] [--known-hosts FILE]
+//!      [--sudo] [--sudo-password-file FILE]]
 //!     [--mirror PREFIX]... [--root DIR] [FILE...]
 //! ```
 //!
@@ -31,6 +32,9 @@ use clap::Parser;
 use cs_core::{Host, HostExt, Layout, LocalHost, SshHost};
 use cs_repo::{Format, Rules};
 
+#[path = "ssh_common/mod.rs"]
+mod ssh_common;
+
 /// Rewrites CloudStack apt/yum repository entries to a target release line.
 #[derive(Debug, Parser)]
 #[command(name = "rewrite-repo", after_help = common::cli::ACTION)]
@@ -53,6 +57,11 @@ struct Args {
     /// known_hosts file for `--host` (default `~/.ssh/known_hosts`; unknown hosts are refused).
     #[arg(long, value_name = "FILE", requires = "host")]
     known_hosts: Option<PathBuf>,
+    #[command(flatten)]
+    sudo: common::SudoArgs,
+    /// Passphrase, bastions, ssh config for `--host`.
+    #[command(flatten)]
+    ssh: ssh_common::SshOptions,
     /// A mirror URL prefix whose entries are CloudStack's too: repeatable, or comma-separated.
     #[arg(long, value_name = "PREFIX", value_delimiter = ',')]
     mirror: Vec<String>,
@@ -263,28 +272,35 @@ async fn connect(url: &str, args: &Args) -> Result<SshHost, String> {
         .ok_or_else(|| format!("--host {url}: expected ssh://[user@]host[:port]"))?;
     let rest = rest.trim_end_matches('/');
     let (user, addr) = match rest.rsplit_once('@') {
-        Some((u, a)) => (u, a),
-        None => ("root", rest),
+        Some((u, a)) => (Some(u), a),
+        None => (None, rest),
     };
-    if addr.is_empty() || user.is_empty() {
+    if addr.is_empty() || user.is_some_and(str::is_empty) {
         return Err(format!("--host {url}: expected ssh://[user@]host[:port]"));
     }
     let has_port = match addr.rsplit_once(':') {
         Some((_, p)) => !addr.ends_with(']') && p.parse::<u16>().is_ok(),
         None => false,
     };
-    let addr = if has_port {
+    // With --ssh-config, a port or user not in the URL is the config's to say.
+    let from_config = args.ssh.ssh_config.is_some();
+    let addr = if has_port || from_config {
         addr.to_string()
     } else {
         format!("{addr}:22")
     };
-    let mut b = SshHost::builder(addr).user(user);
-    b = match &args.key {
-        Some(k) => b.key_file(k),
-        None => b.agent(),
-    };
+    let mut b = SshHost::builder(addr);
+    match user {
+        Some(u) => b = b.user(u),
+        None if from_config => {}
+        None => b = b.user("root"),
+    }
+    b = args.ssh.apply(b, args.key.as_deref())?;
     if let Some(kh) = &args.known_hosts {
         b = b.known_hosts(kh);
+    }
+    if let Some(sudo) = args.sudo.sudo()? {
+        b = b.sudo(sudo);
     }
     b.connect().await.map_err(|e| chain(&e))
 }

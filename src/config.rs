@@ -254,6 +254,51 @@ pub struct SshConfig {
     /// The deadline of a command that sets none of its own.
     #[serde(default = "default_command_timeout", with = "humantime_serde_compat")]
     pub command_timeout: Duration,
+    /// Run every command and file operation as root through `sudo`, for a login `user` that
+    /// is not root (see [`cs_core::SshHostBuilder::sudo`]).
+    #[serde(default)]
+    pub sudo: bool,
+    /// sudo's password, when the sudoers rule asks for one (`env` or `file`, as every secret
+    /// here); without it sudo runs with `-n` and needs a `NOPASSWD` rule. Needs `sudo = true`.
+    #[serde(default)]
+    pub sudo_password: Option<SecretSource>,
+    /// Bastions every node is reached through (OpenSSH's `ProxyJump`): `[user@]host[:port]`,
+    /// comma-separated for a chain, first hop first. A bastion inherits the identity, its
+    /// passphrase, known_hosts and timeouts; its user is the one given, else `user`.
+    #[serde(default)]
+    pub proxy_jump: Option<String>,
+    /// The passphrase of `identity` (and of identity files the ssh config names).
+    #[serde(default)]
+    pub identity_passphrase: Option<SecretSource>,
+    /// An OpenSSH client configuration (`~/.ssh/config`; a leading `~/` is the running user's
+    /// home) whose `Host`, `HostName`, `User`, `Port`, `IdentityFile` and `ProxyJump` entries
+    /// apply to each node's address. Off unless set: a run does what its own file says, not
+    /// what a user's personal file happens to hold. What this file sets wins: a node's
+    /// `port` other than 22, a `user` other than `root` (the default), `identity`,
+    /// `proxy_jump`.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+impl SshConfig {
+    /// The bastions of `proxy_jump`, first hop first.
+    ///
+    /// # Errors
+    /// A message naming the bad hop (checked when the file is loaded).
+    pub fn jumps(&self) -> Result<Vec<cs_core::JumpSpec>, String> {
+        self.proxy_jump
+            .as_deref()
+            .map_or_else(|| Ok(Vec::new()), cs_core::JumpSpec::parse_list)
+    }
+
+    /// `config` with a leading `~/` expanded.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        let p = self.config.as_ref()?;
+        match (p.strip_prefix("~").ok(), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => Some(PathBuf::from(home).join(rest)),
+            _ => Some(p.clone()),
+        }
+    }
 }
 
 fn default_command_timeout() -> Duration {
@@ -276,6 +321,11 @@ impl Default for SshConfig {
             connect_timeout: default_connect_timeout(),
             reply_timeout: default_reply_timeout(),
             command_timeout: default_command_timeout(),
+            sudo: false,
+            sudo_password: None,
+            proxy_jump: None,
+            identity_passphrase: None,
+            config: None,
         }
     }
 }
@@ -656,6 +706,25 @@ impl UpgradeConfig {
                 return Err(self.invalid(key, "set `env`, `file` or `value`"));
             }
         }
+        if self.ssh.sudo_password.is_some() && !self.ssh.sudo {
+            return Err(self.invalid(
+                "ssh.sudo_password",
+                "set `sudo = true` too: the password is only used for sudo",
+            ));
+        }
+        if let Some(src) = &self.ssh.sudo_password
+            && !src.is_set()
+        {
+            return Err(self.invalid("ssh.sudo_password", "set `env`, `file` or `value`"));
+        }
+        if let Err(reason) = self.ssh.jumps() {
+            return Err(self.invalid("ssh.proxy_jump", reason));
+        }
+        if let Some(src) = &self.ssh.identity_passphrase
+            && !src.is_set()
+        {
+            return Err(self.invalid("ssh.identity_passphrase", "set `env`, `file` or `value`"));
+        }
         if let Err((key, reason)) = self.database.tls() {
             return Err(self.invalid(key, reason));
         }
@@ -707,11 +776,13 @@ impl UpgradeConfig {
 
     fn secret_warnings(&self) -> Vec<Finding> {
         [
-            ("database.password", &self.database.password),
-            ("api.api_key", &self.api.api_key),
-            ("api.secret_key", &self.api.secret_key),
+            ("database.password", Some(&self.database.password)),
+            ("api.api_key", Some(&self.api.api_key)),
+            ("api.secret_key", Some(&self.api.secret_key)),
+            ("ssh.sudo_password", self.ssh.sudo_password.as_ref()),
         ]
         .into_iter()
+        .filter_map(|(key, s)| Some((key, s?)))
         .filter(|(_, s)| s.value.is_some())
         .map(|(key, _)| {
             Finding::new(
@@ -728,6 +799,23 @@ impl UpgradeConfig {
     /// The file this config came from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How nodes become root: `None` for `ssh.sudo = false` (the login user's own rights),
+    /// otherwise sudo with the password resolved (`sudo -n` without one).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the sudo password cannot be read.
+    pub fn sudo(&self) -> Result<Option<cs_core::Sudo>, ConfigError> {
+        if !self.ssh.sudo {
+            return Ok(None);
+        }
+        Ok(Some(match &self.ssh.sudo_password {
+            Some(src) => {
+                cs_core::Sudo::with_password(src.resolve(&self.path, "ssh.sudo_password")?)
+            }
+            None => cs_core::Sudo::without_password(),
+        }))
     }
 
     /// The database URL with its password resolved: from `database.password`, else from
@@ -900,6 +988,62 @@ mod tests {
     }
 
     #[test]
+    fn sudo_comes_with_its_password_from_a_secret_source() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert!(!c.ssh.sudo);
+        assert!(c.sudo().unwrap().is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("sudo-password");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = EXAMPLE
+            .replace("# sudo = true", "sudo = true")
+            .replace(
+                "# sudo_password = { file = \"/etc/cs-upgrade/sudo-password\" }",
+                &format!(
+                    "sudo_password = {{ file = {:?} }}",
+                    pw.display().to_string()
+                ),
+            )
+            .replace("user = \"root\"", "user = \"ops\"");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let sudo = c.sudo().unwrap().expect("sudo on");
+        assert_eq!(sudo.password().map(Secret::expose), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+
+        // A password file others can read is refused, naming the key.
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        match c.sudo() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "ssh.sudo_password"),
+            other => panic!("{other:?}"),
+        }
+        // Without a password: `sudo -n`.
+        let text = EXAMPLE.replace("# sudo = true", "sudo = true");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(c.sudo().unwrap().expect("sudo on").password().is_none());
+        // A password without `sudo = true` is a mistake, named.
+        let text = EXAMPLE.replace("# sudo_password = { file", "sudo_password = { file");
+        match UpgradeConfig::parse(&text, Path::new("t.toml")) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "ssh.sudo_password"),
+            other => panic!("{other:?}"),
+        }
+        // An inline one is a warning, as for the other secrets.
+        let text = EXAMPLE.replace(
+            "# sudo = true",
+            "sudo = true\nsudo_password = { value = \"x\" }",
+        );
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        assert!(
+            c.secret_warnings()
+                .iter()
+                .any(|f| f.subject == "ssh.sudo_password"),
+            "{:?}",
+            c.secret_warnings()
+        );
+    }
+
+    #[test]
     fn tls_keys_reach_the_database_url_and_bad_ones_are_named() {
         let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
         assert_eq!(c.database.tls().unwrap(), cs_core::DbTls::default());
@@ -940,6 +1084,44 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ssh_bastions_passphrases_and_ssh_config_are_read_and_checked() {
+        let c = UpgradeConfig::parse(EXAMPLE, Path::new("t.toml")).unwrap();
+        assert!(c.ssh.jumps().unwrap().is_empty());
+        assert_eq!(c.ssh.config_path(), None);
+        let text = EXAMPLE
+            .replace("# identity_passphrase = ", "identity_passphrase = ")
+            .replace("# proxy_jump = ", "proxy_jump = ")
+            .replace("# config = ", "config = ");
+        let c = UpgradeConfig::parse(&text, Path::new("t.toml")).unwrap();
+        let hops = c.ssh.jumps().unwrap();
+        assert_eq!(hops.len(), 1);
+        assert_eq!(hops[0].to_string(), "jump@bastion.example.org:22");
+        assert_eq!(
+            c.ssh
+                .identity_passphrase
+                .as_ref()
+                .and_then(|s| s.file.clone()),
+            Some(PathBuf::from("/root/.cs-upgrade/key-passphrase"))
+        );
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        assert_eq!(c.ssh.config_path(), Some(home.join(".ssh/config")));
+        invalid(
+            &EXAMPLE.replace(
+                "# proxy_jump = \"jump@bastion.example.org:22\"",
+                "proxy_jump = \"jump@bastion:twenty\"",
+            ),
+            "ssh.proxy_jump",
+        );
+        invalid(
+            &EXAMPLE.replace(
+                "# identity_passphrase = { file = \"/root/.cs-upgrade/key-passphrase\" }",
+                "identity_passphrase = {}",
+            ),
+            "ssh.identity_passphrase",
+        );
     }
 
     #[test]

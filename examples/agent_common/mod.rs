@@ -16,6 +16,10 @@ pub(crate) struct Ssh {
     pub(crate) identity: Option<PathBuf>,
     /// known_hosts file (else `~/.ssh/known_hosts`).
     pub(crate) known_hosts: Option<PathBuf>,
+    /// Root through sudo, for a login user that is not root.
+    pub(crate) sudo: Option<cs_core::Sudo>,
+    /// Passphrase, bastions, ssh config.
+    pub(crate) options: super::ssh_common::SshOptions,
 }
 
 impl Ssh {
@@ -25,15 +29,15 @@ impl Ssh {
             .user(t.user.clone())
             .name(t.label())
             .connect_timeout(Duration::from_secs(10));
-        b = match &self.identity {
-            Some(k) => b.key_file(k),
-            None => b.agent(),
-        };
+        b = self.options.apply(b, self.identity.as_deref())?;
         let kh = self.known_hosts.clone().or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
         });
         if let Some(kh) = kh {
             b = b.known_hosts(kh);
+        }
+        if let Some(sudo) = &self.sudo {
+            b = b.sudo(sudo.clone());
         }
         let host: Arc<dyn Host> =
             Arc::new(b.connect().await.map_err(|e| cs_core::error_chain(&e))?);

@@ -343,3 +343,33 @@ pub(crate) fn confirm(program: &str, what: &str, yes: bool) -> Result<(), ExitCo
         _ => Err(refuse("not confirmed")),
     }
 }
+
+/// `--sudo` and `--sudo-password-file` for the examples that reach nodes over SSH: log in as a
+/// user that is not root and run everything as root through sudo.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct SudoArgs {
+    /// Run every command and file operation as root through sudo (log in as a user that is
+    /// not root, with sudo rights).
+    #[arg(long)]
+    pub(crate) sudo: bool,
+    /// A file holding sudo's password (mode 0600, read once; implies --sudo). Without it,
+    /// sudo runs with -n and needs a NOPASSWD rule.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sudo_password_file: Option<std::path::PathBuf>,
+}
+
+impl SudoArgs {
+    /// The sudo setting for the SSH builder; `None` without either flag.
+    ///
+    /// # Errors
+    /// The password file's problem (missing, readable by others, …), never its contents.
+    pub(crate) fn sudo(&self) -> Result<Option<cs_core::Sudo>, String> {
+        match &self.sudo_password_file {
+            Some(file) => cs_core::Secret::from_file(file)
+                .map(|pw| Some(cs_core::Sudo::with_password(pw)))
+                .map_err(|e| format!("--sudo-password-file: {}", cs_core::error_chain(&e))),
+            None if self.sudo => Ok(Some(cs_core::Sudo::without_password())),
+            None => Ok(None),
+        }
+    }
+}

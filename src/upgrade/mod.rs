@@ -304,8 +304,40 @@ pub(crate) async fn connect(
     } else {
         format!("{}:{}", node.address, node.port)
     };
-    let mut b = SshHost::builder(addr)
-        .user(node.user.clone().unwrap_or_else(|| config.ssh.user.clone()))
+    let ssh = &config.ssh;
+    let ssh_config = ssh.config_path();
+    // With an ssh config, what this file leaves at its defaults (port 22, user root) is the
+    // ssh config's to say.
+    let addr = match (&ssh_config, node.port) {
+        (Some(_), 22) if !node.address.contains(':') => node.address.clone(),
+        _ => addr,
+    };
+    let user = node.user.clone().unwrap_or_else(|| ssh.user.clone());
+    let mut b = SshHost::builder(addr);
+    if ssh_config.is_none() || user != "root" {
+        b = b.user(user);
+    }
+    if let Some(path) = ssh_config {
+        b = b.ssh_config(path);
+    }
+    let passphrase = match &ssh.identity_passphrase {
+        Some(src) => Some(src.resolve(config.path(), "ssh.identity_passphrase")?),
+        None => None,
+    };
+    if let Some(p) = &passphrase {
+        b = b.identity_passphrase(p.clone());
+    }
+    for hop in ssh
+        .jumps()
+        .map_err(|reason| crate::config::ConfigError::Invalid {
+            path: config.path().to_path_buf(),
+            key: "ssh.proxy_jump".into(),
+            reason,
+        })?
+    {
+        b = b.proxy_jump_via(hop);
+    }
+    let mut b = b
         .connect_timeout(config.ssh.connect_timeout)
         .deadlines(cs_core::Deadlines {
             reply: config.ssh.reply_timeout,
@@ -313,12 +345,21 @@ pub(crate) async fn connect(
         })
         .command_timeout(config.ssh.command_timeout)
         .name(node.display_name().to_string());
-    b = match &config.ssh.identity {
-        Some(k) => b.key_file(k.clone()),
-        None => b.agent(),
+    b = match (&config.ssh.identity, passphrase) {
+        (Some(k), Some(p)) => b.key_file_with_passphrase(k.clone(), p),
+        (Some(k), None) => b.key_file(k.clone()),
+        // The ssh config's identity files, or the agent (the builder's default).
+        (None, _) if config.ssh.config.is_some() => b,
+        (None, _) => b.agent(),
     };
     if let Some(k) = &config.ssh.known_hosts {
         b = b.known_hosts(k.clone());
+    }
+    if let Some(sudo) = config
+        .sudo()
+        .map_err(|e| UpgradeError::new(UpgradeErrorKind::Config(e)))?
+    {
+        b = b.sudo(sudo);
     }
     let host = b.connect().await.map_err(|source| {
         UpgradeError::new(UpgradeErrorKind::Connect {

@@ -168,3 +168,50 @@ async fn fleet_refresh_stops_on_a_failure_and_resumes_from_the_journal() {
         assert_eq!(h.installed("cloudstack-agent").as_deref(), Some("4.19.1.0"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refresh_runs_as_a_non_root_operator_through_sudo() {
+    let lab = hosts(1);
+    let h = &lab[0];
+    let ssh = h
+        .connect_as_operator()
+        .await
+        .unwrap_or_else(|e| panic!("operator login: {}", cs_core::error_chain(&e)));
+    assert_eq!(ssh.user(), cs_lab::OPERATOR_USER);
+    let node = Node::new(Arc::new(ssh))
+        .rerooted(h.root())
+        .in_cluster(h.cluster())
+        .with_key(h.name());
+    let facts = collect_facts(&node).await.expect("facts through sudo");
+    assert_eq!(facts.agent_version(), Some("4.18.0.0"));
+    assert_eq!(
+        facts.keystore.opens,
+        Some(true),
+        "the keystore opens through sudo"
+    );
+    let status = LabStatus::of(&lab);
+    let mut o = RefreshOptions::new(CsVersion::parse("4.19.1.0").unwrap());
+    o.up_deadline = Duration::from_secs(10);
+    o.poll = Duration::from_millis(100);
+    let deps = Deps {
+        status: status.clone(),
+        maintenance: Some(status),
+        repo: Some(LabRepoSwitch::of(&lab)),
+    };
+    let cx = RefreshContext::new(node, o, deps);
+    let dir = tempfile::tempdir().unwrap();
+    let report = refresh_host(&cx, &dir.path().join("j.jsonl"), true, &NoProgress)
+        .await
+        .unwrap_or_else(|e| panic!("refresh as the operator: {}", cs_core::error_chain(&e)));
+    assert_eq!(
+        h.installed("cloudstack-agent").as_deref(),
+        Some("4.19.1.0"),
+        "{}",
+        report.summary()
+    );
+    assert!(h.hypervisor().is_up(), "Up after the refresh");
+    // The files it rewrote stay root's, as they were.
+    let props = h.root().join("etc/cloudstack/agent/agent.properties");
+    let meta = std::fs::metadata(&props).expect("agent.properties");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+}

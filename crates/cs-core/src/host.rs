@@ -376,6 +376,38 @@ pub enum HostError {
         /// The methods tried.
         method: String,
     },
+    /// `sudo` on the host refused to run commands as root for the SSH user (see
+    /// `SshHostBuilder::sudo`): a wrong or missing password, a user not in sudoers.
+    #[error("{host}: sudo as `{user}` refused: {reason}")]
+    Sudo {
+        /// Host name.
+        host: String,
+        /// The user logged in as.
+        user: String,
+        /// Why, as sudo said it.
+        reason: SudoRefusal,
+    },
+    /// A private key file cannot be used: its passphrase is wrong or missing, or its cipher is
+    /// not one libssh2 decrypts. Never carries the passphrase.
+    #[error("{host}: {problem} for {}", path.display())]
+    Key {
+        /// Host name.
+        host: String,
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong (`wrong passphrase`, `no passphrase given`, …).
+        problem: String,
+    },
+    /// An OpenSSH client configuration file (`~/.ssh/config`) cannot be read or parsed.
+    #[error("{host}: ssh config {}: {reason}", path.display())]
+    SshConfig {
+        /// Host name.
+        host: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line where known.
+        reason: String,
+    },
     /// The connection broke or the remote side misbehaved.
     #[error("{host}: {what}")]
     Protocol {
@@ -387,6 +419,35 @@ pub enum HostError {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// Why `sudo` refused to run a command as root ([`HostError::Sudo`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SudoRefusal {
+    /// The sudoers rule asks for a password and none was configured (`sudo -n`'s "a password
+    /// is required").
+    #[error("a password is required: configure the sudo password, or a NOPASSWD rule")]
+    PasswordRequired,
+    /// The configured password is wrong (sudo's "incorrect password attempts").
+    #[error("incorrect password")]
+    IncorrectPassword,
+    /// The user may not use sudo at all (sudo's "is not in the sudoers file").
+    #[error("the user is not in the sudoers file")]
+    NotInSudoers,
+    /// The user may use sudo, but not to run this as root (sudo's "is not allowed to
+    /// execute").
+    #[error("the user is not allowed to run commands as root through sudo")]
+    NotAllowed,
+    /// The sudoers policy requires a terminal (`Defaults requiretty`).
+    #[error("sudo requires a terminal here (`Defaults requiretty`): allow this user without one")]
+    TtyRequired,
+    /// `sudo` is not installed on the host.
+    #[error("sudo is not installed")]
+    NotInstalled,
+    /// Another refusal; sudo's own message lines (never the command line).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// A boxed error source.

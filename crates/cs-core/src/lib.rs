@@ -57,6 +57,12 @@ mod secret;
 mod signatures;
 #[cfg(feature = "ssh")]
 mod ssh;
+#[cfg(feature = "ssh")]
+mod ssh_config;
+#[cfg(feature = "ssh")]
+mod ssh_jump;
+#[cfg(feature = "ssh")]
+mod ssh_keyfile;
 mod status;
 mod step;
 mod version;
@@ -66,8 +72,8 @@ pub use check::{Check, CheckError, CheckFailure, Finding, Report, Severity, run_
 pub use db_mysql::{ER_ACCESS_DENIED, TLS_REQUIRED};
 pub use db_url::{DbTls, DbUrl, DbUrlError, TlsMode};
 pub use host::{
-    BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, reroot,
-    shell_quote,
+    BoxError, Cmd, DirEntry, FileKind, FileMeta, Host, HostError, HostExt, Output, SudoRefusal,
+    reroot, shell_quote,
 };
 pub use layout::Layout;
 pub use local::LocalHost;
@@ -81,7 +87,9 @@ pub use runner::{
 pub use secret::{Secret, SecretFileError};
 pub use signatures::{LogKind, LogMatch, LogSignature, SIGNATURES, scan_log};
 #[cfg(feature = "ssh")]
-pub use ssh::{SshHost, SshHostBuilder};
+pub use ssh::{SshHost, SshHostBuilder, Sudo};
+#[cfg(feature = "ssh")]
+pub use ssh_config::{JumpSpec, SshConfig, SshConfigEntry, SshConfigError};
 pub use status::{
     HostMaintenance, HostStatus, HypervisorState, RepoSwitch, RepoSwitchReport, StatePredicate,
 };

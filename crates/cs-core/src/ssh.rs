@@ -21,6 +21,10 @@ use crate::host::{DirEntry, FileKind, FileMeta, tail};
 use crate::local::temp_path_for;
 use crate::{BoxError, Cmd, Deadlines, Host, HostError, Output, Secret, shell_quote};
 
+#[path = "ssh_sudo.rs"]
+mod ssh_sudo;
+pub use ssh_sudo::Sudo;
+
 /// The deadline of the `mv` that completes an atomic write.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a killed command's channel to close after a timeout.
@@ -32,6 +36,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 // libssh2 error codes (`LIBSSH2_ERROR_*`, `LIBSSH2_FX_*`).
 const ERR_SOCKET_NONE: i32 = -1;
 const ERR_SOCKET_SEND: i32 = -7;
+const ERR_FILE: i32 = -16;
 const ERR_TIMEOUT: i32 = -9;
 const ERR_SOCKET_DISCONNECT: i32 = -13;
 const ERR_SOCKET_TIMEOUT: i32 = -30;
@@ -45,7 +50,7 @@ const FX_NO_SUCH_PATH: i32 = 10;
 
 /// One way to authenticate, tried in the order they were added to the builder.
 #[derive(Debug, Clone)]
-enum Auth {
+pub(crate) enum Auth {
     KeyFile {
         path: PathBuf,
         passphrase: Option<Secret>,
@@ -62,27 +67,44 @@ enum Auth {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct SshHostBuilder {
-    addr: String,
-    user: String,
-    name: Option<String>,
-    auth: Vec<Auth>,
-    known_hosts: Option<PathBuf>,
-    accept_new: bool,
-    connect_timeout: Duration,
+    pub(crate) addr: String,
+    pub(crate) user: String,
+    /// Whether [`SshHostBuilder::user`] was called (it wins over an ssh config `User`).
+    pub(crate) user_set: bool,
+    pub(crate) name: Option<String>,
+    pub(crate) auth: Vec<Auth>,
+    pub(crate) known_hosts: Option<PathBuf>,
+    pub(crate) accept_new: bool,
+    pub(crate) connect_timeout: Duration,
     command_timeout: Option<Duration>,
-    deadlines: Deadlines,
-    nodelay: bool,
-    quickack: bool,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) nodelay: bool,
+    pub(crate) quickack: bool,
+    /// The bastions to go through, first hop first (OpenSSH `ProxyJump`).
+    pub(crate) jumps: Vec<crate::ssh_jump::Hop>,
+    /// The OpenSSH client configuration to honour, if any.
+    pub(crate) ssh_config: Option<PathBuf>,
+    /// The passphrase of identity files named by the ssh config (and of bastions' inherited
+    /// keys).
+    pub(crate) identity_passphrase: Option<Secret>,
+    /// Whether `auth` was inherited from the host a bastion leads to (the ssh config's
+    /// `IdentityFile`s for the bastion then come first).
+    pub(crate) auth_inherited: bool,
+    /// How many bastions lead to this one (a loop in an ssh config ends at a bound).
+    pub(crate) depth: u8,
+    sudo: Option<Sudo>,
 }
 
 impl SshHostBuilder {
     /// The user to log in as (default `root`).
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = user.into();
+        self.user_set = true;
         self
     }
 
-    /// Authenticates with a private key file (OpenSSH or PEM format, no passphrase).
+    /// Authenticates with a private key file (OpenSSH or PEM format, no passphrase; a
+    /// protected key fails with [`HostError::Key`]).
     pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.auth.push(Auth::KeyFile {
             path: path.into(),
@@ -91,7 +113,10 @@ impl SshHostBuilder {
         self
     }
 
-    /// Authenticates with a private key file protected by a passphrase.
+    /// Authenticates with a private key file protected by a passphrase (OpenSSH format with
+    /// `ssh-keygen`'s default cipher `aes256-ctr`, or PEM). A wrong passphrase fails with
+    /// [`HostError::Key`] naming the file, once no other method was accepted. For a key in
+    /// ssh-agent, use [`SshHostBuilder::agent`] instead.
     pub fn key_file_with_passphrase(
         mut self,
         path: impl Into<PathBuf>,
@@ -192,9 +217,68 @@ impl SshHostBuilder {
         self
     }
 
+    /// Runs every command, and every file operation, as root through `sudo` on the host, for a
+    /// [`SshHostBuilder::user`] that is not root (default: none, the user's own rights). File
+    /// operations then go through commands under sudo instead of SFTP, with the same
+    /// guarantees; sudo's refusals are [`HostError::Sudo`].
+    pub fn sudo(mut self, sudo: Sudo) -> Self {
+        self.sudo = Some(sudo);
+        self
+    }
+
     /// The name used in messages (default `user@addr`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Connects through a bastion (OpenSSH's `ProxyJump`): the bastion is reached with its own
+    /// builder (user, port, keys, known_hosts), a `direct-tcpip` channel is opened from it to
+    /// this host's address, and this host's SSH session runs over that channel, its key still
+    /// checked against this builder's known_hosts under this host's own name. Called more than
+    /// once, the hops chain, first call first (`ProxyJump a,b`). The connect timeout covers
+    /// every hop together; the bastion's keepalives and silence bound are its own builder's.
+    /// A bastion that cannot be reached fails the connection with an error naming it.
+    pub fn proxy_jump(mut self, bastion: SshHostBuilder) -> Self {
+        self.jumps
+            .push(crate::ssh_jump::Hop::Builder(Box::new(bastion)));
+        self
+    }
+
+    /// Connects through a bastion given as `[user@]host[:port]` (see
+    /// [`SshHostBuilder::proxy_jump`]). The bastion inherits this builder's authentication,
+    /// known_hosts file and its policy, timeouts, deadlines and ssh config; its user is the
+    /// one in `spec`, else the ssh config's `User` for it, else this builder's user.
+    pub fn proxy_jump_via(mut self, spec: crate::JumpSpec) -> Self {
+        self.jumps.push(crate::ssh_jump::Hop::Spec(spec));
+        self
+    }
+
+    /// Honours the `Host`, `HostName`, `User`, `Port`, `IdentityFile` and `ProxyJump` entries
+    /// of an OpenSSH client configuration file for this host (the builder's address, without
+    /// its port, is the name matched against `Host` patterns) and its bastions; see
+    /// [`crate::SshConfig`]. What is set on the builder wins: an explicit port in the address,
+    /// [`SshHostBuilder::user`], any authentication method (then no `IdentityFile` is used),
+    /// [`SshHostBuilder::proxy_jump`]. The file is read at connect time; identity files that
+    /// do not exist are skipped, as `ssh` does.
+    pub fn ssh_config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ssh_config = Some(path.into());
+        self
+    }
+
+    /// [`SshHostBuilder::ssh_config`] with `~/.ssh/config`, when that file exists.
+    pub fn use_ssh_config(mut self) -> Self {
+        if let Some(p) = crate::SshConfig::default_path().filter(|p| p.is_file()) {
+            self.ssh_config = Some(p);
+        }
+        self
+    }
+
+    /// The passphrase for identity files that come from the ssh config
+    /// ([`SshHostBuilder::ssh_config`]); keys given with [`SshHostBuilder::key_file`] or
+    /// [`SshHostBuilder::key_file_with_passphrase`] keep their own.
+    pub fn identity_passphrase(mut self, passphrase: Secret) -> Self {
+        self.identity_passphrase = Some(passphrase);
         self
     }
 
@@ -204,15 +288,21 @@ impl SshHostBuilder {
     /// [`HostError::Connect`] or [`HostError::Timeout`] (both naming the address) when the host
     /// cannot be reached or does not speak SSH within the connect timeout,
     /// [`HostError::HostKey`] when its key is unknown or changed, [`HostError::Auth`] when no
-    /// method was accepted.
+    /// method was accepted, [`HostError::Key`] when a key's passphrase is wrong or missing,
+    /// [`HostError::SshConfig`] when the ssh config cannot be read. Through a bastion,
+    /// [`HostError::Connect`] naming the bastion, with the bastion's own error as its source.
     pub async fn connect(self) -> Result<SshHost, HostError> {
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}@{}", self.user, self.addr));
+        let name = self.display_name();
+        let cfg = {
+            let name = name.clone();
+            spawn(&name.clone(), move || {
+                crate::ssh_config::resolve(self, &name)
+            })
+            .await?
+        };
         let inner = Arc::new(Inner {
             name,
-            cfg: self,
+            cfg,
             conn: Mutex::new(None),
         });
         let task = inner.clone();
@@ -227,6 +317,13 @@ impl SshHostBuilder {
         })
         .await?;
         Ok(SshHost { inner })
+    }
+
+    /// The name in messages: [`SshHostBuilder::name`], else `user@addr`.
+    pub(crate) fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", self.user, self.addr))
     }
 
     fn known_hosts_path(&self) -> PathBuf {
@@ -276,6 +373,7 @@ impl SshHost {
         SshHostBuilder {
             addr: addr.into(),
             user: "root".into(),
+            user_set: false,
             name: None,
             auth: Vec::new(),
             known_hosts: None,
@@ -285,6 +383,12 @@ impl SshHost {
             deadlines: Deadlines::default(),
             nodelay: true,
             quickack: true,
+            sudo: None,
+            jumps: Vec::new(),
+            ssh_config: None,
+            identity_passphrase: None,
+            auth_inherited: false,
+            depth: 0,
         }
     }
 
@@ -392,12 +496,13 @@ impl Inner {
             };
             conn.session.set_blocking(true);
             conn.session.set_timeout(millis(self.cfg.deadlines.reply));
+            let heard = Arc::clone(&conn.heard);
             match op(conn) {
                 Ok(v) => return Ok(v),
-                Err(Fail::Host(e)) => return Err(e),
+                Err(Fail::Host(e)) => return Err(self.blame_bastion(&heard, e)),
                 Err(Fail::Broken(e)) => {
                     drop_conn(&mut guard);
-                    return Err(e);
+                    return Err(self.blame_bastion(&heard, e));
                 }
                 Err(Fail::Retry(e)) => {
                     drop_conn(&mut guard);
@@ -411,6 +516,41 @@ impl Inner {
                     tracing::debug!(host = %self.name, error = %e, "SSH session died; reconnecting");
                 }
             }
+        }
+    }
+
+    /// Through a bastion, a timeout or a lost connection may be the bastion's doing: the
+    /// bastion is given one keepalive period (and a second) to show it is alive, and named
+    /// first if it does not. A live bastion answers the relay's keepalive requests within
+    /// that time even while nothing else moves.
+    fn blame_bastion(&self, heard: &Heard, e: HostError) -> HostError {
+        let Some(via) = heard.via.as_ref() else {
+            return e;
+        };
+        if !matches!(e, HostError::Timeout { .. } | HostError::Protocol { .. })
+            || e.to_string().contains(via.name.as_str())
+        {
+            return e;
+        }
+        let start = Instant::now();
+        let patience = via.patience + Duration::from_secs(1);
+        while start.elapsed() < patience {
+            if via.heard.silent_for() < start.elapsed() {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let bastion = heard
+            .silent_bastion()
+            .unwrap_or(via.name.as_str())
+            .to_string();
+        HostError::Protocol {
+            host: self.name.clone(),
+            what: format!(
+                "the bastion {bastion} on the way to {} stopped answering",
+                self.cfg.addr
+            ),
+            source: Some(Box::new(e)),
         }
     }
 
@@ -481,7 +621,7 @@ fn drop_conn(guard: &mut Option<Conn>) {
     }
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
 
@@ -511,7 +651,7 @@ fn is_dead_or_timeout(e: &HostError) -> bool {
     }
 }
 
-fn is_timeout(e: &ssh2::Error) -> bool {
+pub(crate) fn is_timeout(e: &ssh2::Error) -> bool {
     matches!(e.code(), ErrorCode::Session(ERR_TIMEOUT))
 }
 
@@ -546,7 +686,7 @@ fn sftp_error(host: &str, op: &'static str, path: &Path, e: ssh2::Error) -> Host
 // Connecting.
 
 /// Splits `host:port`, `[v6]:port` or `host` into host and port.
-fn split_addr(addr: &str) -> (String, u16) {
+pub(crate) fn split_addr(addr: &str) -> (String, u16) {
     if let Some(rest) = addr.strip_prefix('[')
         && let Some((host, after)) = rest.split_once(']')
     {
@@ -574,7 +714,10 @@ fn known_hosts_entry(host: &str, port: u16) -> String {
     }
 }
 
-fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<Heard>), HostError> {
+pub(crate) fn connect_blocking(
+    cfg: &SshHostBuilder,
+    name: &str,
+) -> Result<(Session, Arc<Heard>), HostError> {
     let addr = cfg.addr.as_str();
     let start = Instant::now();
     let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
@@ -589,7 +732,70 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
         source,
     };
     let (host, port) = split_addr(addr);
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+    let (local, heard) = if cfg.jumps.is_empty() {
+        tcp_transport(cfg, name, &host, port, start)?
+    } else {
+        crate::ssh_jump::transport(cfg, name, &host, port, start)?
+    };
+
+    // A bastion's session is driven by the channel relay, which waits on its socket. Only
+    // there: the clone keeps the socket open, so the relay threads of a session that was simply
+    // dropped would wait for an end of file that never comes (a bastion's are ended by the
+    // channel relay cutting its connection).
+    if cfg.depth > 0
+        && let Ok(end) = local.try_clone()
+    {
+        let _ = heard.session_end.set(end);
+    }
+    let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
+    session.set_tcp_stream(local);
+    session.set_timeout(millis(left()));
+    let known_hosts = cfg.known_hosts_path();
+    let entry = known_hosts_entry(&host, port);
+    prefer_known_key_types(&session, &known_hosts, &entry);
+    session.handshake().map_err(|e| {
+        if is_timeout(&e) || start.elapsed() >= cfg.connect_timeout {
+            timeout(format!("SSH handshake with {addr}"))
+        } else {
+            connect_err(Box::new(e))
+        }
+    })?;
+    verify_host_key(&session, cfg, name, &host, port, &known_hosts)?;
+    session.set_timeout(millis(left()));
+    authenticate(&session, cfg, name).map_err(|e| match e {
+        HostError::Auth { .. } if start.elapsed() >= cfg.connect_timeout => {
+            timeout(format!("SSH authentication with {addr}"))
+        }
+        e => e,
+    })?;
+    session.set_timeout(0);
+    // Only now: configured before the handshake, libssh2 fails the key exchange.
+    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
+    tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
+    Ok((session, heard))
+}
+
+/// A TCP connection to `host:port` behind a [`relay`].
+fn tcp_transport(
+    cfg: &SshHostBuilder,
+    name: &str,
+    host: &str,
+    port: u16,
+    start: Instant,
+) -> Result<(std::os::unix::net::UnixStream, Arc<Heard>), HostError> {
+    let addr = cfg.addr.as_str();
+    let left = || cfg.connect_timeout.saturating_sub(start.elapsed());
+    let timeout = |what: String| HostError::Timeout {
+        host: name.to_string(),
+        what,
+        after: cfg.connect_timeout,
+    };
+    let connect_err = |source: BoxError| HostError::Connect {
+        host: name.to_string(),
+        addr: addr.to_string(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| connect_err(Box::new(e)))?
         .collect();
@@ -626,34 +832,7 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
     // A dead path or host: the kernel notices (keepalive while idle, unacknowledged data
     // while busy).
     let _ = cfg.deadlines.apply(&tcp);
-    let (local, heard) = relay(tcp, name, cfg.quickack).map_err(|e| connect_err(Box::new(e)))?;
-
-    let mut session = Session::new().map_err(|e| connect_err(Box::new(e)))?;
-    session.set_tcp_stream(local);
-    session.set_timeout(millis(left()));
-    let known_hosts = cfg.known_hosts_path();
-    let entry = known_hosts_entry(&host, port);
-    prefer_known_key_types(&session, &known_hosts, &entry);
-    session.handshake().map_err(|e| {
-        if is_timeout(&e) || start.elapsed() >= cfg.connect_timeout {
-            timeout(format!("SSH handshake with {addr}"))
-        } else {
-            connect_err(Box::new(e))
-        }
-    })?;
-    verify_host_key(&session, cfg, name, &host, port, &known_hosts)?;
-    session.set_timeout(millis(left()));
-    authenticate(&session, cfg, name).map_err(|e| match e {
-        HostError::Auth { .. } if start.elapsed() >= cfg.connect_timeout => {
-            timeout(format!("SSH authentication with {addr}"))
-        }
-        e => e,
-    })?;
-    session.set_timeout(0);
-    // Only now: configured before the handshake, libssh2 fails the key exchange.
-    session.set_keepalive(true, keepalive_secs(&cfg.deadlines));
-    tracing::debug!(host = %name, addr, user = %cfg.user, "SSH session established");
-    Ok((session, heard))
+    relay(tcp, name, cfg.quickack).map_err(|e| connect_err(Box::new(e)))
 }
 
 /// SSH keepalive requests go out every quarter of a reply period while the session waits
@@ -661,33 +840,70 @@ fn connect_blocking(cfg: &SshHostBuilder, name: &str) -> Result<(Session, Arc<He
 /// before the silence bound. libssh2's blocking calls (SFTP) also give up when a keepalive
 /// they sent goes unanswered for an interval (`_libssh2_wait_socket` in libssh2's
 /// `session.c`).
-fn keepalive_secs(d: &Deadlines) -> u32 {
+pub(crate) fn keepalive_secs(d: &Deadlines) -> u32 {
     u32::try_from((d.reply / 4).as_secs())
         .unwrap_or(u32::MAX)
         .max(2)
 }
 
-/// When a node last sent a byte, kept by [`relay`].
+/// The bastion a connection goes through.
 #[derive(Debug)]
-struct Heard {
-    /// The node's socket, to cut a dead connection.
-    tcp: TcpStream,
+pub(crate) struct Via {
+    /// Its name in messages.
+    pub(crate) name: String,
+    /// When it last sent a byte.
+    pub(crate) heard: Arc<Heard>,
+    /// How often its keepalive requests go out.
+    pub(crate) patience: Duration,
+}
+
+/// When a node last sent a byte, kept by [`relay`] (or, through a bastion, by the channel
+/// relay of `ssh_jump`).
+#[derive(Debug)]
+pub(crate) struct Heard {
+    /// The node's socket (a TCP connection, or the socket pair end of a bastion's channel
+    /// relay), to cut a dead connection.
+    sock: socket2::Socket,
     start: Instant,
     /// Milliseconds from `start` to the last byte received.
     last: std::sync::atomic::AtomicU64,
+    /// The bastion this connection goes through.
+    via: Option<Via>,
+    /// A clone of the socket libssh2 runs the session on, to wait on it (`ssh_jump`).
+    pub(crate) session_end: std::sync::OnceLock<std::os::unix::net::UnixStream>,
 }
 
 impl Heard {
-    fn silent_for(&self) -> Duration {
+    pub(crate) fn new(sock: socket2::Socket, via: Option<Via>) -> Heard {
+        Heard {
+            sock,
+            start: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            via,
+            session_end: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }
 
-    fn cut(&self) {
-        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+    /// The first bastion on the way that has been silent for longer than a live one can be
+    /// (its keepalive period and a second), if any.
+    fn silent_bastion(&self) -> Option<&str> {
+        let via = self.via.as_ref()?;
+        via.heard.silent_bastion().or_else(|| {
+            (via.heard.silent_for() > via.patience + Duration::from_secs(1))
+                .then_some(via.name.as_str())
+        })
     }
 
-    fn now(&self) {
+    pub(crate) fn cut(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+
+    pub(crate) fn now(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
@@ -710,11 +926,10 @@ fn relay(
     use std::net::Shutdown;
     use std::os::unix::net::UnixStream;
     let (ours, theirs) = UnixStream::pair()?;
-    let heard = Arc::new(Heard {
-        tcp: tcp.try_clone()?,
-        start: Instant::now(),
-        last: std::sync::atomic::AtomicU64::new(0),
-    });
+    let heard = Arc::new(Heard::new(
+        socket2::Socket::from(std::os::fd::OwnedFd::from(tcp.try_clone()?)),
+        None,
+    ));
     let (tcp_in, mut tcp_out) = (tcp.try_clone()?, tcp);
     let (mut local_out, mut local_in) = (ours.try_clone()?, ours);
     let for_down = Arc::clone(&heard);
@@ -1043,6 +1258,8 @@ fn authenticate(session: &Session, cfg: &SshHostBuilder, name: &str) -> Result<(
     };
     let user = cfg.user.as_str();
     let mut tried = Vec::new();
+    // A protected key libssh2 could not load: reported as such when nothing else worked.
+    let mut key_problem: Option<(PathBuf, String)> = None;
     for method in methods {
         let result = match method {
             Auth::KeyFile { path, passphrase } => {
@@ -1077,11 +1294,37 @@ fn authenticate(session: &Session, cfg: &SshHostBuilder, name: &str) -> Result<(
                     source: Box::new(e),
                 });
             }
+            if let Auth::KeyFile { path, passphrase } = method
+                && matches!(e.code(), ErrorCode::Session(ERR_FILE))
+                && key_problem.is_none()
+            {
+                let prot = crate::ssh_keyfile::protection(path);
+                if prot != crate::ssh_keyfile::Protection::None {
+                    let ciphers = session
+                        .supported_algs(MethodType::CryptCs)
+                        .unwrap_or_default();
+                    let given = passphrase.as_ref().is_some_and(|p| !p.is_empty());
+                    let problem = crate::ssh_keyfile::problem(&prot, given, &ciphers);
+                    if let Some(last) = tried.last_mut() {
+                        last.push_str(&format!(": {problem}"));
+                    }
+                    key_problem = Some((path.clone(), problem));
+                    continue;
+                }
+            }
             // libssh2's messages name no secrets; keep them for the diagnosis.
             if let Some(last) = tried.last_mut() {
                 last.push_str(&format!(": {}", e.message()));
             }
         }
+    }
+    if let Some((path, problem)) = key_problem {
+        tracing::debug!(host = %name, tried = %tried.join("; "), "authentication failed");
+        return Err(HostError::Key {
+            host: name.to_string(),
+            path,
+            problem,
+        });
     }
     Err(HostError::Auth {
         host: name.to_string(),
@@ -1181,8 +1424,9 @@ fn exec(
             };
             session.set_timeout(millis(KILL_GRACE));
             if let Some(pid) = marked_pid(&stderr) {
-                let kill = format!("kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid}");
+                let (kill, input) = ssh_sudo::kill_line(inner.cfg.sudo.as_ref(), pid);
                 if let Ok(mut k) = open_exec(session, &kill) {
+                    let _ = k.write_all(&input);
                     let _ = k.send_eof();
                     let _ = k.wait_eof();
                     let _ = k.wait_close();
@@ -1202,12 +1446,13 @@ fn exec(
             // Cut first: closing the channel must not wait for a node that answers nothing.
             heard.cut();
             session.set_timeout(millis(KILL_GRACE));
+            let who = match heard.silent_bastion() {
+                Some(bastion) => format!("the bastion {bastion} on the way to {name}"),
+                None => format!("{name} ({})", inner.cfg.addr),
+            };
             return Err(Fail::Broken(HostError::Timeout {
                 host: name.clone(),
-                what: format!(
-                    "`{shown}`: {name} ({}) stopped answering, keepalives included",
-                    inner.cfg.addr
-                ),
+                what: format!("`{shown}`: {who} stopped answering, keepalives included"),
                 after: silence,
             }));
         }
@@ -1574,6 +1819,9 @@ impl Host for SshHost {
     }
 
     async fn run(&self, cmd: &Cmd) -> Result<Output, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_run(sudo, cmd).await;
+        }
         let line = cmd.to_shell();
         let shown = cmd.to_string();
         let stdin = cmd.stdin_data().map(<[u8]>::to_vec).unwrap_or_default();
@@ -1586,6 +1834,9 @@ impl Host for SshHost {
     }
 
     async fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_read(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1608,6 +1859,9 @@ impl Host for SshHost {
         data: &[u8],
         mode: Option<u32>,
     ) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_write_atomic(sudo, path, data, mode).await;
+        }
         let path = path.to_path_buf();
         let data = data.to_vec();
         self.call(move |inner| {
@@ -1617,6 +1871,9 @@ impl Host for SshHost {
     }
 
     async fn stat(&self, path: &Path) -> Result<FileMeta, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_stat(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1630,6 +1887,9 @@ impl Host for SshHost {
     }
 
     async fn list_dir(&self, path: &Path) -> Result<Vec<DirEntry>, HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_list_dir(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1655,12 +1915,18 @@ impl Host for SshHost {
     }
 
     async fn create_dir_all(&self, path: &Path, mode: u32) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_create_dir_all(sudo, path, mode).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| inner.with_conn(|conn| create_dir_all_on(inner, conn, &path, mode)))
             .await
     }
 
     async fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        if let Some(sudo) = &self.inner.cfg.sudo {
+            return self.sudo_remove_file(sudo, path).await;
+        }
         let path = path.to_path_buf();
         self.call(move |inner| {
             inner.with_conn(|conn| {
@@ -1816,8 +2082,14 @@ mod tests {
     fn builder_debug_hides_secrets() {
         let b = SshHost::builder("h:22")
             .password(Secret::new("hunter2"))
-            .key_file_with_passphrase("/k", Secret::new("pass-phrase"));
+            .key_file_with_passphrase("/k", Secret::new("pass-phrase"))
+            .identity_passphrase(Secret::new("config-phrase"))
+            .proxy_jump(SshHost::builder("b:22").password(Secret::new("jump-secret")));
         let text = format!("{b:?}");
+        assert!(
+            !text.contains("config-phrase") && !text.contains("jump-secret"),
+            "{text}"
+        );
         assert!(
             !text.contains("hunter2") && !text.contains("pass-phrase"),
             "{text}"

@@ -520,6 +520,28 @@ impl KvmHost {
         })
     }
 
+    /// Connects over SSH as the lab's operator account ([`crate::operator`], not root),
+    /// running everything as root through sudo with its password, named after the host.
+    ///
+    /// # Errors
+    /// [`HostError::Connect`] without an sshd or when the operator account cannot be set up;
+    /// what the SSH connection returns.
+    pub async fn connect_as_operator(&self) -> std::result::Result<SshHost, HostError> {
+        let Some(s) = &self.server else {
+            return Err(HostError::Connect {
+                host: self.name.clone(),
+                addr: "-".into(),
+                source: "the lab host was started without sshd".into(),
+            });
+        };
+        let builder = s.sudo_host_builder().map_err(|e| HostError::Connect {
+            host: self.name.clone(),
+            addr: s.addr().to_string(),
+            source: Box::new(e),
+        })?;
+        builder.name(self.name.clone()).connect().await
+    }
+
     /// Connects over SSH (root, the lab key, strict host-key checking), named after the host.
     ///
     /// # Errors

@@ -714,6 +714,24 @@ impl Lab {
     /// # Errors
     /// IO errors.
     pub fn write_config(&self, target: &CsVersion) -> Result<PathBuf> {
+        self.write_config_with(target, None)
+    }
+
+    /// Like [`Lab::write_config`], but every node is reached as the lab's operator account
+    /// ([`crate::operator`], not root) with `sudo = true` and the sudo password in a secret
+    /// file of its own (mode 0600); the file is named `upgrade-TARGET-operator.toml`.
+    ///
+    /// # Errors
+    /// What [`crate::operator`] returns; IO errors.
+    pub fn write_operator_config(&self, target: &CsVersion) -> Result<PathBuf> {
+        self.write_config_with(target, Some(crate::operator()?))
+    }
+
+    fn write_config_with(
+        &self,
+        target: &CsVersion,
+        operator: Option<&crate::LabOperator>,
+    ) -> Result<PathBuf> {
         let d = self.dir.path();
         let secrets = d.join("secrets");
         io(
@@ -790,12 +808,23 @@ impl Lab {
             path_str(&secrets.join("api-key")),
             path_str(&secrets.join("api-secret")),
         );
-        let _ = writeln!(
+        let _ = write!(
             t,
-            "[ssh]\nuser = \"root\"\nidentity = {}\nknown_hosts = {}\nconnect_timeout = \"10s\"\n",
+            "[ssh]\nuser = {}\nidentity = {}\nknown_hosts = {}\nconnect_timeout = \"10s\"\n",
+            toml_str(operator.map_or("root", |o| o.user())),
             path_str(&key),
             path_str(&known_hosts)
         );
+        if let Some(o) = operator {
+            let file = secrets.join("sudo-password");
+            write_private(&file, o.password().expose())?;
+            let _ = write!(
+                t,
+                "sudo = true\nsudo_password = {{ file = {} }}\n",
+                path_str(&file)
+            );
+        }
+        t.push('\n');
         for m in &self.mgmt {
             let _ = writeln!(
                 t,
@@ -835,7 +864,8 @@ impl Lab {
              migration_deadline = \"60s\"\nhost_up_deadline = \"60s\"\ndirect_path = false\n\
              skip_checks = []\n",
         );
-        let path = d.join(format!("upgrade-{target}.toml"));
+        let suffix = if operator.is_some() { "-operator" } else { "" };
+        let path = d.join(format!("upgrade-{target}{suffix}.toml"));
         write_private(&path, &t)?;
         Ok(path)
     }

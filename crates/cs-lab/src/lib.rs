@@ -49,6 +49,7 @@
 //! `publish = false`: only dev-dependencies, examples and the root crate's tests use it.
 
 mod api;
+mod bastion;
 mod error;
 pub mod fuzz;
 mod kvm;
@@ -67,6 +68,7 @@ pub use api::{
     CloudSpec, Fault, HostCapacity, LabApi, LabEvent, LabVm, RecordedRequest,
     TEMPLATE_DOWNLOAD_ERROR, Tenant, TenantActor, TenantChange, TenantOptions, Timings,
 };
+pub use bastion::BastionAccess;
 pub use cs_core::DbUrl;
 pub use error::{LabError, Result};
 pub use kvm::{
@@ -83,4 +85,7 @@ pub use node::LabFamily;
 pub use proxy::TcpProxy;
 pub use repo_server::{REPO_APT_SUITES, REPO_PACKAGES, REPO_YUM_RELEASES, RepoServer};
 pub use seed::{SeedOptions, SeedSummary, seed, version_history};
-pub use sshd::{SshServer, SshServerBuilder, sshd};
+pub use sshd::{
+    LabOperator, NO_SUDO_USER, NOPASSWD_USER, OPERATOR_USER, SshServer, SshServerBuilder, operator,
+    operator_nopasswd, operator_without_sudo, sshd,
+};

@@ -759,6 +759,24 @@ impl MgmtNode {
             .await
     }
 
+    /// Connects over SSH as the lab's operator account ([`crate::operator`], not root),
+    /// running everything as root through sudo with its password, named after the node.
+    ///
+    /// # Errors
+    /// [`HostError::Connect`] when the operator account cannot be set up; what the SSH
+    /// connection returns.
+    pub async fn connect_as_operator(&self) -> std::result::Result<SshHost, HostError> {
+        let builder = self
+            .server
+            .sudo_host_builder()
+            .map_err(|e| HostError::Connect {
+                host: self.name.clone(),
+                addr: self.server.addr().to_string(),
+                source: Box::new(e),
+            })?;
+        builder.name(self.name.clone()).connect().await
+    }
+
     /// This machine acting as the node: commands run locally with the stand-ins first in
     /// `PATH`, files are this machine's (use the re-rooted layout).
     pub fn local_host(&self) -> Arc<dyn Host> {

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cs_core::{HostError, Secret, SshHost, SshHostBuilder};
+use cs_core::{HostError, Secret, SshHost, SshHostBuilder, Sudo};
 
 use crate::util::{alive, command, find_binary, free_port, log_tail, token, wait_ready};
 use crate::{LabError, Result};
@@ -46,6 +46,8 @@ pub struct SshServer {
     root: PathBuf,
     bin: PathBuf,
     password_login: Option<(String, Secret)>,
+    bastion: bool,
+    locked_key: bool,
 }
 
 impl fmt::Debug for SshServer {
@@ -69,6 +71,8 @@ pub struct SshServerBuilder {
     root: Option<PathBuf>,
     path_prefix: Option<PathBuf>,
     password_user: Option<String>,
+    bastion: bool,
+    locked_key: bool,
 }
 
 impl SshServerBuilder {
@@ -93,6 +97,22 @@ impl SshServerBuilder {
     /// each server sets a new password.
     pub fn password_login(mut self, user: impl Into<String>) -> Self {
         self.password_user = Some(user.into());
+        self
+    }
+
+    /// Makes the server a bastion (a jump host): it only forwards TCP connections to
+    /// 127.0.0.1 (`ssh -J`, `direct-tcpip` channels); every command and SFTP session is refused
+    /// (`ForceCommand` of a program that prints a refusal and exits 1).
+    pub fn bastion(mut self) -> Self {
+        self.bastion = true;
+        self
+    }
+
+    /// Also authorizes an ed25519 client key protected by a random passphrase
+    /// ([`SshServer::locked_key`]), the passphrase in a file of its own (mode 0600,
+    /// [`SshServer::locked_key_passphrase_file`]).
+    pub fn locked_key(mut self) -> Self {
+        self.locked_key = true;
         self
     }
 
@@ -134,6 +154,24 @@ impl SshServer {
     /// The private key authorized for every user (ed25519, no passphrase).
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("id_ed25519")
+    }
+
+    /// The passphrase-protected client key, when the server was built with
+    /// [`SshServerBuilder::locked_key`].
+    pub fn locked_key(&self) -> Option<PathBuf> {
+        self.locked_key
+            .then(|| self.dir.path().join("id_ed25519_locked"))
+    }
+
+    /// The file holding [`SshServer::locked_key`]'s passphrase (mode 0600, no newline).
+    pub fn locked_key_passphrase_file(&self) -> Option<PathBuf> {
+        self.locked_key
+            .then(|| self.dir.path().join("id_ed25519_locked.passphrase"))
+    }
+
+    /// Whether the server is a bastion ([`SshServerBuilder::bastion`]).
+    pub fn is_bastion(&self) -> bool {
+        self.bastion
     }
 
     /// A known_hosts file holding this server's key as `[127.0.0.1]:PORT`.
@@ -199,6 +237,20 @@ impl SshServer {
             .known_hosts(self.known_hosts())
             .connect_timeout(Duration::from_secs(10))
             .name(format!("lab-ssh:{}", self.port))
+    }
+
+    /// A builder for an [`SshHost`] on this server logged in as the lab's operator account
+    /// ([`operator`]: `cs-lab-op`, the client key) that runs everything as root through
+    /// `sudo` with the operator's password, named `lab-ssh:PORT`.
+    ///
+    /// # Errors
+    /// What [`operator`] returns.
+    pub fn sudo_host_builder(&self) -> Result<SshHostBuilder> {
+        let op = operator()?;
+        Ok(self
+            .host_builder()
+            .user(op.user())
+            .sudo(Sudo::with_password(op.password().clone())))
     }
 
     /// Connects as root with the client key and strict host-key checking.
@@ -464,6 +516,33 @@ fn keygen(keygen: &Path, file: &Path, comment: &str) -> Result<()> {
     )
 }
 
+/// A passphrase-protected ed25519 key (`ssh-keygen -N`: OpenSSH format, aes256-ctr, bcrypt)
+/// with its passphrase in `<file>.passphrase` (mode 0600).
+fn keygen_locked(keygen: &Path, file: &Path) -> Result<()> {
+    let passphrase = token(24);
+    let pass_file = file.with_extension("passphrase");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pass_file)
+            .map_err(io("create", &pass_file))?;
+        f.write_all(passphrase.as_bytes())
+            .map_err(io("write", &pass_file))?;
+    }
+    run_tool(
+        "ssh-keygen",
+        command(keygen)
+            .args(["-q", "-t", "ed25519", "-C", "cs-lab-locked", "-N"])
+            .arg(&passphrase)
+            .arg("-f")
+            .arg(file),
+        None,
+    )
+}
+
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
@@ -483,6 +562,18 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
     keygen(&keygen_bin, &d.join("id_ed25519"), "cs-lab-client")?;
     let authorized = d.join("authorized_keys");
     std::fs::copy(d.join("id_ed25519.pub"), &authorized).map_err(io("copy", &authorized))?;
+    if opts.locked_key {
+        let locked = d.join("id_ed25519_locked");
+        keygen_locked(&keygen_bin, &locked)?;
+        let line = std::fs::read_to_string(locked.with_extension("pub"))
+            .map_err(io("read", &locked.with_extension("pub")))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&authorized)
+            .map_err(io("open", &authorized))?;
+        f.write_all(line.as_bytes())
+            .map_err(io("write", &authorized))?;
+    }
     set_mode(&authorized, 0o644)?;
 
     let root = opts.root.clone().unwrap_or_else(|| d.join("root"));
@@ -507,7 +598,13 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
     let mut last_err = None;
     for _ in 0..5 {
         let port = free_port()?;
-        let text = config_text(&d, port, &root, &bin, password_login.is_some());
+        let mut text = config_text(&d, port, &root, &bin, password_login.is_some());
+        if opts.bastion {
+            // DEBUG1 logs each forward (`server_request_direct_tcpip: … target 127.0.0.1 port
+            // N`); sshd takes the first LogLevel it reads.
+            text = text.replace("LogLevel VERBOSE", "LogLevel DEBUG1");
+            text.push_str(&bastion_text(&d)?);
+        }
         std::fs::write(&config, text).map_err(io("write", &config))?;
         // By default sshd execs itself afresh for every connection (new address-space layout
         // per connection), which costs an exec of sshd and its libraries each time. A lab
@@ -573,6 +670,8 @@ fn start(opts: &SshServerBuilder) -> Result<SshServer> {
                     root,
                     bin,
                     password_login,
+                    bastion: opts.bastion,
+                    locked_key: opts.locked_key,
                 });
             }
             Err(e) => {
@@ -631,6 +730,27 @@ fn config_text(d: &Path, port: u16, root: &Path, bin: &Path, password: bool) -> 
     )
 }
 
+/// The lines that make a server a bastion: TCP forwarding to 127.0.0.1 only, nothing else.
+/// `ForceCommand` also replaces the SFTP subsystem (`sshd_config(5)`), so no file is served.
+/// Written as a script of its own: `ForceCommand` runs through the user's shell.
+fn bastion_text(d: &Path) -> Result<String> {
+    let refuse = d.join("bastion-refuse");
+    std::fs::write(
+        &refuse,
+        "#!/bin/sh\necho 'this bastion only forwards connections' >&2\nexit 1\n",
+    )
+    .map_err(io("write", &refuse))?;
+    set_mode(&refuse, 0o755)?;
+    Ok(format!(
+        "AllowTcpForwarding local\n\
+         PermitOpen 127.0.0.1:*\n\
+         X11Forwarding no\n\
+         PermitTTY no\n\
+         ForceCommand {}\n",
+        refuse.display()
+    ))
+}
+
 /// Creates `user` if missing and gives it a new random password.
 fn set_password(user: &str) -> Result<Secret> {
     if !is_root() {
@@ -668,6 +788,215 @@ fn set_password(user: &str) -> Result<Secret> {
         Some(&format!("{user}:{}\n", password.expose())),
     )?;
     Ok(password)
+}
+
+/// A login account of this machine for lab nodes reached as an operator would reach them:
+/// not root, `sudo` to root with its password. See [`operator`].
+pub struct LabOperator {
+    user: String,
+    password: Secret,
+    password_file: PathBuf,
+}
+
+impl fmt::Debug for LabOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabOperator")
+            .field("user", &self.user)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LabOperator {
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Its login and sudo password.
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    /// A file holding the password (mode 0600, owned by root), for configs that name a
+    /// secret file.
+    pub fn password_file(&self) -> &Path {
+        &self.password_file
+    }
+}
+
+/// The user every lab node can be reached as instead of root.
+pub const OPERATOR_USER: &str = "cs-lab-op";
+/// A user whose sudoers rule needs no password (`NOPASSWD`), for `sudo -n`.
+pub const NOPASSWD_USER: &str = "cs-lab-op-np";
+/// A user with a password but no sudoers entry, for tests of sudo's refusal.
+pub const NO_SUDO_USER: &str = "cs-lab-nosudo";
+/// Where the lab keeps its accounts' passwords (root only).
+const ACCOUNTS_DIR: &str = "/var/lib/cs-lab";
+
+/// The lab's operator account [`OPERATOR_USER`] (`cs-lab-op`): created if missing
+/// (`useradd`), its password random, set once (`chpasswd`) and kept in a root-only file, and a
+/// sudoers entry (`/etc/sudoers.d/cs-lab-op`, checked with `visudo`) that lets it run anything
+/// as root after giving that password. The entry also keeps `PATH` and `CS_LAB_ROOT` through
+/// sudo (`env_keep`, no `secure_path`), so the stand-ins of a lab node win under sudo as they
+/// do for root over SSH. This changes the machine's users and sudoers and needs root.
+///
+/// Idempotent, and safe from parallel test binaries: the work is done under an exclusive
+/// lock, and an existing account keeps its password (a test binary running never sees it
+/// change). Done once per process.
+///
+/// # Errors
+/// [`LabError::MissingBinary`] naming `sudo` or `passwd`; [`LabError::Start`] when not root or
+/// a tool fails; IO errors.
+pub fn operator() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| account(OPERATOR_USER, Some("ALL")).map_err(|e| cs_core::error_chain(&e)))
+        .as_ref()
+        .map_err(|e| LabError::Start {
+            what: format!("the lab operator account `{OPERATOR_USER}`"),
+            detail: e.clone(),
+        })
+}
+
+/// Like [`operator`], for [`NO_SUDO_USER`] (`cs-lab-nosudo`): an account with a password and
+/// no sudoers entry (one left from elsewhere is removed).
+///
+/// # Errors
+/// As [`operator`].
+pub fn operator_without_sudo() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| account(NO_SUDO_USER, None).map_err(|e| cs_core::error_chain(&e)))
+        .as_ref()
+        .map_err(|e| LabError::Start {
+            what: format!("the lab account `{NO_SUDO_USER}`"),
+            detail: e.clone(),
+        })
+}
+
+/// Like [`operator`], for [`NOPASSWD_USER`] (`cs-lab-op-np`): sudo to root without a
+/// password (a `NOPASSWD` rule), for `sudo -n`.
+///
+/// # Errors
+/// As [`operator`].
+pub fn operator_nopasswd() -> Result<&'static LabOperator> {
+    static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
+    OP.get_or_init(|| {
+        account(NOPASSWD_USER, Some("NOPASSWD: ALL")).map_err(|e| cs_core::error_chain(&e))
+    })
+    .as_ref()
+    .map_err(|e| LabError::Start {
+        what: format!("the lab account `{NOPASSWD_USER}`"),
+        detail: e.clone(),
+    })
+}
+
+/// The sudoers entry of a lab operator; `rule` is what it may run (`ALL`, `NOPASSWD: ALL`).
+fn sudoers_text(user: &str, rule: &str) -> String {
+    format!(
+        "# cs-lab: the lab's operator account (written by cs_lab::operator).\n\
+         {user} ALL=(ALL:ALL) {rule}\n\
+         Defaults:{user} !secure_path, !lecture, env_keep += \"PATH CS_LAB_ROOT\"\n"
+    )
+}
+
+fn account(user: &str, rule: Option<&str>) -> Result<LabOperator> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !is_root() {
+        return Err(LabError::Start {
+            what: format!("the lab account `{user}`"),
+            detail: "creating users and sudoers entries needs root".into(),
+        });
+    }
+    find_binary("sudo", "sudo")?;
+    let visudo = find_binary("visudo", "sudo")?;
+    let dir = Path::new(ACCOUNTS_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create", dir))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    // Held until the end of this function (dropping the file releases it).
+    lock.lock().map_err(io("lock", &lock_path))?;
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let exists = passwd.lines().any(|l| l.split(':').next() == Some(user));
+    if !exists {
+        let useradd = find_binary("useradd", "passwd")?;
+        run_tool(
+            "useradd",
+            command(&useradd).args(["-m", "-s", "/bin/sh", user]),
+            None,
+        )?;
+    }
+    let password_file = dir.join(format!("{user}.password"));
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(text) if exists && !text.trim().is_empty() => Secret::new(text.trim_end()),
+        _ => {
+            let password = Secret::new(token(24));
+            let chpasswd = find_binary("chpasswd", "passwd")?;
+            run_tool(
+                "chpasswd",
+                &mut command(&chpasswd),
+                Some(&format!("{user}:{}\n", password.expose())),
+            )?;
+            let tmp = dir.join(format!(".{user}.password.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
+            f.write_all(password.expose().as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io("write", &tmp))?;
+            std::fs::rename(&tmp, &password_file).map_err(io("rename", &password_file))?;
+            password
+        }
+    };
+
+    let sudoers_dir = Path::new("/etc/sudoers.d");
+    let entry = sudoers_dir.join(user);
+    if let Some(rule) = rule {
+        let text = sudoers_text(user, rule);
+        if std::fs::read_to_string(&entry).ok().as_deref() != Some(text.as_str()) {
+            std::fs::create_dir_all(sudoers_dir).map_err(io("create", sudoers_dir))?;
+            // sudo skips files whose names contain a dot: the temporary file is never read.
+            let tmp = sudoers_dir.join(format!(".{user}.tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o440)
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(io("write", &tmp))?;
+            if let Err(e) = run_tool("visudo -c", command(&visudo).arg("-cqf").arg(&tmp), None) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &entry).map_err(io("rename", &entry))?;
+        }
+    } else {
+        match std::fs::remove_file(&entry) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(format!("remove {}", entry.display()), e)),
+        }
+    }
+    Ok(LabOperator {
+        user: user.to_string(),
+        password,
+        password_file,
+    })
 }
 
 #[cfg(test)]

@@ -219,14 +219,19 @@ async fn key_with_passphrase_authenticates() {
     host.run_ok(&Cmd::new("true")).await.expect("run");
 
     let err = SshHost::builder(server.addr())
-        .key_file_with_passphrase(&key, Secret::new("wrong passphrase"))
+        .key_file_with_passphrase(&key, Secret::new("battery staple"))
         .known_hosts(server.known_hosts())
         .connect()
         .await
         .expect_err("wrong passphrase");
-    assert!(matches!(err, HostError::Auth { .. }), "{err:?}");
+    assert!(matches!(err, HostError::Key { .. }), "{err:?}");
     assert!(
-        !format!("{err} {err:?}").contains("wrong passphrase"),
+        err.to_string()
+            .ends_with(&format!("wrong passphrase for {}", key.display())),
+        "{err}"
+    );
+    assert!(
+        !format!("{err} {err:?}").contains("battery staple"),
         "{err:?}"
     );
 }
@@ -617,4 +622,251 @@ async fn a_file_read_from_a_silent_node_fails_within_the_bound() {
     assert!(took < reply + Duration::from_secs(2), "took {took:?}");
     let text = error_chain(&err);
     assert!(text.contains("kvm-quiet"), "{text}");
+}
+
+/// The operator account's SSH host on the shared server: logged in as `cs-lab-op`, root
+/// through sudo with its password.
+async fn sudo_host() -> SshHost {
+    let server = sshd();
+    let builder = server
+        .sudo_host_builder()
+        .unwrap_or_else(|e| panic!("lab operator: {}", error_chain(&e)));
+    builder.connect().await.expect("connect as the operator")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_host_with_sudo_conforms_as_root() {
+    let server = sshd();
+    let host = sudo_host().await;
+    assert_eq!(host.user(), cs_lab::OPERATOR_USER);
+    // Commands run as root, in the operator's own login.
+    let id = host.run_ok(&Cmd::new("id").arg("-u")).await.expect("id -u");
+    assert_eq!(id.stdout_lossy().trim(), "0");
+    let who = host
+        .run_ok(&Cmd::new("sh").arg("-c").arg("echo $SUDO_USER"))
+        .await
+        .expect("SUDO_USER");
+    assert_eq!(who.stdout_lossy().trim(), cs_lab::OPERATOR_USER);
+    // A directory only root may enter: SFTP as the operator could not write there.
+    let scratch = server.root().join("conformance-sudo");
+    host.create_dir_all(&scratch, 0o700)
+        .await
+        .expect("mkdir as root");
+    let meta = host.stat(&scratch).await.expect("stat");
+    assert_eq!((meta.uid, meta.mode), (0, 0o700));
+    conformance::run_all(&host, &scratch.join("suite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sudo_keeps_the_commands_stdin_and_never_shows_the_password() {
+    let host = sudo_host().await;
+    let op = cs_lab::operator().expect("operator");
+    let out = host
+        .run_ok(&Cmd::new("cat").stdin(&b"first line\nsecond\n"[..]))
+        .await
+        .expect("cat");
+    assert_eq!(out.stdout, b"first line\nsecond\n");
+    assert!(out.stderr.is_empty(), "{}", out.stderr_lossy());
+    // Twice on one connection: a cached sudo credential must not leave the password line on
+    // the command's standard input.
+    let again = host.run_ok(&Cmd::new("cat")).await.expect("cat");
+    assert!(again.stdout.is_empty(), "{}", again.stdout_lossy());
+    // Not on any command line root can see while the command runs.
+    let ps = host
+        .run_ok(&Cmd::new("ps").args(["-eo", "args"]))
+        .await
+        .expect("ps");
+    assert!(!ps.stdout_lossy().contains(op.password().expose()));
+    assert!(!format!("{host:?}").contains(op.password().expose()));
+    // sudo's own command line (which it logs) holds neither the command nor its secret
+    // arguments: the command's parent is sudo.
+    let sudo_args = host
+        .run_ok(
+            &Cmd::new("sh")
+                .arg("-c")
+                .arg("ps -o args= -p $PPID")
+                .arg("sh")
+                .secret_arg(&Secret::new("secret-argument-42")),
+        )
+        .await
+        .expect("ps of sudo");
+    let text = sudo_args.stdout_lossy();
+    assert!(text.starts_with("sudo "), "{text}");
+    assert!(
+        !text.contains("secret-argument-42") && !text.contains("ps -o"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_sudo_password_is_a_typed_error_in_time() {
+    let server = sshd();
+    let op = cs_lab::operator().expect("operator");
+    let host = server
+        .host_builder()
+        .user(op.user())
+        .sudo(cs_core::Sudo::with_password(Secret::new(
+            "not-the-password",
+        )))
+        .connect()
+        .await
+        .expect("login works: only sudo is refused");
+    let started = Instant::now();
+    let err = host
+        .run(
+            &Cmd::new("cat")
+                .stdin(&b"data\nmore\n"[..])
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+        .expect_err("a wrong password must be refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo { reason: cs_core::SudoRefusal::IncorrectPassword, user, .. }
+                if user == cs_lab::OPERATOR_USER
+        ),
+        "{err:?}"
+    );
+    let text = error_chain(&err);
+    assert!(text.contains("incorrect password"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+    // File operations too.
+    let err = host
+        .read(Path::new("/etc/hostname"))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, HostError::Sudo { .. }), "{err:?}");
+
+    // No password where the sudoers rule asks for one: `sudo -n` says so at once.
+    let host = server
+        .host_builder()
+        .user(op.user())
+        .sudo(cs_core::Sudo::without_password())
+        .connect()
+        .await
+        .expect("login");
+    let err = host.run(&Cmd::new("true")).await.expect_err("refused");
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo {
+                reason: cs_core::SudoRefusal::PasswordRequired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("a password is required"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_not_in_sudoers_is_a_typed_error() {
+    let server = sshd();
+    let nosudo = cs_lab::operator_without_sudo().expect("account without sudo");
+    let host = server
+        .host_builder()
+        .user(nosudo.user())
+        .sudo(cs_core::Sudo::with_password(nosudo.password().clone()))
+        .connect()
+        .await
+        .expect("login works: only sudo is refused");
+    let started = Instant::now();
+    let err = host
+        .stat(Path::new("/etc"))
+        .await
+        .expect_err("not in sudoers");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            &err,
+            HostError::Sudo {
+                reason: cs_core::SudoRefusal::NotInSudoers,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not in the sudoers file"), "{err}");
+    assert!(!error_chain(&err).contains(nosudo.password().expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_command_under_sudo_is_killed_as_root() {
+    let server = sshd();
+    let host = sudo_host().await;
+    let pid_file = server.root().join("sudo-timeout.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let err = host
+        .run(
+            &Cmd::new("sh")
+                .arg("-c")
+                .arg(script)
+                .timeout(Duration::from_secs(2)),
+        )
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid written by the command");
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    // The command ran as root: only a kill through sudo ends it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proc_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !proc_dir.exists(),
+        "the root `sleep` ({}) still runs",
+        pid.trim()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nopasswd_rule_works_with_and_without_a_password() {
+    let server = sshd();
+    let np = cs_lab::operator_nopasswd().expect("NOPASSWD account");
+    let dir = server.root().join("nopasswd");
+    for sudo in [
+        cs_core::Sudo::without_password(),
+        // sudo asks for nothing: the root shell takes the password line off the command's
+        // input itself.
+        cs_core::Sudo::with_password(np.password().clone()),
+    ] {
+        let with_password = sudo.password().is_some();
+        let host = server
+            .host_builder()
+            .user(np.user())
+            .sudo(sudo)
+            .connect()
+            .await
+            .expect("login");
+        let id = host.run_ok(&Cmd::new("id").arg("-u")).await.expect("id");
+        assert_eq!(id.stdout_lossy().trim(), "0");
+        let out = host
+            .run_ok(&Cmd::new("cat").stdin(&b"only this\n"[..]))
+            .await
+            .expect("cat");
+        assert_eq!(
+            out.stdout, b"only this\n",
+            "password given: {with_password}"
+        );
+        host.create_dir_all(&dir, 0o700).await.expect("mkdir");
+        let f = dir.join(format!("f-{with_password}"));
+        host.write_atomic(&f, b"root's", Some(0o600))
+            .await
+            .expect("write");
+        assert_eq!(host.read(&f).await.expect("read"), b"root's");
+        assert_eq!(host.stat(&f).await.expect("stat").uid, 0);
+        host.remove_file(&f).await.expect("remove");
+        assert!(host.stat(&f).await.expect_err("gone").is_not_found());
+    }
 }
