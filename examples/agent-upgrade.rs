@@ -330,7 +330,7 @@ async fn main() -> ExitCode {
         .await;
         let mut failed = false;
         let mut hosts = Vec::new();
-        let mut rows = table::new_table(&["HOST", "WOULD"]);
+        let mut rows = table::new_table(&["HOST", "PLAN"]);
         for (t, r, _) in results {
             let would = match r {
                 Ok(steps) if json => {
@@ -338,7 +338,7 @@ async fn main() -> ExitCode {
                     continue;
                 }
                 Ok(steps) if steps.is_empty() => comfy_table::Cell::new("nothing to do"),
-                Ok(steps) => comfy_table::Cell::new(format!("apply: {steps}")),
+                Ok(steps) => comfy_table::Cell::new(format!("would apply: {steps}")),
                 Err(e) => {
                     failed = true;
                     if json {

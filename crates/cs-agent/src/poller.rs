@@ -15,9 +15,12 @@ use tokio::time::Instant;
 /// ([`HostStatus::hypervisors`]) per interval. The interval adapts: `fast` while a waiter is
 /// within `expect` of starting to wait (its host is expected back), `slow` once every waiter
 /// has waited longer (hosts that are late, probably failing, need not be asked for often).
-/// Nobody waiting, nothing is asked. Point queries ([`HostStatus::hypervisor`]) go to the
-/// wrapped status as they are, always fresh. An implementation that cannot list in bulk is
-/// asked host by host, as without the poller.
+/// Nobody waiting, nothing is asked. A point query ([`HostStatus::hypervisor`]) is answered
+/// from the last listing while it is younger than `fast` (no staler than what a waiter
+/// accepts; in a rolling refresh the hosts checking before their restart and after their wait
+/// find one there), and goes to the wrapped status otherwise, or when the listing does not
+/// hold the host. An implementation that cannot list in bulk is asked host by host, as
+/// without the poller.
 #[derive(Debug)]
 pub struct HostPoller {
     inner: Arc<dyn HostStatus>,
@@ -147,6 +150,18 @@ impl Drop for Waiter<'_> {
 #[async_trait]
 impl HostStatus for HostPoller {
     async fn hypervisor(&self, key: &str) -> Result<Option<HypervisorState>, BoxError> {
+        // A listing being fetched holds the lock: waiting for it gives the freshest answer.
+        let fresh = self
+            .cache
+            .lock()
+            .await
+            .last
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < self.fast)
+            .map(|(_, hosts)| hosts.clone());
+        if let Some(h) = fresh.and_then(|hosts| hosts.iter().find(|h| h.matches(key)).cloned()) {
+            return Ok(Some(h));
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.inner.hypervisor(key).await
     }
@@ -294,6 +309,41 @@ mod tests {
         assert_eq!(p.requests(), listings);
         // The last host came back at 400 ms: seen within about one interval.
         assert!(took < Duration::from_millis(400) + fast * 4, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_point_query_is_answered_from_a_fresh_listing() {
+        let s = sim(4, Duration::from_millis(10), true);
+        let fast = Duration::from_millis(300);
+        let p = HostPoller::new(
+            s.clone(),
+            fast,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        // Nothing listed yet: asked.
+        assert!(p.hypervisor("kvm1").await.unwrap().is_some());
+        assert_eq!(s.points.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let h = p
+            .wait_for("kvm2", &up, Duration::from_secs(1), Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(up(h.as_ref()));
+        let listings = s.listings.load(Ordering::Relaxed);
+        // Right after the wait: from its listing, by name or address, no request.
+        let h = p.hypervisor("10.0.0.2").await.unwrap();
+        assert_eq!(h.map(|h| h.name).as_deref(), Some("kvm2"));
+        assert_eq!(s.points.load(Ordering::Relaxed), 1);
+        // A host the listing does not hold is asked for.
+        assert!(p.hypervisor("kvm9").await.unwrap().is_none());
+        assert_eq!(s.points.load(Ordering::Relaxed), 2);
+        // Once the listing is older than the fast interval: asked again.
+        tokio::time::sleep(fast).await;
+        assert!(p.hypervisor("kvm2").await.unwrap().is_some());
+        assert_eq!(s.points.load(Ordering::Relaxed), 3);
+        assert_eq!(s.listings.load(Ordering::Relaxed), listings);
+        assert_eq!(p.requests(), listings + 3);
     }
 
     #[tokio::test]

@@ -103,6 +103,24 @@ pub struct RefreshContext {
     pub deps: Deps,
     restored: Mutex<Vec<Restored>>,
     removed_jars: Mutex<Vec<String>>,
+    /// What a step just learnt from the host and the next step would ask again, kept for that
+    /// one next use (see [`Answers`]).
+    answers: Mutex<Answers>,
+}
+
+/// Answers one step passes to the next so the host is not asked the same thing twice in a row
+/// (each is a command on the host, over SSH a channel and a process or two). Each is taken by
+/// its one consumer, so a later question (a step's check after its apply) asks afresh, and
+/// whatever could change the answer in between drops it.
+#[derive(Debug, Default)]
+struct Answers {
+    /// The installed packages the snapshot read, for the install step's first check (nothing
+    /// between them installs anything: the repository step only switches and refreshes the
+    /// index).
+    installed: Option<(Family, Vec<packages::PackageState>)>,
+    /// The target version the repositories offer, as the repository step's check found it,
+    /// for the install step's apply; dropped by every repository switch.
+    offered: Option<(Family, CsVersion, String)>,
 }
 
 impl RefreshContext {
@@ -114,6 +132,7 @@ impl RefreshContext {
             deps,
             restored: Mutex::new(Vec::new()),
             removed_jars: Mutex::new(Vec::new()),
+            answers: Mutex::new(Answers::default()),
         }
     }
 
@@ -131,6 +150,10 @@ impl RefreshContext {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state_dir(&self) -> PathBuf {
@@ -280,6 +303,11 @@ async fn installed(
     cx: &RefreshContext,
     family: Family,
 ) -> Result<Vec<packages::PackageState>, StepError> {
+    if let Some((f, pkgs)) = cx.answers().installed.take()
+        && f == family
+    {
+        return Ok(pkgs);
+    }
     packages::installed(cx.node.host.as_ref(), family, AGENT_PACKAGES)
         .await
         .map_err(|e| step_err("query installed packages", e))
@@ -348,6 +376,7 @@ impl Step<RefreshContext> for Snapshot {
             held: pkgs.iter().any(|p| p.held),
             files,
         };
+        cx.answers().installed = Some((family, pkgs));
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| step_err("encode", e))?;
         // The manifest goes last: a snapshot without one is not taken for complete.
         host.write_atomic(&cx.manifest_path(), &json, Some(0o600))
@@ -453,15 +482,28 @@ impl Step<RefreshContext> for LeaveMaintenance {
     }
 }
 
+/// The package version the repositories offer for `version`. `pass_on`: a version found is
+/// kept for the next call (the install step's), which takes it instead of asking.
 async fn offered(
     cx: &RefreshContext,
     family: Family,
     version: &CsVersion,
+    pass_on: bool,
 ) -> Result<Option<String>, StepError> {
+    if let Some((f, v, found)) = cx.answers().offered.take()
+        && f == family
+        && v == *version
+    {
+        return Ok(Some(found));
+    }
     let all = packages::available(cx.node.host.as_ref(), family, AGENT_PACKAGE)
         .await
         .map_err(|e| step_err("list available versions", e))?;
-    Ok(packages::pick_version(&all, version).map(str::to_string))
+    let found = packages::pick_version(&all, version).map(str::to_string);
+    if pass_on && let Some(found) = &found {
+        cx.answers().offered = Some((family, *version, found.clone()));
+    }
+    Ok(found)
 }
 
 #[derive(Debug)]
@@ -469,6 +511,7 @@ struct SwitchRepo;
 
 impl SwitchRepo {
     async fn switch(cx: &RefreshContext, family: Family, line: &str) -> Result<(), StepError> {
+        cx.answers().offered = None;
         let host = cx.node.host.as_ref();
         if let Some(repo) = &cx.deps.repo {
             repo.switch(host, line).await.map_err(|e| {
@@ -489,10 +532,12 @@ impl Step<RefreshContext> for SwitchRepo {
 
     async fn check(&self, cx: &RefreshContext) -> Result<StepState, StepError> {
         let m = cx.require_manifest().await?;
-        Ok(match offered(cx, m.family, &cx.options.target).await? {
-            Some(_) => StepState::Done,
-            None => StepState::Pending,
-        })
+        Ok(
+            match offered(cx, m.family, &cx.options.target, true).await? {
+                Some(_) => StepState::Done,
+                None => StepState::Pending,
+            },
+        )
     }
 
     async fn apply(&self, cx: &RefreshContext) -> Result<(), StepError> {
@@ -538,7 +583,7 @@ impl Step<RefreshContext> for Install {
     async fn apply(&self, cx: &RefreshContext) -> Result<(), StepError> {
         let m = cx.require_manifest().await?;
         let host = cx.node.host.as_ref();
-        let version = offered(cx, m.family, &cx.options.target)
+        let version = offered(cx, m.family, &cx.options.target, false)
             .await?
             .ok_or_else(|| {
                 StepError::new(format!(

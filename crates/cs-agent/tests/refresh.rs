@@ -314,3 +314,84 @@ async fn rpm_hosts_refresh_through_dnf_with_holds_kept() {
     assert!(repo.contains("/4.19/"), "{repo}");
     let _: Arc<dyn cs_core::Host> = host;
 }
+
+/// A host that records the program of every command it runs.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn cs_core::Host>,
+    programs: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl cs_core::Host for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn run(&self, cmd: &cs_core::Cmd) -> Result<cs_core::Output, cs_core::HostError> {
+        self.programs.lock().unwrap().push(
+            std::iter::once(cmd.program())
+                .chain(cmd.argv())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        self.inner.run(cmd).await
+    }
+    async fn read(&self, path: &std::path::Path) -> Result<Vec<u8>, cs_core::HostError> {
+        self.inner.read(path).await
+    }
+    async fn write_atomic(
+        &self,
+        path: &std::path::Path,
+        data: &[u8],
+        mode: Option<u32>,
+    ) -> Result<(), cs_core::HostError> {
+        self.inner.write_atomic(path, data, mode).await
+    }
+    async fn stat(&self, path: &std::path::Path) -> Result<cs_core::FileMeta, cs_core::HostError> {
+        self.inner.stat(path).await
+    }
+    async fn list_dir(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<Vec<cs_core::DirEntry>, cs_core::HostError> {
+        self.inner.list_dir(path).await
+    }
+    async fn create_dir_all(
+        &self,
+        path: &std::path::Path,
+        mode: u32,
+    ) -> Result<(), cs_core::HostError> {
+        self.inner.create_dir_all(path, mode).await
+    }
+    async fn remove_file(&self, path: &std::path::Path) -> Result<(), cs_core::HostError> {
+        self.inner.remove_file(path).await
+    }
+}
+
+/// What one step learnt is not asked again by the next: the snapshot's package query answers
+/// the install step's first check, and the repository step's check the install's version
+/// lookup. Each step's check after its apply still asks the host.
+#[tokio::test]
+async fn a_refresh_asks_the_package_database_and_the_index_twice_each() {
+    let mut lab = lab();
+    let counting = Arc::new(Counting {
+        inner: lab.cx.node.host.clone(),
+        programs: std::sync::Mutex::new(Vec::new()),
+    });
+    let node = Node::new(counting.clone())
+        .rerooted(lab.host.root())
+        .in_cluster("c1");
+    lab.cx = RefreshContext::new(node, lab.cx.options.clone(), lab.cx.deps.clone());
+    lab.refresh().await.unwrap();
+    assert_eq!(
+        lab.host.installed("cloudstack-agent").as_deref(),
+        Some("4.19.1.0")
+    );
+    let programs = counting.programs.lock().unwrap().clone();
+    let count = |prefix: &str| programs.iter().filter(|p| p.starts_with(prefix)).count();
+    // Before: one query for the snapshot, one for the install check, one for its re-check.
+    assert_eq!(count("dpkg-query"), 2, "{programs:#?}");
+    // Before: the repository check, its re-check, and the install's own lookup.
+    assert_eq!(count("apt-cache madison"), 2, "{programs:#?}");
+    assert_eq!(count("apt-get -q update"), 1, "{programs:#?}");
+}

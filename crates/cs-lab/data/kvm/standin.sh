@@ -13,7 +13,13 @@ LIB=$ROOT/usr/share/cloudstack-agent/lib
 LOG=$ROOT/var/log/cloudstack/agent/agent.log
 DOMAINS=$ST/domains
 
-agent_log() { mkdir -p "${LOG%/*}"; echo "$(date '+%F %T,%3N') $*" >>"$LOG"; }
+# A log line stamped as `date '+%F %T,%3N'` would, from bash's own clock and strftime.
+agent_log() {
+  local t=$EPOCHREALTIME ms
+  [ -d "${LOG%/*}" ] || mkdir -p "${LOG%/*}"
+  ms=${t#*[.,]}
+  printf '%(%F %T)T,%s %s\n' "${t%[.,]*}" "${ms:0:3}" "$*" >>"$LOG"
+}
 
 agent_start() {
   local v
@@ -21,17 +27,18 @@ agent_start() {
   if fault never-up; then
     agent_log "ERROR [cloud.agent.Agent] Unable to connect to the management server"
     echo "Disconnected $v" >"$ST/agent.status"
-  elif ! grep -q '^keystore\.passphrase=..*' "$PROPS"; then
+  elif ! has_line "$PROPS" keystore.passphrase=; then
     agent_log "ERROR [cloud.agent.Agent] Failed to find keystore passphrase"
     echo "Disconnected $v" >"$ST/agent.status"
-  elif ! grep -q '^guid=..*' "$PROPS"; then
+  elif ! has_line "$PROPS" guid=; then
     agent_log "ERROR [cloud.agent.AgentShell] Unable to start agent: guid is not set"
     echo "Disconnected $v" >"$ST/agent.status"
   elif [ -s "$ST/up-delay" ]; then
     # KvmHost::set_up_delay: the agent reconnects after a while, the start returns at once.
     echo "Disconnected $v" >"$ST/agent.status"
     (
-      sleep "$(cat "$ST/up-delay")"
+      slurp "$ST/up-delay"
+      sleep "$REPLY"
       agent_log "INFO  [cloud.agent.Agent] Connected to the management server, version $v"
       echo "Up $v" >"$ST/agent.status"
     ) </dev/null >/dev/null 2>&1 &

@@ -38,6 +38,16 @@ slurp() { REPLY=; [ -f "$1" ] && [ -r "$1" ] && REPLY=$(< "$1"); }
 # Writes file $1 atomically (readers poll these files).
 put() { echo "$2" >"$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"; }
 fault() { [ -e "$ST/faults/$1" ]; }
+# Whether file $1 has a line starting with $2 and at least one more character, as
+# `grep -q "^$2.."` would tell (a regular expression there; a plain prefix here), without a grep.
+has_line() {
+  local l
+  [ -f "$1" ] && [ -r "$1" ] || return 1
+  while IFS= read -r l || [ -n "$l" ]; do
+    case $l in "$2"?*) return 0 ;; esac
+  done <"$1"
+  return 1
+}
 installed() { slurp "$ST/installed/$1"; [ -n "$REPLY" ] && echo "$REPLY"; }
 
 slurp "$ST/family"; FAMILY=${REPLY:-deb}
@@ -89,7 +99,7 @@ role_main() { echo "cs-lab stand-in: unknown program $1" >&2; exit 127; }
 # (active, inactive or failed).
 known_unit() { [ -e "$ST/services/$1" ]; }
 unit_state() { if slurp "$ST/services/$1"; then echo "${REPLY:-inactive}"; else echo inactive; fi; }
-set_state() { mkdir -p "$ST/services"; put "$ST/services/$1" "$2"; }
+set_state() { [ -d "$ST/services" ] || mkdir -p "$ST/services"; put "$ST/services/$1" "$2"; }
 syslog() { echo "$*" >>"$ST/systemctl.log"; }
 
 # Starting an active unit is a no-op, as with systemd.
@@ -212,18 +222,30 @@ unit_of() {
   esac
 }
 
+# The words of the apt entry's first `deb ` line, split on blanks as awk splits them, in WORDS;
+# fails when there is none. Read by bash itself: every `apt-cache` and `apt-get` asks for it.
+deb_words() {
+  local list=$ROOT/etc/apt/sources.list.d/cloudstack.list line
+  WORDS=()
+  [ -f "$list" ] && [ -r "$list" ] || return 1
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in "deb "*) read -r -a WORDS <<<"$line"; return 0 ;; esac
+  done <"$list"
+  return 1
+}
+
 # The release line the repository file points at.
 repo_line() {
   if [ "$FAMILY" = rpm ]; then
     sed -n 's#^baseurl=.*/\([0-9][0-9]*\.[0-9][0-9]*\)/*$#\1#p' "$ROOT/etc/yum.repos.d/cloudstack.repo" 2>/dev/null | head -n 1
   else
-    awk '/^deb /{print $NF; exit}' "$ROOT/etc/apt/sources.list.d/cloudstack.list" 2>/dev/null
+    deb_words && echo "${WORDS[-1]}"
   fi
 }
 
 # The URL and suite of the apt entry, for apt-cache's output.
 apt_source() {
-  awk '/^deb /{print $2, $3; exit}' "$ROOT/etc/apt/sources.list.d/cloudstack.list" 2>/dev/null
+  deb_words && echo "${WORDS[1]:-} ${WORDS[2]:-}"
 }
 
 # The release line the package index holds. apt reads the lists of the last `apt-get update`.
@@ -242,7 +264,7 @@ index_line() {
 index_versions() {
   local l
   l=$(index_line)
-  [ -n "$l" ] && [ -f "$ST/repo/$l" ] && cat "$ST/repo/$l"
+  [ -n "$l" ] && slurp "$ST/repo/$l" && { [ -z "$REPLY" ] || printf '%s\n' "$REPLY"; }
 }
 candidate() { index_versions | sort -V | tail -n 1; }
 
