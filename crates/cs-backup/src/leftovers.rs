@@ -11,7 +11,6 @@ use cs_core::DbUrl;
 use serde::Serialize;
 
 use crate::backup::blocking;
-use crate::sql::ident;
 use crate::{Error, Result, db};
 
 /// What made a leftover schema.
@@ -209,19 +208,7 @@ pub async fn drop_leftover_schemas(url: &DbUrl, names: &[String]) -> Result<()> 
             "`{bad}` is not a parking or scratch schema of a restore; not dropping it"
         )));
     }
-    let url = url.clone();
-    let names = names.to_vec();
-    blocking(move || {
-        let mut db = db::connect(&url)?;
-        for n in names {
-            db.exec(
-                &format!("drop schema `{n}`"),
-                &format!("DROP DATABASE IF EXISTS {}", ident(&n)),
-            )?;
-        }
-        Ok(())
-    })
-    .await
+    crate::restore::drop_schemas(url, names).await
 }
 
 #[cfg(test)]

@@ -861,10 +861,19 @@ const ACCOUNTS_DIR: &str = "/var/lib/cs-lab";
 /// a tool fails; IO errors.
 pub fn operator() -> Result<&'static LabOperator> {
     static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
-    OP.get_or_init(|| account(OPERATOR_USER, Some("ALL")).map_err(|e| cs_core::error_chain(&e)))
+    once(&OP, OPERATOR_USER, Some("ALL"))
+}
+
+/// The account `user` (with the sudoers `rule`, or none), set up once per process.
+fn once(
+    cell: &'static OnceLock<std::result::Result<LabOperator, String>>,
+    user: &str,
+    rule: Option<&str>,
+) -> Result<&'static LabOperator> {
+    cell.get_or_init(|| account(user, rule).map_err(|e| cs_core::error_chain(&e)))
         .as_ref()
         .map_err(|e| LabError::Start {
-            what: format!("the lab operator account `{OPERATOR_USER}`"),
+            what: format!("the lab account `{user}`"),
             detail: e.clone(),
         })
 }
@@ -876,12 +885,7 @@ pub fn operator() -> Result<&'static LabOperator> {
 /// As [`operator`].
 pub fn operator_without_sudo() -> Result<&'static LabOperator> {
     static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
-    OP.get_or_init(|| account(NO_SUDO_USER, None).map_err(|e| cs_core::error_chain(&e)))
-        .as_ref()
-        .map_err(|e| LabError::Start {
-            what: format!("the lab account `{NO_SUDO_USER}`"),
-            detail: e.clone(),
-        })
+    once(&OP, NO_SUDO_USER, None)
 }
 
 /// Like [`operator`], for [`NOPASSWD_USER`] (`cs-lab-op-np`): sudo to root without a
@@ -891,14 +895,7 @@ pub fn operator_without_sudo() -> Result<&'static LabOperator> {
 /// As [`operator`].
 pub fn operator_nopasswd() -> Result<&'static LabOperator> {
     static OP: OnceLock<std::result::Result<LabOperator, String>> = OnceLock::new();
-    OP.get_or_init(|| {
-        account(NOPASSWD_USER, Some("NOPASSWD: ALL")).map_err(|e| cs_core::error_chain(&e))
-    })
-    .as_ref()
-    .map_err(|e| LabError::Start {
-        what: format!("the lab account `{NOPASSWD_USER}`"),
-        detail: e.clone(),
-    })
+    once(&OP, NOPASSWD_USER, Some("NOPASSWD: ALL"))
 }
 
 /// The sudoers entry of a lab operator; `rule` is what it may run (`ALL`, `NOPASSWD: ALL`).
