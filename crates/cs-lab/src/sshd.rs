@@ -781,24 +781,35 @@ fn set_password(user: &str) -> Result<Secret> {
             detail: "user names must be lowercase letters, digits, `-` and `_`".into(),
         });
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let exists = passwd.lines().any(|l| l.split(':').next() == Some(user));
-    if !exists {
-        let useradd = find_binary("useradd", "passwd")?;
-        run_tool(
-            "useradd",
-            command(&useradd).args(["-m", "-s", "/bin/sh", user]),
-            None,
-        )?;
-    }
+    ensure_user(user)?;
     let password = Secret::new(token(24));
+    chpasswd(user, &password)?;
+    Ok(password)
+}
+
+/// Creates `user` (with a home and `/bin/sh`) unless `/etc/passwd` has it; whether it existed.
+fn ensure_user(user: &str) -> Result<bool> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    if passwd.lines().any(|l| l.split(':').next() == Some(user)) {
+        return Ok(true);
+    }
+    let useradd = find_binary("useradd", "passwd")?;
+    run_tool(
+        "useradd",
+        command(&useradd).args(["-m", "-s", "/bin/sh", user]),
+        None,
+    )?;
+    Ok(false)
+}
+
+/// Sets `user`'s password (`chpasswd`, the password on its standard input).
+fn chpasswd(user: &str, password: &Secret) -> Result<()> {
     let chpasswd = find_binary("chpasswd", "passwd")?;
     run_tool(
         "chpasswd",
         &mut command(&chpasswd),
         Some(&format!("{user}:{}\n", password.expose())),
-    )?;
-    Ok(password)
+    )
 }
 
 /// A login account of this machine for lab nodes reached as an operator would reach them:
@@ -934,27 +945,13 @@ fn account(user: &str, rule: Option<&str>) -> Result<LabOperator> {
     // Held until the end of this function (dropping the file releases it).
     lock.lock().map_err(io("lock", &lock_path))?;
 
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let exists = passwd.lines().any(|l| l.split(':').next() == Some(user));
-    if !exists {
-        let useradd = find_binary("useradd", "passwd")?;
-        run_tool(
-            "useradd",
-            command(&useradd).args(["-m", "-s", "/bin/sh", user]),
-            None,
-        )?;
-    }
+    let exists = ensure_user(user)?;
     let password_file = dir.join(format!("{user}.password"));
     let password = match std::fs::read_to_string(&password_file) {
         Ok(text) if exists && !text.trim().is_empty() => Secret::new(text.trim_end()),
         _ => {
             let password = Secret::new(token(24));
-            let chpasswd = find_binary("chpasswd", "passwd")?;
-            run_tool(
-                "chpasswd",
-                &mut command(&chpasswd),
-                Some(&format!("{user}:{}\n", password.expose())),
-            )?;
+            chpasswd(user, &password)?;
             let tmp = dir.join(format!(".{user}.password.tmp"));
             let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
