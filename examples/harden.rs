@@ -99,7 +99,7 @@ pub(crate) async fn main() -> ExitCode {
         }
         common::cli::print_json(&doc);
     } else {
-        print!("{}", table::report(&common::cli::grouped(&report)));
+        print!("{}", table::report(&report));
     }
     ExitCode::from(report.exit_code())
 }

@@ -184,10 +184,7 @@ async fn run(args: &Args, url: Option<DbUrl>) -> Result<(String, u8), String> {
             Some(p) => tables(p, report.as_ref()),
             None => format!(
                 "{no_path}\n\nDatabase checks:\n{}",
-                report
-                    .as_ref()
-                    .map(|r| table::report(&common::cli::grouped(r)))
-                    .unwrap_or_default()
+                report.as_ref().map(table::report).unwrap_or_default()
             ),
         }
     };
@@ -356,11 +353,7 @@ fn tables(p: &Planned, report: Option<&Report>) -> String {
         let _ = writeln!(out, "System VM templates for {to}: {}", names.join(", "));
     }
     if let Some(r) = report {
-        let _ = writeln!(
-            out,
-            "\nDatabase checks:\n{}",
-            table::report(&common::cli::grouped(r))
-        );
+        let _ = writeln!(out, "\nDatabase checks:\n{}", table::report(r));
     }
     out
 }

@@ -100,7 +100,7 @@ pub(crate) async fn main() -> ExitCode {
     if args.output.json {
         common::cli::print_json(&report.to_json());
     } else {
-        print!("{}", table::report(&common::cli::grouped(&report)));
+        print!("{}", table::report(&report));
     }
     ExitCode::from(report.exit_code())
 }

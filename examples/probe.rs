@@ -115,7 +115,7 @@ fn print_report(report: &Report, json: bool, extra: serde_json::Value) {
             serde_json::to_string_pretty(&v).unwrap_or_default()
         ));
     } else {
-        out(&table::report(&common::cli::grouped(report)));
+        out(&table::report(report));
     }
 }
 

@@ -193,38 +193,6 @@ pub(crate) fn release_line(raw: &str) -> Result<String, String> {
     }
 }
 
-/// The report with each distinct broken-check error shown once: checks that broke on the same
-/// error (an unreachable database breaks every database check) become one entry naming how many
-/// and which.
-pub(crate) fn grouped(report: &cs_core::Report) -> cs_core::Report {
-    let mut shown = report.clone();
-    shown.broken.clear();
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for b in &report.broken {
-        match groups.iter_mut().find(|(e, _)| *e == b.error) {
-            Some((_, ids)) => ids.push(b.id.clone()),
-            None => groups.push((b.error.clone(), vec![b.id.clone()])),
-        }
-    }
-    for (error, ids) in groups {
-        let mut b = report
-            .broken
-            .iter()
-            .find(|b| b.id == ids[0])
-            .cloned()
-            .unwrap_or_else(|| report.broken[0].clone());
-        if ids.len() > 1 {
-            b.error = format!(
-                "{error} (the same for {} checks: {})",
-                ids.len(),
-                ids.join(", ")
-            );
-        }
-        shown.broken.push(b);
-    }
-    shown
-}
-
 /// Prints `value` as one pretty JSON document on stdout (a closed pipe is not an error).
 pub(crate) fn print_json(value: &serde_json::Value) {
     use std::io::Write as _;

@@ -98,8 +98,10 @@ pub(crate) fn indent(text: &str, prefix: &str) -> String {
 
 /// A check report as a table (verdict, id, subject, message; the remedy on a row of its own
 /// below, after `->`), its broken checks as `ERR` rows, and the closing count line: the same
-/// content as [`Report::to_table`], aligned and coloured by the rules above.
+/// content as [`Report::to_table`], aligned and coloured by the rules above. Checks broken by
+/// the same error are one row naming how many and which.
 pub(crate) fn report(r: &Report) -> String {
+    let r = &grouped(r);
     let mut t = new_table(&["", "ID", "SUBJECT", "MESSAGE"]);
     for f in &r.findings {
         t.add_row(vec![
@@ -203,4 +205,36 @@ pub(crate) fn waves(
         }
     }
     format!("{}\n", render(&t))
+}
+
+/// The report with each distinct broken-check error shown once: checks that broke on the same
+/// error (an unreachable database breaks every database check) become one entry naming how many
+/// and which.
+fn grouped(report: &Report) -> Report {
+    let mut shown = report.clone();
+    shown.broken.clear();
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for b in &report.broken {
+        match groups.iter_mut().find(|(e, _)| *e == b.error) {
+            Some((_, ids)) => ids.push(b.id.clone()),
+            None => groups.push((b.error.clone(), vec![b.id.clone()])),
+        }
+    }
+    for (error, ids) in groups {
+        let mut b = report
+            .broken
+            .iter()
+            .find(|b| b.id == ids[0])
+            .cloned()
+            .unwrap_or_else(|| report.broken[0].clone());
+        if ids.len() > 1 {
+            b.error = format!(
+                "{error} (the same for {} checks: {})",
+                ids.len(),
+                ids.join(", ")
+            );
+        }
+        shown.broken.push(b);
+    }
+    shown
 }
